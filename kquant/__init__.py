@@ -1,0 +1,16 @@
+"""kquant: llama.cpp's weight formats, byte-exact, in readable numpy.
+
+    >>> import numpy as np, kquant
+    >>> x = np.random.default_rng(0).standard_normal((4, 256), dtype=np.float32)
+    >>> q = kquant.quantize(x, "Q4_K")          # (4, 144) uint8: llama.cpp's exact bytes
+    >>> y = kquant.dequantize(q, "Q4_K")        # (4, 256) float32
+
+The API mirrors gguf-py's ``gguf.quants.quantize`` / ``dequantize``, so either can
+stand in for the other.
+"""
+
+from .errors import KQuantError
+from .formats import FORMATS, Format, dequantize, get_format, quantize
+
+__all__ = ["FORMATS", "Format", "KQuantError", "dequantize", "get_format", "quantize"]
+__version__ = "0.1.0"

@@ -1,0 +1,169 @@
+"""The block formats, one module each, and the two calls that dispatch to them.
+
+Every format module has the same small surface, named after ggml's C code:
+
+    QK                    weights per block (32, or QK_K = 256 for the K-quants)
+    TYPE_SIZE             bytes per block (sizeof(block_q4_K) == 144, ...)
+    quantize_blocks(x)    (n_blocks, QK) float32  -> (n_blocks, TYPE_SIZE) uint8
+    dequantize_blocks(b)  (n_blocks, TYPE_SIZE) uint8 -> (n_blocks, QK) float32
+
+plus, for teaching, the steps in between (``encode`` to the unpacked fields,
+``pack`` / ``unpack`` between fields and bytes).
+
+``quantize`` and ``dequantize`` below check their input, flatten it into blocks,
+and hand it to the module in cache-sized chunks.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from types import ModuleType
+
+import numpy as np
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+
+from ..errors import KQuantError
+
+# name -> module, in the order the workbook teaches them.
+_MODULES = {
+    "Q8_0": "q8_0",
+    "Q4_0": "q4_0",
+    "Q4_1": "q4_1",
+    "Q5_0": "q5_0",
+    "Q5_1": "q5_1",
+    "Q2_K": "q2_k",
+    "Q3_K": "q3_k",
+    "Q4_K": "q4_k",
+    "Q5_K": "q5_k",
+    "Q6_K": "q6_k",
+}
+
+
+@dataclass(frozen=True)
+class Format:
+    """One block format: its ggml type, geometry and the module that codes it."""
+
+    qtype: GGMLQuantizationType
+    module: ModuleType
+
+    @property
+    def name(self) -> str:
+        return self.qtype.name
+
+    @property
+    def block_size(self) -> int:
+        return self.module.QK
+
+    @property
+    def type_size(self) -> int:
+        return self.module.TYPE_SIZE
+
+    @property
+    def bits_per_weight(self) -> float:
+        return 8 * self.type_size / self.block_size
+
+    def row_bytes(self, n_per_row: int) -> int:
+        return n_per_row // self.block_size * self.type_size
+
+
+def _load() -> dict[GGMLQuantizationType, Format]:
+    formats = {}
+    for name, modname in _MODULES.items():
+        qtype = GGMLQuantizationType[name]
+        module = importlib.import_module(f"{__name__}.{modname}")
+        # The geometry must be llama.cpp's own (gguf-py's table mirrors ggml's type traits).
+        assert (module.QK, module.TYPE_SIZE) == GGML_QUANT_SIZES[qtype], name
+        formats[qtype] = Format(qtype, module)
+    return formats
+
+
+FORMATS: dict[GGMLQuantizationType, Format] = _load()
+
+
+def get_format(qtype) -> Format:
+    """The Format for a ``GGMLQuantizationType``, its integer id, or its name ("q4_k" works)."""
+    if isinstance(qtype, Format):
+        return qtype
+    try:
+        if isinstance(qtype, str):
+            qtype = GGMLQuantizationType[qtype.strip().upper()]
+        else:
+            qtype = GGMLQuantizationType(qtype)
+    except (KeyError, ValueError):
+        known = ", ".join(f.name for f in FORMATS.values())
+        raise KQuantError(f"unknown quantization type {qtype!r}: use one of {known}") from None
+    if qtype not in FORMATS:
+        known = ", ".join(f.name for f in FORMATS.values())
+        raise KQuantError(f"kquant does not encode {qtype.name}: use one of {known}")
+    return FORMATS[qtype]
+
+
+# Blocks handed to a format module at a time: big enough that numpy's per-call
+# overhead vanishes, small enough that a chunk's temporaries stay in cache.
+_CHUNK_WEIGHTS = 1 << 15
+
+
+def quantize(x, qtype) -> np.ndarray:
+    """Encode a float array exactly as ggml's ``ggml_quantize_chunk`` does (no imatrix).
+
+    ``x`` is float16/32/64 with a last axis that is a multiple of the block size.
+    Returns uint8 of shape ``(*x.shape[:-1], row_bytes)``, like gguf-py's ``quantize``.
+    """
+    fmt = get_format(qtype)
+    x = _as_float32(x, fmt)
+    n_per_row = x.shape[-1]
+    blocks = x.reshape(-1, fmt.block_size)
+    out = np.empty((blocks.shape[0], fmt.type_size), dtype=np.uint8)
+    step = max(1, _CHUNK_WEIGHTS // fmt.block_size)
+    for i in range(0, blocks.shape[0], step):
+        out[i : i + step] = fmt.module.quantize_blocks(blocks[i : i + step])
+    return out.reshape(*x.shape[:-1], fmt.row_bytes(n_per_row))
+
+
+def dequantize(q, qtype) -> np.ndarray:
+    """Decode bytes made by ``quantize`` (or llama.cpp) back to float32, as ggml's ``dequantize_row_*``.
+
+    ``q`` is uint8 with a last axis that is a multiple of the type's block bytes.
+    Returns float32 of shape ``(*q.shape[:-1], n_per_row)``.
+    """
+    fmt = get_format(qtype)
+    q = np.asarray(q)
+    if q.dtype != np.uint8:
+        raise KQuantError(f"dequantize expects uint8 bytes, got {q.dtype}: pass the array quantize() returned, or q.view(np.uint8)")
+    if q.ndim == 0 or q.size == 0:
+        raise KQuantError(f"dequantize got an empty array (shape {q.shape}): pass at least one {fmt.name} block of {fmt.type_size} bytes")
+    if q.shape[-1] % fmt.type_size:
+        raise KQuantError(
+            f"last axis has {q.shape[-1]} bytes, not a multiple of {fmt.name}'s {fmt.type_size}-byte block:"
+            f" is this really {fmt.name} data, and is the row complete?"
+        )
+    blocks = np.ascontiguousarray(q).reshape(-1, fmt.type_size)
+    out = np.empty((blocks.shape[0], fmt.block_size), dtype=np.float32)
+    step = max(1, _CHUNK_WEIGHTS // fmt.block_size)
+    for i in range(0, blocks.shape[0], step):
+        out[i : i + step] = fmt.module.dequantize_blocks(blocks[i : i + step])
+    return out.reshape(*q.shape[:-1], q.shape[-1] // fmt.type_size * fmt.block_size)
+
+
+def _as_float32(x, fmt: Format) -> np.ndarray:
+    """Check an encoder's input and return it as C-contiguous float32 (never modifying it)."""
+    x = np.asarray(x)
+    if x.dtype.kind != "f":
+        raise KQuantError(
+            f"quantize expects floating-point weights, got dtype {x.dtype}: convert with x.astype(np.float32)"
+        )
+    if x.ndim == 0 or x.size == 0:
+        raise KQuantError(f"quantize got an empty array (shape {x.shape}): pass at least one block of {fmt.block_size} weights")
+    if x.shape[-1] % fmt.block_size:
+        raise KQuantError(
+            f"last axis has {x.shape[-1]} weights, not a multiple of {fmt.name}'s block size {fmt.block_size}:"
+            f" pad or reshape the rows (llama.cpp would fall back to another type for such a tensor)"
+        )
+    x = np.ascontiguousarray(x, dtype=np.float32)  # float16/64 -> float32 exactly as a cast in C would
+    if not np.isfinite(x).all():
+        bad = np.flatnonzero(~np.isfinite(x))
+        raise KQuantError(
+            f"{bad.size} weight(s) are NaN or Inf (first at flat index {bad[0]}): llama.cpp would write a broken file; fix or drop them first"
+        )
+    return x

@@ -1,0 +1,110 @@
+"""The little pieces of C arithmetic that decide whether two encoders agree byte for byte.
+
+ggml's quantizers are plain C on float32: every ``a*b+c`` is two roundings, every
+sum runs left to right, and a few conversions (float -> int8, int -> uint8) wrap
+or truncate in ways numpy does not do by default. Each helper here reproduces one
+of them exactly, so the format modules can read like the C they mirror.
+
+Layout convention used by every encoder: arrays are shaped ``(n, G)`` with the
+in-block element axis FIRST and the G groups side by side. Then
+``np.add.reduce(a, axis=0)`` adds rows strictly in order, exactly like C's
+``for (i = 0; i < n; ++i) sum += a[i]`` (numpy's sum along the *last* axis uses
+pairwise summation and gives different bits).
+"""
+
+import functools
+
+import numpy as np
+
+f32 = np.float32
+
+
+def c_semantics(fn):
+    """Run ``fn`` with IEEE float behaviour as in C: overflow to inf, 0/0 to NaN, silently.
+
+    The encoders meet such values on purpose (a subnormal block max, an all-zero group)
+    and then do exactly what ggml does with them; numpy's warnings would only be noise.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with np.errstate(all="ignore"):
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+# nearest_int() adds 1.5 * 2**23: the float's mantissa then holds round-half-even(v) + 2**22.
+_MAGIC = f32(12582912.0)
+
+
+def nearest_int(v: np.ndarray) -> np.ndarray:
+    """ggml's ``nearest_int``: round half to even via the float mantissa trick -> int32.
+
+    Equals ``np.rint`` for |v| <= 4194303, and reproduces C's exact garbage outside
+    that range (inf, NaN, huge values), which a degenerate block can produce.
+    """
+    if v.dtype != f32:  # int32 * float32 promotes to float64 in numpy: a silent exactness bug
+        raise TypeError(f"nearest_int needs float32, got {v.dtype}")
+    bits = (v + _MAGIC).view(np.int32)
+    return (bits & 0x007FFFFF) - 0x00400000
+
+
+def c_float_to_int(v: np.ndarray) -> np.ndarray:
+    """C's ``(int)v`` for float32 (x86 ``cvttss2si``): truncate; NaN/out-of-range give INT_MIN."""
+    ok = np.abs(v) < f32(2**31)  # False for NaN and +-inf too
+    t = np.trunc(np.where(ok, v, 0)).astype(np.int64)
+    return np.where(ok, t, -(2**31))
+
+
+def c_to_int8(i: np.ndarray) -> np.ndarray:
+    """C's store of an int into ``int8_t``: keep the low byte, read it signed."""
+    return (np.asarray(i, dtype=np.int64) & 0xFF).astype(np.uint8).view(np.int8)
+
+
+def c_to_uint8(i: np.ndarray) -> np.ndarray:
+    """C's store of an int into ``uint8_t``: keep the low byte (modulo 256)."""
+    return (np.asarray(i, dtype=np.int64) & 0xFF).astype(np.uint8)
+
+
+def fp16_bytes(v: np.ndarray) -> np.ndarray:
+    """``GGML_FP32_TO_FP16`` as little-endian bytes, shape (..., 2).
+
+    ggml rounds to nearest, ties to even; numpy's cast does the same for every
+    non-NaN float32 (encoders never see NaN: the input is checked first).
+    """
+    return np.ascontiguousarray(np.asarray(v, dtype=f32).astype("<f2")).view(np.uint8).reshape(*np.shape(v), 2)
+
+
+def fp16_value(v: np.ndarray) -> np.ndarray:
+    """The float32 a value becomes after a round trip through fp16 (what the decoder will see)."""
+    return np.asarray(v, dtype=f32).astype(np.float16).astype(f32)
+
+
+def fp16_field(b: np.ndarray) -> np.ndarray:
+    """An fp16 field read from its little-endian bytes: (n, 2) uint8 -> (n,) float16."""
+    return np.ascontiguousarray(b).view("<f2")[:, 0]
+
+
+def seqsum(a: np.ndarray) -> np.ndarray:
+    """C's sequential ``sum += a[i]`` over axis 0 of an (n, G) array (see the module docstring)."""
+    return np.add.reduce(a, axis=0)
+
+
+def signed_absmax(x: np.ndarray, axis: int = 0) -> np.ndarray:
+    """The value with the largest |x| (first one wins), as ggml's ``if (amax < fabsf(v)) {amax = ...; max = v;}``.
+
+    An all-zero group keeps the C initial value +0.0, whatever the sign of its zeros.
+    """
+    idx = np.argmax(np.abs(x), axis=axis)
+    picked = np.take_along_axis(x, np.expand_dims(idx, axis), axis=axis).squeeze(axis)
+    return np.where(picked != 0, picked, f32(0))
+
+
+def first_min_max(x: np.ndarray, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Minimum and maximum as C's strict ``if (v < min)`` / ``if (v > max)`` scans find them.
+
+    Only the sign of a zero can differ from ``np.min``: the first zero seen wins, as in C.
+    """
+    lo = np.take_along_axis(x, np.expand_dims(np.argmin(x, axis=axis), axis), axis=axis).squeeze(axis)
+    hi = np.take_along_axis(x, np.expand_dims(np.argmax(x, axis=axis), axis), axis=axis).squeeze(axis)
+    return lo, hi

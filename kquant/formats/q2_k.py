@@ -1,0 +1,105 @@
+"""Q2_K: 2-bit levels with a 4-bit scale and 4-bit min per 16 weights, under fp16 d and dmin.
+
+A super-block of QK_K = 256 weights has 16 groups of 16. Weight e of group j decodes as
+
+    y = (d * (scales[j] & 15)) * q[e] - dmin * (scales[j] >> 4)        q in 0..3
+
+The group fits minimise the *absolute* error weighted by |x| (use_mad): with only
+four levels, squared error lets one outlier drag the whole grid. 2.625 bits per weight.
+"""
+
+from typing import NamedTuple
+
+import numpy as np
+
+from .cops import c_semantics, c_to_uint8, f32, fp16_bytes, fp16_field, fp16_value, nearest_int
+from .search import make_qkx2_quants
+
+QK = 256  # QK_K
+TYPE_SIZE = 84
+
+# block_q2_K, 84 bytes:
+#
+#   offset  0                     16                              80     82     84
+#           | scales[16]          | qs[64]                        | d    | dmin |
+#           | per group: scale in | 2-bit levels, four per byte   | fp16 | fp16 |
+#           | low nibble, min in  |                               |
+#           | high nibble         |
+#
+# qs: per half h = 0, 1 (128 weights), byte 32h + l holds weights 128h + 32k + l
+# in bits 2k..2k+1, k = 0..3.
+
+
+class Fields(NamedTuple):
+    d: np.ndarray  # (n,) float16: scale of the group scales
+    dmin: np.ndarray  # (n,) float16: scale of the group mins
+    scales: np.ndarray  # (n, 16) uint8: scale | min << 4
+    q: np.ndarray  # (n, 256) uint8 in 0..3
+
+
+@c_semantics
+def encode(x: np.ndarray) -> Fields:
+    """quantize_row_q2_K_ref: x (n, 256) float32 -> Fields."""
+    n = x.shape[0]
+    xt = np.ascontiguousarray(x.reshape(n * 16, 16).T)  # (16, G)
+    scale, the_min, L = make_qkx2_quants(xt, np.abs(xt), 3, -0.5, 0.1, 15, use_mad=True)
+    scale, the_min = scale.reshape(n, 16), the_min.reshape(n, 16)
+    max_scale = np.maximum(scale.max(axis=1), f32(0))
+    max_min = np.maximum(the_min.max(axis=1), f32(0))
+    ls = nearest_int((f32(15) / max_scale)[:, None] * scale)
+    lm = nearest_int((f32(15) / max_min)[:, None] * the_min)
+    # y.scales[j] = l (a uint8 store), then |= lm << 4; each half only when its max is > 0.
+    sc = np.where(max_scale[:, None] > 0, c_to_uint8(ls), 0)
+    sc = np.where(max_min[:, None] > 0, c_to_uint8(sc | (lm << 4)), sc).astype(np.uint8)
+    d = np.where(max_scale > 0, max_scale / f32(15), f32(0)).astype(np.float16)
+    dmin = np.where(max_min > 0, max_min / f32(15), f32(0)).astype(np.float16)
+
+    # Requantize against the scales the decoder will use; a group with scale 0 keeps its levels.
+    dq = (fp16_value(d)[:, None] * (sc & 0xF)).reshape(-1)  # (G,)
+    dm = (fp16_value(dmin)[:, None] * (sc >> 4)).reshape(-1)
+    l = np.clip(nearest_int((xt + dm) / dq), 0, 3).astype(np.uint8)
+    L = np.where(dq != 0, l, L)
+    return Fields(d, dmin, sc, np.ascontiguousarray(L.T).reshape(n, 256))
+
+
+def pack_crumbs(q: np.ndarray) -> np.ndarray:
+    """(n, 256) 2-bit values -> (n, 64) bytes (layout above). Shared with Q3_K."""
+    q = q.reshape(-1, 2, 4, 32)  # [h, k, l]
+    return (q[:, :, 0] | (q[:, :, 1] << 2) | (q[:, :, 2] << 4) | (q[:, :, 3] << 6)).reshape(-1, 64)
+
+
+def unpack_crumbs(qs: np.ndarray) -> np.ndarray:
+    """(n, 64) bytes -> (n, 256) 2-bit values."""
+    qs = qs.reshape(-1, 2, 1, 32)
+    shifts = np.array([0, 2, 4, 6], dtype=np.uint8)[:, None]
+    return ((qs >> shifts) & 3).reshape(-1, 256)
+
+
+def pack(f: Fields) -> np.ndarray:
+    out = np.empty((f.q.shape[0], TYPE_SIZE), dtype=np.uint8)
+    out[:, 0:16] = f.scales
+    out[:, 16:80] = pack_crumbs(f.q)
+    out[:, 80:82] = fp16_bytes(f.d)
+    out[:, 82:84] = fp16_bytes(f.dmin)
+    return out
+
+
+def unpack(b: np.ndarray) -> Fields:
+    return Fields(fp16_field(b[:, 80:82]), fp16_field(b[:, 82:84]), b[:, 0:16].copy(), unpack_crumbs(b[:, 16:80]))
+
+
+def decode(f: Fields) -> np.ndarray:
+    """dequantize_row_q2_K: (d * scale) * q - dmin * min."""
+    dl = fp16_value(f.d)[:, None] * (f.scales & 0xF)  # (n, 16)
+    ml = fp16_value(f.dmin)[:, None] * (f.scales >> 4)
+    y = f.q.reshape(-1, 16, 16) * dl[:, :, None]
+    y -= ml[:, :, None]
+    return y.reshape(-1, 256)
+
+
+def quantize_blocks(x: np.ndarray) -> np.ndarray:
+    return pack(encode(x))
+
+
+def dequantize_blocks(b: np.ndarray) -> np.ndarray:
+    return decode(unpack(b))

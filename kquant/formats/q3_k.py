@@ -1,0 +1,105 @@
+"""Q3_K: 3-bit signed levels with a 6-bit scale per 16 weights, under one fp16 super-scale.
+
+A super-block of QK_K = 256 weights has 16 groups of 16. Weight e of group j decodes as
+
+    y = (d * (scales[j] - 32)) * (q[e] - 4)        q in 0..7, scales[j] in 0..63
+
+Symmetric (no min). The low 2 bits of each level are packed like Q2_K's, the third
+bit goes to ``hmask``. 3.4375 bits per weight.
+"""
+
+from typing import NamedTuple
+
+import numpy as np
+
+from .cops import c_semantics, c_to_int8, f32, fp16_bytes, fp16_field, fp16_value, nearest_int, signed_absmax
+from .q2_k import pack_crumbs, unpack_crumbs
+from .q5_k import pack_high_bits, unpack_high_bits
+from .search import make_q3_quants
+
+QK = 256  # QK_K
+TYPE_SIZE = 110
+
+# block_q3_K, 110 bytes:
+#
+#   offset  0             32                       96            108    110
+#           | hmask[32]   | qs[64]                 | scales[12]  | d    |
+#           | third bit:  | low 2 bits, as Q2_K    | 16 x 6 bits | fp16 |
+#           | byte e%32,  |                        |             |
+#           | bit e/32    |                        |             |
+#
+# scales[12]: the low nibble of scale j is in byte j (j < 8, low nibble) or byte j - 8
+# (j >= 8, high nibble); its top 2 bits are in byte 8 + j%4 at bit 2*(j/4).
+
+
+class Fields(NamedTuple):
+    d: np.ndarray  # (n,) float16
+    scales: np.ndarray  # (n, 16) uint8 in 0..63 (group scale + 32)
+    q: np.ndarray  # (n, 256) uint8 in 0..7 (level + 4)
+
+
+@c_semantics
+def encode(x: np.ndarray) -> Fields:
+    """quantize_row_q3_K_ref: x (n, 256) float32 -> Fields."""
+    n = x.shape[0]
+    xt = np.ascontiguousarray(x.reshape(n * 16, 16).T)  # (16, G)
+    scale, L = make_q3_quants(xt)
+    scale = scale.reshape(n, 16)
+    max_scale = signed_absmax(scale, axis=1)
+    iscale = f32(-32) / max_scale
+    # int8_t l = nearest_int(...): the store wraps to int8 before the clamp.
+    s = np.clip(c_to_int8(nearest_int(iscale[:, None] * scale)), -32, 31) + 32
+    nonzero = max_scale != 0
+    s = np.where(nonzero[:, None], s, 0).astype(np.uint8)
+    d = np.where(nonzero, f32(1) / iscale, f32(0)).astype(np.float16)
+    # Requantize; a group whose scale is 0 keeps its levels from the search.
+    dq = (fp16_value(d)[:, None] * (s.astype(np.int8) - np.int8(32))).reshape(-1)  # (G,)
+    l = np.clip(nearest_int(xt / dq), -4, 3) + 4
+    L = np.where(dq != 0, l, L).astype(np.uint8)
+    return Fields(d, s, np.ascontiguousarray(L.T).reshape(n, 256))
+
+
+def pack_scales(s: np.ndarray) -> np.ndarray:
+    """(n, 16) 6-bit values -> (n, 12) bytes (layout above)."""
+    out = np.empty((s.shape[0], 12), dtype=np.uint8)
+    out[:, 0:8] = (s[:, 0:8] & 0xF) | ((s[:, 8:16] & 0xF) << 4)
+    hi = (s >> 4).reshape(-1, 4, 4)  # [j / 4, j % 4]
+    out[:, 8:12] = hi[:, 0] | (hi[:, 1] << 2) | (hi[:, 2] << 4) | (hi[:, 3] << 6)
+    return out
+
+
+def unpack_scales(b: np.ndarray) -> np.ndarray:
+    """(n, 12) bytes -> (n, 16) 6-bit values."""
+    low = np.concatenate([b[:, 0:8] & 0xF, b[:, 0:8] >> 4], axis=1)
+    shifts = np.array([0, 2, 4, 6], dtype=np.uint8)[:, None]
+    hi = ((b[:, None, 8:12] >> shifts) & 3).reshape(-1, 16)
+    return low | (hi << 4)
+
+
+def pack(f: Fields) -> np.ndarray:
+    out = np.empty((f.q.shape[0], TYPE_SIZE), dtype=np.uint8)
+    out[:, 0:32] = pack_high_bits(f.q >> 2)  # bit set when the level is >= 0 (q >= 4)
+    out[:, 32:96] = pack_crumbs(f.q & 3)
+    out[:, 96:108] = pack_scales(f.scales)
+    out[:, 108:110] = fp16_bytes(f.d)
+    return out
+
+
+def unpack(b: np.ndarray) -> Fields:
+    q = unpack_crumbs(b[:, 32:96]) | (unpack_high_bits(b[:, 0:32]) << 2)
+    return Fields(fp16_field(b[:, 108:110]), unpack_scales(b[:, 96:108]), q)
+
+
+def decode(f: Fields) -> np.ndarray:
+    """dequantize_row_q3_K: (d * (scale - 32)) * (q - 4)."""
+    dl = fp16_value(f.d)[:, None] * (f.scales.astype(np.int8) - np.int8(32))  # (n, 16)
+    y = (f.q.astype(np.int8) - np.int8(4)).reshape(-1, 16, 16) * dl[:, :, None]
+    return y.reshape(-1, 256)
+
+
+def quantize_blocks(x: np.ndarray) -> np.ndarray:
+    return pack(encode(x))
+
+
+def dequantize_blocks(b: np.ndarray) -> np.ndarray:
+    return decode(unpack(b))

@@ -1,0 +1,65 @@
+"""Q4_1: 32 weights share an fp16 scale and an fp16 minimum; levels are 4-bit.
+
+    y = d * q + m        q in 0..15,  d = (max - min) / 15,  m = min
+
+The min makes the grid asymmetric, so an all-positive block does not waste half its
+levels. 5 bits per weight (4 + 32/32).
+"""
+
+from typing import NamedTuple
+
+import numpy as np
+
+from .cops import c_semantics, c_float_to_int, c_to_int8, c_to_uint8, f32, first_min_max, fp16_bytes, fp16_field, fp16_value
+from .q4_0 import pack_nibbles, unpack_nibbles
+
+QK = 32  # QK4_1
+TYPE_SIZE = 20
+
+# block_q4_1, 20 bytes:
+#
+#   offset  0      2      4                        20
+#           | d    | m    | qs[16]                 |
+#           | fp16 | fp16 | nibbles as in Q4_0     |
+
+
+class Fields(NamedTuple):
+    d: np.ndarray  # (n,) float16
+    m: np.ndarray  # (n,) float16: the block minimum
+    q: np.ndarray  # (n, 32) uint8 in 0..15
+
+
+@c_semantics
+def encode(x: np.ndarray) -> Fields:
+    """quantize_row_q4_1_ref: x (n, 32) float32 -> Fields."""
+    lo, hi = first_min_max(x, axis=1)
+    d = (hi - lo) / f32(15)
+    id_ = np.where(d != 0, f32(1) / d, f32(0))
+    q = np.minimum(15, c_to_int8(c_float_to_int((x - lo[:, None]) * id_[:, None] + f32(0.5))))
+    return Fields(d.astype(np.float16), lo.astype(np.float16), c_to_uint8(q).astype(np.uint8))
+
+
+def pack(f: Fields) -> np.ndarray:
+    out = np.empty((f.q.shape[0], TYPE_SIZE), dtype=np.uint8)
+    out[:, 0:2] = fp16_bytes(f.d)
+    out[:, 2:4] = fp16_bytes(f.m)
+    out[:, 4:20] = pack_nibbles(f.q)
+    return out
+
+
+def unpack(b: np.ndarray) -> Fields:
+    return Fields(fp16_field(b[:, 0:2]), fp16_field(b[:, 2:4]), unpack_nibbles(b[:, 4:20]))
+
+
+def decode(f: Fields) -> np.ndarray:
+    y = f.q * fp16_value(f.d)[:, None]
+    y += fp16_value(f.m)[:, None]
+    return y
+
+
+def quantize_blocks(x: np.ndarray) -> np.ndarray:
+    return pack(encode(x))
+
+
+def dequantize_blocks(b: np.ndarray) -> np.ndarray:
+    return decode(unpack(b))

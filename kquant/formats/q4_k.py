@@ -1,0 +1,162 @@
+"""Q4_K: 4-bit levels with a 6-bit scale and min per 32 weights, under two fp16 super-scales.
+
+A super-block holds QK_K = 256 weights as 8 sub-blocks of 32. Weight e of sub-block j
+decodes as
+
+    y = (d * sc[j]) * q[e] - (dmin * m[j])        q in 0..15, sc and m in 0..63
+
+so the sub-block scales and mins are themselves quantized (to 6 bits) against the
+two fp16 numbers d and dmin: "quantized scales" is what the K family adds to Q4_1.
+4.5 bits per weight: 4 for the level + (2*16 + 8*12) / 256 for the scales.
+"""
+
+from typing import NamedTuple
+
+import numpy as np
+
+from .cops import c_semantics, c_to_uint8, f32, fp16_bytes, fp16_field, fp16_value, nearest_int, seqsum
+from .search import make_qkx2_quants
+
+QK = 256  # QK_K
+TYPE_SIZE = 144
+
+# block_q4_K, 144 bytes:
+#
+#   offset  0      2        4                  16                                   144
+#           | d    | dmin   | scales[12]       | qs[128]                            |
+#           | fp16 | fp16   | 8 x (6-bit sc,   | 256 x 4-bit levels, two per byte   |
+#                             6-bit m), packed  |                                    |
+#
+# scales[12] (get_scale_min_k4): sub-blocks 0-3 fit in 6 bits of a byte; 4-7 are split.
+#
+#   byte  0..3 : sc[0..3] (bits 0-5)  | bits 4-5 of sc[4..7] in bits 6-7
+#   byte  4..7 : m[0..3]  (bits 0-5)  | bits 4-5 of m[4..7]  in bits 6-7
+#   byte  8..11: low 4 bits of sc[4..7] (bits 0-3) | low 4 bits of m[4..7] (bits 4-7)
+#
+# qs[128]: four chunks of 64 weights; byte 32c + l holds weight 64c + l in its low
+# nibble and weight 64c + 32 + l in its high nibble.
+
+
+class Fields(NamedTuple):
+    """One Q4_K super-block per row, unpacked. Shapes for n blocks:"""
+
+    d: np.ndarray  # (n,) float16: scale of the sub-block scales
+    dmin: np.ndarray  # (n,) float16: scale of the sub-block mins
+    sc: np.ndarray  # (n, 8) uint8 in 0..63
+    m: np.ndarray  # (n, 8) uint8 in 0..63
+    q: np.ndarray  # (n, 256) uint8 in 0..15
+
+
+def subblock_fit(xt: np.ndarray, nmax: int, rmin: float, rdelta: float, nstep: int):
+    """Fit every 32-weight sub-block, as quantize_row_q4_K_ref / q5_K_ref do.
+
+    xt: (32, G), one sub-block per column. The weights favour large |x| on top of
+    the sub-block's RMS, so big weights are fitted more closely.
+    """
+    sum_x2 = seqsum(xt * xt)
+    av_x = np.sqrt(sum_x2 / f32(32))
+    w = np.abs(xt)
+    w += av_x
+    return make_qkx2_quants(xt, w, nmax, rmin, rdelta, nstep, use_mad=False)
+
+
+@c_semantics
+def quantize_scales(scales: np.ndarray, mins: np.ndarray):
+    """Quantize (n, 8) sub-block scales and mins to 6 bits under fp16 d and dmin."""
+    max_scale = np.maximum(scales.max(axis=1), f32(0))  # running max from 0, as in C
+    max_min = np.maximum(mins.max(axis=1), f32(0))
+    inv_scale = np.where(max_scale > 0, f32(63) / max_scale, f32(0))
+    inv_min = np.where(max_min > 0, f32(63) / max_min, f32(0))
+    # uint8_t ls = nearest_int(...): the store wraps modulo 256 *before* MIN(63, ls).
+    sc = np.minimum(63, c_to_uint8(nearest_int(inv_scale[:, None] * scales)))
+    m = np.minimum(63, c_to_uint8(nearest_int(inv_min[:, None] * mins)))
+    d = (max_scale / f32(63)).astype(np.float16)
+    dmin = (max_min / f32(63)).astype(np.float16)
+    return d, dmin, sc.astype(np.uint8), m.astype(np.uint8)
+
+
+@c_semantics
+def requantize(xt: np.ndarray, L: np.ndarray, d: np.ndarray, dmin: np.ndarray, sc, m, nmax: int) -> np.ndarray:
+    """Round every weight again against the *quantized* scale and min it will be decoded with.
+
+    xt, L: (32, G); d, dmin: (n,) float16; sc, m: (n, 8). A sub-block whose
+    quantized scale is 0 keeps its levels from the search (C skips it).
+    """
+    dq = (fp16_value(d)[:, None] * sc).reshape(-1)  # (G,)
+    dm = (fp16_value(dmin)[:, None] * m).reshape(-1)
+    l = np.clip(nearest_int((xt + dm) / dq), 0, nmax).astype(np.uint8)
+    return np.where(dq != 0, l, L)
+
+
+@c_semantics
+def encode(x: np.ndarray) -> Fields:
+    """quantize_row_q4_K_ref, stopping before the bytes: x (n, 256) float32 -> Fields."""
+    n = x.shape[0]
+    xt = np.ascontiguousarray(x.reshape(n * 8, 32).T)  # (32, G): sub-blocks side by side
+    scales, mins, L = subblock_fit(xt, nmax=15, rmin=-1.0, rdelta=0.1, nstep=20)
+    d, dmin, sc, m = quantize_scales(scales.reshape(n, 8), mins.reshape(n, 8))
+    L = requantize(xt, L, d, dmin, sc, m, nmax=15)
+    return Fields(d, dmin, sc, m, np.ascontiguousarray(L.T).reshape(n, 256))
+
+
+def pack_scales(sc: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """(n, 8) 6-bit scales and mins -> (n, 12) bytes (layout above)."""
+    out = np.empty((sc.shape[0], 12), dtype=np.uint8)
+    out[:, 0:4] = sc[:, 0:4] | ((sc[:, 4:8] >> 4) << 6)
+    out[:, 4:8] = m[:, 0:4] | ((m[:, 4:8] >> 4) << 6)
+    out[:, 8:12] = (sc[:, 4:8] & 0xF) | ((m[:, 4:8] & 0xF) << 4)
+    return out
+
+
+def unpack_scales(b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(n, 12) bytes -> (n, 8) scales, (n, 8) mins: get_scale_min_k4 for all j at once."""
+    sc = np.empty((b.shape[0], 8), dtype=np.uint8)
+    m = np.empty_like(sc)
+    sc[:, 0:4] = b[:, 0:4] & 63
+    m[:, 0:4] = b[:, 4:8] & 63
+    sc[:, 4:8] = (b[:, 8:12] & 0xF) | ((b[:, 0:4] >> 6) << 4)
+    m[:, 4:8] = (b[:, 8:12] >> 4) | ((b[:, 4:8] >> 6) << 4)
+    return sc, m
+
+
+def pack_nibbles(q: np.ndarray) -> np.ndarray:
+    """(n, 256) 4-bit levels -> (n, 128) bytes (low nibble: first 32 of each 64)."""
+    q = q.reshape(-1, 4, 2, 32)
+    return (q[:, :, 0] | (q[:, :, 1] << 4)).reshape(-1, 128)
+
+
+def unpack_nibbles(qs: np.ndarray) -> np.ndarray:
+    """(n, 128) bytes -> (n, 256) 4-bit levels."""
+    qs = qs.reshape(-1, 4, 1, 32)
+    return np.concatenate([qs & 0xF, qs >> 4], axis=2).reshape(-1, 256)
+
+
+def pack(f: Fields) -> np.ndarray:
+    out = np.empty((f.q.shape[0], TYPE_SIZE), dtype=np.uint8)
+    out[:, 0:2] = fp16_bytes(f.d)
+    out[:, 2:4] = fp16_bytes(f.dmin)
+    out[:, 4:16] = pack_scales(f.sc, f.m)
+    out[:, 16:144] = pack_nibbles(f.q)
+    return out
+
+
+def unpack(b: np.ndarray) -> Fields:
+    sc, m = unpack_scales(b[:, 4:16])
+    return Fields(fp16_field(b[:, 0:2]), fp16_field(b[:, 2:4]), sc, m, unpack_nibbles(b[:, 16:144]))
+
+
+def decode(f: Fields) -> np.ndarray:
+    """dequantize_row_q4_K: (d*sc)*q - dmin*m, rounded after each step as in C."""
+    d1 = fp16_value(f.d)[:, None] * f.sc  # (n, 8)
+    m1 = fp16_value(f.dmin)[:, None] * f.m
+    y = f.q.reshape(-1, 8, 32) * d1[:, :, None]
+    y -= m1[:, :, None]
+    return y.reshape(-1, 256)
+
+
+def quantize_blocks(x: np.ndarray) -> np.ndarray:
+    return pack(encode(x))
+
+
+def dequantize_blocks(b: np.ndarray) -> np.ndarray:
+    return decode(unpack(b))

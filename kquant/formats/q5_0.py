@@ -1,0 +1,73 @@
+"""Q5_0: Q4_0 with one more bit per weight, kept in a separate 32-bit mask.
+
+    y = d * (q - 16)        q in 0..31,  d = max / -16
+
+5.5 bits per weight. The low 4 bits of each level sit in nibbles exactly as in
+Q4_0; the fifth bits of all 32 weights form one little-endian uint32, ``qh``.
+"""
+
+from typing import NamedTuple
+
+import numpy as np
+
+from .cops import c_semantics, c_float_to_int, c_to_int8, c_to_uint8, f32, fp16_bytes, fp16_field, fp16_value, signed_absmax
+from .q4_0 import pack_nibbles, unpack_nibbles
+
+QK = 32  # QK5_0
+TYPE_SIZE = 22
+
+# block_q5_0, 22 bytes:
+#
+#   offset  0      2             6                          22
+#           | d    | qh[4]       | qs[16]                   |
+#           | fp16 | bit j = bit | low 4 bits, nibbles as   |
+#                  | 4 of q[j]   | in Q4_0                  |
+
+
+class Fields(NamedTuple):
+    d: np.ndarray  # (n,) float16
+    q: np.ndarray  # (n, 32) uint8 in 0..31
+
+
+def pack_qh(q: np.ndarray) -> np.ndarray:
+    """(n, 32) 5-bit levels -> (n, 4) bytes: bit j of the little-endian uint32 is bit 4 of q[j]."""
+    bits = (q >> 4) & 1
+    return np.packbits(bits, axis=1, bitorder="little")
+
+
+def unpack_qh(qh: np.ndarray) -> np.ndarray:
+    """(n, 4) bytes -> (n, 32) values 0 or 16 to add to the low nibbles."""
+    return np.unpackbits(qh, axis=1, bitorder="little") << 4
+
+
+@c_semantics
+def encode(x: np.ndarray) -> Fields:
+    """quantize_row_q5_0_ref: x (n, 32) float32 -> Fields."""
+    d = signed_absmax(x, axis=1) / f32(-16)
+    id_ = np.where(d != 0, f32(1) / d, f32(0))
+    q = np.minimum(31, c_to_int8(c_float_to_int(x * id_[:, None] + f32(16.5))))
+    return Fields(d.astype(np.float16), c_to_uint8(q).astype(np.uint8))
+
+
+def pack(f: Fields) -> np.ndarray:
+    out = np.empty((f.q.shape[0], TYPE_SIZE), dtype=np.uint8)
+    out[:, 0:2] = fp16_bytes(f.d)
+    out[:, 2:6] = pack_qh(f.q)
+    out[:, 6:22] = pack_nibbles(f.q)
+    return out
+
+
+def unpack(b: np.ndarray) -> Fields:
+    return Fields(fp16_field(b[:, 0:2]), unpack_nibbles(b[:, 6:22]) | unpack_qh(b[:, 2:6]))
+
+
+def decode(f: Fields) -> np.ndarray:
+    return (f.q.astype(np.int8) - np.int8(16)) * fp16_value(f.d)[:, None]
+
+
+def quantize_blocks(x: np.ndarray) -> np.ndarray:
+    return pack(encode(x))
+
+
+def dequantize_blocks(b: np.ndarray) -> np.ndarray:
+    return decode(unpack(b))

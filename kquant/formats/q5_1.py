@@ -1,0 +1,67 @@
+"""Q5_1: Q4_1 with a fifth bit per level (kept in ``qh`` as in Q5_0).
+
+    y = d * q + m        q in 0..31,  d = (max - min) / 31,  m = min
+
+6 bits per weight (5 + 32/32).
+"""
+
+from typing import NamedTuple
+
+import numpy as np
+
+from .cops import c_semantics, c_float_to_int, c_to_uint8, f32, first_min_max, fp16_bytes, fp16_field, fp16_value
+from .q4_0 import pack_nibbles, unpack_nibbles
+from .q5_0 import pack_qh, unpack_qh
+
+QK = 32  # QK5_1
+TYPE_SIZE = 24
+
+# block_q5_1, 24 bytes:
+#
+#   offset  0      2      4             8                   24
+#           | d    | m    | qh[4]       | qs[16]            |
+#           | fp16 | fp16 | fifth bits  | low nibbles       |
+
+
+class Fields(NamedTuple):
+    d: np.ndarray  # (n,) float16
+    m: np.ndarray  # (n,) float16
+    q: np.ndarray  # (n, 32) uint8 in 0..31
+
+
+@c_semantics
+def encode(x: np.ndarray) -> Fields:
+    """quantize_row_q5_1_ref: x (n, 32) float32 -> Fields."""
+    lo, hi = first_min_max(x, axis=1)
+    d = (hi - lo) / f32(31)
+    id_ = np.where(d != 0, f32(1) / d, f32(0))
+    # (uint8_t)(x + 0.5f): no MIN here in C; the value cannot pass 31 anyway
+    q = c_to_uint8(c_float_to_int((x - lo[:, None]) * id_[:, None] + f32(0.5)))
+    return Fields(d.astype(np.float16), lo.astype(np.float16), q.astype(np.uint8))
+
+
+def pack(f: Fields) -> np.ndarray:
+    out = np.empty((f.q.shape[0], TYPE_SIZE), dtype=np.uint8)
+    out[:, 0:2] = fp16_bytes(f.d)
+    out[:, 2:4] = fp16_bytes(f.m)
+    out[:, 4:8] = pack_qh(f.q)
+    out[:, 8:24] = pack_nibbles(f.q)
+    return out
+
+
+def unpack(b: np.ndarray) -> Fields:
+    return Fields(fp16_field(b[:, 0:2]), fp16_field(b[:, 2:4]), unpack_nibbles(b[:, 8:24]) | unpack_qh(b[:, 4:8]))
+
+
+def decode(f: Fields) -> np.ndarray:
+    y = f.q * fp16_value(f.d)[:, None]
+    y += fp16_value(f.m)[:, None]
+    return y
+
+
+def quantize_blocks(x: np.ndarray) -> np.ndarray:
+    return pack(encode(x))
+
+
+def dequantize_blocks(b: np.ndarray) -> np.ndarray:
+    return decode(unpack(b))

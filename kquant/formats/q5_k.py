@@ -1,0 +1,86 @@
+"""Q5_K: Q4_K with a fifth bit per level.
+
+    y = (d * sc[j]) * q[e] - (dmin * m[j])        q in 0..31
+
+Same super-block, same 12 bytes of 6-bit scales and mins, same search with a finer
+grid (nmax 31). The fifth bits live in ``qh``. 5.5 bits per weight.
+"""
+
+from typing import NamedTuple
+
+import numpy as np
+
+from .cops import c_semantics, fp16_bytes, fp16_field
+from .q4_k import decode as _decode_q4_k
+from .q4_k import pack_nibbles, pack_scales, quantize_scales, requantize, subblock_fit, unpack_nibbles, unpack_scales
+
+QK = 256  # QK_K
+TYPE_SIZE = 176
+
+# block_q5_K, 176 bytes:
+#
+#   offset  0      2      4             16           48                     176
+#           | d    | dmin | scales[12]  | qh[32]     | qs[128]              |
+#           | fp16 | fp16 | as in Q4_K  | fifth bits | low nibbles, as Q4_K |
+#
+# qh[l] bit j = bit 4 of weight 32j + l (j is the sub-block).
+
+
+class Fields(NamedTuple):
+    d: np.ndarray  # (n,) float16
+    dmin: np.ndarray  # (n,) float16
+    sc: np.ndarray  # (n, 8) uint8 in 0..63
+    m: np.ndarray  # (n, 8) uint8 in 0..63
+    q: np.ndarray  # (n, 256) uint8 in 0..31
+
+
+@c_semantics
+def encode(x: np.ndarray) -> Fields:
+    """quantize_row_q5_K_ref: x (n, 256) float32 -> Fields."""
+    n = x.shape[0]
+    xt = np.ascontiguousarray(x.reshape(n * 8, 32).T)  # (32, G)
+    scales, mins, L = subblock_fit(xt, nmax=31, rmin=-0.5, rdelta=0.1, nstep=15)
+    d, dmin, sc, m = quantize_scales(scales.reshape(n, 8), mins.reshape(n, 8))
+    L = requantize(xt, L, d, dmin, sc, m, nmax=31)
+    return Fields(d, dmin, sc, m, np.ascontiguousarray(L.T).reshape(n, 256))
+
+
+def pack_high_bits(bits: np.ndarray) -> np.ndarray:
+    """(n, 256) bits 0/1 -> (n, 32) bytes: byte l, bit j = bit of weight 32j + l. Also Q3_K's hmask."""
+    bits = bits.reshape(-1, 8, 32).transpose(0, 2, 1)  # [l, j]
+    return np.packbits(bits, axis=2, bitorder="little")[:, :, 0]
+
+
+def unpack_high_bits(qh: np.ndarray) -> np.ndarray:
+    """(n, 32) bytes -> (n, 256) values 0/1 (bit j of byte l for weight 32j + l)."""
+    bits = np.unpackbits(qh[:, :, None], axis=2, bitorder="little")  # [l, j]
+    return np.ascontiguousarray(bits.transpose(0, 2, 1)).reshape(-1, 256)
+
+
+def pack(f: Fields) -> np.ndarray:
+    out = np.empty((f.q.shape[0], TYPE_SIZE), dtype=np.uint8)
+    out[:, 0:2] = fp16_bytes(f.d)
+    out[:, 2:4] = fp16_bytes(f.dmin)
+    out[:, 4:16] = pack_scales(f.sc, f.m)
+    out[:, 16:48] = pack_high_bits(f.q >> 4)
+    out[:, 48:176] = pack_nibbles(f.q & 0xF)
+    return out
+
+
+def unpack(b: np.ndarray) -> Fields:
+    sc, m = unpack_scales(b[:, 4:16])
+    q = unpack_nibbles(b[:, 48:176]) | (unpack_high_bits(b[:, 16:48]) << 4)
+    return Fields(fp16_field(b[:, 0:2]), fp16_field(b[:, 2:4]), sc, m, q)
+
+
+def decode(f: Fields) -> np.ndarray:
+    """dequantize_row_q5_K: the Q4_K formula with 5-bit levels."""
+    return _decode_q4_k(f)
+
+
+def quantize_blocks(x: np.ndarray) -> np.ndarray:
+    return pack(encode(x))
+
+
+def dequantize_blocks(b: np.ndarray) -> np.ndarray:
+    return decode(unpack(b))

@@ -1,0 +1,99 @@
+"""Q6_K: 6-bit levels with an 8-bit scale per 16 weights, under one fp16 super-scale.
+
+A super-block of QK_K = 256 weights has 16 groups of 16. Weight e of group j decodes as
+
+    y = (d * scales[j]) * (q[e] - 32)        q in 0..63, scales[j] in -128..127
+
+Symmetric (no min): each group's scale comes from make_qx_quants, then the 16 scales
+are quantized to int8 against d. 6.5625 bits per weight (6 + (16*8 + 16) / 256).
+"""
+
+from typing import NamedTuple
+
+import numpy as np
+
+from .cops import c_semantics, c_to_int8, f32, fp16_bytes, fp16_field, fp16_value, nearest_int, signed_absmax
+from .search import GROUP_MAX_EPS, make_qx_quants
+
+QK = 256  # QK_K
+TYPE_SIZE = 210
+
+# block_q6_K, 210 bytes:
+#
+#   offset  0                 128              192            208     210
+#           | ql[128]         | qh[64]         | scales[16]   | d    |
+#           | low 4 bits      | high 2 bits    | int8, one    | fp16 |
+#                                                per 16 weights
+#
+# Per half h = 0, 1 (128 weights) and l = 0..31, with e_k = 128h + 32k + l:
+#   ql[64h + l]      = low4(q[e_0]) | low4(q[e_2]) << 4
+#   ql[64h + 32 + l] = low4(q[e_1]) | low4(q[e_3]) << 4
+#   qh[32h + l]      = hi2(q[e_0]) | hi2(q[e_1]) << 2 | hi2(q[e_2]) << 4 | hi2(q[e_3]) << 6
+
+
+class Fields(NamedTuple):
+    d: np.ndarray  # (n,) float16
+    scales: np.ndarray  # (n, 16) int8
+    q: np.ndarray  # (n, 256) uint8 in 0..63 (level + 32)
+
+
+@c_semantics
+def encode(x: np.ndarray) -> Fields:
+    """quantize_row_q6_K_ref: x (n, 256) float32 -> Fields."""
+    n = x.shape[0]
+    xt = np.ascontiguousarray(x.reshape(n * 16, 16).T)  # (16, G): groups side by side
+    scale, L = make_qx_quants(xt, nmax=32)
+    scale = scale.reshape(n, 16)
+    max_scale = signed_absmax(scale, axis=1)
+    empty = np.abs(max_scale) < GROUP_MAX_EPS  # C writes an all-zero block
+    iscale = f32(-128) / max_scale
+    d = np.where(empty, f32(0), f32(1) / iscale).astype(np.float16)
+    scales = c_to_int8(np.minimum(127, nearest_int(iscale[:, None] * scale)))  # stored in int8_t
+    scales[empty] = 0
+    # Requantize against the decoder's scale; a group whose scale is 0 keeps its levels.
+    dq = (fp16_value(d)[:, None] * scales).reshape(-1)  # (G,)
+    l = np.clip(nearest_int(xt / dq), -32, 31) + 32
+    L = np.where(dq != 0, l, L).astype(np.uint8)
+    q = np.ascontiguousarray(L.T).reshape(n, 256)
+    q[empty] = 0
+    return Fields(d, scales.astype(np.int8), q)
+
+
+def pack(f: Fields) -> np.ndarray:
+    n = f.q.shape[0]
+    q = f.q.reshape(n, 2, 4, 32)  # [h, k, l]
+    lo, hi = q & 0xF, q >> 4
+    out = np.empty((n, TYPE_SIZE), dtype=np.uint8)
+    ql = out[:, 0:128].reshape(n, 2, 2, 32)
+    ql[:, :, 0] = lo[:, :, 0] | (lo[:, :, 2] << 4)
+    ql[:, :, 1] = lo[:, :, 1] | (lo[:, :, 3] << 4)
+    out[:, 128:192] = (hi[:, :, 0] | (hi[:, :, 1] << 2) | (hi[:, :, 2] << 4) | (hi[:, :, 3] << 6)).reshape(n, 64)
+    out[:, 192:208] = f.scales.view(np.uint8)
+    out[:, 208:210] = fp16_bytes(f.d)
+    return out
+
+
+def unpack(b: np.ndarray) -> Fields:
+    n = b.shape[0]
+    ql = b[:, 0:128].reshape(n, 2, 2, 1, 32)  # [h, j, _, l]: j selects ql[64h + 32j + l]
+    qh = b[:, 128:192].reshape(n, 2, 1, 32)
+    lo = np.concatenate([ql & 0xF, ql >> 4], axis=3)  # [h, j, nibble, l] -> k = j + 2 * nibble
+    lo = lo.transpose(0, 1, 3, 2, 4).reshape(n, 2, 4, 32)
+    hi = (qh >> np.array([0, 2, 4, 6], dtype=np.uint8)[:, None]) & 3  # [h, k, l]
+    q = (lo | (hi << 4)).reshape(n, 256)
+    return Fields(fp16_field(b[:, 208:210]), b[:, 192:208].view(np.int8), q)
+
+
+def decode(f: Fields) -> np.ndarray:
+    """dequantize_row_q6_K: (d * scale) * (q - 32)."""
+    ds = fp16_value(f.d)[:, None] * f.scales  # (n, 16)
+    y = (f.q.astype(np.int8) - np.int8(32)).reshape(-1, 16, 16) * ds[:, :, None]
+    return y.reshape(-1, 256)
+
+
+def quantize_blocks(x: np.ndarray) -> np.ndarray:
+    return pack(encode(x))
+
+
+def dequantize_blocks(b: np.ndarray) -> np.ndarray:
+    return decode(unpack(b))

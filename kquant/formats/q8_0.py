@@ -1,0 +1,68 @@
+"""Q8_0: 32 weights share one fp16 scale; each weight is a signed 8-bit integer.
+
+    y = d * q        q in -127..127,  d = max|x| / 127
+
+8.5 bits per weight (8 for q, 16/32 for d). The simplest absmax quantizer in ggml,
+and the only one that rounds half *away from zero* (C's ``roundf``).
+"""
+
+from typing import NamedTuple
+
+import numpy as np
+
+from .cops import c_semantics, c_float_to_int, c_to_int8, f32, fp16_bytes, fp16_field, fp16_value
+
+QK = 32  # QK8_0
+TYPE_SIZE = 34
+
+# block_q8_0, 34 bytes:
+#
+#   offset  0      2                          34
+#           | d    | qs[32]                   |
+#           | fp16 | int8, one per weight     |
+
+
+class Fields(NamedTuple):
+    d: np.ndarray  # (n,) float16
+    q: np.ndarray  # (n, 32) int8
+
+
+def roundf(v: np.ndarray) -> np.ndarray:
+    """C's roundf: halves go away from zero (2.5 -> 3, -2.5 -> -3), unlike np.rint."""
+    a = np.abs(v)
+    r = np.floor(a)
+    r += (a - r) >= f32(0.5)  # a - floor(a) is exact in float32
+    return np.copysign(r, v)
+
+
+@c_semantics
+def encode(x: np.ndarray) -> Fields:
+    """quantize_row_q8_0_ref: x (n, 32) float32 -> Fields."""
+    amax = np.abs(x).max(axis=1)
+    d = amax / f32(127)
+    id_ = np.where(d != 0, f32(1) / d, f32(0))
+    q = c_to_int8(c_float_to_int(roundf(x * id_[:, None])))
+    return Fields(d.astype(np.float16), q.astype(np.int8))
+
+
+def pack(f: Fields) -> np.ndarray:
+    out = np.empty((f.q.shape[0], TYPE_SIZE), dtype=np.uint8)
+    out[:, 0:2] = fp16_bytes(f.d)
+    out[:, 2:34] = f.q.view(np.uint8)
+    return out
+
+
+def unpack(b: np.ndarray) -> Fields:
+    return Fields(fp16_field(b[:, 0:2]), b[:, 2:34].view(np.int8))
+
+
+def decode(f: Fields) -> np.ndarray:
+    return f.q * fp16_value(f.d)[:, None]
+
+
+def quantize_blocks(x: np.ndarray) -> np.ndarray:
+    return pack(encode(x))
+
+
+def dequantize_blocks(b: np.ndarray) -> np.ndarray:
+    return decode(unpack(b))

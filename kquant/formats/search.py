@@ -1,0 +1,181 @@
+"""ggml's scale searches, named as in ``ggml-quants.c``.
+
+A K-quant block is split into small groups (16 or 32 weights). For each group the
+encoder looks for the scale (and, for the asymmetric types, the min) that makes
+``scale * L + min`` closest to the weights, with L an integer level. The search is
+a short grid of candidate scales followed by a weighted least-squares fit:
+no clustering, no k-means.
+
+Every function works on many groups at once. Arrays are shaped ``(n, G)``: the n
+weights of a group down axis 0, the G groups side by side, so that each sum runs
+in C order (see ``cops``). Results are per group, shape ``(G,)``.
+
+The arithmetic is written operation for operation as in C, in float32, because a
+different rounding order changes which candidate wins and so the bytes.
+"""
+
+import numpy as np
+
+from .cops import c_semantics, f32, nearest_int, seqsum, signed_absmax
+
+GROUP_MAX_EPS = f32(1e-15)  # a group whose largest |x| is below this is treated as all zeros
+
+_MAGIC = f32(12582912.0)  # 1.5 * 2**23: adding then subtracting it rounds half to even in float32
+_RINT_SAFE = f32(4.0e6)  # below ggml's nearest_int limit of 4194303, with room for rounding
+
+
+def _rint_levels(v: np.ndarray, bound: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """clamp(nearest_int(v), lo, hi) as float32, in place on ``v``.
+
+    ``bound`` (per group) is an upper bound on |v|. Inside ggml's valid range the
+    float trick ``(v + M) - M`` is the same rounding and cheaper than going through
+    integers; a degenerate group (bound inf or NaN) takes C's exact integer path.
+    """
+    if np.all(bound < _RINT_SAFE):  # False for NaN: that takes the exact path
+        v += _MAGIC
+        v -= _MAGIC
+        return np.clip(v, f32(lo), f32(hi), out=v)
+    return np.clip(nearest_int(v), lo, hi).astype(f32)
+
+
+@c_semantics
+def make_qx_quants(x: np.ndarray, nmax: int, qw: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric levels L in [0, 2*nmax) with x ≈ scale * (L - nmax), rmse_type 1 (Q6_K, Q3_K imatrix).
+
+    x: (n, G). Weights are ``qw`` if given, else x**2. Returns (scale (G,), L (n, G) uint8).
+    Tries 19 scales around ``nmax/max`` and keeps the one whose least-squares fit
+    explains most of the weighted signal (``sumlx**2 / suml2`` largest).
+    """
+    max_ = signed_absmax(x, axis=0)
+    zero = np.abs(max_) < GROUP_MAX_EPS
+    w = x * x if qw is None else qw
+    wx = w * x
+    lo, hi = -nmax, nmax - 1
+    # Every candidate maps the largest |x| to about nmax, so |iscale * x| <= nmax + 1.
+    bound = np.where(zero, np.inf, f32(nmax + 1))
+
+    def fit(iscale):
+        l = _rint_levels(iscale * x, bound, lo, hi)
+        wl = w * l
+        return seqsum(wx * l), seqsum(wl * l)
+
+    best_iscale = f32(-nmax) / max_
+    sumlx, suml2 = fit(best_iscale)
+    scale = np.where(suml2 != 0, sumlx / suml2, f32(0))
+    best = scale * sumlx
+    for is_ in range(-9, 10):
+        if is_ == 0:
+            continue
+        iscale = -(f32(nmax) + f32(0.1) * f32(is_)) / max_
+        sumlx, suml2 = fit(iscale)
+        better = (suml2 > 0) & (sumlx * sumlx > best * suml2)
+        best_iscale = np.where(better, iscale, best_iscale)
+        scale = np.where(better, sumlx / suml2, scale)
+        best = np.where(better, scale * sumlx, best)
+    L = _rint_levels(best_iscale * x, bound, lo, hi) + f32(nmax)
+    L[:, zero] = 0  # C returns early: all-zero groups get L = 0 (not nmax) and scale 0
+    scale[zero] = 0
+    return scale, L.astype(np.uint8)
+
+
+@c_semantics
+def make_q3_quants(x: np.ndarray, nmax: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """Q3_K's symmetric fit with weights x**2, refined by coordinate descent (do_rmse = true).
+
+    x: (16, G). Returns (scale (G,), L (16, G) uint8 in [0, 2*nmax)).
+    After the first rounding, each level is nudged in turn to the value that best fits
+    the current least-squares scale, for up to five sweeps over the group.
+    """
+    max_ = signed_absmax(x, axis=0)
+    zero = np.abs(max_) < GROUP_MAX_EPS
+    w = x * x
+    wx = w * x
+    iscale = f32(-nmax) / max_
+    L = np.clip(nearest_int(iscale * x), -nmax, nmax - 1).astype(f32)
+    sumlx = seqsum(wx * L)
+    suml2 = seqsum((w * L) * L)
+    # A sweep that changes nothing leaves the state as it was, so C's early exit
+    # (stop after an unchanged sweep) needs no bookkeeping: later sweeps are no-ops.
+    for _ in range(5):
+        for i in range(x.shape[0]):
+            Li = L[i]
+            slx = sumlx - wx[i] * Li
+            sl2 = suml2 - (w[i] * Li) * Li
+            new_l = np.clip(nearest_int((x[i] * sl2) / slx), -nmax, nmax - 1).astype(f32)
+            slx_new = slx + wx[i] * new_l
+            sl2_new = sl2 + (w[i] * new_l) * new_l
+            take = (slx > 0) & (new_l != Li) & (sl2_new > 0) & ((slx_new * slx_new) * suml2 > (sumlx * sumlx) * sl2_new)
+            L[i] = np.where(take, new_l, Li)
+            sumlx = np.where(take, slx_new, sumlx)
+            suml2 = np.where(take, sl2_new, suml2)
+    scale = np.where(suml2 > 0, sumlx / suml2, f32(0))
+    L += f32(nmax)
+    L[:, zero] = 0
+    scale[zero] = 0
+    return scale, L.astype(np.uint8)
+
+
+@c_semantics
+def make_qkx2_quants(
+    x: np.ndarray, w: np.ndarray, nmax: int, rmin: float, rdelta: float, nstep: int, use_mad: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Asymmetric levels L in [0, nmax] with x ≈ scale * L - the_min (Q2_K, Q4_K, Q5_K).
+
+    x, w: (n, G). Returns (scale (G,), the_min (G,) >= 0, L (n, G) uint8).
+    Candidate i uses iscale = (nmax + rmin + rdelta*i) / (max - min); for each, the
+    best scale and min for those levels are solved by weighted least squares, and
+    the candidate with the smallest weighted error (|.| if use_mad, else squared) wins.
+
+    The trap: ``min`` is the best min found *so far*, so later candidates are
+    computed from it. Freezing it at the data minimum breaks about half the blocks.
+    """
+    min_ = x.min(axis=0)  # signed zeros do not matter here: only x - min and max == min use it
+    max_ = x.max(axis=0)
+    sum_w = seqsum(w)
+    sum_x = seqsum(w * x)
+    min_ = np.where(min_ > 0, f32(0), min_)
+    flat = max_ == min_
+    data_min = min_
+
+    def levels(iscale, m):
+        # |iscale * (x - m)| <= iscale * max(max - m, |data_min - m|): the bound for the fast rounding.
+        bound = np.abs(iscale) * np.maximum(max_ - m, np.abs(data_min - m))
+        return _rint_levels(iscale * (x - m), bound, 0, nmax)
+
+    def error(scale, m, l):
+        diff = np.multiply(l, scale)  # C: scale * L + min - x, rounded after each step
+        diff += m
+        diff -= x
+        diff = np.abs(diff, out=diff) if use_mad else np.multiply(diff, diff, out=diff)
+        return seqsum(np.multiply(w, diff, out=diff))
+
+    iscale = f32(nmax) / (max_ - min_)
+    scale = f32(1) / iscale
+    best_iscale, best_min_used = iscale, min_
+    best = error(scale, min_, levels(iscale, min_))
+    for is_ in range(nstep + 1):
+        iscale = ((f32(rmin) + f32(rdelta) * f32(is_)) + f32(nmax)) / (max_ - min_)
+        l = levels(iscale, min_)
+        wl = w * l
+        s_l = seqsum(wl)
+        s_l2 = seqsum(wl * l)
+        s_xl = seqsum(np.multiply(wl, x, out=wl))
+        D = sum_w * s_l2 - s_l * s_l
+        this_scale = (sum_w * s_xl - sum_x * s_l) / D
+        this_min = (s_l2 * sum_x - s_l * s_xl) / D
+        clamp = this_min > 0
+        this_min = np.where(clamp, f32(0), this_min)
+        this_scale = np.where(clamp, s_xl / s_l2, this_scale)
+        cur = error(this_scale, this_min, l)
+        better = (D > 0) & (cur < best)
+        best = np.where(better, cur, best)
+        best_iscale = np.where(better, iscale, best_iscale)
+        best_min_used = np.where(better, min_, best_min_used)
+        scale = np.where(better, this_scale, scale)
+        min_ = np.where(better, this_min, min_)
+    # The winning levels, recomputed once from the iscale and min that produced them.
+    L = levels(best_iscale, best_min_used)
+    L[:, flat] = 0
+    scale = np.where(flat, f32(0), scale)
+    the_min = -np.where(flat, data_min, min_)
+    return scale, the_min, L.astype(np.uint8)
