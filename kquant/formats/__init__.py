@@ -101,7 +101,7 @@ def get_format(qtype) -> Format:
 
 # Blocks handed to a format module at a time: big enough that numpy's per-call
 # overhead vanishes, small enough that a chunk's temporaries stay in cache.
-_CHUNK_WEIGHTS = 1 << 15
+_CHUNK_WEIGHTS = 1 << 16
 
 
 def quantize(x, qtype) -> np.ndarray:

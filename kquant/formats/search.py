@@ -20,22 +20,21 @@ from .cops import c_semantics, f32, nearest_int, seqsum, signed_absmax
 
 GROUP_MAX_EPS = f32(1e-15)  # a group whose largest |x| is below this is treated as all zeros
 
-_MAGIC = f32(12582912.0)  # 1.5 * 2**23: adding then subtracting it rounds half to even in float32
 _RINT_SAFE = f32(4.0e6)  # below ggml's nearest_int limit of 4194303, with room for rounding
 
 
 def _rint_levels(v: np.ndarray, bound: np.ndarray, lo: float, hi: float) -> np.ndarray:
     """clamp(nearest_int(v), lo, hi) as float32, in place on ``v``.
 
-    ``bound`` (per group) is an upper bound on |v|. Inside ggml's valid range the
-    float trick ``(v + M) - M`` is the same rounding and cheaper than going through
-    integers; a degenerate group (bound inf or NaN) takes C's exact integer path.
+    ``bound`` (per group) is an upper bound on |v|. Inside ggml's valid range
+    nearest_int *is* round-half-to-even, which ``np.rint`` does in one fast pass;
+    a degenerate group (bound inf or NaN) takes C's exact integer path instead.
     """
     if np.all(bound < _RINT_SAFE):  # False for NaN: that takes the exact path
-        v += _MAGIC
-        v -= _MAGIC
+        np.rint(v, out=v)
         return np.clip(v, f32(lo), f32(hi), out=v)
-    return np.clip(nearest_int(v), lo, hi).astype(f32)
+    v[...] = np.clip(nearest_int(v), lo, hi)
+    return v
 
 
 @c_semantics
@@ -53,11 +52,17 @@ def make_qx_quants(x: np.ndarray, nmax: int, qw: np.ndarray | None = None) -> tu
     lo, hi = -nmax, nmax - 1
     # Every candidate maps the largest |x| to about nmax, so |iscale * x| <= nmax + 1.
     bound = np.where(zero, np.inf, f32(nmax + 1))
+    # Buffers reused by all 19 candidates; wx and w stacked so one multiply serves both sums.
+    l = np.empty_like(x)
+    W = np.stack([wx, w])  # (2, n, G)
+    T = np.empty_like(W)
 
     def fit(iscale):
-        l = _rint_levels(iscale * x, bound, lo, hi)
-        wl = w * l
-        return seqsum(wx * l), seqsum(wl * l)
+        _rint_levels(np.multiply(x, iscale, out=l), bound, lo, hi)
+        np.multiply(W, l, out=T)  # [w*x*l, w*l]
+        np.multiply(T[1], l, out=T[1])  # (w*l)*l
+        sumlx, suml2 = np.add.reduce(T, axis=1)  # both sums in C order, down the n axis
+        return sumlx, suml2
 
     best_iscale = f32(-nmax) / max_
     sumlx, suml2 = fit(best_iscale)
@@ -69,9 +74,9 @@ def make_qx_quants(x: np.ndarray, nmax: int, qw: np.ndarray | None = None) -> tu
         iscale = -(f32(nmax) + f32(0.1) * f32(is_)) / max_
         sumlx, suml2 = fit(iscale)
         better = (suml2 > 0) & (sumlx * sumlx > best * suml2)
-        best_iscale = np.where(better, iscale, best_iscale)
-        scale = np.where(better, sumlx / suml2, scale)
-        best = np.where(better, scale * sumlx, best)
+        np.copyto(best_iscale, iscale, where=better)
+        np.copyto(scale, sumlx / suml2, where=better)
+        np.copyto(best, scale * sumlx, where=better)
     L = _rint_levels(best_iscale * x, bound, lo, hi) + f32(nmax)
     L[:, zero] = 0  # C returns early: all-zero groups get L = 0 (not nmax) and scale 0
     scale[zero] = 0
@@ -137,36 +142,39 @@ def make_qkx2_quants(
     flat = max_ == min_
     data_min = min_
 
+    l, t, u = np.empty_like(x), np.empty_like(x), np.empty_like(x)  # reused by every candidate
+
     def levels(iscale, m):
         # |iscale * (x - m)| <= iscale * max(max - m, |data_min - m|): the bound for the fast rounding.
         bound = np.abs(iscale) * np.maximum(max_ - m, np.abs(data_min - m))
-        return _rint_levels(iscale * (x - m), bound, 0, nmax)
+        return _rint_levels(np.multiply(np.subtract(x, m, out=l), iscale, out=l), bound, 0, nmax)
 
-    def error(scale, m, l):
-        diff = np.multiply(l, scale)  # C: scale * L + min - x, rounded after each step
-        diff += m
-        diff -= x
-        diff = np.abs(diff, out=diff) if use_mad else np.multiply(diff, diff, out=diff)
-        return seqsum(np.multiply(w, diff, out=diff))
+    def error(scale, m):
+        np.multiply(l, scale, out=t)  # C: scale * L + min - x, rounded after each step
+        np.add(t, m, out=t)
+        np.subtract(t, x, out=t)
+        np.abs(t, out=t) if use_mad else np.multiply(t, t, out=t)
+        return seqsum(np.multiply(t, w, out=t))
 
     iscale = f32(nmax) / (max_ - min_)
     scale = f32(1) / iscale
     best_iscale, best_min_used = iscale, min_
-    best = error(scale, min_, levels(iscale, min_))
+    levels(iscale, min_)
+    best = error(scale, min_)
     for is_ in range(nstep + 1):
         iscale = ((f32(rmin) + f32(rdelta) * f32(is_)) + f32(nmax)) / (max_ - min_)
-        l = levels(iscale, min_)
-        wl = w * l
-        s_l = seqsum(wl)
-        s_l2 = seqsum(wl * l)
-        s_xl = seqsum(np.multiply(wl, x, out=wl))
+        levels(iscale, min_)
+        np.multiply(w, l, out=t)  # w*l
+        s_l = seqsum(t)
+        s_l2 = seqsum(np.multiply(t, l, out=u))  # (w*l)*l
+        s_xl = seqsum(np.multiply(t, x, out=u))  # (w*l)*x
         D = sum_w * s_l2 - s_l * s_l
         this_scale = (sum_w * s_xl - sum_x * s_l) / D
         this_min = (s_l2 * sum_x - s_l * s_xl) / D
         clamp = this_min > 0
         this_min = np.where(clamp, f32(0), this_min)
         this_scale = np.where(clamp, s_xl / s_l2, this_scale)
-        cur = error(this_scale, this_min, l)
+        cur = error(this_scale, this_min)
         better = (D > 0) & (cur < best)
         best = np.where(better, cur, best)
         best_iscale = np.where(better, iscale, best_iscale)
