@@ -117,8 +117,21 @@ def quantize(x, qtype) -> np.ndarray:
     out = np.empty((blocks.shape[0], fmt.type_size), dtype=np.uint8)
     step = max(1, _CHUNK_WEIGHTS // fmt.block_size)
     for i in range(0, blocks.shape[0], step):
-        out[i : i + step] = fmt.module.quantize_blocks(blocks[i : i + step])
+        fields = fmt.module.encode(blocks[i : i + step])
+        _check_scales(fields, fmt, first_block=i)
+        out[i : i + step] = fmt.module.pack(fields)
     return out.reshape(*x.shape[:-1], fmt.row_bytes(n_per_row))
+
+
+def _check_scales(fields, fmt: Format, first_block: int) -> None:
+    """Refuse blocks whose fp16 scale overflowed: ggml would write inf, and llama.cpp then rejects the file."""
+    for name, value in fields._asdict().items():
+        if value.dtype == np.float16 and not np.isfinite(value).all():
+            block = first_block + int(np.flatnonzero(~np.isfinite(value))[0])
+            raise KQuantError(
+                f"block {block}: weights too large for {fmt.name}'s fp16 {name} (it overflows past 65504):"
+                f" scale the tensor down, or use a format with more headroom"
+            )
 
 
 def dequantize(q, qtype) -> np.ndarray:
@@ -160,7 +173,8 @@ def _as_float32(x, fmt: Format) -> np.ndarray:
             f"last axis has {x.shape[-1]} weights, not a multiple of {fmt.name}'s block size {fmt.block_size}:"
             f" pad or reshape the rows (llama.cpp would fall back to another type for such a tensor)"
         )
-    x = np.ascontiguousarray(x, dtype=np.float32)  # float16/64 -> float32 exactly as a cast in C would
+    with np.errstate(over="ignore"):  # a float64 beyond float32's range becomes inf, refused below
+        x = np.ascontiguousarray(x, dtype=np.float32)  # float16/64 -> float32 exactly as a cast in C would
     if not np.isfinite(x).all():
         bad = np.flatnonzero(~np.isfinite(x))
         raise KQuantError(

@@ -1,0 +1,33 @@
+# Two commands are all a newcomer needs (see README.md):
+#   make lab    set everything up, then open the workbook in JupyterLab
+#   make test   set everything up, then run every test (.ci/run calls exactly this)
+# Everything installs into .venv/ from pyproject.toml; only Python >= 3.10 is assumed.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+# llama-cpp-python compiles llama.cpp from source the first time (minutes); pip caches the wheel.
+export CMAKE_BUILD_PARALLEL_LEVEL ?= 4
+
+.PHONY: lab test bench clean
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab notebooks/
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/codecs.py
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "kquant needs Python 3.10 or newer: run make PYTHON=python3.11 (or newer)")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	@touch $(STAMP)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -1,0 +1,286 @@
+"""llama.cpp's own quantizers, called through ctypes: the oracle kquant is checked against.
+
+Every "byte-exact" claim in this workbook means: the bytes equal what this module gets
+back from ggml, the C library inside llama-cpp-python (pinned to 0.3.36). We call it
+directly instead of trusting a re-implementation, so a test of kquant can only pass
+if kquant agrees with the code that actually writes GGUF files.
+
+    >>> import numpy as np
+    >>> from kquant import reference
+    >>> x = np.random.default_rng(0).standard_normal((4, 256), dtype=np.float32)
+    >>> q = reference.quantize(x, "Q4_K")       # (4, 144) uint8, made by ggml's C code
+    >>> y = reference.dequantize(q, "Q4_K")     # (4, 256) float32, decoded by ggml
+
+The functions live in ``libggml-base`` (the part of ggml built without ``-march=native``,
+so its float results do not depend on the CPU). There is no Python binding for them in
+llama_cpp, so we bind the few symbols we need ourselves. Every call is one plain C call
+on one thread; nothing here is parallel.
+
+Importing this module never fails: the library is loaded on first use, and if it
+cannot be found the call raises :class:`OracleUnavailable`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import importlib.util
+import os
+import pathlib
+import sys
+from types import SimpleNamespace
+
+import numpy as np
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+
+from .errors import KQuantError
+
+__all__ = [
+    "SUPPORTED",
+    "OracleUnavailable",
+    "available",
+    "dequantize",
+    "fp16_to_fp32",
+    "fp32_to_fp16",
+    "library_path",
+    "quantize",
+]
+
+_T = GGMLQuantizationType
+# The ten formats kquant implements. We refuse every other type on purpose: for a few
+# (IQ2_XXS, IQ2_XS, IQ1_S) ggml *aborts the whole process* when no imatrix is given,
+# and a crashed Jupyter kernel teaches nothing.
+SUPPORTED = (_T.Q8_0, _T.Q4_0, _T.Q4_1, _T.Q5_0, _T.Q5_1, _T.Q2_K, _T.Q3_K, _T.Q4_K, _T.Q5_K, _T.Q6_K)
+_BY_NAME = {t.name.lower(): t for t in SUPPORTED}
+
+_INSTALL_HINT = "llama.cpp's library was not found: pip install llama-cpp-python==0.3.36"
+
+
+class OracleUnavailable(KQuantError):
+    """llama-cpp-python (and with it libggml-base) is not installed or cannot be loaded."""
+
+
+# --- finding and loading the library ------------------------------------------------
+
+
+def library_path() -> pathlib.Path:
+    """Path of the ``libggml-base`` shared library shipped by llama-cpp-python."""
+    for folder in _candidate_folders():
+        # libggml-base.so, libggml-base.so.0, libggml-base.so.0.25.3 (Linux, the first two
+        # are symlinks), libggml-base.dylib (macOS), ggml-base.dll (Windows): the shortest
+        # name is the unversioned one the linker would pick.
+        found = [p for p in folder.glob("*ggml-base*") if p.suffix in (".so", ".dylib", ".dll") or ".so." in p.name]
+        if found:
+            return min(found, key=lambda p: (len(p.name), p.name))
+    raise OracleUnavailable(_INSTALL_HINT)
+
+
+def _candidate_folders():
+    # llama_cpp honours this override for its own libraries; so do we, to load the same copy.
+    if os.environ.get("LLAMA_CPP_LIB_PATH"):
+        yield pathlib.Path(os.environ["LLAMA_CPP_LIB_PATH"])
+    # find_spec locates the package without importing it (importing llama_cpp loads
+    # libllama and all backends, which takes a while and which we do not need).
+    try:
+        spec = importlib.util.find_spec("llama_cpp")
+    except (ImportError, ValueError):  # broken or half-imported installs count as missing
+        return
+    if spec is None:
+        return
+    for pkg in spec.submodule_search_locations or ():
+        yield pathlib.Path(pkg) / "lib"
+        yield pathlib.Path(pkg).parent / "lib"  # some wheels also put a copy here
+    # Last resort: ask llama_cpp itself where it loaded its libraries from.
+    try:
+        import llama_cpp.llama_cpp as _llama
+
+        yield pathlib.Path(_llama._base_path)
+    except Exception:  # noqa: BLE001 -- any failure just means "not found"
+        return
+
+
+def available() -> bool:
+    """True if the oracle can be used here (llama-cpp-python installed and loadable)."""
+    try:
+        _lib()
+    except OracleUnavailable:
+        return False
+    return True
+
+
+# ggml.h: typedef void (*ggml_to_float_t)(const void * x, float * y, int64_t k);
+_ToFloat = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64)
+
+
+class _TypeTraits(ctypes.Structure):
+    # Mirrors `struct ggml_type_traits` in ggml/include/ggml.h of the vendored llama.cpp,
+    # field for field. ctypes applies the same C alignment rules, so the offsets agree.
+    _fields_ = [
+        ("type_name", ctypes.c_char_p),
+        ("blck_size", ctypes.c_int64),
+        ("blck_size_interleave", ctypes.c_int64),
+        ("type_size", ctypes.c_size_t),
+        ("is_quantized", ctypes.c_bool),
+        ("to_float", _ToFloat),
+        ("from_float_ref", ctypes.c_void_p),  # unused here: we quantize via ggml_quantize_chunk
+    ]
+
+
+@functools.lru_cache(maxsize=None)
+def _lib() -> SimpleNamespace:
+    """Load libggml-base once and declare the C signatures we call (from ggml.h)."""
+    path = library_path()
+    if sys.platform == "win32":  # let Windows find ggml-base.dll's sibling DLLs
+        os.add_dll_directory(str(path.parent))
+    try:
+        dll = ctypes.CDLL(str(path))
+    except OSError as exc:
+        raise OracleUnavailable(f"{_INSTALL_HINT} ({path} could not be loaded: {exc})") from None
+
+    i64, ptr = ctypes.c_int64, ctypes.c_void_p
+    # Without argtypes ctypes would pass Python ints as 32-bit C ints: wrong for int64_t.
+    dll.ggml_quantize_chunk.argtypes = [ctypes.c_int, ptr, ptr, i64, i64, i64, ptr]
+    dll.ggml_quantize_chunk.restype = ctypes.c_size_t
+    dll.ggml_get_type_traits.argtypes = [ctypes.c_int]
+    dll.ggml_get_type_traits.restype = ctypes.POINTER(_TypeTraits)
+    dll.ggml_fp32_to_fp16_row.argtypes = [ptr, ptr, i64]
+    dll.ggml_fp32_to_fp16_row.restype = None
+    dll.ggml_fp16_to_fp32_row.argtypes = [ptr, ptr, i64]
+    dll.ggml_fp16_to_fp32_row.restype = None
+
+    to_float = {}
+    for t in SUPPORTED:
+        tr = dll.ggml_get_type_traits(int(t)).contents
+        # Cheap guard against a different ggml whose struct or enum has drifted: if the
+        # layout were off, these fields would be garbage and to_float a wild pointer.
+        # (ggml spells the names "q4_0", "q4_K": compare case-insensitively.)
+        if (tr.type_name.decode().upper(), tr.blck_size, tr.type_size) != (t.name, *GGML_QUANT_SIZES[t]):
+            raise OracleUnavailable(
+                f"{path} disagrees with gguf about {t.name}'s block layout: pip install llama-cpp-python==0.3.36"
+            )
+        to_float[t] = tr.to_float
+    return SimpleNamespace(dll=dll, path=path, to_float=to_float)
+
+
+# --- input checks (bad input must raise, never reach C: C has no exceptions) ----------
+
+
+def _qtype(qtype) -> GGMLQuantizationType:
+    if isinstance(qtype, str):
+        t = _BY_NAME.get(qtype.strip().lower())
+    else:
+        try:
+            t = GGMLQuantizationType(int(qtype))
+        except (TypeError, ValueError):
+            t = None
+    if t not in SUPPORTED:
+        names = ", ".join(s.name for s in SUPPORTED)
+        raise KQuantError(f"unsupported quantization type {qtype!r}: use one of {names}")
+    return t
+
+
+def _ptr(a: np.ndarray) -> int:
+    return a.ctypes.data
+
+
+# --- the oracle ----------------------------------------------------------------------
+
+
+def quantize(x, qtype, imatrix=None) -> np.ndarray:
+    """Quantize float rows with ggml's ``ggml_quantize_chunk``; returns the GGUF bytes.
+
+    ``x`` is float16/32/64 of shape ``(..., n_per_row)``, converted to float32 first
+    (llama-quantize also quantizes from float32). The result has shape ``(..., row_bytes)``, dtype uint8.
+    ``imatrix`` is None or one non-negative importance per column (``n_per_row`` floats),
+    as llama-quantize passes from an imatrix file; with None ggml runs its reference
+    quantizer, with an imatrix its weighted search (Q8_0 ignores it).
+    """
+    t = _qtype(qtype)
+    block, type_size = GGML_QUANT_SIZES[t]
+    x = np.asarray(x)
+    if x.dtype.kind != "f":  # same rule as kquant.quantize
+        raise KQuantError(f"x has dtype {x.dtype}: pass floating-point weights, e.g. x.astype(np.float32)")
+    with np.errstate(over="ignore"):  # a float64 beyond float32's range becomes inf, caught below
+        x = np.ascontiguousarray(x, dtype=np.float32)  # C reads a dense float32 buffer
+    if x.ndim == 0 or x.size == 0:
+        raise KQuantError(f"x has shape {x.shape}: pass a nonempty array of rows, shape (..., n_per_row)")
+    n_per_row = x.shape[-1]
+    if n_per_row % block:
+        raise KQuantError(
+            f"row length {n_per_row} is not a multiple of {t.name}'s block size {block}: pad or reshape the rows"
+        )
+    if not np.isfinite(x).all():
+        raise KQuantError("x contains NaN or inf (after conversion to float32): quantize finite values only")
+    if imatrix is not None:
+        imatrix = np.ascontiguousarray(imatrix, dtype=np.float32)
+        if imatrix.shape != (n_per_row,):
+            raise KQuantError(f"imatrix has shape {imatrix.shape}: pass one importance per column, shape ({n_per_row},)")
+        if not (np.isfinite(imatrix).all() and (imatrix >= 0).all()):
+            raise KQuantError("imatrix must be finite and >= 0 (it holds mean squared activations)")
+
+    lib = _lib()
+    nrows = x.size // n_per_row
+    row_bytes = n_per_row // block * type_size
+    out = np.empty((*x.shape[:-1], row_bytes), dtype=np.uint8)
+    written = lib.dll.ggml_quantize_chunk(
+        int(t), _ptr(x), _ptr(out), 0, nrows, n_per_row, None if imatrix is None else _ptr(imatrix)
+    )
+    if written != out.nbytes:  # ggml asserts this itself; checking costs nothing
+        raise KQuantError(f"ggml wrote {written} bytes, expected {out.nbytes}: report this as a bug")
+    return out
+
+
+def dequantize(q, qtype) -> np.ndarray:
+    """Decode GGUF bytes with ggml's own ``dequantize_row_*`` (the type's ``to_float``).
+
+    ``q`` is uint8 of shape ``(..., row_bytes)``; the result is float32 of shape
+    ``(..., n_per_row)``. Blocks decode independently, so one call covers all rows.
+    """
+    t = _qtype(qtype)
+    block, type_size = GGML_QUANT_SIZES[t]
+    q = np.asarray(q)
+    if q.dtype != np.uint8:
+        raise KQuantError(f"q has dtype {q.dtype}: pass the uint8 bytes that quantize() returned")
+    q = np.ascontiguousarray(q)
+    if q.ndim == 0 or q.size == 0 or q.shape[-1] % type_size:
+        raise KQuantError(
+            f"q has shape {q.shape}: the last axis must be a positive multiple of {t.name}'s {type_size}-byte block"
+        )
+    out = np.empty((*q.shape[:-1], q.shape[-1] // type_size * block), dtype=np.float32)
+    _lib().to_float[t](_ptr(q), _ptr(out), out.size)
+    return out
+
+
+# ggml_fp*_row take int64_t n but loop with a C `int` in fp32_to_fp16_row, so we feed
+# them at most 2**30 elements at a time.
+_FP16_CHUNK = 1 << 30
+
+
+def fp32_to_fp16(x) -> np.ndarray:
+    """Round float32 to fp16 the way ggml stores every scale (``ggml_fp32_to_fp16_row``).
+
+    Equals ``x.astype(np.float16)`` for every non-NaN float32 (round to nearest even).
+    """
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    out = np.empty(x.shape, dtype=np.float16)
+    fn = _lib().dll.ggml_fp32_to_fp16_row
+    src, dst = x.reshape(-1), out.reshape(-1)
+    for i in range(0, src.size, _FP16_CHUNK):
+        n = min(_FP16_CHUNK, src.size - i)
+        fn(_ptr(src[i:]), _ptr(dst[i:]), n)
+    return out
+
+
+def fp16_to_fp32(h) -> np.ndarray:
+    """Widen fp16 (a float16 array, or its raw uint16 bits) to float32 with ggml's code."""
+    h = np.asarray(h)
+    if h.dtype not in (np.float16, np.uint16):
+        raise KQuantError(f"h has dtype {h.dtype}: pass float16 values or their uint16 bit patterns")
+    h = np.ascontiguousarray(h)
+    out = np.empty(h.shape, dtype=np.float32)
+    fn = _lib().dll.ggml_fp16_to_fp32_row
+    src, dst = h.reshape(-1), out.reshape(-1)
+    for i in range(0, src.size, _FP16_CHUNK):
+        n = min(_FP16_CHUNK, src.size - i)
+        fn(_ptr(src[i:]), _ptr(dst[i:]), n)
+    return out

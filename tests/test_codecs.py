@@ -1,0 +1,263 @@
+"""Specification of the codec layer: kquant writes exactly llama.cpp's bytes.
+
+The oracle is ggml itself (kquant.reference calls ``ggml_quantize_chunk`` in the
+library llama-cpp-python ships). "Close" fails these tests: they compare bytes.
+"""
+
+import gguf
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+import kquant
+from kquant import reference
+from kquant.formats import FORMATS
+
+TYPES = [f.name for f in FORMATS.values()]
+LEGACY = ["Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1"]
+K_TYPES = ["Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"]
+
+
+def _weights(kind: str, rows: int, n: int, seed: int = 0) -> np.ndarray:
+    """Named families of inputs, from ordinary weights to the corner cases that break exactness."""
+    rng = np.random.default_rng(seed)
+    shape = (rows, n)
+    g = rng.standard_normal(shape)
+    families = {
+        "gaussian": 0.02 * g,
+        "heavy_tailed": rng.standard_t(2, shape),
+        "outliers": np.where(rng.random(shape) < 0.01, 50 * np.sign(g), g),
+        "all_zero": np.zeros(shape),
+        "negative_zeros": np.where(rng.random(shape) < 0.5, -0.0, 0.0),
+        "constant": np.full(shape, 0.37),
+        "all_positive": np.abs(g),
+        "all_negative": -np.abs(g),
+        # Half-integers make x*id land exactly on .5: the rounding rule decides the level.
+        "ties": rng.integers(-16, 16, shape) / 2,
+        "small_integers": rng.integers(-3, 4, shape).astype(float),
+        "tiny": 1e-7 * g,
+        "subnormal": 1e-39 * g,
+        "large": 3e3 * g,
+        "mixed_magnitudes": g * np.exp(rng.uniform(-25, 8, shape)),
+        "zero_groups": np.where((np.arange(n) // 16) % 3 == 0, 0.0, g),
+        "one_spike_per_block": np.where(np.arange(n) % 32 == 7, 1e3, 1e-3 * g),
+        "ramp": np.tile(np.linspace(-1, 1, n), (rows, 1)),
+        "fp16_rounded": g.astype(np.float16),
+    }
+    return families[kind].astype(np.float32)
+
+
+FAMILIES = [
+    "gaussian", "heavy_tailed", "outliers", "all_zero", "negative_zeros", "constant", "all_positive",
+    "all_negative", "ties", "small_integers", "tiny", "subnormal", "large", "mixed_magnitudes",
+    "zero_groups", "one_spike_per_block", "ramp", "fp16_rounded",
+]  # fmt: skip
+
+
+def assert_same_bytes(ours: np.ndarray, ggml: np.ndarray, qtype: str) -> None:
+    assert ours.dtype == np.uint8 and ours.shape == ggml.shape
+    if not np.array_equal(ours, ggml):
+        block_bytes = FORMATS[gguf.GGMLQuantizationType[qtype]].type_size
+        diff = np.flatnonzero((ours != ggml).reshape(-1))
+        pytest.fail(f"{qtype}: {diff.size} bytes differ, first in block {diff[0] // block_bytes} (byte {diff[0] % block_bytes})")
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("qtype", TYPES)
+def test_bytes_equal_ggml_on_every_input_family(qtype, family):
+    x = _weights(family, rows=8, n=512)
+    assert_same_bytes(kquant.quantize(x, qtype), reference.quantize(x, qtype), qtype)
+
+
+@pytest.mark.parametrize("qtype", TYPES)
+@pytest.mark.parametrize("rows, n", [(1, 256), (3, 768), (17, 1024), (2, 4096), (300, 256)])
+def test_bytes_equal_ggml_for_row_shapes(qtype, rows, n):
+    x = _weights("heavy_tailed", rows, n, seed=rows * n)
+    assert_same_bytes(kquant.quantize(x, qtype), reference.quantize(x, qtype), qtype)
+
+
+@pytest.mark.parametrize("qtype", TYPES)
+def test_bytes_equal_ggml_across_chunk_boundaries(qtype):
+    # More than one of quantize()'s internal chunks, with a ragged last chunk.
+    x = _weights("gaussian", rows=70, n=2048 + 256, seed=7)
+    assert_same_bytes(kquant.quantize(x, qtype), reference.quantize(x, qtype), qtype)
+
+
+def _row_arrays(block: int):
+    """Hypothesis: 1-4 rows of 1-3 blocks, magnitudes from subnormal to 5e4, many repeats and zeros."""
+    shape = st.tuples(st.integers(1, 4), st.integers(1, 3).map(lambda k: k * block))
+    values = st.floats(-1e4, 1e4, width=32, allow_subnormal=True) | st.sampled_from([0.0, -0.0, 0.5, -0.5, 1.0, 1.5])
+    scale = st.sampled_from([1.0, 1e-6, 1e-30, 5.0])  # |x| <= 5e4: fp16 scales and mins overflow past 65504
+    return st.tuples(hnp.arrays(np.float32, shape, elements=values), scale).map(lambda a: (a[0] * np.float32(a[1])))
+
+
+@pytest.mark.parametrize("qtype", TYPES)
+def test_bytes_equal_ggml_on_generated_arrays(qtype):
+    block = FORMATS[gguf.GGMLQuantizationType[qtype]].block_size
+
+    @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(_row_arrays(block))
+    def check(x):
+        assert_same_bytes(kquant.quantize(x, qtype), reference.quantize(x, qtype), qtype)
+
+    check()
+
+
+@pytest.mark.parametrize("family", ["gaussian", "outliers", "zero_groups", "subnormal", "ties"])
+@pytest.mark.parametrize("qtype", TYPES)
+def test_dequantize_equals_ggml_and_gguf_py(qtype, family):
+    q = reference.quantize(_weights(family, rows=4, n=512), qtype)
+    ours = kquant.dequantize(q, qtype)
+    ggml = reference.dequantize(q, qtype)
+    np.testing.assert_array_equal(ours.view(np.uint32), ggml.view(np.uint32))
+    gguf_py = gguf.quants.dequantize(q, gguf.GGMLQuantizationType[qtype])
+    np.testing.assert_array_equal(ours.view(np.uint32), gguf_py.view(np.uint32))
+
+
+@pytest.mark.parametrize("qtype", LEGACY)
+def test_legacy_types_agree_with_gguf_py_quantize(qtype):
+    # gguf-py implements these five encoders too; kquant is a drop-in replacement.
+    x = _weights("heavy_tailed", rows=8, n=512, seed=3)
+    np.testing.assert_array_equal(kquant.quantize(x, qtype), gguf.quants.quantize(x, gguf.GGMLQuantizationType[qtype]))
+
+
+# Worst error per block, relative to the block's largest |x|. For the 32-weight types the
+# bound follows from the format: half a step (a full step at the clamped end of Q4_0/Q5_0,
+# whose range is -8..7 / -16..15), plus the fp16 rounding of the scale. The K-quants also
+# quantize their sub-block scales (and mins), which has no tight closed form: their bounds
+# are the values measured on this data with about 1.5x headroom.
+MAX_ERROR = {"Q8_0": 0.0045, "Q4_0": 0.126, "Q5_0": 0.063, "Q4_1": 0.068, "Q5_1": 0.034,
+             "Q6_K": 0.025, "Q5_K": 0.07, "Q4_K": 0.12, "Q3_K": 0.30, "Q2_K": 0.55}  # fmt: skip
+# Error on Gaussian weights, RMS(x - y) / RMS(x): measured values with about 10% headroom.
+RMS_ERROR = {"Q8_0": 0.006, "Q4_0": 0.095, "Q5_0": 0.047, "Q4_1": 0.086, "Q5_1": 0.042,
+             "Q6_K": 0.02, "Q5_K": 0.04, "Q4_K": 0.078, "Q3_K": 0.165, "Q2_K": 0.32}  # fmt: skip
+
+
+@pytest.mark.parametrize("qtype", TYPES)
+def test_round_trip_error_within_the_formats_bound(qtype):
+    fmt = FORMATS[gguf.GGMLQuantizationType[qtype]]
+    x = _weights("gaussian", rows=64, n=1024, seed=11)
+    y = kquant.dequantize(kquant.quantize(x, qtype), qtype)
+    assert y.shape == x.shape and y.dtype == np.float32
+    blocks_x = x.reshape(-1, fmt.block_size)
+    err = np.abs(y.reshape(-1, fmt.block_size) - blocks_x).max(axis=1)
+    worst = (err / np.abs(blocks_x).max(axis=1)).max()
+    assert worst <= MAX_ERROR[qtype], f"{qtype}: worst block error {worst:.4f} of its max |x|"
+    rms = np.sqrt(np.mean((y - x) ** 2) / np.mean(x**2))
+    assert rms <= RMS_ERROR[qtype], f"{qtype}: relative RMS error {rms:.4f}"
+
+
+def test_more_bits_means_less_error():
+    x = _weights("gaussian", rows=32, n=1024, seed=5)
+
+    def rms(t):
+        return np.sqrt(np.mean((kquant.dequantize(kquant.quantize(x, t), t) - x) ** 2))
+
+    errors = [rms(t) for t in ["Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "Q8_0"]]
+    assert errors == sorted(errors, reverse=True)
+
+
+@pytest.mark.parametrize("qtype", TYPES)
+def test_fields_unpack_and_pack_back_to_the_same_bytes(qtype):
+    mod = FORMATS[gguf.GGMLQuantizationType[qtype]].module
+    b = reference.quantize(_weights("heavy_tailed", rows=4, n=512), qtype).reshape(-1, mod.TYPE_SIZE)
+    fields = mod.unpack(b)
+    np.testing.assert_array_equal(mod.pack(fields), b)
+    np.testing.assert_array_equal(mod.decode(fields), reference.dequantize(b, qtype).reshape(-1, mod.QK))
+
+
+def test_q4_k_fields_are_what_the_format_promises():
+    from kquant.formats import q4_k
+
+    x = _weights("gaussian", rows=16, n=256)
+    f = q4_k.encode(x)
+    assert f.d.dtype == f.dmin.dtype == np.float16 and f.d.shape == (16,)
+    assert f.sc.shape == f.m.shape == (16, 8) and f.sc.max() <= 63 and f.m.max() <= 63
+    assert f.q.shape == (16, 256) and f.q.max() <= 15
+    assert f.sc.max() == 63  # the largest sub-block scale uses the full 6-bit range
+    np.testing.assert_array_equal(q4_k.pack(f), reference.quantize(x, "Q4_K"))
+
+
+@pytest.mark.parametrize("qtype", [gguf.GGMLQuantizationType.Q4_K, "Q4_K", "q4_k", " q4_K ", 12])
+def test_qtype_may_be_an_enum_a_name_in_any_case_or_an_id(qtype):
+    x = _weights("gaussian", rows=2, n=256)
+    np.testing.assert_array_equal(kquant.quantize(x, qtype), reference.quantize(x, "Q4_K"))
+
+
+@pytest.mark.parametrize("shape", [(256,), (4, 256), (2, 3, 512)])
+def test_output_shape_is_rows_by_row_bytes_like_gguf_py(shape):
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    q = kquant.quantize(x, "Q6_K")
+    assert q.shape == (*shape[:-1], shape[-1] // 256 * 210)
+    assert kquant.dequantize(q, "Q6_K").shape == shape
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float64])
+def test_other_float_dtypes_are_converted_to_float32_first(dtype):
+    x = np.random.default_rng(0).standard_normal((2, 256)).astype(dtype)
+    np.testing.assert_array_equal(kquant.quantize(x, "Q4_K"), reference.quantize(x.astype(np.float32), "Q4_K"))
+
+
+def test_the_input_is_never_modified():
+    x = _weights("heavy_tailed", rows=4, n=512)
+    before = x.copy()
+    for t in TYPES:
+        kquant.quantize(x, t)
+    np.testing.assert_array_equal(x, before)
+
+
+def test_non_contiguous_input_is_fine():
+    x = _weights("gaussian", rows=8, n=1024)[:, ::2]  # a strided view
+    np.testing.assert_array_equal(kquant.quantize(x, "Q5_K"), reference.quantize(np.ascontiguousarray(x), "Q5_K"))
+
+
+# --- bad input: one clear KQuantError (a ValueError) that names the problem and the fix ---
+
+
+@pytest.mark.parametrize(
+    "x, qtype, message",
+    [
+        (np.array([[np.nan] + [0.0] * 255], np.float32), "Q4_K", "NaN or Inf"),
+        (np.full((1, 256), np.inf, np.float32), "Q4_K", "NaN or Inf"),
+        (np.full((1, 32), 1e39), "Q8_0", "NaN or Inf"),  # float64 beyond float32's range
+        (np.zeros((2, 100), np.float32), "Q4_K", "not a multiple of Q4_K's block size 256"),
+        (np.zeros((2, 48), np.float32), "Q8_0", "not a multiple of Q8_0's block size 32"),
+        (np.zeros((2, 256), np.int32), "Q4_K", "floating-point"),
+        (np.zeros((2, 256), bool), "Q4_K", "floating-point"),
+        (np.zeros((0, 256), np.float32), "Q4_K", "empty"),
+        (np.float32(1.0), "Q4_K", "empty"),
+        (np.zeros((1, 256), np.float32), "Q4_KM", "unknown quantization type 'Q4_KM'"),
+        (np.zeros((1, 256), np.float32), "IQ2_XXS", "does not encode IQ2_XXS"),
+        (np.full((1, 32), 1e6, np.float32), "Q4_0", "too large for Q4_0's fp16 d"),
+    ],
+)
+def test_bad_input_to_quantize_raises_one_clear_error(x, qtype, message):
+    with pytest.raises(kquant.KQuantError, match=message) as info:
+        kquant.quantize(x, qtype)
+    assert isinstance(info.value, ValueError)
+    assert "\n" not in str(info.value) and ":" in str(info.value)  # one line: problem, then the fix
+
+
+@pytest.mark.parametrize(
+    "q, qtype, message",
+    [
+        (np.zeros((2, 143), np.uint8), "Q4_K", "not a multiple of Q4_K's 144-byte block"),
+        (np.zeros((2, 144), np.int8), "Q4_K", "uint8"),
+        (np.zeros((2, 144), np.float32), "Q4_K", "uint8"),
+        (np.zeros((0, 144), np.uint8), "Q4_K", "empty"),
+        (np.zeros((1, 144), np.uint8), "K4", "unknown quantization type"),
+    ],
+)
+def test_bad_input_to_dequantize_raises_one_clear_error(q, qtype, message):
+    with pytest.raises(kquant.KQuantError, match=message):
+        kquant.dequantize(q, qtype)
+
+
+def test_registry_matches_ggml_geometry_and_bits_per_weight():
+    bpw = {f.name: f.bits_per_weight for f in FORMATS.values()}
+    assert bpw == {"Q8_0": 8.5, "Q4_0": 4.5, "Q4_1": 5.0, "Q5_0": 5.5, "Q5_1": 6.0,
+                   "Q2_K": 2.625, "Q3_K": 3.4375, "Q4_K": 4.5, "Q5_K": 5.5, "Q6_K": 6.5625}  # fmt: skip
+    for f in FORMATS.values():
+        assert (f.block_size, f.type_size) == gguf.GGML_QUANT_SIZES[f.qtype]
