@@ -45,16 +45,17 @@ def encode(x: np.ndarray) -> Fields:
     return Fields(d, dmin, sc, m, np.ascontiguousarray(L.T).reshape(n, 256))
 
 
+_BIT = np.arange(8, dtype=np.uint8)[:, None]  # bit j of byte l belongs to weight 32j + l
+
+
 def pack_high_bits(bits: np.ndarray) -> np.ndarray:
     """(n, 256) bits 0/1 -> (n, 32) bytes: byte l, bit j = bit of weight 32j + l. Also Q3_K's hmask."""
-    bits = bits.reshape(-1, 8, 32).transpose(0, 2, 1)  # [l, j]
-    return np.packbits(bits, axis=2, bitorder="little")[:, :, 0]
+    return np.bitwise_or.reduce(bits.reshape(-1, 8, 32) << _BIT, axis=1)
 
 
 def unpack_high_bits(qh: np.ndarray) -> np.ndarray:
-    """(n, 32) bytes -> (n, 256) values 0/1 (bit j of byte l for weight 32j + l)."""
-    bits = np.unpackbits(qh[:, :, None], axis=2, bitorder="little")  # [l, j]
-    return np.ascontiguousarray(bits.transpose(0, 2, 1)).reshape(-1, 256)
+    """(n, 32) bytes -> (n, 256) bits 0/1, already in weight order (j major, l minor)."""
+    return ((qh[:, None, :] >> _BIT) & 1).reshape(-1, 256)
 
 
 def pack(f: Fields) -> np.ndarray:

@@ -99,20 +99,30 @@ def make_q3_quants(x: np.ndarray, nmax: int = 4) -> tuple[np.ndarray, np.ndarray
     L = np.clip(nearest_int(iscale * x), -nmax, nmax - 1).astype(f32)
     sumlx = seqsum(wx * L)
     suml2 = seqsum((w * L) * L)
-    # A sweep that changes nothing leaves the state as it was, so C's early exit
-    # (stop after an unchanged sweep) needs no bookkeeping: later sweeps are no-ops.
+    # C stops a group after a sweep that changes nothing. Such a sweep leaves the state
+    # as it was, so every later sweep would change nothing too: each sweep need only
+    # visit the groups the previous sweep changed.
+    active = np.arange(x.shape[1])
     for _ in range(5):
+        if active.size == 0:
+            break
+        xa, wa, wxa, La = x[:, active], w[:, active], wx[:, active], L[:, active]
+        slx_a, sl2_a = sumlx[active], suml2[active]
+        changed = np.zeros(active.size, dtype=bool)
         for i in range(x.shape[0]):
-            Li = L[i]
-            slx = sumlx - wx[i] * Li
-            sl2 = suml2 - (w[i] * Li) * Li
-            new_l = np.clip(nearest_int((x[i] * sl2) / slx), -nmax, nmax - 1).astype(f32)
-            slx_new = slx + wx[i] * new_l
-            sl2_new = sl2 + (w[i] * new_l) * new_l
-            take = (slx > 0) & (new_l != Li) & (sl2_new > 0) & ((slx_new * slx_new) * suml2 > (sumlx * sumlx) * sl2_new)
-            L[i] = np.where(take, new_l, Li)
-            sumlx = np.where(take, slx_new, sumlx)
-            suml2 = np.where(take, sl2_new, suml2)
+            Li = La[i]
+            slx = slx_a - wxa[i] * Li
+            sl2 = sl2_a - (wa[i] * Li) * Li
+            new_l = np.clip(nearest_int((xa[i] * sl2) / slx), -nmax, nmax - 1).astype(f32)
+            slx_new = slx + wxa[i] * new_l
+            sl2_new = sl2 + (wa[i] * new_l) * new_l
+            take = (slx > 0) & (new_l != Li) & (sl2_new > 0) & ((slx_new * slx_new) * sl2_a > (slx_a * slx_a) * sl2_new)
+            La[i] = np.where(take, new_l, Li)
+            slx_a = np.where(take, slx_new, slx_a)
+            sl2_a = np.where(take, sl2_new, sl2_a)
+            changed |= take
+        L[:, active], sumlx[active], suml2[active] = La, slx_a, sl2_a
+        active = active[changed]
     scale = np.where(suml2 > 0, sumlx / suml2, f32(0))
     L += f32(nmax)
     L[:, zero] = 0
