@@ -262,13 +262,7 @@ def fp32_to_fp16(x) -> np.ndarray:
     Equals ``x.astype(np.float16)`` for every non-NaN float32 (round to nearest even).
     """
     x = np.ascontiguousarray(x, dtype=np.float32)
-    out = np.empty(x.shape, dtype=np.float16)
-    fn = _lib().dll.ggml_fp32_to_fp16_row
-    src, dst = x.reshape(-1), out.reshape(-1)
-    for i in range(0, src.size, _FP16_CHUNK):
-        n = min(_FP16_CHUNK, src.size - i)
-        fn(_ptr(src[i:]), _ptr(dst[i:]), n)
-    return out
+    return _convert_rows(_lib().dll.ggml_fp32_to_fp16_row, x, np.float16)
 
 
 def fp16_to_fp32(h) -> np.ndarray:
@@ -276,11 +270,12 @@ def fp16_to_fp32(h) -> np.ndarray:
     h = np.asarray(h)
     if h.dtype not in (np.float16, np.uint16):
         raise KQuantError(f"h has dtype {h.dtype}: pass float16 values or their uint16 bit patterns")
-    h = np.ascontiguousarray(h)
-    out = np.empty(h.shape, dtype=np.float32)
-    fn = _lib().dll.ggml_fp16_to_fp32_row
-    src, dst = h.reshape(-1), out.reshape(-1)
-    for i in range(0, src.size, _FP16_CHUNK):
-        n = min(_FP16_CHUNK, src.size - i)
-        fn(_ptr(src[i:]), _ptr(dst[i:]), n)
+    return _convert_rows(_lib().dll.ggml_fp16_to_fp32_row, np.ascontiguousarray(h), np.float32)
+
+
+def _convert_rows(fn, src: np.ndarray, dtype) -> np.ndarray:
+    out = np.empty(src.shape, dtype=dtype)
+    flat_src, flat_dst = src.reshape(-1), out.reshape(-1)
+    for i in range(0, flat_src.size, _FP16_CHUNK):
+        fn(_ptr(flat_src[i:]), _ptr(flat_dst[i:]), min(_FP16_CHUNK, flat_src.size - i))
     return out

@@ -9,8 +9,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .cops import c_semantics, c_float_to_int, c_to_uint8, f32, first_min_max, fp16_bytes, fp16_field, fp16_value
+from .cops import c_semantics, c_float_to_int, c_to_uint8, f32, first_min_max, fp16_bytes, fp16_field
 from .q4_0 import pack_nibbles, unpack_nibbles
+from .q4_1 import decode as _decode_q4_1
 from .q5_0 import pack_qh, unpack_qh
 
 QK = 32  # QK5_1
@@ -54,9 +55,8 @@ def unpack(b: np.ndarray) -> Fields:
 
 
 def decode(f: Fields) -> np.ndarray:
-    y = f.q * fp16_value(f.d)[:, None]
-    y += fp16_value(f.m)[:, None]
-    return y
+    """dequantize_row_q5_1: the Q4_1 formula, q * d + m, with 5-bit levels."""
+    return _decode_q4_1(f)
 
 
 def quantize_blocks(x: np.ndarray) -> np.ndarray:
