@@ -56,6 +56,24 @@ def c_float_to_int(v: np.ndarray) -> np.ndarray:
     return np.where(ok, t, -(2**31))
 
 
+def c_float_to_int8(v: np.ndarray) -> np.ndarray:
+    """C's ``(int8_t)v`` for float32: truncate, and wrap/garble like x86 outside the range.
+
+    In range (the normal case) that is numpy's own cast; the general path is kept for
+    blocks whose scale overflowed to inf.
+    """
+    if np.all(v > -129) and np.all(v < 128):  # False for NaN too
+        return v.astype(np.int8)
+    return c_to_int8(c_float_to_int(v))
+
+
+def c_float_to_uint8(v: np.ndarray) -> np.ndarray:
+    """C's ``(uint8_t)v`` for float32 (gcc converts through a 32-bit int, then keeps the low byte)."""
+    if np.all(v > -1) and np.all(v < 256):
+        return v.astype(np.uint8)
+    return c_to_uint8(c_float_to_int(v))
+
+
 def c_to_int8(i: np.ndarray) -> np.ndarray:
     """C's store of an int into ``int8_t``: keep the low byte, read it signed."""
     return (np.asarray(i, dtype=np.int64) & 0xFF).astype(np.uint8).view(np.int8)

@@ -92,7 +92,8 @@ def decode(f: Fields) -> np.ndarray:
     """dequantize_row_q2_K: (d * scale) * q - dmin * min."""
     dl = fp16_value(f.d)[:, None] * (f.scales & 0xF)  # (n, 16)
     ml = fp16_value(f.dmin)[:, None] * (f.scales >> 4)
-    y = f.q.reshape(-1, 16, 16) * dl[:, :, None]
+    y = f.q.astype(f32).reshape(-1, 16, 16)
+    y *= dl[:, :, None]
     y -= ml[:, :, None]
     return y.reshape(-1, 256)
 

@@ -93,7 +93,9 @@ def unpack(b: np.ndarray) -> Fields:
 def decode(f: Fields) -> np.ndarray:
     """dequantize_row_q3_K: (d * (scale - 32)) * (q - 4)."""
     dl = fp16_value(f.d)[:, None] * (f.scales.astype(np.int8) - np.int8(32))  # (n, 16)
-    y = (f.q.astype(np.int8) - np.int8(4)).reshape(-1, 16, 16) * dl[:, :, None]
+    y = f.q.astype(f32).reshape(-1, 16, 16)
+    y -= f32(4)  # exact: small integers
+    y *= dl[:, :, None]
     return y.reshape(-1, 256)
 
 

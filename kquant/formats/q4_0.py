@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .cops import c_semantics, c_float_to_int, c_to_int8, c_to_uint8, f32, fp16_bytes, fp16_field, fp16_value, signed_absmax
+from .cops import c_float_to_int8, c_semantics, c_to_uint8, f32, fp16_bytes, fp16_field, fp16_value, signed_absmax
 
 QK = 32  # QK4_0
 TYPE_SIZE = 18
@@ -35,7 +35,7 @@ def encode(x: np.ndarray) -> Fields:
     d = signed_absmax(x, axis=1) / f32(-8)
     id_ = np.where(d != 0, f32(1) / d, f32(0))  # the unrounded d, not fp16(d)
     # (int8_t)(x*id + 8.5f): truncation of a non-negative sum = round half up
-    q = np.minimum(15, c_to_int8(c_float_to_int(x * id_[:, None] + f32(8.5))))
+    q = np.minimum(15, c_float_to_int8(x * id_[:, None] + f32(8.5)))
     return Fields(d.astype(np.float16), c_to_uint8(q).astype(np.uint8))
 
 
@@ -60,7 +60,10 @@ def unpack(b: np.ndarray) -> Fields:
 
 
 def decode(f: Fields) -> np.ndarray:
-    return (f.q.astype(np.int8) - np.int8(8)) * fp16_value(f.d)[:, None]
+    y = f.q.astype(f32)
+    y -= f32(8)  # exact: small integers
+    y *= fp16_value(f.d)[:, None]
+    return y
 
 
 def quantize_blocks(x: np.ndarray) -> np.ndarray:

@@ -10,7 +10,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .cops import c_semantics, c_float_to_int, c_to_int8, c_to_uint8, f32, first_min_max, fp16_bytes, fp16_field, fp16_value
+from .cops import c_float_to_int8, c_semantics, c_to_uint8, f32, first_min_max, fp16_bytes, fp16_field, fp16_value
 from .q4_0 import pack_nibbles, unpack_nibbles
 
 QK = 32  # QK4_1
@@ -35,7 +35,7 @@ def encode(x: np.ndarray) -> Fields:
     lo, hi = first_min_max(x, axis=1)
     d = (hi - lo) / f32(15)
     id_ = np.where(d != 0, f32(1) / d, f32(0))
-    q = np.minimum(15, c_to_int8(c_float_to_int((x - lo[:, None]) * id_[:, None] + f32(0.5))))
+    q = np.minimum(15, c_float_to_int8((x - lo[:, None]) * id_[:, None] + f32(0.5)))
     return Fields(d.astype(np.float16), lo.astype(np.float16), c_to_uint8(q).astype(np.uint8))
 
 
@@ -52,7 +52,8 @@ def unpack(b: np.ndarray) -> Fields:
 
 
 def decode(f: Fields) -> np.ndarray:
-    y = f.q * fp16_value(f.d)[:, None]
+    y = f.q.astype(f32)
+    y *= fp16_value(f.d)[:, None]
     y += fp16_value(f.m)[:, None]
     return y
 

@@ -149,7 +149,8 @@ def decode(f: Fields) -> np.ndarray:
     """dequantize_row_q4_K: (d*sc)*q - dmin*m, rounded after each step as in C."""
     d1 = fp16_value(f.d)[:, None] * f.sc  # (n, 8)
     m1 = fp16_value(f.dmin)[:, None] * f.m
-    y = f.q.reshape(-1, 8, 32) * d1[:, :, None]
+    y = f.q.astype(f32).reshape(-1, 8, 32)
+    y *= d1[:, :, None]
     y -= m1[:, :, None]
     return y.reshape(-1, 256)
 

@@ -10,7 +10,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .cops import c_semantics, c_float_to_int, c_to_int8, c_to_uint8, f32, fp16_bytes, fp16_field, fp16_value, signed_absmax
+from .cops import c_float_to_int8, c_semantics, c_to_uint8, f32, fp16_bytes, fp16_field, fp16_value, signed_absmax
 from .q4_0 import pack_nibbles, unpack_nibbles
 
 QK = 32  # QK5_0
@@ -45,7 +45,7 @@ def encode(x: np.ndarray) -> Fields:
     """quantize_row_q5_0_ref: x (n, 32) float32 -> Fields."""
     d = signed_absmax(x, axis=1) / f32(-16)
     id_ = np.where(d != 0, f32(1) / d, f32(0))
-    q = np.minimum(31, c_to_int8(c_float_to_int(x * id_[:, None] + f32(16.5))))
+    q = np.minimum(31, c_float_to_int8(x * id_[:, None] + f32(16.5)))
     return Fields(d.astype(np.float16), c_to_uint8(q).astype(np.uint8))
 
 
@@ -62,7 +62,10 @@ def unpack(b: np.ndarray) -> Fields:
 
 
 def decode(f: Fields) -> np.ndarray:
-    return (f.q.astype(np.int8) - np.int8(16)) * fp16_value(f.d)[:, None]
+    y = f.q.astype(f32)
+    y -= f32(16)  # exact: small integers
+    y *= fp16_value(f.d)[:, None]
+    return y
 
 
 def quantize_blocks(x: np.ndarray) -> np.ndarray:

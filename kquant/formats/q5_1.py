@@ -9,7 +9,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .cops import c_semantics, c_float_to_int, c_to_uint8, f32, first_min_max, fp16_bytes, fp16_field
+from .cops import c_float_to_uint8, c_semantics, f32, first_min_max, fp16_bytes, fp16_field
 from .q4_0 import pack_nibbles, unpack_nibbles
 from .q4_1 import decode as _decode_q4_1
 from .q5_0 import pack_qh, unpack_qh
@@ -37,7 +37,7 @@ def encode(x: np.ndarray) -> Fields:
     d = (hi - lo) / f32(31)
     id_ = np.where(d != 0, f32(1) / d, f32(0))
     # (uint8_t)(x + 0.5f): no MIN here in C; the value cannot pass 31 anyway
-    q = c_to_uint8(c_float_to_int((x - lo[:, None]) * id_[:, None] + f32(0.5)))
+    q = c_float_to_uint8((x - lo[:, None]) * id_[:, None] + f32(0.5))
     return Fields(d.astype(np.float16), lo.astype(np.float16), q.astype(np.uint8))
 
 

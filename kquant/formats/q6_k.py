@@ -87,7 +87,9 @@ def unpack(b: np.ndarray) -> Fields:
 def decode(f: Fields) -> np.ndarray:
     """dequantize_row_q6_K: (d * scale) * (q - 32)."""
     ds = fp16_value(f.d)[:, None] * f.scales  # (n, 16)
-    y = (f.q.astype(np.int8) - np.int8(32)).reshape(-1, 16, 16) * ds[:, :, None]
+    y = f.q.astype(f32).reshape(-1, 16, 16)
+    y -= f32(32)  # exact: small integers
+    y *= ds[:, :, None]
     return y.reshape(-1, 256)
 
 

@@ -10,7 +10,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .cops import c_semantics, c_float_to_int, c_to_int8, f32, fp16_bytes, fp16_field, fp16_value
+from .cops import c_float_to_int8, c_semantics, f32, fp16_bytes, fp16_field, fp16_value
 
 QK = 32  # QK8_0
 TYPE_SIZE = 34
@@ -41,7 +41,7 @@ def encode(x: np.ndarray) -> Fields:
     amax = np.abs(x).max(axis=1)
     d = amax / f32(127)
     id_ = np.where(d != 0, f32(1) / d, f32(0))
-    q = c_to_int8(c_float_to_int(roundf(x * id_[:, None])))
+    q = c_float_to_int8(roundf(x * id_[:, None]))
     return Fields(d.astype(np.float16), q.astype(np.int8))
 
 
@@ -57,7 +57,9 @@ def unpack(b: np.ndarray) -> Fields:
 
 
 def decode(f: Fields) -> np.ndarray:
-    return f.q * fp16_value(f.d)[:, None]
+    y = f.q.astype(f32)  # cast, then multiply in place: faster than a mixed int8 * float32 ufunc
+    y *= fp16_value(f.d)[:, None]
+    return y
 
 
 def quantize_blocks(x: np.ndarray) -> np.ndarray:
