@@ -9,8 +9,22 @@ The API mirrors gguf-py's ``gguf.quants.quantize`` / ``dequantize``, so either c
 stand in for the other.
 """
 
+from . import mixes
 from .errors import KQuantError
 from .formats import FORMATS, Format, dequantize, get_format, quantize
+from .gguf_file import plan_gguf, quantize_gguf
+from .summary import inspect_gguf
 
-__all__ = ["FORMATS", "Format", "KQuantError", "dequantize", "get_format", "quantize"]
+__all__ = [
+    "FORMATS",
+    "Format",
+    "KQuantError",
+    "dequantize",
+    "get_format",
+    "inspect_gguf",
+    "mixes",
+    "plan_gguf",
+    "quantize",
+    "quantize_gguf",
+]
 __version__ = "0.1.0"

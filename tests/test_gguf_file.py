@@ -1,0 +1,236 @@
+"""kquant.quantize_gguf: whole GGUF files, byte-for-byte what llama.cpp's llama-quantize writes.
+
+The models are tiny random llamas (tests/tiny_llama.py) chosen to exercise the rules:
+several layer counts, GQA, tied and untied output, F32 / F16 / BF16 input, rows that are
+and are not multiples of 256 and 32, eight experts, and an 80-layer "70B".
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from gguf import GGUFReader, GGUFWriter
+
+import kquant.gguf_file
+from kquant.errors import KQuantError
+from kquant.gguf_file import plan_gguf, quantize_gguf
+from kquant.mixes import MIXES
+
+from llama_quantize import llama_quantize, sha256
+from tiny_llama import write_tiny_llama
+
+MODELS = {
+    "4 layers, GQA 4, tied, F32": dict(n_layer=4, n_head_kv=1),
+    "8 layers, GQA 2, untied, F16": dict(n_layer=8, n_head_kv=2, n_ff=256, tied=False, dtype="F16", rows=64),
+    "rows of 480 and 200, BF16": dict(n_layer=2, n_embd=480, n_ff=200, n_vocab=77, tied=False, dtype="BF16"),
+    "8 experts": dict(n_layer=2, n_expert=8, n_ff=256, n_head_kv=1, rows=16),
+    "70B-like: 80 layers": dict(n_layer=80, n_head=8, n_head_kv=1, n_ff=256, rows=1),
+}
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("models")
+    return {name: write_tiny_llama(folder / f"m{i}.gguf", **kw) for i, (name, kw) in enumerate(MODELS.items())}
+
+
+@pytest.fixture(scope="module")
+def small_model(models):
+    return models["4 layers, GQA 4, tied, F32"]
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_every_mix_gives_the_same_file_as_llama_quantize(model, models, tmp_path):
+    src = models[model]
+    for mix in MIXES:
+        theirs = llama_quantize(src, tmp_path / f"{mix}.llama.gguf", mix)
+        ours = tmp_path / f"{mix}.kquant.gguf"
+        quantize_gguf(src, ours, mix, progress=False)
+        assert sha256(ours) == sha256(theirs), mix
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(mix="Q4_K_M", pure=True),
+        dict(mix="Q3_K_M", overrides=[(r"blk\.0\.attn_v", "Q8_0"), ("ffn_down", "Q5_K"), (r"blk\.1\.", "F16")]),
+        dict(mix="Q4_K_S", output_type="Q5_K"),
+        dict(mix="Q5_K_M", token_embd_type="F16", overrides={"attn_q": "F32"}),
+    ],
+    ids=["pure", "overrides", "output type (tied)", "token embedding type"],
+)
+def test_llama_quantize_options_give_the_same_file_too(options, small_model, tmp_path):
+    options = dict(options)
+    mix = options.pop("mix")
+    theirs = llama_quantize(small_model, tmp_path / "llama.gguf", mix, **options)
+    ours = tmp_path / "kquant.gguf"
+    quantize_gguf(small_model, ours, mix, progress=False, **options)
+    assert sha256(ours) == sha256(theirs)
+
+
+def test_metadata_is_copied_in_order_with_quantization_version_and_file_type_moved_to_the_end(small_model, tmp_path):
+    out = quantize_gguf(small_model, tmp_path / "q.gguf", "Q4_K_M", progress=False).path
+    src_fields = {k: f for k, f in GGUFReader(small_model).fields.items() if not k.startswith("GGUF.")}
+    out_fields = {k: f for k, f in GGUFReader(out).fields.items() if not k.startswith("GGUF.")}
+    moved = ["general.quantization_version", "general.file_type"]
+    assert list(out_fields) == [k for k in src_fields if k not in moved] + moved
+    for key in src_fields:
+        if key not in moved:
+            assert (out_fields[key].types, out_fields[key].contents()) == (src_fields[key].types, src_fields[key].contents()), key
+    assert (out_fields["general.quantization_version"].contents(), out_fields["general.file_type"].contents()) == (2, 15)
+
+
+def test_tensors_are_written_in_llama_cpps_order_and_aligned_to_32_bytes(small_model, tmp_path):
+    out = GGUFReader(quantize_gguf(small_model, tmp_path / "q.gguf", "Q6_K", progress=False).path)
+    assert [t.name for t in out.tensors] == [c.name for c in plan_gguf(small_model, "Q6_K")]
+    assert out.tensors[0].name == "output_norm.weight"
+    assert all(t.data_offset % 32 == 0 for t in out.tensors)
+
+
+def test_the_summary_gives_each_tensors_type_bytes_bits_per_weight_and_time(small_model, tmp_path):
+    summary = quantize_gguf(small_model, tmp_path / "q.gguf", "Q4_K_M", progress=False)
+    plan = plan_gguf(small_model, "Q4_K_M")
+    assert [(r.name, r.type) for r in summary.rows] == [(c.name, c.type) for c in plan]
+    out = {t.name: t for t in GGUFReader(summary.path).tensors}
+    for row in summary.rows:
+        assert row.nbytes == out[row.name].n_bytes
+        assert row.bpw == 8 * row.nbytes / out[row.name].n_elements
+    assert {r.bpw for r in summary.rows if r.type.name == "Q4_K"} == {4.5}
+    assert 4.5 < summary.bpw < 6.5625
+    assert summary.seconds > 0 and all(r.seconds > 0 for r in summary.rows)
+    assert "average bits per weight" in str(summary)
+
+
+def test_the_input_is_never_modified(small_model, tmp_path):
+    before = sha256(small_model)
+    quantize_gguf(small_model, tmp_path / "q.gguf", "Q2_K", progress=False)
+    assert sha256(small_model) == before
+
+
+# --- safety ---------------------------------------------------------------------------------
+
+
+def test_refuses_to_overwrite_the_input(small_model, tmp_path):
+    before = sha256(small_model)
+    with pytest.raises(KQuantError, match="refusing to overwrite the input"):
+        quantize_gguf(small_model, small_model, "Q4_K_M", overwrite=True, progress=False)
+    link = tmp_path / "link.gguf"
+    link.symlink_to(small_model)
+    with pytest.raises(KQuantError, match="refusing to overwrite the input"):
+        quantize_gguf(small_model, link, "Q4_K_M", overwrite=True, progress=False)
+    assert sha256(small_model) == before
+
+
+def test_an_existing_output_is_replaced_only_when_asked(small_model, tmp_path):
+    dst = tmp_path / "q.gguf"
+    dst.write_bytes(b"keep me")
+    with pytest.raises(KQuantError, match="already exists: pass overwrite=True"):
+        quantize_gguf(small_model, dst, "Q4_K_M", progress=False)
+    assert dst.read_bytes() == b"keep me"
+    quantize_gguf(small_model, dst, "Q4_K_M", overwrite=True, progress=False)
+    assert dst.read_bytes()[:4] == b"GGUF"
+
+
+@pytest.mark.parametrize("failure", [KeyboardInterrupt, OSError(28, "No space left on device")], ids=["Ctrl-C", "full disk"])
+def test_a_failure_mid_write_leaves_no_partial_file_and_the_old_output_intact(failure, small_model, tmp_path, monkeypatch):
+    dst = tmp_path / "q.gguf"
+    dst.write_bytes(b"previous output")
+    calls = []
+
+    def quantize_then_fail(x, qtype):
+        calls.append(qtype)
+        if len(calls) == 3:
+            raise failure
+        return real_quantize(x, qtype)
+
+    real_quantize = kquant.gguf_file.quantize
+    monkeypatch.setattr(kquant.gguf_file, "quantize", quantize_then_fail)
+    expected = KeyboardInterrupt if failure is KeyboardInterrupt else KQuantError
+    with pytest.raises(expected):
+        quantize_gguf(small_model, dst, "Q4_K_M", overwrite=True, progress=False)
+    assert len(calls) == 3  # it did fail part-way through
+    assert dst.read_bytes() == b"previous output"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["q.gguf"]
+
+
+def test_nan_weights_are_refused_like_llama_cpp_does(tmp_path):
+    src = write_tiny_llama(tmp_path / "nan.gguf", n_layer=1)
+    data = bytearray(src.read_bytes())
+    t = next(t for t in GGUFReader(src).tensors if t.name == "blk.0.ffn_up.weight")
+    data[t.data_offset : t.data_offset + 4] = np.float32(np.nan).tobytes()
+    src.write_bytes(bytes(data))
+    with pytest.raises(KQuantError, match="blk.0.ffn_up.weight holds 1 NaN or Inf"):
+        quantize_gguf(src, tmp_path / "q.gguf", "Q4_K_M", progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["nan.gguf"]
+    with pytest.raises(RuntimeError):  # llama.cpp: "tensor 'blk.0.ffn_up.weight' has invalid data"
+        llama_quantize(src, tmp_path / "llama.gguf", "Q4_K_M")
+    # (llama.cpp leaves its half-written llama.gguf behind; kquant leaves nothing.)
+
+
+def test_weights_too_large_for_fp16_scales_are_refused_like_llama_cpp_does(tmp_path):
+    src = write_tiny_llama(tmp_path / "huge.gguf", n_layer=1)
+    data = bytearray(src.read_bytes())
+    t = next(t for t in GGUFReader(src).tensors if t.name == "blk.0.ffn_up.weight")
+    data[t.data_offset : t.data_offset + 4] = np.float32(1e6).tobytes()  # Q4_0's d = max/-8 overflows fp16
+    src.write_bytes(bytes(data))
+    with pytest.raises(KQuantError, match=r"blk.0.ffn_up.weight as Q4_0: block 0: weights too large for Q4_0's fp16 d"):
+        quantize_gguf(src, tmp_path / "q.gguf", "Q4_0", progress=False)
+    with pytest.raises(RuntimeError):  # llama.cpp: "quantized data validation failed"
+        llama_quantize(src, tmp_path / "llama.gguf", "Q4_0")
+
+
+# --- bad input: one clear error -------------------------------------------------------------
+
+
+def test_a_truncated_file_is_one_clear_error(small_model, tmp_path):
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(small_model.read_bytes()[:-5000])
+    with pytest.raises(KQuantError, match="truncated"):
+        quantize_gguf(cut, tmp_path / "q.gguf", "Q4_K_M", progress=False)
+    cut.write_bytes(small_model.read_bytes()[:3000])  # cut inside the metadata
+    with pytest.raises(KQuantError, match="truncated or corrupt"):
+        quantize_gguf(cut, tmp_path / "q.gguf", "Q4_K_M", progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.gguf"]
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [(b"", "not a GGUF file"), (b"PK\x03\x04 a zip file", "not a GGUF file"), (None, "no such file")],
+    ids=["empty", "not GGUF", "missing"],
+)
+def test_files_that_are_not_gguf_are_one_clear_error(content, message, tmp_path):
+    src = tmp_path / "model.gguf"
+    if content is not None:
+        src.write_bytes(content)
+    with pytest.raises(KQuantError, match=message):
+        quantize_gguf(src, tmp_path / "q.gguf", "Q4_K_M", progress=False)
+
+
+def test_an_already_quantized_model_is_refused(small_model, tmp_path):
+    q = quantize_gguf(small_model, tmp_path / "q.gguf", "Q4_K_M", progress=False).path
+    with pytest.raises(KQuantError, match=r"already quantized \(token_embd.weight is Q6_K\)"):
+        quantize_gguf(q, tmp_path / "qq.gguf", "Q4_K_M", progress=False)
+
+
+def test_an_unsupported_architecture_is_refused(tmp_path):
+    src = tmp_path / "gpt2.gguf"
+    w = GGUFWriter(src, "gpt2")
+    w.add_tensor("token_embd.weight", np.zeros((4, 256), np.float32))
+    w.write_header_to_file(), w.write_kv_data_to_file(), w.write_tensors_to_file(), w.close()
+    with pytest.raises(KQuantError, match="architecture 'gpt2' is not supported"):
+        quantize_gguf(src, tmp_path / "q.gguf", "Q4_K_M", progress=False)
+
+
+def test_a_missing_hyper_parameter_is_refused(tmp_path):
+    src = tmp_path / "nolayers.gguf"
+    w = GGUFWriter(src, "llama")
+    w.add_tensor("token_embd.weight", np.zeros((4, 256), np.float32))
+    w.write_header_to_file(), w.write_kv_data_to_file(), w.write_tensors_to_file(), w.close()
+    with pytest.raises(KQuantError, match="lacks the metadata key llama.context_length"):
+        plan_gguf(src, "Q4_K_M")
+
+
+def test_an_output_type_that_does_not_fit_the_rows_is_refused(models, tmp_path):
+    src = models["rows of 480 and 200, BF16"]
+    with pytest.raises(KQuantError, match="rows of 480 weights, not a multiple of Q6_K's block of 256"):
+        quantize_gguf(src, tmp_path / "q.gguf", "Q4_K_M", output_type="Q6_K", progress=False)
