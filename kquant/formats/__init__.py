@@ -107,23 +107,53 @@ _ENCODE_CHUNK = 1 << 16
 _DECODE_CHUNK = 1 << 18
 
 
-def quantize(x, qtype) -> np.ndarray:
-    """Encode a float array exactly as ggml's ``ggml_quantize_chunk`` does (no imatrix).
+def quantize(x, qtype, imatrix=None) -> np.ndarray:
+    """Encode a float array exactly as ggml's ``ggml_quantize_chunk`` does.
 
     ``x`` is float16/32/64 with a last axis that is a multiple of the block size.
     Returns uint8 of shape ``(*x.shape[:-1], row_bytes)``, like gguf-py's ``quantize``.
+
+    ``imatrix`` (optional): one importance per column, shape ``(x.shape[-1],)``, as
+    llama.cpp's imatrix files hold (mean squared activations of each input). With it,
+    the scale searches are weighted by how much each weight matters (ggml's
+    ``quantize_row_*_impl``); Q8_0 ignores it, as ggml does.
     """
     fmt = get_format(qtype)
     x = _as_float32(x, fmt)
     n_per_row = x.shape[-1]
-    blocks = x.reshape(-1, fmt.block_size)
-    out = np.empty((blocks.shape[0], fmt.type_size), dtype=np.uint8)
-    step = _ENCODE_CHUNK // fmt.block_size
+    if imatrix is None:
+        blocks = x.reshape(-1, fmt.block_size)
+        step = _ENCODE_CHUNK // fmt.block_size  # blocks per chunk
+        encode = fmt.module.encode
+    else:
+        blocks = x.reshape(-1, n_per_row)  # the imatrix paths work row by row
+        imatrix = _as_importance(imatrix, n_per_row)
+        step = max(1, _ENCODE_CHUNK // n_per_row)  # rows per chunk
+
+        def encode(rows):
+            return fmt.module.encode_impl(rows, imatrix)
+
+    per_item = fmt.type_size * (blocks.shape[1] // fmt.block_size)
+    out = np.empty((blocks.shape[0], per_item), dtype=np.uint8)
     for i in range(0, blocks.shape[0], step):
-        fields = fmt.module.encode(blocks[i : i + step])
-        _check_scales(fields, fmt, first_block=i)
-        out[i : i + step] = fmt.module.pack(fields)
+        fields = encode(blocks[i : i + step])
+        _check_scales(fields, fmt, first_block=i * per_item // fmt.type_size)
+        out[i : i + step] = fmt.module.pack(fields).reshape(-1, per_item)
     return out.reshape(*x.shape[:-1], fmt.row_bytes(n_per_row))
+
+
+def _as_importance(imatrix, n_per_row: int) -> np.ndarray:
+    """Check an importance vector: one finite, non-negative float per column."""
+    qw = np.asarray(imatrix)
+    if qw.dtype.kind not in "fiu":
+        raise KQuantError(f"imatrix has dtype {qw.dtype}: pass one float per column, e.g. np.float32")
+    if qw.shape != (n_per_row,):
+        raise KQuantError(f"imatrix has shape {qw.shape}, the rows have {n_per_row} columns: pass one importance per column")
+    with np.errstate(over="ignore"):
+        qw = np.ascontiguousarray(qw, dtype=np.float32)
+    if not np.isfinite(qw).all() or (qw < 0).any():
+        raise KQuantError("imatrix must be finite and >= 0 (it holds mean squared activations): llama.cpp refuses it otherwise")
+    return qw
 
 
 def _check_scales(fields, fmt: Format, first_block: int) -> None:

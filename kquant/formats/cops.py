@@ -103,9 +103,16 @@ def fp16_field(b: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(b).view("<f2")[:, 0]
 
 
-def seqsum(a: np.ndarray) -> np.ndarray:
-    """C's sequential ``sum += a[i]`` over axis 0 of an (n, G) array (see the module docstring)."""
-    return np.add.reduce(a, axis=0)
+def seqsum(a: np.ndarray, axis: int = 0) -> np.ndarray:
+    """C's sequential ``sum += a[i]`` down ``axis`` of an (n, G) array (see the module docstring).
+
+    numpy adds rows in order only while there are several columns side by side: with a
+    single column the summed axis becomes the contiguous one, and numpy switches to
+    pairwise summation. ``accumulate`` is sequential always, so that case takes it.
+    """
+    if a.shape[-1] == 1:
+        return np.add.accumulate(a, axis=axis).take(-1, axis=axis)
+    return np.add.reduce(a, axis=axis)
 
 
 def signed_absmax(x: np.ndarray, axis: int = 0) -> np.ndarray:

@@ -12,8 +12,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .cops import c_semantics, c_to_uint8, f32, fp16_bytes, fp16_field, fp16_value, nearest_int
-from .search import make_qkx2_quants
+from .cops import c_semantics, c_to_uint8, f32, fp16_bytes, fp16_field, fp16_value, nearest_int, seqsum
+from .search import blocks_and_importance, importance_weights, make_qkx2_quants, make_qkx3_quants, make_qp_quants
 
 QK = 256  # QK_K
 TYPE_SIZE = 84
@@ -53,8 +53,33 @@ def encode(x: np.ndarray) -> Fields:
     sc = np.where(max_min[:, None] > 0, c_to_uint8(sc | (lm << 4)), sc).astype(np.uint8)
     d = np.where(max_scale > 0, max_scale / f32(15), f32(0)).astype(np.float16)
     dmin = np.where(max_min > 0, max_min / f32(15), f32(0)).astype(np.float16)
+    return _requantize(xt, L, d, dmin, sc)
 
-    # Requantize against the scales the decoder will use; a group with scale 0 keeps its levels.
+
+@c_semantics
+def encode_impl(rows: np.ndarray, imatrix: np.ndarray) -> Fields:
+    """quantize_row_q2_K_impl: rows (r, n_per_row) float32 and imatrix (n_per_row,) -> Fields.
+
+    The groups are fitted by weighted squared error (not |error|), and the 16 scales
+    and 16 mins of a block by make_qp_quants, weighted by each group's total importance.
+    """
+    x, qw = blocks_and_importance(rows, imatrix, QK)
+    n = x.shape[0]
+    xb = np.ascontiguousarray(x.T)  # (256, n)
+    sigma2 = seqsum(xb * xb) / f32(256)
+    xt = np.ascontiguousarray(x.reshape(n * 16, 16).T)  # (16, G)
+    w = importance_weights(xt, np.ascontiguousarray(qw.reshape(n * 16, 16).T), np.repeat(sigma2, 16))
+    sw = np.ascontiguousarray(seqsum(w).reshape(n, 16).T)  # (16, n)
+    scale, the_min, L = make_qkx3_quants(xt, w, 3)
+    dm, Ls = make_qp_quants(np.ascontiguousarray(scale.reshape(n, 16).T), 15, sw)
+    mm, Lm = make_qp_quants(np.ascontiguousarray(the_min.reshape(n, 16).T), 15, sw)
+    sc = c_to_uint8(Ls.T | (Lm.T.astype(np.int32) << 4))
+    return _requantize(xt, L, dm.astype(np.float16), mm.astype(np.float16), sc)
+
+
+def _requantize(xt: np.ndarray, L: np.ndarray, d: np.ndarray, dmin: np.ndarray, sc: np.ndarray) -> Fields:
+    """Round every weight again against the scales the decoder will use; a group with scale 0 keeps its levels."""
+    n = d.shape[0]
     dq = (fp16_value(d)[:, None] * (sc & 0xF)).reshape(-1)  # (G,)
     dm = (fp16_value(dmin)[:, None] * (sc >> 4)).reshape(-1)
     l = np.clip(nearest_int((xt + dm) / dq), 0, 3).astype(np.uint8)

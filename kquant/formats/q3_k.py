@@ -12,10 +12,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .cops import c_semantics, c_to_int8, f32, fp16_bytes, fp16_field, fp16_value, nearest_int, signed_absmax
+from .cops import c_semantics, c_to_int8, f32, fp16_bytes, fp16_field, fp16_value, nearest_int, seqsum, signed_absmax
 from .q2_k import pack_crumbs, unpack_crumbs
 from .q5_k import pack_high_bits, unpack_high_bits
-from .search import make_q3_quants
+from .search import blocks_and_importance, importance_weights, make_q3_quants, make_qx_quants
 
 QK = 256  # QK_K
 TYPE_SIZE = 110
@@ -52,7 +52,32 @@ def encode(x: np.ndarray) -> Fields:
     nonzero = max_scale != 0
     s = np.where(nonzero[:, None], s, 0).astype(np.uint8)
     d = np.where(nonzero, f32(1) / iscale, f32(0)).astype(np.float16)
-    # Requantize; a group whose scale is 0 keeps its levels from the search.
+    return _requantize(xt, L, d, s)
+
+
+@c_semantics
+def encode_impl(rows: np.ndarray, imatrix: np.ndarray) -> Fields:
+    """quantize_row_q3_K_impl: rows (r, n_per_row) float32 and imatrix (n_per_row,) -> Fields.
+
+    Each group is fitted by make_qx_quants with importance weights (no coordinate
+    descent), and the 16 group scales themselves by make_qx_quants, weighted by each
+    group's total importance, which gives the 6-bit scales directly.
+    """
+    x, qw = blocks_and_importance(rows, imatrix, QK)
+    n = x.shape[0]
+    xb = np.ascontiguousarray(x.T)  # (256, n)
+    sigma2 = (f32(2) * seqsum(xb * xb)) / f32(256)
+    xt = np.ascontiguousarray(x.reshape(n * 16, 16).T)  # (16, G)
+    w = importance_weights(xt, np.ascontiguousarray(qw.reshape(n * 16, 16).T), np.repeat(sigma2, 16))
+    sw = np.ascontiguousarray(seqsum(w).reshape(n, 16).T)  # (16, n)
+    scale, L = make_qx_quants(xt, 4, qw=w)
+    d_block, Ls = make_qx_quants(np.ascontiguousarray(scale.reshape(n, 16).T), 32, qw=sw)
+    return _requantize(xt, L, d_block.astype(np.float16), np.ascontiguousarray(Ls.T))
+
+
+def _requantize(xt: np.ndarray, L: np.ndarray, d: np.ndarray, s: np.ndarray) -> Fields:
+    """Round every weight again against d * (s - 32); a group whose scale is 0 keeps its levels."""
+    n = d.shape[0]
     dq = (fp16_value(d)[:, None] * (s.astype(np.int8) - np.int8(32))).reshape(-1)  # (G,)
     l = np.clip(nearest_int(xt / dq), -4, 3) + 4
     L = np.where(dq != 0, l, L).astype(np.uint8)

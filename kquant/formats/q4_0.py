@@ -12,6 +12,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .cops import c_float_to_int8, c_semantics, c_to_uint8, f32, fp16_bytes, fp16_field, fp16_value, signed_absmax
+from .search import blocks_and_importance, importance_weights, make_qx_quants, row_mean_square
 
 QK = 32  # QK4_0
 TYPE_SIZE = 18
@@ -37,6 +38,26 @@ def encode(x: np.ndarray) -> Fields:
     # (int8_t)(x*id + 8.5f): truncation of a non-negative sum = round half up
     q = np.minimum(15, c_float_to_int8(x * id_[:, None] + f32(8.5)))
     return Fields(d.astype(np.float16), c_to_uint8(q).astype(np.uint8))
+
+
+def row_importance(rows: np.ndarray, imatrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The legacy _impl paths' view of rows: (32, n) blocks, element axis first, and their weights.
+
+    Unlike the K-quants, the mean square that keeps small weights in play is taken over
+    the whole row. Shared by Q4_0, Q4_1, Q5_0 and Q5_1.
+    """
+    sigma2 = row_mean_square(rows)  # (r,)
+    x, qw = blocks_and_importance(rows, imatrix, 32)
+    xt, qwt = np.ascontiguousarray(x.T), np.ascontiguousarray(qw.T)
+    return xt, importance_weights(xt, qwt, np.repeat(sigma2, rows.shape[1] // 32))
+
+
+@c_semantics
+def encode_impl(rows: np.ndarray, imatrix: np.ndarray) -> Fields:
+    """quantize_row_q4_0_impl: the symmetric search of Q6_K (make_qx_quants), importance-weighted."""
+    xt, w = row_importance(rows, imatrix)
+    d, L = make_qx_quants(xt, 8, qw=w)  # L = level + 8, in 0..15
+    return Fields(d.astype(np.float16), np.ascontiguousarray(L.T))
 
 
 def pack_nibbles(q: np.ndarray) -> np.ndarray:

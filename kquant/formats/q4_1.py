@@ -11,7 +11,8 @@ from typing import NamedTuple
 import numpy as np
 
 from .cops import c_float_to_int8, c_semantics, c_to_uint8, f32, first_min_max, fp16_bytes, fp16_field, fp16_value
-from .q4_0 import pack_nibbles, unpack_nibbles
+from .q4_0 import pack_nibbles, row_importance, unpack_nibbles
+from .search import make_qkx3_quants
 
 QK = 32  # QK4_1
 TYPE_SIZE = 20
@@ -37,6 +38,14 @@ def encode(x: np.ndarray) -> Fields:
     id_ = np.where(d != 0, f32(1) / d, f32(0))
     q = np.minimum(15, c_float_to_int8((x - lo[:, None]) * id_[:, None] + f32(0.5)))
     return Fields(d.astype(np.float16), lo.astype(np.float16), c_to_uint8(q).astype(np.uint8))
+
+
+@c_semantics
+def encode_impl(rows: np.ndarray, imatrix: np.ndarray) -> Fields:
+    """quantize_row_q4_1_impl: the K-quants' asymmetric search (make_qkx3_quants), importance-weighted."""
+    xt, w = row_importance(rows, imatrix)
+    scale, the_min, L = make_qkx3_quants(xt, w, 15)
+    return Fields(scale.astype(np.float16), (-the_min).astype(np.float16), np.ascontiguousarray(L.T))
 
 
 def pack(f: Fields) -> np.ndarray:

@@ -15,7 +15,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .cops import c_semantics, c_to_uint8, f32, fp16_bytes, fp16_field, fp16_value, nearest_int, seqsum
-from .search import make_qkx2_quants
+from .search import blocks_and_importance, importance_weights, make_qkx2_quants, make_qkx3_quants, make_qp_quants
 
 QK = 256  # QK_K
 TYPE_SIZE = 144
@@ -96,6 +96,48 @@ def encode(x: np.ndarray) -> Fields:
     scales, mins, L = subblock_fit(xt, nmax=15, rmin=-1.0, rdelta=0.1, nstep=20)
     d, dmin, sc, m = quantize_scales(scales.reshape(n, 8), mins.reshape(n, 8))
     L = requantize(xt, L, d, dmin, sc, m, nmax=15)
+    return Fields(d, dmin, sc, m, np.ascontiguousarray(L.T).reshape(n, 256))
+
+
+@c_semantics
+def subblock_fit_impl(x: np.ndarray, qw: np.ndarray, nmax: int):
+    """The imatrix path's fit of every sub-block (quantize_row_q4_K_impl / q5_K_impl).
+
+    x, qw: (n, 256). The search is weighted by the importance of each weight's column,
+    times the size of the weight against the super-block's RMS. Returns the (32, G)
+    layout with per-sub-block scales, mins, levels and weight sums (the latter weight
+    the fit of the block scales).
+    """
+    n = x.shape[0]
+    xt = np.ascontiguousarray(x.T)  # (256, n): sums over the super-block in C order
+    sigma2 = (f32(2) * seqsum(xt * xt)) / f32(256)  # (n,)
+    xs = np.ascontiguousarray(x.reshape(n * 8, 32).T)  # (32, G)
+    qws = np.ascontiguousarray(qw.reshape(n * 8, 32).T)
+    w = importance_weights(xs, qws, np.repeat(sigma2, 8))
+    sw = seqsum(w)  # (G,)
+    scales, mins, L = make_qkx3_quants(xs, w, nmax)
+    return xs, scales, mins, L, sw
+
+
+@c_semantics
+def fit_block_scales(scales: np.ndarray, mins: np.ndarray, sw: np.ndarray):
+    """make_qp_quants on the 8 scales and the 8 mins of each block, weighted by the sub-block weight sums.
+
+    scales, mins, sw: (n, 8). Returns d, dmin (fp16) and the 6-bit sc, m as ggml stores them.
+    """
+    swt = np.ascontiguousarray(sw.T)
+    d_block, Ls = make_qp_quants(np.ascontiguousarray(scales.T), 63, swt)
+    m_block, Lm = make_qp_quants(np.ascontiguousarray(mins.T), 63, swt)
+    return d_block.astype(np.float16), m_block.astype(np.float16), np.ascontiguousarray(Ls.T), np.ascontiguousarray(Lm.T)
+
+
+def encode_impl(rows: np.ndarray, imatrix: np.ndarray) -> Fields:
+    """quantize_row_q4_K_impl: rows (r, n_per_row) float32 and imatrix (n_per_row,) -> Fields."""
+    x, qw = blocks_and_importance(rows, imatrix, QK)
+    n = x.shape[0]
+    xs, scales, mins, L, sw = subblock_fit_impl(x, qw, nmax=15)
+    d, dmin, sc, m = fit_block_scales(scales.reshape(n, 8), mins.reshape(n, 8), sw.reshape(n, 8))
+    L = requantize(xs, L, d, dmin, sc, m, nmax=15)
     return Fields(d, dmin, sc, m, np.ascontiguousarray(L.T).reshape(n, 256))
 
 

@@ -11,7 +11,8 @@ from typing import NamedTuple
 import numpy as np
 
 from .cops import c_float_to_int8, c_semantics, c_to_uint8, f32, fp16_bytes, fp16_field, fp16_value, signed_absmax
-from .q4_0 import pack_nibbles, unpack_nibbles
+from .q4_0 import pack_nibbles, row_importance, unpack_nibbles
+from .search import make_qx_quants
 
 QK = 32  # QK5_0
 TYPE_SIZE = 22
@@ -47,6 +48,14 @@ def encode(x: np.ndarray) -> Fields:
     id_ = np.where(d != 0, f32(1) / d, f32(0))
     q = np.minimum(31, c_float_to_int8(x * id_[:, None] + f32(16.5)))
     return Fields(d.astype(np.float16), c_to_uint8(q).astype(np.uint8))
+
+
+@c_semantics
+def encode_impl(rows: np.ndarray, imatrix: np.ndarray) -> Fields:
+    """quantize_row_q5_0_impl: make_qx_quants with nmax 16, importance-weighted."""
+    xt, w = row_importance(rows, imatrix)
+    d, L = make_qx_quants(xt, 16, qw=w)  # L = level + 16, in 0..31
+    return Fields(d.astype(np.float16), np.ascontiguousarray(L.T))
 
 
 def pack(f: Fields) -> np.ndarray:

@@ -10,9 +10,10 @@ from typing import NamedTuple
 import numpy as np
 
 from .cops import c_float_to_uint8, c_semantics, f32, first_min_max, fp16_bytes, fp16_field
-from .q4_0 import pack_nibbles, unpack_nibbles
+from .q4_0 import pack_nibbles, row_importance, unpack_nibbles
 from .q4_1 import decode as _decode_q4_1
 from .q5_0 import pack_qh, unpack_qh
+from .search import make_qkx3_quants
 
 QK = 32  # QK5_1
 TYPE_SIZE = 24
@@ -39,6 +40,14 @@ def encode(x: np.ndarray) -> Fields:
     # (uint8_t)(x + 0.5f): no MIN here in C; the value cannot pass 31 anyway
     q = c_float_to_uint8((x - lo[:, None]) * id_[:, None] + f32(0.5))
     return Fields(d.astype(np.float16), lo.astype(np.float16), q.astype(np.uint8))
+
+
+@c_semantics
+def encode_impl(rows: np.ndarray, imatrix: np.ndarray) -> Fields:
+    """quantize_row_q5_1_impl: the K-quants' asymmetric search (make_qkx3_quants), importance-weighted."""
+    xt, w = row_importance(rows, imatrix)
+    scale, the_min, L = make_qkx3_quants(xt, w, 31)
+    return Fields(scale.astype(np.float16), (-the_min).astype(np.float16), np.ascontiguousarray(L.T))
 
 
 def pack(f: Fields) -> np.ndarray:

@@ -12,7 +12,18 @@ import numpy as np
 
 from .cops import c_semantics, fp16_bytes, fp16_field
 from .q4_k import decode as _decode_q4_k
-from .q4_k import pack_nibbles, pack_scales, quantize_scales, requantize, subblock_fit, unpack_nibbles, unpack_scales
+from .q4_k import (
+    fit_block_scales,
+    pack_nibbles,
+    pack_scales,
+    quantize_scales,
+    requantize,
+    subblock_fit,
+    subblock_fit_impl,
+    unpack_nibbles,
+    unpack_scales,
+)
+from .search import blocks_and_importance
 
 QK = 256  # QK_K
 TYPE_SIZE = 176
@@ -42,6 +53,17 @@ def encode(x: np.ndarray) -> Fields:
     scales, mins, L = subblock_fit(xt, nmax=31, rmin=-0.5, rdelta=0.1, nstep=15)
     d, dmin, sc, m = quantize_scales(scales.reshape(n, 8), mins.reshape(n, 8))
     L = requantize(xt, L, d, dmin, sc, m, nmax=31)
+    return Fields(d, dmin, sc, m, np.ascontiguousarray(L.T).reshape(n, 256))
+
+
+def encode_impl(rows: np.ndarray, imatrix: np.ndarray) -> Fields:
+    """quantize_row_q5_K_impl: rows (r, n_per_row) float32 and imatrix (n_per_row,) -> Fields."""
+    x, qw = blocks_and_importance(rows, imatrix, QK)
+    n = x.shape[0]
+    xs, scales, mins, L, sw = subblock_fit_impl(x, qw, nmax=31)
+    d, dmin, sc, m = fit_block_scales(scales.reshape(n, 8), mins.reshape(n, 8), sw.reshape(n, 8))
+    sc, m = np.minimum(sc, 63), np.minimum(m, 63)  # Q5_K clamps here; Q4_K's C code does not
+    L = requantize(xs, L, d, dmin, sc, m, nmax=31)
     return Fields(d, dmin, sc, m, np.ascontiguousarray(L.T).reshape(n, 256))
 
 

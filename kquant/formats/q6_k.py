@@ -13,7 +13,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .cops import c_semantics, c_to_int8, f32, fp16_bytes, fp16_field, fp16_value, nearest_int, signed_absmax
-from .search import GROUP_MAX_EPS, make_qx_quants
+from .search import GROUP_MAX_EPS, blocks_and_importance, make_qx_quants
 
 QK = 256  # QK_K
 TYPE_SIZE = 210
@@ -40,9 +40,23 @@ class Fields(NamedTuple):
 @c_semantics
 def encode(x: np.ndarray) -> Fields:
     """quantize_row_q6_K_ref: x (n, 256) float32 -> Fields."""
-    n = x.shape[0]
-    xt = np.ascontiguousarray(x.reshape(n * 16, 16).T)  # (16, G): groups side by side
-    scale, L = make_qx_quants(xt, nmax=32)
+    xt = np.ascontiguousarray(x.reshape(-1, 16).T)  # (16, G): groups side by side
+    scale, L = make_qx_quants(xt, nmax=32)  # weights x**2
+    return _quantize_scales_and_requantize(xt, scale, L)
+
+
+@c_semantics
+def encode_impl(rows: np.ndarray, imatrix: np.ndarray) -> Fields:
+    """quantize_row_q6_K_impl: as the reference, but each group's fit is weighted by the raw imatrix."""
+    x, qw = blocks_and_importance(rows, imatrix, QK)
+    xt = np.ascontiguousarray(x.reshape(-1, 16).T)
+    scale, L = make_qx_quants(xt, nmax=32, qw=np.ascontiguousarray(qw.reshape(-1, 16).T))
+    return _quantize_scales_and_requantize(xt, scale, L)
+
+
+def _quantize_scales_and_requantize(xt: np.ndarray, scale: np.ndarray, L: np.ndarray) -> Fields:
+    """The 16 group scales of a block -> int8 under one fp16 d; then every weight rounded again."""
+    n = xt.shape[1] // 16
     scale = scale.reshape(n, 16)
     max_scale = signed_absmax(scale, axis=1)
     empty = np.abs(max_scale) < GROUP_MAX_EPS  # C writes an all-zero block
@@ -56,7 +70,7 @@ def encode(x: np.ndarray) -> Fields:
     L = np.where(dq != 0, l, L).astype(np.uint8)
     q = np.ascontiguousarray(L.T).reshape(n, 256)
     q[empty] = 0
-    return Fields(d, scales.astype(np.int8), q)
+    return Fields(d, scales, q)
 
 
 def pack(f: Fields) -> np.ndarray:

@@ -45,6 +45,11 @@ def encode(x: np.ndarray) -> Fields:
     return Fields(d.astype(np.float16), q.astype(np.int8))
 
 
+def encode_impl(rows: np.ndarray, imatrix: np.ndarray) -> Fields:
+    """ggml's Q8_0 ignores the importance matrix: this is ``encode``, row by row."""
+    return encode(rows.reshape(-1, QK))
+
+
 def pack(f: Fields) -> np.ndarray:
     out = np.empty((f.q.shape[0], TYPE_SIZE), dtype=np.uint8)
     out[:, 0:2] = fp16_bytes(f.d)

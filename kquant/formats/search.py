@@ -16,7 +16,7 @@ different rounding order changes which candidate wins and so the bytes.
 
 import numpy as np
 
-from .cops import c_semantics, f32, nearest_int, seqsum, signed_absmax
+from .cops import c_semantics, c_to_uint8, f32, first_min_max, nearest_int, seqsum, signed_absmax
 
 GROUP_MAX_EPS = f32(1e-15)  # a group whose largest |x| is below this is treated as all zeros
 
@@ -61,7 +61,7 @@ def make_qx_quants(x: np.ndarray, nmax: int, qw: np.ndarray | None = None) -> tu
         _rint_levels(np.multiply(x, iscale, out=l), bound, lo, hi)
         np.multiply(W, l, out=T)  # [w*x*l, w*l]
         np.multiply(T[1], l, out=T[1])  # (w*l)*l
-        sumlx, suml2 = np.add.reduce(T, axis=1)  # both sums in C order, down the n axis
+        sumlx, suml2 = seqsum(T, axis=1)  # both sums in C order, down the n axis
         return sumlx, suml2
 
     best_iscale = f32(-nmax) / max_
@@ -144,8 +144,9 @@ def make_qkx2_quants(
     The trap: ``min`` is the best min found *so far*, so later candidates are
     computed from it. Freezing it at the data minimum breaks about half the blocks.
     """
-    min_ = x.min(axis=0)  # signed zeros do not matter here: only x - min and max == min use it
-    max_ = x.max(axis=0)
+    # In C order: the first of equal minima wins, which decides the sign of a zero min
+    # (Q4_1/Q5_1 store the min itself).
+    min_, max_ = first_min_max(x, axis=0)
     sum_w = seqsum(w)
     sum_x = seqsum(w * x)
     min_ = np.where(min_ > 0, f32(0), min_)
@@ -197,3 +198,96 @@ def make_qkx2_quants(
     scale = np.where(flat, f32(0), scale)
     the_min = -np.where(flat, data_min, min_)
     return scale, the_min, L.astype(np.uint8)
+
+
+# --- the imatrix paths (quantize_row_*_impl) -------------------------------------------
+
+
+def blocks_and_importance(rows: np.ndarray, imatrix: np.ndarray, qk: int) -> tuple[np.ndarray, np.ndarray]:
+    """(r, n_per_row) rows and one importance per column -> (n, qk) blocks and their (n, qk) importances."""
+    x = rows.reshape(-1, qk)
+    qw = np.broadcast_to(imatrix, rows.shape).reshape(-1, qk)
+    return x, qw
+
+
+def row_mean_square(rows: np.ndarray) -> np.ndarray:
+    """sum(x**2) / n_per_row of every row, summed in C order: (r, n_per_row) -> (r,)."""
+    t = np.ascontiguousarray(rows.T)
+    return seqsum(t * t) / f32(rows.shape[1])
+
+
+def importance_weights(x: np.ndarray, qw: np.ndarray, sigma2: np.ndarray) -> np.ndarray:
+    """Per-weight importance of the imatrix paths: ``qw * sqrt(sigma2 + x**2)``.
+
+    ``qw`` is the imatrix entry of each weight's column (how strongly that input is
+    activated); ``sigma2`` is a mean square of the block or row around it, so that
+    small weights still count. Shapes broadcast; all float32.
+    """
+    t = x * x
+    t += sigma2
+    np.sqrt(t, out=t)
+    return np.multiply(qw, t, out=t)
+
+
+def make_qkx3_quants(x: np.ndarray, w: np.ndarray, nmax: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The imatrix paths' asymmetric fit: make_qkx2_quants on a finer grid, squared error.
+
+    37 candidates (rmin -0.9, rdelta 0.05, nstep 36). ggml's separate function differs
+    only in testing ``max <= min`` for a flat group, which for finite input (min <= 0 <
+    max whenever min was raised to 0) is the same test as ``max == min``.
+    """
+    return make_qkx2_quants(x, w, nmax, -0.9, 0.05, 36, use_mad=False)
+
+
+@c_semantics
+def make_qp_quants(x: np.ndarray, nmax: int, qw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Quantize non-negative values (a block's sub-block scales or mins) to levels 0..nmax.
+
+    x, qw: (n, G). Returns (scale (G,), L (n, G) uint8) with x ≈ scale * L.
+    Tries 9 scales around ``nmax / max`` by weighted squared error, then refines the
+    levels by coordinate descent as make_q3_quants does, for up to five sweeps.
+    """
+    max_ = np.maximum(x.max(axis=0), f32(0))  # MAX(max, x[i]) from 0
+    zero = max_ < GROUP_MAX_EPS
+    wx = qw * x
+
+    def mse(iscale, clamp):
+        l = nearest_int(iscale * x)
+        if clamp:
+            l = np.minimum(nmax, l)
+        else:
+            l = c_to_uint8(l)  # the first pass stores into uint8_t L[] without a clamp
+        diff = x - (f32(1) / iscale) * l.astype(f32)
+        return seqsum((qw * diff) * diff)
+
+    iscale = f32(nmax) / max_
+    best = mse(iscale, clamp=False)
+    for is_ in range(-4, 5):
+        if is_ == 0:
+            continue
+        iscale_is = (f32(0.1) * f32(is_) + f32(nmax)) / max_
+        cur = mse(iscale_is, clamp=True)
+        better = cur < best
+        best = np.where(better, cur, best)
+        iscale = np.where(better, iscale_is, iscale)
+
+    l = np.minimum(nmax, nearest_int(iscale * x)).astype(f32)  # the int level, used in the sums
+    sumlx = seqsum(wx * l)
+    suml2 = seqsum((qw * l) * l)
+    L = c_to_uint8(l.astype(np.int32)).astype(f32)  # what L[] holds
+    for _ in range(5):  # a sweep that changes nothing is a fixed point: no early exit needed
+        for i in range(x.shape[0]):
+            Li = L[i]
+            slx = sumlx - wx[i] * Li
+            sl2 = suml2 - (qw[i] * Li) * Li
+            new_l = np.minimum(nmax, nearest_int((x[i] * sl2) / slx)).astype(f32)
+            slx_new = slx + wx[i] * new_l
+            sl2_new = sl2 + (qw[i] * new_l) * new_l
+            take = (slx > 0) & (sl2 > 0) & (new_l != Li) & ((slx_new * slx_new) * suml2 > (sumlx * sumlx) * sl2_new)
+            L[i] = np.where(take, c_to_uint8(new_l.astype(np.int32)), Li)
+            sumlx = np.where(take, slx_new, sumlx)
+            suml2 = np.where(take, sl2_new, suml2)
+    scale = np.where(suml2 > 0, sumlx / suml2, f32(0))
+    L[:, zero] = 0
+    scale[zero] = 0
+    return scale, L.astype(np.uint8)

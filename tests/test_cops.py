@@ -1,0 +1,51 @@
+"""The C arithmetic helpers that byte-exactness rests on, checked against plain loops."""
+
+import numpy as np
+import pytest
+
+from kquant.formats.cops import c_float_to_int8, nearest_int, seqsum
+
+
+@pytest.mark.parametrize("shape", [(16, 1), (32, 1), (8, 2), (32, 3), (256, 1000)])
+def test_seqsum_adds_in_c_order_for_any_number_of_columns(shape):
+    # Wildly mixed magnitudes: pairwise and sequential summation give different bits.
+    rng = np.random.default_rng(0)
+    a = (rng.standard_normal(shape) * np.exp(rng.uniform(-20, 20, shape))).astype(np.float32)
+    expected = a[0].copy()
+    for row in a[1:]:
+        expected = expected + row  # float32 + float32, one rounding per step, like C
+    np.testing.assert_array_equal(seqsum(a).view(np.uint32), expected.view(np.uint32))
+
+
+@pytest.mark.parametrize("columns", [1, 2, 100])
+def test_seqsum_is_not_numpys_default_sum(columns):
+    # 1e8 then ones: in C order each +1 is lost to rounding (float32 spacing at 1e8 is 8);
+    # numpy's pairwise sum adds the ones together first and keeps them.
+    a = np.ones((32, columns), np.float32)
+    a[0] = 1e8
+    assert (seqsum(a) == np.float32(1e8)).all()
+    assert (np.sum(np.ascontiguousarray(a.T), axis=1) > np.float32(1e8)).all()
+
+
+def test_seqsum_along_a_middle_axis():
+    a = np.random.default_rng(1).standard_normal((2, 32, 1)).astype(np.float32) * 1e6
+    expected = a[:, 0].copy()
+    for i in range(1, 32):
+        expected = expected + a[:, i]
+    np.testing.assert_array_equal(seqsum(a, axis=1), expected)
+
+
+def test_nearest_int_rounds_half_to_even_like_ggml():
+    v = np.array([0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 2.4999998, 7.0], np.float32)
+    np.testing.assert_array_equal(nearest_int(v), [0, 2, 2, 0, -2, -2, 2, 7])
+
+
+def test_nearest_int_refuses_float64_which_would_silently_change_the_bits():
+    with pytest.raises(TypeError):
+        nearest_int(np.array([0.5]))
+
+
+def test_float_to_int8_truncates_and_garbles_like_x86():
+    v = np.array([1.9, -1.9, 127.5, np.inf, np.nan, 300.0], np.float32)
+    # trunc; trunc; trunc; cvttss2si gives INT_MIN (low byte 0) for inf/NaN; 300 wraps to 44
+    np.testing.assert_array_equal(c_float_to_int8(v), [1, -1, 127, 0, 0, 44])
