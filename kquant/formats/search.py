@@ -132,7 +132,7 @@ def make_q3_quants(x: np.ndarray, nmax: int = 4) -> tuple[np.ndarray, np.ndarray
 
 @c_semantics
 def make_qkx2_quants(
-    x: np.ndarray, w: np.ndarray, nmax: int, rmin: float, rdelta: float, nstep: int, use_mad: bool
+    x: np.ndarray, w: np.ndarray, nmax: int, rmin: float, rdelta: float, nstep: int, use_mad: bool, trace=None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Asymmetric levels L in [0, nmax] with x ≈ scale * L - the_min (Q2_K, Q4_K, Q5_K).
 
@@ -143,6 +143,10 @@ def make_qkx2_quants(
 
     The trap: ``min`` is the best min found *so far*, so later candidates are
     computed from it. Freezing it at the data minimum breaks about half the blocks.
+
+    ``trace``, if given, is called once per candidate (the starting grid first) with
+    (G,) arrays ``iscale, scale, min, error, kept`` so a notebook can draw the search;
+    a candidate whose least-squares system has no solution shows scale NaN.
     """
     # In C order: the first of equal minima wins, which decides the sign of a zero min
     # (Q4_1/Q5_1 store the min itself).
@@ -172,6 +176,8 @@ def make_qkx2_quants(
     best_iscale, best_min_used = iscale, min_
     levels(iscale, min_)
     best = error(scale, min_)
+    if trace is not None:
+        trace(iscale=iscale, scale=scale, min=min_, error=best, kept=np.ones_like(flat))
     for is_ in range(nstep + 1):
         iscale = ((f32(rmin) + f32(rdelta) * f32(is_)) + f32(nmax)) / (max_ - min_)
         levels(iscale, min_)
@@ -187,6 +193,10 @@ def make_qkx2_quants(
         this_scale = np.where(clamp, s_xl / s_l2, this_scale)
         cur = error(this_scale, this_min)
         better = (D > 0) & (cur < best)
+        if trace is not None:
+            solved = D > 0
+            trace(iscale=iscale, scale=np.where(solved, this_scale, np.nan), min=np.where(solved, this_min, np.nan),
+                  error=np.where(solved, cur, np.nan), kept=better)
         best = np.where(better, cur, best)
         best_iscale = np.where(better, iscale, best_iscale)
         best_min_used = np.where(better, min_, best_min_used)
