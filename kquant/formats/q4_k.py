@@ -47,17 +47,21 @@ class Fields(NamedTuple):
     q: np.ndarray  # (n, 256) uint8 in 0..15
 
 
-def subblock_fit(xt: np.ndarray, nmax: int, rmin: float, rdelta: float, nstep: int):
-    """Fit every 32-weight sub-block, as quantize_row_q4_K_ref / q5_K_ref do.
+def subblock_weights(xt: np.ndarray) -> np.ndarray:
+    """How much each weight counts in its sub-block's fit: |x| plus the sub-block's RMS.
 
-    xt: (32, G), one sub-block per column. The weights favour large |x| on top of
-    the sub-block's RMS, so big weights are fitted more closely.
+    xt: (32, G), one sub-block per column. Big weights are fitted more closely, and no
+    weight counts for nothing.
     """
-    sum_x2 = seqsum(xt * xt)
-    av_x = np.sqrt(sum_x2 / f32(32))
+    av_x = np.sqrt(seqsum(xt * xt) / f32(32))
     w = np.abs(xt)
     w += av_x
-    return make_qkx2_quants(xt, w, nmax, rmin, rdelta, nstep, use_mad=False)
+    return w
+
+
+def subblock_fit(xt: np.ndarray, nmax: int, rmin: float, rdelta: float, nstep: int):
+    """Fit every 32-weight sub-block, as quantize_row_q4_K_ref / q5_K_ref do. xt: (32, G)."""
+    return make_qkx2_quants(xt, subblock_weights(xt), nmax, rmin, rdelta, nstep, use_mad=False)
 
 
 @c_semantics

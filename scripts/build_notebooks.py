@@ -1,0 +1,136 @@
+"""Build the workbook's notebooks from their plain-text sources.
+
+    python scripts/build_notebooks.py            # rebuild notebooks/*.ipynb
+    python scripts/build_notebooks.py --check    # exit 1 if any notebook is out of date
+
+Each ``scripts/notebooks/NN_name.py`` becomes ``notebooks/NN_name.ipynb`` (nbformat
+4.5, no outputs). The sources are "percent" files, readable and diffable:
+
+    # %% [markdown]
+    \"\"\"
+    Markdown text.
+    \"\"\"
+
+    # %%
+    code
+
+    # %% answer q1            an nbgrader answer cell for exercise q1 of kquant.exercises.nbNN
+    def to_fixed(x, frac_bits):
+        ### BEGIN SOLUTION
+        ### END SOLUTION
+
+    # %% check q1             its nbgrader check cell (points come from the exercise)
+    ex.q1.check(to_fixed)
+
+The solution region is written empty in the source; the build puts nbgrader's stub
+there (see kquant/exercises/notebook.py for why), and refuses a notebook whose
+exercises do not match its ``kquant.exercises`` module one to one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import re
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from kquant.exercises.notebook import STUB, exercises_of, replace_regions  # noqa: E402
+
+SOURCES = ROOT / "scripts" / "notebooks"
+TARGET = ROOT / "notebooks"
+_MARKER = re.compile(r"^# %%(?: \[(markdown)\]| (answer|check) (q\d+))?\s*$")
+
+KERNEL = {
+    "kernelspec": {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"},
+    "language_info": {"name": "python"},
+}
+
+
+def _split(text: str):
+    """(kind, exercise name or None, body) for each cell of a percent source."""
+    cells, current = [], None
+    for line in text.split("\n"):
+        m = _MARKER.match(line)
+        if m:
+            if current:
+                cells.append(current)
+            kind = "markdown" if m.group(1) else (m.group(2) or "code")
+            current = [kind, m.group(3), []]
+        elif current is None:
+            if line.strip():
+                raise ValueError(f"text before the first '# %%' marker: {line!r}")
+        else:
+            current[2].append(line)
+    if current:
+        cells.append(current)
+    return [(kind, name, "\n".join(body).strip("\n")) for kind, name, body in cells]
+
+
+def _markdown(body: str) -> str:
+    if not (body.startswith('"""') and body.endswith('"""')):
+        raise ValueError(f"a markdown cell must be one triple-quoted string: {body[:60]!r}")
+    return body[3:-3].strip("\n")
+
+
+def build(source: pathlib.Path) -> dict:
+    notebook_id = "nb" + source.name[:2]
+    exercises = {ex.name: ex for ex in exercises_of(notebook_id)}
+    seen = {"answer": [], "check": []}
+    cells = []
+    for i, (kind, name, body) in enumerate(_split(source.read_text(encoding="utf-8"))):
+        cell_id = f"{notebook_id}-{i:03d}"
+        if kind == "markdown":
+            cells.append({"cell_type": "markdown", "id": cell_id, "metadata": {}, "source": _markdown(body)})
+            continue
+        meta = {}
+        if kind in ("answer", "check"):
+            ex = exercises.get(name)
+            if ex is None:
+                raise ValueError(f"{source.name}: {kind} cell for {name}, which kquant.exercises.{notebook_id} does not define")
+            seen[kind].append(name)
+            cell_id = f"{ex.grade_id}-{kind}"
+            if kind == "answer":
+                if f"def {ex.signature}:" not in body:
+                    raise ValueError(f"{source.name}: the answer cell of {name} must define `def {ex.signature}:`")
+                body = replace_regions(body, STUB)
+                meta = {"grade": False, "grade_id": cell_id, "locked": False, "schema_version": 3, "solution": True, "task": False}
+            else:
+                if body.strip() != f"ex.{name}.check({ex.function_name})":
+                    raise ValueError(f"{source.name}: the check cell of {name} must be exactly `ex.{name}.check({ex.function_name})`")
+                meta = {"grade": True, "grade_id": cell_id, "locked": True, "points": ex.points, "schema_version": 3, "solution": False, "task": False}
+            meta = {"nbgrader": meta}
+        cells.append({"cell_type": "code", "execution_count": None, "id": cell_id, "metadata": meta, "outputs": [], "source": body})
+    for kind, names in seen.items():
+        if sorted(names) != sorted(exercises):
+            raise ValueError(f"{source.name}: {kind} cells {sorted(names)} do not match the exercises {sorted(exercises)}")
+    return {"cells": cells, "metadata": KERNEL, "nbformat": 4, "nbformat_minor": 5}
+
+
+def target_of(source: pathlib.Path) -> pathlib.Path:
+    return TARGET / (source.stem + ".ipynb")
+
+
+def main(argv=None) -> int:
+    from kquant.exercises.notebook import load, save
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--check", action="store_true", help="only report notebooks that are out of date")
+    args = parser.parse_args(argv)
+    stale = 0
+    for source in sorted(SOURCES.glob("[0-9][0-9]_*.py")):
+        nb, target = build(source), target_of(source)
+        if args.check:
+            if not target.exists() or load(target) != nb:
+                print(f"out of date: {target.relative_to(ROOT)} (run python scripts/build_notebooks.py)")
+                stale += 1
+        else:
+            save(nb, target)
+            print(f"wrote {target.relative_to(ROOT)}")
+    return 1 if stale else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

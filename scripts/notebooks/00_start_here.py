@@ -1,0 +1,187 @@
+# %% [markdown]
+"""
+# 00 · Start here
+
+This workbook takes you from rounding π to writing a block of a language model's weights
+in **Q4_K**, the format behind most "Q4_K_M" model files, byte for byte as llama.cpp writes
+it. Every number it shows is computed in front of you, and every encoder it uses is checked
+against llama.cpp's own C code.
+
+| notebook | what you will do |
+|---|---|
+| 00 · Start here | run the workbook, check your setup, learn how exercises work |
+| 01 · Rounding π | fixed point, 6 dB per bit, rounding modes, float bit fields, memory arithmetic |
+| 02 · Scale and zero point | quantize a weight tensor symmetrically and asymmetrically; what one outlier does |
+| 03 · Blocks | a scale per block, the real bits per weight, and your first llama.cpp-exact block (Q4_0) |
+| 04 · Q4_K, the super-block | sub-block scales, the weighted scale search, 6-bit packing, a byte-exact Q4_K block |
+
+**After this notebook you will be able to**
+
+* run the workbook in JupyterLab, on Colab or in a classroom;
+* check that your environment has everything (and fix it if not);
+* answer an exercise and use `check`, `hint` and `solution`.
+"""
+
+# %%
+# On Colab only: install the two pinned packages Colab lacks (`make lab` has installed everything elsewhere).
+import sys
+
+if "google.colab" in sys.modules:
+    %pip install --quiet gguf==0.19.0 llama-cpp-python==0.3.36
+
+# %% [markdown]
+"""
+## 1. How to run it
+
+* **JupyterLab** (recommended): in a checkout of the repository, `make lab` creates a
+  virtual environment in `.venv/`, installs everything (llama-cpp-python compiles llama.cpp
+  once, which takes a few minutes) and opens this folder. `make test` runs every test.
+* **Colab**: open a notebook from the repository. Its first code cell installs the pinned
+  `gguf` and `llama-cpp-python` (the latter compiles for several minutes the first time);
+  kquant itself must be installed from the repository too (`%pip install` followed by the
+  repository's git URL), then restart the runtime.
+* **Classroom (nbgrader)**: every exercise is an nbgrader answer cell with a graded check
+  cell (schema 3, ids and points set). To make the instructor ("source") version, with the
+  solutions filled in: `python -m kquant.exercises instructor notebooks/*.ipynb --out source/kquant`.
+  `nbgrader generate_assignment` turns that back into the notebooks shipped here (its stub
+  is the one in the answer cells; it drops the two marker lines), and under
+  `nbgrader autograde` a check that does not pass raises, which scores 0.
+
+Run the notebooks in order, top to bottom (Shift-Enter, or *Run All*). A fresh notebook
+runs to the end without an error, whatever you have or have not answered.
+
+## 2. Is everything here?
+
+The self-test below checks Python, the packages and versions the workbook is pinned to,
+that llama.cpp's own quantizer loads and agrees with kquant, and whether the bundled model
+is there yet. Every line marked ✘ comes with a one-line fix.
+"""
+
+# %%
+try:
+    from kquant import selftest
+except ImportError as err:
+    print(f"✘ kquant cannot be imported ({err})  →  fix: run `make lab` in the repository (or pip install -e . there)")
+else:
+    display(selftest.report())
+
+# %%
+import math
+
+import numpy as np
+from ipywidgets import FloatSlider, IntSlider, interact
+
+from kquant import viz
+from kquant.exercises import nb00 as ex
+
+# %% [markdown]
+"""
+## 3. The idea in one picture
+
+With *b* bits you can store 2<sup>*b*</sup> different numbers, the **levels**. Quantizing
+means replacing each value by its nearest level. Move the sliders: how far is *x* from its
+level at 2 bits? At 8?
+"""
+
+# %%
+interact(viz.levels_view, bits=IntSlider(value=3, min=1, max=8, description="bits"), x=FloatSlider(value=0.3, min=-1.0, max=1.0, step=0.01, description="x"));
+
+# %% [markdown]
+"""
+## 4. How exercises work
+
+Every exercise asks you to complete a **function**. Its cell looks like this:
+
+```python
+def levels(bits):
+    ### BEGIN SOLUTION
+    # YOUR CODE HERE
+    raise NotImplementedError()
+    ### END SOLUTION
+```
+
+Replace the two lines between the markers with your code, run the cell, then run the
+check cell below it. The check calls your function on fresh random inputs (so it tests
+what your function *does*, not one memorised value) and answers in one line:
+
+* `✔` correct; `✘` wrong, with what is wrong; `…` not attempted yet.
+* `ex.q1.hint()` shows a hint (call it again for the next one).
+* `ex.q1.solution()` shows a complete solution, when you want to compare.
+
+The markers are for classroom grading; leave them where they are. A check never crashes
+on an odd answer, it says what is wrong. Here is what it says when given the wrong thing,
+a number instead of a function (`evaluate` is `check` without the grading: a demonstration
+must not count as an attempt):
+"""
+
+# %%
+ex.q1.evaluate(42)
+
+# %% [markdown]
+"""
+### Exercise 1 (levels)
+
+Complete `levels(bits)`: how many different values can `bits` bits store?
+"""
+
+# %% answer q1
+def levels(bits):
+    ### BEGIN SOLUTION
+    ### END SOLUTION
+
+# %% check q1
+ex.q1.check(levels)
+
+# %% [markdown]
+"""
+Stuck? Ask for a hint:
+"""
+
+# %%
+ex.q1.hint()
+
+# %% [markdown]
+"""
+### Exercise 2 (bits needed)
+
+Complete `bits_needed(n_levels)`: the fewest bits that can store `n_levels` different
+values (256 levels need 8 bits, 257 need 9, 1 level needs 0). `math` is imported.
+"""
+
+# %% answer q2
+def bits_needed(n_levels):
+    ### BEGIN SOLUTION
+    ### END SOLUTION
+
+# %% check q2
+ex.q2.check(bits_needed)
+
+# %% [markdown]
+"""
+### Exercise 3 (the levels themselves)
+
+Complete `levels_in_range(lo, hi, bits)`: the 2<sup>bits</sup> evenly spaced levels from
+`lo` to `hi`, both included, as a numpy array: the blue lines of the picture above
+(there, `lo` = −1 and `hi` = 1).
+"""
+
+# %% answer q3
+def levels_in_range(lo, hi, bits):
+    ### BEGIN SOLUTION
+    ### END SOLUTION
+
+# %% check q3
+ex.q3.check(levels_in_range)
+
+# %% [markdown]
+"""
+## Summary
+
+* Run the workbook with `make lab` (or on Colab, or under nbgrader), in order, top to bottom.
+* The self-test says what is installed and how to fix what is not.
+* Exercises: complete the function, run the check; `hint()` and `solution()` help, and an
+  odd answer gets a message, never a crash.
+* *b* bits give 2<sup>*b*</sup> levels; quantizing replaces a value by its nearest level.
+
+Next, **01 · Rounding π**.
+"""

@@ -1,0 +1,150 @@
+"""Specification of the workbook's notebooks: they run, their exercises are gradable, they are up to date.
+
+Every notebook is executed headless twice: as shipped (it runs clean and every
+exercise says "not attempted yet") and with the solutions filled in from
+kquant.exercises (every check passes). Each run must take under a minute.
+"""
+
+import re
+import subprocess
+import sys
+
+import nbformat
+import pytest
+
+from kquant.exercises.notebook import BEGIN, END, STUB, as_shipped, exercises_of, load, source_of, with_solutions
+from notebook_tools import NOTEBOOKS, ROOT, TIME_LIMIT_S, check_cells, execute, slowest_cell, widget_outputs
+
+NAMES = [p.stem for p in NOTEBOOKS]
+
+
+def _nbgrader(cell):
+    return cell.get("metadata", {}).get("nbgrader")
+
+
+def test_the_first_half_of_the_workbook_is_there():
+    assert [n[:2] for n in NAMES][:5] == ["00", "01", "02", "03", "04"]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=NAMES)
+def test_runs_as_shipped_with_every_exercise_not_attempted(path):
+    nb, seconds = execute(load(path))
+    assert seconds < TIME_LIMIT_S, f"{path.name} took {seconds:.0f} s, the slowest cell {slowest_cell(nb)}"
+    checks = check_cells(nb)
+    assert checks and all("not attempted yet" in text for text in checks.values()), checks
+    _assert_widgets_drew(nb)
+    print(f"{path.name} as shipped: {seconds:.1f} s")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=NAMES)
+def test_runs_with_solutions_and_every_check_passes(path):
+    nb, seconds = execute(with_solutions(load(path)))
+    assert seconds < TIME_LIMIT_S, f"{path.name} took {seconds:.0f} s, the slowest cell {slowest_cell(nb)}"
+    checks = check_cells(nb)
+    failed = {k: v for k, v in checks.items() if not v.startswith("✔")}
+    assert checks and not failed, failed
+    print(f"{path.name} with solutions: {seconds:.1f} s")
+
+
+def _assert_widgets_drew(nb):
+    """Every interactive view drew a figure when the notebook ran, and none raised."""
+    widget_cells = [c for c in nb.cells if c.cell_type == "code" and re.search(r"\binteract(ive_output)?\(", c.source)]
+    assert widget_cells, "a notebook needs at least one interactive widget"
+    outputs = widget_outputs(nb)
+    errors = [f"{o.get('ename')}: {o.get('evalue')}" for o in outputs if o.get("output_type") == "error"]
+    assert not errors, errors
+    figures = [o for o in outputs if "image/png" in o.get("data", {})]
+    assert len(figures) >= len(widget_cells), f"{len(widget_cells)} widgets drew only {len(figures)} figures"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=NAMES)
+def test_has_at_least_three_exercises_each_with_nbgrader_answer_and_check_cells(path):
+    nb = load(path)
+    notebook_id = "nb" + path.name[:2]
+    exercises = exercises_of(notebook_id)
+    assert len(exercises) >= 3
+    cells = {_nbgrader(c)["grade_id"]: c for c in nb["cells"] if _nbgrader(c)}
+    for ex in exercises:
+        answer, check = cells[f"{ex.grade_id}-answer"], cells[f"{ex.grade_id}-check"]
+        assert _nbgrader(answer) == {"grade": False, "grade_id": f"{ex.grade_id}-answer", "locked": False, "schema_version": 3, "solution": True, "task": False}
+        assert _nbgrader(check) == {
+            "grade": True, "grade_id": f"{ex.grade_id}-check", "locked": True, "points": ex.points,
+            "schema_version": 3, "solution": False, "task": False,
+        }  # fmt: skip
+        src = source_of(answer)
+        assert f"def {ex.signature}:" in src and f"{BEGIN}\n" in src and src.rstrip().endswith(END)
+        assert source_of(check) == f"ex.{ex.name}.check({ex.function_name})"
+    assert len(cells) == 2 * len(exercises)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=NAMES)
+def test_is_a_valid_nbformat_4_notebook(path):
+    nbformat.validate(nbformat.from_dict(load(path)))
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=NAMES)
+def test_shipped_regions_hold_nbgrader_default_stub_and_solutions_fill_and_clear_cleanly(path):
+    nb = load(path)
+    for cell in nb["cells"]:
+        if (_nbgrader(cell) or {}).get("solution"):
+            inside = source_of(cell).split(BEGIN + "\n", 1)[1].split(END, 1)[0]
+            assert [line.strip() for line in inside.strip().split("\n")] == STUB.split("\n")
+    assert as_shipped(with_solutions(nb)) == nb
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=NAMES)
+def test_notebooks_open_with_goals_end_with_a_summary_and_have_no_outputs(path):
+    nb = load(path)
+    first, last = source_of(nb["cells"][0]), source_of(nb["cells"][-1])
+    assert first.startswith(f"# {path.name[:2]} · ") and "you will be able to" in first
+    assert last.startswith("## Summary")
+    assert all(not c.get("outputs") for c in nb["cells"] if c["cell_type"] == "code"), "ship notebooks without outputs"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=NAMES)
+def test_first_code_cell_installs_what_colab_lacks_only_on_colab(path):
+    code = [source_of(c) for c in load(path)["cells"] if c["cell_type"] == "code"]
+    assert '"google.colab" in sys.modules' in code[0] and "%pip install" in code[0]
+    assert len(code[0].splitlines()) <= 6, "keep the Colab cell small"
+
+
+def test_notebooks_are_built_from_their_sources():
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "build_notebooks.py"), "--check"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# The public names of ipywidgets 7.7.0 (its ipywidgets/widgets/__init__.py), the oldest version the
+# workbook supports and the one Colab ships. A name outside this set is ipywidgets-8-only API.
+IPYWIDGETS_7_7 = set(
+    "Widget CallbackDispatcher register widget_serialization DOMWidget ValueWidget Color Datetime NumberFormat CoreWidget "
+    "Checkbox ToggleButton Valid Button ButtonStyle Box HBox VBox GridBox FloatText BoundedFloatText FloatSlider "
+    "FloatProgress FloatRangeSlider FloatLogSlider IntText BoundedIntText IntSlider IntProgress IntRangeSlider Play "
+    "SliderStyle ColorPicker DatePicker Output RadioButtons ToggleButtons ToggleButtonsStyle Dropdown Select "
+    "SelectionSlider SelectMultiple SelectionRangeSlider Tab Accordion HTML HTMLMath Label Text Textarea Password "
+    "Combobox Controller interact interactive fixed interact_manual interactive_output jslink jsdlink Layout Image "
+    "Video Audio Style TwoByTwoLayout AppLayout GridspecLayout FileUpload link dlink".split()
+)
+
+
+def test_only_ipywidgets_7_api_is_used():
+    sources = [source_of(c) for p in NOTEBOOKS for c in load(p)["cells"] if c["cell_type"] == "code"]
+    sources += [p.read_text() for p in (ROOT / "kquant").rglob("*.py")]
+    used = set()
+    for src in sources:
+        for names in re.findall(r"from ipywidgets import ([\w, ()]+)", src):
+            used |= {n.strip(" ()") for n in names.split(",") if n.strip(" ()")}
+        used |= set(re.findall(r"\bwidgets\.([A-Z]\w*|interact\w*|fixed)\b", src))  # widgets.IntSlider, widgets.interact
+    assert used, "the notebooks use ipywidgets"
+    assert used <= IPYWIDGETS_7_7, sorted(used - IPYWIDGETS_7_7)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=NAMES)
+def test_no_cell_uses_the_readers_answers(path):
+    """Later cells call kquant, never the reader's functions, so a wrong answer cannot break the notebook."""
+    nb = load(path)
+    for ex in exercises_of("nb" + path.name[:2]):
+        own = {f"{ex.grade_id}-answer", f"{ex.grade_id}-check"}
+        pattern = re.compile(rf"(?<![.\w]){re.escape(ex.function_name)}\b")
+        for cell in nb["cells"]:
+            if cell["cell_type"] == "code" and cell["id"] not in own:
+                assert not pattern.search(source_of(cell)), f"cell {cell['id']} uses the reader's `{ex.function_name}`"
