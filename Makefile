@@ -13,8 +13,11 @@ export CMAKE_BUILD_PARALLEL_LEVEL ?= 4
 
 .PHONY: lab test bench clean
 
+# JupyterLab refuses to start as root (containers, CI boxes) unless told it may.
+LAB_FLAGS := $(if $(filter 0,$(shell id -u)),--allow-root)
+
 lab: $(STAMP)
-	$(BIN)/jupyter lab notebooks/
+	$(BIN)/jupyter lab $(LAB_FLAGS) notebooks/
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
