@@ -37,6 +37,7 @@ from .errors import KQuantError
 
 __all__ = [
     "SUPPORTED",
+    "model_quantize",
     "OracleUnavailable",
     "available",
     "dequantize",
@@ -279,3 +280,45 @@ def _convert_rows(fn, src: np.ndarray, dtype) -> np.ndarray:
     for i in range(0, flat_src.size, _FP16_CHUNK):
         fn(_ptr(flat_src[i:]), _ptr(flat_dst[i:]), min(_FP16_CHUNK, flat_src.size - i))
     return out
+
+
+# --- whole files: llama.cpp's own llama-quantize ---------------------------------------
+
+
+def model_quantize(src, dst, mix="Q4_K_M", *, nthread=1, pure=False, overrides=(), output_type=None, token_embd_type=None):
+    """Quantize the GGUF ``src`` into ``dst`` with llama.cpp itself (``llama_model_quantize``).
+
+    What the ``llama-quantize`` tool calls; the options are its own (``--pure``,
+    ``--tensor-type REGEX=TYPE``, ``--output-tensor-type``, ``--token-embedding-type``).
+    kquant.quantize_gguf writes the same file, byte for byte. Unlike kquant, llama.cpp
+    may leave a partial ``dst`` behind when it fails.
+    """
+    import logging
+
+    from .mixes import get_mix
+
+    try:
+        import llama_cpp  # slow to import, so only here
+    except ImportError:
+        raise OracleUnavailable(_INSTALL_HINT) from None
+    logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)  # else llama.cpp's whole log
+
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.nthread = nthread
+    params.ftype = int(get_mix(mix).file_type)
+    params.pure = pure
+    if output_type is not None:
+        params.output_tensor_type = int(GGMLQuantizationType[output_type])
+    if token_embd_type is not None:
+        params.token_embedding_type = int(GGMLQuantizationType[token_embd_type])
+    overrides = list(overrides.items()) if isinstance(overrides, dict) else list(overrides)
+    if overrides:
+        # A C array ended by a NULL pattern; kept in a local so it outlives the call.
+        table = (llama_cpp.llama_model_tensor_override * (len(overrides) + 1))()
+        for slot, (pattern, qtype) in zip(table, overrides):
+            slot.pattern = pattern.encode()
+            slot.type = int(GGMLQuantizationType[qtype])
+        params.tt_overrides = ctypes.cast(table, ctypes.POINTER(llama_cpp.llama_model_tensor_override))
+    if llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params)) != 0:
+        raise KQuantError(f"llama.cpp could not quantize {src} to {mix}: see its log above")
+    return dst

