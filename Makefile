@@ -1,6 +1,8 @@
 # Two commands are all a newcomer needs (see README.md):
 #   make lab    set everything up, then open the workbook in JupyterLab
 #   make test   set everything up, then run every test (.ci/run calls exactly this)
+# and one to see it all work without a browser:
+#   make demo   quantize the bundled model with every mix, check against llama.cpp, compare
 # Everything installs into .venv/ from pyproject.toml; only Python >= 3.10 is assumed.
 
 PYTHON ?= python3
@@ -11,7 +13,7 @@ STAMP  := $(VENV)/.installed-stamp
 # llama-cpp-python compiles llama.cpp from source the first time (minutes); pip caches the wheel.
 export CMAKE_BUILD_PARALLEL_LEVEL ?= 4
 
-.PHONY: lab test bench clean
+.PHONY: lab test demo bench clean
 
 # JupyterLab refuses to start as root (containers, CI boxes) unless told it may.
 LAB_FLAGS := $(if $(filter 0,$(shell id -u)),--allow-root)
@@ -21,6 +23,9 @@ lab: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+demo: $(STAMP)
+	$(BIN)/python -m kquant demo
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/codecs.py

@@ -1,8 +1,9 @@
-"""The command line: ``python -m kquant quantize | inspect | plan`` (also installed as ``kquant``).
+"""The command line: ``python -m kquant quantize | inspect | plan | demo`` (also installed as ``kquant``).
 
     python -m kquant quantize model-f16.gguf model-Q4_K_M.gguf Q4_K_M   # as llama-quantize
     python -m kquant inspect model-Q4_K_M.gguf                          # metadata and tensor table
     python -m kquant plan model-f16.gguf Q4_K_M                         # each tensor's type and why
+    python -m kquant demo                                               # the bundled model, every mix, compared
 
 Expected problems (a missing file, a corrupt GGUF, an existing output, ...) print one
 line on stderr and exit with status 1; no traceback.
@@ -19,7 +20,13 @@ from .mixes import LLAMA_CPP_VERSION, MIXES
 
 def main(argv=None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "demo":  # kquant.demo parses its own options (and its own --help)
+        from .demo import main as demo_main
+
+        return demo_main(rest)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
         args.run(args)
     except KQuantError as e:
@@ -64,6 +71,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("mix", help=f"one of {mixes}")
     _add_mix_options(p)
     p.set_defaults(run=_plan)
+
+    sub.add_parser(
+        "demo",
+        add_help=False,  # its options and --help belong to kquant.demo
+        help="quantize the bundled model with kquant and llama.cpp, check the bytes agree, compare the files",
+    )
     return parser
 
 

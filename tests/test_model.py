@@ -1,0 +1,130 @@
+"""The bundled model and its export: llama.cpp computes what kquant.forward (numpy) computes.
+
+kquant/forward.py is a readable numpy llama; if llama.cpp's logits on held-out text equal its
+logits, then the file means what the trainer meant: tensor names, layouts, RoPE pairing,
+grouped-query attention, norms and the tokenizer all agree. The KV cache is F32 on the
+llama.cpp side, as everywhere in kquant.run (the default F16 cache alone moves logits by
+about 6e-3; tiny-model-notes.md §2).
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from gguf import GGUFReader
+
+from kquant import bpe, corpus, hub, run
+from kquant.errors import KQuantError
+from kquant.export import Config, tensor_shapes, write_gguf
+from kquant.forward import Llama
+
+
+def _held_out_ids(model: run.Model, n: int = 200) -> list[int]:
+    ids = model.tokenize(corpus.text(corpus.documents(run.HELD_OUT_SEED, 6, held_out=True)))
+    assert len(ids) >= n
+    return ids[:n]
+
+
+def _random_model(tmp_path, name="random.gguf", cfg=None, permute_qk=False, dtype="F32"):
+    """A random llama with sharp q/k (so a RoPE mistake shows), written with kquant.export."""
+    cfg = cfg or Config(n_vocab=300, n_ctx=128, n_embd=256, n_layer=2, n_head=4, n_head_kv=2, n_ff=256)
+    rng = np.random.default_rng(0)
+    w = {}
+    for k, shape in tensor_shapes(cfg).items():
+        std = 0.1 if ("attn_q" in k or "attn_k" in k) else 0.02
+        w[k] = (1.0 + 0.1 * rng.standard_normal(shape) if len(shape) == 1 else std * rng.standard_normal(shape)).astype(np.float32)
+    tokens, merges = bpe.learn(corpus.text(corpus.documents(1, 200)), cfg.n_vocab - 258)
+    if permute_qk:  # rotate_half's pairing (i, i + hd/2) instead of llama's (2i, 2i+1)
+        hd = cfg.head_dim
+        perm = np.concatenate([np.arange(0, hd, 2), np.arange(1, hd, 2)])
+        for k in w:
+            if "attn_q" in k or "attn_k" in k:
+                heads = w[k].reshape(-1, hd, cfg.n_embd)
+                w[k] = heads[:, perm].reshape(w[k].shape)
+    path = write_gguf(tmp_path / name, cfg, w, tokens, merges, dtype=dtype, extra={"seed": 0})
+    return path, w
+
+
+def test_llama_cpp_logits_equal_the_numpy_forward_pass_for_an_exported_f32_model(tmp_path):
+    path, _ = _random_model(tmp_path)
+    m = run.load(path)
+    ids = list(np.random.default_rng(1).integers(2, 300, size=100))
+    diff = np.abs(m.logits(ids) - Llama.load(path).logits(ids)).max()
+    assert diff < 1e-4
+
+
+def test_the_comparison_notices_a_wrong_rope_pairing(tmp_path):
+    """Same weights, rows of q and k in the other RoPE order: the logits must disagree."""
+    good, w = _random_model(tmp_path)
+    bad, _ = _random_model(tmp_path, "bad.gguf", permute_qk=True)
+    ids = list(np.random.default_rng(1).integers(2, 300, size=100))
+    reference = Llama.load(good).logits(ids)
+    assert np.abs(run.load(bad).logits(ids) - reference).max() > 0.05
+
+
+def test_the_bundled_model_gives_llama_cpps_logits_in_numpy():
+    path = hub.bundled()
+    m = run.load(path)
+    ids = _held_out_ids(m)
+    ours, theirs = Llama.load(path).logits(ids), m.logits(ids)
+    # F16 weights: llama.cpp's CPU matmul rounds the activations to F16 too, numpy does not.
+    assert np.abs(ours - theirs).max() < 2e-2
+    assert (ours.argmax(-1) == theirs.argmax(-1)).mean() > 0.99
+
+
+def test_the_bundled_model_is_a_llama_the_k_quants_fit():
+    r = GGUFReader(hub.bundled())
+    meta = {k: f.contents() for k, f in r.fields.items() if not k.startswith("tokenizer.ggml.t")}
+    assert meta["general.architecture"] == "llama" and meta["llama.block_count"] >= 8
+    assert meta["llama.attention.head_count_kv"] < meta["llama.attention.head_count"]  # grouped-query attention
+    for t in r.tensors:
+        if len(t.shape) == 2:
+            assert t.tensor_type.name == "F16" and t.shape[0] % 256 == 0, t.name  # shape[0] is the row length
+        else:
+            assert t.tensor_type.name == "F32", t.name
+    assert r.tensors[0].name == "token_embd.weight" and "output.weight" not in {t.name for t in r.tensors}  # tied
+
+
+def test_the_bundled_model_records_how_it_was_trained():
+    r = GGUFReader(hub.bundled())
+    training = json.loads(r.fields["kquant.training"].contents())
+    assert training["script"] == "scripts/train_model.py" and isinstance(training["seed"], int)
+    cfg = training["config"]
+    assert cfg["n_layer"] == r.fields["llama.block_count"].contents()
+    assert cfg["n_vocab"] == len(r.fields["tokenizer.ggml.tokens"].contents())
+    assert training["steps"] == training["planned_steps"]  # a complete run, not one cut short
+
+
+def test_the_tokenizer_round_trips_held_out_text_and_keeps_digits_apart():
+    m = run.load(hub.bundled())
+    text = "\n".join(corpus.documents(run.HELD_OUT_SEED, 20, held_out=True))
+    ids = m.tokenize(text)
+    assert m.detokenize(ids) == text
+    assert [m.detokenize([i]) for i in m.tokenize("347 + 589 = 936")] == ["3", "4", "7", " +", " ", "5", "8", "9", " =", " ", "9", "3", "6"]
+    assert m.tokenize("<s>hi</s>")[0] == m.llm.token_bos()
+
+
+def test_export_refuses_bad_weights_and_leaves_no_file(tmp_path):
+    cfg = Config(n_vocab=300, n_ctx=64, n_embd=256, n_layer=1, n_head=4, n_head_kv=2, n_ff=256)
+    w = {k: np.zeros(s, np.float32) for k, s in tensor_shapes(cfg).items()}
+    tokens = [f"t{i}" for i in range(298)] + ["<s>", "</s>"]
+    w["blk.0.ffn_up.weight"] = np.zeros((256, 512), np.float32)
+    with pytest.raises(KQuantError, match="ffn_up.weight has shape"):
+        write_gguf(tmp_path / "m.gguf", cfg, w, tokens, [])
+    w["blk.0.ffn_up.weight"] = np.full((256, 256), np.nan, np.float32)
+    with pytest.raises(KQuantError, match="NaN"):
+        write_gguf(tmp_path / "m.gguf", cfg, w, tokens, [])
+    with pytest.raises(KQuantError, match="n_head_kv"):
+        Config(n_vocab=300, n_head=4, n_head_kv=3).check()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_q4_k_m_gives_some_layers_more_bits_and_the_file_stays_small():
+    from kquant.gguf_file import plan_gguf
+
+    six = {c.name for c in plan_gguf(hub.bundled(), "Q4_K_M") if c.type.name == "Q6_K"}
+    # use_more_bits(i, 8): i < 1, i >= 7, or (i - 1) % 3 == 2 (llama-quant.cpp)
+    assert six == {"token_embd.weight"} | {f"blk.{i}.{t}.weight" for i in (0, 3, 6, 7) for t in ("attn_v", "ffn_down")}
+    assert hub.bundled().stat().st_size < 20e6

@@ -1,0 +1,120 @@
+"""kquant.run: load, generate and score GGUF files with llama.cpp; and the demo built on it."""
+
+from __future__ import annotations
+
+import pytest
+
+from kquant import corpus, hub, run
+from kquant.demo import main as demo_main
+from kquant.errors import KQuantError
+from kquant.gguf_file import quantize_gguf
+
+MIXES = ("Q8_0", "Q4_K_M", "Q2_K")
+
+
+@pytest.fixture(scope="module")
+def table(tmp_path_factory):
+    """The bundled model and three quantizations of it (made by kquant), scored once."""
+    d = tmp_path_factory.mktemp("mixes")
+    files = [hub.bundled()]
+    for mix in MIXES:
+        files.append(quantize_gguf(hub.bundled(), d / f"tiny-{mix}.gguf", mix, progress=False).path)
+    return run.compare(files)
+
+
+def _row(table, name):
+    return next(r for r in table.rows if name in r.path.name)
+
+
+def test_the_reference_compared_with_itself_has_zero_kl_and_full_agreement(table):
+    ref = table.rows[0]
+    assert ref.kl == 0.0 and ref.top1 == 1.0
+    again = run.evaluate(ref.path, ref)
+    assert again.kl < 1e-12 and again.top1 == 1.0 and again.perplexity == ref.perplexity
+
+
+def test_fewer_bits_move_the_logits_further(table):
+    q8, q4, q2 = (_row(table, m) for m in MIXES)
+    assert q8.bpw > q4.bpw > q2.bpw
+    assert 0 < q8.kl < q4.kl < q2.kl
+    assert q8.top1 > q2.top1
+
+
+def test_bits_per_weight_count_the_block_scales(table):
+    # Q8_0 stores 32 int8 weights and one fp16 scale per block: 34 bytes for 32 weights.
+    # Only the 1-D norms (F32) are not Q8_0, so the file averages just over 8.5.
+    assert 8.5 < _row(table, "Q8_0").bpw < 8.6
+    assert 16.0 < table.rows[0].bpw < 16.1  # F16 matrices, F32 norms
+
+
+def test_f16_answers_the_tasks_and_q2_k_visibly_loses_some(table):
+    f16, q8, q2 = table.rows[0], _row(table, "Q8_0"), _row(table, "Q2_K")
+    # Measured on the bundled model (400 held-out sums, 128 facts): F16 sums 0.393, Q8_0
+    # 0.385, Q2_K 0.320; Q8_0 changes 0.9% of the 528 verdicts, Q2_K 9.3%.
+    assert f16.accuracy["facts"] >= 0.95 and f16.accuracy["sums"] >= 0.3
+    assert q2.accuracy["sums"] <= f16.accuracy["sums"] - 0.04
+    assert f16.changed == 0.0 and q2.changed >= 0.05 and q2.changed > 3 * q8.changed
+
+
+def test_a_task_counts_as_right_exactly_when_greedy_decoding_writes_the_answer():
+    m = run.load(hub.bundled())
+    checked = {True: 0, False: 0}
+    for t in run.held_out_tasks(n_sums=40)[:40] + run.held_out_tasks()[-10:]:
+        greedy = m.generate(t.prompt, max_tokens=8, temperature=0.0)
+        right = run.task_accuracy(m, [t])[t.kind] == 1.0
+        assert right == greedy.startswith(t.answer), (t, greedy)
+        checked[right] += 1
+    assert checked[True] and checked[False]  # both outcomes were exercised
+
+
+def test_a_wrong_answer_is_never_counted_right():
+    m = run.load(hub.bundled())
+    tasks = [corpus.Task("sums", t.prompt, " 99999\n") for t in run.held_out_tasks(n_sums=12) if t.kind == "sums"]
+    assert run.task_accuracy(m, tasks) == {"sums": 0.0}
+
+
+def test_generation_is_reproducible_from_its_seed():
+    m = run.load(hub.bundled())
+    a, b = m.generate("Once upon a time", max_tokens=30, seed=7), m.generate("Once upon a time", max_tokens=30, seed=7)
+    assert a == b and len(a) > 40
+
+
+def test_the_table_shows_every_file_and_every_measure(table):
+    text = str(table)
+    for word in ("MB", "bpw", "ppl", "KL", "top-1", "sums acc", "facts acc", "tok/s", "tiny-Q2_K.gguf"):
+        assert word in text
+    assert len(text.splitlines()) == 2 + len(table.rows)
+
+
+def test_loading_a_missing_or_foreign_file_is_a_clear_error(tmp_path):
+    with pytest.raises(KQuantError, match="no such file"):
+        run.load(tmp_path / "missing.gguf")
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(KQuantError, match="not a GGUF file"):
+        run.load(tmp_path / "notes.txt")
+    with pytest.raises(KQuantError, match="at least one"):
+        run.compare([])
+
+
+def test_the_demo_quantizes_checks_the_bytes_runs_and_prints_the_table(capsys, tmp_path):
+    assert demo_main(["--mixes", "Q4_K_M", "Q2_K", "--keep", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("same bytes as llama.cpp: yes") == 2
+    assert "Q4_K_M" in out and "KL" in out and "Once upon a time" in out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kquant-tiny-f16-Q2_K.gguf", "kquant-tiny-f16-Q4_K_M.gguf"]
+
+
+def test_the_demo_reports_a_missing_model_in_one_line(capsys, tmp_path):
+    assert demo_main(["--model", str(tmp_path / "none.gguf")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "none.gguf" in err[0]
+
+
+def test_kl_refuses_to_compare_different_models(tmp_path):
+    """KL and top-1 need the same tokens at the same positions: one model, two encodings."""
+    from test_model import _random_model  # pytest puts tests/ on sys.path
+
+    other, _ = _random_model(tmp_path)
+    ref = run.evaluate(hub.bundled(), n_docs=2, n_sums=6, speed_tokens=4)
+    with pytest.raises(KQuantError, match="tokenizes the held-out text differently"):
+        run.evaluate(other, ref, n_docs=2, n_sums=6, speed_tokens=4)
