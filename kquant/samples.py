@@ -43,3 +43,36 @@ def synthetic_weights(rows: int = 256, cols: int = 1024, *, seed: int = 0, std: 
 def example_weights() -> Sample:
     """The weight matrix the notebooks use (256 x 1024 float32)."""
     return Sample(synthetic_weights(), "synthetic: Student-t (5 dof), std 0.02, 4 of 1024 input columns 5x larger, seed 0")
+
+
+class ModelSample(NamedTuple):
+    weights: dict  # tensor name -> float32 (rows, cols), in numpy order
+    source: str  # one line saying where the weights come from
+
+
+# The kinds of matrix model_weights() picks from the middle layer: one attention, one value, one feed-forward.
+MIDDLE_LAYER_KINDS = ("attn_q", "attn_v", "ffn_down")
+
+
+def model_weights(kinds=MIDDLE_LAYER_KINDS) -> ModelSample:
+    """A few real matrices of the bundled model (data/kquant-tiny-f16.gguf), from its middle layer.
+
+    If the model file is absent, one synthetic matrix (``example_weights``) stands in, and
+    ``source`` says so: the notebooks print it.
+    """
+    from . import hub
+    from .gguf_read import open_gguf, weights
+
+    if not hub.BUNDLED.is_file():
+        sample = example_weights()
+        return ModelSample({"synthetic": sample.weights}, f"{sample.source} (the bundled model {hub.BUNDLED.name} is absent)")
+    reader = open_gguf(hub.BUNDLED)
+    field = reader.fields.get("llama.block_count")
+    n_layer = int(field.parts[-1][0]) if field is not None else 1
+    middle = n_layer // 2
+    tensors = {t.name: t for t in reader.tensors}
+    names = [f"blk.{middle}.{kind}.weight" for kind in kinds]
+    missing = [n for n in names if n not in tensors]
+    if missing:
+        raise KQuantError(f"{hub.BUNDLED} has no tensor {missing[0]}: choose kinds among attn_q, attn_k, attn_v, attn_output, ffn_gate, ffn_up, ffn_down")
+    return ModelSample({n: weights(tensors[n]) for n in names}, f"the bundled model {hub.BUNDLED.name}: layer {middle} of layers 0-{n_layer - 1}")

@@ -297,6 +297,16 @@ def block_bytes(block: np.ndarray, fields: list, title: str, per_row: int = 16):
     block = np.asarray(block, dtype=np.uint8)
     rows = -(-block.size // per_row)
     fig, ax = plt.subplots(figsize=(per_row * 0.6 + 0.6, rows * 0.55 + 1.0))
+    _byte_grid(ax, block, fields, per_row)
+    ax.set_title(title, fontsize=10)
+    _tidy(fig)
+    plt.show()
+
+
+def _byte_grid(ax, block: np.ndarray, fields: list, per_row: int, base: int = 0):
+    """Bytes as hex values in rows of ``per_row``, each field a colour; row labels count from ``base``."""
+    block = np.asarray(block, dtype=np.uint8)
+    rows = -(-block.size // per_row)
     for k, (name, start, end) in enumerate(fields):
         color = FIELD_COLORS[k % len(FIELD_COLORS)]
         for i in range(start, end):
@@ -307,13 +317,10 @@ def block_bytes(block: np.ndarray, fields: list, title: str, per_row: int = 16):
     ax.set_xlim(0, per_row)
     ax.set_ylim(-rows, 0)
     ax.set_xticks(np.arange(per_row) + 0.5, [str(i) for i in range(per_row)], fontsize=7)
-    ax.set_yticks(-np.arange(rows) - 0.5, [str(r * per_row) for r in range(rows)], fontsize=7)
+    ax.set_yticks(-np.arange(rows) - 0.5, [str(base + r * per_row) for r in range(rows)], fontsize=7)
     ax.set_xlabel("byte offset within the row (hex values shown)")
     ax.set_ylabel("row starts at byte")
-    ax.set_title(title, fontsize=10)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
-    _tidy(fig)
-    plt.show()
 
 
 # --- notebook 04: Q4_K ------------------------------------------------------------------
@@ -409,4 +416,164 @@ def scale_bits_view(sc, m, j: int = 0):
     for spine in ax.spines.values():
         spine.set_visible(False)
     _tidy(fig)
+    plt.show()
+
+
+# --- notebook 05: the K family ----------------------------------------------------------
+
+
+def k_block_view(w, name: str, group: int = 0, row: int = 0):
+    """One super-block of row ``row`` in the k-quant ``name``: its 256 weights, what is stored, and group ``group``'s grid."""
+    from . import kfamily, metrics
+    from .formats import dequantize, get_format, quantize
+
+    lay, fmt = kfamily.layout(name), get_format(name)
+    x = np.ascontiguousarray(np.asarray(w, dtype=np.float32)[row, :256])
+    block = quantize(x[None, :], name)
+    y = dequantize(block, name)[0]
+    levels = kfamily.group_levels(block[0], name)
+    group = min(group, lay.groups - 1)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8), gridspec_kw={"width_ratios": [1.6, 1]})
+    idx = np.arange(256)
+    left.plot(idx, x, ".", ms=3, color="0.45", label="weight")
+    left.plot(idx, y, "_", ms=4, color=EXPONENT, label="decoded")
+    left.axvspan(group * lay.group - 0.5, (group + 1) * lay.group - 0.5, color=SIGN, alpha=0.12, label=f"group {group}")
+    for b in range(lay.group, 256, lay.group):
+        left.axvline(b - 0.5, color="0.85", lw=0.5, zorder=0)
+    left.set_xlabel(f"weight index in the super-block ({lay.groups} groups of {lay.group})")
+    left.set_ylabel("weight value")
+    left.set_title(f"{name}: {fmt.bits_per_weight:g} bits/weight, SQNR of this block {metrics.sqnr_db(x, y):.1f} dB", fontsize=10)
+    left.legend(fontsize=7, loc="lower right")
+    sl = slice(group * lay.group, (group + 1) * lay.group)
+    gi = np.arange(lay.group)
+    right.hlines(levels[group], -0.5, lay.group - 0.5, color="0.8", lw=0.6, zorder=0)
+    right.vlines(gi, y[sl], x[sl], color=SIGN, lw=1)
+    right.plot(gi, x[sl], "o", ms=4, color="0.3", label="weight")
+    right.plot(gi, y[sl], "_", ms=10, mew=2, color=EXPONENT, label="decoded")
+    step = float(np.abs(np.diff(levels[group])).mean()) if lay.level_bits else 0.0
+    right.set_xlabel(f"weight index in group {group}")
+    right.set_ylabel("weight value")
+    right.set_title(f"group {group}: {2 ** lay.level_bits} evenly spaced levels (grey), step {step:.3g}", fontsize=10)
+    right.legend(fontsize=7, loc="lower right")
+    _tidy(fig)
+    plt.show()
+
+
+# --- notebook 06: the mixes -------------------------------------------------------------
+
+TYPE_COLORS = {
+    "F32": "#d9d9d9", "F16": "#bdbdbd", "Q2_K": "#fde0dd", "Q3_K": "#fa9fb5", "Q4_0": "#c6dbef", "Q4_1": "#9ecae1",
+    "Q4_K": "#6baed6", "Q5_0": "#c7e9c0", "Q5_1": "#a1d99b", "Q5_K": "#41ab5d", "Q6_K": "#fd8d3c", "Q8_0": "#d62728",
+}  # fmt: skip
+
+
+def _plan_grid(ax, choices, title: str):
+    """One plan as a grid: a row per layer, a column per kind of tensor, each cell coloured and named by its type."""
+    from .mixes import layer_of
+
+    kinds, layers, outside = [], set(), []
+    for c in choices:
+        i = layer_of(c.name)
+        if i < 0:
+            outside.append(c)
+            continue
+        layers.add(i)
+        kind = c.name.split(".")[2]
+        if kind not in kinds:
+            kinds.append(kind)
+    order = [k for k in ("attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm", "ffn_gate", "ffn_up", "ffn_down") if k in kinds]
+    kinds = order + [k for k in kinds if k not in order]
+    n_layer = max(layers) + 1 if layers else 0
+    cells, faces = [], []
+    for c in choices:
+        i = layer_of(c.name)
+        if i < 0:
+            continue
+        col = kinds.index(c.name.split(".")[2])
+        cells.append(Rectangle((col, -i - 1), 1, 1))
+        faces.append(TYPE_COLORS.get(c.type.name, "white"))
+        ax.text(col + 0.5, -i - 0.5, c.type.name, ha="center", va="center", fontsize=7, in_layout=False)
+    ax.add_collection(PatchCollection(cells, facecolors=faces, edgecolors="white", linewidths=1))
+    ax.set_xlim(0, len(kinds))
+    ax.set_ylim(-n_layer, 0)
+    ax.set_xticks(np.arange(len(kinds)) + 0.5, kinds, rotation=45, ha="right", fontsize=7)
+    ax.set_yticks(-np.arange(n_layer) - 0.5, [str(i) for i in range(n_layer)], fontsize=7)
+    ax.set_ylabel("layer (blk.N)")
+    ax.set_xlabel("tensor kind in the layer")
+    extra = ", ".join(f"{c.name.removesuffix('.weight')} {c.type.name}" for c in outside)
+    ax.set_title(f"{title}\noutside the layers: {extra}", fontsize=9)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+
+
+def plan_picture(plans: dict, suptitle: str):
+    """Plans side by side (``plans``: panel title -> list of mixes.Choice), one colour per ggml type."""
+    fig, axes = plt.subplots(1, len(plans), figsize=(4.2 * len(plans) + 1.2, 4.6), squeeze=False)
+    used = set()
+    for ax, (title, choices) in zip(axes[0], plans.items()):
+        _plan_grid(ax, choices, title)
+        used |= {c.type.name for c in choices}
+    handles = [Rectangle((0, 0), 1, 1, facecolor=TYPE_COLORS.get(t, "white"), label=t) for t in TYPE_COLORS if t in used]
+    fig.legend(handles=handles, loc="center right", fontsize=8, title="type")
+    fig.suptitle(suptitle, fontsize=11, y=1.02)
+    fig.subplots_adjust(wspace=0.45, right=1 - 1.1 / fig.get_figwidth())
+    plt.show()
+
+
+def mix_view(tensors, params, mix: str):
+    """The plan of one mix for a model (``tensors``: mixes.TensorSpec list), with the file's average bits per weight."""
+    from .mixes import plan
+    from .summary import plan_summary
+
+    choices = plan(tensors, params, mix)
+    bpw = plan_summary("", choices).bpw
+    plan_picture({mix: choices}, f"{mix}: {bpw:.3f} bits per weight on average over the whole file (tensor data)")
+
+
+# --- notebook 07: inside a GGUF file ----------------------------------------------------
+
+
+def _file_map(ax, y: float, layout, name: str):
+    """One file as a horizontal bar (x in MB): the part before the data, then every tensor's data, coloured by type."""
+    cells, faces = [Rectangle((0, y - 0.3), layout.data_start / 1e6, 0.6)], ["black"]
+    for t in layout.tensors:
+        start = layout.data_start + t.offset
+        cells.append(Rectangle((start / 1e6, y - 0.3), t.nbytes / 1e6, 0.6))
+        faces.append(TYPE_COLORS.get(t.type.name, "white"))
+    ax.add_collection(PatchCollection(cells, facecolors=faces, edgecolors="white", linewidths=0.3))
+    start, end = layout.data_range(name)
+    ax.add_patch(Rectangle((start / 1e6, y - 0.42), (end - start) / 1e6, 0.84, fill=False, edgecolor=SIGN, linewidth=2))
+    ax.annotate(f"bytes {start:,}–{end - 1:,}", ((start + end) / 2e6, y + 0.42), ha="center", va="bottom", fontsize=8, color=SIGN)
+
+
+def gguf_map_view(files: dict, name: str):
+    """Where tensor ``name`` lies in each file (``files``: label -> (bytes, gguf_anatomy.Layout)), and its info record's bytes.
+
+    Top: every file to the same scale; black is the header, metadata and tensor infos, the
+    other colours are the tensors' data by type, the red frame is ``name``'s data. Below: the
+    bytes of ``name``'s tensor info record in each file, coloured by field.
+    """
+    n = len(files)
+    heights = [0.9 + 0.55 * n] + [1.25] * n
+    fig, axes = plt.subplots(1 + n, 1, figsize=(10, sum(heights) + 0.6), gridspec_kw={"height_ratios": heights})
+    top = axes[0]
+    used = set()
+    for i, (label, (_buf, layout)) in enumerate(files.items()):
+        _file_map(top, -i, layout, name)
+        used |= {t.type.name for t in layout.tensors}
+    top.set_xlim(0, max(layout.size for _buf, layout in files.values()) / 1e6)
+    top.set_ylim(-n + 0.4, 0.9)
+    top.set_yticks(-np.arange(n), list(files), fontsize=8)
+    top.set_ylabel("file")
+    top.set_xlabel("position in the file (MB)")
+    first = next(iter(files.values()))[1]
+    top.set_title(f"{name}: where its data lies (red frame)\nblack = header, metadata and tensor infos ({first.data_start:,} bytes in the {next(iter(files))} file)", fontsize=10)
+    handles = [Rectangle((0, 0), 1, 1, facecolor=TYPE_COLORS.get(t, "white"), label=t) for t in TYPE_COLORS if t in used]
+    top.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), title="data type")
+    for ax, (label, (buf, layout)) in zip(axes[1:], files.items()):
+        t = layout.tensor(name)
+        _byte_grid(ax, np.frombuffer(buf, np.uint8, t.end - t.start, t.start), t.fields(), per_row=24, base=t.start)
+        ax.set_ylabel("record row starts\nat file byte", fontsize=8)
+        ax.set_title(f"{label}: its tensor info record, bytes {t.start:,}–{t.end - 1:,} ({t.type.name}, ne {t.ne}, offset {t.offset:,})", fontsize=9)
+    _tidy(fig, hspace=0.9)
     plt.show()

@@ -8,12 +8,15 @@ nbgrader, where a failed check must raise so the autograder gives 0 points).
 
 import importlib
 import math
+import struct
 
 import numpy as np
 import pytest
 
 import kquant
-from kquant import linear
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+
+from kquant import gguf_anatomy, linear, mixes
 from kquant.formats import q4_k
 from kquant.exercises import core
 from kquant.exercises.core import CORRECT, INCORRECT, NOT_ATTEMPTED, Exercise, Wrong, call
@@ -308,7 +311,83 @@ def _mistakes():
             (lambda x: kquant.quantize(x[None], "Q4_K")[0, ::-1].tobytes(), "differ from llama.cpp's"),
             (lambda x: kquant.quantize(x[None], "Q4_K")[0, :128].tobytes(), "is 128 bytes long, expected 144"),
         ],
+        "nb05-q1": [
+            (lambda lb, g, gb, f: 256 * lb + 256 // g * gb + 16 * f, "that is bits"),
+            (lambda lb, g, gb, f: (256 * lb + 256 // g * gb) / 8, "float16 super-scale"),
+            (lambda lb, g, gb, f: (256 * lb + g * gb + 16 * f) / 8, "256 / group groups"),
+            (lambda lb, g, gb, f: 256 * lb / 8, "only the levels"),
+        ],
+        "nb05-q2": [
+            (lambda b: _q5k_decode(b, fifth_bit=False), "the fifth bit is missing"),
+            (lambda b: _q5k_decode(b, bit_order="big"), "wrong end"),
+            (lambda b: _q5k_decode(b)[::-1], "decodes it differently"),
+            (lambda b: _q5k_decode(b)[:128], "has shape (128,), expected (256,)"),
+        ],
+        "nb05-q3": [
+            (lambda w, t: "Q6_K", "a format with fewer bits per weight"),
+            (lambda w, t: "Q2_K", "below the target"),
+            (lambda w, t: "Q4_0", "answer with one of"),
+            (lambda w, t: 4, "should return a format name"),
+        ],
+        "nb06-q1": [
+            (lambda i, n: i < n // 8 or (i - n // 8) % 3 == 2, "the last eighth"),
+            (lambda i, n: i < n // 8 or i >= 7 * n // 8 or (i - n // 8) % 3 == 0, "counts from the end of the first eighth"),
+            (lambda i, n: "yes", "should return True or False"),
+            (lambda i, n: i % 2 == 0, "llama.cpp says"),
+        ],
+        "nb06-q2": [
+            (lambda k, i, n: "Q6_K" if k.startswith("attn") and mixes.use_more_bits(i, n) else "Q4_K", "leaves attn_q at the default Q4_K"),
+            (lambda k, i, n: "Q6_K" if (k == "attn_v" or k.startswith("ffn")) and mixes.use_more_bits(i, n) else "Q4_K", "only ffn_down gets more bits"),
+            (lambda k, i, n: "Q4_K", "use_more_bits decides"),
+            (lambda k, i, n: 4, "should return a type name"),
+        ],
+        "nb06-q3": [
+            (lambda rows: sum(8 * _nbytes(s, t) / math.prod(s) for s, t in rows) / len(rows), "the mean over tensors"),
+            (lambda rows: sum(_nbytes(s, t) for s, t in rows) / sum(math.prod(s) for s, _ in rows), "bytes per weight"),
+            (lambda rows: 4.5, "a different average"),
+            (lambda rows: None, "forget to `return`"),
+        ],
+        "nb07-q1": [
+            (lambda b: struct.unpack(">IQQ", b[4:24]), "little-endian"),
+            (lambda b: struct.unpack("<III", b[4:16]), "64-bit"),
+            (lambda b: struct.unpack("<4sIQQ", b), "leave the magic out"),
+            (lambda b: struct.unpack("<IQQ", b[4:24])[::-1], "the header says otherwise"),
+        ],
+        "nb07-q2": [
+            (lambda end, a, off: end + off, "the next multiple"),
+            (lambda end, a, off: end - end % a + off, "rounds down"),
+            (lambda end, a, off: end + a - end % a + off, "already a multiple"),
+            (lambda end, a, off: end + (-end) % a, "add the tensor's own offset"),
+        ],
+        "nb07-q3": [
+            (lambda ne, t: 8 * _nbytes(ne, t), "that is bits"),
+            (lambda ne, t: math.prod(ne) * GGML_QUANT_SIZES[GGMLQuantizationType[t]][1], "not per weight"),
+            (lambda ne, t: math.prod(ne) // GGML_QUANT_SIZES[GGMLQuantizationType[t]][0], "the number of blocks"),
+            (lambda ne, t: 2 * math.prod(ne), "a different number of bytes"),
+        ],
+        "nb07-q4": [
+            (lambda n, ne, t, off: gguf_anatomy.encode_tensor_info(n, ne[::-1], t, off), "not reversed"),
+            (lambda n, ne, t, off: struct.pack(">Q", len(n)) + gguf_anatomy.encode_tensor_info(n, ne, t, off)[8:], "little-endian uint64"),
+            (lambda n, ne, t, off: gguf_anatomy.encode_tensor_info(n, ne, t, off + 32), "first difference at byte"),
+            (lambda n, ne, t, off: struct.pack("<I", len(n)) + gguf_anatomy.encode_tensor_info(n, ne, t, off)[8:], "bytes long, expected"),
+        ],
     }
+
+
+def _q5k_decode(block, fifth_bit=True, bit_order="little"):
+    """A Q5_K decoder with one deliberate mistake switched on."""
+    b = np.frombuffer(block, np.uint8)
+    d, dmin = b[0:4].view("<f2").astype(np.float32)
+    sc, m = (v[0] for v in q4_k.unpack_scales(b[None, 4:16]))
+    low = q4_k.unpack_nibbles(b[None, 48:176])[0]
+    high = np.unpackbits(b[16:48][:, None], axis=1, bitorder=bit_order).T.reshape(256)
+    q = (low + 16 * high * fifth_bit).reshape(8, 32)
+    return (q * (d * sc)[:, None] - (dmin * m)[:, None]).reshape(256)
+
+
+def _nbytes(shape, t):
+    block, type_size = GGML_QUANT_SIZES[GGMLQuantizationType[t]]
+    return math.prod(shape) // block * type_size
 
 
 def _q4k_decode(block, sign=-1, neighbours=False, low_bits_only=False):

@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from kquant import linear, metrics, samples, viz  # noqa: E402
+from kquant import gguf_anatomy, hub, linear, metrics, samples, viz  # noqa: E402
 from kquant.formats import q4_k  # noqa: E402
 
 W = samples.example_weights().weights
@@ -20,6 +20,7 @@ GAINS = np.linspace(1, 20, 5)
 CURVE = [metrics.sqnr_db(w[o], linear.fake_quantize(w, 8)[o]) for w, o in (linear.scale_largest(W, g) for g in GAINS)]
 X = W[0, :256]
 F = q4_k.encode(X[None, :])
+BUNDLED = hub.bundled().read_bytes()
 
 CALLS = {
     "levels_view": lambda: viz.levels_view(3, 0.3),
@@ -36,6 +37,7 @@ CALLS = {
     "block_bytes": lambda: viz.block_bytes(np.arange(18, dtype=np.uint8), [("d", 0, 2), ("qs", 2, 18)], "bytes"),
     "scale_search_view": lambda: viz.scale_search_view(X, 5),
     "scale_bits_view": lambda: viz.scale_bits_view(F.sc[0], F.m[0], 6),
+    "gguf_map_view": lambda: viz.gguf_map_view({"bundled": (BUNDLED, gguf_anatomy.read_layout(BUNDLED))}, "blk.0.attn_q.weight"),
 }
 
 
