@@ -263,3 +263,13 @@ def same_bytes(got: bytes, want: bytes, what: str = "the bytes") -> None:
         return
     i = next(i for i, (a, b) in enumerate(zip(got, want)) if a != b)
     raise Wrong(f"{what} differ from llama.cpp's: first difference at byte {i} of {len(want)}")
+
+
+def random_k_block(rng, nbytes: int) -> np.ndarray:
+    """Random bytes of a Q4_K/Q5_K block whose fp16 d and dmin (bytes 0-3) are ordinary numbers.
+
+    Real blocks never carry inf or NaN scales, so a check should not feed them to students.
+    """
+    block = rng.integers(0, 256, nbytes).astype(np.uint8)
+    block[0:4] = np.array([rng.uniform(1e-4, 1e-2), rng.uniform(1e-4, 1e-2)], dtype="<f2").view(np.uint8)
+    return block

@@ -4,7 +4,7 @@ import numpy as np
 
 from .. import reference
 from ..formats import q4_k
-from .core import Exercise, Wrong, as_array, as_bytes, as_number, call, digest, same_bytes
+from .core import Exercise, Wrong, as_array, as_bytes, as_number, call, digest, random_k_block, same_bytes
 
 
 def _random_scale_bytes(rng) -> np.ndarray:
@@ -93,16 +93,9 @@ q2 = Exercise(
 )
 
 
-def _random_block(rng) -> np.ndarray:
-    """144 random bytes with finite, ordinary fp16 d and dmin (as any real block has)."""
-    block = rng.integers(0, 256, 144).astype(np.uint8)
-    block[0:4] = np.array([rng.uniform(1e-4, 1e-2), rng.uniform(1e-4, 1e-2)], dtype="<f2").view(np.uint8)
-    return block
-
-
 def _check_dequantize(fn, rng):
     for k in range(6):
-        block = _random_block(rng)
+        block = random_k_block(rng, 144)
         what = f"dequantize_q4_k(<144 bytes>) (block {k + 1})"
         got = as_array(call(fn, block.tobytes()), (256,), what)
         want = q4_k.dequantize_blocks(block[None, :])[0]

@@ -4,7 +4,7 @@ import numpy as np
 
 from .. import kfamily, metrics
 from ..formats import dequantize, get_format, q5_k, quantize
-from .core import Exercise, Wrong, as_array, as_number, call
+from .core import Exercise, Wrong, as_array, as_number, call, random_k_block
 
 
 def _check_block_bytes(fn, rng):
@@ -45,15 +45,9 @@ q1 = Exercise(
 )
 
 
-def _random_q5_k_block(rng) -> np.ndarray:
-    block = rng.integers(0, 256, 176).astype(np.uint8)
-    block[0:4] = np.array([rng.uniform(1e-4, 1e-2), rng.uniform(1e-4, 1e-2)], dtype="<f2").view(np.uint8)
-    return block
-
-
 def _check_q5_k(fn, rng):
     for k in range(6):
-        block = _random_q5_k_block(rng)
+        block = random_k_block(rng, 176)
         what = f"dequantize_q5_k(<176 bytes>) (block {k + 1})"
         got = as_array(call(fn, block.tobytes()), (256,), what)
         want = q5_k.dequantize_blocks(block[None, :])[0]
