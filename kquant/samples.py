@@ -1,12 +1,14 @@
-"""The example weights the notebooks quantize: the one place to switch them to a real model.
+"""The example weights the notebooks quantize: the one place that chooses them.
 
-Until the workbook's bundled model is there, the notebooks use synthetic weights
-shaped like a transformer's linear layer: a bell curve with heavier tails than a
-Gaussian, a standard deviation of 0.02 (the usual initialisation scale of GPT-2 and
-LLaMA-style models), and a few input columns with much larger weights. Columns
-like these are what outlier-aware methods such as LLM.int8() (Dettmers et al. 2022,
+They are real: matrices of the workbook's bundled model (data/kquant-tiny-f16.gguf).
+Where that file is missing (a copy of the notebooks without data/), synthetic weights
+shaped like a transformer's linear layer stand in: a bell curve with heavier tails than
+a Gaussian, a standard deviation of 0.02 (the usual initialisation scale of GPT-2 and
+LLaMA-style models), and a few input columns with much larger weights. Columns like
+these are what outlier-aware methods such as LLM.int8() (Dettmers et al. 2022,
 arXiv:2208.07339) and AWQ (Lin et al. 2023, arXiv:2306.00978) are built around.
-The notebooks say that these weights are synthetic whenever they use them.
+Every sample carries a one-line ``source`` the notebooks print, so a reader always
+knows which it got.
 """
 
 from __future__ import annotations
@@ -40,9 +42,20 @@ def synthetic_weights(rows: int = 256, cols: int = 1024, *, seed: int = 0, std: 
     return w.astype(np.float32)
 
 
-def example_weights() -> Sample:
-    """The weight matrix the notebooks use (256 x 1024 float32)."""
+def synthetic_example() -> Sample:
+    """The synthetic stand-in (256 x 1024 float32), used when the bundled model is missing."""
     return Sample(synthetic_weights(), "synthetic: Student-t (5 dof), std 0.02, 4 of 1024 input columns 5x larger, seed 0")
+
+
+def example_weights() -> Sample:
+    """The weight matrix notebooks 02-04 quantize: the bundled model's ffn_down of its middle layer.
+
+    A feed-forward down projection (rows: the model's 256 outputs; columns: its 768
+    hidden units), or the synthetic stand-in when the model file is missing.
+    """
+    sample = model_weights(("ffn_down",))
+    (name, weights), = sample.weights.items()
+    return Sample(weights, sample.source if name == "synthetic" else f"{sample.source}, {name} {weights.shape[0]} x {weights.shape[1]}")
 
 
 class ModelSample(NamedTuple):
@@ -64,7 +77,7 @@ def model_weights(kinds=MIDDLE_LAYER_KINDS) -> ModelSample:
     from .gguf_read import open_gguf, weights
 
     if not hub.BUNDLED.is_file():
-        sample = example_weights()
+        sample = synthetic_example()
         return ModelSample({"synthetic": sample.weights}, f"{sample.source} (the bundled model {hub.BUNDLED.name} is absent)")
     reader = open_gguf(hub.BUNDLED)
     field = reader.fields.get("llama.block_count")

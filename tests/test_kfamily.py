@@ -48,7 +48,7 @@ def test_model_weights_fall_back_to_synthetic_weights_when_the_model_is_absent(m
     monkeypatch.setattr(hub, "BUNDLED", tmp_path / "missing.gguf")
     sample = samples.model_weights()
     assert list(sample.weights) == ["synthetic"] and "is absent" in sample.source
-    assert np.array_equal(sample.weights["synthetic"], samples.example_weights().weights)
+    assert np.array_equal(sample.weights["synthetic"], samples.synthetic_example().weights)
 
 
 def test_an_unknown_kind_of_matrix_is_refused_in_one_line():

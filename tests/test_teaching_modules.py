@@ -153,8 +153,22 @@ def test_memory_arithmetic():
 # --- samples ----------------------------------------------------------------------------
 
 
-def test_example_weights_are_seeded_shaped_like_a_layer_and_say_they_are_synthetic():
-    a, b = samples.example_weights(), samples.example_weights()
+def test_example_weights_are_the_bundled_models_and_say_so():
+    sample = samples.example_weights()
+    assert sample.weights.dtype == np.float32 and sample.weights.shape == (256, 768)
+    assert "kquant-tiny-f16.gguf" in sample.source and "ffn_down" in sample.source
+
+
+def test_example_weights_fall_back_to_the_synthetic_stand_in_without_the_model(monkeypatch, tmp_path):
+    from kquant import hub
+
+    monkeypatch.setattr(hub, "BUNDLED", tmp_path / "missing.gguf")
+    sample = samples.example_weights()
+    assert np.array_equal(sample.weights, samples.synthetic_example().weights) and "synthetic" in sample.source
+
+
+def test_the_synthetic_stand_in_is_seeded_shaped_like_a_layer_and_says_it_is_synthetic():
+    a, b = samples.synthetic_example(), samples.synthetic_example()
     assert np.array_equal(a.weights, b.weights) and a.weights.dtype == np.float32 and a.weights.shape == (256, 1024)
     assert "synthetic" in a.source
     col_rms = np.sqrt(np.mean(a.weights.astype(np.float64) ** 2, axis=0))

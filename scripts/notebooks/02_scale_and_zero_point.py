@@ -33,9 +33,10 @@ from kquant.exercises import nb02 as ex
 """
 ## 1. The weights
 
-One weight matrix of a linear layer (rows are outputs, columns inputs). Until the workbook's own
-model is bundled, `kquant.samples` makes these weights synthetically, shaped like a
-transformer's (its docstring says how, and why); the first line printed says so.
+One weight matrix of a linear layer (rows are outputs, columns inputs): the feed-forward
+down projection of a middle layer of the workbook's own model (notebook 00 says where it
+comes from). If the model file is missing, `kquant.samples` makes synthetic weights shaped
+like a transformer's instead; the first line printed says which you got.
 """
 
 # %%
@@ -46,7 +47,7 @@ print("source:", sample.source)
 print(f"shape {W.shape} = {W.size:,} weights; mean {W.mean():+.5f}, std {sigma:.5f}")
 print(f"largest |w| = {np.abs(W).max():.4f} = {np.abs(W).max() / sigma:.1f} standard deviations")
 print(f"weights beyond 4 std: {np.mean(np.abs(W) > 4 * sigma):.2%} (a Gaussian would have {math.erfc(4 / math.sqrt(2)):.4%})")
-viz.weight_histogram(W, "Example weights (synthetic): a bell curve with long tails")
+viz.weight_histogram(W, "The example weights (log scale: the tails are visible)")
 
 # %% [markdown]
 """

@@ -62,8 +62,8 @@ print(f"Q4_1 for comparison: {kquant.get_format('Q4_1').bits_per_weight} bits pe
 """
 ## 2. Step 1: the best scale and min for each sub-block
 
-Take the first 256 weights of a row of our example matrix (synthetic until the bundled
-model lands; `samples.example_weights().source` says so). The encoder first fits every
+Take the first 256 weights of a row of our example matrix (the bundled model's weights;
+`samples.example_weights().source` says which). The encoder first fits every
 sub-block on its own: it looks for the scale and min with which `scale · L + min` (levels
 *L* in 0..15) comes closest to the 32 weights, in a *weighted* squared error. The weight
 of each number is |*x*| plus the sub-block's root-mean-square, so large weights count more
