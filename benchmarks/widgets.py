@@ -68,7 +68,7 @@ def views():
         ("02", "quant_error_view", lambda b: viz.quant_error_view(W, b, "absmax"), range(2, 9)),
         ("02", "quant_error_view (zero point)", lambda b: viz.quant_error_view(W, b, "zero point"), range(2, 9)),
         ("02", "outlier_view", lambda g: viz.outlier_view(W, g, gains, curve, 8), [1.0, 5.0, 10.0, 20.0]),
-        ("03", "block_view", lambda bs: viz.block_view(W, bs, 4), [8, 16, 32, 64, 128, 256, 512, 1024]),
+        ("03", "block_view", lambda bs: viz.block_view(W, bs, 4), [8, 16, 32, 64, 128, 256, W.shape[1]]),  # the notebook's slider
         ("04", "scale_search_view", lambda j: viz.scale_search_view(x, j), range(8)),
         ("04", "scale_bits_view", lambda j: viz.scale_bits_view(fields.sc[0], fields.m[0], j), range(8)),
     ]
