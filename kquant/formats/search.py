@@ -16,7 +16,7 @@ different rounding order changes which candidate wins and so the bytes.
 
 import numpy as np
 
-from .cops import c_semantics, c_to_uint8, f32, first_min_max, nearest_int, seqsum, signed_absmax
+from .cops import c_semantics, c_to_uint8, f32, nearest_int, seqsum, signed_absmax
 
 GROUP_MAX_EPS = f32(1e-15)  # a group whose largest |x| is below this is treated as all zeros
 
@@ -148,9 +148,15 @@ def make_qkx2_quants(
     (G,) arrays ``iscale, scale, min, error, kept`` so a notebook can draw the search;
     a candidate whose least-squares system has no solution shows scale NaN.
     """
-    # In C order: the first of equal minima wins, which decides the sign of a zero min
-    # (Q4_1/Q5_1 store the min itself).
-    min_, max_ = first_min_max(x, axis=0)
+    min_ = x.min(axis=0)
+    max_ = x.max(axis=0)  # its sign never matters: only max - min and max == min use it
+    # C's scan keeps the first of equal minima, which decides the sign of a zero min
+    # (Q4_1/Q5_1 store the min itself); numpy may return either zero, so look it up.
+    zero_min = min_ == 0
+    if zero_min.any():
+        cols = np.flatnonzero(zero_min)
+        first = np.argmax(x[:, cols] == 0, axis=0)
+        min_[cols] = x[first, cols]
     sum_w = seqsum(w)
     sum_x = seqsum(w * x)
     min_ = np.where(min_ > 0, f32(0), min_)
