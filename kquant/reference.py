@@ -34,6 +34,7 @@ import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
 from .errors import KQuantError
+from .formats import FORMATS, check_bytes, check_importance, check_weights, get_format
 
 __all__ = [
     "SUPPORTED",
@@ -47,12 +48,10 @@ __all__ = [
     "quantize",
 ]
 
-_T = GGMLQuantizationType
-# The ten formats kquant implements. We refuse every other type on purpose: for a few
-# (IQ2_XXS, IQ2_XS, IQ1_S) ggml *aborts the whole process* when no imatrix is given,
-# and a crashed Jupyter kernel teaches nothing.
-SUPPORTED = (_T.Q8_0, _T.Q4_0, _T.Q4_1, _T.Q5_0, _T.Q5_1, _T.Q2_K, _T.Q3_K, _T.Q4_K, _T.Q5_K, _T.Q6_K)
-_BY_NAME = {t.name.lower(): t for t in SUPPORTED}
+# The ten formats kquant implements, and no others: get_format refuses every other type,
+# which matters here because for a few (IQ2_XXS, IQ2_XS, IQ1_S) ggml *aborts the whole
+# process* when no imatrix is given, and a crashed Jupyter kernel teaches nothing.
+SUPPORTED = tuple(FORMATS)
 
 _INSTALL_HINT = "llama.cpp's library was not found: pip install llama-cpp-python==0.3.36"
 
@@ -163,28 +162,13 @@ def _lib() -> SimpleNamespace:
     return SimpleNamespace(dll=dll, path=path, to_float=to_float)
 
 
-# --- input checks (bad input must raise, never reach C: C has no exceptions) ----------
-
-
-def _qtype(qtype) -> GGMLQuantizationType:
-    if isinstance(qtype, str):
-        t = _BY_NAME.get(qtype.strip().lower())
-    else:
-        try:
-            t = GGMLQuantizationType(int(qtype))
-        except (TypeError, ValueError):
-            t = None
-    if t not in SUPPORTED:
-        names = ", ".join(s.name for s in SUPPORTED)
-        raise KQuantError(f"unsupported quantization type {qtype!r}: use one of {names}")
-    return t
+# --- the oracle ----------------------------------------------------------------------
+# Bad input must raise before it reaches C (C has no exceptions): the checks are
+# kquant.formats' own, so both sides accept exactly the same input.
 
 
 def _ptr(a: np.ndarray) -> int:
     return a.ctypes.data
-
-
-# --- the oracle ----------------------------------------------------------------------
 
 
 def quantize(x, qtype, imatrix=None) -> np.ndarray:
@@ -196,35 +180,17 @@ def quantize(x, qtype, imatrix=None) -> np.ndarray:
     as llama-quantize passes from an imatrix file; with None ggml runs its reference
     quantizer, with an imatrix its weighted search (Q8_0 ignores it).
     """
-    t = _qtype(qtype)
-    block, type_size = GGML_QUANT_SIZES[t]
-    x = np.asarray(x)
-    if x.dtype.kind != "f":  # same rule as kquant.quantize
-        raise KQuantError(f"x has dtype {x.dtype}: pass floating-point weights, e.g. x.astype(np.float32)")
-    with np.errstate(over="ignore"):  # a float64 beyond float32's range becomes inf, caught below
-        x = np.ascontiguousarray(x, dtype=np.float32)  # C reads a dense float32 buffer
-    if x.ndim == 0 or x.size == 0:
-        raise KQuantError(f"x has shape {x.shape}: pass a nonempty array of rows, shape (..., n_per_row)")
+    fmt = get_format(qtype)
+    x = check_weights(x, fmt)
     n_per_row = x.shape[-1]
-    if n_per_row % block:
-        raise KQuantError(
-            f"row length {n_per_row} is not a multiple of {t.name}'s block size {block}: pad or reshape the rows"
-        )
-    if not np.isfinite(x).all():
-        raise KQuantError("x contains NaN or inf (after conversion to float32): quantize finite values only")
     if imatrix is not None:
-        imatrix = np.ascontiguousarray(imatrix, dtype=np.float32)
-        if imatrix.shape != (n_per_row,):
-            raise KQuantError(f"imatrix has shape {imatrix.shape}: pass one importance per column, shape ({n_per_row},)")
-        if not (np.isfinite(imatrix).all() and (imatrix >= 0).all()):
-            raise KQuantError("imatrix must be finite and >= 0 (it holds mean squared activations)")
+        imatrix = check_importance(imatrix, n_per_row)
 
     lib = _lib()
     nrows = x.size // n_per_row
-    row_bytes = n_per_row // block * type_size
-    out = np.empty((*x.shape[:-1], row_bytes), dtype=np.uint8)
+    out = np.empty((*x.shape[:-1], fmt.row_bytes(n_per_row)), dtype=np.uint8)
     written = lib.dll.ggml_quantize_chunk(
-        int(t), _ptr(x), _ptr(out), 0, nrows, n_per_row, None if imatrix is None else _ptr(imatrix)
+        int(fmt.qtype), _ptr(x), _ptr(out), 0, nrows, n_per_row, None if imatrix is None else _ptr(imatrix)
     )
     if written != out.nbytes:  # ggml asserts this itself; checking costs nothing
         raise KQuantError(f"ggml wrote {written} bytes, expected {out.nbytes}: report this as a bug")
@@ -237,18 +203,10 @@ def dequantize(q, qtype) -> np.ndarray:
     ``q`` is uint8 of shape ``(..., row_bytes)``; the result is float32 of shape
     ``(..., n_per_row)``. Blocks decode independently, so one call covers all rows.
     """
-    t = _qtype(qtype)
-    block, type_size = GGML_QUANT_SIZES[t]
-    q = np.asarray(q)
-    if q.dtype != np.uint8:
-        raise KQuantError(f"q has dtype {q.dtype}: pass the uint8 bytes that quantize() returned")
-    q = np.ascontiguousarray(q)
-    if q.ndim == 0 or q.size == 0 or q.shape[-1] % type_size:
-        raise KQuantError(
-            f"q has shape {q.shape}: the last axis must be a positive multiple of {t.name}'s {type_size}-byte block"
-        )
-    out = np.empty((*q.shape[:-1], q.shape[-1] // type_size * block), dtype=np.float32)
-    _lib().to_float[t](_ptr(q), _ptr(out), out.size)
+    fmt = get_format(qtype)
+    q = check_bytes(q, fmt)
+    out = np.empty((*q.shape[:-1], q.shape[-1] // fmt.type_size * fmt.block_size), dtype=np.float32)
+    _lib().to_float[fmt.qtype](_ptr(q), _ptr(out), out.size)
     return out
 
 

@@ -119,7 +119,7 @@ def quantize(x, qtype, imatrix=None) -> np.ndarray:
     ``quantize_row_*_impl``); Q8_0 ignores it, as ggml does.
     """
     fmt = get_format(qtype)
-    x = _as_float32(x, fmt)
+    x = check_weights(x, fmt)
     n_per_row = x.shape[-1]
     if imatrix is None:
         blocks = x.reshape(-1, fmt.block_size)
@@ -127,7 +127,7 @@ def quantize(x, qtype, imatrix=None) -> np.ndarray:
         encode = fmt.module.encode
     else:
         blocks = x.reshape(-1, n_per_row)  # the imatrix paths work row by row
-        imatrix = _as_importance(imatrix, n_per_row)
+        imatrix = check_importance(imatrix, n_per_row)
         step = max(1, _ENCODE_CHUNK // n_per_row)  # rows per chunk
 
         def encode(rows):
@@ -142,7 +142,7 @@ def quantize(x, qtype, imatrix=None) -> np.ndarray:
     return out.reshape(*x.shape[:-1], fmt.row_bytes(n_per_row))
 
 
-def _as_importance(imatrix, n_per_row: int) -> np.ndarray:
+def check_importance(imatrix, n_per_row: int) -> np.ndarray:
     """Check an importance vector: one finite, non-negative float per column."""
     qw = np.asarray(imatrix)
     if qw.dtype.kind not in "fiu":
@@ -174,6 +174,21 @@ def dequantize(q, qtype) -> np.ndarray:
     Returns float32 of shape ``(*q.shape[:-1], n_per_row)``.
     """
     fmt = get_format(qtype)
+    q = check_bytes(q, fmt)
+    blocks = q.reshape(-1, fmt.type_size)
+    out = np.empty((blocks.shape[0], fmt.block_size), dtype=np.float32)
+    step = _DECODE_CHUNK // fmt.block_size
+    for i in range(0, blocks.shape[0], step):
+        out[i : i + step] = fmt.module.dequantize_blocks(blocks[i : i + step])
+    return out.reshape(*q.shape[:-1], q.shape[-1] // fmt.type_size * fmt.block_size)
+
+
+# The input checks below are shared with kquant.reference: whatever reaches ggml's C code
+# has passed the same rules as what reaches kquant's numpy code.
+
+
+def check_bytes(q, fmt: Format) -> np.ndarray:
+    """Check a decoder's input and return it as C-contiguous uint8."""
     q = np.asarray(q)
     if q.dtype != np.uint8:
         raise KQuantError(f"dequantize expects uint8 bytes, got {q.dtype}: pass the array quantize() returned, or q.view(np.uint8)")
@@ -184,15 +199,10 @@ def dequantize(q, qtype) -> np.ndarray:
             f"last axis has {q.shape[-1]} bytes, not a multiple of {fmt.name}'s {fmt.type_size}-byte block:"
             f" is this really {fmt.name} data, and is the row complete?"
         )
-    blocks = np.ascontiguousarray(q).reshape(-1, fmt.type_size)
-    out = np.empty((blocks.shape[0], fmt.block_size), dtype=np.float32)
-    step = _DECODE_CHUNK // fmt.block_size
-    for i in range(0, blocks.shape[0], step):
-        out[i : i + step] = fmt.module.dequantize_blocks(blocks[i : i + step])
-    return out.reshape(*q.shape[:-1], q.shape[-1] // fmt.type_size * fmt.block_size)
+    return np.ascontiguousarray(q)
 
 
-def _as_float32(x, fmt: Format) -> np.ndarray:
+def check_weights(x, fmt: Format) -> np.ndarray:
     """Check an encoder's input and return it as C-contiguous float32 (never modifying it)."""
     x = np.asarray(x)
     if x.dtype.kind != "f":
