@@ -326,6 +326,18 @@ def _byte_grid(ax, block: np.ndarray, fields: list, per_row: int, base: int = 0)
 # --- notebook 04: Q4_K ------------------------------------------------------------------
 
 
+def _weights_on_levels(ax, x, y, levels, decoded_label: str, xlabel: str) -> None:
+    """One group's weights (dots), what they decode to (dashes, joined by their error), and the grid (grey)."""
+    idx = np.arange(len(x))
+    ax.hlines(levels, -0.5, len(x) - 0.5, color="0.85", lw=0.5, zorder=0)
+    ax.vlines(idx, y, x, color=SIGN, lw=1)
+    ax.plot(idx, x, "o", color="0.3", ms=4, label="weight")
+    ax.plot(idx, y, "_", color=EXPONENT, ms=10, mew=2, label=decoded_label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("weight value")
+    ax.legend(fontsize=7, loc="lower right")
+
+
 def scale_search_view(x, j: int):
     """Q4_K's search for sub-block ``j`` of a 256-weight super-block: every candidate, and the winner's fit."""
     from . import scale_search
@@ -347,15 +359,9 @@ def scale_search_view(x, j: int):
     left.legend(fontsize=7)
     left.grid(alpha=0.3)
     y = trace.scale * trace.levels.astype(np.float32) - trace.the_min
-    idx = np.arange(32)
-    right.vlines(idx, y, sub, color=SIGN, lw=1)
-    right.plot(idx, sub, "o", color="0.3", ms=4, label="weight")
-    right.plot(idx, y, "_", color=EXPONENT, ms=10, mew=2, label="scale·L − min")
-    right.hlines(trace.scale * np.arange(16) - trace.the_min, -0.5, 31.5, color="0.85", lw=0.5, zorder=0)
-    right.set_xlabel(f"weight index in sub-block {j}")
-    right.set_ylabel("weight value")
+    levels = trace.scale * np.arange(16) - trace.the_min
+    _weights_on_levels(right, sub, y, levels, "scale·L − min", f"weight index in sub-block {j}")
     right.set_title(f"winner: scale {trace.scale:.3g}, min −{trace.the_min:.3g} (grey: the 16 levels)", fontsize=10)
-    right.legend(fontsize=7, loc="lower right")
     _tidy(fig)
     plt.show()
 
@@ -445,16 +451,9 @@ def k_block_view(w, name: str, group: int = 0, row: int = 0):
     left.set_title(f"{name}: {fmt.bits_per_weight:g} bits/weight, SQNR of this block {metrics.sqnr_db(x, y):.1f} dB", fontsize=10)
     left.legend(fontsize=7, loc="lower right")
     sl = slice(group * lay.group, (group + 1) * lay.group)
-    gi = np.arange(lay.group)
-    right.hlines(levels[group], -0.5, lay.group - 0.5, color="0.8", lw=0.6, zorder=0)
-    right.vlines(gi, y[sl], x[sl], color=SIGN, lw=1)
-    right.plot(gi, x[sl], "o", ms=4, color="0.3", label="weight")
-    right.plot(gi, y[sl], "_", ms=10, mew=2, color=EXPONENT, label="decoded")
+    _weights_on_levels(right, x[sl], y[sl], levels[group], "decoded", f"weight index in group {group}")
     step = float(np.abs(np.diff(levels[group])).mean()) if lay.level_bits else 0.0
-    right.set_xlabel(f"weight index in group {group}")
-    right.set_ylabel("weight value")
     right.set_title(f"group {group}: {2 ** lay.level_bits} evenly spaced levels (grey), step {step:.3g}", fontsize=10)
-    right.legend(fontsize=7, loc="lower right")
     _tidy(fig)
     plt.show()
 
