@@ -26,10 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from gguf import GGMLQuantizationType, GGUFReader
+from gguf import GGMLQuantizationType
 
 from .errors import KQuantError
 from .export import Config
+from .gguf_read import open_gguf
 
 T = GGMLQuantizationType
 
@@ -45,12 +46,7 @@ class Llama:
     def load(cls, path) -> "Llama":
         """Read a llama GGUF whose tensors are F32 or F16."""
         path = Path(path)
-        if not path.is_file():
-            raise KQuantError(f"{path}: no such file")
-        try:
-            r = GGUFReader(path)
-        except (ValueError, IndexError, KeyError, OverflowError) as e:
-            raise KQuantError(f"{path} is not a readable GGUF file ({type(e).__name__}: {e})") from None
+        r = open_gguf(path)  # missing, truncated or corrupt: one clear error
         meta = {k: f.contents() for k, f in r.fields.items() if not k.startswith("tokenizer.ggml.")}
         if meta.get("general.architecture") != "llama":
             raise KQuantError(f"{path} is a {meta.get('general.architecture')!r} model; kquant.forward reads llama models")

@@ -43,6 +43,7 @@ import numpy as np
 
 from . import corpus
 from .errors import KQuantError
+from .summary import inspect_gguf
 
 # Held-out stories, sums and facts: corpus seed 999 draws text disjoint from training (seed 1).
 HELD_OUT_SEED = 999
@@ -162,10 +163,7 @@ def log_softmax(x: np.ndarray) -> np.ndarray:
 
 def bits_per_weight(path) -> float:
     """Bits of tensor data per weight, over every tensor (metadata not counted)."""
-    from gguf import GGUFReader
-
-    r = GGUFReader(path)
-    return 8 * sum(int(t.n_bytes) for t in r.tensors) / sum(int(t.n_elements) for t in r.tensors)
+    return inspect_gguf(path).bpw
 
 
 # Tasks are asked in the layout the model was trained on: several to a document, one per
