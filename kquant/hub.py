@@ -1,7 +1,7 @@
 """Models: the one the workbook ships in data/, or any public GGUF from the Hugging Face Hub.
 
     >>> from kquant import hub
-    >>> path = hub.bundled()                       # data/kquant-tiny-f16.gguf, always there
+    >>> path = hub.bundled()                       # data/kquant-tiny-f16.gguf
     >>> path = hub.fetch()                         # a small public F16 model, if online
     >>> path = hub.fetch("someone/Model-GGUF", "model-f16.gguf")
 
@@ -11,6 +11,11 @@ asking the network, so the second call costs nothing and works offline. When the
 line and returns the bundled model instead, so a notebook cell never fails for want of a
 network. A file that does not exist on a reachable Hub is an error, not a fallback: that
 is a typo to fix, not a network to wait for.
+
+The bundled model is looked for in the checkout's data/ folder, then in the folder
+kquant.colab downloads it to (``$KQUANT_DATA``, else ~/.cache/kquant), which is where it
+is on Colab. ``BUNDLED`` is looked up at each use, so a model downloaded after kquant was
+imported is found.
 
 The Hub's address comes from ``HF_ENDPOINT`` and the cache from ``HF_HUB_CACHE``, read at
 each call (huggingface_hub itself reads them once, at import), so tests can point both at
@@ -25,20 +30,36 @@ import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from . import colab
 from .errors import KQuantError
 
-BUNDLED = Path(__file__).resolve().parent.parent / "data" / "kquant-tiny-f16.gguf"
+# The model in a checkout of the repository (an editable install); elsewhere colab.cache_dir() holds it.
+CHECKOUT = Path(__file__).resolve().parent.parent / "data" / colab.MODEL
 # A small public llama-architecture model published as F16 GGUF (135M parameters, about
 # 270 MB). Not checked from here: this machine has no route to the Hub.
 DEFAULT_REPO = "bartowski/SmolLM2-135M-Instruct-GGUF"
 DEFAULT_FILE = "SmolLM2-135M-Instruct-f16.gguf"
 
 
+def bundled_path() -> Path:
+    """Where the bundled model is: the checkout's data/, else the download folder; CHECKOUT if in neither."""
+    downloaded = colab.cache_dir() / colab.MODEL
+    return downloaded if not CHECKOUT.is_file() and downloaded.is_file() else CHECKOUT
+
+
+def __getattr__(name: str):
+    if name == "BUNDLED":  # hub.BUNDLED: where the bundled model is now (tests may set it to a path of their own)
+        return bundled_path()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def bundled() -> Path:
     """The model trained by scripts/train_model.py and shipped with the workbook."""
-    if not BUNDLED.is_file():
-        raise KQuantError(f"the bundled model {BUNDLED} is missing: restore data/ from git, or run scripts/train_model.py")
-    return BUNDLED
+    path = sys.modules[__name__].BUNDLED
+    if not path.is_file():
+        raise KQuantError(f"the bundled model {path} is missing: restore data/ from git, or run scripts/train_model.py "
+                          f"(on Colab: run the notebook's first code cell, which downloads it)")  # fmt: skip
+    return path
 
 
 def fetch(repo_id: str = DEFAULT_REPO, filename: str = DEFAULT_FILE, *, revision: str = "main",

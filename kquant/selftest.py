@@ -25,7 +25,7 @@ REQUIREMENTS = {
     "llama-cpp-python": ("llama_cpp", "==0.3.36"),
 }
 PYTHON = (3, 10)
-DATA = pathlib.Path(__file__).resolve().parents[1] / "data"
+DATA = pathlib.Path(__file__).resolve().parents[1] / "data"  # the checkout's; check_model() looks where kquant.hub does
 
 OK, MISSING, NOT_YET = "ok", "missing", "not yet available"
 _MARK = {OK: "✔", MISSING: "✘", NOT_YET: "…"}
@@ -126,7 +126,11 @@ def check_oracle() -> Check:
     return Check("llama.cpp's quantizer", OK, "loads, and its Q4_K bytes equal kquant's")
 
 
-def check_model(data: pathlib.Path = DATA) -> Check:
+def check_model(data: pathlib.Path | None = None) -> Check:
+    if data is None:  # the checkout's data/, or the folder kquant.colab downloaded the model to
+        from . import hub
+
+        data = hub.BUNDLED.parent
     found = sorted(p for p in data.glob("*.gguf") if not p.name.startswith(".")) if data.is_dir() else []
     if not found:
         return Check("bundled model", NOT_YET, f"not yet available (no .gguf file in {data}); notebooks 01-04 use synthetic weights meanwhile")

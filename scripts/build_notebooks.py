@@ -25,6 +25,12 @@ Each ``scripts/notebooks/NN_name.py`` becomes ``notebooks/NN_name.ipynb`` (nbfor
 The solution region is written empty in the source; the build puts nbgrader's stub
 there (see kquant/exercises/notebook.py for why), and refuses a notebook whose
 exercises do not match its ``kquant.exercises`` module one to one.
+
+Every notebook also gets, from the build and never from its source, an "Open in Colab"
+badge under the title of its first markdown cell and the setup cell (``setup_cell``) as
+its first code cell: on Colab it runs kquant/colab.py, which installs what Colab lacks
+and fetches the bundled model; elsewhere it does nothing. Both are made from the
+repository's address in pyproject.toml (``[project.urls] Repository``).
 """
 
 from __future__ import annotations
@@ -37,7 +43,13 @@ import sys
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from kquant import colab  # noqa: E402
 from kquant.exercises.notebook import STUB, exercises_of, replace_regions  # noqa: E402
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # the test extra installs tomli on 3.10
+    import tomli as tomllib
 
 SOURCES = ROOT / "scripts" / "notebooks"
 TARGET = ROOT / "notebooks"
@@ -47,6 +59,33 @@ KERNEL = {
     "kernelspec": {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"},
     "language_info": {"name": "python"},
 }
+
+
+def repository() -> str:
+    """The repository's address, from its one home: pyproject.toml's [project.urls] Repository."""
+    return tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["urls"]["Repository"].rstrip("/")
+
+
+def colab_url(notebook: str) -> str:
+    """Where Colab opens ``notebook`` (a file name in notebooks/) from GitHub's main branch."""
+    return f"https://colab.research.google.com/github/{colab.github_path(repository())}/blob/main/notebooks/{notebook}"
+
+
+def badge(notebook: str) -> str:
+    return f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({colab_url(notebook)})"
+
+
+def setup_cell() -> str:
+    """The first code cell of every notebook. On Colab it runs kquant/colab.py (the steps are there); elsewhere nothing."""
+    repo = repository()
+    return "\n".join([
+        "import importlib.util, runpy, sys, urllib.request",
+        'if "google.colab" in sys.modules:  # install what Colab lacks, fetch the model (kquant/colab.py; minutes, once)',
+        f'    urllib.request.urlretrieve("{colab.raw_url(repo, "kquant/colab.py")}", "/tmp/kquant_colab.py")',
+        f'    runpy.run_path("/tmp/kquant_colab.py")["setup"]("{repo}")',
+        'elif importlib.util.find_spec("kquant") is None:',
+        '    print("kquant is not installed: run `make lab` from the repository")',
+    ])  # fmt: skip
 
 
 def _split(text: str):
@@ -80,7 +119,10 @@ def build(source: pathlib.Path) -> dict:
     exercises = {ex.name: ex for ex in exercises_of(notebook_id)}
     seen = {"answer": [], "check": []}
     cells = []
-    for i, (kind, name, body) in enumerate(_split(source.read_text(encoding="utf-8"))):
+    text = source.read_text(encoding="utf-8")
+    if "google.colab" in text:
+        raise ValueError(f"{source.name}: the build writes every notebook's Colab setup cell; remove the source's own")
+    for i, (kind, name, body) in enumerate(_split(text)):
         cell_id = f"{notebook_id}-{i:03d}"
         if kind == "markdown":
             cells.append({"cell_type": "markdown", "id": cell_id, "metadata": {}, "source": _markdown(body)})
@@ -106,6 +148,12 @@ def build(source: pathlib.Path) -> dict:
     for kind, names in seen.items():
         if sorted(names) != sorted(exercises):
             raise ValueError(f"{source.name}: {kind} cells {sorted(names)} do not match the exercises {sorted(exercises)}")
+    if not cells or cells[0]["cell_type"] != "markdown":
+        raise ValueError(f"{source.name}: a notebook opens with a markdown cell (its title)")
+    title, _, rest = cells[0]["source"].partition("\n")
+    cells[0]["source"] = f"{title}\n\n{badge(target_of(source).name)}\n\n{rest.lstrip(chr(10))}".rstrip("\n")
+    setup = {"cell_type": "code", "execution_count": None, "id": f"{notebook_id}-setup", "metadata": {}, "outputs": [], "source": setup_cell()}
+    cells.insert(1, setup)
     return {"cells": cells, "metadata": KERNEL, "nbformat": 4, "nbformat_minor": 5}
 
 

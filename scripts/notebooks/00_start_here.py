@@ -22,13 +22,6 @@ against llama.cpp's own C code.
 * answer an exercise and use `check`, `hint` and `solution`.
 """
 
-# %%
-# On Colab only: install the two pinned packages Colab lacks (`make lab` has installed everything elsewhere).
-import sys
-
-if "google.colab" in sys.modules:
-    %pip install --quiet gguf==0.19.0 llama-cpp-python==0.3.36
-
 # %% [markdown]
 """
 ## 1. How to run it
@@ -36,10 +29,11 @@ if "google.colab" in sys.modules:
 * **JupyterLab** (recommended): in a checkout of the repository, `make lab` creates a
   virtual environment in `.venv/`, installs everything (llama-cpp-python compiles llama.cpp
   once, which takes a few minutes) and opens this folder. `make test` runs every test.
-* **Colab**: open a notebook from the repository. Its first code cell installs the pinned
-  `gguf` and `llama-cpp-python` (the latter compiles for several minutes the first time);
-  kquant itself must be installed from the repository too (`%pip install` followed by the
-  repository's git URL), then restart the runtime.
+* **Colab**: click the "Open in Colab" badge under a notebook's title. The notebook's first
+  code cell installs what Colab lacks (kquant, and the pinned `gguf` and `llama-cpp-python`)
+  and downloads the bundled model: about a minute, or about ten if no prebuilt
+  llama-cpp-python fits Colab's Python and llama.cpp has to be compiled. Anywhere else that
+  cell does nothing. Its steps are in `kquant/colab.py`.
 * **Classroom (nbgrader)**: every exercise is an nbgrader answer cell with a graded check
   cell (schema 3, ids and points set). To make the instructor ("source") version, with the
   solutions filled in: `python -m kquant.exercises instructor notebooks/*.ipynb --out source/kquant`.
@@ -94,24 +88,23 @@ Every exercise asks you to complete a **function**. Its cell looks like this:
 
 ```python
 def levels(bits):
-    ### BEGIN SOLUTION
     # YOUR CODE HERE
     raise NotImplementedError()
-    ### END SOLUTION
 ```
 
-Replace the two lines between the markers with your code, run the cell, then run the
-check cell below it. The check calls your function on fresh random inputs (so it tests
-what your function *does*, not one memorised value) and answers in one line:
+Replace those two lines with your code, run the cell, then run the check cell below it.
+The check calls your function on fresh random inputs (so it tests what your function
+*does*, not one memorised value) and answers in one line:
 
 * `✔` correct; `✘` wrong, with what is wrong; `…` not attempted yet.
 * `ex.q1.hint()` shows a hint (call it again for the next one).
 * `ex.q1.solution()` shows a complete solution, when you want to compare.
 
-The markers are for classroom grading; leave them where they are. A check never crashes
-on an odd answer, it says what is wrong. Here is what it says when given the wrong thing,
-a number instead of a function (`evaluate` is `check` without the grading: a demonstration
-must not count as an attempt):
+In the notebooks as shipped the two lines sit between two marker comments (`### BEGIN …`
+and `### END …`): write your code between them and leave the markers where they are,
+classroom grading uses them. A check never crashes on an odd answer, it says what is
+wrong. Here is what it says when given the wrong thing, a number instead of a function
+(`evaluate` is `check` without the grading: a demonstration must not count as an attempt):
 """
 
 # %%

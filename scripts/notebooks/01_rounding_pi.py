@@ -20,13 +20,6 @@ below it. `ex.q1.hint()` gives a hint, `ex.q1.solution()` a solution (notebook 0
 """
 
 # %%
-# On Colab only: install the two pinned packages Colab lacks (`make lab` has installed everything elsewhere).
-import sys
-
-if "google.colab" in sys.modules:
-    %pip install --quiet gguf==0.19.0 llama-cpp-python==0.3.36
-
-# %%
 import numpy as np
 from ipywidgets import FloatText, IntSlider, fixed, interact
 

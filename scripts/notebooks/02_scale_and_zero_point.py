@@ -14,13 +14,6 @@ point** (where the levels start). This notebook quantizes a whole weight matrix 
 """
 
 # %%
-# On Colab only: install the two pinned packages Colab lacks (`make lab` has installed everything elsewhere).
-import sys
-
-if "google.colab" in sys.modules:
-    %pip install --quiet gguf==0.19.0 llama-cpp-python==0.3.36
-
-# %%
 import math
 
 import numpy as np

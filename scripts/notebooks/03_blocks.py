@@ -15,13 +15,6 @@ notebook measures what that buys and what it costs, then writes a real llama.cpp
 """
 
 # %%
-# On Colab only: install the two pinned packages Colab lacks (`make lab` has installed everything elsewhere).
-import sys
-
-if "google.colab" in sys.modules:
-    %pip install --quiet gguf==0.19.0 llama-cpp-python==0.3.36
-
-# %%
 import numpy as np
 from ipywidgets import IntSlider, SelectionSlider, fixed, interact
 

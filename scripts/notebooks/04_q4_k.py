@@ -18,13 +18,6 @@ llama.cpp's.
 """
 
 # %%
-# On Colab only: install the two pinned packages Colab lacks (`make lab` has installed everything elsewhere).
-import sys
-
-if "google.colab" in sys.modules:
-    %pip install --quiet gguf==0.19.0 llama-cpp-python==0.3.36
-
-# %%
 import numpy as np
 from ipywidgets import IntSlider, fixed, interact
 

@@ -17,13 +17,6 @@ where the "K" comes from.
 """
 
 # %%
-# On Colab only: install the two pinned packages Colab lacks (`make lab` has installed everything elsewhere).
-import sys
-
-if "google.colab" in sys.modules:
-    %pip install --quiet gguf==0.19.0 llama-cpp-python==0.3.36
-
-# %%
 import numpy as np
 from ipywidgets import Dropdown, IntSlider, fixed, interact
 

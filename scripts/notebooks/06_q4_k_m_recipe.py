@@ -16,13 +16,6 @@ Q4_K_S and Q5_K_M, and measures what the whole file costs per weight.
 """
 
 # %%
-# On Colab only: install the two pinned packages Colab lacks (`make lab` has installed everything elsewhere).
-import sys
-
-if "google.colab" in sys.modules:
-    %pip install --quiet gguf==0.19.0 llama-cpp-python==0.3.36
-
-# %%
 import math
 import os
 import tempfile

@@ -21,13 +21,6 @@ that it is llama.cpp's file byte for byte, and see where one tensor's bytes went
 """
 
 # %%
-# On Colab only: install the two pinned packages Colab lacks (`make lab` has installed everything elsewhere).
-import sys
-
-if "google.colab" in sys.modules:
-    %pip install --quiet gguf==0.19.0 llama-cpp-python==0.3.36
-
-# %%
 import json
 import math
 import os

@@ -1,0 +1,185 @@
+"""Set the workbook up on Google Colab: install what Colab lacks, fetch the bundled model.
+
+Every notebook's first code cell (written by scripts/build_notebooks.py) downloads this
+file from the repository's main branch and calls its ``setup``, on Colab only:
+
+    runpy.run_path("/tmp/kquant_colab.py")["setup"]("https://github.com/OWNER/REPO")
+
+It uses nothing but the standard library, so it works before kquant is installed. On
+Colab (``"google.colab" in sys.modules``) it installs, each only if missing:
+
+1. kquant itself from the repository, without its dependencies (Colab has numpy,
+   matplotlib, ipywidgets 7.7 and a Jupyter stack; jupyterlab is not wanted there);
+2. gguf and llama-cpp-python at the versions pinned in pyproject.toml (read from kquant's
+   installed metadata); llama-cpp-python first as a prebuilt wheel from the project's
+   CPU wheel index only, then, if there is none for this Python, by compiling llama.cpp;
+3. the bundled model ``data/kquant-tiny-f16.gguf``, downloaded from the repository's main
+   branch into ``cache_dir()`` and checked against ``MODEL_SHA256``; kquant.hub looks
+   there after the checkout's data/ folder.
+
+Anywhere else it does nothing. ``KQUANT_DATA`` sets the cache folder and
+``KQUANT_DATA_URL`` the address the model is downloaded from (tests point it at a
+local server).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import importlib.util
+import os
+import subprocess
+import sys
+import tempfile
+import urllib.request
+from pathlib import Path
+
+MODEL = "kquant-tiny-f16.gguf"
+# sha256 of data/kquant-tiny-f16.gguf (tests/test_colab.py keeps it in step with the file).
+MODEL_SHA256 = "2660799f8095dc5201c40a96a93d759f345e2b06d1298dd6b00f4af50cb35f4a"
+WHEELS = "https://abetlen.github.io/llama-cpp-python/whl/cpu"  # llama-cpp-python's CPU wheels
+SOURCE_BUILD_MINUTES = 10  # compiling llama.cpp on Colab's 2 CPUs
+
+
+class SetupError(Exception):
+    """A step failed; the message is one line saying what to do."""
+
+
+def on_colab() -> bool:
+    return "google.colab" in sys.modules
+
+
+def cache_dir() -> Path:
+    """Where downloaded data goes: $KQUANT_DATA, else ~/.cache/kquant (or $XDG_CACHE_HOME/kquant)."""
+    if os.environ.get("KQUANT_DATA"):
+        return Path(os.environ["KQUANT_DATA"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "kquant"
+
+
+def checkout_data() -> Path | None:
+    """The data/ folder beside an installed kquant package (a checkout, an editable install), if any."""
+    spec = importlib.util.find_spec("kquant")
+    if spec is None or not spec.origin:
+        return None
+    return Path(spec.origin).resolve().parent.parent / "data"
+
+
+def github_path(repository: str) -> str:
+    """"https://github.com/OWNER/REPO" -> "OWNER/REPO"."""
+    return repository.rstrip("/").removesuffix(".git").split("github.com/", 1)[-1]
+
+
+def raw_url(repository: str, path: str) -> str:
+    """The address of file ``path`` on the repository's main branch, as GitHub serves it raw."""
+    return f"https://raw.githubusercontent.com/{github_path(repository)}/main/{path}"
+
+
+def data_url(repository: str) -> str:
+    """The folder the model is downloaded from: $KQUANT_DATA_URL, else data/ on the repository's main branch."""
+    return os.environ.get("KQUANT_DATA_URL", "").rstrip("/") or raw_url(repository, "data")
+
+
+def run_pip(args: list[str], env: dict | None = None) -> int:
+    """``python -m pip install ARGS`` with this kernel's Python; its output shown as it comes."""
+    proc = subprocess.Popen([sys.executable, "-m", "pip", "install", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env={**os.environ, **(env or {})})  # fmt: skip
+    for line in proc.stdout:
+        print(line, end="", flush=True)
+    return proc.wait()
+
+
+def installed(name: str) -> str | None:
+    """The installed version of distribution ``name``, or None."""
+    importlib.invalidate_caches()
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def pins() -> dict:
+    """{"gguf": "0.19.0", "llama-cpp-python": "0.3.36"}: the exact pins of kquant's installed metadata (pyproject.toml)."""
+    importlib.invalidate_caches()  # kquant may have been installed a moment ago
+    found = {}
+    for req in importlib.metadata.requires("kquant") or []:
+        name, sep, version = req.partition("==")
+        if sep and ";" not in req:
+            found[name.strip().lower()] = version.strip()
+    missing = {"gguf", "llama-cpp-python"} - set(found)
+    if missing:
+        raise SetupError(f"kquant's metadata pins no version of {', '.join(sorted(missing))}: reinstall kquant")
+    return {name: found[name] for name in ("gguf", "llama-cpp-python")}
+
+
+def install(repository: str, pip=run_pip, have=installed) -> None:
+    """Install kquant, gguf and llama-cpp-python, each only if it is not there at the right version."""
+    if have("kquant") is None:
+        print("kquant: installing kquant from", repository, flush=True)
+        if pip(["--quiet", "--no-deps", f"kquant @ git+{repository.rstrip('/')}@main"]) != 0:
+            raise SetupError(f"pip could not install kquant from {repository}: see pip's message above")
+    versions = pins()
+    if have("gguf") != versions["gguf"]:
+        if pip(["--quiet", f"gguf=={versions['gguf']}"]) != 0:
+            raise SetupError(f"pip could not install gguf=={versions['gguf']}: see pip's message above")
+    llama = f"llama-cpp-python=={versions['llama-cpp-python']}"
+    if have("llama-cpp-python") != versions["llama-cpp-python"]:
+        if pip(["--quiet", "--only-binary=:all:", "--extra-index-url", WHEELS, llama]) != 0:
+            print(f"kquant: no prebuilt wheel of {llama} for Python {sys.version_info.major}.{sys.version_info.minor} at {WHEELS}; "
+                  f"building llama.cpp from source, about {SOURCE_BUILD_MINUTES} minutes (once per Colab runtime)", flush=True)  # fmt: skip
+            # PyPI publishes llama-cpp-python as source only: pip compiles it, on every CPU.
+            if pip(["--quiet", llama], env={"CMAKE_BUILD_PARALLEL_LEVEL": str(os.cpu_count() or 2)}) != 0:
+                raise SetupError(f"pip could not build {llama}: see pip's message above")
+
+
+def model_path() -> Path | None:
+    """The bundled model where kquant.hub looks for it (the checkout's data/, then ``cache_dir()``), or None."""
+    for folder in (checkout_data(), cache_dir()):
+        if folder is not None and (folder / MODEL).is_file():
+            return folder / MODEL
+    return None
+
+
+def fetch_model(base_url: str, dest: Path | None = None) -> Path:
+    """Download the bundled model into ``dest`` (default ``cache_dir()``), refusing it unless its sha256 is MODEL_SHA256.
+
+    Written to a temporary file and renamed once verified: an interrupted or corrupted
+    download leaves no file behind.
+    """
+    dest = Path(dest or cache_dir())
+    dest.mkdir(parents=True, exist_ok=True)
+    url = f"{base_url.rstrip('/')}/{MODEL}"
+    print(f"kquant: downloading {MODEL} (13 MB) from {url}", flush=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{MODEL}.", suffix=".part", dir=dest)
+    try:
+        digest = hashlib.sha256()
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
+            while chunk := response.read(1 << 20):
+                digest.update(chunk)
+                out.write(chunk)
+        if digest.hexdigest() != MODEL_SHA256:
+            raise SetupError(f"the download of {url} is corrupted (sha256 {digest.hexdigest()[:12]}…, expected "
+                             f"{MODEL_SHA256[:12]}…): nothing was saved; run the cell again")  # fmt: skip
+        os.replace(tmp, dest / MODEL)
+    except OSError as e:  # no network, HTTP errors (urllib's HTTPError is an OSError), a full disk
+        raise SetupError(f"could not download {url} ({type(e).__name__}: {e}); check the network and run the cell again") from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return dest / MODEL
+
+
+def setup(repository: str, pip=run_pip, have=installed, base_url: str | None = None) -> bool:
+    """On Colab: install what is missing and fetch the model, printing one line per step. Elsewhere: nothing.
+
+    True when everything is in place (or not on Colab); on a failure, one line saying what to do, and False.
+    """
+    if not on_colab():
+        return True
+    try:
+        install(repository, pip=pip, have=have)
+        model = model_path() or fetch_model(base_url or data_url(repository))
+    except SetupError as e:
+        print(f"kquant setup failed: {e}", file=sys.stderr, flush=True)
+        return False
+    print(f"kquant: ready (model: {model})", flush=True)
+    return True
