@@ -83,3 +83,27 @@ def group_levels(block: np.ndarray, name: str) -> np.ndarray:
         q = np.full_like(fields.q, k)
         out[:, k] = fmt.module.decode(fields._replace(q=q))[0, :: lay.group]
     return out
+
+
+def on_even_grid(values, n_levels: int, atol: float = 1e-3):
+    """Whether each group of ``values`` fits on ``n_levels`` evenly spaced points (some may be unused).
+
+    A linear code of b bits, x ≈ scale · q + offset with whole q in 0..2**b − 1, always
+    decodes a group to such a grid, so this is True for every group a k-quant or a legacy
+    format decodes; False for a code book such as IQ4_NL's 16 uneven values, or for the
+    centroids a clustering would find. The grid's step must divide the range (max − min)
+    into j equal parts, j < n_levels: try each j and see whether every value lands on a
+    whole step, up to float32 rounding (``atol`` of a step).
+
+    ``values``: one group (n,) -> a bool; or groups (g, n) -> g bools.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    groups = v.reshape(-1, v.shape[-1])  # (g, n)
+    lo, span = groups.min(-1, keepdims=True), np.ptp(groups, axis=-1, keepdims=True)
+    found = span[:, 0] == 0  # a single level
+    with np.errstate(invalid="ignore", divide="ignore"):
+        unit = (groups - lo) / span  # (g, n) in [0, 1]
+        for j in range(1, n_levels):
+            steps = unit * j
+            found |= (np.abs(steps - np.round(steps)) <= atol).all(-1)
+    return bool(found[0]) if v.ndim == 1 else found

@@ -19,6 +19,11 @@ def weight_bytes(n_params: float, bits_per_weight: float) -> float:
     return n_params * bits_per_weight / 8
 
 
+def kv_cache_bytes(n_layer: int, n_kv_head: int, head_dim: int, n_ctx: int, bytes_per_value: float = 2) -> float:
+    """Bytes of a KV cache: every layer keeps a key and a value vector per KV head for every position (F16: 2 bytes)."""
+    return 2 * n_layer * n_kv_head * head_dim * n_ctx * bytes_per_value
+
+
 def gib(n_bytes: float) -> float:
     return n_bytes / GIB
 

@@ -161,6 +161,38 @@ def log_softmax(x: np.ndarray) -> np.ndarray:
     return x - m - np.log(np.exp(x - m).sum(-1, keepdims=True))
 
 
+def nll(logits: np.ndarray, tokens) -> np.ndarray:
+    """Negative log-likelihood of each next token: position i predicts tokens[i + 1]; shape (n - 1,)."""
+    tokens = np.asarray(tokens)
+    return -log_softmax(logits[:-1])[np.arange(len(tokens) - 1), tokens[1:]]
+
+
+def perplexity(logits: np.ndarray, tokens) -> float:
+    """exp(mean negative log-likelihood of the next token) of one sequence."""
+    return float(np.exp(nll(logits, tokens).mean()))
+
+
+def kl_per_position(ref_logits: np.ndarray, logits: np.ndarray) -> np.ndarray:
+    """KL(reference ‖ file) at every position, in nats: Σ p_ref · (log p_ref − log p)."""
+    lp_ref, lp = log_softmax(ref_logits), log_softmax(logits)
+    return (np.exp(lp_ref) * (lp_ref - lp)).sum(-1)
+
+
+def kl_divergence(ref_logits: np.ndarray, logits: np.ndarray) -> float:
+    """Mean KL(reference ‖ file) over the positions of one sequence."""
+    return float(kl_per_position(ref_logits, logits).mean())
+
+
+def top1_agreement(ref_logits: np.ndarray, logits: np.ndarray) -> float:
+    """Share of positions where both pick the same most likely token."""
+    return float(np.mean(ref_logits.argmax(-1) == logits.argmax(-1)))
+
+
+def next_token_probs(model: Model, prompt: str) -> np.ndarray:
+    """The model's probabilities for the token after ``prompt`` (which follows ``<s>``), shape (n_vocab,)."""
+    return np.exp(log_softmax(model.logits(model.tokenize(prompt, bos=True))[-1]))
+
+
 def bits_per_weight(path) -> float:
     """Bits of tensor data per weight, over every tensor (metadata not counted)."""
     return inspect_gguf(path).bpw
@@ -209,17 +241,14 @@ def evaluate(path, reference: Scores | None = None, *, n_docs: int = 48, n_sums:
     seqs = held_out_sequences(m, n_docs)
     logits = [m.logits(s) for s in seqs]
     # Position i predicts token i+1; the last position has no next token in the document.
-    nll = np.concatenate([-log_softmax(lg[:-1])[np.arange(len(s) - 1), s[1:]] for lg, s in zip(logits, seqs)])
+    nlls = np.concatenate([nll(lg, s) for lg, s in zip(logits, seqs)])
     if reference is not None:
         if reference.tokens != seqs:
             raise KQuantError(f"{path} tokenizes the held-out text differently from {reference.path}: "
                               "KL and top-1 compare files of one model (the same vocabulary), not different models")
-        kl_all, same = [], []
-        for ref_logits, lg in zip(reference.logits, logits):
-            lp_ref, lp = log_softmax(ref_logits), log_softmax(lg)
-            kl_all.append((np.exp(lp_ref) * (lp_ref - lp)).sum(-1))  # KL(ref ‖ file) at each position
-            same.append(ref_logits.argmax(-1) == lg.argmax(-1))
-        kl, top1 = float(np.concatenate(kl_all).mean()), float(np.concatenate(same).mean())
+        # Means over every position of every document, not means of per-document means.
+        kl = float(np.concatenate([kl_per_position(r, lg) for r, lg in zip(reference.logits, logits)]).mean())
+        top1 = float(np.mean(np.concatenate([r.argmax(-1) == lg.argmax(-1) for r, lg in zip(reference.logits, logits)])))
     else:
         kl, top1 = 0.0, 1.0
     results = task_results(m, held_out_tasks(n_sums))
@@ -231,7 +260,7 @@ def evaluate(path, reference: Scores | None = None, *, n_docs: int = 48, n_sums:
         path=Path(path),
         size_mb=os.path.getsize(path) / 1e6,
         bpw=bits_per_weight(path),
-        perplexity=float(np.exp(nll.mean())),
+        perplexity=float(np.exp(nlls.mean())),
         kl=max(kl, 0.0),  # a sum of float64 terms can land a hair below zero for identical files
         top1=top1,
         accuracy={k: float(v.mean()) for k, v in results.items()},

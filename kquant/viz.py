@@ -576,3 +576,83 @@ def gguf_map_view(files: dict, name: str):
         ax.set_title(f"{label}: its tensor info record, bytes {t.start:,}–{t.end - 1:,} ({t.type.name}, ne {t.ne}, offset {t.offset:,})", fontsize=9)
     _tidy(fig, hspace=0.9)
     plt.show()
+
+
+# --- notebook 08: running the model -----------------------------------------------------
+
+
+def next_token_view(models: dict, prompt: str, name: str, k: int = 8):
+    """The ``k`` likeliest next tokens after ``prompt`` for the first model (the reference) and ``name``.
+
+    ``models``: label -> kquant.run.Model, the reference first. The title gives the KL
+    divergence between the two whole distributions at this one position.
+    """
+    from .run import next_token_probs
+
+    ref_label = next(iter(models))
+    p_ref, p = next_token_probs(models[ref_label], prompt), next_token_probs(models[name], prompt)
+    top = np.argsort(-p_ref, kind="stable")[:k]
+    kl = float(np.sum(p_ref * (np.log(np.maximum(p_ref, 1e-30)) - np.log(np.maximum(p, 1e-30)))))
+    labels = [repr(models[ref_label].detokenize([int(t)])) for t in top]
+    fig, ax = plt.subplots(figsize=(8, 3.4))
+    x = np.arange(k)
+    ax.bar(x - 0.2, p_ref[top], 0.4, color=EXPONENT, label=ref_label)
+    ax.bar(x + 0.2, p[top], 0.4, color=SIGN, label=name)
+    ax.set_xticks(x, labels, fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("probability")
+    ax.set_title(f"next token after {prompt!r}: KL({ref_label} ‖ {name}) = {kl:.2e} nats", fontsize=10)
+    ax.legend(fontsize=8)
+    _tidy(fig)
+    plt.show()
+
+
+def scores_vs_bpw(rows, title: str):
+    """KL divergence and top-1 disagreement against bits per weight, one point per file (kquant.run.Scores)."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    quantized = [r for r in rows if r.kl > 0]
+    for ax, metric, label in [(axes[0], lambda r: r.kl, "KL divergence vs the reference (nats/token)"),
+                              (axes[1], lambda r: 1 - r.top1, "top-1 disagreement (share of positions)")]:
+        ax.plot([r.bpw for r in quantized], [metric(r) for r in quantized], "o", color=EXPONENT)
+        for r in quantized:
+            ax.annotate(r.path.stem.rsplit("-", 1)[-1], (r.bpw, metric(r)), textcoords="offset points", xytext=(4, 3), fontsize=8)
+        _log_y(ax)
+        ax.set_xlabel("bits per weight (whole file)")
+        ax.set_ylabel(label, fontsize=9)
+        ax.grid(alpha=0.3)
+    fig.suptitle(title, fontsize=11)
+    _tidy(fig)
+    plt.show()
+
+
+# --- notebook 09: claims and measurements -------------------------------------------------
+
+
+def memory_view(model: str, mix: str, n_ctx: int, layouts: dict, bpw: dict, gpu_gb: float = 24.0):
+    """Memory for a model's weights (at every mix's bits per weight) and its F16 KV cache, against one GPU.
+
+    ``layouts``: model name -> (parameters, layers, KV heads, head size); ``bpw``: mix ->
+    bits per weight of the whole file. The chosen ``mix`` is outlined; the dashed line is
+    ``gpu_gb`` (a 24 GB consumer card).
+    """
+    from .memory import gb, kv_cache_bytes, weight_bytes
+
+    n_params, n_layer, n_kv_head, head_dim = layouts[model]
+    kv = gb(kv_cache_bytes(n_layer, n_kv_head, head_dim, n_ctx, bytes_per_value=2))
+    names = list(bpw)
+    weights = [gb(weight_bytes(n_params, bpw[m])) for m in names]
+    fig, ax = plt.subplots(figsize=(9, 3.8))
+    x = np.arange(len(names))
+    ax.bar(x, weights, color=EXPONENT, label="weights")
+    ax.bar(x, [kv] * len(names), bottom=weights, color=MANTISSA, label=f"KV cache, F16, {n_ctx:,} positions")
+    i = names.index(mix)
+    ax.bar(x[i], weights[i] + kv, fill=False, edgecolor=SIGN, linewidth=2)
+    ax.annotate(f"{weights[i] + kv:.1f} GB", (x[i], weights[i] + kv), textcoords="offset points", xytext=(0, 4), ha="center", fontsize=9, color=SIGN)
+    ax.axhline(gpu_gb, color="black", linestyle="--", linewidth=1)
+    ax.annotate(f"{gpu_gb:g} GB", (len(names) - 0.5, gpu_gb), textcoords="offset points", xytext=(0, 3), ha="right", fontsize=8)
+    ax.set_xticks(x, names, fontsize=8)
+    ax.set_ylabel("GB (10⁹ bytes)")
+    ax.set_title(f"{model}: {n_params / 1e9:g}B parameters, {n_layer} layers, {n_kv_head} KV heads × {head_dim}", fontsize=10)
+    ax.legend(fontsize=8, loc="upper left")
+    _tidy(fig)
+    plt.show()
