@@ -1,10 +1,12 @@
 """The repository's promises about installation, checked."""
 
 import pathlib
+import re
 import sys
 
 import yaml
 from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -28,17 +30,43 @@ def _normalise(specs):
     return out
 
 
-def test_environment_yml_lists_the_same_dependencies_as_pyproject():
-    project = _pyproject()["project"]
-    wanted = _normalise(project["dependencies"] + project["optional-dependencies"]["test"])
+# What environment.yml may list besides pyproject's dependencies: conda-forge tools that only
+# build llama-cpp-python from source (PyPI has no wheel of it), on Binder and for conda users.
+BUILD_ONLY = {"cxx-compiler", "cmake", "ninja"}
 
+
+def _conda_name(spec: str) -> str:
+    return re.match(r"[A-Za-z0-9_.-]+", spec).group(0)  # "cmake>=3.21" -> "cmake", "python=3.11" -> "python"
+
+
+def _environment_yml():
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     conda, pip = [], []
     for dep in env["dependencies"]:
         (pip.extend(dep["pip"]) if isinstance(dep, dict) else conda.append(dep))
-    listed = _normalise([d for d in conda if not d.startswith(("python", "pip"))] + [d for d in pip if d != "-e ."])
+    return env, conda, pip
+
+
+def test_environment_yml_lists_the_same_dependencies_as_pyproject():
+    project = _pyproject()["project"]
+    wanted = _normalise(project["dependencies"] + project["optional-dependencies"]["test"])
+
+    _env, conda, pip = _environment_yml()
+    build_only = [d for d in conda if _conda_name(d) in BUILD_ONLY]
+    listed = _normalise([d for d in conda if not d.startswith(("python", "pip")) and d not in build_only] + [d for d in pip if d != "-e ."])
     assert listed == wanted
     assert "-e ." in pip, "environment.yml must install kquant itself for Binder"
+    assert sorted(map(_conda_name, build_only)) == sorted(BUILD_ONLY), "the build-only tools are conda packages, each listed once"
+
+
+def test_environment_yml_is_what_binder_needs():
+    """repo2docker (mybinder.org) reads conda-forge's channel and an exact python=X.Y from it."""
+    env, conda, _pip = _environment_yml()
+    assert env["channels"][0] == "conda-forge"
+    python = [d for d in conda if _conda_name(d) == "python"]
+    assert len(python) == 1 and re.fullmatch(r"python=3\.\d+", python[0]), f"repo2docker reads only python=X.Y, not {python}"
+    minimum = _pyproject()["project"]["requires-python"]  # ">=3.10"
+    assert SpecifierSet(minimum).contains(python[0].split("=")[1]), f"{python[0]} outside requires-python {minimum}"
 
 
 def test_ipywidgets_stays_within_what_colab_ships():
@@ -46,8 +74,17 @@ def test_ipywidgets_stays_within_what_colab_ships():
     assert deps["ipywidgets"] == "<9,>=7.7"
 
 
+# The one line .ci/run may run besides the test command: install the Chromium that
+# tests/test_browser.py drives, with apt, only when it is missing. It installs, it tests nothing.
+CI_INSTALLS_CHROMIUM = (
+    "[ -x /usr/bin/chromium ] || { apt-get update -q && DEBIAN_FRONTEND=noninteractive "
+    "apt-get install -y -q --no-install-recommends chromium; }"
+)
+
+
 def test_ci_runs_exactly_the_readme_test_command():
     readme = (ROOT / "README.md").read_text()
     ci = (ROOT / ".ci" / "run").read_text()
     assert "make test" in readme.split("\n## ")[0], "the README must open with the test command"
-    assert [line for line in ci.splitlines() if line and not line.startswith(("#", "set ", "cd "))] == ["make test"]
+    commands = [line for line in ci.splitlines() if line and not line.startswith(("#", "set ", "cd "))]
+    assert commands == [CI_INSTALLS_CHROMIUM, "make test"], "CI installs Chromium if missing, then runs `make test`, nothing else"
