@@ -9,7 +9,7 @@ The API mirrors gguf-py's ``gguf.quants.quantize`` / ``dequantize``, so either c
 stand in for the other.
 """
 
-from . import mixes
+from . import imatrix, mixes
 from .errors import KQuantError
 from .formats import FORMATS, Format, dequantize, get_format, quantize
 from .gguf_file import plan_gguf, quantize_gguf
@@ -21,6 +21,7 @@ __all__ = [
     "KQuantError",
     "dequantize",
     "get_format",
+    "imatrix",
     "inspect_gguf",
     "mixes",
     "plan_gguf",

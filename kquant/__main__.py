@@ -15,7 +15,7 @@ import argparse
 import sys
 
 from .errors import KQuantError
-from .mixes import LLAMA_CPP_VERSION, MIXES
+from .mixes import IMATRIX_MIXES, LLAMA_CPP_VERSION, MIXES
 
 
 def main(argv=None) -> int:
@@ -47,7 +47,7 @@ def _parser() -> argparse.ArgumentParser:
         description=f"llama.cpp's quantization in readable numpy, byte-exact with llama.cpp {LLAMA_CPP_VERSION}.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    mixes = ", ".join(MIXES)
+    mixes = ", ".join(MIXES) + f" ({', '.join(IMATRIX_MIXES)} with --imatrix)"
 
     q = sub.add_parser(
         "quantize",
@@ -92,6 +92,7 @@ def _add_mix_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--output-tensor-type", metavar="TYPE", help="type for output.weight")
     p.add_argument("--token-embedding-type", metavar="TYPE", help="type for token_embd.weight")
+    p.add_argument("--imatrix", metavar="FILE", help="importance matrix file (llama-imatrix's GGUF or .dat format, or kquant.imatrix's)")
 
 
 def _mix_options(args) -> dict:
@@ -102,7 +103,8 @@ def _mix_options(args) -> dict:
             raise KQuantError(f"--tensor-type {item!r}: write it as REGEX=TYPE, e.g. attn_v=q8_0")
         overrides.append((pattern, qtype))
     return dict(
-        pure=args.pure, overrides=overrides, output_type=args.output_tensor_type, token_embd_type=args.token_embedding_type
+        pure=args.pure, overrides=overrides, output_type=args.output_tensor_type, token_embd_type=args.token_embedding_type,
+        imatrix=args.imatrix,
     )
 
 

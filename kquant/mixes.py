@@ -14,11 +14,12 @@ the mix's default (Q4_K), a few sensitive ones get more bits (Q6_K), norms stay 
 
 The rules are those of ``llama_tensor_get_type`` in src/llama-quant.cpp of llama.cpp
 0c1e57098 (the copy vendored by llama-cpp-python 0.3.36), for the "llama" architecture
-and without an importance matrix. Left out on purpose: the Falcon, GLM5-NEXT and
-BailingMoE3 branches (other architectures), the IQ/TQ/MXFP4 file types (kquant does not
-encode them), Q2_K_S (it requires an importance matrix) and the Q4_0/Q5_0 ffn_down rule
-that only fires with an importance matrix. This module is pure logic: names, shapes and
-hyper-parameters in, a plan out; ``kquant.gguf_file`` applies it to a real file.
+with or without an importance matrix (``has_imatrix``: for the mixes here it changes one
+rule, Q4_0 / Q5_0 give ffn_down of the first n_layer/8 layers Q4_1 / Q5_1). Left out on
+purpose: the Falcon, GLM5-NEXT and BailingMoE3 branches (other architectures), the
+IQ/TQ/MXFP4 file types (kquant does not encode them). Q2_K_S, which llama.cpp writes only
+with an importance matrix, is in ``IMATRIX_MIXES``, apart from ``MIXES``. This module is pure logic: names, shapes and hyper-parameters in, a plan out;
+``kquant.gguf_file`` applies it to a real file.
 """
 
 from __future__ import annotations
@@ -66,6 +67,13 @@ MIXES: dict[str, Mix] = {
     )
 }
 
+# Mixes llama.cpp refuses to write without an importance matrix (tensor_requires_imatrix:
+# every Q2_K tensor of a Q2_K_S file but token_embd and output). Kept apart from MIXES, which
+# every mix loop (the demo, the notebooks, the whole-file tests) can quantize without one.
+IMATRIX_MIXES: dict[str, Mix] = {
+    "Q2_K_S": Mix("Q2_K_S", LlamaFileType.MOSTLY_Q2_K_S, T.Q2_K, "2.96G, +3.1836 ppl @ Llama-3-8B"),
+}
+
 # llama-quantize accepts these short names too.
 ALIASES = {"Q3_K": "Q3_K_M", "Q4_K": "Q4_K_M", "Q5_K": "Q5_K_M"}
 
@@ -76,9 +84,18 @@ def get_mix(mix: str | Mix) -> Mix:
         return mix
     name = str(mix).strip().upper()
     name = ALIASES.get(name, name)
+    if name in IMATRIX_MIXES:
+        return IMATRIX_MIXES[name]
     if name not in MIXES:
-        raise KQuantError(f"unknown mix {mix!r}: use one of {', '.join(MIXES)}")
+        raise KQuantError(f"unknown mix {mix!r}: use one of {', '.join([*MIXES, *IMATRIX_MIXES])}")
     return MIXES[name]
+
+
+def requires_imatrix(name: str, new_type: GGMLQuantizationType, mix: str | Mix) -> bool:
+    """tensor_requires_imatrix for the types kquant writes: Q2_K in a Q2_K_S file, except token_embd and output."""
+    if name in ("token_embd.weight", "per_layer_token_embd.weight", "output.weight"):
+        return False
+    return new_type == T.Q2_K and get_mix(mix).name == "Q2_K_S"
 
 
 @dataclass(frozen=True)
@@ -143,6 +160,7 @@ def plan(
     overrides=(),
     output_type=None,
     token_embd_type=None,
+    has_imatrix: bool = False,
 ) -> list[Choice]:
     """Choose a format for every tensor, in the order llama.cpp writes them.
 
@@ -150,6 +168,8 @@ def plan(
     type (llama-quantize --pure). ``overrides``: (regex, type) pairs or a dict, first
     match wins (--tensor-type; Python's ``re.search`` stands in for ``std::regex_search``).
     ``output_type`` / ``token_embd_type``: --output-tensor-type / --token-embedding-type.
+    ``has_imatrix``: an importance matrix will be used (--imatrix), which turns on the
+    rules llama.cpp keeps for that case (qs.has_imatrix).
     """
     mix = get_mix(mix)
     rules = _Rules(
@@ -159,6 +179,7 @@ def plan(
         overrides=[(_regex(p), qtype(t)) for p, t in _pairs(overrides)],
         output_type=None if output_type is None else qtype(output_type),
         token_embd_type=None if token_embd_type is None else qtype(token_embd_type),
+        has_imatrix=has_imatrix,
     )
     ordered = sorted(tensors, key=lambda t: llama_order(t.name))
     names = [t.name for t in ordered]
@@ -318,6 +339,7 @@ class _Rules:
     overrides: list
     output_type: GGMLQuantizationType | None
     token_embd_type: GGMLQuantizationType | None
+    has_imatrix: bool = False
     # Model-wide facts and running counters, as in llama.cpp's quantize_state_impl.
     n_attn_v: int = 0
     tied: bool = True
@@ -398,6 +420,8 @@ class _Rules:
                     new, why = T.Q4_K, f"{what}: Q2_K gives attn_v Q4_K when {m.n_gqa} query heads share a kv head (GQA ≥ 4)"
                 else:
                     new, why = T.Q3_K, f"{what}: Q2_K gives attn_v Q3_K (GQA {m.n_gqa} < 4)"
+            elif mix == "Q2_K_S" and m.n_gqa >= 4:
+                new, why = T.Q4_K, f"{what}: Q2_K_S gives attn_v Q4_K when {m.n_gqa} query heads share a kv head (GQA ≥ 4)"
             elif mix == "Q3_K_M" and i < 2:
                 new, why = T.Q5_K, f"{what}: one of the first 2 attn_v tensors → Q5_K"
             elif mix == "Q3_K_M":
@@ -424,6 +448,10 @@ class _Rules:
             self.i_ffn_down += 1
             if mix == "Q2_K":
                 return T.Q3_K, f"{what}: Q2_K gives ffn_down Q3_K"
+            if mix == "Q2_K_S":
+                if i < n // 8:
+                    return T.Q4_K, f"{what}: layer {i} is in the first eighth of {n} → Q4_K"
+                return default, as_default
             if mix == "Q3_K_M":
                 if i < n // 16:
                     return T.Q5_K, f"{what}: layer {i} is in the first sixteenth of {n} → Q5_K"
@@ -435,6 +463,12 @@ class _Rules:
                 return new, f"{what}: {_more_bits_words(i, n)} → {new.name}"
             if mix == "Q4_K_S" and i < n // 8:
                 return T.Q5_K, f"{what}: layer {i} is in the first eighth of {n} → Q5_K"
+            if mix in ("Q4_0", "Q5_0") and self.has_imatrix and i < n // 8:
+                # llama.cpp's guard against "craziness" in the first ffn_down layers; only with an
+                # imatrix, so that a file made without one stays what it always was.
+                new = T.Q4_1 if mix == "Q4_0" else T.Q5_1
+                return new, (f"{what}: with an importance matrix, {mix} gives ffn_down of the first eighth "
+                             f"of {n} layers {new.name} (layer {i} < {n // 8})")
             return default, as_default
 
         if cat in ("ffn_gate", "ffn_up"):

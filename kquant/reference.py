@@ -46,6 +46,7 @@ __all__ = [
     "fp32_to_fp16",
     "library_path",
     "quantize",
+    "quantize_iq4_nl",
 ]
 
 # The ten formats kquant implements, and no others: get_format refuses every other type,
@@ -210,6 +211,28 @@ def dequantize(q, qtype) -> np.ndarray:
     return out
 
 
+def quantize_iq4_nl(x) -> np.ndarray:
+    """IQ4_NL bytes from ggml, for comparison only: kquant implements no i-quant.
+
+    IQ4_NL ("non-linear") keeps Q4_0's layout (blocks of 32, one fp16 scale, 4-bit
+    indices: 4.5 bits per weight) but an index picks one of 16 unevenly spaced values,
+    ``gguf.quants.IQ4_NL.kvalues``, instead of a level on an even grid. Decode the result
+    with ``gguf.quants.dequantize(q, GGMLQuantizationType.IQ4_NL)``.
+    """
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if x.ndim == 0 or x.shape[-1] % 32 or x.size == 0:
+        raise KQuantError(f"IQ4_NL needs rows of a multiple of 32 weights; got shape {x.shape}")
+    if not np.isfinite(x).all():
+        raise KQuantError("the weights contain NaN or inf: llama.cpp refuses such tensors")
+    n_per_row = x.shape[-1]
+    out = np.empty((*x.shape[:-1], n_per_row // 32 * 18), dtype=np.uint8)
+    written = _lib().dll.ggml_quantize_chunk(int(GGMLQuantizationType.IQ4_NL), _ptr(x), _ptr(out), 0,
+                                             x.size // n_per_row, n_per_row, None)
+    if written != out.nbytes:
+        raise KQuantError(f"ggml wrote {written} bytes, expected {out.nbytes}: report this as a bug")
+    return out
+
+
 # ggml_fp*_row take int64_t n but loop with a C `int` in fp32_to_fp16_row, so we feed
 # them at most 2**30 elements at a time.
 _FP16_CHUNK = 1 << 30
@@ -243,13 +266,20 @@ def _convert_rows(fn, src: np.ndarray, dtype) -> np.ndarray:
 # --- whole files: llama.cpp's own llama-quantize ---------------------------------------
 
 
-def model_quantize(src, dst, mix="Q4_K_M", *, nthread=1, pure=False, overrides=(), output_type=None, token_embd_type=None):
+def model_quantize(src, dst, mix="Q4_K_M", *, nthread=1, pure=False, overrides=(), output_type=None, token_embd_type=None,
+                   imatrix=None):
     """Quantize the GGUF ``src`` into ``dst`` with llama.cpp itself (``llama_model_quantize``).
 
     What the ``llama-quantize`` tool calls; the options are its own (``--pure``,
-    ``--tensor-type REGEX=TYPE``, ``--output-tensor-type``, ``--token-embedding-type``).
-    kquant.quantize_gguf writes the same file, byte for byte. Unlike kquant, llama.cpp
-    may leave a partial ``dst`` behind when it fails.
+    ``--tensor-type REGEX=TYPE``, ``--output-tensor-type``, ``--token-embedding-type``,
+    ``--imatrix FILE``). kquant.quantize_gguf writes the same file, byte for byte. Unlike
+    kquant, llama.cpp may leave a partial ``dst`` behind when it fails.
+
+    ``imatrix`` (the path of an imatrix file, or a saved Imatrix) is read with kquant.imatrix and handed over as
+    the tool does (tools/quantize/quantize.cpp): ``params.imatrix``, a C array of
+    {name, floats, size} ended by a NULL name, plus the kv overrides that record the file
+    (quantize.imatrix.file / dataset / entries_count / chunks_count). A dict name -> vector is
+    passed as it is, with no keys, as a direct caller of llama_model_quantize would.
     """
     import logging
 
@@ -277,6 +307,47 @@ def model_quantize(src, dst, mix="Q4_K_M", *, nthread=1, pure=False, overrides=(
             slot.pattern = pattern.encode()
             slot.type = int(GGMLQuantizationType[qtype])
         params.tt_overrides = ctypes.cast(table, ctypes.POINTER(llama_cpp.llama_model_tensor_override))
+    keep = _imatrix_params(params, imatrix, llama_cpp)  # noqa: F841 -- the C arrays must outlive the call
     if llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params)) != 0:
         raise KQuantError(f"llama.cpp could not quantize {src} to {mix}: see its log above")
     return dst
+
+
+def _imatrix_params(params, imatrix, llama_cpp) -> list:
+    """Fill params.imatrix (and params.kv_overrides) as llama-quantize's main does; return what must stay alive."""
+    if imatrix is None:
+        return []
+    from .imatrix import Imatrix
+
+    if isinstance(imatrix, dict):
+        vectors, loaded = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in imatrix.items()}, None
+    else:
+        loaded = imatrix if isinstance(imatrix, Imatrix) else Imatrix.load(imatrix)
+        vectors = loaded.vectors()
+    table = (llama_cpp.llama_model_imatrix_data * (len(vectors) + 1))()  # zeroed: the last one ends the array
+    for slot, (name, v) in zip(table, vectors.items()):
+        slot.name = name.encode()
+        slot.data = v.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+        slot.size = v.size
+    params.imatrix = ctypes.cast(table, ctypes.POINTER(llama_cpp.llama_model_imatrix_data))
+    keep = [table, vectors]
+    if loaded is None:
+        return keep
+    name = loaded.file if isinstance(imatrix, Imatrix) else str(imatrix)
+    kvs = [] if name is None else [(b"quantize.imatrix.file", name.encode())]  # an Imatrix never saved has no file
+    if loaded.datasets:
+        kvs.append((b"quantize.imatrix.dataset", loaded.datasets[0].encode()))
+    kvs.append((b"quantize.imatrix.entries_count", len(vectors)))
+    if loaded.chunk_count > 0:
+        kvs.append((b"quantize.imatrix.chunks_count", loaded.chunk_count))
+    over = (llama_cpp.llama_model_kv_override * (len(kvs) + 1))()  # an empty key ends the array
+    for slot, (key, value) in zip(over, kvs):
+        slot.key = key
+        if isinstance(value, bytes):
+            slot.tag = llama_cpp.LLAMA_KV_OVERRIDE_TYPE_STR
+            slot.value.val_str = value[:127]  # strncpy(kvo.val_str, ..., 127)
+        else:
+            slot.tag = llama_cpp.LLAMA_KV_OVERRIDE_TYPE_INT
+            slot.value.val_i64 = value
+    params.kv_overrides = ctypes.cast(over, ctypes.POINTER(llama_cpp.llama_model_kv_override))
+    return keep + [over]

@@ -128,3 +128,95 @@ def test_q4_k_m_gives_some_layers_more_bits_and_the_file_stays_small():
     # use_more_bits(i, 8): i < 1, i >= 7, or (i - 1) % 3 == 2 (llama-quant.cpp)
     assert six == {"token_embd.weight"} | {f"blk.{i}.{t}.weight" for i in (0, 3, 6, 7) for t in ("attn_v", "ffn_down")}
     assert hub.bundled().stat().st_size < 20e6
+
+
+# Quantized files: kquant.forward decodes the weights exactly (kquant.dequantize equals ggml's
+# dequantizers) but multiplies them with float32 activations, while llama.cpp's CPU kernels
+# first round the activations to 8 bits: Q8_0 blocks of 32 for Q8_0/Q4_0/Q5_0 weights, Q8_1 for
+# Q4_1/Q5_1, Q8_K blocks of 256 (one float scale per 256 values, so coarser) for the K-quants.
+# Measured on 200 held-out tokens of the bundled model (logits span about ±15): RMS difference
+# 0.021-0.025 (Q8_0/Q8_1 paths) and 0.040-0.046 (Q8_K paths), max 0.09-0.22, top-1 agreement
+# >= 98.5%; F16 gives RMS 0.0007, max 0.004. Rounding the activations the same way in numpy
+# (to Q8_0 / Q8_K) halves the K-quant gap, which is where it comes from. The bounds below
+# leave ~30% headroom; a decoding mistake (a wrong scale, a swapped nibble) moves logits by whole units.
+QUANTIZED_TOLERANCE = {"rms": 0.06, "max": 0.3, "top1": 0.98}
+
+
+@pytest.mark.parametrize("mix", ["Q8_0", "Q4_1", "Q2_K", "Q4_K_M"])  # the Q8_0, Q8_1 and Q8_K activation paths
+def test_a_quantized_files_numpy_logits_are_close_to_llama_cpps(mix, tmp_path):
+    from kquant.gguf_file import quantize_gguf
+
+    path = quantize_gguf(hub.bundled(), tmp_path / f"{mix}.gguf", mix, progress=False).path
+    m = run.load(path)
+    ids = _held_out_ids(m)
+    ours, theirs = Llama.load(path).logits(ids), m.logits(ids)
+    assert np.sqrt(((ours - theirs) ** 2).mean()) < QUANTIZED_TOLERANCE["rms"]
+    assert np.abs(ours - theirs).max() < QUANTIZED_TOLERANCE["max"]
+    assert (ours.argmax(-1) == theirs.argmax(-1)).mean() >= QUANTIZED_TOLERANCE["top1"]
+    # ...and they are the quantized file's logits, not the F16 file's.
+    f16 = Llama.load(hub.bundled()).logits(ids)
+    assert np.abs(ours - f16).max() > 0.05
+
+
+def test_the_forward_pass_shows_every_matmul_input_and_every_layers_output():
+    model = Llama.load(hub.bundled())
+    seen = []
+    f = model.forward([0, 71, 300, 12, 5], observe=lambda name, x: seen.append((name, x.shape, x.dtype)))
+    c = model.cfg
+    per_block = [("attn_q", c.n_embd), ("attn_k", c.n_embd), ("attn_v", c.n_embd), ("attn_output", c.n_embd),
+                 ("ffn_gate", c.n_embd), ("ffn_up", c.n_embd), ("ffn_down", c.n_ff)]
+    expected = [(f"blk.{i}.{r}.weight", (5, cols), np.float32) for i in range(c.n_layer) for r, cols in per_block]
+    assert seen == expected + [("token_embd.weight", (5, c.n_embd), np.float32)]  # tied: the output matmul uses token_embd
+    assert len(f.layers) == c.n_layer and all(x.shape == (5, c.n_embd) for x in f.layers)
+    from kquant.forward import rms_norm
+
+    last = rms_norm(f.layers[-1], model.weights["output_norm.weight"], c.norm_eps)
+    np.testing.assert_allclose(last @ model.weights["token_embd.weight"].T, f.logits, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(model.logits([0, 71, 300, 12, 5]), f.logits)
+
+
+def test_the_forward_pass_refuses_types_it_cannot_decode(tmp_path):
+    from gguf import GGMLQuantizationType, GGUFReader, GGUFWriter
+
+    src = GGUFReader(hub.bundled())
+    w = GGUFWriter(tmp_path / "iq.gguf", "llama")
+    del w.kv_data[0]["general.architecture"]
+    from kquant.gguf_read import metadata
+
+    for key, value, vtype, sub in metadata(src):
+        w.add_key_value(key, value, vtype, sub_type=sub)
+    for t in src.tensors:
+        if t.name == "blk.0.ffn_up.weight":  # 768 rows of 256: IQ4_NL blocks are 32 weights in 18 bytes
+            w.add_tensor(t.name, np.zeros((768, 256 // 32 * 18), np.uint8), raw_dtype=GGMLQuantizationType.IQ4_NL)
+        else:
+            w.add_tensor(t.name, np.asarray(t.data), raw_dtype=t.tensor_type)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    with pytest.raises(KQuantError, match="blk.0.ffn_up.weight is IQ4_NL, which kquant cannot decode"):
+        Llama.load(tmp_path / "iq.gguf")
+
+
+def test_layer_errors_locate_where_a_quantized_file_departs_from_the_reference(tmp_path):
+    from kquant.forward import layer_errors
+    from kquant.gguf_file import quantize_gguf
+
+    f16 = Llama.load(hub.bundled())
+    ids = list(range(2, 66))
+    assert np.array_equal(layer_errors(f16, f16, ids), np.zeros(f16.cfg.n_layer))
+    q2 = Llama.load(quantize_gguf(hub.bundled(), tmp_path / "q2.gguf", "Q2_K", progress=False).path)
+    q8 = Llama.load(quantize_gguf(hub.bundled(), tmp_path / "q8.gguf", "Q8_0", progress=False).path)
+    e2, e8 = layer_errors(f16, q2, ids), layer_errors(f16, q8, ids)
+    assert e2.shape == (f16.cfg.n_layer,) and (e2 > 0).all()
+    assert (e8 < e2).all()  # 8 bits per weight stay closer than ~2.6 at every layer
+
+
+def test_the_forward_pass_refuses_models_it_does_not_run(tmp_path):
+    from tiny_llama import write_tiny_llama
+
+    moe = write_tiny_llama(tmp_path / "moe.gguf", n_layer=1, n_expert=8, n_ff=256, rows=16)
+    with pytest.raises(KQuantError, match="mixture-of-experts llama; kquant.forward runs dense llama models only"):
+        Llama.load(moe)
+    with pytest.raises(KQuantError, match="tokens must be a non-empty 1-D sequence of integer token ids"):
+        Llama.load(hub.bundled()).logits([])
