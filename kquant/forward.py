@@ -182,6 +182,24 @@ def layer_errors(reference: Llama, model: Llama, tokens) -> np.ndarray:
     return np.array([np.linalg.norm(b - a) / np.linalg.norm(a) for a, b in zip(ref.layers, other.layers)])
 
 
+def matmul_errors(reference: Llama, model: Llama, tokens) -> dict[str, float]:
+    """Per weight matrix, the relative error of its output when ``model``'s weights replace ``reference``'s.
+
+    Both multiply the *same* inputs, the ones the reference meets on ``tokens``:
+    ``||x Ŵᵀ − x Wᵀ|| / ||x Wᵀ||``. This is one matrix's own error on real activations, with
+    the errors of the layers before it left out (``layer_errors`` shows them adding up).
+    """
+    if reference.cfg != model.cfg:
+        raise KQuantError("the two models have different hyper-parameters: compare two files of the same model")
+    inputs: dict[str, np.ndarray] = {}
+    reference.forward(tokens, observe=inputs.__setitem__)
+    out = {}
+    for name, x in inputs.items():
+        y = x @ reference.weights[name].T
+        out[name] = float(np.linalg.norm(x @ model.weights[name].T - y) / np.linalg.norm(y))
+    return out
+
+
 def _read_tensor(path: Path, t) -> np.ndarray:
     """One tensor as float32 in numpy order (rows, cols), whatever its GGUF type."""
     if t.tensor_type in FLOAT_TYPES:

@@ -656,3 +656,51 @@ def memory_view(model: str, mix: str, n_ctx: int, layouts: dict, bpw: dict, gpu_
     ax.legend(fontsize=8, loc="upper left")
     _tidy(fig)
     plt.show()
+
+
+# --- notebook 10: importance matters ------------------------------------------------------
+
+
+def importance_view(vectors: dict, name: str, top: int = 5):
+    """One weight matrix's importance per input column (``vectors``: name -> mean squared activation).
+
+    Left: every column's importance, the ``top`` loudest marked. Right: the share of the
+    total importance held by the loudest k % of the columns (a straight diagonal would mean
+    every column matters equally).
+    """
+    imp = np.asarray(vectors[name], dtype=np.float64)
+    order = np.argsort(-imp, kind="stable")
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.4), gridspec_kw={"width_ratios": [1.6, 1]})
+    left.plot(imp, color=EXPONENT, linewidth=0.8)
+    left.plot(order[:top], imp[order[:top]], "o", color=SIGN, label=f"loudest {top}: columns {sorted(order[:top].tolist())}")
+    _log_y(left)
+    left.set_xlabel("input column j")
+    left.set_ylabel("importance (mean x_j²)")
+    left.set_title(name, fontsize=10)
+    left.legend(fontsize=8, loc="upper right")
+    share = np.cumsum(imp[order]) / imp.sum()
+    k = np.arange(1, len(imp) + 1) / len(imp)
+    right.plot(100 * k, 100 * share, color=EXPONENT)
+    right.plot([0, 100], [0, 100], color="grey", linestyle=":", linewidth=1)
+    right.set_xlabel("loudest columns (%)")
+    right.set_ylabel("share of all importance (%)")
+    i10 = max(1, len(imp) // 10)
+    right.set_title(f"the loudest 10 % hold {100 * share[i10 - 1]:.0f} %", fontsize=10)
+    right.grid(alpha=0.3)
+    _tidy(fig)
+    plt.show()
+
+
+def layer_errors_plot(curves: dict, title: str, ylabel: str = "‖x − x_F16‖ / ‖x_F16‖"):
+    """A relative error per layer, one line per file (``curves``: label -> (n_layer,) array)."""
+    fig, ax = plt.subplots(figsize=(8, 3.4))
+    for k, (label, err) in enumerate(curves.items()):
+        ax.plot(np.arange(len(err)), err, "o-", color=FIELD_COLORS[k % len(FIELD_COLORS)], label=label)
+    _log_y(ax)
+    ax.set_xlabel("block")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    _tidy(fig)
+    plt.show()

@@ -212,6 +212,26 @@ def test_layer_errors_locate_where_a_quantized_file_departs_from_the_reference(t
     assert (e8 < e2).all()  # 8 bits per weight stay closer than ~2.6 at every layer
 
 
+def test_matmul_errors_measure_each_matrix_on_the_references_own_inputs(tmp_path):
+    from kquant.forward import matmul_errors
+    from kquant.gguf_file import quantize_gguf
+
+    f16 = Llama.load(hub.bundled())
+    ids = list(range(2, 66))
+    q4 = Llama.load(quantize_gguf(hub.bundled(), tmp_path / "q4.gguf", "Q4_K_M", progress=False).path)
+    errors = matmul_errors(f16, q4, ids)
+    # every matmul of the graph: 7 per block, plus the tied output (token_embd)
+    assert len(errors) == 7 * f16.cfg.n_layer + 1 and "token_embd.weight" in errors
+    assert set(matmul_errors(f16, f16, ids).values()) == {0.0}
+    # Q4_K_M gives attn_v Q6_K in layer 0 and Q4_K in layer 1: more bits, smaller own error
+    assert errors["blk.0.attn_v.weight"] < errors["blk.1.attn_v.weight"]
+    x = {}
+    f16.forward(np.array(ids), observe=x.__setitem__)
+    name = "blk.3.ffn_down.weight"
+    y = x[name] @ f16.weights[name].T
+    assert errors[name] == pytest.approx(np.linalg.norm(x[name] @ q4.weights[name].T - y) / np.linalg.norm(y), rel=1e-6)
+
+
 def test_the_forward_pass_refuses_models_it_does_not_run(tmp_path):
     from tiny_llama import write_tiny_llama
 
