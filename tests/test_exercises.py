@@ -16,7 +16,7 @@ import pytest
 import kquant
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
-from kquant import gguf_anatomy, linear, mixes
+from kquant import gguf_anatomy, kfamily, linear, mixes, run
 from kquant.formats import q4_k
 from kquant.exercises import core
 from kquant.exercises.core import CORRECT, INCORRECT, NOT_ATTEMPTED, Exercise, Wrong, call
@@ -103,13 +103,15 @@ def test_check_never_raises_outside_grading(monkeypatch):
 
 
 @pytest.mark.parametrize("mode", ["autograde", "validate"])
-def test_under_nbgrader_a_failed_check_raises_so_it_scores_zero(monkeypatch, mode):
+def test_under_nbgrader_a_failed_check_raises_so_it_scores_zero(monkeypatch, capsys, mode):
     monkeypatch.setenv("NBGRADER_EXECUTION", mode)
     with pytest.raises(AssertionError, match="not attempted yet"):
         TOY.check(stub)
     with pytest.raises(AssertionError, match="should be 2"):
         TOY.check(lambda x: 3 * x)
-    assert TOY.check(lambda x: 2 * x)
+    # a pass is printed, not returned: nbgrader would read a returned value as a partial-credit score
+    assert TOY.check(lambda x: 2 * x) is None
+    assert capsys.readouterr().out.startswith("✔ nb99 q1: ")
 
 
 def test_hints_come_one_after_another_and_cycle():
@@ -370,6 +372,57 @@ def _mistakes():
             (lambda n, ne, t, off: struct.pack(">Q", len(n)) + gguf_anatomy.encode_tensor_info(n, ne, t, off)[8:], "little-endian uint64"),
             (lambda n, ne, t, off: gguf_anatomy.encode_tensor_info(n, ne, t, off + 32), "first difference at byte"),
             (lambda n, ne, t, off: struct.pack("<I", len(n)) + gguf_anatomy.encode_tensor_info(n, ne, t, off)[8:], "bytes long, expected"),
+        ],
+        "nb08-q1": [
+            (lambda lg, t: float(np.exp(-run.log_softmax(lg)[np.arange(len(t)), t].mean())), "predicts the NEXT token"),
+            (lambda lg, t: float(run.nll(lg, t).mean()), "perplexity is exp of it"),
+            (lambda lg, t: float(2 ** run.nll(lg, t).mean()), "take exp, not 2 **"),
+            (lambda lg, t: float(np.exp(run.nll(lg, t).sum())), "do not sum them"),
+        ],
+        "nb08-q2": [
+            (lambda r, lg: run.kl_divergence(lg, r), "KL(file ‖ reference)"),
+            (lambda r, lg: float(run.kl_per_position(r, lg).sum()), "the sum over positions"),
+            (lambda r, lg: float(np.mean((r - lg) ** 2)), "softmax both"),
+            (lambda r, lg: 0.0, "expected about"),
+        ],
+        "nb08-q3": [
+            (lambda r, lg: int((r.argmax(-1) == lg.argmax(-1)).sum()), "a count of positions"),
+            (lambda r, lg: float(np.mean(r.argmax(0) == lg.argmax(0))), "over the vocabulary (axis=-1)"),
+            (lambda r, lg: 1.0, "expected"),
+        ],
+        "nb10-q1": [
+            (lambda x: (x.astype(np.float64) ** 2).sum(axis=0), "the sum over tokens"),
+            (lambda x: np.abs(x).mean(axis=0), "mean absolute value"),
+            (lambda x: x.mean(axis=0) ** 2, "square first, then average"),
+            (lambda x: (x ** 2).mean(axis=1), "one value per token"),
+        ],
+        "nb10-q2": [
+            (lambda s, c: (s / c[:, None]).reshape(-1), "a row whose count is 0"),
+            (lambda s, c: np.where(c[:, None] > 0, s / np.maximum(c, 1)[:, None], 1.0), "one flat vector"),
+            (lambda s, c: (s / max(c.sum(), 1)).reshape(-1), "divide row m by counts[m]"),
+        ],
+        "nb10-q3": [
+            (lambda w, wh, imp: float(np.sum((w - wh) ** 2)), "the plain squared error"),
+            (lambda w, wh, imp: float(np.mean(imp * (w - wh) ** 2)), "not a mean"),
+            (lambda w, wh, imp: float(np.sum(imp * np.abs(w - wh))), "square the errors"),
+        ],
+        "nb09-q1": [
+            (lambda v, n: bool(np.allclose(np.diff(np.unique(v)), np.diff(np.unique(v))[0], rtol=1e-3)) if len(np.unique(v)) > 1 else True,
+             "some points unused"),
+            (lambda v, n: kfamily.on_even_grid(v, 10**6), "do not fit in"),
+            (lambda v, n: len(np.unique(v)) > 1 and kfamily.on_even_grid(v, n), "all equal"),
+            (lambda v, n: 1, "should return True or False"),
+        ],
+        "nb09-q2": [
+            (lambda n, bpw: n * bpw / 1e9, "counts bits as bytes"),
+            (lambda n, bpw: n * bpw / 8 / 2**30, "that is GiB"),
+            (lambda n, bpw: n * bpw / 8, "that is bytes"),
+            (lambda n, bpw: n * 4 / 8 / 1e9, "not n_params"),
+        ],
+        "nb09-q3": [
+            (lambda L, h, d, c, b: L * h * d * c * b, "keys AND values"),
+            (lambda L, h, d, c, b: 2 * L * h * d * c, "multiply by bytes_per_value"),
+            (lambda L, h, d, c, b: 2 * L * h * d * b, "expected 2 (K and V)"),
         ],
     }
 

@@ -9,7 +9,8 @@ convention makes the three ways of using the workbook agree:
   Defining the function cannot fail, so a fresh notebook runs top to bottom, and
   the check recognises the stub and says "not attempted yet".
 * classroom: under nbgrader (``NBGRADER_EXECUTION`` set), a check that does not
-  pass raises ``AssertionError``, which is how nbgrader's autograder awards 0 points.
+  pass raises ``AssertionError``, which is how nbgrader's autograder awards 0 points;
+  one that passes prints its message and returns nothing, which earns the cell's points.
 
 A check never lets a student's mistake escape as a traceback: a wrong type, a wrong
 shape, an exception inside the student's code all become a one-line message.
@@ -114,12 +115,19 @@ class Exercise:
             return CheckResult(label, INCORRECT, f"could not check this answer ({type(e).__name__}: {e})")
         return CheckResult(label, CORRECT, message)
 
-    def check(self, answer=None) -> CheckResult:
-        """Check the reader's function on fresh random inputs and say what is right or wrong."""
+    def check(self, answer=None) -> CheckResult | None:
+        """Check the reader's function on fresh random inputs and say what is right or wrong.
+
+        Under nbgrader a pass is printed, not returned: nbgrader reads a check cell's
+        result value as a partial-credit score, and warns about one that is not a number.
+        """
         result = self.evaluate(answer)
-        if grading() and not result:
+        if not grading():
+            return result
+        if not result:
             raise AssertionError(repr(result))
-        return result
+        print(repr(result))
+        return None
 
     def hint(self) -> Message:
         """The next hint (they cycle)."""
