@@ -168,7 +168,7 @@ ex.q3.check(top1_agreement)
 
 # %%
 doc = np.array(doc)
-print(f"perplexity: F16 {run.perplexity(ref_logits, doc):.4f}, Q2_K {run.perplexity(q2_logits, doc):.4f}")
+print(f"ppl: F16 {run.perplexity(ref_logits, doc):.4f}, Q2_K {run.perplexity(q2_logits, doc):.4f}")
 print(f"KL(F16 ‖ Q2_K) = {run.kl_divergence(ref_logits, q2_logits):.2e} nats per token;  "
       f"top-1 agreement {run.top1_agreement(ref_logits, q2_logits):.3f}")
 
@@ -200,7 +200,7 @@ Read the table column by column (the sentences below are computed from it):
 # %%
 scores = dict(zip(files, table.rows))
 ref, q4, q2 = scores["F16"], scores["Q4_K_M"], scores["Q2_K"]
-print(f"perplexity: F16 {ref.perplexity:.4f} → Q2_K {q2.perplexity:.4f}, "
+print(f"ppl: F16 {ref.perplexity:.4f} → Q2_K {q2.perplexity:.4f}, "
       f"{q2.perplexity / ref.perplexity - 1:+.2%} at {q2.bpw:.2f} bits per weight;  Q4_K_M {q4.perplexity / ref.perplexity - 1:+.2%}")
 print(f"KL: Q2_K {q2.kl:.1e} is {q2.kl / q4.kl:.0f}× Q4_K_M's {q4.kl:.1e};  Q8_0 {scores['Q8_0'].kl:.1e}")
 print(f"top-1 agreement: Q4_K_M {q4.top1:.3f}, Q2_K {q2.top1:.3f}")

@@ -426,7 +426,10 @@ print("QLoRA (training adapters on top of a 4-bit model, a different thing):", p
 **C16: true** for post-training quantization, which is what llama.cpp does (an importance matrix,
 notebook 10, needs calibration text but still no training). *Correction: none; but QLoRA and
 quantization-aware training are training, and they are not what makes a GGUF.*
+"""
 
+# %% [markdown]
+"""
 ## Summary
 
 | claim | verdict | correction |

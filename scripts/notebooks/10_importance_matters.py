@@ -274,7 +274,10 @@ The residual stream is a different quantity: it sums the errors of every matrix 
 their directions decide whether they cancel or add; the imatrix search weighs each matrix's
 inputs, not that sum. What reaches the reader is the end of the stream, the next-token
 distribution, which section 5 measured with KL and top-1.
+"""
 
+# %% [markdown]
+"""
 ## Summary
 
 * A column's error is multiplied by the activation it meets, so its cost grows with `E[x_j²]`,
