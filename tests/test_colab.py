@@ -13,15 +13,15 @@ import hashlib
 import importlib.util
 import pathlib
 import sys
-import threading
 import types
 import urllib.request
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import SimpleHTTPRequestHandler
 
 import pytest
 
 from kquant import colab, hub, samples, selftest
 from kquant.exercises.notebook import load, source_of
+from local_server import LocalServer
 from notebook_tools import NOTEBOOKS, ROOT
 
 if sys.version_info >= (3, 11):
@@ -95,7 +95,7 @@ class Pip:
         return [args for args, _env in self.calls]
 
 
-class GitHub:
+class GitHub(LocalServer):
     """Serves a data/ folder holding ``payload`` as the model, counting the requests it answers."""
 
     def __init__(self, root: pathlib.Path, payload: bytes):
@@ -112,18 +112,8 @@ class GitHub:
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(root)))
-        self.data_url = f"http://127.0.0.1:{self.server.server_address[1]}/data"
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=5)
+        super().__init__(functools.partial(Handler, directory=str(root)))
+        self.data_url = f"{self.url}/data"
 
 
 @pytest.fixture

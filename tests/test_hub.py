@@ -10,13 +10,13 @@ and ``GET`` of the same path (the bytes). Anything else is a 404, as on the Hub.
 from __future__ import annotations
 
 import hashlib
-import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from kquant import hub
 from kquant.errors import KQuantError
+from local_server import LocalServer
 
 pytest.importorskip("huggingface_hub", reason="the Hub path needs the optional huggingface_hub")
 
@@ -24,7 +24,7 @@ REPO, FILE = "kquant/tiny-GGUF", "kquant-tiny-f16.gguf"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 
-class StandIn:
+class StandIn(LocalServer):
     """A Hub that serves one file, counting the downloads (GETs) it answers."""
 
     def __init__(self, data: bytes):
@@ -58,18 +58,7 @@ class StandIn:
             def log_message(self, *args):  # keep pytest's output clean
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=5)
+        super().__init__(Handler)
 
 
 @pytest.fixture
