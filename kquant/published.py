@@ -72,6 +72,14 @@ LLAMA2_70B = Table(
     },
 )  # fmt: skip
 
+# Layouts of three popular models, from each model's published config.json: nominal parameter
+# count, layers (num_hidden_layers), KV heads (num_key_value_heads), head size (hidden / heads).
+MODEL_LAYOUTS = {
+    "Llama-3.1-8B": (8e9, 32, 8, 128),
+    "Qwen2.5-14B": (14e9, 48, 8, 128),
+    "Llama-2-70B": (70e9, 80, 8, 128),
+}
+
 # The "k-quants" change: llama.cpp PR #1684 by ikawrakow (June 2023), which introduced Q2_K ... Q6_K.
 K_QUANTS_PR = "https://github.com/ggml-org/llama.cpp/pull/1684"
 # QLoRA: fine-tuning low-rank adapters on top of a frozen 4-bit model (Dettmers et al., 2023).

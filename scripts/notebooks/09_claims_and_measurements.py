@@ -215,11 +215,8 @@ smaller per weight).
 """
 
 # %%
-LAYOUTS = {  # parameters, layers, KV heads, head size (each model's config.json)
-    "Llama-3.1-8B": (8e9, 32, 8, 128),
-    "Qwen2.5-14B": (14e9, 48, 8, 128),
-    "Llama-2-70B": (70e9, 80, 8, 128),
-}
+LAYOUTS = published.MODEL_LAYOUTS  # parameters, layers, KV heads, head size (each model's config.json)
+print(LAYOUTS)
 BPW = {m: published.LLAMA31_8B_SIZES[m]["bpw"] for m in ["F16", "Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q3_K_M", "Q2_K"]}
 BPW = {"F32": 32.0, **BPW}
 
