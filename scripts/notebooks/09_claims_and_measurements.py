@@ -380,8 +380,9 @@ print(f"published, Llama-3-8B: IQ4_NL {score['IQ4_NL+imatrix']['GiB']} GiB, KL {
 
 # %% [markdown]
 """
-**C14: half-true.** Lookup tables: yes (IQ4_NL's 16 values above; the 2- and 3-bit i-quants pick
-whole groups of values from bigger tables). "To reach smaller files": at 4.5 bits IQ4_NL is the
+**C14: half-true.** Lookup tables: yes (IQ4_NL's 16 values above, `kvalues_iq4nl` in ggml's
+`ggml-common.h`; the 2- and 3-bit i-quants pick whole groups of values from bigger tables there,
+such as `iq2xxs_grid`, 256 entries of 8 values, and `iq3s_grid`, 512 entries of 4). "To reach smaller files": at 4.5 bits IQ4_NL is the
 same size as Q4_0 and buys accuracy instead; the smaller sizes come from the 1- to 3-bit
 i-quants. Speed was not measured here: it depends on each machine's kernels. *Correction:
 i-quants trade a table lookup for lower error at a given size.*
