@@ -42,9 +42,8 @@ DEFAULT_FILE = "SmolLM2-135M-Instruct-f16.gguf"
 
 
 def bundled_path() -> Path:
-    """Where the bundled model is: the checkout's data/, else the download folder; CHECKOUT if in neither."""
-    downloaded = colab.cache_dir() / colab.MODEL
-    return downloaded if not CHECKOUT.is_file() and downloaded.is_file() else CHECKOUT
+    """Where the bundled model is: the checkout's data/, else the download folder (colab.model_path); CHECKOUT if in neither."""
+    return colab.model_path() or CHECKOUT
 
 
 def __getattr__(name: str):

@@ -186,12 +186,15 @@ def quantize(x, qtype, imatrix=None) -> np.ndarray:
     n_per_row = x.shape[-1]
     if imatrix is not None:
         imatrix = check_importance(imatrix, n_per_row)
+    return _quantize_chunk(int(fmt.qtype), x, fmt.row_bytes(n_per_row), imatrix)
 
-    lib = _lib()
-    nrows = x.size // n_per_row
-    out = np.empty((*x.shape[:-1], fmt.row_bytes(n_per_row)), dtype=np.uint8)
-    written = lib.dll.ggml_quantize_chunk(
-        int(fmt.qtype), _ptr(x), _ptr(out), 0, nrows, n_per_row, None if imatrix is None else _ptr(imatrix)
+
+def _quantize_chunk(qtype: int, x: np.ndarray, row_bytes: int, imatrix=None) -> np.ndarray:
+    """ggml_quantize_chunk on checked float32 rows x (..., n_per_row): (..., row_bytes) uint8."""
+    n_per_row = x.shape[-1]
+    out = np.empty((*x.shape[:-1], row_bytes), dtype=np.uint8)
+    written = _lib().dll.ggml_quantize_chunk(
+        qtype, _ptr(x), _ptr(out), 0, x.size // n_per_row, n_per_row, None if imatrix is None else _ptr(imatrix)
     )
     if written != out.nbytes:  # ggml asserts this itself; checking costs nothing
         raise KQuantError(f"ggml wrote {written} bytes, expected {out.nbytes}: report this as a bug")
@@ -224,13 +227,7 @@ def quantize_iq4_nl(x) -> np.ndarray:
         raise KQuantError(f"IQ4_NL needs rows of a multiple of 32 weights; got shape {x.shape}")
     if not np.isfinite(x).all():
         raise KQuantError("the weights contain NaN or inf: llama.cpp refuses such tensors")
-    n_per_row = x.shape[-1]
-    out = np.empty((*x.shape[:-1], n_per_row // 32 * 18), dtype=np.uint8)
-    written = _lib().dll.ggml_quantize_chunk(int(GGMLQuantizationType.IQ4_NL), _ptr(x), _ptr(out), 0,
-                                             x.size // n_per_row, n_per_row, None)
-    if written != out.nbytes:
-        raise KQuantError(f"ggml wrote {written} bytes, expected {out.nbytes}: report this as a bug")
-    return out
+    return _quantize_chunk(int(GGMLQuantizationType.IQ4_NL), x, x.shape[-1] // 32 * 18)
 
 
 # ggml_fp*_row take int64_t n but loop with a C `int` in fp32_to_fp16_row, so we feed
