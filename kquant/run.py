@@ -188,9 +188,9 @@ def top1_agreement(ref_logits: np.ndarray, logits: np.ndarray) -> float:
     return float(np.mean(ref_logits.argmax(-1) == logits.argmax(-1)))
 
 
-def next_token_probs(model: Model, prompt: str) -> np.ndarray:
-    """The model's probabilities for the token after ``prompt`` (which follows ``<s>``), shape (n_vocab,)."""
-    return np.exp(log_softmax(model.logits(model.tokenize(prompt, bos=True))[-1]))
+def next_token_logits(model: Model, prompt: str) -> np.ndarray:
+    """The model's logits for the token after ``prompt`` (which follows ``<s>``), shape (1, n_vocab)."""
+    return model.logits(model.tokenize(prompt, bos=True))[-1:]
 
 
 def bits_per_weight(path) -> float:

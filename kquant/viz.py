@@ -587,12 +587,13 @@ def next_token_view(models: dict, prompt: str, name: str, k: int = 8):
     ``models``: label -> kquant.run.Model, the reference first. The title gives the KL
     divergence between the two whole distributions at this one position.
     """
-    from .run import next_token_probs
+    from .run import kl_divergence, log_softmax, next_token_logits
 
     ref_label = next(iter(models))
-    p_ref, p = next_token_probs(models[ref_label], prompt), next_token_probs(models[name], prompt)
+    ref_logits, logits = next_token_logits(models[ref_label], prompt), next_token_logits(models[name], prompt)
+    p_ref, p = np.exp(log_softmax(ref_logits))[0], np.exp(log_softmax(logits))[0]
     top = np.argsort(-p_ref, kind="stable")[:k]
-    kl = float(np.sum(p_ref * (np.log(np.maximum(p_ref, 1e-30)) - np.log(np.maximum(p, 1e-30)))))
+    kl = kl_divergence(ref_logits, logits)
     labels = [repr(models[ref_label].detokenize([int(t)])) for t in top]
     fig, ax = plt.subplots(figsize=(8, 3.4))
     x = np.arange(k)
