@@ -13,7 +13,7 @@ STAMP  := $(VENV)/.installed-stamp
 # llama-cpp-python compiles llama.cpp from source the first time (minutes); pip caches the wheel.
 export CMAKE_BUILD_PARALLEL_LEVEL ?= 4
 
-.PHONY: lab test demo bench clean
+.PHONY: lab test lint demo bench clean
 
 # JupyterLab refuses to start as root (containers, CI boxes) unless told it may.
 LAB_FLAGS := $(if $(filter 0,$(shell id -u)),--allow-root)
@@ -21,8 +21,13 @@ LAB_FLAGS := $(if $(filter 0,$(shell id -u)),--allow-root)
 lab: $(STAMP)
 	$(BIN)/jupyter lab $(LAB_FLAGS) notebooks/
 
-test: $(STAMP)
+test: $(STAMP) lint
 	$(BIN)/python -m pytest
+
+# The lint gate (config in pyproject.toml): mistakes and a stale noqa fail it, and so does unformatted code.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 demo: $(STAMP)
 	$(BIN)/python -m kquant demo

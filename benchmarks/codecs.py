@@ -36,8 +36,8 @@ from gguf import GGMLQuantizationType
 from gguf import quants as gguf_quants
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-import kquant  # noqa: E402
-from kquant import reference  # noqa: E402
+import kquant
+from kquant import reference
 
 ROW = 4096  # weights per row: a typical hidden size, and a multiple of every block size
 TIME_BUDGET_S = 3.0  # stop repeating a function once it has used this much time
@@ -101,9 +101,16 @@ def bench_type(x: np.ndarray, qtype: GGMLQuantizationType, repeat: int) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--weights", type=int, default=1 << 20, help="weights in the test matrix, rounded down to whole rows of 4096 (default 1M)")
+    ap.add_argument(
+        "--weights",
+        type=int,
+        default=1 << 20,
+        help="weights in the test matrix, rounded down to whole rows of 4096 (default 1M)",
+    )
     ap.add_argument("--repeat", type=int, default=5, help="best of R runs (default 5)")
-    ap.add_argument("--types", default=",".join(t.name for t in reference.SUPPORTED), help="comma-separated, e.g. Q4_K,Q6_K")
+    ap.add_argument(
+        "--types", default=",".join(t.name for t in reference.SUPPORTED), help="comma-separated, e.g. Q4_K,Q6_K"
+    )
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
 
@@ -135,7 +142,7 @@ def main(argv=None) -> int:
     for name in wanted:
         try:
             r = bench_type(x, names[name], args.repeat)
-        except Exception as exc:  # noqa: BLE001 -- one broken codec should not hide the other rows
+        except Exception as exc:  # one broken codec should not hide the other rows
             all_ok = False
             print(f"{name:6} {'ERROR':16}| {type(exc).__name__}: {exc}"[:160], flush=True)
             continue

@@ -19,11 +19,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # kquant, and the test helpers (tiny model, llama.cpp call)
 
+from tiny_llama import write_tiny_llama  # noqa: E402
+
 from kquant.gguf_file import quantize_gguf  # noqa: E402
 from kquant.mixes import MIXES  # noqa: E402
 from kquant.reference import model_quantize as llama_quantize  # noqa: E402
 from kquant.summary import sha256  # noqa: E402
-from tiny_llama import write_tiny_llama  # noqa: E402
 
 
 def best_time(fn, repeat: int) -> float:
@@ -49,7 +50,9 @@ def main(argv=None) -> int:
         if args.model:
             src = Path(args.model)
         else:
-            src = write_tiny_llama(tmp / "bench-f32.gguf", n_layer=8, n_embd=512, n_head=8, n_head_kv=2, n_ff=1536, n_vocab=2000)
+            src = write_tiny_llama(
+                tmp / "bench-f32.gguf", n_layer=8, n_embd=512, n_head=8, n_head_kv=2, n_ff=1536, n_vocab=2000
+            )
         from gguf import GGUFReader
 
         n_weights = sum(int(t.n_elements) for t in GGUFReader(src).tensors)
@@ -57,8 +60,12 @@ def main(argv=None) -> int:
         print(f"{'mix':<8} {'kquant s':>9} {'llama s':>9} {'ratio':>7}  same sha256")
         for mix in mixes:
             ours, theirs = tmp / f"{mix}.kquant.gguf", tmp / f"{mix}.llama.gguf"
-            t_k = best_time(lambda: quantize_gguf(src, ours, mix, overwrite=True, progress=False), args.repeat)
-            t_l = best_time(lambda: llama_quantize(src, theirs, mix, nthread=args.threads), args.repeat)
+            t_k = best_time(
+                lambda ours=ours, mix=mix: quantize_gguf(src, ours, mix, overwrite=True, progress=False), args.repeat
+            )
+            t_l = best_time(
+                lambda theirs=theirs, mix=mix: llama_quantize(src, theirs, mix, nthread=args.threads), args.repeat
+            )
             same = sha256(ours) == sha256(theirs)
             print(f"{mix:<8} {t_k:>9.3f} {t_l:>9.3f} {t_k / t_l:>6.1f}x  {'yes' if same else 'NO'}")
     return 0

@@ -62,11 +62,21 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--quiet", action="store_true", help="no progress bar and no table")
     q.set_defaults(run=_quantize)
 
-    i = sub.add_parser("inspect", help="show a GGUF file's metadata and tensors", description="Show a GGUF file's metadata and a table of its tensors: name, shape, type, bytes, bits per weight.")
+    i = sub.add_parser(
+        "inspect",
+        help="show a GGUF file's metadata and tensors",
+        description="Show a GGUF file's metadata and a table of its tensors: name, shape, type, bytes, bits per "
+        "weight.",
+    )
     i.add_argument("file", help="any GGUF file, quantized or not")
     i.set_defaults(run=_inspect)
 
-    p = sub.add_parser("plan", help="show the type each tensor would get, and why", description="Show the type llama-quantize would give each tensor, with the rule that decides it. Writes nothing.")
+    p = sub.add_parser(
+        "plan",
+        help="show the type each tensor would get, and why",
+        description="Show the type llama-quantize would give each tensor, with the rule that decides it. Writes "
+        "nothing.",
+    )
     p.add_argument("file", help="the F32, F16 or BF16 GGUF model")
     p.add_argument("mix", help=f"one of {mixes}")
     _add_mix_options(p)
@@ -92,7 +102,11 @@ def _add_mix_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--output-tensor-type", metavar="TYPE", help="type for output.weight")
     p.add_argument("--token-embedding-type", metavar="TYPE", help="type for token_embd.weight")
-    p.add_argument("--imatrix", metavar="FILE", help="importance matrix file (llama-imatrix's GGUF or .dat format, or kquant.imatrix's)")
+    p.add_argument(
+        "--imatrix",
+        metavar="FILE",
+        help="importance matrix file (llama-imatrix's GGUF or .dat format, or kquant.imatrix's)",
+    )
 
 
 def _mix_options(args) -> dict:
@@ -103,7 +117,10 @@ def _mix_options(args) -> dict:
             raise KQuantError(f"--tensor-type {item!r}: write it as REGEX=TYPE, e.g. attn_v=q8_0")
         overrides.append((pattern, qtype))
     return dict(
-        pure=args.pure, overrides=overrides, output_type=args.output_tensor_type, token_embd_type=args.token_embedding_type,
+        pure=args.pure,
+        overrides=overrides,
+        output_type=args.output_tensor_type,
+        token_embd_type=args.token_embedding_type,
         imatrix=args.imatrix,
     )
 
@@ -111,7 +128,9 @@ def _mix_options(args) -> dict:
 def _quantize(args) -> None:
     from .gguf_file import quantize_gguf
 
-    summary = quantize_gguf(args.input, args.output, args.mix, overwrite=args.force, progress=not args.quiet, **_mix_options(args))
+    summary = quantize_gguf(
+        args.input, args.output, args.mix, overwrite=args.force, progress=not args.quiet, **_mix_options(args)
+    )
     if not args.quiet:
         print(summary.table())
         print(f"wrote {summary.path}")

@@ -65,7 +65,7 @@ def checkout_data() -> Path | None:
 
 
 def github_path(repository: str) -> str:
-    """"https://github.com/OWNER/REPO" -> "OWNER/REPO"."""
+    """ "https://github.com/OWNER/REPO" -> "OWNER/REPO"."""
     return repository.rstrip("/").removesuffix(".git").split("github.com/", 1)[-1]
 
 
@@ -81,8 +81,13 @@ def data_url(repository: str) -> str:
 
 def run_pip(args: list[str], env: dict | None = None) -> int:
     """``python -m pip install ARGS`` with this kernel's Python; its output shown as it comes."""
-    proc = subprocess.Popen([sys.executable, "-m", "pip", "install", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env={**os.environ, **(env or {})})  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pip", "install", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
     for line in proc.stdout:
         print(line, end="", flush=True)
     return proc.wait()
@@ -98,7 +103,8 @@ def installed(name: str) -> str | None:
 
 
 def pins() -> dict:
-    """{"gguf": "0.19.0", "llama-cpp-python": "0.3.36"}: the exact pins of kquant's installed metadata (pyproject.toml)."""
+    """{"gguf": "0.19.0", "llama-cpp-python": "0.3.36"}: the exact pins of kquant's installed metadata
+    (pyproject.toml)."""
     importlib.invalidate_caches()  # kquant may have been installed a moment ago
     found = {}
     for req in importlib.metadata.requires("kquant") or []:
@@ -124,8 +130,12 @@ def install(repository: str, pip=run_pip, have=installed) -> None:
     llama = f"llama-cpp-python=={versions['llama-cpp-python']}"
     if have("llama-cpp-python") != versions["llama-cpp-python"]:
         if pip(["--quiet", "--only-binary=:all:", "--extra-index-url", WHEELS, llama]) != 0:
-            print(f"kquant: no prebuilt wheel of {llama} for Python {sys.version_info.major}.{sys.version_info.minor} at {WHEELS}; "
-                  f"building llama.cpp from source, about {SOURCE_BUILD_MINUTES} minutes (once per Colab runtime)", flush=True)  # fmt: skip
+            print(
+                f"kquant: no prebuilt wheel of {llama} for Python "
+                f"{sys.version_info.major}.{sys.version_info.minor} at {WHEELS}; "
+                f"building llama.cpp from source, about {SOURCE_BUILD_MINUTES} minutes (once per Colab runtime)",
+                flush=True,
+            )
             # PyPI publishes llama-cpp-python as source only: pip compiles it, on every CPU.
             if pip(["--quiet", llama], env={"CMAKE_BUILD_PARALLEL_LEVEL": str(os.cpu_count() or 2)}) != 0:
                 raise SetupError(f"pip could not build {llama}: see pip's message above")
@@ -140,7 +150,7 @@ def model_path() -> Path | None:
 
 
 def fetch_model(base_url: str, dest: Path | None = None) -> Path:
-    """Download the bundled model into ``dest`` (default ``cache_dir()``), refusing it unless its sha256 is MODEL_SHA256.
+    """Download the bundled model into ``dest`` (default ``cache_dir()``); refused unless its sha256 is MODEL_SHA256.
 
     Written to a temporary file and renamed once verified: an interrupted or corrupted
     download leaves no file behind.
@@ -157,11 +167,15 @@ def fetch_model(base_url: str, dest: Path | None = None) -> Path:
                 digest.update(chunk)
                 out.write(chunk)
         if digest.hexdigest() != MODEL_SHA256:
-            raise SetupError(f"the download of {url} is corrupted (sha256 {digest.hexdigest()[:12]}…, expected "
-                             f"{MODEL_SHA256[:12]}…): nothing was saved; run the cell again")  # fmt: skip
+            raise SetupError(
+                f"the download of {url} is corrupted (sha256 {digest.hexdigest()[:12]}…, expected "
+                f"{MODEL_SHA256[:12]}…): nothing was saved; run the cell again"
+            )
         os.replace(tmp, dest / MODEL)
     except OSError as e:  # no network, HTTP errors (urllib's HTTPError is an OSError), a full disk
-        raise SetupError(f"could not download {url} ({type(e).__name__}: {e}); check the network and run the cell again") from None
+        raise SetupError(
+            f"could not download {url} ({type(e).__name__}: {e}); check the network and run the cell again"
+        ) from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

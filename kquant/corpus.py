@@ -32,10 +32,23 @@ BOS, EOS = "<s>", "</s>"
 _GIRLS = ["Lily", "Emma", "Mia", "Ivy", "Zoe", "Ava", "Ruby", "Nora", "Lucy", "Rosa"]
 _BOYS = ["Tom", "Sam", "Ben", "Max", "Leo", "Noah", "Jack", "Finn", "Owen", "Theo"]
 _ANIMALS = ["cat", "dog", "fox", "bunny", "bear", "duck", "pig", "owl", "frog", "mouse"]
-_HOMES = ["a small house by the lake", "a cozy den under an old tree", "a red barn on a hill",
-          "a tiny hole in the garden", "a big nest in the forest", "a warm cave near the river"]
-_LIKES = ["run in the grass", "play in the sun", "sing songs", "look at the stars",
-          "jump in the puddles", "read picture books", "dig in the sand"]
+_HOMES = [
+    "a small house by the lake",
+    "a cozy den under an old tree",
+    "a red barn on a hill",
+    "a tiny hole in the garden",
+    "a big nest in the forest",
+    "a warm cave near the river",
+]
+_LIKES = [
+    "run in the grass",
+    "play in the sun",
+    "sing songs",
+    "look at the stars",
+    "jump in the puddles",
+    "read picture books",
+    "dig in the sand",
+]
 _COLORS = ["red", "blue", "green", "yellow", "shiny", "little", "old"]
 _OBJECTS = ["ball", "kite", "boat", "drum", "book", "hat", "box", "shell", "toy car", "key"]
 _PLACES = ["on the path", "near the pond", "in the park", "under a bush", "by the fence", "on the beach"]
@@ -51,8 +64,7 @@ _FEELINGS = ["sad", "worried", "tired", "upset"]
 _HAPPY = ["happy", "excited", "thankful", "glad"]
 _ASKS = ["{f}, please help me!", "{f}, will you help me, please?", "{f}, can you help me?"]
 _YES = ["Of course, let us do it together!", "Sure, I can help!", "Yes, I will help you!"]
-_MORALS = ["Friends help each other.", "It is good to share.", "Working together makes things easy.",
-           "Never give up."]
+_MORALS = ["Friends help each other.", "It is good to share.", "Working together makes things easy.", "Never give up."]
 
 
 def story(rng: np.random.Generator) -> str:
@@ -65,13 +77,15 @@ def story(rng: np.random.Generator) -> str:
     obj = f"{pick(_COLORS)} {pick(_OBJECTS)}"
     thing = obj.split(" ", 1)[1]
     problem, fix = pick(_PROBLEMS)
-    s = (f"Once upon a time, there was a {pick(['kind', 'brave', 'little', 'happy'])} {pick(_ANIMALS)} "
-         f"named {hero}. {hero} lived in {pick(_HOMES)}. {he.capitalize()} liked to {pick(_LIKES)} every day. "
-         f"One {pick(['sunny', 'rainy', 'windy', 'cold'])} day, {hero} found a {obj} {pick(_PLACES)}. "
-         f"But the {thing} was {problem}. {hero} felt {pick(_FEELINGS)}. "
-         f"Then {hero} saw {his} friend {friend}, the {pick(_ANIMALS)}. "
-         f"\"{pick(_ASKS).format(f=friend)}\" said {hero}. \"{pick(_YES)}\" said {friend}. "
-         f"Together they {fix}. {hero} was so {pick(_HAPPY)}. {he.capitalize()} gave {friend} a big hug.")
+    s = (
+        f"Once upon a time, there was a {pick(['kind', 'brave', 'little', 'happy'])} {pick(_ANIMALS)} "
+        f"named {hero}. {hero} lived in {pick(_HOMES)}. {he.capitalize()} liked to {pick(_LIKES)} every day. "
+        f"One {pick(['sunny', 'rainy', 'windy', 'cold'])} day, {hero} found a {obj} {pick(_PLACES)}. "
+        f"But the {thing} was {problem}. {hero} felt {pick(_FEELINGS)}. "
+        f"Then {hero} saw {his} friend {friend}, the {pick(_ANIMALS)}. "
+        f'"{pick(_ASKS).format(f=friend)}" said {hero}. "{pick(_YES)}" said {friend}. '
+        f"Together they {fix}. {hero} was so {pick(_HAPPY)}. {he.capitalize()} gave {friend} a big hug."
+    )
     if rng.random() < 0.5:
         s += f" {pick(_MORALS)}"
     return s

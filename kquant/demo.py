@@ -71,19 +71,23 @@ def _demo(source: Path, out: Path, mixes, threads: int) -> None:
         model_quantize(source, theirs, mix)
         same = sha256(ours) == sha256(theirs)
         theirs.unlink()
-        print(f"   {mix:7s} {ours.stat().st_size / 1e6:6.2f} MB   kquant {t1 - t0:4.1f} s   "
-              f"same bytes as llama.cpp: {'yes' if same else 'NO'}")
+        print(
+            f"   {mix:7s} {ours.stat().st_size / 1e6:6.2f} MB   kquant {t1 - t0:4.1f} s   "
+            f"same bytes as llama.cpp: {'yes' if same else 'NO'}"
+        )
         if not same:
             raise KQuantError(f"kquant's {mix} file differs from llama.cpp's: please report this as a bug")
         files.append(ours)
 
-    print(f"\n2. one prompt through each file (story sampled at T=0.8, seed 1; answers greedy)")
+    print("\n2. one prompt through each file (story sampled at T=0.8, seed 1; answers greedy)")
     sum_task = next(t for t in run.held_out_tasks() if t.kind == "sums" and len(t.prompt) == len("47 + 89 ="))
     fact_task = next(t for t in run.held_out_tasks() if t.kind == "facts")
     for path in files:
         m = run.load(path, n_ctx=256, n_threads=threads)
         story = m.generate(STORY_PROMPT, max_tokens=48, seed=1).replace("\n", " ")
-        answers = [(t, m.generate(t.prompt, max_tokens=8, temperature=0.0).split("\n")[0]) for t in (sum_task, fact_task)]
+        answers = [
+            (t, m.generate(t.prompt, max_tokens=8, temperature=0.0).split("\n")[0]) for t in (sum_task, fact_task)
+        ]
         print(f"   {_label(path)}: {STORY_PROMPT}{story}")
         for t, got in answers:
             mark = "right" if got + "\n" == t.answer else f"wrong, expected{t.answer.rstrip()}"
@@ -95,9 +99,11 @@ def _demo(source: Path, out: Path, mixes, threads: int) -> None:
         r.path = Path(_label(r.path))
     print(table)
     n_sums = sum(t.kind == "sums" for t in run.held_out_tasks())
-    print(f"\nsums acc: {n_sums} held-out sums, none seen in training; facts acc: the {corpus.N_FACTS} made-up "
-          f"capitals it memorised;\nchanged: share of those {n_sums + corpus.N_FACTS} answers that are right in one "
-          f"file and wrong in the other (accuracy can hold while answers change)")
+    print(
+        f"\nsums acc: {n_sums} held-out sums, none seen in training; facts acc: the {corpus.N_FACTS} made-up "
+        f"capitals it memorised;\nchanged: share of those {n_sums + corpus.N_FACTS} answers that are right in one "
+        f"file and wrong in the other (accuracy can hold while answers change)"
+    )
     print(f"done in {time.perf_counter() - start:.0f} s")
 
 

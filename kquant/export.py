@@ -52,7 +52,9 @@ class Config:
         if self.n_embd % self.n_head:
             raise KQuantError(f"n_embd {self.n_embd} is not a multiple of n_head {self.n_head}")
         if self.n_head % self.n_head_kv:
-            raise KQuantError(f"n_head {self.n_head} is not a multiple of n_head_kv {self.n_head_kv} (grouped-query attention)")
+            raise KQuantError(
+                f"n_head {self.n_head} is not a multiple of n_head_kv {self.n_head_kv} (grouped-query attention)"
+            )
         if self.head_dim % 2:
             raise KQuantError(f"head_dim {self.head_dim} is odd: RoPE rotates pairs of values")
 
@@ -78,8 +80,17 @@ def tensor_shapes(cfg: Config) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def write_gguf(path, cfg: Config, weights: dict[str, np.ndarray], tokens: list[str], merges: list[str], *,
-               dtype: str = "F16", name: str = "kquant-tiny", extra: dict | None = None) -> Path:
+def write_gguf(
+    path,
+    cfg: Config,
+    weights: dict[str, np.ndarray],
+    tokens: list[str],
+    merges: list[str],
+    *,
+    dtype: str = "F16",
+    name: str = "kquant-tiny",
+    extra: dict | None = None,
+) -> Path:
     """Write the model to ``path`` atomically (a temporary file, renamed when complete).
 
     ``dtype`` is the type of the matrices, "F16" or "F32"; norms always stay F32, as in

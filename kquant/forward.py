@@ -36,9 +36,9 @@ product, and numpy does not; tests/test_model.py measures the difference.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
 
 import numpy as np
 from gguf import GGMLQuantizationType
@@ -46,7 +46,8 @@ from gguf import GGMLQuantizationType
 from .errors import KQuantError
 from .export import Config
 from .formats import FORMATS, dequantize
-from .gguf_read import open_gguf, weights as float_weights
+from .gguf_read import open_gguf
+from .gguf_read import weights as float_weights
 
 T = GGMLQuantizationType
 
@@ -55,7 +56,17 @@ FLOAT_TYPES = (T.F32, T.F16, T.BF16)
 READABLE = FLOAT_TYPES + tuple(FORMATS)
 
 # The tensors of one llama block (llm_build_llama), after "blk.N.".
-_BLOCK_TENSORS = ("attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm", "ffn_gate", "ffn_up", "ffn_down")
+_BLOCK_TENSORS = (
+    "attn_norm",
+    "attn_q",
+    "attn_k",
+    "attn_v",
+    "attn_output",
+    "ffn_norm",
+    "ffn_gate",
+    "ffn_up",
+    "ffn_down",
+)
 
 # observe(name, x): name of the weight matrix, x its (n_tokens, n_cols) float32 input.
 Observer = Callable[[str, np.ndarray], None]
@@ -75,22 +86,30 @@ class Llama:
 
     cfg: Config
     weights: dict[str, np.ndarray]
-    path: Optional[Path] = None  # the GGUF it was read from (kquant.imatrix tokenizes with it)
+    path: Path | None = None  # the GGUF it was read from (kquant.imatrix tokenizes with it)
 
     @classmethod
-    def load(cls, path) -> "Llama":
+    def load(cls, path) -> Llama:
         """Read a llama GGUF; quantized tensors are decoded to float32 with kquant.dequantize."""
         path = Path(path)
         r = open_gguf(path)  # missing, truncated or corrupt: one clear error
         meta = {k: f.contents() for k, f in r.fields.items() if not k.startswith("tokenizer.ggml.")}
         if meta.get("general.architecture") != "llama":
-            raise KQuantError(f"{path} is a {meta.get('general.architecture')!r} model; kquant.forward reads llama models")
+            raise KQuantError(
+                f"{path} is a {meta.get('general.architecture')!r} model; kquant.forward reads llama models"
+            )
         if int(meta.get("llama.expert_count", 0) or 0) > 0:
             raise KQuantError(f"{path} is a mixture-of-experts llama; kquant.forward runs dense llama models only")
         weights = {t.name: _read_tensor(path, t) for t in r.tensors}
         a = "llama."
-        for key in ("context_length", "embedding_length", "block_count", "attention.head_count", "feed_forward_length",
-                    "attention.layer_norm_rms_epsilon"):
+        for key in (
+            "context_length",
+            "embedding_length",
+            "block_count",
+            "attention.head_count",
+            "feed_forward_length",
+            "attention.layer_norm_rms_epsilon",
+        ):
             if a + key not in meta:
                 raise KQuantError(f"{path} lacks the metadata key {a + key}: kquant.forward (like llama.cpp) needs it")
         if "token_embd.weight" not in weights:
@@ -109,7 +128,10 @@ class Llama:
         needed = ["output_norm.weight"] + [f"blk.{i}.{n}.weight" for i in range(cfg.n_layer) for n in _BLOCK_TENSORS]
         missing = [n for n in needed if n not in weights]
         if missing:
-            raise KQuantError(f"{path} lacks {missing[0]} ({len(missing)} tensors missing): kquant.forward needs a complete llama model")
+            raise KQuantError(
+                f"{path} lacks {missing[0]} ({len(missing)} tensors missing): kquant.forward needs a complete "
+                "llama model"
+            )
         return cls(cfg, weights, path)
 
     def logits(self, tokens, observe: Observer | None = None) -> np.ndarray:

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import math
 import struct
-from typing import Iterator, NamedTuple
+from collections.abc import Iterator
+from typing import NamedTuple
 
 from gguf import GGML_QUANT_SIZES, GGUF_DEFAULT_ALIGNMENT, GGMLQuantizationType, GGUFValueType
 
@@ -31,8 +32,19 @@ MAX_DIMS = 4  # GGML_MAX_DIMS
 
 V = GGUFValueType
 # The fixed-size value types and their struct codes (little-endian). STRING and ARRAY have a length first.
-SCALAR = {V.UINT8: "<B", V.INT8: "<b", V.UINT16: "<H", V.INT16: "<h", V.UINT32: "<I", V.INT32: "<i", V.FLOAT32: "<f",
-          V.BOOL: "<?", V.UINT64: "<Q", V.INT64: "<q", V.FLOAT64: "<d"}  # fmt: skip
+SCALAR = {
+    V.UINT8: "<B",
+    V.INT8: "<b",
+    V.UINT16: "<H",
+    V.INT16: "<h",
+    V.UINT32: "<I",
+    V.INT32: "<i",
+    V.FLOAT32: "<f",
+    V.BOOL: "<?",
+    V.UINT64: "<Q",
+    V.INT64: "<q",
+    V.FLOAT64: "<d",
+}
 
 
 class Header(NamedTuple):
@@ -73,8 +85,14 @@ class TensorInfo(NamedTuple):
         """(field, first byte, end byte) of the record, relative to ``start``: for drawing its bytes."""
         name_end = 8 + len(self.name.encode("utf-8", "surrogateescape"))
         ne_end = name_end + 4 + 8 * self.n_dims
-        return [("name length", 0, 8), ("name", 8, name_end), ("n_dims", name_end, name_end + 4),
-                ("ne", name_end + 4, ne_end), ("type", ne_end, ne_end + 4), ("offset", ne_end + 4, ne_end + 12)]  # fmt: skip
+        return [
+            ("name length", 0, 8),
+            ("name", 8, name_end),
+            ("n_dims", name_end, name_end + 4),
+            ("ne", name_end + 4, ne_end),
+            ("type", ne_end, ne_end + 4),
+            ("offset", ne_end + 4, ne_end + 12),
+        ]
 
 
 class Layout(NamedTuple):
@@ -111,7 +129,9 @@ class _Cursor:
     def take(self, fmt: str, what: str):
         n = struct.calcsize(fmt)
         if self.pos + n > len(self.buf):
-            raise KQuantError(f"truncated GGUF: {what} at byte {self.pos} needs {n} bytes, but the bytes end at {len(self.buf)}")
+            raise KQuantError(
+                f"truncated GGUF: {what} at byte {self.pos} needs {n} bytes, but the bytes end at {len(self.buf)}"
+            )
         (value,) = struct.unpack_from(fmt, self.buf, self.pos)
         self.pos += n
         return value
@@ -119,7 +139,9 @@ class _Cursor:
     def string(self, what: str) -> str:
         n = self.take("<Q", f"the length of {what}")
         if self.pos + n > len(self.buf):
-            raise KQuantError(f"truncated GGUF: {what} at byte {self.pos} is {n} bytes long, but the bytes end at {len(self.buf)}")
+            raise KQuantError(
+                f"truncated GGUF: {what} at byte {self.pos} is {n} bytes long, but the bytes end at {len(self.buf)}"
+            )
         raw = bytes(self.buf[self.pos : self.pos + n])
         self.pos += n
         return raw.decode("utf-8", "surrogateescape")  # exact: invalid UTF-8 survives a round trip
@@ -130,7 +152,9 @@ class _Cursor:
         try:
             return GGUFValueType(code)
         except ValueError:
-            raise KQuantError(f"corrupt GGUF: {what} has value type {code} at byte {at}; GGUF value types are 0-12") from None
+            raise KQuantError(
+                f"corrupt GGUF: {what} has value type {code} at byte {at}; GGUF value types are 0-12"
+            ) from None
 
     def value(self, vtype: GGUFValueType, what: str):
         if vtype == V.STRING:
@@ -150,7 +174,9 @@ def parse_header(buf) -> Header:
     if header.magic != MAGIC:
         raise KQuantError(f"not a GGUF file: it starts with {header.magic!r}, not b'GGUF'")
     if header.version & 0xFFFF == 0 and header.version:
-        raise KQuantError(f"big-endian GGUF (version bytes {bytes(buf[4:8]).hex()}): this reader reads little-endian files only")
+        raise KQuantError(
+            f"big-endian GGUF (version bytes {bytes(buf[4:8]).hex()}): this reader reads little-endian files only"
+        )
     if header.version not in VERSIONS:
         raise KQuantError(f"GGUF version {header.version} is not supported: this reader reads versions {VERSIONS}")
     return header
@@ -177,13 +203,17 @@ def tensor_infos(buf, count: int, start: int) -> list[TensorInfo]:
         name = cur.string(f"the name of tensor {i}")
         n_dims = cur.take("<I", f"n_dims of {name}")
         if not 1 <= n_dims <= MAX_DIMS:
-            raise KQuantError(f"corrupt GGUF: tensor {name} has n_dims {n_dims} at byte {cur.pos - 4}; ggml allows 1-{MAX_DIMS}")
+            raise KQuantError(
+                f"corrupt GGUF: tensor {name} has n_dims {n_dims} at byte {cur.pos - 4}; ggml allows 1-{MAX_DIMS}"
+            )
         ne = tuple(cur.take("<Q", f"ne[{d}] of {name}") for d in range(n_dims))
         code = cur.take("<I", f"the type of {name}")
         try:
             ttype = GGMLQuantizationType(code)
         except ValueError:
-            raise KQuantError(f"corrupt GGUF: tensor {name} has type {code} at byte {cur.pos - 4}, which is no ggml type") from None
+            raise KQuantError(
+                f"corrupt GGUF: tensor {name} has type {code} at byte {cur.pos - 4}, which is no ggml type"
+            ) from None
         offset = cur.take("<Q", f"the data offset of {name}")
         infos.append(TensorInfo(name, n_dims, ne, ttype, offset, at, cur.pos))
     return infos
@@ -222,8 +252,12 @@ def read_layout(buf) -> Layout:
     data_start = align(tensors[-1].end if tensors else infos_start, alignment)
     for t in tensors:
         if t.offset % alignment:
-            raise KQuantError(f"corrupt GGUF: tensor {t.name}'s data offset {t.offset} is not a multiple of the alignment {alignment}")
+            raise KQuantError(
+                f"corrupt GGUF: tensor {t.name}'s data offset {t.offset} is not a multiple of the alignment {alignment}"
+            )
         end = data_start + t.offset + t.nbytes
         if end > len(buf):
-            raise KQuantError(f"truncated GGUF: tensor {t.name}'s data ends at byte {end}, but the bytes end at {len(buf)}")
+            raise KQuantError(
+                f"truncated GGUF: tensor {t.name}'s data ends at byte {end}, but the bytes end at {len(buf)}"
+            )
     return Layout(header, kvs, tensors, alignment, data_start, len(buf))

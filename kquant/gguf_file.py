@@ -72,8 +72,9 @@ IMATRIX_N_ENTRIES = "quantize.imatrix.entries_count"
 IMATRIX_N_CHUNKS = "quantize.imatrix.chunks_count"
 
 
-def plan_gguf(path, mix="Q4_K_M", *, pure=False, overrides=(), output_type=None, token_embd_type=None,
-              imatrix=None) -> list[Choice]:
+def plan_gguf(
+    path, mix="Q4_K_M", *, pure=False, overrides=(), output_type=None, token_embd_type=None, imatrix=None
+) -> list[Choice]:
     """The format (and the reason) llama-quantize would give each tensor of a GGUF model.
 
     ``imatrix`` (an Imatrix, its file, or True) turns on the rules that apply only with one.
@@ -145,18 +146,28 @@ def quantize_gguf(
 
 def _plan(model: Model, mix, pure, overrides, output_type, token_embd_type, has_imatrix=False) -> list[Choice]:
     choices = plan(
-        model.tensors, model.params, mix, pure=pure, overrides=overrides, output_type=output_type,
-        token_embd_type=token_embd_type, has_imatrix=has_imatrix,
+        model.tensors,
+        model.params,
+        mix,
+        pure=pure,
+        overrides=overrides,
+        output_type=output_type,
+        token_embd_type=token_embd_type,
+        has_imatrix=has_imatrix,
     )
     for c in choices:
         if c.type != c.source and c.type not in FORMATS and c.type not in (T.F32, T.F16):
-            raise KQuantError(f"{c.name} would become {c.type.name}, which kquant cannot write; choose one of "
-                              f"{', '.join(f.name for f in FORMATS)}, F16 or F32")
+            raise KQuantError(
+                f"{c.name} would become {c.type.name}, which kquant cannot write; choose one of "
+                f"{', '.join(f.name for f in FORMATS)}, F16 or F32"
+            )
         block = GGML_QUANT_SIZES[c.type][0]
         if c.shape[-1] % block:
             # Only an explicit output/token-embedding type skips llama.cpp's shape fallback.
-            raise KQuantError(f"{c.name} has rows of {c.shape[-1]} weights, not a multiple of {c.type.name}'s "
-                              f"block of {block}: choose another type for it")
+            raise KQuantError(
+                f"{c.name} has rows of {c.shape[-1]} weights, not a multiple of {c.type.name}'s "
+                f"block of {block}: choose another type for it"
+            )
     return choices
 
 
@@ -181,8 +192,9 @@ def _encode(t, c: Choice, importance: dict) -> np.ndarray:
         # One slice of the entry per expert matrix (a dense 2-D tensor is a single "expert").
         experts = x.reshape(-1, *x.shape[-2:])
         ncols = x.shape[-1]
-        return np.concatenate([quantize(e, c.type, imatrix=qw[i * ncols : (i + 1) * ncols]).reshape(-1)
-                               for i, e in enumerate(experts)])
+        return np.concatenate(
+            [quantize(e, c.type, imatrix=qw[i * ncols : (i + 1) * ncols]).reshape(-1) for i, e in enumerate(experts)]
+        )
     except KQuantError as e:
         raise KQuantError(f"{c.name} as {c.type.name}: {e}") from None
 
@@ -192,11 +204,15 @@ def _check_required_entries(choices, mix, importance: dict) -> None:
     for c in choices:
         if c.type != c.source and requires_imatrix(c.name, c.type, mix):
             if not importance:
-                raise KQuantError(f"{mix.name} requires an importance matrix (llama.cpp refuses to write {c.name} as "
-                                  f"{c.type.name} without one): pass imatrix= (--imatrix FILE)")
+                raise KQuantError(
+                    f"{mix.name} requires an importance matrix (llama.cpp refuses to write {c.name} as "
+                    f"{c.type.name} without one): pass imatrix= (--imatrix FILE)"
+                )
             if c.name not in importance:
-                raise KQuantError(f"the imatrix has no entry for {c.name}, which {mix.name} writes as {c.type.name} only with one "
-                                  f"(llama.cpp: 'the result will be garbage, so bailing out'): use an imatrix of this model")
+                raise KQuantError(
+                    f"the imatrix has no entry for {c.name}, which {mix.name} writes as {c.type.name} only with one "
+                    f"(llama.cpp: 'the result will be garbage, so bailing out'): use an imatrix of this model"
+                )
 
 
 def _importance_for(c: Choice, importance: dict):
@@ -208,8 +224,10 @@ def _importance_for(c: Choice, importance: dict):
     if qw.size != c.shape[-1] * n_mat:
         if c.name in ("token_embd.weight", "per_layer_token_embd.weight"):
             return None  # llama.cpp lets this one pass: it "always causes this warning"
-        raise KQuantError(f"the imatrix entry for {c.name} has {qw.size} values but the tensor needs {c.shape[-1] * n_mat} "
-                          f"(one per column{' per expert' if n_mat > 1 else ''}): was the imatrix made for another model?")
+        raise KQuantError(
+            f"the imatrix entry for {c.name} has {qw.size} values but the tensor needs {c.shape[-1] * n_mat} "
+            f"(one per column{' per expert' if n_mat > 1 else ''}): was the imatrix made for another model?"
+        )
     return qw
 
 

@@ -43,11 +43,15 @@ def open_gguf(path) -> GGUFReader:
     try:
         reader = GGUFReader(path, "r")
     except (ValueError, IndexError, KeyError, OverflowError) as e:  # what GGUFReader raises on bad bytes
-        raise KQuantError(f"{path} is truncated or corrupt ({type(e).__name__}: {e}); download or convert it again") from None
+        raise KQuantError(
+            f"{path} is truncated or corrupt ({type(e).__name__}: {e}); download or convert it again"
+        ) from None
     size = os.path.getsize(path)
     for t in reader.tensors:
         if t.data_offset + t.n_bytes > size:
-            raise KQuantError(f"{path} is truncated: tensor {t.name} ends past the end of the file; download or convert it again")
+            raise KQuantError(
+                f"{path} is truncated: tensor {t.name} ends past the end of the file; download or convert it again"
+            )
     return reader
 
 
@@ -72,7 +76,10 @@ def read_model(path) -> Model:
     if arch is None:
         raise KQuantError(f"{path} has no general.architecture key, so llama.cpp cannot load it")
     if arch not in SUPPORTED_ARCHS:
-        raise KQuantError(f"{path}: architecture {arch!r} is not supported; kquant follows llama.cpp's mix rules for {', '.join(SUPPORTED_ARCHS)} models")
+        raise KQuantError(
+            f"{path}: architecture {arch!r} is not supported; kquant follows llama.cpp's mix rules for "
+            f"{', '.join(SUPPORTED_ARCHS)} models"
+        )
     for key in _REQUIRED:
         if f"{arch}.{key}" not in reader.fields:
             raise KQuantError(f"{path} lacks the metadata key {arch}.{key}, which llama.cpp needs to load the model")
@@ -89,9 +96,12 @@ def read_model(path) -> Model:
         if t.tensor_type not in SOURCE_TYPES:
             if GGML_QUANT_SIZES[t.tensor_type][0] > 1:
                 raise KQuantError(
-                    f"{path} is already quantized ({t.name} is {t.tensor_type.name}): start from the F32, F16 or BF16 model"
+                    f"{path} is already quantized ({t.name} is {t.tensor_type.name}): start from the F32, F16 or "
+                    "BF16 model"
                 )
-            raise KQuantError(f"{path}: tensor {t.name} has type {t.tensor_type.name}; kquant reads F32, F16 and BF16 tensors only")
+            raise KQuantError(
+                f"{path}: tensor {t.name} has type {t.tensor_type.name}; kquant reads F32, F16 and BF16 tensors only"
+            )
         tensors.append(TensorSpec(t.name, shape_of(t), t.tensor_type))
 
     n_head = _first(reader, f"{arch}.attention.head_count") or 0
@@ -128,7 +138,9 @@ def weights(t) -> np.ndarray:
     x = x.reshape(shape)
     if not np.isfinite(x).all():
         n = int(np.count_nonzero(~np.isfinite(x)))
-        raise KQuantError(f"tensor {t.name} holds {n} NaN or Inf value(s); llama.cpp refuses such a model too (\"has invalid data\")")
+        raise KQuantError(
+            f'tensor {t.name} holds {n} NaN or Inf value(s); llama.cpp refuses such a model too ("has invalid data")'
+        )
     return x
 
 

@@ -7,10 +7,11 @@
 
 ``fetch`` downloads one file with ``huggingface_hub`` (an optional extra: ``pip install
 huggingface_hub``) into its usual cache; a file already in the cache is used without
-asking the network, so the second call costs nothing and works offline. When the Hub cannot be reached and the file is not cached, it says so in one
-line and returns the bundled model instead, so a notebook cell never fails for want of a
-network. A file that does not exist on a reachable Hub is an error, not a fallback: that
-is a typo to fix, not a network to wait for.
+asking the network, so the second call costs nothing and works offline. When the Hub
+cannot be reached and the file is not cached, it says so in one line and returns the
+bundled model instead, so a notebook cell never fails for want of a network. A file that
+does not exist on a reachable Hub is an error, not a fallback: that is a typo to fix, not
+a network to wait for.
 
 The bundled model is looked for in the checkout's data/ folder, then in the folder
 kquant.colab downloads it to (``$KQUANT_DATA``, else ~/.cache/kquant), which is where it
@@ -42,7 +43,10 @@ DEFAULT_FILE = "SmolLM2-135M-Instruct-f16.gguf"
 
 
 def bundled_path() -> Path:
-    """Where the bundled model is: the checkout's data/, else the download folder (colab.model_path); CHECKOUT if in neither."""
+    """Where the bundled model is: the checkout's data/, else the download folder (colab.model_path).
+
+    CHECKOUT if it is in neither.
+    """
     return colab.model_path() or CHECKOUT
 
 
@@ -56,13 +60,21 @@ def bundled() -> Path:
     """The model trained by scripts/train_model.py and shipped with the workbook."""
     path = sys.modules[__name__].BUNDLED
     if not path.is_file():
-        raise KQuantError(f"the bundled model {path} is missing: restore data/ from git, or run scripts/train_model.py "
-                          f"(on Colab: run the notebook's first code cell, which downloads it)")  # fmt: skip
+        raise KQuantError(
+            f"the bundled model {path} is missing: restore data/ from git, or run scripts/train_model.py "
+            f"(on Colab: run the notebook's first code cell, which downloads it)"
+        )
     return path
 
 
-def fetch(repo_id: str = DEFAULT_REPO, filename: str = DEFAULT_FILE, *, revision: str = "main",
-          fallback: bool = True, timeout: float = 10.0) -> Path:
+def fetch(
+    repo_id: str = DEFAULT_REPO,
+    filename: str = DEFAULT_FILE,
+    *,
+    revision: str = "main",
+    fallback: bool = True,
+    timeout: float = 10.0,
+) -> Path:
     """Download ``filename`` from the Hub repository ``repo_id`` (or find it in the cache).
 
     Offline, or without huggingface_hub installed, it prints one line and returns
@@ -70,26 +82,40 @@ def fetch(repo_id: str = DEFAULT_REPO, filename: str = DEFAULT_FILE, *, revision
     """
     try:
         import huggingface_hub
-        from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
+        from huggingface_hub.errors import (
+            EntryNotFoundError,
+            HfHubHTTPError,
+            LocalEntryNotFoundError,
+            RepositoryNotFoundError,
+            RevisionNotFoundError,
+        )
     except ImportError:
         return _offline("huggingface_hub is not installed (pip install huggingface_hub)", fallback)
     endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
     where = dict(revision=revision, endpoint=endpoint, cache_dir=os.environ.get("HF_HUB_CACHE"))
     try:
         # The cache first: a file downloaded once is used as it is, with no network at all.
-        return _checked(Path(huggingface_hub.hf_hub_download(repo_id, filename, local_files_only=True, **where)), repo_id, filename)
+        return _checked(
+            Path(huggingface_hub.hf_hub_download(repo_id, filename, local_files_only=True, **where)), repo_id, filename
+        )
     except LocalEntryNotFoundError:
         pass
     if not _reachable(endpoint, timeout):
         # Asked without a network, huggingface_hub retries with back-off for about 23 s.
-        return _offline(f"the Hugging Face Hub ({endpoint}) is not reachable and {repo_id}/{filename} is not cached", fallback)
+        return _offline(
+            f"the Hugging Face Hub ({endpoint}) is not reachable and {repo_id}/{filename} is not cached", fallback
+        )
     try:
         path = huggingface_hub.hf_hub_download(repo_id, filename, etag_timeout=timeout, **where)
     except LocalEntryNotFoundError:  # no connection and no cached copy (also HF_HUB_OFFLINE=1)
-        return _offline(f"the Hugging Face Hub ({endpoint}) is not reachable and {repo_id}/{filename} is not cached", fallback)
+        return _offline(
+            f"the Hugging Face Hub ({endpoint}) is not reachable and {repo_id}/{filename} is not cached", fallback
+        )
     except (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError) as e:
-        raise KQuantError(f"{repo_id}/{filename} (revision {revision}) is not on the Hub at {endpoint}: "
-                          f"{type(e).__name__}; check the names") from None
+        raise KQuantError(
+            f"{repo_id}/{filename} (revision {revision}) is not on the Hub at {endpoint}: "
+            f"{type(e).__name__}; check the names"
+        ) from None
     except HfHubHTTPError as e:
         raise KQuantError(f"the Hub at {endpoint} refused {repo_id}/{filename}: {str(e).splitlines()[0]}") from None
     except OSError as e:  # a connection failure huggingface_hub did not translate
@@ -108,7 +134,9 @@ def _reachable(endpoint: str, timeout: float) -> bool:
     """Whether a TCP connection to the Hub's host opens within ``timeout`` seconds."""
     url = urlsplit(endpoint)
     try:
-        with socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout=timeout):
+        with socket.create_connection(
+            (url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout=timeout
+        ):
             return True
     except OSError:  # refused, unreachable, no DNS, timed out
         return False

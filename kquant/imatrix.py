@@ -94,7 +94,10 @@ def calibration_text(n_docs: int = 64, seed: int = CALIBRATION_SEED) -> str:
     from .run import HELD_OUT_SEED
 
     if seed in (1, HELD_OUT_SEED):
-        raise KQuantError(f"seed {seed} draws the training or evaluation text: calibrate on other text (the default is {CALIBRATION_SEED})")
+        raise KQuantError(
+            f"seed {seed} draws the training or evaluation text: calibrate on other text (the default is "
+            f"{CALIBRATION_SEED})"
+        )
     return corpus.text(corpus.documents(seed, n_docs, held_out=True)).removeprefix(corpus.BOS)
 
 
@@ -144,7 +147,9 @@ class Imatrix:
     def importance(self, name: str) -> np.ndarray:
         """Mean squared input per column of ``name``, as llama-quantize computes it from the file."""
         if name not in self.entries:
-            raise KQuantError(f"the imatrix has no entry {name!r}; it has {len(self.entries)} entries, e.g. {self.names()[:3]}")
+            raise KQuantError(
+                f"the imatrix has no entry {name!r}; it has {len(self.entries)} entries, e.g. {self.names()[:3]}"
+            )
         return self.entries[name].importance(self.legacy)
 
     def vectors(self) -> dict[str, np.ndarray]:
@@ -163,14 +168,21 @@ class Imatrix:
         if not self.entries:
             raise KQuantError("this imatrix has no entries: collect some activations first")
         if not self.datasets:
-            raise KQuantError("give the imatrix a dataset name (im.datasets = ['my-text.txt']): gguf-py cannot write an empty imatrix.datasets array")
+            raise KQuantError(
+                "give the imatrix a dataset name (im.datasets = ['my-text.txt']): gguf-py cannot write an empty "
+                "imatrix.datasets array"
+            )
         if self.legacy:
-            raise KQuantError("this imatrix came from a legacy .dat file, whose sums are already divided by their counts: "
-                              "convert it with llama-imatrix --in-file old.dat -o new.gguf, or quantize with it directly")
+            raise KQuantError(
+                "this imatrix came from a legacy .dat file, whose sums are already divided by their counts: "
+                "convert it with llama-imatrix --in-file old.dat -o new.gguf, or quantize with it directly"
+            )
         for name, e in self.entries.items():
             if np.ndim(e.in_sum2) != 2 or np.shape(e.in_sum2)[0] != np.size(e.counts) or np.ndim(e.counts) != 1:
-                raise KQuantError(f"entry {name}: in_sum2 must be (n_mat, n_cols) with one count per row, "
-                                  f"got {np.shape(e.in_sum2)} and {np.shape(e.counts)} counts")
+                raise KQuantError(
+                    f"entry {name}: in_sum2 must be (n_mat, n_cols) with one count per row, "
+                    f"got {np.shape(e.in_sum2)} and {np.shape(e.counts)} counts"
+                )
         try:
             with _atomic_output(path) as tmp:
                 w = GGUFWriter(tmp, arch="imatrix")
@@ -197,11 +209,13 @@ class Imatrix:
         return path
 
     @classmethod
-    def load(cls, path) -> "Imatrix":
+    def load(cls, path) -> Imatrix:
         """Read an imatrix file: llama.cpp's GGUF format, or the legacy .dat format."""
         path = Path(path)
         if not path.is_file():
-            raise KQuantError(f"{path}: no such file" if not path.exists() else f"{path} is a folder, not an imatrix file")
+            raise KQuantError(
+                f"{path}: no such file" if not path.exists() else f"{path} is a folder, not an imatrix file"
+            )
         with open(path, "rb") as f:
             magic = f.read(4)
         im = _load_gguf(path) if magic == b"GGUF" else _load_legacy(path)
@@ -216,14 +230,20 @@ def _load_gguf(path: Path) -> Imatrix:
     r = open_gguf(path)
     kind = _string(r, GENERAL_TYPE)
     if kind not in (None, "imatrix"):
-        raise KQuantError(f"{path} is a GGUF {kind!r}, not an imatrix (general.type is not 'imatrix'): pass the file llama-imatrix or kquant.imatrix wrote")
+        raise KQuantError(
+            f"{path} is a GGUF {kind!r}, not an imatrix (general.type is not 'imatrix'): pass the file "
+            "llama-imatrix or kquant.imatrix wrote"
+        )
     if not r.tensors:
         raise KQuantError(f"{path} holds no tensors: llama.cpp refuses an imatrix without data")
     if not any(t.name.endswith((SUMS_SUFFIX, COUNTS_SUFFIX)) for t in r.tensors):
         raise KQuantError(f"{path} has no <name>.in_sum2 / <name>.counts tensors: it is not an imatrix file")
     missing = [k for k in (DATASETS, CHUNK_COUNT, CHUNK_SIZE) if k not in r.fields]
     if missing:
-        raise KQuantError(f"{path} lacks the imatrix metadata {', '.join(missing)}: llama-quantize refuses it (is it an imatrix file?)")
+        raise KQuantError(
+            f"{path} lacks the imatrix metadata {', '.join(missing)}: llama-quantize refuses it (is it an imatrix "
+            "file?)"
+        )
     f = r.fields[DATASETS]
     if f.types[0] != GGUFValueType.ARRAY or (len(f.types) > 1 and f.types[1] != GGUFValueType.STRING):
         raise KQuantError(f"{path}: {DATASETS} must be an array of strings")
@@ -237,14 +257,20 @@ def _load_gguf(path: Path) -> Imatrix:
     entries = {}
     for name, pair in sorted(pairs.items()):
         if len(pair) != 2:
-            raise KQuantError(f"{path}: {name} has {'no .counts' if SUMS_SUFFIX in pair else 'no .in_sum2'} tensor; the file is damaged, write it again")
+            raise KQuantError(
+                f"{path}: {name} has {'no .counts' if SUMS_SUFFIX in pair else 'no .in_sum2'} tensor; the file is "
+                "damaged, write it again"
+            )
         sums_t, counts_t = pair[SUMS_SUFFIX], pair[COUNTS_SUFFIX]
         if sums_t.tensor_type != T.F32 or counts_t.tensor_type != T.F32:
             raise KQuantError(f"{path}: the sums and counts of {name} must be F32 (llama.cpp refuses other types)")
         sums = np.asarray(sums_t.data, dtype=np.float32).reshape(-1)
         counts = np.asarray(counts_t.data, dtype=np.float32).reshape(-1)
         if counts.size == 0 or sums.size % counts.size:
-            raise KQuantError(f"{path}: {name} has {sums.size} sums for {counts.size} counts, not a whole row per count; the file is damaged")
+            raise KQuantError(
+                f"{path}: {name} has {sums.size} sums for {counts.size} counts, not a whole row per count; the "
+                "file is damaged"
+            )
         if not (np.isfinite(counts).all() and (counts >= 0).all()):
             raise KQuantError(f"{path}: the counts of {name} must be finite and >= 0; the file is damaged")
         entries[name] = Entry(sums.reshape(counts.size, -1).copy(), _lround(counts))
@@ -282,7 +308,10 @@ def _load_legacy(path: Path) -> Imatrix:
     def take(n: int, what: str) -> bytes:
         nonlocal pos
         if pos + n > len(data):
-            raise KQuantError(f"{path} is not a GGUF imatrix and ends in the middle of {what} as a legacy .dat imatrix: is it an imatrix file at all?")
+            raise KQuantError(
+                f"{path} is not a GGUF imatrix and ends in the middle of {what} as a legacy .dat imatrix: is it an "
+                "imatrix file at all?"
+            )
         chunk = data[pos : pos + n]
         pos += n
         return chunk
@@ -317,8 +346,15 @@ def _load_legacy(path: Path) -> Imatrix:
 # ---------------------------------------------------------------------------- collecting
 
 
-def collect(model, data, *, n_ctx: int | None = None, n_chunks: int | None = None, dataset: str | None = None,
-            process_output: bool = False) -> Imatrix:
+def collect(
+    model,
+    data,
+    *,
+    n_ctx: int | None = None,
+    n_chunks: int | None = None,
+    dataset: str | None = None,
+    process_output: bool = False,
+) -> Imatrix:
     """Run calibration data through kquant.forward and record what llama-imatrix records.
 
     ``model``: a ``kquant.forward.Llama`` or the path of a llama GGUF (any type it reads).
@@ -342,7 +378,10 @@ def collect(model, data, *, n_ctx: int | None = None, n_chunks: int | None = Non
     llama = model if isinstance(model, Llama) else Llama.load(model)
     n_ctx = llama.cfg.n_ctx if n_ctx is None else int(n_ctx)
     if n_ctx < MIN_BATCH_TOKENS:
-        raise KQuantError(f"n_ctx = {n_ctx}: llama-imatrix ignores batches of fewer than {MIN_BATCH_TOKENS} tokens, so use n_ctx >= {MIN_BATCH_TOKENS}")
+        raise KQuantError(
+            f"n_ctx = {n_ctx}: llama-imatrix ignores batches of fewer than {MIN_BATCH_TOKENS} tokens, so use n_ctx "
+            f">= {MIN_BATCH_TOKENS}"
+        )
     if isinstance(data, str):
         sequences = chunks(llama, data, n_ctx, n_chunks)
         dataset = dataset or "calibration text"
@@ -374,7 +413,10 @@ def collect(model, data, *, n_ctx: int | None = None, n_chunks: int | None = Non
     for seq in sequences:
         llama.forward(seq, observe)
     if not sums:
-        raise KQuantError(f"nothing was recorded: every sequence had fewer than {MIN_BATCH_TOKENS} tokens (llama-imatrix ignores those)")
+        raise KQuantError(
+            f"nothing was recorded: every sequence had fewer than {MIN_BATCH_TOKENS} tokens (llama-imatrix ignores "
+            "those)"
+        )
     entries = {n: Entry(s.astype(np.float32)[None, :], np.array([counts[n]], dtype=np.int64)) for n, s in sums.items()}
     chunk_count = max(counts.values()) // n_ctx  # llama-imatrix's m_last_chunk: tokens seen / chunk size
     return Imatrix(entries, [dataset], chunk_count, n_ctx)
@@ -384,7 +426,10 @@ def chunks(llama, text: str, n_ctx: int, n_chunks: int | None = None) -> list[np
     """Cut a text as llama-imatrix does: tokens (BOS first), n_ctx-token chunks, BOS at each chunk's start."""
     tokens = tokenize(llama, text)
     if len(tokens) < 2 * n_ctx:
-        raise KQuantError(f"the text has {len(tokens)} tokens; llama-imatrix needs at least 2 * n_ctx = {2 * n_ctx}: give more text or a smaller n_ctx")
+        raise KQuantError(
+            f"the text has {len(tokens)} tokens; llama-imatrix needs at least 2 * n_ctx = {2 * n_ctx}: give more "
+            "text or a smaller n_ctx"
+        )
     n = len(tokens) // n_ctx if n_chunks is None else min(int(n_chunks), len(tokens) // n_ctx)
     bos = tokens[0]
     out = []
@@ -401,11 +446,12 @@ def tokenize(llama, text: str) -> list[int]:
     This is llama-imatrix's ``common_tokenize(ctx, text, add_special=true, parse_special)``
     with --parse-special, so ``</s>`` in the text is the end-of-document token.
     """
-    import ctypes
     import logging
 
     if llama.path is None:
-        raise KQuantError("this Llama was not loaded from a file, so there is no tokenizer: pass token-id sequences instead of text")
+        raise KQuantError(
+            "this Llama was not loaded from a file, so there is no tokenizer: pass token-id sequences instead of text"
+        )
     logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)  # llama.cpp's load log, else printed
     import llama_cpp
 
@@ -442,13 +488,17 @@ def as_importance(imatrix) -> tuple[dict[str, np.ndarray], Imatrix | None]:
         vectors = {str(k): np.asarray(v) for k, v in imatrix.items()}
         source = None
     else:
-        raise KQuantError(f"imatrix must be an Imatrix, a file path or a dict name -> importance vector, not {type(imatrix).__name__}")
+        raise KQuantError(
+            f"imatrix must be an Imatrix, a file path or a dict name -> importance vector, not {type(imatrix).__name__}"
+        )
     if not vectors:
         raise KQuantError("the imatrix has no entries: llama-quantize refuses an imatrix without data")
     for name, v in vectors.items():
         v = np.asarray(v)
         if v.ndim != 1 or v.size == 0:
-            raise KQuantError(f"imatrix entry {name} has shape {v.shape}: give one flat vector of importances per tensor")
+            raise KQuantError(
+                f"imatrix entry {name} has shape {v.shape}: give one flat vector of importances per tensor"
+            )
         try:
             vectors[name] = check_importance(v, v.size)
         except KQuantError as e:

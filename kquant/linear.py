@@ -38,7 +38,9 @@ def _blocks(w, block_size: int | None) -> tuple[np.ndarray, tuple]:
     if not isinstance(block_size, (int, np.integer)) or block_size < 1:
         raise KQuantError(f"block_size must be a positive integer or None (per tensor), got {block_size!r}")
     if w.shape[-1] % block_size:
-        raise KQuantError(f"rows of {w.shape[-1]} weights do not split into blocks of {block_size}: pick a divisor of the row length")
+        raise KQuantError(
+            f"rows of {w.shape[-1]} weights do not split into blocks of {block_size}: pick a divisor of the row length"
+        )
     return w.reshape(-1, int(block_size)), w.shape
 
 

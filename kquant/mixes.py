@@ -7,7 +7,8 @@ the mix's default (Q4_K), a few sensitive ones get more bits (Q6_K), norms stay 
     >>> from kquant.mixes import ModelParams, TensorSpec, plan
     >>> from gguf import GGMLQuantizationType as T
     >>> model = ModelParams(n_layer=16, n_head=4, n_head_kv=4)
-    >>> tensors = [TensorSpec("blk.0.attn_norm.weight", (256,), T.F32), TensorSpec("blk.0.attn_q.weight", (256, 256), T.F32)]
+    >>> tensors = [TensorSpec("blk.0.attn_norm.weight", (256,), T.F32), TensorSpec("blk.0.attn_q.weight", (256, 256),
+    T.F32)]
     >>> [(c.type.name, c.reason) for c in plan(tensors, model, "Q4_K_M")]  # doctest: +NORMALIZE_WHITESPACE
     [('F32', '1-D tensor: llama.cpp quantizes only matrices (2-D and 3-D) → stays F32'),
      ('Q4_K', 'attn_q of layer 0: the Q4_K_M default Q4_K')]
@@ -17,8 +18,9 @@ The rules are those of ``llama_tensor_get_type`` in src/llama-quant.cpp of llama
 with or without an importance matrix (``has_imatrix``: for the mixes here it changes one
 rule, Q4_0 / Q5_0 give ffn_down of the first n_layer/8 layers Q4_1 / Q5_1). Left out on
 purpose: the Falcon, GLM5-NEXT and BailingMoE3 branches (other architectures), the
-IQ/TQ/MXFP4 file types (kquant does not encode them). Q2_K_S, which llama.cpp writes only
-with an importance matrix, is in ``IMATRIX_MIXES``, apart from ``MIXES``. This module is pure logic: names, shapes and hyper-parameters in, a plan out;
+IQ/TQ/MXFP4 file types (kquant does not encode them). Q2_K_S, which llama.cpp writes
+only with an importance matrix, is in ``IMATRIX_MIXES``, apart from ``MIXES``. This module
+is pure logic: names, shapes and hyper-parameters in, a plan out;
 ``kquant.gguf_file`` applies it to a real file.
 """
 
@@ -405,7 +407,10 @@ class _Rules:
             if t.row_length % GGML_QUANT_SIZES[default][0] != 0:
                 return T.Q8_0, f"{role}: rows of {t.row_length} do not fit {default.name} blocks → Q8_0"
             if default != T.Q8_0:
-                return T.Q6_K, f"{role}: the output layer is the most sensitive matrix, every mix but Q8_0 gives it Q6_K"
+                return (
+                    T.Q6_K,
+                    f"{role}: the output layer is the most sensitive matrix, every mix but Q8_0 gives it Q6_K",
+                )
             return default, f"{role}: the Q8_0 mix keeps it at Q8_0"
 
         if cat == "token_embd":
@@ -417,11 +422,17 @@ class _Rules:
             new, why = default, as_default
             if mix == "Q2_K":
                 if m.n_gqa >= 4:
-                    new, why = T.Q4_K, f"{what}: Q2_K gives attn_v Q4_K when {m.n_gqa} query heads share a kv head (GQA ≥ 4)"
+                    new, why = (
+                        T.Q4_K,
+                        f"{what}: Q2_K gives attn_v Q4_K when {m.n_gqa} query heads share a kv head (GQA ≥ 4)",
+                    )
                 else:
                     new, why = T.Q3_K, f"{what}: Q2_K gives attn_v Q3_K (GQA {m.n_gqa} < 4)"
             elif mix == "Q2_K_S" and m.n_gqa >= 4:
-                new, why = T.Q4_K, f"{what}: Q2_K_S gives attn_v Q4_K when {m.n_gqa} query heads share a kv head (GQA ≥ 4)"
+                new, why = (
+                    T.Q4_K,
+                    f"{what}: Q2_K_S gives attn_v Q4_K when {m.n_gqa} query heads share a kv head (GQA ≥ 4)",
+                )
             elif mix == "Q3_K_M" and i < 2:
                 new, why = T.Q5_K, f"{what}: one of the first 2 attn_v tensors → Q5_K"
             elif mix == "Q3_K_M":
@@ -467,8 +478,10 @@ class _Rules:
                 # llama.cpp's guard against "craziness" in the first ffn_down layers; only with an
                 # imatrix, so that a file made without one stays what it always was.
                 new = T.Q4_1 if mix == "Q4_0" else T.Q5_1
-                return new, (f"{what}: with an importance matrix, {mix} gives ffn_down of the first eighth "
-                             f"of {n} layers {new.name} (layer {i} < {n // 8})")
+                return new, (
+                    f"{what}: with an importance matrix, {mix} gives ffn_down of the first eighth "
+                    f"of {n} layers {new.name} (layer {i} < {n // 8})"
+                )
             return default, as_default
 
         if cat in ("ffn_gate", "ffn_up"):

@@ -28,19 +28,26 @@ LLAMA31_8B_SIZES = Table(
     source="llama.cpp tools/quantize/README.md (vendored in llama-cpp-python 0.3.36)",
     note="Llama-3.1-8B: bits per weight of the whole file, and its size in GiB",
     rows={
-        "Q2_K_S": {"bpw": 2.9697, "GiB": 2.78}, "Q2_K": {"bpw": 3.1593, "GiB": 2.95},
-        "Q3_K_S": {"bpw": 3.6429, "GiB": 3.41}, "Q3_K_M": {"bpw": 3.9960, "GiB": 3.74},
-        "Q3_K_L": {"bpw": 4.2979, "GiB": 4.02}, "Q4_K_S": {"bpw": 4.6672, "GiB": 4.36},
-        "Q4_K_M": {"bpw": 4.8944, "GiB": 4.58}, "Q5_K_S": {"bpw": 5.5704, "GiB": 5.21},
-        "Q5_K_M": {"bpw": 5.7036, "GiB": 5.33}, "Q6_K": {"bpw": 6.5633, "GiB": 6.14},
-        "Q8_0": {"bpw": 8.5008, "GiB": 7.95}, "F16": {"bpw": 16.0005, "GiB": 14.96},
+        "Q2_K_S": {"bpw": 2.9697, "GiB": 2.78},
+        "Q2_K": {"bpw": 3.1593, "GiB": 2.95},
+        "Q3_K_S": {"bpw": 3.6429, "GiB": 3.41},
+        "Q3_K_M": {"bpw": 3.9960, "GiB": 3.74},
+        "Q3_K_L": {"bpw": 4.2979, "GiB": 4.02},
+        "Q4_K_S": {"bpw": 4.6672, "GiB": 4.36},
+        "Q4_K_M": {"bpw": 4.8944, "GiB": 4.58},
+        "Q5_K_S": {"bpw": 5.5704, "GiB": 5.21},
+        "Q5_K_M": {"bpw": 5.7036, "GiB": 5.33},
+        "Q6_K": {"bpw": 6.5633, "GiB": 6.14},
+        "Q8_0": {"bpw": 8.5008, "GiB": 7.95},
+        "F16": {"bpw": 16.0005, "GiB": 14.96},
     },
-)  # fmt: skip
+)
 
 # llama.cpp tools/perplexity/README.md, "LLaMA 3 8b Scoreboard" (PR #6936), CUDA backend. Rows named
 # "+imatrix" were quantized with the "WT 10m" importance matrix (10M wikitext tokens), the others without.
 LLAMA3_8B_SCOREBOARD = Table(
-    source="llama.cpp tools/perplexity/README.md, LLaMA 3 8b Scoreboard (PR #6936), vendored in llama-cpp-python 0.3.36",
+    source="llama.cpp tools/perplexity/README.md, LLaMA 3 8b Scoreboard (PR #6936), vendored in llama-cpp-python "
+    "0.3.36",
     note="Llama-3-8B: size (GiB), perplexity, its increase over F16 (dppl) and KL divergence vs F16 (kld)",
     rows={
         "F16": {"GiB": 14.97, "ppl": 6.233160},
@@ -58,19 +65,23 @@ LLAMA3_8B_SCOREBOARD = Table(
         "Q2_K": {"GiB": 2.96, "ppl": 9.751568, "dppl": 3.519934, "kld": 0.445132},
         "Q2_K+imatrix": {"GiB": 2.96, "ppl": 8.647825, "dppl": 2.416191, "kld": 0.332223},
     },
-)  # fmt: skip
+)
 
 # llama.cpp tools/perplexity/README.md, "Old Numbers": Llama 2 70B.
 LLAMA2_70B = Table(
     source="llama.cpp tools/perplexity/README.md, Old Numbers (Llama 2 70B), vendored in llama-cpp-python 0.3.36",
     note="Llama-2-70B: file size (GiB), perplexity and its increase over fp16",
     rows={
-        "F16": {"GiB": 128.5, "ppl": 3.4313}, "Q6_K": {"GiB": 52.70, "ppl": 3.4367},
-        "Q5_K_M": {"GiB": 45.41, "ppl": 3.4451}, "Q4_K_M": {"GiB": 38.54, "ppl": 3.4725},
-        "Q4_K_S": {"GiB": 36.39, "ppl": 3.4852}, "Q4_0": {"GiB": 36.20, "ppl": 3.5550},
-        "Q3_K_M": {"GiB": 30.83, "ppl": 3.5932}, "Q2_K": {"GiB": 27.27, "ppl": 3.7339},
+        "F16": {"GiB": 128.5, "ppl": 3.4313},
+        "Q6_K": {"GiB": 52.70, "ppl": 3.4367},
+        "Q5_K_M": {"GiB": 45.41, "ppl": 3.4451},
+        "Q4_K_M": {"GiB": 38.54, "ppl": 3.4725},
+        "Q4_K_S": {"GiB": 36.39, "ppl": 3.4852},
+        "Q4_0": {"GiB": 36.20, "ppl": 3.5550},
+        "Q3_K_M": {"GiB": 30.83, "ppl": 3.5932},
+        "Q2_K": {"GiB": 27.27, "ppl": 3.7339},
     },
-)  # fmt: skip
+)
 
 # Layouts of three popular models, from each model's published config.json: nominal parameter
 # count, layers (num_hidden_layers), KV heads (num_key_value_heads), head size (hidden / heads).

@@ -96,7 +96,7 @@ def _candidate_folders():
         import llama_cpp.llama_cpp as _llama
 
         yield pathlib.Path(_llama._base_path)
-    except Exception:  # noqa: BLE001 -- any failure just means "not found"
+    except Exception:  # any failure just means "not found"
         return
 
 
@@ -127,7 +127,7 @@ class _TypeTraits(ctypes.Structure):
     ]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _lib() -> SimpleNamespace:
     """Load libggml-base once and declare the C signatures we call (from ggml.h)."""
     path = library_path()
@@ -263,8 +263,9 @@ def _convert_rows(fn, src: np.ndarray, dtype) -> np.ndarray:
 # --- whole files: llama.cpp's own llama-quantize ---------------------------------------
 
 
-def model_quantize(src, dst, mix="Q4_K_M", *, nthread=1, pure=False, overrides=(), output_type=None, token_embd_type=None,
-                   imatrix=None):
+def model_quantize(
+    src, dst, mix="Q4_K_M", *, nthread=1, pure=False, overrides=(), output_type=None, token_embd_type=None, imatrix=None
+):
     """Quantize the GGUF ``src`` into ``dst`` with llama.cpp itself (``llama_model_quantize``).
 
     What the ``llama-quantize`` tool calls; the options are its own (``--pure``,

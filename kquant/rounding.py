@@ -95,7 +95,11 @@ class FloatBits(NamedTuple):
     @property
     def bits(self) -> str:
         """All bits, sign first, as stored (most significant first)."""
-        return str(self.sign) + bit_string(self.exponent, self.exponent_bits) + bit_string(self.mantissa, self.mantissa_bits)
+        return (
+            str(self.sign)
+            + bit_string(self.exponent, self.exponent_bits)
+            + bit_string(self.mantissa, self.mantissa_bits)
+        )
 
     def from_fields(self) -> float:
         """The value recomputed from the fields by the textbook formula (inf/NaN excepted)."""

@@ -85,8 +85,16 @@ class Model:
         (tiny-model-notes.md §2), so the default samples at 0.8.
         """
         self.llm.set_seed(seed)
-        out = self.llm.create_completion(prompt, max_tokens=max_tokens, temperature=temperature, top_k=0, top_p=1.0,
-                                         min_p=0.0, repeat_penalty=1.0, seed=seed)
+        out = self.llm.create_completion(
+            prompt,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            top_k=0,
+            top_p=1.0,
+            min_p=0.0,
+            repeat_penalty=1.0,
+            seed=seed,
+        )
         return out["choices"][0]["text"]
 
     def tokens_per_second(self, n: int = 64, prompt: str = "Once upon a time") -> float:
@@ -114,8 +122,16 @@ def load(path, n_ctx: int | None = None, n_threads: int = 1) -> Model:
     import llama_cpp
 
     try:
-        llm = llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx or 0, n_threads=n_threads, n_threads_batch=n_threads,
-                              logits_all=True, type_k=GGML_TYPE_F32, type_v=GGML_TYPE_F32, verbose=False)
+        llm = llama_cpp.Llama(
+            model_path=str(path),
+            n_ctx=n_ctx or 0,
+            n_threads=n_threads,
+            n_threads_batch=n_threads,
+            logits_all=True,
+            type_k=GGML_TYPE_F32,
+            type_v=GGML_TYPE_F32,
+            verbose=False,
+        )
     except ValueError as e:  # llama-cpp-python's wording for "llama.cpp refused the file"
         raise KQuantError(f"llama.cpp could not load {path}: {e}") from None
     return Model(path, llm)
@@ -234,8 +250,15 @@ def task_results(model: Model, tasks) -> dict[str, np.ndarray]:
     return {k: np.array(v) for k, v in right.items()}
 
 
-def evaluate(path, reference: Scores | None = None, *, n_docs: int = 48, n_sums: int = 400,
-             n_threads: int = 1, speed_tokens: int = 64) -> Scores:
+def evaluate(
+    path,
+    reference: Scores | None = None,
+    *,
+    n_docs: int = 48,
+    n_sums: int = 400,
+    n_threads: int = 1,
+    speed_tokens: int = 64,
+) -> Scores:
     """Score one file; with ``reference`` (another file's Scores), also KL and top-1 against it."""
     m = load(path, n_ctx=256, n_threads=n_threads)
     seqs = held_out_sequences(m, n_docs)
@@ -244,11 +267,15 @@ def evaluate(path, reference: Scores | None = None, *, n_docs: int = 48, n_sums:
     nlls = np.concatenate([nll(lg, s) for lg, s in zip(logits, seqs)])
     if reference is not None:
         if reference.tokens != seqs:
-            raise KQuantError(f"{path} tokenizes the held-out text differently from {reference.path}: "
-                              "KL and top-1 compare files of one model (the same vocabulary), not different models")
+            raise KQuantError(
+                f"{path} tokenizes the held-out text differently from {reference.path}: "
+                "KL and top-1 compare files of one model (the same vocabulary), not different models"
+            )
         # Means over every position of every document, not means of per-document means.
         kl = float(np.concatenate([kl_per_position(r, lg) for r, lg in zip(reference.logits, logits)]).mean())
-        top1 = float(np.mean(np.concatenate([r.argmax(-1) == lg.argmax(-1) for r, lg in zip(reference.logits, logits)])))
+        top1 = float(
+            np.mean(np.concatenate([r.argmax(-1) == lg.argmax(-1) for r, lg in zip(reference.logits, logits)]))
+        )
     else:
         kl, top1 = 0.0, 1.0
     results = task_results(m, held_out_tasks(n_sums))
@@ -272,7 +299,7 @@ def evaluate(path, reference: Scores | None = None, *, n_docs: int = 48, n_sums:
     )
 
 
-def compare(paths, **kwargs) -> "Table":
+def compare(paths, **kwargs) -> Table:
     """Score every file against the first one (the reference); return a printable table."""
     paths = [Path(p) for p in paths]
     if not paths:
@@ -292,9 +319,11 @@ class Table:
         head = ["file", "MB", "bpw", "ppl", "KL", "top-1"] + [f"{k} acc" for k in kinds] + ["changed", "tok/s"]
         lines = [head]
         for r in self.rows:
-            lines.append([r.path.name, f"{r.size_mb:.2f}", f"{r.bpw:.2f}", f"{r.perplexity:.4f}", f"{r.kl:.2e}",
-                          f"{r.top1:.4f}"] + [f"{r.accuracy.get(k, float('nan')):.3f}" for k in kinds]
-                         + [f"{r.changed:.3f}", f"{r.tokens_per_s:.0f}"])
+            lines.append(
+                [r.path.name, f"{r.size_mb:.2f}", f"{r.bpw:.2f}", f"{r.perplexity:.4f}", f"{r.kl:.2e}", f"{r.top1:.4f}"]
+                + [f"{r.accuracy.get(k, float('nan')):.3f}" for k in kinds]
+                + [f"{r.changed:.3f}", f"{r.tokens_per_s:.0f}"]
+            )
         widths = [max(len(row[i]) for row in lines) for i in range(len(head))]
         fmt = lambda row: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))  # noqa: E731
         return "\n".join([fmt(lines[0]), fmt(["-" * w for w in widths])] + [fmt(r) for r in lines[1:]])

@@ -25,15 +25,26 @@ class Sample(NamedTuple):
     source: str  # one line saying where the weights come from
 
 
-def synthetic_weights(rows: int = 256, cols: int = 1024, *, seed: int = 0, std: float = 0.02, tail_dof: float = 5.0,
-                      outlier_cols: int = 4, outlier_gain: float = 5.0) -> np.ndarray:  # fmt: skip
+def synthetic_weights(
+    rows: int = 256,
+    cols: int = 1024,
+    *,
+    seed: int = 0,
+    std: float = 0.02,
+    tail_dof: float = 5.0,
+    outlier_cols: int = 4,
+    outlier_gain: float = 5.0,
+) -> np.ndarray:
     """Student-t weights scaled to ``std``, with ``outlier_cols`` input columns ``outlier_gain`` times larger.
 
     Student-t with ``tail_dof`` degrees of freedom has heavier tails than a Gaussian
     (kurtosis 9 for 5 degrees of freedom, against 3). Seeded: the same call gives the same weights.
     """
     if rows < 1 or cols < 1 or not 0 <= outlier_cols <= cols or tail_dof <= 2:
-        raise KQuantError(f"need rows, cols >= 1, 0 <= outlier_cols <= cols and tail_dof > 2; got {rows}, {cols}, {outlier_cols}, {tail_dof}")
+        raise KQuantError(
+            f"need rows, cols >= 1, 0 <= outlier_cols <= cols and tail_dof > 2; got {rows}, {cols}, "
+            f"{outlier_cols}, {tail_dof}"
+        )
     rng = np.random.default_rng(seed)
     t = rng.standard_t(tail_dof, size=(rows, cols))
     w = t * (std / np.sqrt(tail_dof / (tail_dof - 2)))  # a t variable's std is sqrt(dof / (dof - 2))
@@ -44,7 +55,9 @@ def synthetic_weights(rows: int = 256, cols: int = 1024, *, seed: int = 0, std: 
 
 def synthetic_example() -> Sample:
     """The synthetic stand-in (256 x 1024 float32), used when the bundled model is missing."""
-    return Sample(synthetic_weights(), "synthetic: Student-t (5 dof), std 0.02, 4 of 1024 input columns 5x larger, seed 0")
+    return Sample(
+        synthetic_weights(), "synthetic: Student-t (5 dof), std 0.02, 4 of 1024 input columns 5x larger, seed 0"
+    )
 
 
 def example_weights() -> Sample:
@@ -54,8 +67,11 @@ def example_weights() -> Sample:
     hidden units), or the synthetic stand-in when the model file is missing.
     """
     sample = model_weights(("ffn_down",))
-    (name, weights), = sample.weights.items()
-    return Sample(weights, sample.source if name == "synthetic" else f"{sample.source}, {name} {weights.shape[0]} x {weights.shape[1]}")
+    ((name, weights),) = sample.weights.items()
+    return Sample(
+        weights,
+        sample.source if name == "synthetic" else f"{sample.source}, {name} {weights.shape[0]} x {weights.shape[1]}",
+    )
 
 
 class ModelSample(NamedTuple):
@@ -78,7 +94,9 @@ def model_weights(kinds=MIDDLE_LAYER_KINDS) -> ModelSample:
 
     if not hub.BUNDLED.is_file():
         sample = synthetic_example()
-        return ModelSample({"synthetic": sample.weights}, f"{sample.source} (the bundled model {hub.BUNDLED.name} is absent)")
+        return ModelSample(
+            {"synthetic": sample.weights}, f"{sample.source} (the bundled model {hub.BUNDLED.name} is absent)"
+        )
     reader = open_gguf(hub.BUNDLED)
     field = reader.fields.get("llama.block_count")
     n_layer = int(field.parts[-1][0]) if field is not None else 1
@@ -87,5 +105,11 @@ def model_weights(kinds=MIDDLE_LAYER_KINDS) -> ModelSample:
     names = [f"blk.{middle}.{kind}.weight" for kind in kinds]
     missing = [n for n in names if n not in tensors]
     if missing:
-        raise KQuantError(f"{hub.BUNDLED} has no tensor {missing[0]}: choose kinds among attn_q, attn_k, attn_v, attn_output, ffn_gate, ffn_up, ffn_down")
-    return ModelSample({n: weights(tensors[n]) for n in names}, f"the bundled model {hub.BUNDLED.name}: layer {middle} of layers 0-{n_layer - 1}")
+        raise KQuantError(
+            f"{hub.BUNDLED} has no tensor {missing[0]}: choose kinds among attn_q, attn_k, attn_v, attn_output, "
+            "ffn_gate, ffn_up, ffn_down"
+        )
+    return ModelSample(
+        {n: weights(tensors[n]) for n in names},
+        f"the bundled model {hub.BUNDLED.name}: layer {middle} of layers 0-{n_layer - 1}",
+    )

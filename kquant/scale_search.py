@@ -51,7 +51,7 @@ def qkx2_trace(x, w, nmax: int = 15, rmin: float = -1.0, rdelta: float = 0.1, ns
     """
     seen = []
 
-    def record(iscale, scale, min, error, kept):  # noqa: A002 -- the hook's own keyword names
+    def record(iscale, scale, min, error, kept):  # the hook's own keyword names
         with np.errstate(divide="ignore"):
             step = float(f32(1) / iscale[0])
         seen.append(Candidate(step, float(scale[0]), float(min[0]), float(error[0]), bool(kept[0])))

@@ -54,7 +54,7 @@ class Report(list):
 
 
 def _version_tuple(v: str) -> tuple:
-    """"3.11.2" -> (3, 11, 2); stops at the first part that is not a plain number ("0rc1", "3+local")."""
+    """ "3.11.2" -> (3, 11, 2); stops at the first part that is not a plain number ("0rc1", "3+local")."""
     parts = []
     for p in v.split("."):
         digits = ""
@@ -98,15 +98,25 @@ def check_package(name: str) -> Check:
         return Check(name, MISSING, f"version {version}, the workbook needs {spec}", fix)
     try:
         importlib.import_module(module)
-    except Exception as e:  # noqa: BLE001 -- a broken install is reported, whatever broke
-        return Check(name, MISSING, f"installed but cannot be imported ({type(e).__name__}: {e})", f'pip install --force-reinstall "{name}{spec}"')
+    except Exception as e:  # a broken install is reported, whatever broke
+        return Check(
+            name,
+            MISSING,
+            f"installed but cannot be imported ({type(e).__name__}: {e})",
+            f'pip install --force-reinstall "{name}{spec}"',
+        )
     return Check(name, OK, f"version {version}")
 
 
 def check_python() -> Check:
     v = sys.version_info
     if v < PYTHON:
-        return Check("Python", MISSING, f"{v.major}.{v.minor}, the workbook needs {PYTHON[0]}.{PYTHON[1]} or newer", "use Python 3.10+ (make PYTHON=python3.11 lab)")
+        return Check(
+            "Python",
+            MISSING,
+            f"{v.major}.{v.minor}, the workbook needs {PYTHON[0]}.{PYTHON[1]} or newer",
+            "use Python 3.10+ (make PYTHON=python3.11 lab)",
+        )
     return Check("Python", OK, f"{v.major}.{v.minor}.{v.micro}")
 
 
@@ -119,10 +129,20 @@ def check_oracle() -> Check:
 
         x = np.random.default_rng(0).standard_normal((1, 256)).astype(np.float32)
         same = np.array_equal(quantize(x, "Q4_K"), reference.quantize(x, "Q4_K"))
-    except Exception as e:  # noqa: BLE001
-        return Check("llama.cpp's quantizer", MISSING, f"cannot be called ({type(e).__name__}: {e})", 'pip install "llama-cpp-python==0.3.36"')
+    except Exception as e:
+        return Check(
+            "llama.cpp's quantizer",
+            MISSING,
+            f"cannot be called ({type(e).__name__}: {e})",
+            'pip install "llama-cpp-python==0.3.36"',
+        )
     if not same:
-        return Check("llama.cpp's quantizer", MISSING, "loads, but its Q4_K bytes differ from kquant's: a different llama.cpp build?", 'pip install --force-reinstall "llama-cpp-python==0.3.36"')
+        return Check(
+            "llama.cpp's quantizer",
+            MISSING,
+            "loads, but its Q4_K bytes differ from kquant's: a different llama.cpp build?",
+            'pip install --force-reinstall "llama-cpp-python==0.3.36"',
+        )
     return Check("llama.cpp's quantizer", OK, "loads, and its Q4_K bytes equal kquant's")
 
 
@@ -133,7 +153,11 @@ def check_model(data: pathlib.Path | None = None) -> Check:
         data = hub.BUNDLED.parent
     found = sorted(p for p in data.glob("*.gguf") if not p.name.startswith(".")) if data.is_dir() else []
     if not found:
-        return Check("bundled model", NOT_YET, f"not yet available (no .gguf file in {data}); notebooks 01-04 use synthetic weights meanwhile")
+        return Check(
+            "bundled model",
+            NOT_YET,
+            f"not yet available (no .gguf file in {data}); notebooks 01-04 use synthetic weights meanwhile",
+        )
     sizes = ", ".join(f"{p.name} ({p.stat().st_size / 2**20:.1f} MiB)" for p in found)
     return Check("bundled model", OK, sizes)
 

@@ -80,7 +80,7 @@ def pi_grid_view(frac_bits: int, int_bits: int = 2, max_bits: int = 20):
     top.plot([fp.value], [0], "o", color=EXPONENT, ms=9, label=f"stored: {float(fp.value):.10g}")
     top.set_xlim(grid[0] - step / 2, grid[-1] + step / 2)
     top.set_yticks([])
-    top.set_xlabel("value (grid lines: the representable numbers, one step = 2^-%d apart)" % frac_bits)
+    top.set_xlabel(f"value (grid lines: the representable numbers, one step = 2^-{frac_bits} apart)")
     code_bits = rounding.bit_string(int(fp.code), int_bits + frac_bits)
     top.set_title(f"π with {frac_bits} fractional bits ({int_bits + frac_bits} in all): code {code_bits}")
     top.legend(loc="upper right", fontsize=8)
@@ -217,7 +217,9 @@ def outlier_view(w, gain: float, gains, curve, bits: int = 4):
     right.axvspan(-step / 2, step / 2, color=SIGN, alpha=0.2, label="rounds to 0")
     right.set_xlabel("weight value")
     right.set_ylabel("weights (log scale)")
-    right.set_title(f"largest weight {np.abs(w).max():.3f}: step {step:.3f}, {zero:.0f}% of the others stored as 0", fontsize=10)
+    right.set_title(
+        f"largest weight {np.abs(w).max():.3f}: step {step:.3f}, {zero:.0f}% of the others stored as 0", fontsize=10
+    )
     right.legend(fontsize=8, loc="upper right")
     _tidy(fig)
     plt.show()
@@ -238,7 +240,9 @@ def tradeoff_plot(series: dict, title: str):
         bpw, db, labels = zip(*points)
         ax.plot(bpw, db, "o-", color=FIELD_COLORS[k % len(FIELD_COLORS)], label=name)
         for x, y, text in zip(bpw, db, labels):
-            ax.annotate(text, (x, y), textcoords="offset points", xytext=(4, -11) if k % 2 == 0 else (-10, 7), fontsize=7)
+            ax.annotate(
+                text, (x, y), textcoords="offset points", xytext=(4, -11) if k % 2 == 0 else (-10, 7), fontsize=7
+            )
     ax.set_xlabel("bits per weight (levels + scales)")
     ax.set_ylabel("SQNR (dB)")
     ax.set_title(title)
@@ -255,7 +259,11 @@ def block_view(w, block_size: int, bits: int = 4, row: int = 0, show: int = 256)
     w = np.asarray(w, dtype=np.float64)
     w_hat = linear.fake_quantize(w, bits, "absmax", block_size)
     x = w[row, :show]
-    amax = np.abs(x.reshape(-1, min(block_size, show))).max(axis=1) if block_size <= show else np.full(1, np.abs(w[row, :block_size]).max())
+    amax = (
+        np.abs(x.reshape(-1, min(block_size, show))).max(axis=1)
+        if block_size <= show
+        else np.full(1, np.abs(w[row, :block_size]).max())
+    )
     edges = np.arange(0, show + 1, min(block_size, show))
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.6), gridspec_kw={"width_ratios": [1.4, 1]})
     left.plot(np.arange(show), x, ".", ms=3, color="0.4", label="weights")
@@ -312,7 +320,16 @@ def _byte_grid(ax, block: np.ndarray, fields: list, per_row: int, base: int = 0)
         for i in range(start, end):
             r, c = divmod(i, per_row)
             ax.add_patch(Rectangle((c, -r - 1), 1, 1, facecolor=color, alpha=0.35, edgecolor="white"))
-            ax.text(c + 0.5, -r - 0.5, f"{block[i]:02x}", ha="center", va="center", fontsize=8, family="monospace", in_layout=False)
+            ax.text(
+                c + 0.5,
+                -r - 0.5,
+                f"{block[i]:02x}",
+                ha="center",
+                va="center",
+                fontsize=8,
+                family="monospace",
+                in_layout=False,
+            )
         ax.add_patch(Rectangle((0, 0), 0, 0, facecolor=color, alpha=0.35, label=f"{name}: bytes {start}–{end - 1}"))
     ax.set_xlim(0, per_row)
     ax.set_ylim(-rows, 0)
@@ -355,7 +372,9 @@ def scale_search_view(x, j: int):
         left.plot([kept[-1].step], [kept[-1].error], "*", color=SIGN, ms=14, label="winner")
     left.set_xlabel("candidate grid step (weight units)")
     left.set_ylabel("weighted squared error")
-    left.set_title(f"sub-block {j}: {len(trace.candidates)} candidates, {len(kept)} improved on the start", fontsize=10, pad=14)
+    left.set_title(
+        f"sub-block {j}: {len(trace.candidates)} candidates, {len(kept)} improved on the start", fontsize=10, pad=14
+    )
     left.legend(fontsize=7)
     left.grid(alpha=0.3)
     y = trace.scale * trace.levels.astype(np.float32) - trace.the_min
@@ -407,18 +426,60 @@ def scale_bits_view(sc, m, j: int = 0):
             edges.append("black" if k == j else "white")
             widths.append(2.2 if k == j else 0.5)
             if k == j:  # name the outlined sub-block's bits; the colours say whose the others are
-                ax.text(col + 0.5, -byte - 0.38, str(value), ha="center", va="center", fontsize=11, family="monospace", weight="bold", in_layout=False)
-                ax.text(col + 0.5, -byte - 0.8, f"{field}{k} bit {bit}", ha="center", va="center", fontsize=6.5, in_layout=False)
+                ax.text(
+                    col + 0.5,
+                    -byte - 0.38,
+                    str(value),
+                    ha="center",
+                    va="center",
+                    fontsize=11,
+                    family="monospace",
+                    weight="bold",
+                    in_layout=False,
+                )
+                ax.text(
+                    col + 0.5,
+                    -byte - 0.8,
+                    f"{field}{k} bit {bit}",
+                    ha="center",
+                    va="center",
+                    fontsize=6.5,
+                    in_layout=False,
+                )
             else:
-                ax.text(col + 0.5, -byte - 0.5, str(value), ha="center", va="center", fontsize=10, family="monospace", color="0.3", in_layout=False)
-        ax.text(8.15, -byte - 0.5, f"byte {4 + byte:2d} = 0x{packed[byte]:02x}", va="center", fontsize=8, family="monospace", in_layout=False)
-    ax.add_collection(PatchCollection(cells, facecolors=faces, edgecolors=edges, linewidths=widths, zorder=0))  # one artist: fast
+                ax.text(
+                    col + 0.5,
+                    -byte - 0.5,
+                    str(value),
+                    ha="center",
+                    va="center",
+                    fontsize=10,
+                    family="monospace",
+                    color="0.3",
+                    in_layout=False,
+                )
+        ax.text(
+            8.15,
+            -byte - 0.5,
+            f"byte {4 + byte:2d} = 0x{packed[byte]:02x}",
+            va="center",
+            fontsize=8,
+            family="monospace",
+            in_layout=False,
+        )
+    ax.add_collection(
+        PatchCollection(cells, facecolors=faces, edgecolors=edges, linewidths=widths, zorder=0)
+    )  # one artist: fast
     ax.set_xlim(0, 10.2)
     ax.set_ylim(-12, 0)
     ax.set_xticks(np.arange(8) + 0.5, [f"bit {7 - c}" for c in range(8)], fontsize=7)
     ax.set_yticks([])
     ax.set_xlabel("bit position. Colour = sub-block (0-7): strong = its scale sc, pale = its min m")
-    ax.set_title(f"Q4_K scales[12] (block bytes 4–15). Sub-block {j}: sc = {sc[0, j]} = {sc[0, j]:06b}, m = {m[0, j]} = {m[0, j]:06b}", fontsize=10)
+    ax.set_title(
+        f"Q4_K scales[12] (block bytes 4–15). Sub-block {j}: sc = {sc[0, j]} = {sc[0, j]:06b}, m = {m[0, j]} = "
+        f"{m[0, j]:06b}",
+        fontsize=10,
+    )
     for spine in ax.spines.values():
         spine.set_visible(False)
     _tidy(fig)
@@ -429,7 +490,8 @@ def scale_bits_view(sc, m, j: int = 0):
 
 
 def k_block_view(w, name: str, group: int = 0, row: int = 0):
-    """One super-block of row ``row`` in the k-quant ``name``: its 256 weights, what is stored, and group ``group``'s grid."""
+    """One super-block of row ``row`` in the k-quant ``name``: its 256 weights, what is stored, and group ``group``'s
+    grid."""
     from . import kfamily, metrics
     from .formats import dequantize, get_format, quantize
 
@@ -448,12 +510,14 @@ def k_block_view(w, name: str, group: int = 0, row: int = 0):
         left.axvline(b - 0.5, color="0.85", lw=0.5, zorder=0)
     left.set_xlabel(f"weight index in the super-block ({lay.groups} groups of {lay.group})")
     left.set_ylabel("weight value")
-    left.set_title(f"{name}: {fmt.bits_per_weight:g} bits/weight, SQNR of this block {metrics.sqnr_db(x, y):.1f} dB", fontsize=10)
+    left.set_title(
+        f"{name}: {fmt.bits_per_weight:g} bits/weight, SQNR of this block {metrics.sqnr_db(x, y):.1f} dB", fontsize=10
+    )
     left.legend(fontsize=7, loc="lower right")
     sl = slice(group * lay.group, (group + 1) * lay.group)
     _weights_on_levels(right, x[sl], y[sl], levels[group], "decoded", f"weight index in group {group}")
     step = float(np.abs(np.diff(levels[group])).mean()) if lay.level_bits else 0.0
-    right.set_title(f"group {group}: {2 ** lay.level_bits} evenly spaced levels (grey), step {step:.3g}", fontsize=10)
+    right.set_title(f"group {group}: {2**lay.level_bits} evenly spaced levels (grey), step {step:.3g}", fontsize=10)
     _tidy(fig)
     plt.show()
 
@@ -461,9 +525,19 @@ def k_block_view(w, name: str, group: int = 0, row: int = 0):
 # --- notebook 06: the mixes -------------------------------------------------------------
 
 TYPE_COLORS = {
-    "F32": "#d9d9d9", "F16": "#bdbdbd", "Q2_K": "#fde0dd", "Q3_K": "#fa9fb5", "Q4_0": "#c6dbef", "Q4_1": "#9ecae1",
-    "Q4_K": "#6baed6", "Q5_0": "#c7e9c0", "Q5_1": "#a1d99b", "Q5_K": "#41ab5d", "Q6_K": "#fd8d3c", "Q8_0": "#d62728",
-}  # fmt: skip
+    "F32": "#d9d9d9",
+    "F16": "#bdbdbd",
+    "Q2_K": "#fde0dd",
+    "Q3_K": "#fa9fb5",
+    "Q4_0": "#c6dbef",
+    "Q4_1": "#9ecae1",
+    "Q4_K": "#6baed6",
+    "Q5_0": "#c7e9c0",
+    "Q5_1": "#a1d99b",
+    "Q5_K": "#41ab5d",
+    "Q6_K": "#fd8d3c",
+    "Q8_0": "#d62728",
+}
 
 
 def _plan_grid(ax, choices, title: str):
@@ -480,7 +554,21 @@ def _plan_grid(ax, choices, title: str):
         kind = c.name.split(".")[2]
         if kind not in kinds:
             kinds.append(kind)
-    order = [k for k in ("attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm", "ffn_gate", "ffn_up", "ffn_down") if k in kinds]
+    order = [
+        k
+        for k in (
+            "attn_norm",
+            "attn_q",
+            "attn_k",
+            "attn_v",
+            "attn_output",
+            "ffn_norm",
+            "ffn_gate",
+            "ffn_up",
+            "ffn_down",
+        )
+        if k in kinds
+    ]
     kinds = order + [k for k in kinds if k not in order]
     n_layer = max(layers) + 1 if layers else 0
     cells, faces = [], []
@@ -512,7 +600,9 @@ def plan_picture(plans: dict, suptitle: str):
     for ax, (title, choices) in zip(axes[0], plans.items()):
         _plan_grid(ax, choices, title)
         used |= {c.type.name for c in choices}
-    handles = [Rectangle((0, 0), 1, 1, facecolor=TYPE_COLORS.get(t, "white"), label=t) for t in TYPE_COLORS if t in used]
+    handles = [
+        Rectangle((0, 0), 1, 1, facecolor=TYPE_COLORS.get(t, "white"), label=t) for t in TYPE_COLORS if t in used
+    ]
     fig.legend(handles=handles, loc="center right", fontsize=8, title="type")
     fig.suptitle(suptitle, fontsize=11, y=1.02)
     fig.subplots_adjust(wspace=0.45, right=1 - 1.1 / fig.get_figwidth())
@@ -542,11 +632,20 @@ def _file_map(ax, y: float, layout, name: str):
     ax.add_collection(PatchCollection(cells, facecolors=faces, edgecolors="white", linewidths=0.3))
     start, end = layout.data_range(name)
     ax.add_patch(Rectangle((start / 1e6, y - 0.42), (end - start) / 1e6, 0.84, fill=False, edgecolor=SIGN, linewidth=2))
-    ax.annotate(f"bytes {start:,}–{end - 1:,}", ((start + end) / 2e6, y + 0.42), ha="center", va="bottom", fontsize=8, color=SIGN)
+    ax.annotate(
+        f"bytes {start:,}–{end - 1:,}",
+        ((start + end) / 2e6, y + 0.42),
+        ha="center",
+        va="bottom",
+        fontsize=8,
+        color=SIGN,
+    )
 
 
 def gguf_map_view(files: dict, name: str):
-    """Where tensor ``name`` lies in each file (``files``: label -> (bytes, gguf_anatomy.Layout)), and its info record's bytes.
+    """Where tensor ``name`` lies in each file, and its info record's bytes.
+
+    ``files``: label -> (bytes, gguf_anatomy.Layout).
 
     Top: every file to the same scale; black is the header, metadata and tensor infos, the
     other colours are the tensors' data by type, the red frame is ``name``'s data. Below: the
@@ -557,7 +656,7 @@ def gguf_map_view(files: dict, name: str):
     fig, axes = plt.subplots(1 + n, 1, figsize=(10, sum(heights) + 0.6), gridspec_kw={"height_ratios": heights})
     top = axes[0]
     used = set()
-    for i, (label, (_buf, layout)) in enumerate(files.items()):
+    for i, (_buf, layout) in enumerate(files.values()):
         _file_map(top, -i, layout, name)
         used |= {t.type.name for t in layout.tensors}
     top.set_xlim(0, max(layout.size for _buf, layout in files.values()) / 1e6)
@@ -566,14 +665,24 @@ def gguf_map_view(files: dict, name: str):
     top.set_ylabel("file")
     top.set_xlabel("position in the file (MB)")
     first = next(iter(files.values()))[1]
-    top.set_title(f"{name}: where its data lies (red frame)\nblack = header, metadata and tensor infos ({first.data_start:,} bytes in the {next(iter(files))} file)", fontsize=10)
-    handles = [Rectangle((0, 0), 1, 1, facecolor=TYPE_COLORS.get(t, "white"), label=t) for t in TYPE_COLORS if t in used]
+    top.set_title(
+        f"{name}: where its data lies (red frame)\nblack = header, metadata and tensor infos ({first.data_start:,} "
+        f"bytes in the {next(iter(files))} file)",
+        fontsize=10,
+    )
+    handles = [
+        Rectangle((0, 0), 1, 1, facecolor=TYPE_COLORS.get(t, "white"), label=t) for t in TYPE_COLORS if t in used
+    ]
     top.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), title="data type")
     for ax, (label, (buf, layout)) in zip(axes[1:], files.items()):
         t = layout.tensor(name)
         _byte_grid(ax, np.frombuffer(buf, np.uint8, t.end - t.start, t.start), t.fields(), per_row=24, base=t.start)
         ax.set_ylabel("record row starts\nat file byte", fontsize=8)
-        ax.set_title(f"{label}: its tensor info record, bytes {t.start:,}–{t.end - 1:,} ({t.type.name}, ne {t.ne}, offset {t.offset:,})", fontsize=9)
+        ax.set_title(
+            f"{label}: its tensor info record, bytes {t.start:,}–{t.end - 1:,} ({t.type.name}, ne {t.ne}, offset "
+            f"{t.offset:,})",
+            fontsize=9,
+        )
     _tidy(fig, hspace=0.9)
     plt.show()
 
@@ -612,11 +721,19 @@ def scores_vs_bpw(rows, title: str):
     """KL divergence and top-1 disagreement against bits per weight, one point per file (kquant.run.Scores)."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     quantized = [r for r in rows if r.kl > 0]
-    for ax, metric, label in [(axes[0], lambda r: r.kl, "KL divergence vs the reference (nats/token)"),
-                              (axes[1], lambda r: 1 - r.top1, "top-1 disagreement (share of positions)")]:
+    for ax, metric, label in [
+        (axes[0], lambda r: r.kl, "KL divergence vs the reference (nats/token)"),
+        (axes[1], lambda r: 1 - r.top1, "top-1 disagreement (share of positions)"),
+    ]:
         ax.plot([r.bpw for r in quantized], [metric(r) for r in quantized], "o", color=EXPONENT)
         for r in quantized:
-            ax.annotate(r.path.stem.rsplit("-", 1)[-1], (r.bpw, metric(r)), textcoords="offset points", xytext=(4, 3), fontsize=8)
+            ax.annotate(
+                r.path.stem.rsplit("-", 1)[-1],
+                (r.bpw, metric(r)),
+                textcoords="offset points",
+                xytext=(4, 3),
+                fontsize=8,
+            )
         _log_y(ax)
         ax.set_xlabel("bits per weight (whole file)")
         ax.set_ylabel(label, fontsize=9)
@@ -648,12 +765,24 @@ def memory_view(model: str, mix: str, n_ctx: int, layouts: dict, bpw: dict, gpu_
     ax.bar(x, [kv] * len(names), bottom=weights, color=MANTISSA, label=f"KV cache, F16, {n_ctx:,} positions")
     i = names.index(mix)
     ax.bar(x[i], weights[i] + kv, fill=False, edgecolor=SIGN, linewidth=2)
-    ax.annotate(f"{weights[i] + kv:.1f} GB", (x[i], weights[i] + kv), textcoords="offset points", xytext=(0, 4), ha="center", fontsize=9, color=SIGN)
+    ax.annotate(
+        f"{weights[i] + kv:.1f} GB",
+        (x[i], weights[i] + kv),
+        textcoords="offset points",
+        xytext=(0, 4),
+        ha="center",
+        fontsize=9,
+        color=SIGN,
+    )
     ax.axhline(gpu_gb, color="black", linestyle="--", linewidth=1)
-    ax.annotate(f"{gpu_gb:g} GB", (len(names) - 0.5, gpu_gb), textcoords="offset points", xytext=(0, 3), ha="right", fontsize=8)
+    ax.annotate(
+        f"{gpu_gb:g} GB", (len(names) - 0.5, gpu_gb), textcoords="offset points", xytext=(0, 3), ha="right", fontsize=8
+    )
     ax.set_xticks(x, names, fontsize=8)
     ax.set_ylabel("GB (10⁹ bytes)")
-    ax.set_title(f"{model}: {n_params / 1e9:g}B parameters, {n_layer} layers, {n_kv_head} KV heads × {head_dim}", fontsize=10)
+    ax.set_title(
+        f"{model}: {n_params / 1e9:g}B parameters, {n_layer} layers, {n_kv_head} KV heads × {head_dim}", fontsize=10
+    )
     ax.legend(fontsize=8, loc="upper left")
     _tidy(fig)
     plt.show()

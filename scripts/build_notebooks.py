@@ -63,7 +63,9 @@ KERNEL = {
 
 def repository() -> str:
     """The repository's address, from its one home: pyproject.toml's [project.urls] Repository."""
-    return tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["urls"]["Repository"].rstrip("/")
+    return tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["urls"]["Repository"].rstrip(
+        "/"
+    )
 
 
 def colab_url(notebook: str) -> str:
@@ -76,16 +78,22 @@ def badge(notebook: str) -> str:
 
 
 def setup_cell() -> str:
-    """The first code cell of every notebook. On Colab it runs kquant/colab.py (the steps are there); elsewhere nothing."""
+    """The first code cell of every notebook.
+
+    On Colab it runs kquant/colab.py (the steps are there); elsewhere it does nothing.
+    """
     repo = repository()
-    return "\n".join([
-        "import importlib.util, runpy, sys, urllib.request",
-        'if "google.colab" in sys.modules:  # install what Colab lacks, fetch the model (kquant/colab.py; minutes, once)',
-        f'    urllib.request.urlretrieve("{colab.raw_url(repo, "kquant/colab.py")}", "/tmp/kquant_colab.py")',
-        f'    runpy.run_path("/tmp/kquant_colab.py")["setup"]("{repo}")',
-        'elif importlib.util.find_spec("kquant") is None:',
-        '    print("kquant is not installed: run `make lab` from the repository")',
-    ])  # fmt: skip
+    return "\n".join(
+        [
+            "import importlib.util, runpy, sys, urllib.request",
+            'if "google.colab" in sys.modules:  # install what Colab lacks, fetch the model (kquant/colab.py; minutes, '
+            "once)",
+            f'    urllib.request.urlretrieve("{colab.raw_url(repo, "kquant/colab.py")}", "/tmp/kquant_colab.py")',
+            f'    runpy.run_path("/tmp/kquant_colab.py")["setup"]("{repo}")',
+            'elif importlib.util.find_spec("kquant") is None:',
+            '    print("kquant is not installed: run `make lab` from the repository")',
+        ]
+    )
 
 
 def _split(text: str):
@@ -131,28 +139,65 @@ def build(source: pathlib.Path) -> dict:
         if kind in ("answer", "check"):
             ex = exercises.get(name)
             if ex is None:
-                raise ValueError(f"{source.name}: {kind} cell for {name}, which kquant.exercises.{notebook_id} does not define")
+                raise ValueError(
+                    f"{source.name}: {kind} cell for {name}, which kquant.exercises.{notebook_id} does not define"
+                )
             seen[kind].append(name)
             cell_id = f"{ex.grade_id}-{kind}"
             if kind == "answer":
                 if f"def {ex.signature}:" not in body:
                     raise ValueError(f"{source.name}: the answer cell of {name} must define `def {ex.signature}:`")
                 body = replace_regions(body, STUB)
-                meta = {"grade": False, "grade_id": cell_id, "locked": False, "schema_version": 3, "solution": True, "task": False}
+                meta = {
+                    "grade": False,
+                    "grade_id": cell_id,
+                    "locked": False,
+                    "schema_version": 3,
+                    "solution": True,
+                    "task": False,
+                }
             else:
                 if body.strip() != f"ex.{name}.check({ex.function_name})":
-                    raise ValueError(f"{source.name}: the check cell of {name} must be exactly `ex.{name}.check({ex.function_name})`")
-                meta = {"grade": True, "grade_id": cell_id, "locked": True, "points": ex.points, "schema_version": 3, "solution": False, "task": False}
+                    raise ValueError(
+                        f"{source.name}: the check cell of {name} must be exactly `ex.{name}.check({ex.function_name})`"
+                    )
+                meta = {
+                    "grade": True,
+                    "grade_id": cell_id,
+                    "locked": True,
+                    "points": ex.points,
+                    "schema_version": 3,
+                    "solution": False,
+                    "task": False,
+                }
             meta = {"nbgrader": meta}
-        cells.append({"cell_type": "code", "execution_count": None, "id": cell_id, "metadata": meta, "outputs": [], "source": body})
+        cells.append(
+            {
+                "cell_type": "code",
+                "execution_count": None,
+                "id": cell_id,
+                "metadata": meta,
+                "outputs": [],
+                "source": body,
+            }
+        )
     for kind, names in seen.items():
         if sorted(names) != sorted(exercises):
-            raise ValueError(f"{source.name}: {kind} cells {sorted(names)} do not match the exercises {sorted(exercises)}")
+            raise ValueError(
+                f"{source.name}: {kind} cells {sorted(names)} do not match the exercises {sorted(exercises)}"
+            )
     if not cells or cells[0]["cell_type"] != "markdown":
         raise ValueError(f"{source.name}: a notebook opens with a markdown cell (its title)")
     title, _, rest = cells[0]["source"].partition("\n")
     cells[0]["source"] = f"{title}\n\n{badge(target_of(source).name)}\n\n{rest.lstrip(chr(10))}".rstrip("\n")
-    setup = {"cell_type": "code", "execution_count": None, "id": f"{notebook_id}-setup", "metadata": {}, "outputs": [], "source": setup_cell()}
+    setup = {
+        "cell_type": "code",
+        "execution_count": None,
+        "id": f"{notebook_id}-setup",
+        "metadata": {},
+        "outputs": [],
+        "source": setup_cell(),
+    }
     cells.insert(1, setup)
     return {"cells": cells, "metadata": KERNEL, "nbformat": 4, "nbformat_minor": 5}
 

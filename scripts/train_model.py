@@ -52,7 +52,9 @@ class Llama(torch.nn.Module):
         self.cfg = cfg
         self.w = torch.nn.ParameterDict()
         for name, shape in tensor_shapes(cfg).items():
-            self.w[name.replace(".", "__")] = torch.nn.Parameter(torch.ones(shape) if len(shape) == 1 else torch.empty(shape))
+            self.w[name.replace(".", "__")] = torch.nn.Parameter(
+                torch.ones(shape) if len(shape) == 1 else torch.empty(shape)
+            )
         hd = cfg.head_dim
         freq = cfg.rope_base ** (-torch.arange(0, hd, 2, dtype=torch.float64) / hd)
         angle = torch.arange(cfg.n_ctx, dtype=torch.float64)[:, None] * freq[None, :]
@@ -64,7 +66,11 @@ class Llama(torch.nn.Module):
         # scaled down by sqrt(2 * n_layer) so the stream does not grow with depth.
         for name, p in self.w.items():
             if p.ndim == 2:
-                std = 0.02 / math.sqrt(2 * self.cfg.n_layer) if name.endswith(("attn_output__weight", "ffn_down__weight")) else 0.02
+                std = (
+                    0.02 / math.sqrt(2 * self.cfg.n_layer)
+                    if name.endswith(("attn_output__weight", "ffn_down__weight"))
+                    else 0.02
+                )
                 with torch.no_grad():
                     p.normal_(0.0, std, generator=gen)
 
@@ -86,7 +92,11 @@ class Llama(torch.nn.Module):
             a = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True)
             x = x + a.transpose(1, 2).reshape(B, T, c.n_embd) @ self.p(b + "attn_output.weight").T
             h = rms_norm(x, self.p(b + "ffn_norm.weight"), c.norm_eps)
-            x = x + (F.silu(h @ self.p(b + "ffn_gate.weight").T) * (h @ self.p(b + "ffn_up.weight").T)) @ self.p(b + "ffn_down.weight").T
+            x = (
+                x
+                + (F.silu(h @ self.p(b + "ffn_gate.weight").T) * (h @ self.p(b + "ffn_up.weight").T))
+                @ self.p(b + "ffn_down.weight").T
+            )
         x = rms_norm(x, self.p("output_norm.weight"), c.norm_eps)
         return x @ self.p("token_embd.weight").T
 
@@ -171,13 +181,22 @@ def main(argv=None) -> int:
     out = Path(args.out)
     vocab_file = out.with_name(".vocab-" + out.name)
     model = Llama(cfg)
-    write_gguf(vocab_file, cfg, {k: np.zeros(s, np.float32) for k, s in tensor_shapes(cfg).items()},
-               tokens_list, merges, dtype="F16")
+    write_gguf(
+        vocab_file,
+        cfg,
+        {k: np.zeros(s, np.float32) for k, s in tensor_shapes(cfg).items()},
+        tokens_list,
+        merges,
+        dtype="F16",
+    )
     train = tokenize(vocab_file, text)
     import llama_cpp
 
     llm = llama_cpp.Llama(model_path=str(vocab_file), vocab_only=True, verbose=False)
-    llm_tok = lambda s: llm.tokenize(s.encode(), add_bos=False, special=True)  # noqa: E731
+
+    def llm_tok(s, llm=llm):
+        return llm.tokenize(s.encode(), add_bos=False, special=True)
+
     val = tokenize(vocab_file, corpus.text(corpus.documents(999, 2000, held_out=True)))
     tasks = corpus.tasks(seed=0, n_sums=100)
     log(f"train {len(train):,} tokens, val {len(val):,} tokens")
@@ -187,8 +206,11 @@ def main(argv=None) -> int:
     n_params = sum(p.numel() for p in model.parameters())
     decay = [p for p in model.parameters() if p.ndim == 2]
     no_decay = [p for p in model.parameters() if p.ndim < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
-                            lr=args.lr, betas=(0.9, 0.95))
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=args.lr,
+        betas=(0.9, 0.95),
+    )
     rng = np.random.default_rng(args.seed)
     val_rng = np.random.default_rng(12345)
     val_batches = [batches(val, val_rng, 16, cfg.n_ctx) for _ in range(4)]
@@ -197,8 +219,11 @@ def main(argv=None) -> int:
     history = []
     step = 0
     for step in range(1, args.steps + 1):
-        lr = args.lr * step / warmup if step <= warmup else lr_min + 0.5 * (args.lr - lr_min) * (
-            1 + math.cos(math.pi * (step - warmup) / (args.steps - warmup)))
+        lr = (
+            args.lr * step / warmup
+            if step <= warmup
+            else lr_min + 0.5 * (args.lr - lr_min) * (1 + math.cos(math.pi * (step - warmup) / (args.steps - warmup)))
+        )
         for g in opt.param_groups:
             g["lr"] = lr
         x, y = batches(train, rng, args.batch, cfg.n_ctx)
@@ -209,20 +234,42 @@ def main(argv=None) -> int:
         opt.step()
         if step % 100 == 0 or step == args.steps:
             with torch.no_grad():
-                v = float(np.mean([F.cross_entropy(model(a).flatten(0, 1), b.flatten()).item() for a, b in val_batches]))
+                v = float(
+                    np.mean([F.cross_entropy(model(a).flatten(0, 1), b.flatten()).item() for a, b in val_batches])
+                )
             acc = task_accuracy(model, llm_tok, tasks)
-            history.append({"step": step, "train": round(loss.item(), 4), "val": round(v, 4), **{k: round(a, 3) for k, a in acc.items()}})
+            history.append(
+                {
+                    "step": step,
+                    "train": round(loss.item(), 4),
+                    "val": round(v, 4),
+                    **{k: round(a, 3) for k, a in acc.items()},
+                }
+            )
             log(json.dumps(history[-1]), f"{step * args.batch * cfg.n_ctx / (time.time() - t0):.0f} tok/s overall")
         if time.time() - t0 > args.minutes * 60:
             log(f"stopping early at step {step}: past --minutes {args.minutes}")
             break
-    del llm
+    del llm, llm_tok
     vocab_file.unlink(missing_ok=True)
 
-    extra = {"config": config_dict(cfg), "seed": args.seed, "corpus_seed": args.corpus_seed, "docs": args.docs,
-             "merges": args.merges, "steps": step, "planned_steps": args.steps, "batch": args.batch, "lr": args.lr,
-             "threads": args.threads, "tokens_seen": step * args.batch * cfg.n_ctx, "final": history[-1] if history else None,
-             "minutes": round((time.time() - t0) / 60, 1), "torch": torch.__version__, "script": "scripts/train_model.py"}
+    extra = {
+        "config": config_dict(cfg),
+        "seed": args.seed,
+        "corpus_seed": args.corpus_seed,
+        "docs": args.docs,
+        "merges": args.merges,
+        "steps": step,
+        "planned_steps": args.steps,
+        "batch": args.batch,
+        "lr": args.lr,
+        "threads": args.threads,
+        "tokens_seen": step * args.batch * cfg.n_ctx,
+        "final": history[-1] if history else None,
+        "minutes": round((time.time() - t0) / 60, 1),
+        "torch": torch.__version__,
+        "script": "scripts/train_model.py",
+    }
     write_gguf(out, cfg, model.numpy_weights(), tokens_list, merges, dtype="F16", extra=extra)
     log(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
     return 0

@@ -43,7 +43,7 @@ def execute(nb: dict) -> tuple[nbformat.NotebookNode, float]:
     stall is bounded by CELL_TIMEOUT_S; and if the client says it lost output
     ("Timeout waiting for IOPub output"), the run proves nothing and is repeated once.
     """
-    for attempt in range(2):
+    for _attempt in range(2):
         node, lost_output = _execute_once(nb)
         if not lost_output:
             break
@@ -60,8 +60,13 @@ def _execute_once(nb: dict) -> tuple[nbformat.NotebookNode, bool]:
     log = logging.getLogger("kquant-notebook-tests")
     log.addHandler(warnings)
     try:
-        client = NotebookClient(node, timeout_func=_cell_timeout, kernel_name="python3", log=log,
-                                resources={"metadata": {"path": str(ROOT / "notebooks")}})  # fmt: skip
+        client = NotebookClient(
+            node,
+            timeout_func=_cell_timeout,
+            kernel_name="python3",
+            log=log,
+            resources={"metadata": {"path": str(ROOT / "notebooks")}},
+        )
         client.execute()
         return node, any("IOPub" in m for m in warnings.messages)
     finally:
@@ -111,13 +116,17 @@ def check_cells(nb) -> dict[str, str]:
     for cell in nb["cells"]:
         meta = cell.get("metadata", {}).get("nbgrader", {})
         if meta.get("grade"):
-            out[meta["grade_id"]] = "".join(o.get("data", {}).get("text/plain", "") for o in cell["outputs"] if o["output_type"] == "execute_result")
+            out[meta["grade_id"]] = "".join(
+                o.get("data", {}).get("text/plain", "") for o in cell["outputs"] if o["output_type"] == "execute_result"
+            )
     return out
 
 
 def widget_outputs(nb) -> list[dict]:
     """Every output the notebook's widgets (their Output areas) hold."""
-    state = nb.get("metadata", {}).get("widgets", {}).get("application/vnd.jupyter.widget-state+json", {}).get("state", {})
+    state = (
+        nb.get("metadata", {}).get("widgets", {}).get("application/vnd.jupyter.widget-state+json", {}).get("state", {})
+    )
     return [o for m in state.values() if m.get("model_name") == "OutputModel" for o in m["state"].get("outputs", [])]
 
 
@@ -127,7 +136,7 @@ def import_namespace(notebook_path) -> dict:
     for cell in load(notebook_path)["cells"]:
         src = source_of(cell)
         if cell["cell_type"] == "code" and "from kquant.exercises import" in src:
-            exec(src, ns)  # noqa: S102 -- our own notebook's import cell
+            exec(src, ns)  # our own notebook's import cell
             return ns
     raise AssertionError(f"{notebook_path} has no import cell")
 
@@ -135,7 +144,7 @@ def import_namespace(notebook_path) -> dict:
 def solution_function(ex, namespace: dict):
     """The exercise's solution as a function, defined in the notebook's namespace."""
     ns = dict(namespace)
-    exec(f"def {ex.signature}:\n" + textwrap.indent(ex.solution_code, "    "), ns)  # noqa: S102
+    exec(f"def {ex.signature}:\n" + textwrap.indent(ex.solution_code, "    "), ns)
     return ns[ex.function_name]
 
 

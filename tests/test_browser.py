@@ -10,8 +10,8 @@ Playwright downloads nothing), runs notebook 02, moves the "bits" slider from 4 
 with the keyboard, and checks that the slider's readout and the histogram image
 changed. Screenshots before and after go to tests/artifacts/ (git-ignored).
 
-KQUANT_CHROMIUM names another Chromium binary. Nothing reaches the network: JupyterLab's news and update checks are off, and
-Chromium runs with the flags that keep it off the network (no background
+KQUANT_CHROMIUM names another Chromium binary. Nothing reaches the network: JupyterLab's
+news and update checks are off, and Chromium runs with the flags that keep it off the network (no background
 networking, no component updates, no sync). Chromium missing: skipped, but in CI
 (the CI variable set) a failure, so the test cannot silently stop running there.
 """
@@ -99,12 +99,16 @@ def _lab_environment(home: pathlib.Path) -> dict:
     # news_url None: the announcements handler fetches no feed (the server side of "no news").
     _write_json(home / "config" / "jupyter_server_config.json", {"LabApp": {"news_url": None}})
     settings = home / "settings" / "@jupyterlab"
-    _write_json(settings / "apputils-extension" / "notification.jupyterlab-settings",
-                {"fetchNews": "false", "checkForUpdates": False, "doNotDisturbMode": True})  # fmt: skip
+    _write_json(
+        settings / "apputils-extension" / "notification.jupyterlab-settings",
+        {"fetchNews": "false", "checkForUpdates": False, "doNotDisturbMode": True},
+    )
     # Attach every cell to the DOM, so the test can see all of them without scrolling; start
     # the notebook's kernel without the "Select Kernel" dialog JupyterLab may otherwise show.
-    _write_json(settings / "notebook-extension" / "tracker.jupyterlab-settings",
-                {"windowingMode": "none", "autoStartDefaultKernel": True})  # fmt: skip
+    _write_json(
+        settings / "notebook-extension" / "tracker.jupyterlab-settings",
+        {"windowingMode": "none", "autoStartDefaultKernel": True},
+    )
     return env
 
 
@@ -113,7 +117,9 @@ class Lab:
         self.url, self.token, self.root, self.proc, self.log = url, token, root, proc, log
 
     def api(self, path: str, method: str = "GET"):
-        request = urllib.request.Request(f"{self.url}{path}", method=method, headers={"Authorization": f"token {self.token}"})
+        request = urllib.request.Request(
+            f"{self.url}{path}", method=method, headers={"Authorization": f"token {self.token}"}
+        )
         with urllib.request.urlopen(request, timeout=5) as response:
             body = response.read()
         return json.loads(body) if body else None
@@ -141,7 +147,9 @@ def lab(tmp_path_factory):
     shutil.copytree(ROOT / "notebooks", root, ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
     port, token = _free_port(), secrets.token_hex(24)
     cmd = [
-        sys.executable, "-m", "jupyterlab",
+        sys.executable,
+        "-m",
+        "jupyterlab",
         "--no-browser",
         "--ServerApp.ip=127.0.0.1",
         f"--ServerApp.port={port}",
@@ -149,14 +157,21 @@ def lab(tmp_path_factory):
         f"--IdentityProvider.token={token}",
         f"--ServerApp.root_dir={root}",
         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-    ]  # fmt: skip
+    ]
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         cmd.append("--allow-root")
     log = home / "jupyter-server.log"
     with log.open("wb") as out:
         # A session of its own: the finalizer can end the server and any kernel it left, by group id.
-        proc = subprocess.Popen(cmd, cwd=root, env=_lab_environment(home), stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+        proc = subprocess.Popen(
+            cmd,
+            cwd=root,
+            env=_lab_environment(home),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     server = Lab(f"http://127.0.0.1:{port}", token, root, proc, log)
     try:
         deadline = time.monotonic() + SERVER_START_S
@@ -167,7 +182,9 @@ def lab(tmp_path_factory):
                 server.api("/api/status")
                 break
             if time.monotonic() > deadline:
-                pytest.fail(f"jupyter lab did not answer within {SERVER_START_S} s:\n{server.log_tail()}", pytrace=False)
+                pytest.fail(
+                    f"jupyter lab did not answer within {SERVER_START_S} s:\n{server.log_tail()}", pytrace=False
+                )
             time.sleep(0.2)
         yield server
     finally:
@@ -207,9 +224,13 @@ def browser_context(tmp_path_factory):
     with sync_playwright() as p:
         # launch_persistent_context: the profile directory is ours and new (Chromium's --user-data-dir).
         context = p.chromium.launch_persistent_context(
-            str(profile), executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS,
-            viewport={"width": 1400, "height": 1000}, service_workers="block",
-        )  # fmt: skip
+            str(profile),
+            executable_path=CHROMIUM,
+            headless=True,
+            args=CHROMIUM_FLAGS,
+            viewport={"width": 1400, "height": 1000},
+            service_workers="block",
+        )
         try:
             context.set_default_timeout(UI_TIMEOUT_MS)
             yield context
@@ -232,7 +253,9 @@ def _screenshot(page, name: str) -> pathlib.Path:
     return path
 
 
-def test_bits_slider_redraws_the_error_histogram_in_jupyterlab(browser_context, lab):  # browser first: skip before starting a server
+def test_bits_slider_redraws_the_error_histogram_in_jupyterlab(
+    browser_context, lab
+):  # browser first: skip before starting a server
     (ARTIFACTS / "02_failure.png").unlink(missing_ok=True)
     page = browser_context.new_page()
     console_errors = []
@@ -269,7 +292,8 @@ def _drive_notebook_02(lab: Lab, page) -> None:
     prompts = panel.locator(".jp-CodeCell .jp-InputArea-prompt")
     page.wait_for_function(
         """(panel) => {
-            const prompts = [...panel.querySelectorAll('.jp-CodeCell .jp-InputArea-prompt')].map(p => p.textContent.trim());
+            const prompts = [...panel.querySelectorAll('.jp-CodeCell .jp-InputArea-prompt')]
+                .map(p => p.textContent.trim());
             return !prompts.includes('[*]:') && prompts.some(p => /^\\[\\d+\\]:$/.test(p));
         }""",
         arg=panel.element_handle(),
@@ -282,14 +306,20 @@ def _drive_notebook_02(lab: Lab, page) -> None:
     tracebacks = [t for t in stderr if TRACEBACK.search(t)]
     assert not tracebacks, "error output in the notebook:\n" + "\n---\n".join(tracebacks)
     texts = prompts.all_inner_texts()
-    assert len(texts) == _code_cell_count(lab.root / NOTEBOOK), "the page shows a different number of code cells than the file has"
+    assert len(texts) == _code_cell_count(lab.root / NOTEBOOK), (
+        "the page shows a different number of code cells than the file has"
+    )
     not_run = [i for i, t in enumerate(texts) if not re.fullmatch(r"\[\d+\]:", t.strip())]
     assert not not_run, f"code cells {not_run} (counting from 0) did not run: {texts}"
 
     # The interact of section 4: the slider labelled "bits", and the figure in its output.
-    interact = panel.locator(".widget-interact").filter(has=page.locator(".widget-label", has_text=re.compile(r"^bits$")))
+    interact = panel.locator(".widget-interact").filter(
+        has=page.locator(".widget-label", has_text=re.compile(r"^bits$"))
+    )
     assert interact.count() == 1, f"expected one interact with a 'bits' slider, found {interact.count()}"
-    slider = interact.locator(".widget-slider").filter(has=page.locator(".widget-label", has_text=re.compile(r"^bits$")))
+    slider = interact.locator(".widget-slider").filter(
+        has=page.locator(".widget-label", has_text=re.compile(r"^bits$"))
+    )
     readout = slider.locator(".widget-readout")
     image = interact.locator('.jp-OutputArea-output img[src^="data:image/png;base64,"]')
     image.wait_for(state="visible")

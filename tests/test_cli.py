@@ -7,12 +7,11 @@ import subprocess
 import sys
 
 import pytest
+from tiny_llama import write_tiny_llama
 
 from kquant.__main__ import main
-
 from kquant.reference import model_quantize as llama_quantize
 from kquant.summary import sha256
-from tiny_llama import write_tiny_llama
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +37,9 @@ def test_quantize_prints_the_tensor_table_and_passes_llama_quantizes_options(mod
     code, out, _ = run(capsys, "quantize", model, dst, "q3_k_m", "--tensor-type", r"blk\.0\.attn_v=q8_0", "--pure")
     assert code == 0
     assert "blk.0.attn_v.weight" in out and "Q8_0" in out and "average bits per weight" in out
-    theirs = llama_quantize(model, tmp_path / "llama.gguf", "Q3_K_M", pure=True, overrides=[(r"blk\.0\.attn_v", "Q8_0")])
+    theirs = llama_quantize(
+        model, tmp_path / "llama.gguf", "Q3_K_M", pure=True, overrides=[(r"blk\.0\.attn_v", "Q8_0")]
+    )
     assert sha256(dst) == sha256(theirs)
 
 
@@ -85,7 +86,14 @@ def test_python_dash_m_kquant_runs_the_same_main():
         (["inspect", "{not_gguf}"], "not a GGUF file"),
         (["plan", "{not_gguf}", "Q4_K_M"], "not a GGUF file"),
     ],
-    ids=["missing input", "unknown mix", "output is the input", "bad --tensor-type", "inspect non-GGUF", "plan non-GGUF"],
+    ids=[
+        "missing input",
+        "unknown mix",
+        "output is the input",
+        "bad --tensor-type",
+        "inspect non-GGUF",
+        "plan non-GGUF",
+    ],
 )
 def test_bad_input_is_one_line_on_stderr_and_exit_code_1(argv, message, model, tmp_path, capsys):
     not_gguf = tmp_path / "notes.txt"

@@ -50,10 +50,25 @@ def _weights(kind: str, rows: int, n: int, seed: int = 0) -> np.ndarray:
 
 
 FAMILIES = [
-    "gaussian", "heavy_tailed", "outliers", "all_zero", "negative_zeros", "constant", "all_positive",
-    "all_negative", "ties", "small_integers", "tiny", "subnormal", "large", "mixed_magnitudes",
-    "zero_groups", "one_spike_per_block", "ramp", "fp16_rounded",
-]  # fmt: skip
+    "gaussian",
+    "heavy_tailed",
+    "outliers",
+    "all_zero",
+    "negative_zeros",
+    "constant",
+    "all_positive",
+    "all_negative",
+    "ties",
+    "small_integers",
+    "tiny",
+    "subnormal",
+    "large",
+    "mixed_magnitudes",
+    "zero_groups",
+    "one_spike_per_block",
+    "ramp",
+    "fp16_rounded",
+]
 
 
 def assert_same_bytes(ours: np.ndarray, ggml: np.ndarray, qtype: str) -> None:
@@ -61,7 +76,9 @@ def assert_same_bytes(ours: np.ndarray, ggml: np.ndarray, qtype: str) -> None:
     if not np.array_equal(ours, ggml):
         block_bytes = FORMATS[gguf.GGMLQuantizationType[qtype]].type_size
         diff = np.flatnonzero((ours != ggml).reshape(-1))
-        pytest.fail(f"{qtype}: {diff.size} bytes differ, first in block {diff[0] // block_bytes} (byte {diff[0] % block_bytes})")
+        pytest.fail(
+            f"{qtype}: {diff.size} bytes differ, first in block {diff[0] // block_bytes} (byte {diff[0] % block_bytes})"
+        )
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -90,7 +107,7 @@ def _row_arrays(block: int):
     shape = st.tuples(st.integers(1, 4), st.integers(1, 3).map(lambda k: k * block))
     values = st.floats(-1e4, 1e4, width=32, allow_subnormal=True) | st.sampled_from([0.0, -0.0, 0.5, -0.5, 1.0, 1.5])
     scale = st.sampled_from([1.0, 1e-6, 1e-30, 5.0])  # |x| <= 5e4: fp16 scales and mins overflow past 65504
-    return st.tuples(hnp.arrays(np.float32, shape, elements=values), scale).map(lambda a: (a[0] * np.float32(a[1])))
+    return st.tuples(hnp.arrays(np.float32, shape, elements=values), scale).map(lambda a: a[0] * np.float32(a[1]))
 
 
 @pytest.mark.parametrize("qtype", TYPES)
@@ -128,11 +145,31 @@ def test_legacy_types_agree_with_gguf_py_quantize(qtype):
 # whose range is -8..7 / -16..15), plus the fp16 rounding of the scale. The K-quants also
 # quantize their sub-block scales (and mins), which has no tight closed form: their bounds
 # are the values measured on this data with about 1.5x headroom.
-MAX_ERROR = {"Q8_0": 0.0045, "Q4_0": 0.126, "Q5_0": 0.063, "Q4_1": 0.068, "Q5_1": 0.034,
-             "Q6_K": 0.025, "Q5_K": 0.07, "Q4_K": 0.12, "Q3_K": 0.30, "Q2_K": 0.55}  # fmt: skip
+MAX_ERROR = {
+    "Q8_0": 0.0045,
+    "Q4_0": 0.126,
+    "Q5_0": 0.063,
+    "Q4_1": 0.068,
+    "Q5_1": 0.034,
+    "Q6_K": 0.025,
+    "Q5_K": 0.07,
+    "Q4_K": 0.12,
+    "Q3_K": 0.30,
+    "Q2_K": 0.55,
+}
 # Error on Gaussian weights, RMS(x - y) / RMS(x): measured values with about 10% headroom.
-RMS_ERROR = {"Q8_0": 0.006, "Q4_0": 0.095, "Q5_0": 0.047, "Q4_1": 0.086, "Q5_1": 0.042,
-             "Q6_K": 0.02, "Q5_K": 0.04, "Q4_K": 0.078, "Q3_K": 0.165, "Q2_K": 0.32}  # fmt: skip
+RMS_ERROR = {
+    "Q8_0": 0.006,
+    "Q4_0": 0.095,
+    "Q5_0": 0.047,
+    "Q4_1": 0.086,
+    "Q5_1": 0.042,
+    "Q6_K": 0.02,
+    "Q5_K": 0.04,
+    "Q4_K": 0.078,
+    "Q3_K": 0.165,
+    "Q2_K": 0.32,
+}
 
 
 @pytest.mark.parametrize("qtype", TYPES)
@@ -257,7 +294,17 @@ def test_bad_input_to_dequantize_raises_one_clear_error(q, qtype, message):
 
 def test_registry_matches_ggml_geometry_and_bits_per_weight():
     bpw = {f.name: f.bits_per_weight for f in FORMATS.values()}
-    assert bpw == {"Q8_0": 8.5, "Q4_0": 4.5, "Q4_1": 5.0, "Q5_0": 5.5, "Q5_1": 6.0,
-                   "Q2_K": 2.625, "Q3_K": 3.4375, "Q4_K": 4.5, "Q5_K": 5.5, "Q6_K": 6.5625}  # fmt: skip
+    assert bpw == {
+        "Q8_0": 8.5,
+        "Q4_0": 4.5,
+        "Q4_1": 5.0,
+        "Q5_0": 5.5,
+        "Q5_1": 6.0,
+        "Q2_K": 2.625,
+        "Q3_K": 3.4375,
+        "Q4_K": 4.5,
+        "Q5_K": 5.5,
+        "Q6_K": 6.5625,
+    }
     for f in FORMATS.values():
         assert (f.block_size, f.type_size) == gguf.GGML_QUANT_SIZES[f.qtype]

@@ -18,11 +18,11 @@ import urllib.request
 from http.server import SimpleHTTPRequestHandler
 
 import pytest
+from local_server import LocalServer
+from notebook_tools import NOTEBOOKS, ROOT
 
 from kquant import colab, hub, samples, selftest
 from kquant.exercises.notebook import load, source_of
-from local_server import LocalServer
-from notebook_tools import NOTEBOOKS, ROOT
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -56,7 +56,9 @@ def test_the_first_markdown_cell_has_an_open_in_colab_badge_for_its_own_notebook
 
 
 def test_every_notebook_opens_with_the_same_setup_cell_made_from_pyprojects_address():
-    firsts = {path.name: source_of(next(c for c in load(path)["cells"] if c["cell_type"] == "code")) for path in NOTEBOOKS}
+    firsts = {
+        path.name: source_of(next(c for c in load(path)["cells"] if c["cell_type"] == "code")) for path in NOTEBOOKS
+    }
     cell = _builder().setup_cell()
     assert firsts == {name: cell for name in firsts}
     assert f'"https://raw.githubusercontent.com/{OWNER_REPO}/main/kquant/colab.py"' in cell
@@ -68,7 +70,9 @@ def test_every_notebook_opens_with_the_same_setup_cell_made_from_pyprojects_addr
 def test_no_notebook_source_writes_its_own_colab_cell_and_the_build_refuses_one(tmp_path):
     assert not [p.name for p in (ROOT / "scripts" / "notebooks").glob("*.py") if "google.colab" in p.read_text()]
     source = tmp_path / "00_start_here.py"
-    source.write_text('# %% [markdown]\n"""\n# 00 · x\n"""\n\n# %%\nimport sys\nif "google.colab" in sys.modules:\n    pass\n')
+    source.write_text(
+        '# %% [markdown]\n"""\n# 00 · x\n"""\n\n# %%\nimport sys\nif "google.colab" in sys.modules:\n    pass\n'
+    )
     with pytest.raises(ValueError, match="Colab setup cell"):
         _builder().build(source)
 
@@ -105,7 +109,7 @@ class GitHub(LocalServer):
         github = self
 
         class Handler(SimpleHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 (http.server's naming)
+            def do_GET(self):  # (http.server's naming)
                 github.requests += 1
                 super().do_GET()
 
@@ -141,12 +145,19 @@ def _expected_installs():
     return [
         ["--quiet", "--no-deps", f"kquant @ git+{REPOSITORY}@main"],
         ["--quiet", f"gguf=={PINS['gguf']}"],
-        ["--quiet", "--only-binary=:all:", "--extra-index-url", "https://abetlen.github.io/llama-cpp-python/whl/cpu",
-         f"llama-cpp-python=={PINS['llama-cpp-python']}"],
-    ]  # fmt: skip
+        [
+            "--quiet",
+            "--only-binary=:all:",
+            "--extra-index-url",
+            "https://abetlen.github.io/llama-cpp-python/whl/cpu",
+            f"llama-cpp-python=={PINS['llama-cpp-python']}",
+        ],
+    ]
 
 
-def test_on_colab_it_installs_kquant_gguf_and_a_prebuilt_llama_then_fetches_the_model_hub_finds(on_colab, cache, tmp_path, capsys):
+def test_on_colab_it_installs_kquant_gguf_and_a_prebuilt_llama_then_fetches_the_model_hub_finds(
+    on_colab, cache, tmp_path, capsys
+):
     pip = Pip()
     with GitHub(tmp_path / "github", MODEL_BYTES) as github:
         assert colab.setup(REPOSITORY, pip=pip, have=nothing_installed, base_url=github.data_url)
@@ -190,7 +201,9 @@ def test_it_installs_only_what_is_missing_or_at_another_version(on_colab, cache,
         assert pip.args == [["--quiet", f"gguf=={PINS['gguf']}"]] and github.requests == 1
         versions["gguf"] = PINS["gguf"]
         pip.calls.clear()
-        assert colab.setup(REPOSITORY, pip=pip, have=versions.get, base_url=github.data_url)  # everything there: a no-op
+        assert colab.setup(
+            REPOSITORY, pip=pip, have=versions.get, base_url=github.data_url
+        )  # everything there: a no-op
     assert pip.calls == [] and github.requests == 1
 
 
@@ -221,7 +234,9 @@ def test_the_download_address_is_the_repositorys_main_branch_unless_kquant_data_
     assert colab.data_url(REPOSITORY) == "http://127.0.0.1:1/data"
 
 
-def test_the_download_address_comes_from_kquant_data_url_when_no_base_url_is_given(on_colab, cache, tmp_path, monkeypatch):
+def test_the_download_address_comes_from_kquant_data_url_when_no_base_url_is_given(
+    on_colab, cache, tmp_path, monkeypatch
+):
     with GitHub(tmp_path / "github", MODEL_BYTES) as github:
         monkeypatch.setenv("KQUANT_DATA_URL", github.data_url)
         assert colab.setup(REPOSITORY, pip=Pip(), have=nothing_installed)
@@ -261,7 +276,9 @@ def _run_cell(monkeypatch, tmp_path):
     return downloads.urls, popen
 
 
-def test_the_cell_on_colab_runs_the_repositorys_setup_which_installs_nothing_here_and_fetches_the_model(on_colab, cache, tmp_path, monkeypatch, capsys):
+def test_the_cell_on_colab_runs_the_repositorys_setup_which_installs_nothing_here_and_fetches_the_model(
+    on_colab, cache, tmp_path, monkeypatch, capsys
+):
     real = importlib.util.find_spec  # as on Colab: kquant is not a checkout there, so the model is fetched
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "kquant" else real(name, *a))
     with GitHub(tmp_path / "github", MODEL_BYTES) as github:

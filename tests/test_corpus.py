@@ -19,7 +19,11 @@ def test_no_held_out_sum_appears_in_the_training_text():
     train = corpus.text(corpus.documents(1, 3000))
     trained = set(re.findall(r"^(\d+) \+ (\d+) = ", train.replace(corpus.BOS, "\n"), flags=re.M))
     assert len(trained) > 1000  # the check below is not vacuous
-    held_out = {(t.prompt.split(" + ")[0], t.prompt.split(" + ")[1].rstrip(" =")) for t in corpus.tasks(n_sums=300) if t.kind == "sums"}
+    held_out = {
+        (t.prompt.split(" + ")[0], t.prompt.split(" + ")[1].rstrip(" ="))
+        for t in corpus.tasks(n_sums=300)
+        if t.kind == "sums"
+    }
     assert len(held_out) == 300  # all different
     assert not trained & held_out
 

@@ -12,15 +12,14 @@ import struct
 
 import numpy as np
 import pytest
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+from notebook_tools import NOTEBOOKS, import_namespace, notebook_of, solution_function
 
 import kquant
-from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
-
 from kquant import gguf_anatomy, kfamily, linear, mixes, run
-from kquant.formats import q4_k
 from kquant.exercises import core
 from kquant.exercises.core import CORRECT, INCORRECT, NOT_ATTEMPTED, Exercise, Wrong, call
-from notebook_tools import NOTEBOOKS, import_namespace, notebook_of, solution_function
+from kquant.formats import q4_k
 
 NOTEBOOK_IDS = ["nb" + p.name[:2] for p in NOTEBOOKS]
 EXERCISES = [ex for nb in NOTEBOOK_IDS for ex in core.exercises_in(importlib.import_module(f"kquant.exercises.{nb}"))]
@@ -134,7 +133,13 @@ def test_byte_answers_are_compared_by_digest_and_the_message_does_not_leak_them(
 
 @pytest.mark.parametrize(
     "value, fragment",
-    [(None, "forget to `return`"), ([1, 2], "expected 3"), ("abc", "should be bytes"), (np.array([1.5, 2, 3]), "should be bytes"), (np.array([1, 2, 300]), "should be bytes")],
+    [
+        (None, "forget to `return`"),
+        ([1, 2], "expected 3"),
+        ("abc", "should be bytes"),
+        (np.array([1.5, 2, 3]), "should be bytes"),
+        (np.array([1, 2, 300]), "should be bytes"),
+    ],
 )
 def test_as_bytes_explains_what_is_wrong(value, fragment):
     with pytest.raises(Wrong, match=fragment.replace("(", r"\(")):
@@ -165,7 +170,7 @@ def test_the_shipped_stub_is_not_attempted(ex):
 
 def stub_with_arity(ex):
     ns = {}
-    exec(f"def {ex.signature}:\n    raise NotImplementedError()", ns)  # noqa: S102
+    exec(f"def {ex.signature}:\n    raise NotImplementedError()", ns)
     return ns[ex.function_name]
 
 
@@ -174,7 +179,7 @@ def _generic_wrong_answers(ex):
     n_args = len(ex.signature.split("(", 1)[1].rstrip(")").split(","))
     args = ", ".join(f"a{i}" for i in range(n_args))
     ns = {}
-    exec(  # noqa: S102
+    exec(
         f"def returns_none({args}): return None\n"
         f"def returns_text({args}): return 'forty-two'\n"
         f"def crashes({args}): raise ValueError('my bug')\n"
@@ -246,11 +251,23 @@ def _mistakes():
             (lambda n, b: n * b / 8 / 2**20, "that is MiB"),
         ],
         "nb02-q1": [
-            (lambda w, b: (np.rint(w / (np.abs(w).max() / 2 ** (b - 1))), np.abs(w).max() / 2 ** (b - 1)), "divide by 2**(bits-1) - 1"),
-            (lambda w, b: (np.rint(w / (np.abs(w).max() / (2**b - 1))), np.abs(w).max() / (2**b - 1)), "asymmetric range"),
-            (lambda w, b: (np.rint(w / (w.max() / (2 ** (b - 1) - 1))), w.max() / (2 ** (b - 1) - 1)), "largest *magnitude*"),
+            (
+                lambda w, b: (np.rint(w / (np.abs(w).max() / 2 ** (b - 1))), np.abs(w).max() / 2 ** (b - 1)),
+                "divide by 2**(bits-1) - 1",
+            ),
+            (
+                lambda w, b: (np.rint(w / (np.abs(w).max() / (2**b - 1))), np.abs(w).max() / (2**b - 1)),
+                "asymmetric range",
+            ),
+            (
+                lambda w, b: (np.rint(w / (w.max() / (2 ** (b - 1) - 1))), w.max() / (2 ** (b - 1) - 1)),
+                "largest *magnitude*",
+            ),
             (lambda w, b: np.rint(w / (np.abs(w).max() / (2 ** (b - 1) - 1))), "should return a tuple (q, scale)"),
-            (lambda w, b: (w / (np.abs(w).max() / (2 ** (b - 1) - 1)), np.abs(w).max() / (2 ** (b - 1) - 1)), "not whole numbers"),
+            (
+                lambda w, b: (w / (np.abs(w).max() / (2 ** (b - 1) - 1)), np.abs(w).max() / (2 ** (b - 1) - 1)),
+                "not whole numbers",
+            ),
         ],
         "nb02-q2": [
             (_zero_point(widen=False), "widen [min, max] to include 0"),
@@ -266,12 +283,22 @@ def _mistakes():
         ],
         "nb03-q1": [
             (lambda w, b, B: linear.fake_quantize(w, b), "one scale for the whole tensor"),
-            (lambda w, b, B: linear.fake_quantize(np.ascontiguousarray(w.T), b, "absmax", B).T, "blocks run down the columns"),
+            (
+                lambda w, b, B: linear.fake_quantize(np.ascontiguousarray(w.T), b, "absmax", B).T,
+                "blocks run down the columns",
+            ),
             (lambda w, b, B: linear.absmax_quantize(w, b, B).q.reshape(w.shape), "integer levels"),
             (lambda w, b, B: linear.fake_quantize(w, b, "zero point", B), "not the nearest level of its block"),
         ],
         "nb03-q2": [
-            (lambda x: np.minimum(15, np.trunc(x / (np.abs(x).max() / np.float32(8)) + np.float32(8.5))) if np.abs(x).max() else np.full(32, 8), "*signed*"),
+            (
+                lambda x: (
+                    np.minimum(15, np.trunc(x / (np.abs(x).max() / np.float32(8)) + np.float32(8.5)))
+                    if np.abs(x).max()
+                    else np.full(32, 8)
+                ),
+                "*signed*",
+            ),
             (lambda x: np.clip(np.rint(x * _inv(x)) + 8, 0, 15), "rounds halves *up*"),
             (lambda x: np.minimum(15, np.trunc(x * _inv(x) + np.float32(8.5))) - 8, "must lie in 0..15"),
             (lambda x: np.zeros(32), "ggml stores a different one"),
@@ -285,19 +312,44 @@ def _mistakes():
         "nb03-q4": [
             (lambda b: (8 - _nibbles(b)) * _d(b), "sign is flipped"),
             (lambda b: _nibbles(b) * _d(b), "subtract 8"),
-            (lambda b: (np.concatenate([np.frombuffer(b[2:], np.uint8) >> 4, np.frombuffer(b[2:], np.uint8) & 15]) - np.float32(8)) * _d(b), "low nibbles are weights 0-15"),
+            (
+                lambda b: (
+                    (
+                        np.concatenate([np.frombuffer(b[2:], np.uint8) >> 4, np.frombuffer(b[2:], np.uint8) & 15])
+                        - np.float32(8)
+                    )
+                    * _d(b)
+                ),
+                "low nibbles are weights 0-15",
+            ),
             (lambda b: _nibbles(b) - 8, "decodes it differently"),
         ],
         "nb04-q1": [
             (lambda j, s: tuple(int(v[0, j]) for v in q4_k.unpack_scales(s[None])[::-1]), "swapped"),
-            (lambda j, s: (int(s[j]), int(s[j + 4])) if j < 4 else tuple(int(v[0, j]) for v in q4_k.unpack_scales(s[None])), "mask with & 63"),
-            (lambda j, s: (int(s[j] & 63), int(s[j + 4] & 63)) if j < 4 else (int(s[j + 4] & 15), int(s[j + 4] >> 4)), "only the low 4 bits"),
+            (
+                lambda j, s: (
+                    (int(s[j]), int(s[j + 4])) if j < 4 else tuple(int(v[0, j]) for v in q4_k.unpack_scales(s[None]))
+                ),
+                "mask with & 63",
+            ),
+            (
+                lambda j, s: (
+                    (int(s[j] & 63), int(s[j + 4] & 63)) if j < 4 else (int(s[j + 4] & 15), int(s[j + 4] >> 4))
+                ),
+                "only the low 4 bits",
+            ),
             (lambda j, s: (0, 0), "not the 6-bit scale and min"),
         ],
         "nb04-q2": [
             (lambda sc, m: q4_k.pack_scales(m[None], sc[None])[0].tobytes(), "bytes 0-3 hold the scales"),
-            (lambda sc, m: q4_k.pack_scales(sc[None], m[None])[0, :4].tobytes() + q4_k.pack_scales(sc[None], m[None])[0, 4:8].tobytes()
-             + bytes(((sc[4:] >> 4) | ((m[4:] & 15) << 4)).astype(np.uint8)), "the *low* 4 bits"),
+            (
+                lambda sc, m: (
+                    q4_k.pack_scales(sc[None], m[None])[0, :4].tobytes()
+                    + q4_k.pack_scales(sc[None], m[None])[0, 4:8].tobytes()
+                    + bytes(((sc[4:] >> 4) | ((m[4:] & 15) << 4)).astype(np.uint8))
+                ),
+                "the *low* 4 bits",
+            ),
             (lambda sc, m: bytes(sc) + bytes(m[:4]), "differ from llama.cpp's"),
             (lambda sc, m: list(sc) + list(m), "is 16 bytes long, expected 12"),
         ],
@@ -333,13 +385,24 @@ def _mistakes():
         ],
         "nb06-q1": [
             (lambda i, n: i < n // 8 or (i - n // 8) % 3 == 2, "the last eighth"),
-            (lambda i, n: i < n // 8 or i >= 7 * n // 8 or (i - n // 8) % 3 == 0, "counts from the end of the first eighth"),
+            (
+                lambda i, n: i < n // 8 or i >= 7 * n // 8 or (i - n // 8) % 3 == 0,
+                "counts from the end of the first eighth",
+            ),
             (lambda i, n: "yes", "should return True or False"),
             (lambda i, n: i % 2 == 0, "llama.cpp says"),
         ],
         "nb06-q2": [
-            (lambda k, i, n: "Q6_K" if k.startswith("attn") and mixes.use_more_bits(i, n) else "Q4_K", "leaves attn_q at the default Q4_K"),
-            (lambda k, i, n: "Q6_K" if (k == "attn_v" or k.startswith("ffn")) and mixes.use_more_bits(i, n) else "Q4_K", "only ffn_down gets more bits"),
+            (
+                lambda k, i, n: "Q6_K" if k.startswith("attn") and mixes.use_more_bits(i, n) else "Q4_K",
+                "leaves attn_q at the default Q4_K",
+            ),
+            (
+                lambda k, i, n: (
+                    "Q6_K" if (k == "attn_v" or k.startswith("ffn")) and mixes.use_more_bits(i, n) else "Q4_K"
+                ),
+                "only ffn_down gets more bits",
+            ),
             (lambda k, i, n: "Q4_K", "use_more_bits decides"),
             (lambda k, i, n: 4, "should return a type name"),
         ],
@@ -369,9 +432,15 @@ def _mistakes():
         ],
         "nb07-q4": [
             (lambda n, ne, t, off: gguf_anatomy.encode_tensor_info(n, ne[::-1], t, off), "not reversed"),
-            (lambda n, ne, t, off: struct.pack(">Q", len(n)) + gguf_anatomy.encode_tensor_info(n, ne, t, off)[8:], "little-endian uint64"),
+            (
+                lambda n, ne, t, off: struct.pack(">Q", len(n)) + gguf_anatomy.encode_tensor_info(n, ne, t, off)[8:],
+                "little-endian uint64",
+            ),
             (lambda n, ne, t, off: gguf_anatomy.encode_tensor_info(n, ne, t, off + 32), "first difference at byte"),
-            (lambda n, ne, t, off: struct.pack("<I", len(n)) + gguf_anatomy.encode_tensor_info(n, ne, t, off)[8:], "bytes long, expected"),
+            (
+                lambda n, ne, t, off: struct.pack("<I", len(n)) + gguf_anatomy.encode_tensor_info(n, ne, t, off)[8:],
+                "bytes long, expected",
+            ),
         ],
         "nb08-q1": [
             (lambda lg, t: float(np.exp(-run.log_softmax(lg)[np.arange(len(t)), t].mean())), "predicts the NEXT token"),
@@ -394,7 +463,7 @@ def _mistakes():
             (lambda x: (x.astype(np.float64) ** 2).sum(axis=0), "the sum over tokens"),
             (lambda x: np.abs(x).mean(axis=0), "mean absolute value"),
             (lambda x: x.mean(axis=0) ** 2, "square first, then average"),
-            (lambda x: (x ** 2).mean(axis=1), "one value per token"),
+            (lambda x: (x**2).mean(axis=1), "one value per token"),
         ],
         "nb10-q2": [
             (lambda s, c: (s / c[:, None]).reshape(-1), "a row whose count is 0"),
@@ -407,8 +476,14 @@ def _mistakes():
             (lambda w, wh, imp: float(np.sum(imp * np.abs(w - wh))), "square the errors"),
         ],
         "nb09-q1": [
-            (lambda v, n: bool(np.allclose(np.diff(np.unique(v)), np.diff(np.unique(v))[0], rtol=1e-3)) if len(np.unique(v)) > 1 else True,
-             "some points unused"),
+            (
+                lambda v, n: (
+                    bool(np.allclose(np.diff(np.unique(v)), np.diff(np.unique(v))[0], rtol=1e-3))
+                    if len(np.unique(v)) > 1
+                    else True
+                ),
+                "some points unused",
+            ),
             (lambda v, n: kfamily.on_even_grid(v, 10**6), "do not fit in"),
             (lambda v, n: len(np.unique(v)) > 1 and kfamily.on_even_grid(v, n), "all equal"),
             (lambda v, n: 1, "should return True or False"),
@@ -453,7 +528,11 @@ def _q4k_decode(block, sign=-1, neighbours=False, low_bits_only=False):
     else:
         sc, m = (v[0] for v in q4_k.unpack_scales(b[None, 4:16]))
     qs = b[16:144]
-    q = np.stack([qs & 15, qs >> 4], axis=1).ravel() if neighbours else np.concatenate([qs.reshape(4, 1, 32) & 15, qs.reshape(4, 1, 32) >> 4], axis=1).ravel()
+    q = (
+        np.stack([qs & 15, qs >> 4], axis=1).ravel()
+        if neighbours
+        else np.concatenate([qs.reshape(4, 1, 32) & 15, qs.reshape(4, 1, 32) >> 4], axis=1).ravel()
+    )
     return (q.reshape(8, 32) * (d * sc)[:, None] + sign * (dmin * m)[:, None]).ravel()
 
 

@@ -10,15 +10,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from gguf import GGUFReader, GGUFWriter
+from tiny_llama import write_tiny_llama
 
 import kquant.gguf_file
 from kquant.errors import KQuantError
 from kquant.gguf_file import plan_gguf, quantize_gguf
 from kquant.mixes import MIXES
-
 from kquant.reference import model_quantize as llama_quantize
 from kquant.summary import sha256
-from tiny_llama import write_tiny_llama
 
 MODELS = {
     "4 layers, GQA 4, tied, F32": dict(n_layer=4, n_head_kv=1),
@@ -77,8 +76,14 @@ def test_metadata_is_copied_in_order_with_quantization_version_and_file_type_mov
     assert list(out_fields) == [k for k in src_fields if k not in moved] + moved
     for key in src_fields:
         if key not in moved:
-            assert (out_fields[key].types, out_fields[key].contents()) == (src_fields[key].types, src_fields[key].contents()), key
-    assert (out_fields["general.quantization_version"].contents(), out_fields["general.file_type"].contents()) == (2, 15)
+            assert (out_fields[key].types, out_fields[key].contents()) == (
+                src_fields[key].types,
+                src_fields[key].contents(),
+            ), key
+    assert (out_fields["general.quantization_version"].contents(), out_fields["general.file_type"].contents()) == (
+        2,
+        15,
+    )
 
 
 def test_tensors_are_written_in_llama_cpps_order_and_aligned_to_32_bytes(small_model, tmp_path):
@@ -132,8 +137,12 @@ def test_an_existing_output_is_replaced_only_when_asked(small_model, tmp_path):
     assert dst.read_bytes()[:4] == b"GGUF"
 
 
-@pytest.mark.parametrize("failure", [KeyboardInterrupt, OSError(28, "No space left on device")], ids=["Ctrl-C", "full disk"])
-def test_a_failure_mid_write_leaves_no_partial_file_and_the_old_output_intact(failure, small_model, tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    "failure", [KeyboardInterrupt, OSError(28, "No space left on device")], ids=["Ctrl-C", "full disk"]
+)
+def test_a_failure_mid_write_leaves_no_partial_file_and_the_old_output_intact(
+    failure, small_model, tmp_path, monkeypatch
+):
     dst = tmp_path / "q.gguf"
     dst.write_bytes(b"previous output")
     calls = []

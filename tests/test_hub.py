@@ -13,10 +13,10 @@ import hashlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from local_server import LocalServer
 
 from kquant import hub
 from kquant.errors import KQuantError
-from local_server import LocalServer
 
 pytest.importorskip("huggingface_hub", reason="the Hub path needs the optional huggingface_hub")
 
@@ -47,10 +47,10 @@ class StandIn(LocalServer):
                 self.end_headers()
                 return True
 
-            def do_HEAD(self):  # noqa: N802 (http.server's naming)
+            def do_HEAD(self):  # (http.server's naming)
                 self._head()
 
-            def do_GET(self):  # noqa: N802
+            def do_GET(self):
                 if self._head():
                     stand_in.downloads += 1
                     self.wfile.write(stand_in.data)
@@ -97,7 +97,8 @@ def test_the_downloaded_model_runs_in_the_same_pipeline(hub_env, monkeypatch):
         path = hub.fetch(REPO, FILE)
     model = run.load(path, n_ctx=64)
     assert model.generate("Once upon a time", max_tokens=8, seed=1) == run.load(hub.bundled(), n_ctx=64).generate(
-        "Once upon a time", max_tokens=8, seed=1)
+        "Once upon a time", max_tokens=8, seed=1
+    )
 
 
 def test_offline_without_a_cached_copy_says_so_in_one_line_and_returns_the_bundled_model(hub_env, monkeypatch, capsys):

@@ -1,4 +1,5 @@
-"""Importance matrices: collected as llama-imatrix collects them, stored in its file format, used as llama-quantize uses them.
+"""Importance matrices: collected as llama-imatrix collects them, stored in its file format,
+used as llama-quantize uses them.
 
 * collect: for every blk.* weight matrix, the sum over tokens of each input column squared
   and the number of tokens (tools/imatrix/imatrix.cpp of llama.cpp 0c1e57098);
@@ -16,6 +17,7 @@ import struct
 import numpy as np
 import pytest
 from gguf import GGUFReader, GGUFWriter
+from tiny_llama import write_tiny_llama
 
 from kquant import hub, imatrix, reference
 from kquant.__main__ import main as cli
@@ -25,7 +27,6 @@ from kquant.gguf_file import plan_gguf, quantize_gguf
 from kquant.gguf_read import weights
 from kquant.imatrix import Entry, Imatrix, collect
 from kquant.summary import sha256
-from tiny_llama import write_tiny_llama
 
 MIXES = ["Q2_K", "Q3_K_M", "Q4_K_M", "Q4_0"]
 
@@ -152,10 +153,20 @@ class _GgmlTensor(ctypes.Structure):
 
 
 _GgmlTensor._fields_ = [
-    ("type", ctypes.c_int), ("buffer", ctypes.c_void_p), ("ne", ctypes.c_int64 * 4), ("nb", ctypes.c_size_t * 4),
-    ("op", ctypes.c_int), ("op_params", ctypes.c_int32 * 16), ("flags", ctypes.c_int32),
-    ("src", ctypes.POINTER(_GgmlTensor) * 10), ("view_src", ctypes.POINTER(_GgmlTensor)), ("view_offs", ctypes.c_size_t),
-    ("data", ctypes.c_void_p), ("name", ctypes.c_char * 64), ("extra", ctypes.c_void_p), ("padding", ctypes.c_char * 8),
+    ("type", ctypes.c_int),
+    ("buffer", ctypes.c_void_p),
+    ("ne", ctypes.c_int64 * 4),
+    ("nb", ctypes.c_size_t * 4),
+    ("op", ctypes.c_int),
+    ("op_params", ctypes.c_int32 * 16),
+    ("flags", ctypes.c_int32),
+    ("src", ctypes.POINTER(_GgmlTensor) * 10),
+    ("view_src", ctypes.POINTER(_GgmlTensor)),
+    ("view_offs", ctypes.c_size_t),
+    ("data", ctypes.c_void_p),
+    ("name", ctypes.c_char * 64),
+    ("extra", ctypes.c_void_p),
+    ("padding", ctypes.c_char * 8),
 ]
 
 
@@ -181,7 +192,11 @@ def _llama_cpp_collects(path, sequences, process_output=False):
         src0, src1 = t.src[0].contents, t.src[1].contents
         name = src0.name.decode()
         if ask:  # the same filter as imatrix.cpp
-            return src1.ne[1] >= 16 and src1.type == 0 and (name.startswith("blk.") or (process_output and name == "output.weight"))
+            return (
+                src1.ne[1] >= 16
+                and src1.type == 0
+                and (name.startswith("blk.") or (process_output and name == "output.weight"))
+            )
         n_cols, n_rows = src1.ne[0], src1.ne[1] * src1.ne[2] * src1.ne[3]
         assert src1.nb[1] == 4 * n_cols  # contiguous rows
         x = np.ctypeslib.as_array(ctypes.cast(src1.data, ctypes.POINTER(ctypes.c_float)), shape=(n_rows, n_cols))
@@ -303,8 +318,11 @@ def test_the_file_holds_what_llama_cpp_reads_field_by_field(tmp_path):
     assert [t.name for t in fields["imatrix.chunk_count"][0]] == ["UINT32"] and fields["imatrix.chunk_count"][1] == 2
     assert [t.name for t in fields["imatrix.chunk_size"][0]] == ["UINT32"] and fields["imatrix.chunk_size"][1] == 512
     tensors = {t.name: t for t in r.tensors}
-    assert list(tensors) == [f"{n}.{s}" for n in ("blk.0.attn_q.weight", "blk.0.ffn_up_exps.weight", "blk.1.ffn_down.weight")
-                             for s in ("in_sum2", "counts")]
+    assert list(tensors) == [
+        f"{n}.{s}"
+        for n in ("blk.0.attn_q.weight", "blk.0.ffn_up_exps.weight", "blk.1.ffn_down.weight")
+        for s in ("in_sum2", "counts")
+    ]
     shapes = {n: (t.tensor_type.name, [int(d) for d in t.shape]) for n, t in tensors.items()}  # GGUF order: ne[0] first
     assert shapes["blk.0.attn_q.weight.in_sum2"] == ("F32", [32])  # (n_cols, 1): trailing 1 dropped
     assert shapes["blk.0.attn_q.weight.counts"] == ("F32", [1])
@@ -316,7 +334,12 @@ def test_the_file_holds_what_llama_cpp_reads_field_by_field(tmp_path):
 def test_save_and_load_round_trip_exactly(tmp_path):
     im = _example_imatrix()
     back = Imatrix.load(im.save(tmp_path / "i.gguf"))
-    assert (back.datasets, back.chunk_count, back.chunk_size, back.file) == (im.datasets, 2, 512, str(tmp_path / "i.gguf"))
+    assert (back.datasets, back.chunk_count, back.chunk_size, back.file) == (
+        im.datasets,
+        2,
+        512,
+        str(tmp_path / "i.gguf"),
+    )
     assert back.names() == im.names()
     for name, e in im.entries.items():
         assert back.entries[name].in_sum2.tobytes() == e.in_sum2.tobytes()
@@ -345,8 +368,13 @@ def _legacy_bytes(entries: dict, chunk_count=None, dataset=None) -> bytes:
 
 def test_the_legacy_dat_format_loads_with_llama_quantizes_normalisation(tmp_path):
     path = tmp_path / "old.dat"
-    path.write_bytes(_legacy_bytes({"blk.0.attn_q.weight": (10, [5.0, 20.0, 0.5]), "blk.0.ffn_up.weight": (0, [3.0, 4.0])},
-                                   chunk_count=10, dataset="wiki.txt"))
+    path.write_bytes(
+        _legacy_bytes(
+            {"blk.0.attn_q.weight": (10, [5.0, 20.0, 0.5]), "blk.0.ffn_up.weight": (0, [3.0, 4.0])},
+            chunk_count=10,
+            dataset="wiki.txt",
+        )
+    )
     im = Imatrix.load(path)
     assert im.legacy and (im.chunk_count, im.datasets) == (10, ["wiki.txt"])
     np.testing.assert_array_equal(im.importance("blk.0.attn_q.weight"), np.float32([0.5, 2.0, 0.05]))  # values / ncall
@@ -371,15 +399,25 @@ def _write_gguf(path, keys: dict, tensors: dict) -> None:
 def test_bad_imatrix_files_get_one_clear_error(tmp_path):
     from gguf import GGUFValueType as V
 
-    meta = {"general.type": "imatrix", "imatrix.datasets": (["d"], V.ARRAY, V.STRING),
-            "imatrix.chunk_count": (1, V.UINT32), "imatrix.chunk_size": (512, V.UINT32)}
+    meta = {
+        "general.type": "imatrix",
+        "imatrix.datasets": (["d"], V.ARRAY, V.STRING),
+        "imatrix.chunk_count": (1, V.UINT32),
+        "imatrix.chunk_size": (512, V.UINT32),
+    }
     ok = {"a.weight.in_sum2": np.ones(32, np.float32), "a.weight.counts": np.ones(1, np.float32)}
     cases = {
         "missing.gguf": (None, "no such file"),
         "model.gguf": (hub.bundled(), "not an imatrix"),
         "no_counts.gguf": ((meta, {"a.weight.in_sum2": ok["a.weight.in_sum2"]}), "no .counts"),
-        "f16.gguf": ((meta, {"a.weight.in_sum2": np.ones(32, np.float16), "a.weight.counts": ok["a.weight.counts"]}), "must be F32"),
-        "ragged.gguf": ((meta, {"a.weight.in_sum2": np.ones(33, np.float32), "a.weight.counts": np.ones(2, np.float32)}), "whole row"),
+        "f16.gguf": (
+            (meta, {"a.weight.in_sum2": np.ones(32, np.float16), "a.weight.counts": ok["a.weight.counts"]}),
+            "must be F32",
+        ),
+        "ragged.gguf": (
+            (meta, {"a.weight.in_sum2": np.ones(33, np.float32), "a.weight.counts": np.ones(2, np.float32)}),
+            "whole row",
+        ),
         "no_meta.gguf": (({"general.type": "imatrix"}, ok), "lacks the imatrix metadata"),
         "garbage.dat": (b"\x02\x00\x00\x00\x05\x00\x00\x00ab", "ends in the middle"),
         "empty.dat": (b"\x00\x00\x00\x00", "with data"),
@@ -409,7 +447,9 @@ def test_save_is_atomic_and_refuses_what_it_cannot_write(tmp_path):
     with pytest.raises(KQuantError, match="one count per row"):
         Imatrix({"a.weight": Entry(np.ones((2, 32), np.float32), np.array([5]))}, ["d"]).save(tmp_path / "i.gguf")
     with pytest.raises(KQuantError, match="legacy .dat"):
-        Imatrix({"a.weight": Entry(np.ones((1, 32), np.float32), np.array([5]))}, ["d"], legacy=True).save(tmp_path / "i.gguf")
+        Imatrix({"a.weight": Entry(np.ones((1, 32), np.float32), np.array([5]))}, ["d"], legacy=True).save(
+            tmp_path / "i.gguf"
+        )
     assert list(tmp_path.iterdir()) == []
 
 
@@ -426,8 +466,11 @@ def _assert_every_tensor_is_ggmls_encode(src, out, vectors: dict):
             continue
         x = weights(s)
         qw = vectors.get(t.name)
-        expected = reference.quantize(x, t.tensor_type.name, imatrix=qw) if qw is not None and qw.size == x.shape[-1] else \
-            reference.quantize(x, t.tensor_type.name)
+        expected = (
+            reference.quantize(x, t.tensor_type.name, imatrix=qw)
+            if qw is not None and qw.size == x.shape[-1]
+            else reference.quantize(x, t.tensor_type.name)
+        )
         assert np.asarray(t.data).reshape(-1).tobytes() == expected.reshape(-1).tobytes(), (t.name, t.tensor_type.name)
         checked += 1
     assert checked > 0
@@ -446,12 +489,16 @@ def test_the_bundled_model_quantized_with_an_imatrix_is_llama_quantizes_file(mix
     assert np.asarray(t.data).tobytes() != reference.quantize(x, t.tensor_type.name).tobytes()
 
 
-@pytest.mark.parametrize("model, mix", [("tied, 8 layers", "Q4_0"), ("tied, 8 layers", "Q2_K"),
-                                        ("untied, F16", "Q3_K_M"), ("untied, F16", "Q4_K_M")])
+@pytest.mark.parametrize(
+    "model, mix",
+    [("tied, 8 layers", "Q4_0"), ("tied, 8 layers", "Q2_K"), ("untied, F16", "Q3_K_M"), ("untied, F16", "Q4_K_M")],
+)
 def test_tiny_models_quantized_with_a_collected_imatrix_equal_llama_quantize(model, mix, tiny, tmp_path):
     src = tiny[model]
     llama = Llama.load(src)
-    im = collect(llama, _random_sequences(llama.cfg.n_vocab, [48, 48]), n_ctx=48, process_output=True, dataset="random ids")
+    im = collect(
+        llama, _random_sequences(llama.cfg.n_vocab, [48, 48]), n_ctx=48, process_output=True, dataset="random ids"
+    )
     path = im.save(tmp_path / "tiny.imatrix.gguf")
     ours = quantize_gguf(src, tmp_path / "kquant.gguf", mix, imatrix=path, progress=False).path
     _assert_every_tensor_is_ggmls_encode(src, ours, im.vectors())
@@ -467,7 +514,9 @@ def test_q4_0_and_q5_0_give_the_first_eighth_of_ffn_down_q4_1_and_q5_1_only_with
             assert changed == {f"blk.{i}.ffn_down.weight" for i in range(eighth)}
             assert all(with_im[n].type.name == bumped and "importance matrix" in with_im[n].reason for n in changed)
     # Other mixes do not change with an imatrix.
-    assert [c.type for c in plan_gguf(hub.bundled(), "Q4_K_M")] == [c.type for c in plan_gguf(hub.bundled(), "Q4_K_M", imatrix=bundled_imatrix)]
+    assert [c.type for c in plan_gguf(hub.bundled(), "Q4_K_M")] == [
+        c.type for c in plan_gguf(hub.bundled(), "Q4_K_M", imatrix=bundled_imatrix)
+    ]
 
 
 def test_missing_entries_are_quantized_without_and_expert_tensors_get_one_slice_each(tmp_path):
@@ -479,7 +528,9 @@ def test_missing_entries_are_quantized_without_and_expert_tensors_get_one_slice_
         shape = tuple(int(d) for d in reversed(t.shape))
         if len(shape) >= 2 and t.name.startswith("blk.") and "attn_k" not in t.name:  # attn_k: left out on purpose
             n_mat = shape[0] if len(shape) == 3 else 1
-            entries[t.name] = Entry((rng.random((n_mat, shape[-1])) ** 4 * 100).astype(np.float32), rng.integers(0, 3, n_mat) * 64)
+            entries[t.name] = Entry(
+                (rng.random((n_mat, shape[-1])) ** 4 * 100).astype(np.float32), rng.integers(0, 3, n_mat) * 64
+            )
     path = Imatrix(entries, ["random"], 1, 64).save(tmp_path / "moe.imatrix.gguf")
     for mix in ("Q4_K_M", "Q2_K"):
         ours = quantize_gguf(src, tmp_path / f"{mix}.kquant.gguf", mix, imatrix=path, progress=False).path
@@ -491,7 +542,11 @@ def test_q2_k_s_is_written_only_with_an_imatrix_and_then_equals_llama_quantize(g
     src = write_tiny_llama(tmp_path / "m.gguf", n_layer=8, n_head=4, n_head_kv=4 // gqa, n_ff=256, rows=32)
     shapes = {t.name: tuple(int(d) for d in reversed(t.shape)) for t in GGUFReader(src).tensors}
     rng = np.random.default_rng(gqa)
-    vectors = {n: (rng.random(s[-1]) ** 3 + 0.01).astype(np.float32) for n, s in shapes.items() if n.startswith("blk.") and len(s) == 2}
+    vectors = {
+        n: (rng.random(s[-1]) ** 3 + 0.01).astype(np.float32)
+        for n, s in shapes.items()
+        if n.startswith("blk.") and len(s) == 2
+    }
     plan = {c.name: c.type.name for c in plan_gguf(src, "Q2_K_S", imatrix=True)}
     assert plan["blk.0.ffn_down.weight"] == "Q4_K" and plan["blk.1.ffn_down.weight"] == "Q2_K"  # first eighth: Q4_K
     assert plan["blk.5.attn_v.weight"] == ("Q4_K" if gqa >= 4 else "Q2_K")
@@ -523,8 +578,14 @@ def test_llama_quantizes_imatrix_keys_come_after_file_type(bundled_imatrix, tmp_
     weighted = {r.name for r in summary.rows if r.reason.endswith("weighted by its imatrix entry")}
     assert weighted == set(Imatrix.load(bundled_imatrix).entries)  # every blk.* matrix; not token_embd, not the norms
     fields = GGUFReader(out).fields
-    assert list(fields)[-6:] == ["general.quantization_version", "general.file_type", "quantize.imatrix.file",
-                                 "quantize.imatrix.dataset", "quantize.imatrix.entries_count", "quantize.imatrix.chunks_count"]
+    assert list(fields)[-6:] == [
+        "general.quantization_version",
+        "general.file_type",
+        "quantize.imatrix.file",
+        "quantize.imatrix.dataset",
+        "quantize.imatrix.entries_count",
+        "quantize.imatrix.chunks_count",
+    ]
     assert fields["quantize.imatrix.file"].contents() == str(bundled_imatrix)
     assert fields["quantize.imatrix.dataset"].contents() == "calibration.txt"
     assert fields["quantize.imatrix.entries_count"].contents() == 56
@@ -543,9 +604,14 @@ def test_wrong_sized_entries_fail_except_token_embd_as_in_llama_cpp(tiny, tmp_pa
     lenient = {"token_embd.weight": np.ones(7, np.float32), "blk.0.ffn_up.weight": np.ones(256, np.float32) * 2}
     ours = quantize_gguf(src, tmp_path / "k.gguf", "Q4_K_M", imatrix=lenient, progress=False).path
     assert sha256(ours) == sha256(reference.model_quantize(src, tmp_path / "l2.gguf", "Q4_K_M", imatrix=lenient))
-    for bad_vector, message in ((np.full(256, np.nan, np.float32), "finite"), (np.ones((2, 128), np.float32), "flat vector")):
+    for bad_vector, message in (
+        (np.full(256, np.nan, np.float32), "finite"),
+        (np.ones((2, 128), np.float32), "flat vector"),
+    ):
         with pytest.raises(KQuantError, match=message):
-            quantize_gguf(src, tmp_path / "q.gguf", "Q4_K_M", imatrix={"blk.0.attn_q.weight": bad_vector}, progress=False)
+            quantize_gguf(
+                src, tmp_path / "q.gguf", "Q4_K_M", imatrix={"blk.0.attn_q.weight": bad_vector}, progress=False
+            )
     with pytest.raises(KQuantError, match="no entries"):
         quantize_gguf(src, tmp_path / "q.gguf", "Q4_K_M", imatrix={}, progress=False)
     with pytest.raises(KQuantError, match="must be an Imatrix"):
@@ -555,8 +621,15 @@ def test_wrong_sized_entries_fail_except_token_embd_as_in_llama_cpp(tiny, tmp_pa
 def test_the_command_line_takes_imatrix_like_llama_quantize(bundled_imatrix, tmp_path, capsys):
     out = tmp_path / "cli.gguf"
     assert cli(["quantize", str(hub.bundled()), str(out), "Q4_0", "--imatrix", str(bundled_imatrix), "--quiet"]) == 0
-    assert sha256(out) == sha256(reference.model_quantize(hub.bundled(), tmp_path / "llama.gguf", "Q4_0", imatrix=bundled_imatrix))
+    assert sha256(out) == sha256(
+        reference.model_quantize(hub.bundled(), tmp_path / "llama.gguf", "Q4_0", imatrix=bundled_imatrix)
+    )
     assert cli(["plan", str(hub.bundled()), "Q4_0", "--imatrix", str(bundled_imatrix)]) == 0
     assert "with an importance matrix, Q4_0 gives ffn_down" in capsys.readouterr().out
-    assert cli(["quantize", str(hub.bundled()), str(tmp_path / "x.gguf"), "Q4_0", "--imatrix", str(tmp_path / "none.gguf")]) == 1
+    assert (
+        cli(
+            ["quantize", str(hub.bundled()), str(tmp_path / "x.gguf"), "Q4_0", "--imatrix", str(tmp_path / "none.gguf")]
+        )
+        == 1
+    )
     assert "no such file" in capsys.readouterr().err

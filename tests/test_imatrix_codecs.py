@@ -10,10 +10,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from test_codecs import FAMILIES, TYPES, _weights, assert_same_bytes
 
 import kquant
 from kquant import reference
-from test_codecs import FAMILIES, TYPES, _weights, assert_same_bytes
 
 
 def _importance(kind: str, n: int, seed: int = 0) -> np.ndarray:
@@ -56,7 +56,9 @@ def test_imatrix_bytes_equal_ggml_across_rows_and_chunks(qtype):
     x = _weights("gaussian", rows=40, n=2304, seed=3)
     qw = _importance("activations", 2304, seed=4)
     assert_same_bytes(kquant.quantize(x, qtype, imatrix=qw), reference.quantize(x, qtype, imatrix=qw), qtype)
-    np.testing.assert_array_equal(kquant.quantize(x[7], qtype, imatrix=qw), reference.quantize(x[7:8], qtype, imatrix=qw)[0])
+    np.testing.assert_array_equal(
+        kquant.quantize(x[7], qtype, imatrix=qw), reference.quantize(x[7:8], qtype, imatrix=qw)[0]
+    )
 
 
 @pytest.mark.parametrize("qtype", TYPES)
@@ -84,7 +86,9 @@ def test_an_imatrix_changes_the_search_even_when_it_is_uniform(qtype):
 
 def test_q8_0_ignores_the_imatrix_as_ggml_does():
     x = _weights("gaussian", rows=4, n=256)
-    np.testing.assert_array_equal(kquant.quantize(x, "Q8_0", imatrix=_importance("activations", 256)), kquant.quantize(x, "Q8_0"))
+    np.testing.assert_array_equal(
+        kquant.quantize(x, "Q8_0", imatrix=_importance("activations", 256)), kquant.quantize(x, "Q8_0")
+    )
 
 
 @pytest.mark.parametrize("qtype", ["Q2_K", "Q3_K", "Q4_K", "Q4_0"])

@@ -9,13 +9,12 @@ from __future__ import annotations
 import pytest
 from gguf import GGMLQuantizationType as T
 from gguf import GGUFReader
+from tiny_llama import write_tiny_llama
 
 from kquant.errors import KQuantError
-from kquant.mixes import MIXES, ModelParams, TensorSpec, category, get_mix, llama_order, plan, use_more_bits
 from kquant.gguf_file import plan_gguf
-
+from kquant.mixes import MIXES, ModelParams, TensorSpec, category, get_mix, llama_order, plan, use_more_bits
 from kquant.reference import model_quantize as llama_quantize
-from tiny_llama import write_tiny_llama
 
 
 def llama_tensors(n_layer, n_embd=256, n_ff=512, n_head=4, n_head_kv=4, tied=True, n_vocab=300):
@@ -69,8 +68,12 @@ def test_categories_are_found_by_substring_in_llama_cpps_order():
 def test_tensors_are_ordered_by_layer_then_name_with_non_block_tensors_first():
     names = ["blk.10.attn_q.weight", "blk.2.ffn_up.weight", "token_embd.weight", "blk.2.attn_k.weight", "output.weight"]
     assert sorted(names, key=llama_order) == [
-        "output.weight", "token_embd.weight", "blk.2.attn_k.weight", "blk.2.ffn_up.weight", "blk.10.attn_q.weight",
-    ]  # fmt: skip
+        "output.weight",
+        "token_embd.weight",
+        "blk.2.attn_k.weight",
+        "blk.2.ffn_up.weight",
+        "blk.10.attn_q.weight",
+    ]
 
 
 def test_mix_names_accept_any_case_and_llama_quantizes_aliases():
@@ -170,7 +173,9 @@ def test_pure_gives_every_matrix_the_default_type_but_keeps_the_shape_fallback()
 
 
 def test_an_override_wins_and_is_not_counted_by_the_attn_v_rules():
-    choices = plan(llama_tensors(4), ModelParams(4, 4, 4), "Q3_K_M", overrides=[(r"blk\.0\.attn_v", "Q8_0"), ("attn_v", "F16")])
+    choices = plan(
+        llama_tensors(4), ModelParams(4, 4, 4), "Q3_K_M", overrides=[(r"blk\.0\.attn_v", "Q8_0"), ("attn_v", "F16")]
+    )
     t = types(choices)
     assert t["blk.0.attn_v.weight"] == "Q8_0"  # first match wins
     assert t["blk.1.attn_v.weight"] == "F16"
@@ -181,7 +186,9 @@ def test_an_override_wins_and_is_not_counted_by_the_attn_v_rules():
 
 
 def test_explicit_output_and_token_embedding_types_win():
-    t = types(plan(llama_tensors(2, tied=False), ModelParams(2, 4, 4), "Q4_K_M", output_type="Q8_0", token_embd_type="F16"))
+    t = types(
+        plan(llama_tensors(2, tied=False), ModelParams(2, 4, 4), "Q4_K_M", output_type="Q8_0", token_embd_type="F16")
+    )
     assert (t["output.weight"], t["token_embd.weight"]) == ("Q8_0", "F16")
 
 

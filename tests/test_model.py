@@ -34,7 +34,9 @@ def _random_model(tmp_path, name="random.gguf", cfg=None, permute_qk=False, dtyp
     w = {}
     for k, shape in tensor_shapes(cfg).items():
         std = 0.1 if ("attn_q" in k or "attn_k" in k) else 0.02
-        w[k] = (1.0 + 0.1 * rng.standard_normal(shape) if len(shape) == 1 else std * rng.standard_normal(shape)).astype(np.float32)
+        w[k] = (1.0 + 0.1 * rng.standard_normal(shape) if len(shape) == 1 else std * rng.standard_normal(shape)).astype(
+            np.float32
+        )
     tokens, merges = bpe.learn(corpus.text(corpus.documents(1, 200)), cfg.n_vocab - 258)
     if permute_qk:  # rotate_half's pairing (i, i + hd/2) instead of llama's (2i, 2i+1)
         hd = cfg.head_dim
@@ -102,7 +104,21 @@ def test_the_tokenizer_round_trips_held_out_text_and_keeps_digits_apart():
     text = "\n".join(corpus.documents(run.HELD_OUT_SEED, 20, held_out=True))
     ids = m.tokenize(text)
     assert m.detokenize(ids) == text
-    assert [m.detokenize([i]) for i in m.tokenize("347 + 589 = 936")] == ["3", "4", "7", " +", " ", "5", "8", "9", " =", " ", "9", "3", "6"]
+    assert [m.detokenize([i]) for i in m.tokenize("347 + 589 = 936")] == [
+        "3",
+        "4",
+        "7",
+        " +",
+        " ",
+        "5",
+        "8",
+        "9",
+        " =",
+        " ",
+        "9",
+        "3",
+        "6",
+    ]
     assert m.tokenize("<s>hi</s>")[0] == m.llm.token_bos()
 
 
@@ -163,10 +179,19 @@ def test_the_forward_pass_shows_every_matmul_input_and_every_layers_output():
     seen = []
     f = model.forward([0, 71, 300, 12, 5], observe=lambda name, x: seen.append((name, x.shape, x.dtype)))
     c = model.cfg
-    per_block = [("attn_q", c.n_embd), ("attn_k", c.n_embd), ("attn_v", c.n_embd), ("attn_output", c.n_embd),
-                 ("ffn_gate", c.n_embd), ("ffn_up", c.n_embd), ("ffn_down", c.n_ff)]
+    per_block = [
+        ("attn_q", c.n_embd),
+        ("attn_k", c.n_embd),
+        ("attn_v", c.n_embd),
+        ("attn_output", c.n_embd),
+        ("ffn_gate", c.n_embd),
+        ("ffn_up", c.n_embd),
+        ("ffn_down", c.n_ff),
+    ]
     expected = [(f"blk.{i}.{r}.weight", (5, cols), np.float32) for i in range(c.n_layer) for r, cols in per_block]
-    assert seen == expected + [("token_embd.weight", (5, c.n_embd), np.float32)]  # tied: the output matmul uses token_embd
+    assert seen == expected + [
+        ("token_embd.weight", (5, c.n_embd), np.float32)
+    ]  # tied: the output matmul uses token_embd
     assert len(f.layers) == c.n_layer and all(x.shape == (5, c.n_embd) for x in f.layers)
     from kquant.forward import rms_norm
 

@@ -34,10 +34,10 @@ import textwrap
 import time
 
 import pytest
+from notebook_tools import NOTEBOOKS, ROOT, import_namespace
 
 from kquant.exercises.core import INCORRECT
 from kquant.exercises.notebook import STUB, exercise_for, exercises_of, load, save, source_of
-from notebook_tools import NOTEBOOKS, ROOT, import_namespace
 
 ASSIGNMENT = "kquant"
 STUDENTS = ("correct", "wrong", "blank")
@@ -54,7 +54,7 @@ c.Execute.timeout = {CELL_TIMEOUT_S}
 
 # A wrong answer that runs: the published solution computes the right value, and the
 # answer returns something of the same type and shape with the wrong contents.
-WRONG = '''\
+WRONG = """\
 def _right({params}):
 {solution}
 def _off(v):  # the right type and shape, the wrong values
@@ -70,12 +70,12 @@ def _off(v):  # the right type and shape, the wrong values
     if isinstance(v, numpy.ndarray):
         return numpy.zeros_like(v)
     return type(v)(0)
-return _off(_right({params}))'''
+return _off(_right({params}))"""
 
 
 def wrong_body(ex) -> str:
     ns: dict = {}
-    exec(f"def f({ex.signature.split('(', 1)[1]}: pass", ns)  # noqa: S102 -- our own signature
+    exec(f"def f({ex.signature.split('(', 1)[1]}: pass", ns)  # our own signature
     params = ", ".join(inspect.signature(ns["f"]).parameters)
     return WRONG.format(params=params, solution=textwrap.indent(ex.solution_code, "    "))
 
@@ -102,7 +102,11 @@ def _environment(course: pathlib.Path) -> dict:
     env = dict(os.environ)
     env["PATH"] = str(pathlib.Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    for var, sub in (("JUPYTER_CONFIG_DIR", "config"), ("JUPYTER_DATA_DIR", "data"), ("JUPYTER_RUNTIME_DIR", "runtime")):
+    for var, sub in (
+        ("JUPYTER_CONFIG_DIR", "config"),
+        ("JUPYTER_DATA_DIR", "data"),
+        ("JUPYTER_RUNTIME_DIR", "runtime"),
+    ):
         env[var] = str(course.parent / "jupyter" / sub)
     env.pop("JUPYTER_PATH", None)
     env.pop("NBGRADER_EXECUTION", None)
@@ -112,7 +116,9 @@ def _environment(course: pathlib.Path) -> dict:
 
 
 def _run(course: pathlib.Path, *args: str) -> str:
-    result = subprocess.run(args, cwd=course, env=_environment(course), capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+    result = subprocess.run(
+        args, cwd=course, env=_environment(course), capture_output=True, text=True, timeout=RUN_TIMEOUT_S
+    )
     log = result.stdout + result.stderr
     assert result.returncode == 0, f"{' '.join(args)} failed:\n{log[-6000:]}"
     return log
@@ -152,8 +158,10 @@ def course(tmp_path_factory):
     t2 = time.perf_counter()
     log = _run(course, *nbgrader, "autograde", ASSIGNMENT)
     t3 = time.perf_counter()
-    print(f"\ngenerate_assignment {t1 - t0:.0f} s, autograde {t3 - t2:.0f} s ({len(NOTEBOOKS)} notebooks"
-          f" from 'correct', {HANDED_IN_BY_OTHERS} each from 'wrong' and 'blank')")
+    print(
+        f"\ngenerate_assignment {t1 - t0:.0f} s, autograde {t3 - t2:.0f} s ({len(NOTEBOOKS)} notebooks"
+        f" from 'correct', {HANDED_IN_BY_OTHERS} each from 'wrong' and 'blank')"
+    )
     return {"root": course, "log": log, "seconds": {"generate": t1 - t0, "autograde": t3 - t2}}
 
 
@@ -204,7 +212,9 @@ ADDED_BY_NBGRADER = {"checksum", "cell_type"}  # in metadata.nbgrader of answer 
 
 
 def _without_markers(source: str) -> str:
-    return "\n".join(line for line in source.split("\n") if line.strip() not in ("### BEGIN SOLUTION", "### END SOLUTION"))
+    return "\n".join(
+        line for line in source.split("\n") if line.strip() not in ("### BEGIN SOLUTION", "### END SOLUTION")
+    )
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
@@ -270,6 +280,6 @@ def test_every_wrong_answer_is_marked_wrong(path):
     namespace = import_namespace(path)
     for ex in exercises_of("nb" + path.name[:2]):
         ns = dict(namespace)
-        exec(f"def {ex.signature}:\n" + textwrap.indent(wrong_body(ex), "    "), ns)  # noqa: S102
+        exec(f"def {ex.signature}:\n" + textwrap.indent(wrong_body(ex), "    "), ns)
         result = ex.evaluate(ns[ex.function_name], seed=0)
         assert result.status == INCORRECT and "could not check" not in result.message, repr(result)

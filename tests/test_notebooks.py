@@ -11,9 +11,9 @@ import sys
 
 import nbformat
 import pytest
+from notebook_tools import NOTEBOOKS, ROOT, TIME_LIMIT_S, check_cells, execute, slowest_cell, widget_outputs
 
 from kquant.exercises.notebook import BEGIN, END, STUB, as_shipped, exercises_of, load, source_of, with_solutions
-from notebook_tools import NOTEBOOKS, ROOT, TIME_LIMIT_S, check_cells, execute, slowest_cell, widget_outputs
 
 NAMES = [p.stem for p in NOTEBOOKS]
 
@@ -66,11 +66,23 @@ def test_has_at_least_three_exercises_each_with_nbgrader_answer_and_check_cells(
     cells = {_nbgrader(c)["grade_id"]: c for c in nb["cells"] if _nbgrader(c)}
     for ex in exercises:
         answer, check = cells[f"{ex.grade_id}-answer"], cells[f"{ex.grade_id}-check"]
-        assert _nbgrader(answer) == {"grade": False, "grade_id": f"{ex.grade_id}-answer", "locked": False, "schema_version": 3, "solution": True, "task": False}
+        assert _nbgrader(answer) == {
+            "grade": False,
+            "grade_id": f"{ex.grade_id}-answer",
+            "locked": False,
+            "schema_version": 3,
+            "solution": True,
+            "task": False,
+        }
         assert _nbgrader(check) == {
-            "grade": True, "grade_id": f"{ex.grade_id}-check", "locked": True, "points": ex.points,
-            "schema_version": 3, "solution": False, "task": False,
-        }  # fmt: skip
+            "grade": True,
+            "grade_id": f"{ex.grade_id}-check",
+            "locked": True,
+            "points": ex.points,
+            "schema_version": 3,
+            "solution": False,
+            "task": False,
+        }
         src = source_of(answer)
         assert f"def {ex.signature}:" in src and f"{BEGIN}\n" in src and src.rstrip().endswith(END)
         assert source_of(check) == f"ex.{ex.name}.check({ex.function_name})"
@@ -104,19 +116,24 @@ def test_notebooks_open_with_goals_end_with_a_summary_and_have_no_outputs(path):
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=NAMES)
 def test_first_code_cell_installs_what_colab_lacks_only_on_colab(path):
     code = [source_of(c) for c in load(path)["cells"] if c["cell_type"] == "code"]
-    assert '"google.colab" in sys.modules' in code[0] and "kquant/colab.py" in code[0]  # tests/test_colab.py: what it does
+    assert (
+        '"google.colab" in sys.modules' in code[0] and "kquant/colab.py" in code[0]
+    )  # tests/test_colab.py: what it does
     assert len(code[0].splitlines()) <= 6, "keep the Colab cell small"
 
 
 def test_notebooks_are_built_from_their_sources():
-    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "build_notebooks.py"), "--check"], capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "build_notebooks.py"), "--check"], capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 # The public names of ipywidgets 7.7.0 (its ipywidgets/widgets/__init__.py), the oldest version the
 # workbook supports and the one Colab ships. A name outside this set is ipywidgets-8-only API.
 IPYWIDGETS_7_7 = set(
-    "Widget CallbackDispatcher register widget_serialization DOMWidget ValueWidget Color Datetime NumberFormat CoreWidget "
+    "Widget CallbackDispatcher register widget_serialization DOMWidget ValueWidget Color Datetime NumberFormat "
+    "CoreWidget "
     "Checkbox ToggleButton Valid Button ButtonStyle Box HBox VBox GridBox FloatText BoundedFloatText FloatSlider "
     "FloatProgress FloatRangeSlider FloatLogSlider IntText BoundedIntText IntSlider IntProgress IntRangeSlider Play "
     "SliderStyle ColorPicker DatePicker Output RadioButtons ToggleButtons ToggleButtonsStyle Dropdown Select "
@@ -133,7 +150,9 @@ def test_only_ipywidgets_7_api_is_used():
     for src in sources:
         for names in re.findall(r"from ipywidgets import ([\w, ()]+)", src):
             used |= {n.strip(" ()") for n in names.split(",") if n.strip(" ()")}
-        used |= set(re.findall(r"\bwidgets\.([A-Z]\w*|interact\w*|fixed)\b", src))  # widgets.IntSlider, widgets.interact
+        used |= set(
+            re.findall(r"\bwidgets\.([A-Z]\w*|interact\w*|fixed)\b", src)
+        )  # widgets.IntSlider, widgets.interact
     assert used, "the notebooks use ipywidgets"
     assert used <= IPYWIDGETS_7_7, sorted(used - IPYWIDGETS_7_7)
 

@@ -53,10 +53,15 @@ def test_environment_yml_lists_the_same_dependencies_as_pyproject():
 
     _env, conda, pip = _environment_yml()
     build_only = [d for d in conda if _conda_name(d) in BUILD_ONLY]
-    listed = _normalise([d for d in conda if not d.startswith(("python", "pip")) and d not in build_only] + [d for d in pip if d != "-e ."])
+    listed = _normalise(
+        [d for d in conda if not d.startswith(("python", "pip")) and d not in build_only]
+        + [d for d in pip if d != "-e ."]
+    )
     assert listed == wanted
     assert "-e ." in pip, "environment.yml must install kquant itself for Binder"
-    assert sorted(map(_conda_name, build_only)) == sorted(BUILD_ONLY), "the build-only tools are conda packages, each listed once"
+    assert sorted(map(_conda_name, build_only)) == sorted(BUILD_ONLY), (
+        "the build-only tools are conda packages, each listed once"
+    )
 
 
 def test_environment_yml_is_what_binder_needs():
@@ -64,7 +69,9 @@ def test_environment_yml_is_what_binder_needs():
     env, conda, _pip = _environment_yml()
     assert env["channels"][0] == "conda-forge"
     python = [d for d in conda if _conda_name(d) == "python"]
-    assert len(python) == 1 and re.fullmatch(r"python=3\.\d+", python[0]), f"repo2docker reads only python=X.Y, not {python}"
+    assert len(python) == 1 and re.fullmatch(r"python=3\.\d+", python[0]), (
+        f"repo2docker reads only python=X.Y, not {python}"
+    )
     minimum = _pyproject()["project"]["requires-python"]  # ">=3.10"
     assert SpecifierSet(minimum).contains(python[0].split("=")[1]), f"{python[0]} outside requires-python {minimum}"
 
@@ -87,4 +94,6 @@ def test_ci_runs_exactly_the_readme_test_command():
     ci = (ROOT / ".ci" / "run").read_text()
     assert "make test" in readme.split("\n## ")[0], "the README must open with the test command"
     commands = [line for line in ci.splitlines() if line and not line.startswith(("#", "set ", "cd "))]
-    assert commands == [CI_INSTALLS_CHROMIUM, "make test"], "CI installs Chromium if missing, then runs `make test`, nothing else"
+    assert commands == [CI_INSTALLS_CHROMIUM, "make test"], (
+        "CI installs Chromium if missing, then runs `make test`, nothing else"
+    )

@@ -61,7 +61,9 @@ def test_fixed_point_refuses_impossible_bit_counts(bad):
 @pytest.mark.parametrize("fmt, dtype, utype", [("float32", np.float32, np.uint32), ("float16", np.float16, np.uint16)])
 def test_float_fields_are_the_bits_numpy_stores(fmt, dtype, utype):
     rng = np.random.default_rng(1)
-    values = np.concatenate([rng.standard_normal(200) * 10.0 ** rng.integers(-6, 5, 200), [0.0, -0.0, 1e-7, 65504, 1e6]])
+    values = np.concatenate(
+        [rng.standard_normal(200) * 10.0 ** rng.integers(-6, 5, 200), [0.0, -0.0, 1e-7, 65504, 1e6]]
+    )
     for x in values:
         fb = rounding.float_bits(x, fmt)
         with np.errstate(over="ignore"):  # 1e6 overflows float16 to inf, which float_bits must show too
@@ -115,10 +117,15 @@ def test_an_all_zero_block_stays_zero():
         assert np.all(linear.fake_quantize(np.zeros((2, 32)), 4, scheme, 32) == 0)
 
 
-@pytest.mark.parametrize("args, fragment", [((np.zeros((2, 30)), 4, "absmax", 32), "do not split into blocks of 32"),
-                                             ((np.zeros(4), 1, "absmax"), "from 2 to 16"),
-                                             ((np.zeros(4), 4, "log"), "unknown scheme"),
-                                             ((np.zeros(0), 4), "empty")])  # fmt: skip
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        ((np.zeros((2, 30)), 4, "absmax", 32), "do not split into blocks of 32"),
+        ((np.zeros(4), 1, "absmax"), "from 2 to 16"),
+        ((np.zeros(4), 4, "log"), "unknown scheme"),
+        ((np.zeros(0), 4), "empty"),
+    ],
+)
 def test_linear_refuses_bad_input_in_one_line(args, fragment):
     with pytest.raises(KQuantError, match=fragment):
         linear.fake_quantize(*args)
@@ -181,8 +188,13 @@ def test_the_synthetic_stand_in_is_seeded_shaped_like_a_layer_and_says_it_is_syn
 
 def test_the_traced_search_with_q4_k_weights_picks_exactly_what_the_encoder_picks():
     rng = np.random.default_rng(7)
-    blocks = [rng.standard_t(3, 256) * 0.05, np.abs(rng.standard_normal(256)), np.where(np.arange(256) < 32, 0.0, rng.standard_normal(256)),
-              np.full(256, 0.25), rng.integers(-3, 4, 256).astype(float)]  # fmt: skip
+    blocks = [
+        rng.standard_t(3, 256) * 0.05,
+        np.abs(rng.standard_normal(256)),
+        np.where(np.arange(256) < 32, 0.0, rng.standard_normal(256)),
+        np.full(256, 0.25),
+        rng.integers(-3, 4, 256).astype(float),
+    ]
     for x in blocks:
         x = x.astype(np.float32)
         scales, mins, L = q4_k.subblock_fit(np.ascontiguousarray(x.reshape(8, 32).T), 15, -1.0, 0.1, 20)
@@ -243,8 +255,16 @@ def test_no_model_yet_is_not_an_error(tmp_path):
     assert selftest.check_model(tmp_path).status == selftest.OK
 
 
-@pytest.mark.parametrize("version, spec, ok", [("8.1.9", ">=7.7,<9", True), ("9.0.0", ">=7.7,<9", False), ("7.6", ">=7.7,<9", False),
-                                               ("0.19", "==0.19.0", True), ("1.26rc1", ">=1.24", True)])  # fmt: skip
+@pytest.mark.parametrize(
+    "version, spec, ok",
+    [
+        ("8.1.9", ">=7.7,<9", True),
+        ("9.0.0", ">=7.7,<9", False),
+        ("7.6", ">=7.7,<9", False),
+        ("0.19", "==0.19.0", True),
+        ("1.26rc1", ">=1.24", True),
+    ],
+)
 def test_version_specifiers(version, spec, ok):
     assert selftest.satisfies(version, spec) is ok
 
@@ -253,12 +273,16 @@ def test_version_specifiers(version, spec, ok):
 
 
 def test_solution_regions_keep_their_indentation_and_markers():
-    src = "def f(x):\n    ### BEGIN SOLUTION\n    # YOUR CODE HERE\n    raise NotImplementedError()\n    ### END SOLUTION"
+    src = (
+        "def f(x):\n    ### BEGIN SOLUTION\n    # YOUR CODE HERE\n    raise NotImplementedError()\n    ### END SOLUTION"
+    )
     out = notebook.replace_regions(src, "y = x\nreturn y")
     assert out == "def f(x):\n    ### BEGIN SOLUTION\n    y = x\n    return y\n    ### END SOLUTION"
 
 
-@pytest.mark.parametrize("src", ["### BEGIN SOLUTION\nx", "### END SOLUTION", "### BEGIN SOLUTION\n### BEGIN SOLUTION\n### END SOLUTION"])
+@pytest.mark.parametrize(
+    "src", ["### BEGIN SOLUTION\nx", "### END SOLUTION", "### BEGIN SOLUTION\n### BEGIN SOLUTION\n### END SOLUTION"]
+)
 def test_unbalanced_solution_markers_are_refused(src):
     with pytest.raises(KQuantError):
         notebook.replace_regions(src, "pass")
@@ -271,7 +295,10 @@ def test_an_nbgrader_id_that_names_no_exercise_is_refused():
 
 def test_instructor_and_student_versions_round_trip_through_the_command_line(tmp_path):
     src = ROOT / "notebooks" / "01_rounding_pi.ipynb"
-    run = lambda *a: subprocess.run([sys.executable, "-m", "kquant.exercises", *a], cwd=ROOT, capture_output=True, text=True)  # noqa: E731
+
+    def run(*a):
+        return subprocess.run([sys.executable, "-m", "kquant.exercises", *a], cwd=ROOT, capture_output=True, text=True)
+
     r = run("instructor", str(src), "--out", str(tmp_path / "source"))
     assert r.returncode == 0, r.stderr
     instructor = json.loads((tmp_path / "source" / src.name).read_text())

@@ -8,12 +8,12 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
 
-from kquant import gguf_anatomy, hub, linear, metrics, samples, viz  # noqa: E402
-from kquant.formats import q4_k  # noqa: E402
+from kquant import gguf_anatomy, hub, linear, metrics, samples, viz
+from kquant.formats import q4_k
 
 W = samples.example_weights().weights
 GAINS = np.linspace(1, 20, 5)
@@ -37,7 +37,9 @@ CALLS = {
     "block_bytes": lambda: viz.block_bytes(np.arange(18, dtype=np.uint8), [("d", 0, 2), ("qs", 2, 18)], "bytes"),
     "scale_search_view": lambda: viz.scale_search_view(X, 5),
     "scale_bits_view": lambda: viz.scale_bits_view(F.sc[0], F.m[0], 6),
-    "gguf_map_view": lambda: viz.gguf_map_view({"bundled": (BUNDLED, gguf_anatomy.read_layout(BUNDLED))}, "blk.0.attn_q.weight"),
+    "gguf_map_view": lambda: viz.gguf_map_view(
+        {"bundled": (BUNDLED, gguf_anatomy.read_layout(BUNDLED))}, "blk.0.attn_q.weight"
+    ),
 }
 
 

@@ -69,7 +69,7 @@ def write_tiny_llama(
         shape = (*shape[:-2], rows or shape[-2], shape[-1])
         # Rows of different scales, like real weights; a few exact zeros for the "skip" paths.
         x = rng.standard_normal(shape).astype(np.float32) * rng.uniform(0.01, 0.1, (*shape[:-1], 1)).astype(np.float32)
-        x.reshape(-1)[:: 97] = 0.0
+        x.reshape(-1)[::97] = 0.0
         _add(w, name, x, dtype)
 
     def norm(name):

@@ -1,9 +1,9 @@
 """Instructor tools for the workbook's exercises.
 
-    python -m kquant.exercises instructor notebooks/*.ipynb --out source/kquant
-        write each notebook with its solutions filled in (nbgrader's "source" version)
-    python -m kquant.exercises student source/kquant/*.ipynb --out release/kquant
-        write each notebook with the solutions cleared (the shipped version)
+python -m kquant.exercises instructor notebooks/*.ipynb --out source/kquant
+    write each notebook with its solutions filled in (nbgrader's "source" version)
+python -m kquant.exercises student source/kquant/*.ipynb --out release/kquant
+    write each notebook with the solutions cleared (the shipped version)
 """
 
 from __future__ import annotations

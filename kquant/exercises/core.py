@@ -24,8 +24,8 @@ import hashlib
 import inspect
 import os
 import textwrap
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -83,7 +83,16 @@ class Exercise:
     ``### BEGIN SOLUTION`` and ``### END SOLUTION`` markers.
     """
 
-    def __init__(self, notebook: str, name: str, signature: str, checker: Callable, hints: list[str], solution: str, points: int = 1):
+    def __init__(
+        self,
+        notebook: str,
+        name: str,
+        signature: str,
+        checker: Callable,
+        hints: list[str],
+        solution: str,
+        points: int = 1,
+    ):
         self.notebook = notebook
         self.name = name
         self.signature = signature
@@ -111,7 +120,7 @@ class Exercise:
             return CheckResult(label, NOT_ATTEMPTED, str(e))
         except Wrong as e:
             return CheckResult(label, INCORRECT, str(e))
-        except Exception as e:  # noqa: BLE001 -- a check must answer, whatever the answer was
+        except Exception as e:  # a check must answer, whatever the answer was
             return CheckResult(label, INCORRECT, f"could not check this answer ({type(e).__name__}: {e})")
         return CheckResult(label, CORRECT, message)
 
@@ -132,7 +141,7 @@ class Exercise:
     def hint(self) -> Message:
         """The next hint (they cycle)."""
         if not self.hints:
-            return Message("No hint for this one: try ex.{0}.solution()".format(self.name))
+            return Message(f"No hint for this one: try ex.{self.name}.solution()")
         i = self._hints_shown % len(self.hints)
         self._hints_shown += 1
         return Message(f"Hint {i + 1} of {len(self.hints)}: {self.hints[i]}")
@@ -177,12 +186,14 @@ def call(fn: Callable, *args, name: str | None = None):
     try:
         return fn(*args_copy)
     except NotImplementedError:
-        raise NotAttempted(f"not attempted yet: replace `raise NotImplementedError()` in `{name}` with your code") from None
+        raise NotAttempted(
+            f"not attempted yet: replace `raise NotImplementedError()` in `{name}` with your code"
+        ) from None
     except TypeError as e:
         if _arity_mismatch(fn, len(args)):
             raise Wrong(f"`{name}` should take {len(args)} argument(s) ({e})") from None
         raise Wrong(f"`{name}({_short(args)})` raised TypeError: {e}") from None
-    except Exception as e:  # noqa: BLE001 -- any error in the reader's code is reported, not raised
+    except Exception as e:  # any error in the reader's code is reported, not raised
         raise Wrong(f"`{name}({_short(args)})` raised {type(e).__name__}: {e}") from None
 
 

@@ -8,7 +8,15 @@ from .core import Exercise, Wrong, as_array, as_number, call
 
 
 def _check_levels(fn, rng):
-    for bits in [3, 5, 1, 2, 4, 8, *rng.integers(3, 17, 4)]:  # 3 and 5 first: there, every mistake below gives a different number
+    for bits in [
+        3,
+        5,
+        1,
+        2,
+        4,
+        8,
+        *rng.integers(3, 17, 4),
+    ]:  # 3 and 5 first: there, every mistake below gives a different number
         bits = int(bits)
         got = as_number(call(fn, bits), f"levels({bits})")
         if got == 2**bits:
@@ -48,7 +56,10 @@ def _check_bits_needed(fn, rng):
         if got == want - 1:
             raise Wrong(f"bits_needed({n}) gave {got:g}, one too few: {got:g} bits hold only {2 ** int(got)} levels")
         if got == want + 1 and n & (n - 1) == 0:
-            raise Wrong(f"bits_needed({n}) gave {got:g}, one too many: {n} is a power of two, and {want} bits hold exactly {n} levels")
+            raise Wrong(
+                f"bits_needed({n}) gave {got:g}, one too many: {n} is a power of two, and {want} bits hold exactly "
+                f"{n} levels"
+            )
         raise Wrong(f"bits_needed({n}) gave {got:g}: the fewest bits b with 2**b >= {n} is another number")
     return "the fewest bits that hold n levels, for n from 1 to a million, powers of two included"
 
@@ -83,7 +94,10 @@ def _check_levels_in_range(fn, rng):
         if np.allclose(got, want, rtol=1e-9, atol=1e-12):
             continue
         if np.isclose(got[0], lo) and not np.isclose(got[-1], hi):
-            raise Wrong(f"{what}: the last level should be hi itself; the levels run from lo to hi inclusive, evenly spaced (np.linspace)")
+            raise Wrong(
+                f"{what}: the last level should be hi itself; the levels run from lo to hi inclusive, evenly "
+                "spaced (np.linspace)"
+            )
         raise Wrong(f"{what}: expected {2**bits} evenly spaced levels from lo to hi inclusive")
     return "2**bits evenly spaced levels from lo to hi, on 6 fresh ranges"
 

@@ -18,13 +18,17 @@ def _check_to_fixed(fn, rng):
             continue
         step = 2.0 ** -int(frac_bits)
         if np.allclose(got, want / step, atol=1e-9):
-            raise Wrong(f"you returned the integer codes x·2^{frac_bits}; return the values they stand for, code / 2**frac_bits")
+            raise Wrong(
+                f"you returned the integer codes x·2^{frac_bits}; return the values they stand for, code / 2**frac_bits"
+            )
         if np.allclose(got, rounding.fixed_point(x, int(frac_bits), "truncate").value, atol=1e-12):
             raise Wrong("your values are truncated toward zero: round to the *nearest* multiple of 2**-frac_bits")
         if np.allclose(got, np.floor(x / step) * step, atol=1e-12):
             raise Wrong("your values are rounded down (floor): round to the *nearest* multiple of 2**-frac_bits")
         worst = int(np.argmax(np.abs(got - want)))
-        raise Wrong(f"to_fixed({x[worst]:.6f}, {frac_bits}) gave {got[worst]!r}: not the nearest multiple of 2**-{frac_bits}")
+        raise Wrong(
+            f"to_fixed({x[worst]:.6f}, {frac_bits}) gave {got[worst]!r}: not the nearest multiple of 2**-{frac_bits}"
+        )
     pi3 = as_number(call(fn, np.pi, 3), "to_fixed(np.pi, 3)")
     if pi3 != 3.125:
         raise Wrong(f"to_fixed(np.pi, 3) gave {pi3}, but π·8 = 25.13 rounds to 25, which stands for 25/8")
@@ -37,7 +41,8 @@ q1 = Exercise(
     "to_fixed(x, frac_bits)",
     _check_to_fixed,
     hints=[
-        "Count in steps of 2**-frac_bits: x / step is how many steps x is; round that, then turn steps back into a value.",
+        "Count in steps of 2**-frac_bits: x / step is how many steps x is; round that, then turn steps back into a "
+        "value.",
         "np.rint rounds to the nearest integer (ties to even) and works on whole arrays.",
     ],
     solution="""
@@ -57,7 +62,10 @@ def _check_round_half_away(fn, rng):
     if np.array_equal(got, want):
         return "ties go away from zero, everything else to the nearest integer: that is C's roundf"
     for mode, why in [
-        ("half_even", "ties go to the even integer here (that is np.round / np.rint); roundf sends 2.5 to 3 and -2.5 to -3"),
+        (
+            "half_even",
+            "ties go to the even integer here (that is np.round / np.rint); roundf sends 2.5 to 3 and -2.5 to -3",
+        ),
         ("half_up", "negative ties go up here (-2.5 -> -2); roundf sends them away from zero (-2.5 -> -3)"),
         ("truncate", "this truncates toward zero (2.7 -> 2); roundf rounds to the nearest integer"),
     ]:
@@ -93,7 +101,9 @@ def _check_fp16_bits(fn, rng):
     for x in xs:
         got = call(fn, float(x))
         if isinstance(got, (int, np.integer)):
-            raise Wrong("return the bits as a string of 16 '0'/'1' characters, e.g. format(code, '016b'), not an integer")
+            raise Wrong(
+                "return the bits as a string of 16 '0'/'1' characters, e.g. format(code, '016b'), not an integer"
+            )
         if not isinstance(got, str):
             raise Wrong(f"fp16_bits should return a str of 16 '0'/'1' characters, got {type(got).__name__}")
         bits = got.replace(" ", "").replace("_", "").removeprefix("0b")
@@ -101,7 +111,10 @@ def _check_fp16_bits(fn, rng):
             raise Wrong(f"fp16_bits({x!r}) gave {got!r}: expected exactly 16 characters, each '0' or '1'")
         if bits != _fp16_reference(x):
             if bits == rounding.float_bits(x, "float32").bits[:16]:
-                raise Wrong("those are the top 16 bits of the float32 (8 exponent bits); convert to float16 first: np.float16(x)")
+                raise Wrong(
+                    "those are the top 16 bits of the float32 (8 exponent bits); convert to float16 first: "
+                    "np.float16(x)"
+                )
             if bits == rounding.float_bits(x, "bfloat16").bits:
                 raise Wrong("those are bfloat16's bits (8 exponent bits); float16 has 5 exponent and 10 mantissa bits")
             raise Wrong(f"fp16_bits({x!r}) gave {bits}, which is not how float16 stores it")

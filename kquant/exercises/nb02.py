@@ -33,7 +33,10 @@ def _levels_match(got_q, want: linear.Quantized, w, what: str) -> None:
 
 def _unpack(result, n: int, names: str, what: str):
     if not isinstance(result, (tuple, list)) or len(result) != n:
-        raise Wrong(f"{what} should return a tuple ({names}), got {type(result).__name__}" + (f" of length {len(result)}" if isinstance(result, (tuple, list)) else ""))
+        raise Wrong(
+            f"{what} should return a tuple ({names}), got {type(result).__name__}"
+            + (f" of length {len(result)}" if isinstance(result, (tuple, list)) else "")
+        )
     return result
 
 
@@ -48,8 +51,15 @@ def _check_absmax(fn, rng):
             amax, qmax = np.abs(w).max(), 2 ** (bits - 1) - 1
             if not np.isclose(scale, want.scale[0, 0], rtol=1e-9):
                 for wrong, why in [
-                    (amax / 2 ** (bits - 1), "divide by 2**(bits-1) - 1, the largest level, so that max|w| lands on it"),
-                    (amax / (2**bits - 1), "2**bits - 1 is the asymmetric range; symmetric levels run from -(2**(bits-1) - 1) to 2**(bits-1) - 1"),
+                    (
+                        amax / 2 ** (bits - 1),
+                        "divide by 2**(bits-1) - 1, the largest level, so that max|w| lands on it",
+                    ),
+                    (
+                        amax / (2**bits - 1),
+                        "2**bits - 1 is the asymmetric range; symmetric levels run from -(2**(bits-1) - 1) to "
+                        "2**(bits-1) - 1",
+                    ),
                     (w.max() / qmax, "use the largest *magnitude* max|w|, not the largest value"),
                 ]:
                     if np.isclose(scale, wrong, rtol=1e-9):
@@ -67,7 +77,8 @@ q1 = Exercise(
     "absmax_quantize(w, bits)",
     _check_absmax,
     hints=[
-        "With b bits the symmetric levels are -(2**(b-1) - 1) .. 2**(b-1) - 1; the largest |w| should land on the top one.",
+        "With b bits the symmetric levels are -(2**(b-1) - 1) .. 2**(b-1) - 1; the largest |w| should land on the "
+        "top one.",
         "scale = np.abs(w).max() / qmax; q = np.rint(w / scale). Return q, scale.",
     ],
     solution="""
@@ -91,14 +102,29 @@ def _check_zero_point(fn, rng):
             top = 2**bits - 1
             if not np.isclose(scale, want.scale[0, 0], rtol=1e-9):
                 if np.isclose(scale, (w.max() - w.min()) / top, rtol=1e-9):
-                    raise Wrong(f"{what}: widen [min, max] to include 0 first (min = min(w.min(), 0), max = max(w.max(), 0)) so that 0 stays exact")
-                if np.isclose(scale, (w.max() - w.min()) / 2**bits, rtol=1e-9) or np.isclose(scale, want.scale[0, 0] * top / 2**bits, rtol=1e-9):
-                    raise Wrong(f"{what}: {bits} bits give {top + 1} levels, so {top} steps: divide the range by 2**bits - 1")
-                raise Wrong(f"{what}: scale {scale:.6g} should be (max - min) / (2**bits - 1), with [min, max] widened to include 0")
+                    raise Wrong(
+                        f"{what}: widen [min, max] to include 0 first (min = min(w.min(), 0), max = max(w.max(), "
+                        "0)) so that 0 stays exact"
+                    )
+                if np.isclose(scale, (w.max() - w.min()) / 2**bits, rtol=1e-9) or np.isclose(
+                    scale, want.scale[0, 0] * top / 2**bits, rtol=1e-9
+                ):
+                    raise Wrong(
+                        f"{what}: {bits} bits give {top + 1} levels, so {top} steps: divide the range by 2**bits - 1"
+                    )
+                raise Wrong(
+                    f"{what}: scale {scale:.6g} should be (max - min) / (2**bits - 1), with [min, max] widened to "
+                    "include 0"
+                )
             if zero != round(zero):
-                raise Wrong(f"{what}: the zero point {zero:.4g} is not a whole number; round -min / scale so that 0 maps to a level exactly")
+                raise Wrong(
+                    f"{what}: the zero point {zero:.4g} is not a whole number; round -min / scale so that 0 maps "
+                    "to a level exactly"
+                )
             if zero != want.zero[0, 0]:
-                raise Wrong(f"{what}: zero point {zero:g}: it should be the level that stands for 0, round(-min / scale)")
+                raise Wrong(
+                    f"{what}: zero point {zero:g}: it should be the level that stands for 0, round(-min / scale)"
+                )
             if q.min() < 0 or q.max() > top:
                 raise Wrong(f"{what}: levels must lie in 0..{top}, got {q.min():g}..{q.max():g}")
             _levels_match(q, want, w, what)
@@ -112,7 +138,8 @@ q2 = Exercise(
     _check_zero_point,
     hints=[
         "lo = min(w.min(), 0), hi = max(w.max(), 0): then 0 is inside the range and gets a level of its own.",
-        "scale = (hi - lo) / (2**bits - 1); zero = round(-lo / scale); q = round(w / scale) + zero, clipped to 0 .. 2**bits - 1.",
+        "scale = (hi - lo) / (2**bits - 1); zero = round(-lo / scale); q = round(w / scale) + zero, clipped to 0 "
+        ".. 2**bits - 1.",
     ],
     solution="""
     top = 2**bits - 1
@@ -134,7 +161,9 @@ def _check_sqnr(fn, rng):
         if np.isclose(got, want, rtol=1e-6):
             continue
         if np.isclose(got, 2 * want, rtol=1e-6):
-            raise Wrong("that is twice the SQNR: these are power ratios (sums of squares), so use 10·log10, not 20·log10")
+            raise Wrong(
+                "that is twice the SQNR: these are power ratios (sums of squares), so use 10·log10, not 20·log10"
+            )
         if np.isclose(got, want / 2, rtol=1e-6):
             raise Wrong("that is half the SQNR: compare powers (sums of squares), not amplitudes")
         if np.isclose(got, -want, rtol=1e-6):

@@ -16,17 +16,26 @@ def _check_blockwise(fn, rng):
         if np.allclose(got, want, rtol=1e-9, atol=1e-12):
             continue
         if np.allclose(got, linear.fake_quantize(w, bits, "absmax"), rtol=1e-9, atol=1e-12):
-            raise Wrong(f"{what}: this uses one scale for the whole tensor; give each run of {block_size} weights along a row its own")
+            raise Wrong(
+                f"{what}: this uses one scale for the whole tensor; give each run of {block_size} weights along a "
+                "row its own"
+            )
         qmax = 2 ** (bits - 1) - 1
         blocks = w.reshape(-1, block_size)
         levels = np.rint(blocks / (np.abs(blocks).max(axis=1, keepdims=True) / qmax)).reshape(w.shape)
         if np.allclose(got, levels):
             raise Wrong(f"{what}: these are the integer levels; return the dequantized weights ŵ = scale · q")
         if _blocks_down_columns(got, w, bits, block_size):
-            raise Wrong(f"{what}: the blocks run down the columns; blocks are runs of weights along each row: w.reshape(-1, block_size)")
+            raise Wrong(
+                f"{what}: the blocks run down the columns; blocks are runs of weights along each row: "
+                "w.reshape(-1, block_size)"
+            )
         close = np.isclose(got, want, rtol=1e-9, atol=1e-12)
         i = int(np.flatnonzero(~close.ravel())[0])
-        raise Wrong(f"{what}: weight {np.unravel_index(i, w.shape)} = {w.ravel()[i]:.5g} came back as {got.ravel()[i]:.5g}, not the nearest level of its block")
+        raise Wrong(
+            f"{what}: weight {np.unravel_index(i, w.shape)} = {w.ravel()[i]:.5g} came back as "
+            f"{got.ravel()[i]:.5g}, not the nearest level of its block"
+        )
     return "each block's own absmax scale, right for 4 bit depths and block sizes"
 
 
@@ -58,7 +67,9 @@ q1 = Exercise(
 def _q4_0_blocks(rng):
     yield "a Gaussian block", (rng.standard_normal(32) * 0.02).astype(np.float32)
     yield "a block whose largest weight is positive", np.abs(rng.standard_normal(32)).astype(np.float32)
-    ties = np.concatenate([[-8.0], rng.integers(-7, 7, 31) + 0.5]).astype(np.float32)  # d = 1: x/d + 8.5 hits .0 exactly
+    ties = np.concatenate([[-8.0], rng.integers(-7, 7, 31) + 0.5]).astype(
+        np.float32
+    )  # d = 1: x/d + 8.5 hits .0 exactly
     yield "a block of exact ties", ties
     yield "an all-zero block", np.zeros(32, np.float32)
     for k in range(6):
@@ -75,14 +86,23 @@ def _check_q4_0_levels(fn, rng):
             n += 1
             continue
         if got.min() < 0 or got.max() > 15:
-            raise Wrong(f"{what}: levels must lie in 0..15 (the stored q, before subtracting 8), got {got.min():g}..{got.max():g}")
+            raise Wrong(
+                f"{what}: levels must lie in 0..15 (the stored q, before subtracting 8), got "
+                f"{got.min():g}..{got.max():g}"
+            )
         pos_d = np.abs(x).max() / np.float32(8)
         if pos_d and np.array_equal(got, np.minimum(15, np.trunc(x / pos_d + np.float32(8.5)))):
-            raise Wrong(f"{what}: d must be the *signed* largest-magnitude weight divided by -8, so that weight lands on level 0")
+            raise Wrong(
+                f"{what}: d must be the *signed* largest-magnitude weight divided by -8, so that weight lands on "
+                "level 0"
+            )
         if np.array_equal(got, np.clip(np.rint(x * (np.float32(1) / (_signed_max(x) / np.float32(-8)))) + 8, 0, 15)):
             raise Wrong(f"{what}: ties differ: ggml computes trunc(x/d + 8.5), which rounds halves *up*, not to even")
         if np.abs(got - want).max() == 1 and np.count_nonzero(got != want) <= 2:
-            raise Wrong(f"{what}: {np.count_nonzero(got != want)} level(s) off by one: compute in float32 like ggml (x * np.float32(1) / d + np.float32(8.5))")
+            raise Wrong(
+                f"{what}: {np.count_nonzero(got != want)} level(s) off by one: compute in float32 like ggml (x * "
+                "np.float32(1) / d + np.float32(8.5))"
+            )
         i = int(np.flatnonzero(got != want)[0])
         raise Wrong(f"{what}: weight {i} ({x[i]:.5g}) got level {got[i]:g}; ggml stores a different one")
     return f"the same 32 levels as llama.cpp's Q4_0 on {n} blocks, exact ties and an all-zero block included"
@@ -122,7 +142,9 @@ def _check_pack(fn, rng):
         if got[2:] == bytes((q[0::2] | (q[1::2] << 4)).astype(np.uint8)) and got[2:] != want[2:]:
             raise Wrong(f"{what}: nibbles pair weights j and j+16, not neighbours: byte j = q[j] | q[j+16] << 4")
         if got[2:] == bytes((q[16:] | (q[:16] << 4)).astype(np.uint8)) and got[2:] != want[2:]:
-            raise Wrong(f"{what}: the halves are swapped: weight j goes in the *low* nibble, weight j+16 in the high one")
+            raise Wrong(
+                f"{what}: the halves are swapped: weight j goes in the *low* nibble, weight j+16 in the high one"
+            )
         same_bytes(got, want, f"the bytes of {what}")
     return "the 18 bytes equal llama.cpp's layout for 8 random blocks"
 
@@ -172,7 +194,8 @@ q4 = Exercise(
     _check_dequantize,
     hints=[
         "np.frombuffer(block[:2], '<f2')[0] is d. np.frombuffer(block[2:], np.uint8) are the 16 nibble bytes.",
-        "Levels: low nibbles (b & 15) are weights 0-15, high nibbles (b >> 4) weights 16-31; each weight is (q - 8) · d in float32.",
+        "Levels: low nibbles (b & 15) are weights 0-15, high nibbles (b >> 4) weights 16-31; each weight is (q - "
+        "8) · d in float32.",
     ],
     solution="""
     d = np.frombuffer(block[:2], dtype="<f2")[0].astype(np.float32)

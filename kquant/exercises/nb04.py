@@ -28,7 +28,10 @@ def _check_get_scale_min(fn, rng):
             if j < 4 and (got_sc, got_m) == (scales[j], scales[j + 4]):
                 raise Wrong(f"{what}: mask with & 63: bits 6-7 of bytes 0-7 belong to sub-blocks 4-7")
             if j >= 4 and (got_sc, got_m) == (scales[j + 4] & 15, scales[j + 4] >> 4):
-                raise Wrong(f"{what}: that is only the low 4 bits; the top 2 are bits 6-7 of byte {j - 4} (scale) and byte {j} (min)")
+                raise Wrong(
+                    f"{what}: that is only the low 4 bits; the top 2 are bits 6-7 of byte {j - 4} (scale) and byte "
+                    f"{j} (min)"
+                )
             raise Wrong(f"{what} gave ({got_sc:g}, {got_m:g}); those are not the 6-bit scale and min of sub-block {j}")
     return "the right 6-bit scale and min for all 8 sub-blocks of 6 random scale fields"
 
@@ -40,7 +43,8 @@ q1 = Exercise(
     _check_get_scale_min,
     hints=[
         "For j < 4 both are plain 6-bit fields: scales[j] & 63 and scales[j + 4] & 63.",
-        "For j >= 4: low 4 bits in byte j + 4 (scale: low nibble, min: high nibble), top 2 bits in bits 6-7 of byte j - 4 (scale) and byte j (min).",
+        "For j >= 4: low 4 bits in byte j + 4 (scale: low nibble, min: high nibble), top 2 bits in bits 6-7 of "
+        "byte j - 4 (scale) and byte j (min).",
     ],
     solution="""
     scales = [int(b) for b in scales]
@@ -69,8 +73,6 @@ def _check_pack_scales(fn, rng):
             raise Wrong(f"{what}: bytes 8-11 take the *low* 4 bits of sc[4..7] (low nibble) and m[4..7] (high nibble)")
         same_bytes(got, want, f"the bytes of {what}")
     return "the 12 bytes equal llama.cpp's packing for 10 sets of scales and mins, all-ones included"
-
-
 
 
 q2 = Exercise(
@@ -109,14 +111,21 @@ def _check_dequantize(fn, rng):
         q_pairs = np.stack([block[16:] & 15, block[16:] >> 4], axis=1).ravel()
         pairs = (q_pairs.reshape(8, 32) * (d * f.sc[0])[:, None] - (dmin * f.m[0])[:, None]).ravel()
         if np.allclose(got, pairs, rtol=1e-6, atol=1e-9):
-            raise Wrong(f"{what}: the nibbles are not neighbours: byte 32c + l holds weight 64c + l (low) and 64c + 32 + l (high)")
+            raise Wrong(
+                f"{what}: the nibbles are not neighbours: byte 32c + l holds weight 64c + l (low) and 64c + 32 + l "
+                "(high)"
+            )
         low6 = block[4:12] & 63
-        only_low = (f.q[0].reshape(8, 32) * (d * np.concatenate([low6[:4], block[12:16] & 15]))[:, None]
-                    - (dmin * np.concatenate([low6[4:8], block[12:16] >> 4]))[:, None]).ravel()  # fmt: skip
+        only_low = (
+            f.q[0].reshape(8, 32) * (d * np.concatenate([low6[:4], block[12:16] & 15]))[:, None]
+            - (dmin * np.concatenate([low6[4:8], block[12:16] >> 4]))[:, None]
+        ).ravel()
         if np.allclose(got, only_low, rtol=1e-6, atol=1e-9):
             raise Wrong(f"{what}: sub-blocks 4-7 lose the top 2 bits of their scale and min (bits 6-7 of bytes 4-11)")
         i = int(np.flatnonzero(~np.isclose(got, want, rtol=1e-6, atol=1e-9))[0])
-        raise Wrong(f"{what}: weight {i} (sub-block {i // 32}) came back as {got[i]:.6g}; llama.cpp decodes it differently")
+        raise Wrong(
+            f"{what}: weight {i} (sub-block {i // 32}) came back as {got[i]:.6g}; llama.cpp decodes it differently"
+        )
     return "your decoder agrees with llama.cpp's on 6 random 144-byte blocks, all 256 weights each"
 
 
@@ -126,8 +135,10 @@ q3 = Exercise(
     "dequantize_q4_k(block)",
     _check_dequantize,
     hints=[
-        "d and dmin: np.frombuffer(block[0:4], '<f2'). Scales and mins: your get_scale_min_k4 on block[4:16], or q4_k.unpack_scales.",
-        "Levels: byte 16 + 32c + l holds weight 64c + l in its low nibble and 64c + 32 + l in its high nibble; y = d·sc[j]·q − dmin·m[j], j = weight // 32.",
+        "d and dmin: np.frombuffer(block[0:4], '<f2'). Scales and mins: your get_scale_min_k4 on block[4:16], or "
+        "q4_k.unpack_scales.",
+        "Levels: byte 16 + 32c + l holds weight 64c + l in its low nibble and 64c + 32 + l in its high nibble; y = "
+        "d·sc[j]·q − dmin·m[j], j = weight // 32.",
     ],
     solution="""
     b = np.frombuffer(block, dtype=np.uint8)
@@ -162,8 +173,10 @@ q4 = Exercise(
     "my_q4_k_block(x)",
     _check_block,
     hints=[
-        "Follow sections 2-5: xt = x.reshape(8, 32).T (one sub-block per column); q4_k.subblock_fit(xt, 15, -1.0, 0.1, 20).",
-        "Then q4_k.quantize_scales(scales[None], mins[None]), q4_k.requantize(...), q4_k.Fields(...), q4_k.pack(...)[0].",
+        "Follow sections 2-5: xt = x.reshape(8, 32).T (one sub-block per column); q4_k.subblock_fit(xt, 15, -1.0, "
+        "0.1, 20).",
+        "Then q4_k.quantize_scales(scales[None], mins[None]), q4_k.requantize(...), q4_k.Fields(...), "
+        "q4_k.pack(...)[0].",
     ],
     solution="""
     xt = np.ascontiguousarray(np.asarray(x, dtype=np.float32).reshape(8, 32).T)

@@ -8,9 +8,20 @@ from .core import Exercise, Wrong, as_array, as_number, call, random_k_block
 
 
 def _check_block_bytes(fn, rng):
-    cases = [(lay.level_bits, lay.group, lay.scale_bits + lay.min_bits, lay.n_fp16, lay.name) for lay in kfamily.LAYOUTS.values()]
+    cases = [
+        (lay.level_bits, lay.group, lay.scale_bits + lay.min_bits, lay.n_fp16, lay.name)
+        for lay in kfamily.LAYOUTS.values()
+    ]
     for _ in range(4):  # made-up layouts too, so a table of the five answers does not pass
-        cases.append((int(rng.integers(1, 9)), int(rng.choice([8, 16, 32, 64])), int(rng.choice([4, 6, 8, 12, 16])), int(rng.integers(1, 3)), None))
+        cases.append(
+            (
+                int(rng.integers(1, 9)),
+                int(rng.choice([8, 16, 32, 64])),
+                int(rng.choice([4, 6, 8, 12, 16])),
+                int(rng.integers(1, 3)),
+                None,
+            )
+        )
     for level_bits, group, group_bits, n_fp16, name in cases:
         what = f"k_block_bytes({level_bits}, {group}, {group_bits}, {n_fp16})" + (f" ({name})" if name else "")
         got = as_number(call(fn, level_bits, group, group_bits, n_fp16), what)
@@ -35,7 +46,8 @@ q1 = Exercise(
     "k_block_bytes(level_bits, group, group_bits, n_fp16)",
     _check_block_bytes,
     hints=[
-        "Three parts: 256 levels of level_bits each; 256 // group groups of group_bits each; n_fp16 numbers of 16 bits.",
+        "Three parts: 256 levels of level_bits each; 256 // group groups of group_bits each; n_fp16 numbers of 16 "
+        "bits.",
         "Add the three, then divide by 8 for bytes. Q4_K: (256·4 + 8·12 + 2·16) / 8 = 144.",
     ],
     solution="""
@@ -57,9 +69,14 @@ def _check_q5_k(fn, rng):
         low = f._replace(q=f.q & 15)
         if np.allclose(got, q5_k.decode(low)[0], rtol=1e-6, atol=1e-9):
             raise Wrong(f"{what}: the fifth bit is missing: bit j of qh[l] adds 16 to the level of weight 32j + l")
-        flipped = np.unpackbits(block[16:48][:, None], axis=1, bitorder="big").T.reshape(256)  # bit 7 first: the wrong end
+        flipped = np.unpackbits(block[16:48][:, None], axis=1, bitorder="big").T.reshape(
+            256
+        )  # bit 7 first: the wrong end
         if np.allclose(got, q5_k.decode(f._replace(q=(f.q & 15) | (flipped << 4)))[0], rtol=1e-6, atol=1e-9):
-            raise Wrong(f"{what}: the fifth bits are read from the wrong end: weight 32j + l is bit j (counting from the least significant) of qh[l]")
+            raise Wrong(
+                f"{what}: the fifth bits are read from the wrong end: weight 32j + l is bit j (counting from the "
+                "least significant) of qh[l]"
+            )
         i = int(np.flatnonzero(~np.isclose(got, want, rtol=1e-6, atol=1e-9))[0])
         raise Wrong(f"{what}: weight {i} (group {i // 32}) came back as {got[i]:.6g}; llama.cpp decodes it differently")
     return "your decoder agrees with llama.cpp's on 6 random 176-byte Q5_K blocks"
@@ -71,7 +88,8 @@ q2 = Exercise(
     "dequantize_q5_k(block)",
     _check_q5_k,
     hints=[
-        "Bytes 0-15 are exactly Q4_K's (d, dmin, 12 scale bytes: q4_k.unpack_scales); the nibbles in bytes 48-175 too (q4_k.unpack_nibbles).",
+        "Bytes 0-15 are exactly Q4_K's (d, dmin, 12 scale bytes: q4_k.unpack_scales); the nibbles in bytes 48-175 "
+        "too (q4_k.unpack_nibbles).",
         "The fifth bit of weight e = 32j + l is bit j of qh[l] = byte 16 + l: level = nibble + 16·((qh[l] >> j) & 1).",
     ],
     solution="""
@@ -118,7 +136,8 @@ q3 = Exercise(
     _check_cheapest,
     hints=[
         "For each of Q2_K .. Q6_K: metrics.sqnr_db(w, kquant.dequantize(kquant.quantize(w, name), name)).",
-        "Go through them from the fewest bits per weight up (kquant.get_format(name).bits_per_weight) and return the first that reaches target_db.",
+        "Go through them from the fewest bits per weight up (kquant.get_format(name).bits_per_weight) and return "
+        "the first that reaches target_db.",
     ],
     solution="""
     names = sorted(["Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"], key=lambda n: kquant.get_format(n).bits_per_weight)

@@ -24,7 +24,9 @@ def _check_use_more_bits(fn, rng):
             if i >= 7 * n // 8 and not got:
                 raise Wrong(f"{what} is False: the last eighth of the layers (i >= 7n // 8) gets more bits too")
             if n // 8 <= i < 7 * n // 8 and (i - n // 8) % 3 == 0 and got:
-                raise Wrong(f"{what} is True: 'every third' counts from the end of the first eighth, (i - n // 8) % 3 == 2")
+                raise Wrong(
+                    f"{what} is True: 'every third' counts from the end of the first eighth, (i - n // 8) % 3 == 2"
+                )
             raise Wrong(f"{what} is {bool(got)}; llama.cpp says {want}")
     return f"right for every layer of {len(sizes)} model depths, from {min(sizes)} to {max(sizes)} layers"
 
@@ -35,7 +37,8 @@ q1 = Exercise(
     "use_more_bits(i, n)",
     _check_use_more_bits,
     hints=[
-        "Three cases get more bits: the first eighth (i < n // 8), the last eighth (i >= 7 * n // 8), and every third layer between.",
+        "Three cases get more bits: the first eighth (i < n // 8), the last eighth (i >= 7 * n // 8), and every "
+        "third layer between.",
         "The 'every third' is (i - n // 8) % 3 == 2, with integer division as in C.",
     ],
     solution="""
@@ -47,10 +50,20 @@ q1 = Exercise(
 def _dense_model(n: int):
     """A plain llama model with n layers (no GQA, widths that are multiples of 256), as TensorSpecs."""
     f16 = GGMLQuantizationType.F16
-    shapes = {"attn_q": (512, 512), "attn_k": (512, 512), "attn_v": (512, 512), "attn_output": (512, 512),
-              "ffn_gate": (1024, 512), "ffn_up": (1024, 512), "ffn_down": (512, 1024)}  # fmt: skip
+    shapes = {
+        "attn_q": (512, 512),
+        "attn_k": (512, 512),
+        "attn_v": (512, 512),
+        "attn_output": (512, 512),
+        "ffn_gate": (1024, 512),
+        "ffn_up": (1024, 512),
+        "ffn_down": (512, 1024),
+    }
     tensors = [mixes.TensorSpec(f"blk.{i}.{k}.weight", shapes[k], f16) for i in range(n) for k in KINDS]
-    tensors += [mixes.TensorSpec("token_embd.weight", (1000, 512), f16), mixes.TensorSpec("output.weight", (1000, 512), f16)]
+    tensors += [
+        mixes.TensorSpec("token_embd.weight", (1000, 512), f16),
+        mixes.TensorSpec("output.weight", (1000, 512), f16),
+    ]
     return tensors, mixes.ModelParams(n_layer=n, n_head=8, n_head_kv=8)
 
 
@@ -71,7 +84,9 @@ def _check_q4_k_m_type(fn, rng):
                     raise Wrong(f"{what} = {got}: Q4_K_M leaves {kind} at the default Q4_K in every layer")
                 if kind in ("ffn_gate", "ffn_up") and got.upper() != "Q4_K":
                     raise Wrong(f"{what} = {got}: only ffn_down gets more bits, {kind} stays Q4_K")
-                raise Wrong(f"{what} = {got}; llama.cpp's Q4_K_M gives {want} (use_more_bits decides for attn_v and ffn_down)")
+                raise Wrong(
+                    f"{what} = {got}; llama.cpp's Q4_K_M gives {want} (use_more_bits decides for attn_v and ffn_down)"
+                )
     return "the Q4_K_M type of every layer's seven matrices, for 4 model depths, as llama.cpp plans them"
 
 
@@ -98,18 +113,28 @@ def _check_average_bpw(fn, rng):
         rows = []
         for _ in range(int(rng.integers(2, 8))):
             t = names[int(rng.integers(len(names)))]
-            shape = (int(rng.integers(1, 20)) * 32, 256 * int(rng.integers(1, 4))) if t not in ("F32",) else (256 * int(rng.integers(1, 4)),)
+            shape = (
+                (int(rng.integers(1, 20)) * 32, 256 * int(rng.integers(1, 4)))
+                if t not in ("F32",)
+                else (256 * int(rng.integers(1, 4)),)
+            )
             rows.append((shape, t))
         what = f"average_bpw(<{len(rows)} tensors>) (case {k + 1})"
         got = as_number(call(fn, list(rows)), what)
         n = [math.prod(s) for s, _ in rows]
-        nbytes = [math.prod(s) // GGML_QUANT_SIZES[GGMLQuantizationType[t]][0] * GGML_QUANT_SIZES[GGMLQuantizationType[t]][1] for s, t in rows]
+        nbytes = [
+            math.prod(s) // GGML_QUANT_SIZES[GGMLQuantizationType[t]][0] * GGML_QUANT_SIZES[GGMLQuantizationType[t]][1]
+            for s, t in rows
+        ]
         want = 8 * sum(nbytes) / sum(n)
         if math.isclose(got, want, rel_tol=1e-9):
             continue
         plain = sum(8 * b / w for b, w in zip(nbytes, n)) / len(rows)
         if math.isclose(got, plain, rel_tol=1e-9):
-            raise Wrong(f"{what} = {got:.4f}: that is the mean over tensors; weigh each tensor by its number of weights (total bits / total weights)")
+            raise Wrong(
+                f"{what} = {got:.4f}: that is the mean over tensors; weigh each tensor by its number of weights "
+                "(total bits / total weights)"
+            )
         if math.isclose(got, want / 8, rel_tol=1e-9):
             raise Wrong(f"{what} = {got:.4f}: that is bytes per weight; multiply by 8")
         raise Wrong(f"{what} = {got:.4f} bits per weight; the file's tensors hold a different average")
@@ -122,7 +147,9 @@ q3 = Exercise(
     "average_bpw(rows)",
     _check_average_bpw,
     hints=[
-        "A tensor of n weights in a format of B bytes per block of K weights takes n // K * B bytes; kquant.get_format(t) has block_size and type_size, but not F32/F16: use GGML_QUANT_SIZES[GGMLQuantizationType[t]] = (K, B).",
+        "A tensor of n weights in a format of B bytes per block of K weights takes n // K * B bytes; "
+        "kquant.get_format(t) has block_size and type_size, but not F32/F16: use "
+        "GGML_QUANT_SIZES[GGMLQuantizationType[t]] = (K, B).",
         "The average is 8 x (all bytes) / (all weights), not the mean of the tensors' bits per weight.",
     ],
     solution="""

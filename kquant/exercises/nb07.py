@@ -32,7 +32,10 @@ def _check_read_header(fn, rng):
         if got == struct.unpack(">IQQ", raw[4:24]):
             raise Wrong(f"{what} = {got}: GGUF is little-endian, use '<' in the struct format")
         if got == struct.unpack("<III", raw[4:16]):
-            raise Wrong(f"{what}: the two counts are 64-bit (uint64, 'Q'), not 32-bit: version at byte 4, tensor count at 8, kv count at 16")
+            raise Wrong(
+                f"{what}: the two counts are 64-bit (uint64, 'Q'), not 32-bit: version at byte 4, tensor count at "
+                "8, kv count at 16"
+            )
         raise Wrong(f"{what} = {got}; the header says otherwise (bytes 4-7 version, 8-15 tensor count, 16-23 kv count)")
     return f"the right version and counts for {len(headers)} random headers"
 
@@ -69,7 +72,10 @@ def _check_data_offset(fn, rng):
         if got == want:
             continue
         if got == end + offset and end % alignment:
-            raise Wrong(f"{what} = {got:g}: the data section starts at the next multiple of {alignment} after byte {end}, not at {end}")
+            raise Wrong(
+                f"{what} = {got:g}: the data section starts at the next multiple of {alignment} after byte {end}, "
+                f"not at {end}"
+            )
         if got == end - end % alignment + offset:
             raise Wrong(f"{what} = {got:g}: that rounds down; padding can only add bytes, so round up")
         if got == end + alignment - end % alignment + offset and end % alignment == 0:
@@ -86,7 +92,8 @@ q2 = Exercise(
     "data_offset(infos_end, alignment, offset)",
     _check_data_offset,
     hints=[
-        "The data section starts at infos_end rounded *up* to a multiple of alignment; a tensor's offset counts from there.",
+        "The data section starts at infos_end rounded *up* to a multiple of alignment; a tensor's offset counts "
+        "from there.",
         "Rounding up: infos_end + (-infos_end) % alignment (Python's % of a negative number is never negative).",
     ],
     solution="""
@@ -139,7 +146,11 @@ def _check_tensor_info_bytes(fn, rng):
     for k in range(6):
         kind = kinds[k % len(kinds)]
         name = f"blk.{int(rng.integers(0, 40))}.{kind}.weight"
-        ne = (256 * int(rng.integers(1, 9)),) if kind == "attn_norm" else (256 * int(rng.integers(1, 9)), int(rng.integers(1, 3000)))
+        ne = (
+            (256 * int(rng.integers(1, 9)),)
+            if kind == "attn_norm"
+            else (256 * int(rng.integers(1, 9)), int(rng.integers(1, 3000)))
+        )
         t = "F32" if kind == "attn_norm" else str(rng.choice(["F16", "Q4_K", "Q6_K"]))
         offset = 32 * int(rng.integers(0, 10**6))
         what = f"tensor_info_bytes({name!r}, {ne}, {t!r}, {offset})"
@@ -161,8 +172,10 @@ q4 = Exercise(
     "tensor_info_bytes(name, ne, type_name, offset)",
     _check_tensor_info_bytes,
     hints=[
-        "In order: uint64 name length, the name's UTF-8 bytes, uint32 n_dims, n_dims uint64 ne values, uint32 type, uint64 offset.",
-        "The type is its number, int(GGMLQuantizationType[type_name]); build it with struct.pack('<Q', ...) + ... pieces.",
+        "In order: uint64 name length, the name's UTF-8 bytes, uint32 n_dims, n_dims uint64 ne values, uint32 "
+        "type, uint64 offset.",
+        "The type is its number, int(GGMLQuantizationType[type_name]); build it with struct.pack('<Q', ...) + ... "
+        "pieces.",
     ],
     solution="""
     raw = name.encode("utf-8")

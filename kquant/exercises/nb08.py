@@ -33,7 +33,9 @@ def _check_perplexity(fn, rng):
         if np.isclose(got, want, rtol=1e-5):
             continue
         same_position = -run.log_softmax(logits)[np.arange(n), tokens]
-        if np.isclose(got, np.exp(same_position.mean()), rtol=1e-5) or np.isclose(got, np.exp(same_position[:-1].mean()), rtol=1e-5):
+        if np.isclose(got, np.exp(same_position.mean()), rtol=1e-5) or np.isclose(
+            got, np.exp(same_position[:-1].mean()), rtol=1e-5
+        ):
             raise Wrong(f"{what} = {got:.4g}: position i predicts the NEXT token, tokens[i + 1], not tokens[i]")
         if np.isclose(got, nll.mean(), rtol=1e-5):
             raise Wrong(f"{what} = {got:.4g}: that is the mean negative log-likelihood; perplexity is exp of it")
@@ -51,7 +53,8 @@ q1 = Exercise(
     "perplexity(logits, tokens)",
     _check_perplexity,
     hints=[
-        "log_probs = run.log_softmax(logits) gives log p for every position and token; position i predicts tokens[i + 1].",
+        "log_probs = run.log_softmax(logits) gives log p for every position and token; position i predicts "
+        "tokens[i + 1].",
         "nll = -log_probs[np.arange(len(tokens) - 1), tokens[1:]]; the answer is np.exp(nll.mean()).",
     ],
     solution="""
@@ -74,10 +77,16 @@ def _check_kl(fn, rng):
         if np.isclose(got, want, rtol=1e-4, atol=1e-9):
             continue
         if np.isclose(got, run.kl_divergence(other, ref), rtol=1e-4):
-            raise Wrong(f"{what} = {got:.4g}: that is KL(file ‖ reference); weigh by the reference's probabilities, KL(ref ‖ file)")
+            raise Wrong(
+                f"{what} = {got:.4g}: that is KL(file ‖ reference); weigh by the reference's probabilities, KL(ref "
+                "‖ file)"
+            )
         if np.isclose(got, per_position.sum(), rtol=1e-4):
             raise Wrong(f"{what} = {got:.4g}: that is the sum over positions; the table reports the mean per token")
-        raise Wrong(f"{what} = {got:.4g}, expected about {want:.4g} (softmax both, then sum p_ref · (log p_ref − log p) per position)")
+        raise Wrong(
+            f"{what} = {got:.4g}, expected about {want:.4g} (softmax both, then sum p_ref · (log p_ref − log p) "
+            "per position)"
+        )
     same = _logits(rng, 6, 50)
     got = as_number(call(fn, same, same.copy()), "kl_divergence(x, x)")
     if abs(got) > 1e-9:
@@ -91,7 +100,8 @@ q2 = Exercise(
     "kl_divergence(ref_logits, logits)",
     _check_kl,
     hints=[
-        "Turn both into log-probabilities with run.log_softmax; the reference's probabilities are np.exp of its log-probabilities.",
+        "Turn both into log-probabilities with run.log_softmax; the reference's probabilities are np.exp of its "
+        "log-probabilities.",
         "Per position: sum over the vocabulary of p_ref · (log p_ref − log p). Then the mean over positions.",
     ],
     solution="""

@@ -8,7 +8,9 @@ from .core import Exercise, Wrong, as_number, call
 
 
 def _check_model_gb(fn, rng):
-    cases = [(70e9, 4.8944), (8e9, 16.0), (14e9, 8.5)] + [(float(rng.uniform(0.1, 400)) * 1e9, float(rng.uniform(1.5, 32))) for _ in range(4)]
+    cases = [(70e9, 4.8944), (8e9, 16.0), (14e9, 8.5)] + [
+        (float(rng.uniform(0.1, 400)) * 1e9, float(rng.uniform(1.5, 32))) for _ in range(4)
+    ]
     for n, bpw in cases:
         what = f"model_gigabytes({n:.4g}, {bpw:.4g})"
         got = as_number(call(fn, n, bpw), what)
@@ -41,9 +43,21 @@ q2 = Exercise(
 
 
 def _check_kv(fn, rng):
-    cases = [(8, 2, 64, 256, 4), (48, 8, 128, 8192, 2), (80, 8, 128, 4096, 2)]  # bytes 4 first: 2 would hide which factor is missing
-    cases += [(int(rng.integers(4, 100)), int(rng.choice([1, 2, 4, 8, 16])), int(rng.choice([64, 96, 128])),
-               int(rng.choice([512, 2048, 32768])), int(rng.choice([1, 2, 4]))) for _ in range(4)]  # fmt: skip
+    cases = [
+        (8, 2, 64, 256, 4),
+        (48, 8, 128, 8192, 2),
+        (80, 8, 128, 4096, 2),
+    ]  # bytes 4 first: 2 would hide which factor is missing
+    cases += [
+        (
+            int(rng.integers(4, 100)),
+            int(rng.choice([1, 2, 4, 8, 16])),
+            int(rng.choice([64, 96, 128])),
+            int(rng.choice([512, 2048, 32768])),
+            int(rng.choice([1, 2, 4])),
+        )
+        for _ in range(4)
+    ]
     for args in cases:
         what = f"kv_cache_bytes{args}"
         got = as_number(call(fn, *args), what)
@@ -81,9 +95,11 @@ def _grid_cases(rng):
         y = dequantize(quantize(x, qtype), qtype)[0]
         lay = kfamily.LAYOUTS[qtype]
         j = int(rng.integers(0, 256 // lay.group))
-        cases.append((y[j * lay.group:(j + 1) * lay.group], 2**lay.level_bits, True))
+        cases.append((y[j * lay.group : (j + 1) * lay.group], 2**lay.level_bits, True))
     cases.append((np.full(32, 0.25, dtype=np.float32), 16, True))  # one level used: trivially a grid
-    cases.append((np.array([-1.5, -0.5, 0.5, 2.5, 2.5, -1.5], dtype=np.float32), 16, True))  # levels skipped: still a grid
+    cases.append(
+        (np.array([-1.5, -0.5, 0.5, 2.5, 2.5, -1.5], dtype=np.float32), 16, True)
+    )  # levels skipped: still a grid
     # Not a linear code of n_levels: IQ4_NL's 16 values, cluster centroids, a log scale, a grid too fine.
     iq4 = np.array([-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113], dtype=np.float32)
     cases.append((iq4 * float(rng.uniform(0.001, 0.01)), 16, False))
@@ -106,13 +122,19 @@ def _check_grid(fn, rng):
         if want and len(distinct) <= 1:
             raise Wrong(f"{what} is False for values that are all equal: a single level is (trivially) a grid")
         if want and not np.allclose(np.diff(distinct), np.diff(distinct)[0], rtol=1e-3):
-            raise Wrong(f"{what} is False, but these values are points of one even grid with some points unused: "
-                        "the step need not be the smallest gap; try steps that split max − min into j equal parts")
+            raise Wrong(
+                f"{what} is False, but these values are points of one even grid with some points unused: "
+                "the step need not be the smallest gap; try steps that split max − min into j equal parts"
+            )
         if want:
-            raise Wrong(f"{what} is False, but the values lie on an even grid of at most {n_levels} points "
-                        "(allow for float32 rounding, e.g. 1e-3 of a step)")
+            raise Wrong(
+                f"{what} is False, but the values lie on an even grid of at most {n_levels} points "
+                "(allow for float32 rounding, e.g. 1e-3 of a step)"
+            )
         if np.allclose(np.diff(distinct), np.diff(distinct)[0], rtol=1e-3):
-            raise Wrong(f"{what} is True: the values are evenly spaced, but {len(distinct)} levels do not fit in {n_levels}")
+            raise Wrong(
+                f"{what} is True: the values are evenly spaced, but {len(distinct)} levels do not fit in {n_levels}"
+            )
         raise Wrong(f"{what} is True, but no even grid of at most {n_levels} points holds these values")
     return "decoded k-quant groups recognised as linear codes; IQ4_NL's values and cluster-like sets as not"
 
@@ -123,8 +145,10 @@ q1 = Exercise(
     "is_linear_code(values, n_levels)",
     _check_grid,
     hints=[
-        "If the values sit on an even grid of step s, then max − min = j·s for a whole j below n_levels, and every (v − min) / s is whole.",
-        "Try j = 1, 2, …, n_levels − 1: steps = (values − min) / (max − min) · j; accept when np.allclose(steps, np.round(steps), atol=1e-3).",
+        "If the values sit on an even grid of step s, then max − min = j·s for a whole j below n_levels, and every "
+        "(v − min) / s is whole.",
+        "Try j = 1, 2, …, n_levels − 1: steps = (values − min) / (max − min) · j; accept when np.allclose(steps, "
+        "np.round(steps), atol=1e-3).",
     ],
     solution="""
     lo, hi = float(np.min(values)), float(np.max(values))

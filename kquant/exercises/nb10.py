@@ -20,7 +20,9 @@ def _check_column_importance(fn, rng):
         what = f"column_importance(<{n} tokens × {cols} columns>) (case {k + 1})"
         raw = call(fn, x)
         if np.shape(raw) == (n,) and n != cols:
-            raise Wrong(f"{what} has one value per token (shape ({n},)); average over the tokens, axis 0, one value per column")
+            raise Wrong(
+                f"{what} has one value per token (shape ({n},)); average over the tokens, axis 0, one value per column"
+            )
         got = as_array(raw, (cols,), what)
         want = (x.astype(np.float64) ** 2).mean(axis=0)
         if np.allclose(got, want, rtol=1e-5):
@@ -28,7 +30,9 @@ def _check_column_importance(fn, rng):
         if np.allclose(got, want * n, rtol=1e-5):
             raise Wrong(f"{what}: that is the sum over tokens; llama-quantize divides it by the token count")
         if np.allclose(got, np.abs(x).mean(axis=0), rtol=1e-5):
-            raise Wrong(f"{what}: that is the mean absolute value; the error a column causes grows with x², so average x²")
+            raise Wrong(
+                f"{what}: that is the mean absolute value; the error a column causes grows with x², so average x²"
+            )
         if np.allclose(got, x.mean(axis=0) ** 2, rtol=1e-5):
             raise Wrong(f"{what}: that squares the mean; square first, then average (mean of x², not mean(x)²)")
         raise Wrong(f"{what} differs from the mean of x² over the tokens")
@@ -60,13 +64,18 @@ def _check_from_file(fn, rng):
         what = f"importance_from_file(<in_sum2 {in_sum2.shape}>, <counts {counts.tolist()}>) (case {k + 1})"
         raw = call(fn, in_sum2.copy(), counts.copy())
         if np.shape(raw) == (n_mat, cols):
-            raise Wrong(f"{what} has shape {(n_mat, cols)}: llama-quantize hands ggml one flat vector, ({n_mat * cols},)")
+            raise Wrong(
+                f"{what} has shape {(n_mat, cols)}: llama-quantize hands ggml one flat vector, ({n_mat * cols},)"
+            )
         try:
             finite = np.isfinite(np.asarray(raw, dtype=np.float64)).all()
         except (TypeError, ValueError):
             finite = True  # not numbers at all: as_array says so below
         if not finite and (counts == 0).any():
-            raise Wrong(f"{what} contains NaN or inf: a row whose count is 0 saw no token; llama-quantize gives it 1.0 in every column")
+            raise Wrong(
+                f"{what} contains NaN or inf: a row whose count is 0 saw no token; llama-quantize gives it 1.0 in "
+                "every column"
+            )
         got = as_array(raw, (n_mat * cols,), what)
         want = Entry(in_sum2, counts).importance()
         if np.allclose(got, want, rtol=1e-6):
@@ -84,7 +93,8 @@ q2 = Exercise(
     _check_from_file,
     hints=[
         "Row m of in_sum2 holds matrix (or expert) m's sums of x²; counts[m] says over how many tokens.",
-        "Divide each row by its count; a row whose count is 0 saw no token: llama-quantize gives it 1.0 everywhere. Flatten the result.",
+        "Divide each row by its count; a row whose count is 0 saw no token: llama-quantize gives it 1.0 "
+        "everywhere. Flatten the result.",
     ],
     solution="""
     out = np.ones(in_sum2.shape, dtype=np.float32)

@@ -148,11 +148,15 @@ def check_importance(imatrix, n_per_row: int) -> np.ndarray:
     if qw.dtype.kind not in "fiu":
         raise KQuantError(f"imatrix has dtype {qw.dtype}: pass one float per column, e.g. np.float32")
     if qw.shape != (n_per_row,):
-        raise KQuantError(f"imatrix has shape {qw.shape}, the rows have {n_per_row} columns: pass one importance per column")
+        raise KQuantError(
+            f"imatrix has shape {qw.shape}, the rows have {n_per_row} columns: pass one importance per column"
+        )
     with np.errstate(over="ignore"):
         qw = np.ascontiguousarray(qw, dtype=np.float32)
     if not np.isfinite(qw).all() or (qw < 0).any():
-        raise KQuantError("imatrix must be finite and >= 0 (it holds mean squared activations): llama.cpp refuses it otherwise")
+        raise KQuantError(
+            "imatrix must be finite and >= 0 (it holds mean squared activations): llama.cpp refuses it otherwise"
+        )
     return qw
 
 
@@ -191,9 +195,14 @@ def check_bytes(q, fmt: Format) -> np.ndarray:
     """Check a decoder's input and return it as C-contiguous uint8."""
     q = np.asarray(q)
     if q.dtype != np.uint8:
-        raise KQuantError(f"dequantize expects uint8 bytes, got {q.dtype}: pass the array quantize() returned, or q.view(np.uint8)")
+        raise KQuantError(
+            f"dequantize expects uint8 bytes, got {q.dtype}: pass the array quantize() returned, or q.view(np.uint8)"
+        )
     if q.ndim == 0 or q.size == 0:
-        raise KQuantError(f"dequantize got an empty array (shape {q.shape}): pass at least one {fmt.name} block of {fmt.type_size} bytes")
+        raise KQuantError(
+            f"dequantize got an empty array (shape {q.shape}): pass at least one {fmt.name} block of "
+            f"{fmt.type_size} bytes"
+        )
     if q.shape[-1] % fmt.type_size:
         raise KQuantError(
             f"last axis has {q.shape[-1]} bytes, not a multiple of {fmt.name}'s {fmt.type_size}-byte block:"
@@ -210,7 +219,9 @@ def check_weights(x, fmt: Format) -> np.ndarray:
             f"quantize expects floating-point weights, got dtype {x.dtype}: convert with x.astype(np.float32)"
         )
     if x.ndim == 0 or x.size == 0:
-        raise KQuantError(f"quantize got an empty array (shape {x.shape}): pass at least one block of {fmt.block_size} weights")
+        raise KQuantError(
+            f"quantize got an empty array (shape {x.shape}): pass at least one block of {fmt.block_size} weights"
+        )
     if x.shape[-1] % fmt.block_size:
         raise KQuantError(
             f"last axis has {x.shape[-1]} weights, not a multiple of {fmt.name}'s block size {fmt.block_size}:"
@@ -221,6 +232,7 @@ def check_weights(x, fmt: Format) -> np.ndarray:
     if not np.isfinite(x).all():
         bad = np.flatnonzero(~np.isfinite(x))
         raise KQuantError(
-            f"{bad.size} weight(s) are NaN or Inf (first at flat index {bad[0]}): llama.cpp would write a broken file; fix or drop them first"
+            f"{bad.size} weight(s) are NaN or Inf (first at flat index {bad[0]}): llama.cpp would write a broken "
+            "file; fix or drop them first"
         )
     return x

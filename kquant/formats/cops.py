@@ -33,6 +33,7 @@ def c_semantics(fn):
 
     return wrapper
 
+
 # nearest_int() adds 1.5 * 2**23: the float's mantissa then holds round-half-even(v) + 2**22.
 _MAGIC = f32(12582912.0)
 

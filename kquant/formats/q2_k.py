@@ -20,11 +20,11 @@ TYPE_SIZE = 84
 
 # block_q2_K, 84 bytes:
 #
-#   offset  0                     16                              80     82     84
-#           | scales[16]          | qs[64]                        | d    | dmin |
-#           | per group: scale in | 2-bit levels, four per byte   | fp16 | fp16 |
-#           | low nibble, min in  |                               |
-#           | high nibble         |
+# offset  0                     16                              80     82     84
+# | scales[16]          | qs[64]                        | d    | dmin |
+# | per group: scale in | 2-bit levels, four per byte   | fp16 | fp16 |
+# | low nibble, min in  |                               |
+# | high nibble         |
 #
 # qs: per half h = 0, 1 (128 weights), byte 32h + l holds weights 128h + 32k + l
 # in bits 2k..2k+1, k = 0..3.

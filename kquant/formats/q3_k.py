@@ -22,11 +22,11 @@ TYPE_SIZE = 110
 
 # block_q3_K, 110 bytes:
 #
-#   offset  0             32                       96            108    110
-#           | hmask[32]   | qs[64]                 | scales[12]  | d    |
-#           | third bit:  | low 2 bits, as Q2_K    | 16 x 6 bits | fp16 |
-#           | byte e%32,  |                        |             |
-#           | bit e/32    |                        |             |
+# offset  0             32                       96            108    110
+# | hmask[32]   | qs[64]                 | scales[12]  | d    |
+# | third bit:  | low 2 bits, as Q2_K    | 16 x 6 bits | fp16 |
+# | byte e%32,  |                        |             |
+# | bit e/32    |                        |             |
 #
 # scales[12]: the low nibble of scale j is in byte j (j < 8, low nibble) or byte j - 8
 # (j >= 8, high nibble); its top 2 bits are in byte 8 + j%4 at bit 2*(j/4).

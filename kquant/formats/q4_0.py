@@ -19,10 +19,10 @@ TYPE_SIZE = 18
 
 # block_q4_0, 18 bytes:
 #
-#   offset  0      2                                   18
-#           | d    | qs[16]                            |
-#           | fp16 | byte j: weight j (low nibble),    |
-#                    weight j + 16 (high nibble)       |
+# offset  0      2                                   18
+# | d    | qs[16]                            |
+# | fp16 | byte j: weight j (low nibble),    |
+# weight j + 16 (high nibble)       |
 
 
 class Fields(NamedTuple):

@@ -19,9 +19,9 @@ TYPE_SIZE = 20
 
 # block_q4_1, 20 bytes:
 #
-#   offset  0      2      4                        20
-#           | d    | m    | qs[16]                 |
-#           | fp16 | fp16 | nibbles as in Q4_0     |
+# offset  0      2      4                        20
+# | d    | m    | qs[16]                 |
+# | fp16 | fp16 | nibbles as in Q4_0     |
 
 
 class Fields(NamedTuple):

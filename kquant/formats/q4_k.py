@@ -22,16 +22,16 @@ TYPE_SIZE = 144
 
 # block_q4_K, 144 bytes:
 #
-#   offset  0      2        4                  16                                   144
-#           | d    | dmin   | scales[12]       | qs[128]                            |
-#           | fp16 | fp16   | 8 x (6-bit sc,   | 256 x 4-bit levels, two per byte   |
-#                             6-bit m), packed  |                                    |
+# offset  0      2        4                  16                                   144
+# | d    | dmin   | scales[12]       | qs[128]                            |
+# | fp16 | fp16   | 8 x (6-bit sc,   | 256 x 4-bit levels, two per byte   |
+# 6-bit m), packed  |                                    |
 #
 # scales[12] (get_scale_min_k4): sub-blocks 0-3 fit in 6 bits of a byte; 4-7 are split.
 #
-#   byte  0..3 : sc[0..3] (bits 0-5)  | bits 4-5 of sc[4..7] in bits 6-7
-#   byte  4..7 : m[0..3]  (bits 0-5)  | bits 4-5 of m[4..7]  in bits 6-7
-#   byte  8..11: low 4 bits of sc[4..7] (bits 0-3) | low 4 bits of m[4..7] (bits 4-7)
+# byte  0..3 : sc[0..3] (bits 0-5)  | bits 4-5 of sc[4..7] in bits 6-7
+# byte  4..7 : m[0..3]  (bits 0-5)  | bits 4-5 of m[4..7]  in bits 6-7
+# byte  8..11: low 4 bits of sc[4..7] (bits 0-3) | low 4 bits of m[4..7] (bits 4-7)
 #
 # qs[128]: four chunks of 64 weights; byte 32c + l holds weight 64c + l in its low
 # nibble and weight 64c + 32 + l in its high nibble.
@@ -132,7 +132,12 @@ def fit_block_scales(scales: np.ndarray, mins: np.ndarray, sw: np.ndarray):
     swt = np.ascontiguousarray(sw.T)
     d_block, Ls = make_qp_quants(np.ascontiguousarray(scales.T), 63, swt)
     m_block, Lm = make_qp_quants(np.ascontiguousarray(mins.T), 63, swt)
-    return d_block.astype(np.float16), m_block.astype(np.float16), np.ascontiguousarray(Ls.T), np.ascontiguousarray(Lm.T)
+    return (
+        d_block.astype(np.float16),
+        m_block.astype(np.float16),
+        np.ascontiguousarray(Ls.T),
+        np.ascontiguousarray(Lm.T),
+    )
 
 
 def encode_impl(rows: np.ndarray, imatrix: np.ndarray) -> Fields:

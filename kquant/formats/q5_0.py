@@ -19,10 +19,10 @@ TYPE_SIZE = 22
 
 # block_q5_0, 22 bytes:
 #
-#   offset  0      2             6                          22
-#           | d    | qh[4]       | qs[16]                   |
-#           | fp16 | bit j = bit | low 4 bits, nibbles as   |
-#                  | 4 of q[j]   | in Q4_0                  |
+# offset  0      2             6                          22
+# | d    | qh[4]       | qs[16]                   |
+# | fp16 | bit j = bit | low 4 bits, nibbles as   |
+# | 4 of q[j]   | in Q4_0                  |
 
 
 class Fields(NamedTuple):

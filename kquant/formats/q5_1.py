@@ -20,9 +20,9 @@ TYPE_SIZE = 24
 
 # block_q5_1, 24 bytes:
 #
-#   offset  0      2      4             8                   24
-#           | d    | m    | qh[4]       | qs[16]            |
-#           | fp16 | fp16 | fifth bits  | low nibbles       |
+# offset  0      2      4             8                   24
+# | d    | m    | qh[4]       | qs[16]            |
+# | fp16 | fp16 | fifth bits  | low nibbles       |
 
 
 class Fields(NamedTuple):

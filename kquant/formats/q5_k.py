@@ -30,9 +30,9 @@ TYPE_SIZE = 176
 
 # block_q5_K, 176 bytes:
 #
-#   offset  0      2      4             16           48                     176
-#           | d    | dmin | scales[12]  | qh[32]     | qs[128]              |
-#           | fp16 | fp16 | as in Q4_K  | fifth bits | low nibbles, as Q4_K |
+# offset  0      2      4             16           48                     176
+# | d    | dmin | scales[12]  | qh[32]     | qs[128]              |
+# | fp16 | fp16 | as in Q4_K  | fifth bits | low nibbles, as Q4_K |
 #
 # qh[l] bit j = bit 4 of weight 32j + l (j is the sub-block).
 

@@ -20,15 +20,15 @@ TYPE_SIZE = 210
 
 # block_q6_K, 210 bytes:
 #
-#   offset  0                 128              192            208     210
-#           | ql[128]         | qh[64]         | scales[16]   | d    |
-#           | low 4 bits      | high 2 bits    | int8, one    | fp16 |
-#                                                per 16 weights
+# offset  0                 128              192            208     210
+# | ql[128]         | qh[64]         | scales[16]   | d    |
+# | low 4 bits      | high 2 bits    | int8, one    | fp16 |
+# per 16 weights
 #
 # Per half h = 0, 1 (128 weights) and l = 0..31, with e_k = 128h + 32k + l:
-#   ql[64h + l]      = low4(q[e_0]) | low4(q[e_2]) << 4
-#   ql[64h + 32 + l] = low4(q[e_1]) | low4(q[e_3]) << 4
-#   qh[32h + l]      = hi2(q[e_0]) | hi2(q[e_1]) << 2 | hi2(q[e_2]) << 4 | hi2(q[e_3]) << 6
+# ql[64h + l]      = low4(q[e_0]) | low4(q[e_2]) << 4
+# ql[64h + 32 + l] = low4(q[e_1]) | low4(q[e_3]) << 4
+# qh[32h + l]      = hi2(q[e_0]) | hi2(q[e_1]) << 2 | hi2(q[e_2]) << 4 | hi2(q[e_3]) << 6
 
 
 class Fields(NamedTuple):

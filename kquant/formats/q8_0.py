@@ -17,9 +17,9 @@ TYPE_SIZE = 34
 
 # block_q8_0, 34 bytes:
 #
-#   offset  0      2                          34
-#           | d    | qs[32]                   |
-#           | fp16 | int8, one per weight     |
+# offset  0      2                          34
+# | d    | qs[32]                   |
+# | fp16 | int8, one per weight     |
 
 
 class Fields(NamedTuple):

@@ -201,8 +201,13 @@ def make_qkx2_quants(
         better = (D > 0) & (cur < best)
         if trace is not None:
             solved = D > 0
-            trace(iscale=iscale, scale=np.where(solved, this_scale, np.nan), min=np.where(solved, this_min, np.nan),
-                  error=np.where(solved, cur, np.nan), kept=better)
+            trace(
+                iscale=iscale,
+                scale=np.where(solved, this_scale, np.nan),
+                min=np.where(solved, this_min, np.nan),
+                error=np.where(solved, cur, np.nan),
+                kept=better,
+            )
         best = np.where(better, cur, best)
         best_iscale = np.where(better, iscale, best_iscale)
         best_min_used = np.where(better, min_, best_min_used)

@@ -55,7 +55,7 @@ to spend bits: a per-tensor scale with more bits per weight.
 # %%
 per_tensor = [(b, metrics.sqnr_db(W, linear.fake_quantize(W, b)), f"{b} bits") for b in range(4, 9)]
 viz.tradeoff_plot({"4-bit absmax, one scale per block (block size)": blocked, "absmax, one scale per tensor": per_tensor},
-                  "Small blocks beat extra bits: SQNR against the real cost")  # fmt: skip
+                  "Small blocks beat extra bits: SQNR against the real cost")
 
 # %% [markdown]
 """
@@ -80,7 +80,7 @@ must cover. Right: the error histogram of the whole tensor, with the real bits p
 
 # %%
 interact(viz.block_view, w=fixed(W), block_size=SelectionSlider(options=[8, 16, 32, 64, 128, 256, W.shape[1]], value=32, description="block size"),
-         bits=IntSlider(value=4, min=2, max=8, description="bits"), row=fixed(0), show=fixed(256));  # fmt: skip
+         bits=IntSlider(value=4, min=2, max=8, description="bits"), row=fixed(0), show=fixed(256));
 
 # %% [markdown]
 """

@@ -104,7 +104,7 @@ for name in legacy + k_family:
     q = kquant.quantize(W, name)
     results[name] = (kquant.get_format(name).bits_per_weight, metrics.sqnr_db(W, kquant.dequantize(q, name)))
 print(f"\nggml's C encoder gives the same bytes (Q2_K, Q6_K, Q4_0): "
-      f"{all(np.array_equal(kquant.quantize(W, n), reference.quantize(W, n)) for n in ['Q2_K', 'Q6_K', 'Q4_0'])}")  # fmt: skip
+      f"{all(np.array_equal(kquant.quantize(W, n), reference.quantize(W, n)) for n in ['Q2_K', 'Q6_K', 'Q4_0'])}")
 print(f"{'type':<5} {'bits/weight':>12} {'SQNR (dB)':>10}")
 for name, (bpw, db) in sorted(results.items(), key=lambda kv: kv[1][0]):
     print(f"{name:<5} {bpw:>12g} {db:>10.2f}")
@@ -151,7 +151,7 @@ Q5_K have 8 groups; a larger slider value shows their last).
 # %%
 W_ffn = list(sample.weights.values())[-1]
 interact(viz.k_block_view, w=fixed(W_ffn), name=Dropdown(options=k_family, value="Q3_K", description="format"),
-         group=IntSlider(value=0, min=0, max=15, description="group"), row=fixed(0));  # fmt: skip
+         group=IntSlider(value=0, min=0, max=15, description="group"), row=fixed(0));
 
 # %% [markdown]
 """

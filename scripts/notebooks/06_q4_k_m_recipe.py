@@ -159,7 +159,7 @@ Pick any of llama.cpp's mixes. The title gives the whole file's average bits per
 
 # %%
 interact(viz.mix_view, tensors=fixed(model.tensors), params=fixed(model.params),
-         mix=Dropdown(options=list(mixes.MIXES), value="Q4_K_M", description="mix"));  # fmt: skip
+         mix=Dropdown(options=list(mixes.MIXES), value="Q4_K_M", description="mix"));
 
 # %% [markdown]
 """

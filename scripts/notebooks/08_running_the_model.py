@@ -235,7 +235,7 @@ probability each file gives them; the title gives the KL divergence at this one 
 # %%
 prompts = ["Tom had a red", "Once upon a time", sum_task.prompt, fact_task.prompt, "12 + 45 ="]  # an open story first
 interact(viz.next_token_view, models=fixed(models), prompt=Dropdown(options=prompts, description="prompt"),
-         name=Dropdown(options=MIXES, value="Q2_K", description="mix"), k=fixed(8));  # fmt: skip
+         name=Dropdown(options=MIXES, value="Q2_K", description="mix"), k=fixed(8));
 
 # %% [markdown]
 """

@@ -251,7 +251,7 @@ cache; the dashed line is a 24 GB card.
 interact(viz.memory_view, model=Dropdown(options=list(LAYOUTS), value="Llama-2-70B", description="model"),
          mix=Dropdown(options=list(BPW), value="Q4_K_M", description="mix"),
          n_ctx=SelectionSlider(options=[2048, 4096, 8192, 16384, 32768, 131072], value=4096, description="context"),
-         layouts=fixed(LAYOUTS), bpw=fixed(BPW), gpu_gb=fixed(24.0));  # fmt: skip
+         layouts=fixed(LAYOUTS), bpw=fixed(BPW), gpu_gb=fixed(24.0));
 
 # %% [markdown]
 """

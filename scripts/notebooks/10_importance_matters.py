@@ -143,7 +143,7 @@ importances are equal; ffn_down sees the SwiGLU product, attn_output the attenti
 # %%
 vectors = im.vectors()
 interact(viz.importance_view, vectors=fixed(vectors),
-         name=Dropdown(options=im.names(), value=NAME, description="matrix"), top=fixed(5));  # fmt: skip
+         name=Dropdown(options=im.names(), value=NAME, description="matrix"), top=fixed(5));
 
 # %%
 for name in ["blk.0.attn_q.weight", "blk.4.attn_output.weight", "blk.4.ffn_up.weight", NAME]:
@@ -255,7 +255,7 @@ q2 = {label: forward.Llama.load(files[label]) for label in ["Q2_K", "Q2_K+imatri
 own = {label: forward.matmul_errors(f16, model, tokens) for label, model in q2.items()}
 n_layer = f16.cfg.n_layer
 curves = {f"{label}, {kind}": np.array([own[label][f"blk.{i}.{kind}.weight"] for i in range(n_layer)])
-          for kind in ["ffn_down", "attn_q"] for label in q2}  # fmt: skip
+          for kind in ["ffn_down", "attn_q"] for label in q2}
 viz.layer_errors_plot(curves, "each matrix's own output error, by layer", ylabel="‖x Ŵᵀ − x Wᵀ‖ / ‖x Wᵀ‖")
 in_imatrix = [n for n in own["Q2_K"] if n in im]  # the tied output matmul (token_embd) has no entry
 better = sum(own["Q2_K+imatrix"][n] < own["Q2_K"][n] for n in in_imatrix)
