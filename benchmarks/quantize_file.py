@@ -21,10 +21,10 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # kquant, and the test helpers 
 
 from tiny_llama import write_tiny_llama  # noqa: E402
 
-from kquant.gguf_file import quantize_gguf  # noqa: E402
+from kquant.gguf.summary import sha256  # noqa: E402
 from kquant.mixes import MIXES  # noqa: E402
+from kquant.quantize_file import quantize_gguf  # noqa: E402
 from kquant.reference import model_quantize as llama_quantize  # noqa: E402
-from kquant.summary import sha256  # noqa: E402
 
 
 def best_time(fn, repeat: int) -> float:

@@ -2,9 +2,9 @@
 
     python benchmarks/widgets.py [--repeat R]
 
-Every interactive view of notebooks 00-10 but 07's (the ``*_view`` functions in kquant.viz)
-is called with the values its slider produces, on the data its notebook uses, and
-its figure is rendered exactly as Jupyter's inline backend renders it (PNG,
+Every interactive view of notebooks 00-10 (the ``*_view`` functions in kquant.viz, listed
+once in tests/views.py, which the tests draw too) is called with the values its slider
+produces, on the data its notebook uses, and its figure is rendered exactly as Jupyter's inline backend renders it (PNG,
 ``bbox_inches="tight"``, default dpi). The printed time is that whole redraw: compute,
 draw, encode. The target is under about 150 ms, so that dragging a slider feels
 immediate; views over the target are marked "SLOW". Times are the median of R
@@ -26,11 +26,10 @@ import matplotlib
 
 matplotlib.use("Agg")  # headless; the inline backend also renders with Agg
 import matplotlib.pyplot as plt
-import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-from kquant import gguf_read, hub, imatrix, linear, metrics, published, run, samples, viz
-from kquant.formats import q4_k
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # kquant without installing, and the one list of views
+from views import View, views  # noqa: E402 -- after the path set-up above
 
 TARGET_MS = 150
 
@@ -53,57 +52,10 @@ def empty_figure(_):
     plt.show()
 
 
-def views():
-    """(notebook, view name, callable taking one slider value, the slider's values)."""
-    W = samples.example_weights().weights
-    gains = np.linspace(1, 20, 39)
-    curve = [
-        metrics.sqnr_db(w[o], linear.fake_quantize(w, 8)[o]) for w, o in (linear.scale_largest(W, g) for g in gains)
-    ]
-    x = W[0, :256]
-    fields = q4_k.encode(x[None, :])
-    model = gguf_read.read_model(hub.bundled())
-    # Notebook 08 compares F16 with quantized files; two files of the model stand in for the mixes (the view only
-    # reads logits).
-    models = {
-        "F16": run.load(hub.bundled(), n_ctx=256),
-        "Q8_0": run.load(hub.bundled(), n_ctx=256),
-        "Q4_0": run.load(hub.bundled(), n_ctx=256),
-    }
-    bpw = {m: published.LLAMA31_8B_SIZES[m]["bpw"] for m in ["F16", "Q8_0", "Q4_K_M", "Q2_K"]}
-    vectors = imatrix.collect(hub.bundled(), imatrix.calibration_text(), n_chunks=2).vectors()
-    return [
-        ("--", "(empty two-panel figure)", empty_figure, [0]),
-        ("00", "levels_view", lambda b: viz.levels_view(b), range(1, 9)),
-        ("01", "pi_grid_view", lambda f: viz.pi_grid_view(f), range(0, 21)),
-        ("01", "float_fields_view", lambda v: viz.float_fields_view(v), [np.pi, 0.1, 65504.0, 1e-6, -2.5]),
-        ("02", "quant_error_view", lambda b: viz.quant_error_view(W, b, "absmax"), range(2, 9)),
-        ("02", "quant_error_view (zero point)", lambda b: viz.quant_error_view(W, b, "zero point"), range(2, 9)),
-        ("02", "outlier_view", lambda g: viz.outlier_view(W, g, gains, curve, 8), [1.0, 5.0, 10.0, 20.0]),
-        (
-            "03",
-            "block_view",
-            lambda bs: viz.block_view(W, bs, 4),
-            [8, 16, 32, 64, 128, 256, W.shape[1]],
-        ),  # the notebook's slider
-        ("04", "scale_search_view", lambda j: viz.scale_search_view(x, j), range(8)),
-        ("04", "scale_bits_view", lambda j: viz.scale_bits_view(fields.sc[0], fields.m[0], j), range(8)),
-        ("05", "k_block_view", lambda t: viz.k_block_view(W, t), ["Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"]),
-        (
-            "06",
-            "mix_view",
-            lambda m: viz.mix_view(model.tensors, model.params, m),
-            ["Q4_K_M", "Q2_K", "Q6_K", "Q4_K_S"],
-        ),
-        ("08", "next_token_view", lambda m: viz.next_token_view(models, "Once upon a time", m), ["Q8_0", "Q4_0"]),
-        (
-            "09",
-            "memory_view",
-            lambda m: viz.memory_view("Llama-2-70B", m, 4096, published.MODEL_LAYOUTS, bpw),
-            list(bpw),
-        ),
-        ("10", "importance_view", lambda n: viz.importance_view(vectors, n), list(vectors)[:8]),
-    ]
+def timed_views() -> list[View]:
+    """The floor (an empty figure), then every slider view of tests/views.py (the list the tests draw)."""
+    floor = View("--", "(empty two-panel figure)", empty_figure, [0])
+    return [floor] + [v for v in views() if v.slider]
 
 
 def main(argv=None) -> int:
@@ -115,8 +67,8 @@ def main(argv=None) -> int:
     slow = 0
     try:
         print(f"{'notebook':>8}  {'view':<32} {'wall ms':>8} {'CPU ms':>7}")
-        for notebook, name, view, values in views():
-            values = list(values)
+        for v in timed_views():
+            notebook, name, view, values = v.notebook, v.name, v.draw, list(v.values)
             view(values[0])  # warm-up: first-call imports and caches are not a redraw
             wall, cpu = [], []
             for i in range(args.repeat):

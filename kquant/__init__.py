@@ -9,11 +9,11 @@ The API mirrors gguf-py's ``gguf.quants.quantize`` / ``dequantize``, so either c
 stand in for the other.
 """
 
-from . import imatrix, mixes
-from .errors import KQuantError
-from .formats import FORMATS, Format, dequantize, get_format, quantize
-from .gguf_file import plan_gguf, quantize_gguf
-from .summary import inspect_gguf
+from kquant import imatrix, mixes
+from kquant.errors import KQuantError
+from kquant.formats import FORMATS, Format, dequantize, get_format, quantize
+from kquant.gguf.summary import inspect_gguf
+from kquant.quantize_file import plan_gguf, quantize_gguf
 
 __all__ = [
     "FORMATS",

@@ -14,15 +14,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .errors import KQuantError
-from .mixes import IMATRIX_MIXES, LLAMA_CPP_VERSION, MIXES
+from kquant.errors import KQuantError
+from kquant.mixes import IMATRIX_MIXES, LLAMA_CPP_VERSION, MIXES
 
 
 def main(argv=None) -> int:
     parser = _parser()
     args, rest = parser.parse_known_args(argv)
     if args.command == "demo":  # kquant.demo parses its own options (and its own --help)
-        from .demo import main as demo_main
+        from kquant.demo import main as demo_main
 
         return demo_main(rest)
     if rest:
@@ -126,7 +126,7 @@ def _mix_options(args) -> dict:
 
 
 def _quantize(args) -> None:
-    from .gguf_file import quantize_gguf
+    from kquant.quantize_file import quantize_gguf
 
     summary = quantize_gguf(
         args.input, args.output, args.mix, overwrite=args.force, progress=not args.quiet, **_mix_options(args)
@@ -137,7 +137,7 @@ def _quantize(args) -> None:
 
 
 def _inspect(args) -> None:
-    from .summary import inspect_gguf
+    from kquant.gguf.summary import inspect_gguf
 
     summary = inspect_gguf(args.file)
     width = max([len(k) for k, _ in summary.metadata] + [3])
@@ -149,8 +149,8 @@ def _inspect(args) -> None:
 
 
 def _plan(args) -> None:
-    from .gguf_file import plan_gguf
-    from .summary import plan_summary
+    from kquant.gguf.summary import plan_summary
+    from kquant.quantize_file import plan_gguf
 
     choices = plan_gguf(args.file, args.mix, **_mix_options(args))
     print(plan_summary(args.file, choices).table(reasons=True))

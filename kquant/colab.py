@@ -14,7 +14,7 @@ Colab (``"google.colab" in sys.modules``) it installs, each only if missing:
    installed metadata); llama-cpp-python first as a prebuilt wheel from the project's
    CPU wheel index only, then, if there is none for this Python, by compiling llama.cpp;
 3. the bundled model ``data/kquant-tiny-f16.gguf``, downloaded from the repository's main
-   branch into ``cache_dir()`` and checked against ``MODEL_SHA256``; kquant.hub looks
+   branch into ``cache_dir()`` and checked against ``MODEL_SHA256``; kquant.model.hub looks
    there after the checkout's data/ folder.
 
 Anywhere else it does nothing. ``KQUANT_DATA`` sets the cache folder and
@@ -102,15 +102,22 @@ def installed(name: str) -> str | None:
         return None
 
 
-def pins() -> dict:
-    """{"gguf": "0.19.0", "llama-cpp-python": "0.3.36"}: the exact pins of kquant's installed metadata
-    (pyproject.toml)."""
+def requirements() -> dict[str, str]:
+    """{"numpy": ">=1.24", …, "gguf": "==0.19.0"}: kquant's own dependencies as its installed metadata
+    (pyproject.toml) states them; extras and environment markers left out. The one reader of them."""
     importlib.invalidate_caches()  # kquant may have been installed a moment ago
     found = {}
     for req in importlib.metadata.requires("kquant") or []:
-        name, sep, version = req.partition("==")
-        if sep and ";" not in req:
-            found[name.strip().lower()] = version.strip()
+        if ";" in req:  # an extra or a marker: not needed to run the notebooks
+            continue
+        cut = next((i for i, ch in enumerate(req) if ch in "<>=!~ ("), len(req))
+        found[req[:cut].strip().lower()] = req[cut:].strip().strip("()").replace(" ", "")
+    return found
+
+
+def pins() -> dict:
+    """{"gguf": "0.19.0", "llama-cpp-python": "0.3.36"}: the exact pins of kquant's installed metadata."""
+    found = {name: spec[2:] for name, spec in requirements().items() if spec.startswith("==")}
     missing = {"gguf", "llama-cpp-python"} - set(found)
     if missing:
         raise SetupError(f"kquant's metadata pins no version of {', '.join(sorted(missing))}: reinstall kquant")
@@ -142,7 +149,7 @@ def install(repository: str, pip=run_pip, have=installed) -> None:
 
 
 def model_path() -> Path | None:
-    """The bundled model where kquant.hub looks for it (the checkout's data/, then ``cache_dir()``), or None."""
+    """The bundled model where kquant.model.hub looks for it (the checkout's data/, then ``cache_dir()``), or None."""
     for folder in (checkout_data(), cache_dir()):
         if folder is not None and (folder / MODEL).is_file():
             return folder / MODEL

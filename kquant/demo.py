@@ -5,9 +5,9 @@
 2. Check the two files are the same bytes (sha256).
 3. Run one prompt through each file: a story, a sum and a fact question.
 4. Print the table: size, bits per weight, perplexity, KL divergence and top-1 agreement
-   against F16, task accuracy, tokens per second (kquant.run.compare).
+   against F16, task accuracy, tokens per second (kquant.model.evaluate.compare).
 
-``--model`` runs it on another F16/F32 llama GGUF (for example one from ``kquant.hub.fetch``);
+``--model`` runs it on another F16/F32 llama GGUF (for example one from ``kquant.model.hub.fetch``);
 ``--keep DIR`` keeps the quantized files, which otherwise live in a temporary folder.
 """
 
@@ -19,19 +19,21 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import corpus, hub, run
-from .errors import KQuantError
-from .reference import model_quantize
-from .summary import sha256
+from kquant.errors import KQuantError
+from kquant.gguf.summary import sha256
+from kquant.model import corpus, evaluate, hub, runner
+from kquant.reference import model_quantize
 
-MIXES = ("Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q4_0", "Q3_K_M", "Q2_K")
+DEMO_MIXES = ("Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q4_0", "Q3_K_M", "Q2_K")
 STORY_PROMPT = "Once upon a time"
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="kquant demo", description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", help="an F16/F32 llama GGUF (default: the bundled model)")
-    ap.add_argument("--mixes", nargs="+", default=list(MIXES), metavar="MIX", help=f"default: {' '.join(MIXES)}")
+    ap.add_argument(
+        "--mixes", nargs="+", default=list(DEMO_MIXES), metavar="MIX", help=f"default: {' '.join(DEMO_MIXES)}"
+    )
     ap.add_argument("--keep", metavar="DIR", help="write the quantized files into DIR and keep them")
     ap.add_argument("--threads", type=int, default=1, help="llama.cpp threads (1 is fastest on a busy 2-core machine)")
     args = ap.parse_args(argv)
@@ -56,7 +58,7 @@ def main(argv=None) -> int:
 
 
 def _demo(source: Path, out: Path, mixes, threads: int) -> None:
-    from .gguf_file import quantize_gguf  # imports the mixes; only needed here
+    from kquant.quantize_file import quantize_gguf  # imports the mixes; only needed here
 
     start = time.perf_counter()
     print(f"model: {source} ({source.stat().st_size / 1e6:.1f} MB)\n")
@@ -80,10 +82,10 @@ def _demo(source: Path, out: Path, mixes, threads: int) -> None:
         files.append(ours)
 
     print("\n2. one prompt through each file (story sampled at T=0.8, seed 1; answers greedy)")
-    sum_task = next(t for t in run.held_out_tasks() if t.kind == "sums" and len(t.prompt) == len("47 + 89 ="))
-    fact_task = next(t for t in run.held_out_tasks() if t.kind == "facts")
+    sum_task = next(t for t in evaluate.held_out_tasks() if t.kind == "sums" and len(t.prompt) == len("47 + 89 ="))
+    fact_task = next(t for t in evaluate.held_out_tasks() if t.kind == "facts")
     for path in files:
-        m = run.load(path, n_ctx=256, n_threads=threads)
+        m = runner.load(path, n_ctx=256, n_threads=threads)
         story = m.generate(STORY_PROMPT, max_tokens=48, seed=1).replace("\n", " ")
         answers = [
             (t, m.generate(t.prompt, max_tokens=8, temperature=0.0).split("\n")[0]) for t in (sum_task, fact_task)
@@ -94,11 +96,11 @@ def _demo(source: Path, out: Path, mixes, threads: int) -> None:
             print(f"   {'':8s}  {t.prompt}{got}   ({mark})")
 
     print(f"\n3. held-out scores against {source.name} (the KV cache is F32, so only the weights differ)")
-    table = run.compare(files, n_threads=threads)
+    table = evaluate.compare(files, n_threads=threads)
     for r in table.rows:
         r.path = Path(_label(r.path))
     print(table)
-    n_sums = sum(t.kind == "sums" for t in run.held_out_tasks())
+    n_sums = sum(t.kind == "sums" for t in evaluate.held_out_tasks())
     print(
         f"\nsums acc: {n_sums} held-out sums, none seen in training; facts acc: the {corpus.N_FACTS} made-up "
         f"capitals it memorised;\nchanged: share of those {n_sums + corpus.N_FACTS} answers that are right in one "

@@ -15,17 +15,18 @@ import pathlib
 import sys
 from typing import NamedTuple
 
-# package (distribution name) -> (module to import, version specifier).
-# The same pins as pyproject.toml (tests/test_selftest.py checks that they agree).
-REQUIREMENTS = {
-    "numpy": ("numpy", ">=1.24"),
-    "matplotlib": ("matplotlib", ">=3.6"),
-    "ipywidgets": ("ipywidgets", ">=7.7,<9"),
-    "gguf": ("gguf", "==0.19.0"),
-    "llama-cpp-python": ("llama_cpp", "==0.3.36"),
+from kquant import colab
+
+# The packages the notebooks import (distribution name -> module). Their version specifiers
+# are read from kquant's installed metadata (colab.requirements), so they are pyproject.toml's.
+MODULES = {
+    "numpy": "numpy",
+    "matplotlib": "matplotlib",
+    "ipywidgets": "ipywidgets",
+    "gguf": "gguf",
+    "llama-cpp-python": "llama_cpp",
 }
 PYTHON = (3, 10)
-DATA = pathlib.Path(__file__).resolve().parents[1] / "data"  # the checkout's; check_model() looks where kquant.hub does
 
 OK, MISSING, NOT_YET = "ok", "missing", "not yet available"
 _MARK = {OK: "✔", MISSING: "✘", NOT_YET: "…"}
@@ -73,7 +74,7 @@ def _version_tuple(v: str) -> tuple:
 def satisfies(version: str, spec: str) -> bool:
     """Whether ``version`` meets a specifier made of ``>=``, ``<`` and ``==`` clauses, comma-separated."""
     v = _version_tuple(version)
-    for clause in spec.split(","):
+    for clause in filter(None, spec.split(",")):  # an empty specifier asks for nothing
         for op in (">=", "==", "<"):
             if clause.startswith(op):
                 bound = _version_tuple(clause[len(op) :])
@@ -87,8 +88,10 @@ def satisfies(version: str, spec: str) -> bool:
     return True
 
 
-def check_package(name: str) -> Check:
-    module, spec = REQUIREMENTS[name]
+def check_package(name: str, spec: str | None = None) -> Check:
+    """One package: installed, recent enough and importable. ``spec`` defaults to kquant's own pin."""
+    module = MODULES.get(name, name.replace("-", "_"))
+    spec = spec or colab.requirements().get(name, "")
     fix = f'pip install "{name}{spec}"'
     try:
         version = importlib.metadata.version(name)
@@ -125,7 +128,7 @@ def check_oracle() -> Check:
     try:
         import numpy as np
 
-        from . import quantize, reference
+        from kquant import quantize, reference
 
         x = np.random.default_rng(0).standard_normal((1, 256)).astype(np.float32)
         same = np.array_equal(quantize(x, "Q4_K"), reference.quantize(x, "Q4_K"))
@@ -148,7 +151,7 @@ def check_oracle() -> Check:
 
 def check_model(data: pathlib.Path | None = None) -> Check:
     if data is None:  # the checkout's data/, or the folder kquant.colab downloaded the model to
-        from . import hub
+        from kquant.model import hub
 
         data = hub.BUNDLED.parent
     found = sorted(p for p in data.glob("*.gguf") if not p.name.startswith(".")) if data.is_dir() else []
@@ -164,4 +167,4 @@ def check_model(data: pathlib.Path | None = None) -> Check:
 
 def report() -> Report:
     """Every check, in the order a fix would be needed."""
-    return Report([check_python(), *(check_package(name) for name in REQUIREMENTS), check_oracle(), check_model()])
+    return Report([check_python(), *(check_package(name) for name in MODULES), check_oracle(), check_model()])

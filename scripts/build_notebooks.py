@@ -36,6 +36,8 @@ repository's address in pyproject.toml (``[project.urls] Repository``).
 from __future__ import annotations
 
 import argparse
+import ast
+import importlib.util
 import pathlib
 import re
 import sys
@@ -122,6 +124,22 @@ def _markdown(body: str) -> str:
     return body[3:-3].strip("\n")
 
 
+def modules_used(cells) -> list[str]:
+    """Every kquant module the notebook's code cells import, read from their import statements."""
+    found = set()
+    for cell in cells:
+        if cell["cell_type"] != "code":
+            continue
+        for node in ast.walk(ast.parse(replace_regions(cell["source"], STUB))):
+            if isinstance(node, ast.Import):
+                found |= {a.name for a in node.names if a.name.split(".")[0] == "kquant"}
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "kquant":
+                for a in node.names:  # "from kquant.model import corpus" uses the module kquant.model.corpus
+                    sub = f"{node.module}.{a.name}"
+                    found.add(sub if importlib.util.find_spec(sub) is not None else node.module)
+    return sorted(found)
+
+
 def build(source: pathlib.Path) -> dict:
     notebook_id = "nb" + source.name[:2]
     exercises = {ex.name: ex for ex in exercises_of(notebook_id)}
@@ -189,7 +207,11 @@ def build(source: pathlib.Path) -> dict:
     if not cells or cells[0]["cell_type"] != "markdown":
         raise ValueError(f"{source.name}: a notebook opens with a markdown cell (its title)")
     title, _, rest = cells[0]["source"].partition("\n")
-    cells[0]["source"] = f"{title}\n\n{badge(target_of(source).name)}\n\n{rest.lstrip(chr(10))}".rstrip("\n")
+    used = ", ".join(f"`{m}`" for m in modules_used(cells))
+    cells[0]["source"] = (
+        f"{title}\n\n{badge(target_of(source).name)}\n\n{rest.lstrip(chr(10))}".rstrip("\n")
+        + f"\n\n*The kquant modules this notebook uses:* {used}."
+    )
     setup = {
         "cell_type": "code",
         "execution_count": None,

@@ -3,7 +3,7 @@
     pip install torch==2.13.0          # the optional 'train' extra; CPU is enough
     python scripts/train_model.py      # ~40 min on 2 cores; same seed, same model
 
-Every step is seeded: the corpus (kquant.corpus, seed 1), the tokenizer (learned from that
+Every step is seeded: the corpus (kquant.model.corpus, seed 1), the tokenizer (learned from that
 text), the initial weights and the order of training windows (``--seed``). Two runs with
 the same arguments and thread count give the same file. The config, seed and final losses
 go into the GGUF's metadata (key ``kquant.training``), so the file says how it was made.
@@ -34,8 +34,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from kquant import bpe, corpus  # noqa: E402
-from kquant.export import Config, config_dict, tensor_shapes, write_gguf  # noqa: E402
+from kquant.model import bpe, corpus  # noqa: E402
+from kquant.model.config import Config, config_dict, tensor_shapes  # noqa: E402
+from kquant.model.export import write_gguf  # noqa: E402
 
 try:
     import torch
@@ -156,7 +157,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default=str(ROOT / "data" / "kquant-tiny-f16.gguf"))
     ap.add_argument("--seed", type=int, default=0, help="initial weights and training-window order")
-    ap.add_argument("--corpus-seed", type=int, default=1)
+    ap.add_argument("--corpus-seed", type=int, default=corpus.TRAIN_SEED)
     ap.add_argument("--docs", type=int, default=40000, help="training documents (~15 MB of text)")
     ap.add_argument("--merges", type=int, default=700)
     ap.add_argument("--steps", type=int, default=1500)
@@ -197,8 +198,8 @@ def main(argv=None) -> int:
     def llm_tok(s, llm=llm):
         return llm.tokenize(s.encode(), add_bos=False, special=True)
 
-    val = tokenize(vocab_file, corpus.text(corpus.documents(999, 2000, held_out=True)))
-    tasks = corpus.tasks(seed=0, n_sums=100)
+    val = tokenize(vocab_file, corpus.text(corpus.documents(corpus.HELD_OUT_SEED, 2000, held_out=True)))
+    tasks = corpus.tasks(seed=corpus.TASK_CHECK_SEED, n_sums=100)
     log(f"train {len(train):,} tokens, val {len(val):,} tokens")
 
     gen = torch.Generator().manual_seed(args.seed)

@@ -21,7 +21,7 @@ TIME_LIMIT_S = 60  # the issue's promise: every notebook runs headless in under 
 
 CELL_TIMEOUT_S = 20  # any one cell; they take about a second. Also bounds nbclient's widget stall (below).
 # Cells that run a model on the held-out text or collect an imatrix take about 20 s (notebooks 08-10).
-SLOW_CELL_TIMEOUT_S, SLOW_CELLS = 60, ("run.compare(", "imatrix.collect(")
+SLOW_CELL_TIMEOUT_S, SLOW_CELLS = 60, ("evaluate.compare(", "calibrate.collect(")
 
 
 def _cell_timeout(cell) -> int:

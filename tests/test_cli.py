@@ -10,8 +10,8 @@ import pytest
 from tiny_llama import write_tiny_llama
 
 from kquant.__main__ import main
+from kquant.gguf.summary import sha256
 from kquant.reference import model_quantize as llama_quantize
-from kquant.summary import sha256
 
 
 @pytest.fixture(scope="module")

@@ -21,8 +21,10 @@ import pytest
 from local_server import LocalServer
 from notebook_tools import NOTEBOOKS, ROOT
 
-from kquant import colab, hub, samples, selftest
+from kquant import colab, selftest
 from kquant.exercises.notebook import load, source_of
+from kquant.lessons import samples
+from kquant.model import hub
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -127,7 +129,6 @@ def cache(tmp_path, monkeypatch):
     monkeypatch.setenv("KQUANT_DATA", str(folder))
     monkeypatch.delenv("KQUANT_DATA_URL", raising=False)
     monkeypatch.setattr(colab, "checkout_data", lambda: tmp_path / "no-checkout" / "data")
-    monkeypatch.setattr(hub, "CHECKOUT", tmp_path / "no-checkout" / "data" / colab.MODEL)
     monkeypatch.delitem(hub.__dict__, "BUNDLED", raising=False)  # looked up at each use (another test may have set it)
     return folder
 

@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from kquant import bpe, corpus
 from kquant.errors import KQuantError
+from kquant.model import bpe, corpus
 
 
 def test_the_same_seed_gives_the_same_text_and_another_seed_other_text():

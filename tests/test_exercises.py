@@ -16,10 +16,13 @@ from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 from notebook_tools import NOTEBOOKS, import_namespace, notebook_of, solution_function
 
 import kquant
-from kquant import gguf_anatomy, kfamily, linear, mixes, run
+from kquant import mixes
 from kquant.exercises import core
 from kquant.exercises.core import CORRECT, INCORRECT, NOT_ATTEMPTED, Exercise, Wrong, call
 from kquant.formats import q4_k
+from kquant.gguf import anatomy
+from kquant.lessons import kfamily, scale_zero_point
+from kquant.model import scores
 
 NOTEBOOK_IDS = ["nb" + p.name[:2] for p in NOTEBOOKS]
 EXERCISES = [ex for nb in NOTEBOOK_IDS for ex in core.exercises_in(importlib.import_module(f"kquant.exercises.{nb}"))]
@@ -282,13 +285,16 @@ def _mistakes():
             (lambda w, h: 10 * np.log(np.sum(w**2) / np.sum((w - h) ** 2)), "natural log"),
         ],
         "nb03-q1": [
-            (lambda w, b, B: linear.fake_quantize(w, b), "one scale for the whole tensor"),
+            (lambda w, b, B: scale_zero_point.fake_quantize(w, b), "one scale for the whole tensor"),
             (
-                lambda w, b, B: linear.fake_quantize(np.ascontiguousarray(w.T), b, "absmax", B).T,
+                lambda w, b, B: scale_zero_point.fake_quantize(np.ascontiguousarray(w.T), b, "absmax", B).T,
                 "blocks run down the columns",
             ),
-            (lambda w, b, B: linear.absmax_quantize(w, b, B).q.reshape(w.shape), "integer levels"),
-            (lambda w, b, B: linear.fake_quantize(w, b, "zero point", B), "not the nearest level of its block"),
+            (lambda w, b, B: scale_zero_point.absmax_quantize(w, b, B).q.reshape(w.shape), "integer levels"),
+            (
+                lambda w, b, B: scale_zero_point.fake_quantize(w, b, "zero point", B),
+                "not the nearest level of its block",
+            ),
         ],
         "nb03-q2": [
             (
@@ -431,26 +437,29 @@ def _mistakes():
             (lambda ne, t: 2 * math.prod(ne), "a different number of bytes"),
         ],
         "nb07-q4": [
-            (lambda n, ne, t, off: gguf_anatomy.encode_tensor_info(n, ne[::-1], t, off), "not reversed"),
+            (lambda n, ne, t, off: anatomy.encode_tensor_info(n, ne[::-1], t, off), "not reversed"),
             (
-                lambda n, ne, t, off: struct.pack(">Q", len(n)) + gguf_anatomy.encode_tensor_info(n, ne, t, off)[8:],
+                lambda n, ne, t, off: struct.pack(">Q", len(n)) + anatomy.encode_tensor_info(n, ne, t, off)[8:],
                 "little-endian uint64",
             ),
-            (lambda n, ne, t, off: gguf_anatomy.encode_tensor_info(n, ne, t, off + 32), "first difference at byte"),
+            (lambda n, ne, t, off: anatomy.encode_tensor_info(n, ne, t, off + 32), "first difference at byte"),
             (
-                lambda n, ne, t, off: struct.pack("<I", len(n)) + gguf_anatomy.encode_tensor_info(n, ne, t, off)[8:],
+                lambda n, ne, t, off: struct.pack("<I", len(n)) + anatomy.encode_tensor_info(n, ne, t, off)[8:],
                 "bytes long, expected",
             ),
         ],
         "nb08-q1": [
-            (lambda lg, t: float(np.exp(-run.log_softmax(lg)[np.arange(len(t)), t].mean())), "predicts the NEXT token"),
-            (lambda lg, t: float(run.nll(lg, t).mean()), "perplexity is exp of it"),
-            (lambda lg, t: float(2 ** run.nll(lg, t).mean()), "take exp, not 2 **"),
-            (lambda lg, t: float(np.exp(run.nll(lg, t).sum())), "do not sum them"),
+            (
+                lambda lg, t: float(np.exp(-scores.log_softmax(lg)[np.arange(len(t)), t].mean())),
+                "predicts the NEXT token",
+            ),
+            (lambda lg, t: float(scores.nll(lg, t).mean()), "perplexity is exp of it"),
+            (lambda lg, t: float(2 ** scores.nll(lg, t).mean()), "take exp, not 2 **"),
+            (lambda lg, t: float(np.exp(scores.nll(lg, t).sum())), "do not sum them"),
         ],
         "nb08-q2": [
-            (lambda r, lg: run.kl_divergence(lg, r), "KL(file ‖ reference)"),
-            (lambda r, lg: float(run.kl_per_position(r, lg).sum()), "the sum over positions"),
+            (lambda r, lg: scores.kl_divergence(lg, r), "KL(file ‖ reference)"),
+            (lambda r, lg: float(scores.kl_per_position(r, lg).sum()), "the sum over positions"),
             (lambda r, lg: float(np.mean((r - lg) ** 2)), "softmax both"),
             (lambda r, lg: 0.0, "expected about"),
         ],

@@ -1,4 +1,4 @@
-"""Specification of kquant.gguf_anatomy: a byte-by-byte GGUF reader that agrees with gguf-py's GGUFReader.
+"""Specification of kquant.gguf.anatomy: a byte-by-byte GGUF reader that agrees with gguf-py's GGUFReader.
 
 It must find every metadata pair, tensor info and data offset exactly where GGUFReader
 does, on the bundled model and on a small file written here with GGUFWriter (which has
@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from gguf import GGMLQuantizationType, GGUFReader, GGUFValueType, GGUFWriter
 
-from kquant import gguf_anatomy as A
-from kquant import hub
 from kquant.errors import KQuantError
+from kquant.gguf import anatomy as A
+from kquant.model import hub
 
 
 @pytest.fixture(scope="module")

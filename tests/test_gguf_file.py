@@ -12,12 +12,12 @@ import pytest
 from gguf import GGUFReader, GGUFWriter
 from tiny_llama import write_tiny_llama
 
-import kquant.gguf_file
+import kquant.quantize_file
 from kquant.errors import KQuantError
-from kquant.gguf_file import plan_gguf, quantize_gguf
+from kquant.gguf.summary import sha256
 from kquant.mixes import MIXES
+from kquant.quantize_file import plan_gguf, quantize_gguf
 from kquant.reference import model_quantize as llama_quantize
-from kquant.summary import sha256
 
 MODELS = {
     "4 layers, GQA 4, tied, F32": dict(n_layer=4, n_head_kv=1),
@@ -153,8 +153,8 @@ def test_a_failure_mid_write_leaves_no_partial_file_and_the_old_output_intact(
             raise failure
         return real_quantize(x, qtype)
 
-    real_quantize = kquant.gguf_file.quantize
-    monkeypatch.setattr(kquant.gguf_file, "quantize", quantize_then_fail)
+    real_quantize = kquant.quantize_file.quantize
+    monkeypatch.setattr(kquant.quantize_file, "quantize", quantize_then_fail)
     expected = KeyboardInterrupt if failure is KeyboardInterrupt else KQuantError
     with pytest.raises(expected):
         quantize_gguf(small_model, dst, "Q4_K_M", overwrite=True, progress=False)

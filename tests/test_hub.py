@@ -1,4 +1,4 @@
-"""The Hub path: kquant.hub.fetch downloads a GGUF, caches it, and falls back to the bundled
+"""The Hub path: kquant.model.hub.fetch downloads a GGUF, caches it, and falls back to the bundled
 model when offline. The Hub is played by a local HTTP server on 127.0.0.1 (HF_ENDPOINT
 points at it), never the internet.
 
@@ -15,8 +15,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from local_server import LocalServer
 
-from kquant import hub
 from kquant.errors import KQuantError
+from kquant.model import hub
 
 pytest.importorskip("huggingface_hub", reason="the Hub path needs the optional huggingface_hub")
 
@@ -90,13 +90,13 @@ def test_fetch_downloads_the_file_once_then_serves_it_from_the_cache_even_offlin
 
 
 def test_the_downloaded_model_runs_in_the_same_pipeline(hub_env, monkeypatch):
-    from kquant import run
+    from kquant.model import runner
 
     with StandIn(hub.bundled().read_bytes()) as stand_in:
         monkeypatch.setenv("HF_ENDPOINT", stand_in.url)
         path = hub.fetch(REPO, FILE)
-    model = run.load(path, n_ctx=64)
-    assert model.generate("Once upon a time", max_tokens=8, seed=1) == run.load(hub.bundled(), n_ctx=64).generate(
+    model = runner.load(path, n_ctx=64)
+    assert model.generate("Once upon a time", max_tokens=8, seed=1) == runner.load(hub.bundled(), n_ctx=64).generate(
         "Once upon a time", max_tokens=8, seed=1
     )
 

@@ -19,14 +19,15 @@ import pytest
 from gguf import GGUFReader, GGUFWriter
 from tiny_llama import write_tiny_llama
 
-from kquant import hub, imatrix, reference
+from kquant import imatrix, reference
 from kquant.__main__ import main as cli
 from kquant.errors import KQuantError
-from kquant.forward import Llama, rms_norm
-from kquant.gguf_file import plan_gguf, quantize_gguf
-from kquant.gguf_read import weights
-from kquant.imatrix import Entry, Imatrix, collect
-from kquant.summary import sha256
+from kquant.gguf.reader import weights
+from kquant.gguf.summary import sha256
+from kquant.imatrix import Entry, Imatrix
+from kquant.model import calibrate, hub
+from kquant.model.forward import Llama, rms_norm
+from kquant.quantize_file import plan_gguf, quantize_gguf
 
 MIXES = ["Q2_K", "Q3_K_M", "Q4_K_M", "Q4_0"]
 
@@ -39,8 +40,8 @@ def bundled():
 @pytest.fixture(scope="module")
 def bundled_imatrix(bundled, tmp_path_factory):
     """Four 128-token chunks of calibration text through the bundled model, saved as a file."""
-    im = collect(bundled, imatrix.calibration_text(16), n_ctx=128, n_chunks=4, dataset="calibration.txt")
-    return im.save(tmp_path_factory.mktemp("imatrix") / "bundled.imatrix.gguf")
+    im = calibrate.collect(bundled, calibrate.calibration_text(16), n_ctx=128, n_chunks=4, dataset="calibration.txt")
+    return imatrix.save(im, tmp_path_factory.mktemp("imatrix") / "bundled.imatrix.gguf")
 
 
 @pytest.fixture(scope="module")
@@ -62,11 +63,11 @@ def _random_sequences(n_vocab, lengths, seed=0):
 
 
 def test_collect_records_the_input_of_every_block_matrix_and_nothing_else(bundled):
-    im = collect(bundled, _random_sequences(bundled.cfg.n_vocab, [40, 17]))
+    im = calibrate.collect(bundled, _random_sequences(bundled.cfg.n_vocab, [40, 17]))
     roles = ["attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"]
     assert set(im.entries) == {f"blk.{i}.{r}.weight" for i in range(bundled.cfg.n_layer) for r in roles}
     # A tied model's output matmul uses token_embd.weight: neither blk.* nor output.weight, never recorded.
-    assert "token_embd.weight" not in collect(bundled, _random_sequences(958, [20]), process_output=True)
+    assert "token_embd.weight" not in calibrate.collect(bundled, _random_sequences(958, [20]), process_output=True)
     for name, e in im.entries.items():
         n_cols = bundled.weights[name].shape[1]
         assert e.in_sum2.shape == (1, n_cols) and e.in_sum2.dtype == np.float32
@@ -76,13 +77,13 @@ def test_collect_records_the_input_of_every_block_matrix_and_nothing_else(bundle
 def test_output_weight_is_recorded_only_when_asked_like_process_output(tiny):
     model = Llama.load(tiny["untied, F16"])
     seqs = _random_sequences(model.cfg.n_vocab, [30])
-    assert "output.weight" not in collect(model, seqs)
-    assert collect(model, seqs, process_output=True).entries["output.weight"].counts.tolist() == [30]
+    assert "output.weight" not in calibrate.collect(model, seqs)
+    assert calibrate.collect(model, seqs, process_output=True).entries["output.weight"].counts.tolist() == [30]
 
 
 def test_collected_sums_equal_a_direct_recomputation(bundled):
     seqs = _random_sequences(bundled.cfg.n_vocab, [64, 33], seed=1)
-    im = collect(bundled, seqs)
+    im = calibrate.collect(bundled, seqs)
     # Every matrix: the sum of squares of the inputs the forward pass multiplies, in float64.
     inputs: dict[str, list] = {}
     for s in seqs:
@@ -105,38 +106,40 @@ def test_collected_sums_equal_a_direct_recomputation(bundled):
 
 
 def test_batches_of_fewer_than_16_tokens_are_ignored_as_llama_imatrix_does(bundled):
-    im = collect(bundled, _random_sequences(bundled.cfg.n_vocab, [15, 16, 5]))
+    im = calibrate.collect(bundled, _random_sequences(bundled.cfg.n_vocab, [15, 16, 5]))
     assert im.entries["blk.0.attn_q.weight"].counts.tolist() == [16]
     with pytest.raises(KQuantError, match="fewer than 16"):
-        collect(bundled, _random_sequences(bundled.cfg.n_vocab, [15, 3]))
+        calibrate.collect(bundled, _random_sequences(bundled.cfg.n_vocab, [15, 3]))
     with pytest.raises(KQuantError, match="pass a list of sequences"):
-        collect(bundled, [0, 5, 7] * 10)
+        calibrate.collect(bundled, [0, 5, 7] * 10)
     with pytest.raises(KQuantError, match="n_ctx >= 16"):
-        collect(bundled, "Once upon a time", n_ctx=8)
+        calibrate.collect(bundled, "Once upon a time", n_ctx=8)
 
 
 def test_text_is_cut_into_chunks_that_start_with_bos_like_llama_imatrix(bundled):
-    text = imatrix.calibration_text(8)
-    tokens = imatrix.tokenize(bundled, text)
+    text = calibrate.calibration_text(8)
+    tokens = calibrate.tokenize(bundled, text)
     assert tokens[0] == 0 and tokens[1] != 0  # BOS once (the text itself does not start with <s>)
-    chunks = imatrix.chunks(bundled, text, 64)
+    chunks = calibrate.chunks(bundled, text, 64)
     assert len(chunks) == len(tokens) // 64
     for i, c in enumerate(chunks):
         assert c[0] == 0 and list(c[1:]) == tokens[i * 64 + 1 : (i + 1) * 64]
-    im = collect(bundled, text, n_ctx=64, n_chunks=3, dataset="eight documents")
+    im = calibrate.collect(bundled, text, n_ctx=64, n_chunks=3, dataset="eight documents")
     assert im.entries["blk.3.ffn_down.weight"].counts.tolist() == [3 * 64]
     assert (im.chunk_count, im.chunk_size, im.datasets) == (3, 64, ["eight documents"])
     with pytest.raises(KQuantError, match="at least 2 \\* n_ctx"):
-        collect(bundled, "Once upon a time", n_ctx=64)
+        calibrate.collect(bundled, "Once upon a time", n_ctx=64)
 
 
 def test_calibration_text_is_not_the_evaluation_or_training_text():
-    from kquant import corpus, run
+    from kquant.model import corpus
 
-    assert imatrix.CALIBRATION_SEED not in (1, run.HELD_OUT_SEED, 0)
-    assert corpus.documents(imatrix.CALIBRATION_SEED, 5, held_out=True)[0] not in imatrix.calibration_text(40, seed=7)
+    assert calibrate.CALIBRATION_SEED not in (1, corpus.HELD_OUT_SEED, 0)
+    assert corpus.documents(calibrate.CALIBRATION_SEED, 5, held_out=True)[0] not in calibrate.calibration_text(
+        40, seed=7
+    )
     with pytest.raises(KQuantError, match="evaluation"):
-        imatrix.calibration_text(seed=run.HELD_OUT_SEED)
+        calibrate.calibration_text(seed=corpus.HELD_OUT_SEED)
 
 
 def test_importance_is_sums_over_count_and_one_where_nothing_was_seen():
@@ -181,7 +184,7 @@ def _llama_cpp_collects(path, sequences, process_output=False):
     logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
     import llama_cpp
 
-    base = reference._lib().dll
+    base = reference.library().dll
     base.ggml_op_name.argtypes, base.ggml_op_name.restype = [ctypes.c_int], ctypes.c_char_p
     sums, counts = {}, {}
 
@@ -235,7 +238,7 @@ def test_collect_records_what_llama_cpp_computes_inside_its_own_graph(which, bun
     llama = bundled if which.startswith("bundled") else Llama.load(path)
     seqs = _random_sequences(llama.cfg.n_vocab, [100, 60, 12], seed=2)  # 12 tokens: below 16, ignored by both
     sums, counts = _llama_cpp_collects(path, seqs, process_output)
-    im = collect(llama, seqs, process_output=process_output)
+    im = calibrate.collect(llama, seqs, process_output=process_output)
     assert sorted(sums) == im.names()
     for name, e in im.entries.items():
         assert e.counts.tolist() == [counts[name]] == [160]
@@ -248,7 +251,7 @@ def test_collect_records_what_llama_cpp_computes_inside_its_own_graph(which, bun
 
 def _ggml_writes_imatrix(path, im: Imatrix) -> None:
     """What imatrix.cpp's save_imatrix does, call for call, with ggml's own GGUF writer (libggml-base)."""
-    lib = reference._lib().dll
+    lib = reference.library().dll
     P, i64 = ctypes.c_void_p, ctypes.c_int64
 
     class InitParams(ctypes.Structure):
@@ -303,13 +306,13 @@ def _example_imatrix() -> Imatrix:
 
 def test_save_writes_the_bytes_ggml_writes_for_llama_imatrix(tmp_path):
     im = _example_imatrix()
-    ours = im.save(tmp_path / "kquant.imatrix.gguf")
+    ours = imatrix.save(im, tmp_path / "kquant.imatrix.gguf")
     _ggml_writes_imatrix(tmp_path / "ggml.imatrix.gguf", im)
     assert ours.read_bytes() == (tmp_path / "ggml.imatrix.gguf").read_bytes()
 
 
 def test_the_file_holds_what_llama_cpp_reads_field_by_field(tmp_path):
-    path = _example_imatrix().save(tmp_path / "i.gguf")
+    path = imatrix.save(_example_imatrix(), tmp_path / "i.gguf")
     r = GGUFReader(path)
     fields = {k: (f.types, f.contents()) for k, f in r.fields.items() if not k.startswith("GGUF.")}
     assert list(fields) == ["general.type", "imatrix.datasets", "imatrix.chunk_count", "imatrix.chunk_size"]
@@ -333,7 +336,7 @@ def test_the_file_holds_what_llama_cpp_reads_field_by_field(tmp_path):
 
 def test_save_and_load_round_trip_exactly(tmp_path):
     im = _example_imatrix()
-    back = Imatrix.load(im.save(tmp_path / "i.gguf"))
+    back = imatrix.load(imatrix.save(im, tmp_path / "i.gguf"))
     assert (back.datasets, back.chunk_count, back.chunk_size, back.file) == (
         im.datasets,
         2,
@@ -350,7 +353,7 @@ def test_save_and_load_round_trip_exactly(tmp_path):
 def test_load_reads_a_file_written_by_ggml(tmp_path):
     im = _example_imatrix()
     _ggml_writes_imatrix(tmp_path / "ggml.gguf", im)
-    back = Imatrix.load(tmp_path / "ggml.gguf")
+    back = imatrix.load(tmp_path / "ggml.gguf")
     assert back.vectors().keys() == im.vectors().keys()
     assert all(back.importance(n).tobytes() == im.importance(n).tobytes() for n in im.entries)
 
@@ -375,12 +378,12 @@ def test_the_legacy_dat_format_loads_with_llama_quantizes_normalisation(tmp_path
             dataset="wiki.txt",
         )
     )
-    im = Imatrix.load(path)
+    im = imatrix.load(path)
     assert im.legacy and (im.chunk_count, im.datasets) == (10, ["wiki.txt"])
     np.testing.assert_array_equal(im.importance("blk.0.attn_q.weight"), np.float32([0.5, 2.0, 0.05]))  # values / ncall
     np.testing.assert_array_equal(im.importance("blk.0.ffn_up.weight"), np.float32([3.0, 4.0]))  # ncall 0: as stored
     (tmp_path / "bare.dat").write_bytes(_legacy_bytes({"x.weight": (1, [1.0])}))  # the trailer is optional
-    assert Imatrix.load(tmp_path / "bare.dat").chunk_count == 0
+    assert imatrix.load(tmp_path / "bare.dat").chunk_count == 0
 
 
 def _write_gguf(path, keys: dict, tensors: dict) -> None:
@@ -431,24 +434,27 @@ def test_bad_imatrix_files_get_one_clear_error(tmp_path):
         elif content is not None:
             path = content
         with pytest.raises(KQuantError, match=message):
-            Imatrix.load(path)
+            imatrix.load(path)
     good = tmp_path / "good.gguf"
     _write_gguf(good, meta, ok)
     good.write_bytes(good.read_bytes()[:-40])  # cut inside the tensor data
     with pytest.raises(KQuantError, match="truncated"):
-        Imatrix.load(good)
+        imatrix.load(good)
 
 
 def test_save_is_atomic_and_refuses_what_it_cannot_write(tmp_path):
     with pytest.raises(KQuantError, match="does not exist"):
-        _example_imatrix().save(tmp_path / "nowhere" / "i.gguf")
+        imatrix.save(_example_imatrix(), tmp_path / "nowhere" / "i.gguf")
     with pytest.raises(KQuantError, match="no entries"):
-        Imatrix({}, ["d"]).save(tmp_path / "i.gguf")
+        imatrix.save(Imatrix({}, ["d"]), tmp_path / "i.gguf")
     with pytest.raises(KQuantError, match="one count per row"):
-        Imatrix({"a.weight": Entry(np.ones((2, 32), np.float32), np.array([5]))}, ["d"]).save(tmp_path / "i.gguf")
+        imatrix.save(
+            Imatrix({"a.weight": Entry(np.ones((2, 32), np.float32), np.array([5]))}, ["d"]), tmp_path / "i.gguf"
+        )
     with pytest.raises(KQuantError, match="legacy .dat"):
-        Imatrix({"a.weight": Entry(np.ones((1, 32), np.float32), np.array([5]))}, ["d"], legacy=True).save(
-            tmp_path / "i.gguf"
+        imatrix.save(
+            Imatrix({"a.weight": Entry(np.ones((1, 32), np.float32), np.array([5]))}, ["d"], legacy=True),
+            tmp_path / "i.gguf",
         )
     assert list(tmp_path.iterdir()) == []
 
@@ -480,7 +486,7 @@ def _assert_every_tensor_is_ggmls_encode(src, out, vectors: dict):
 def test_the_bundled_model_quantized_with_an_imatrix_is_llama_quantizes_file(mix, bundled_imatrix, tmp_path):
     src = hub.bundled()
     ours = quantize_gguf(src, tmp_path / "kquant.gguf", mix, imatrix=bundled_imatrix, progress=False).path
-    _assert_every_tensor_is_ggmls_encode(src, ours, Imatrix.load(bundled_imatrix).vectors())
+    _assert_every_tensor_is_ggmls_encode(src, ours, imatrix.load(bundled_imatrix).vectors())
     theirs = reference.model_quantize(src, tmp_path / "llama.gguf", mix, imatrix=bundled_imatrix)
     assert sha256(ours) == sha256(theirs)
     # ... and the imatrix mattered: ffn_up of layer 1 is not its plain encode.
@@ -496,10 +502,10 @@ def test_the_bundled_model_quantized_with_an_imatrix_is_llama_quantizes_file(mix
 def test_tiny_models_quantized_with_a_collected_imatrix_equal_llama_quantize(model, mix, tiny, tmp_path):
     src = tiny[model]
     llama = Llama.load(src)
-    im = collect(
+    im = calibrate.collect(
         llama, _random_sequences(llama.cfg.n_vocab, [48, 48]), n_ctx=48, process_output=True, dataset="random ids"
     )
-    path = im.save(tmp_path / "tiny.imatrix.gguf")
+    path = imatrix.save(im, tmp_path / "tiny.imatrix.gguf")
     ours = quantize_gguf(src, tmp_path / "kquant.gguf", mix, imatrix=path, progress=False).path
     _assert_every_tensor_is_ggmls_encode(src, ours, im.vectors())
     assert sha256(ours) == sha256(reference.model_quantize(src, tmp_path / "llama.gguf", mix, imatrix=path))
@@ -531,7 +537,7 @@ def test_missing_entries_are_quantized_without_and_expert_tensors_get_one_slice_
             entries[t.name] = Entry(
                 (rng.random((n_mat, shape[-1])) ** 4 * 100).astype(np.float32), rng.integers(0, 3, n_mat) * 64
             )
-    path = Imatrix(entries, ["random"], 1, 64).save(tmp_path / "moe.imatrix.gguf")
+    path = imatrix.save(Imatrix(entries, ["random"], 1, 64), tmp_path / "moe.imatrix.gguf")
     for mix in ("Q4_K_M", "Q2_K"):
         ours = quantize_gguf(src, tmp_path / f"{mix}.kquant.gguf", mix, imatrix=path, progress=False).path
         assert sha256(ours) == sha256(reference.model_quantize(src, tmp_path / f"{mix}.llama.gguf", mix, imatrix=path))
@@ -576,7 +582,7 @@ def test_llama_quantizes_imatrix_keys_come_after_file_type(bundled_imatrix, tmp_
     out = quantize_gguf(hub.bundled(), tmp_path / "q.gguf", "Q4_K_M", imatrix=bundled_imatrix, progress=False).path
     summary = quantize_gguf(hub.bundled(), tmp_path / "q2.gguf", "Q4_K_M", imatrix=bundled_imatrix, progress=False)
     weighted = {r.name for r in summary.rows if r.reason.endswith("weighted by its imatrix entry")}
-    assert weighted == set(Imatrix.load(bundled_imatrix).entries)  # every blk.* matrix; not token_embd, not the norms
+    assert weighted == set(imatrix.load(bundled_imatrix).entries)  # every blk.* matrix; not token_embd, not the norms
     fields = GGUFReader(out).fields
     assert list(fields)[-6:] == [
         "general.quantization_version",

@@ -1,11 +1,11 @@
-"""Specification of kquant.kfamily (the five k-quant layouts) and samples.model_weights."""
+"""Specification of kquant.lessons.kfamily (the five k-quant layouts) and samples.model_weights."""
 
 import numpy as np
 import pytest
 
 import kquant
-from kquant import kfamily, samples
 from kquant.errors import KQuantError
+from kquant.lessons import kfamily, samples
 
 
 @pytest.mark.parametrize("name", list(kfamily.LAYOUTS))
@@ -43,7 +43,7 @@ def test_model_weights_are_real_matrices_of_the_bundled_model_and_say_so():
 
 
 def test_model_weights_fall_back_to_synthetic_weights_when_the_model_is_absent(monkeypatch, tmp_path):
-    from kquant import hub
+    from kquant.model import hub
 
     monkeypatch.setattr(hub, "BUNDLED", tmp_path / "missing.gguf")
     sample = samples.model_weights()

@@ -12,8 +12,8 @@ from gguf import GGUFReader
 from tiny_llama import write_tiny_llama
 
 from kquant.errors import KQuantError
-from kquant.gguf_file import plan_gguf
 from kquant.mixes import MIXES, ModelParams, TensorSpec, category, get_mix, llama_order, plan, use_more_bits
+from kquant.quantize_file import plan_gguf
 from kquant.reference import model_quantize as llama_quantize
 
 
@@ -193,7 +193,7 @@ def test_explicit_output_and_token_embedding_types_win():
 
 
 def test_bad_options_are_one_clear_error():
-    with pytest.raises(KQuantError, match="unknown tensor type 'Q9_K'"):
+    with pytest.raises(KQuantError, match="unknown ggml type 'Q9_K'"):
         plan(llama_tensors(1), ModelParams(1, 4, 4), "Q4_K_M", overrides={"attn": "Q9_K"})
     moe = [TensorSpec("ffn_down_exps.weight", (8, 256, 256), T.F32)]
     with pytest.raises(KQuantError, match="cannot tell its layer"):

@@ -1,9 +1,9 @@
-"""The bundled model and its export: llama.cpp computes what kquant.forward (numpy) computes.
+"""The bundled model and its export: llama.cpp computes what kquant.model.forward (numpy) computes.
 
 kquant/forward.py is a readable numpy llama; if llama.cpp's logits on held-out text equal its
 logits, then the file means what the trainer meant: tensor names, layouts, RoPE pairing,
 grouped-query attention, norms and the tokenizer all agree. The KV cache is F32 on the
-llama.cpp side, as everywhere in kquant.run (the default F16 cache alone moves logits by
+llama.cpp side, as everywhere in kquant.model.evaluate (the default F16 cache alone moves logits by
 about 6e-3; tiny-model-notes.md §2).
 """
 
@@ -15,20 +15,21 @@ import numpy as np
 import pytest
 from gguf import GGUFReader
 
-from kquant import bpe, corpus, hub, run
 from kquant.errors import KQuantError
-from kquant.export import Config, tensor_shapes, write_gguf
-from kquant.forward import Llama
+from kquant.model import bpe, corpus, hub, runner
+from kquant.model.config import Config, tensor_shapes
+from kquant.model.export import write_gguf
+from kquant.model.forward import Llama
 
 
-def _held_out_ids(model: run.Model, n: int = 200) -> list[int]:
-    ids = model.tokenize(corpus.text(corpus.documents(run.HELD_OUT_SEED, 6, held_out=True)))
+def _held_out_ids(model: runner.LlamaCppModel, n: int = 200) -> list[int]:
+    ids = model.tokenize(corpus.text(corpus.documents(corpus.HELD_OUT_SEED, 6, held_out=True)))
     assert len(ids) >= n
     return ids[:n]
 
 
 def _random_model(tmp_path, name="random.gguf", cfg=None, permute_qk=False, dtype="F32"):
-    """A random llama with sharp q/k (so a RoPE mistake shows), written with kquant.export."""
+    """A random llama with sharp q/k (so a RoPE mistake shows), written with kquant.model.export."""
     cfg = cfg or Config(n_vocab=300, n_ctx=128, n_embd=256, n_layer=2, n_head=4, n_head_kv=2, n_ff=256)
     rng = np.random.default_rng(0)
     w = {}
@@ -51,7 +52,7 @@ def _random_model(tmp_path, name="random.gguf", cfg=None, permute_qk=False, dtyp
 
 def test_llama_cpp_logits_equal_the_numpy_forward_pass_for_an_exported_f32_model(tmp_path):
     path, _ = _random_model(tmp_path)
-    m = run.load(path)
+    m = runner.load(path)
     ids = list(np.random.default_rng(1).integers(2, 300, size=100))
     diff = np.abs(m.logits(ids) - Llama.load(path).logits(ids)).max()
     assert diff < 1e-4
@@ -63,12 +64,12 @@ def test_the_comparison_notices_a_wrong_rope_pairing(tmp_path):
     bad, _ = _random_model(tmp_path, "bad.gguf", permute_qk=True)
     ids = list(np.random.default_rng(1).integers(2, 300, size=100))
     reference = Llama.load(good).logits(ids)
-    assert np.abs(run.load(bad).logits(ids) - reference).max() > 0.05
+    assert np.abs(runner.load(bad).logits(ids) - reference).max() > 0.05
 
 
 def test_the_bundled_model_gives_llama_cpps_logits_in_numpy():
     path = hub.bundled()
-    m = run.load(path)
+    m = runner.load(path)
     ids = _held_out_ids(m)
     ours, theirs = Llama.load(path).logits(ids), m.logits(ids)
     # F16 weights: llama.cpp's CPU matmul rounds the activations to F16 too, numpy does not.
@@ -100,8 +101,8 @@ def test_the_bundled_model_records_how_it_was_trained():
 
 
 def test_the_tokenizer_round_trips_held_out_text_and_keeps_digits_apart():
-    m = run.load(hub.bundled())
-    text = "\n".join(corpus.documents(run.HELD_OUT_SEED, 20, held_out=True))
+    m = runner.load(hub.bundled())
+    text = "\n".join(corpus.documents(corpus.HELD_OUT_SEED, 20, held_out=True))
     ids = m.tokenize(text)
     assert m.detokenize(ids) == text
     assert [m.detokenize([i]) for i in m.tokenize("347 + 589 = 936")] == [
@@ -138,7 +139,7 @@ def test_export_refuses_bad_weights_and_leaves_no_file(tmp_path):
 
 
 def test_q4_k_m_gives_some_layers_more_bits_and_the_file_stays_small():
-    from kquant.gguf_file import plan_gguf
+    from kquant.quantize_file import plan_gguf
 
     six = {c.name for c in plan_gguf(hub.bundled(), "Q4_K_M") if c.type.name == "Q6_K"}
     # use_more_bits(i, 8): i < 1, i >= 7, or (i - 1) % 3 == 2 (llama-quant.cpp)
@@ -146,7 +147,7 @@ def test_q4_k_m_gives_some_layers_more_bits_and_the_file_stays_small():
     assert hub.bundled().stat().st_size < 20e6
 
 
-# Quantized files: kquant.forward decodes the weights exactly (kquant.dequantize equals ggml's
+# Quantized files: kquant.model.forward decodes the weights exactly (kquant.dequantize equals ggml's
 # dequantizers) but multiplies them with float32 activations, while llama.cpp's CPU kernels
 # first round the activations to 8 bits: Q8_0 blocks of 32 for Q8_0/Q4_0/Q5_0 weights, Q8_1 for
 # Q4_1/Q5_1, Q8_K blocks of 256 (one float scale per 256 values, so coarser) for the K-quants.
@@ -160,10 +161,10 @@ QUANTIZED_TOLERANCE = {"rms": 0.06, "max": 0.3, "top1": 0.98}
 
 @pytest.mark.parametrize("mix", ["Q8_0", "Q4_1", "Q2_K", "Q4_K_M"])  # the Q8_0, Q8_1 and Q8_K activation paths
 def test_a_quantized_files_numpy_logits_are_close_to_llama_cpps(mix, tmp_path):
-    from kquant.gguf_file import quantize_gguf
+    from kquant.quantize_file import quantize_gguf
 
     path = quantize_gguf(hub.bundled(), tmp_path / f"{mix}.gguf", mix, progress=False).path
-    m = run.load(path)
+    m = runner.load(path)
     ids = _held_out_ids(m)
     ours, theirs = Llama.load(path).logits(ids), m.logits(ids)
     assert np.sqrt(((ours - theirs) ** 2).mean()) < QUANTIZED_TOLERANCE["rms"]
@@ -193,7 +194,7 @@ def test_the_forward_pass_shows_every_matmul_input_and_every_layers_output():
         ("token_embd.weight", (5, c.n_embd), np.float32)
     ]  # tied: the output matmul uses token_embd
     assert len(f.layers) == c.n_layer and all(x.shape == (5, c.n_embd) for x in f.layers)
-    from kquant.forward import rms_norm
+    from kquant.model.forward import rms_norm
 
     last = rms_norm(f.layers[-1], model.weights["output_norm.weight"], c.norm_eps)
     np.testing.assert_allclose(last @ model.weights["token_embd.weight"].T, f.logits, rtol=1e-5, atol=1e-5)
@@ -206,7 +207,7 @@ def test_the_forward_pass_refuses_types_it_cannot_decode(tmp_path):
     src = GGUFReader(hub.bundled())
     w = GGUFWriter(tmp_path / "iq.gguf", "llama")
     del w.kv_data[0]["general.architecture"]
-    from kquant.gguf_read import metadata
+    from kquant.gguf.reader import metadata
 
     for key, value, vtype, sub in metadata(src):
         w.add_key_value(key, value, vtype, sub_type=sub)
@@ -224,8 +225,8 @@ def test_the_forward_pass_refuses_types_it_cannot_decode(tmp_path):
 
 
 def test_layer_errors_locate_where_a_quantized_file_departs_from_the_reference(tmp_path):
-    from kquant.forward import layer_errors
-    from kquant.gguf_file import quantize_gguf
+    from kquant.model.forward import layer_errors
+    from kquant.quantize_file import quantize_gguf
 
     f16 = Llama.load(hub.bundled())
     ids = list(range(2, 66))
@@ -238,8 +239,8 @@ def test_layer_errors_locate_where_a_quantized_file_departs_from_the_reference(t
 
 
 def test_matmul_errors_measure_each_matrix_on_the_references_own_inputs(tmp_path):
-    from kquant.forward import matmul_errors
-    from kquant.gguf_file import quantize_gguf
+    from kquant.model.forward import matmul_errors
+    from kquant.quantize_file import quantize_gguf
 
     f16 = Llama.load(hub.bundled())
     ids = list(range(2, 66))
@@ -261,7 +262,9 @@ def test_the_forward_pass_refuses_models_it_does_not_run(tmp_path):
     from tiny_llama import write_tiny_llama
 
     moe = write_tiny_llama(tmp_path / "moe.gguf", n_layer=1, n_expert=8, n_ff=256, rows=16)
-    with pytest.raises(KQuantError, match="mixture-of-experts llama; kquant.forward runs dense llama models only"):
+    with pytest.raises(
+        KQuantError, match="mixture-of-experts llama; kquant.model.forward runs dense llama models only"
+    ):
         Llama.load(moe)
     with pytest.raises(KQuantError, match="tokens must be a non-empty 1-D sequence of integer token ids"):
         Llama.load(hub.bundled()).logits([])

@@ -275,8 +275,8 @@ def test_library_path_points_at_ggml_base():
 
 
 def test_missing_library_raises_oracle_unavailable(monkeypatch):
-    monkeypatch.setattr(reference, "_candidate_folders", lambda: iter(()))
-    reference._lib.cache_clear()
+    monkeypatch.setattr(reference.ggml, "_candidate_folders", lambda: iter(()))
+    reference.ggml.library.cache_clear()
     try:
         assert reference.available() is False
         with pytest.raises(reference.OracleUnavailable, match=r"pip install llama-cpp-python==0\.3\.36"):
@@ -284,4 +284,4 @@ def test_missing_library_raises_oracle_unavailable(monkeypatch):
         assert issubclass(reference.OracleUnavailable, KQuantError)
     finally:
         monkeypatch.undo()
-        reference._lib.cache_clear()  # the next test loads the real library again
+        reference.ggml.library.cache_clear()  # the next test loads the real library again

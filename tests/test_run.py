@@ -1,13 +1,13 @@
-"""kquant.run: load, generate and score GGUF files with llama.cpp; and the demo built on it."""
+"""kquant.model.evaluate: load, generate and score GGUF files with llama.cpp; and the demo built on it."""
 
 from __future__ import annotations
 
 import pytest
 
-from kquant import corpus, hub, run
 from kquant.demo import main as demo_main
 from kquant.errors import KQuantError
-from kquant.gguf_file import quantize_gguf
+from kquant.model import corpus, evaluate, hub, runner
+from kquant.quantize_file import quantize_gguf
 
 MIXES = ("Q8_0", "Q4_K_M", "Q2_K")
 
@@ -19,7 +19,7 @@ def table(tmp_path_factory):
     files = [hub.bundled()]
     for mix in MIXES:
         files.append(quantize_gguf(hub.bundled(), d / f"tiny-{mix}.gguf", mix, progress=False).path)
-    return run.compare(files)
+    return evaluate.compare(files)
 
 
 def _row(table, name):
@@ -29,7 +29,7 @@ def _row(table, name):
 def test_the_reference_compared_with_itself_has_zero_kl_and_full_agreement(table):
     ref = table.rows[0]
     assert ref.kl == 0.0 and ref.top1 == 1.0
-    again = run.evaluate(ref.path, ref)
+    again = evaluate.evaluate(ref.path, ref)
     assert again.kl < 1e-12 and again.top1 == 1.0 and again.perplexity == ref.perplexity
 
 
@@ -57,24 +57,24 @@ def test_f16_answers_the_tasks_and_q2_k_visibly_loses_some(table):
 
 
 def test_a_task_counts_as_right_exactly_when_greedy_decoding_writes_the_answer():
-    m = run.load(hub.bundled())
+    m = runner.load(hub.bundled())
     checked = {True: 0, False: 0}
-    for t in run.held_out_tasks(n_sums=40)[:40] + run.held_out_tasks()[-10:]:
+    for t in evaluate.held_out_tasks(n_sums=40)[:40] + evaluate.held_out_tasks()[-10:]:
         greedy = m.generate(t.prompt, max_tokens=8, temperature=0.0)
-        right = run.task_accuracy(m, [t])[t.kind] == 1.0
+        right = evaluate.task_accuracy(m, [t])[t.kind] == 1.0
         assert right == greedy.startswith(t.answer), (t, greedy)
         checked[right] += 1
     assert checked[True] and checked[False]  # both outcomes were exercised
 
 
 def test_a_wrong_answer_is_never_counted_right():
-    m = run.load(hub.bundled())
-    tasks = [corpus.Task("sums", t.prompt, " 99999\n") for t in run.held_out_tasks(n_sums=12) if t.kind == "sums"]
-    assert run.task_accuracy(m, tasks) == {"sums": 0.0}
+    m = runner.load(hub.bundled())
+    tasks = [corpus.Task("sums", t.prompt, " 99999\n") for t in evaluate.held_out_tasks(n_sums=12) if t.kind == "sums"]
+    assert evaluate.task_accuracy(m, tasks) == {"sums": 0.0}
 
 
 def test_generation_is_reproducible_from_its_seed():
-    m = run.load(hub.bundled())
+    m = runner.load(hub.bundled())
     a, b = m.generate("Once upon a time", max_tokens=30, seed=7), m.generate("Once upon a time", max_tokens=30, seed=7)
     assert a == b and len(a) > 40
 
@@ -88,12 +88,12 @@ def test_the_table_shows_every_file_and_every_measure(table):
 
 def test_loading_a_missing_or_foreign_file_is_a_clear_error(tmp_path):
     with pytest.raises(KQuantError, match="no such file"):
-        run.load(tmp_path / "missing.gguf")
+        runner.load(tmp_path / "missing.gguf")
     (tmp_path / "notes.txt").write_text("hello")
     with pytest.raises(KQuantError, match="not a GGUF file"):
-        run.load(tmp_path / "notes.txt")
+        runner.load(tmp_path / "notes.txt")
     with pytest.raises(KQuantError, match="at least one"):
-        run.compare([])
+        evaluate.compare([])
 
 
 def test_the_demo_quantizes_checks_the_bytes_runs_and_prints_the_table(capsys, tmp_path):
@@ -115,6 +115,6 @@ def test_kl_refuses_to_compare_different_models(tmp_path):
     from test_model import _random_model  # pytest puts tests/ on sys.path
 
     other, _ = _random_model(tmp_path)
-    ref = run.evaluate(hub.bundled(), n_docs=2, n_sums=6, speed_tokens=4)
+    ref = evaluate.evaluate(hub.bundled(), n_docs=2, n_sums=6, speed_tokens=4)
     with pytest.raises(KQuantError, match="tokenizes the held-out text differently"):
-        run.evaluate(other, ref, n_docs=2, n_sums=6, speed_tokens=4)
+        evaluate.evaluate(other, ref, n_docs=2, n_sums=6, speed_tokens=4)

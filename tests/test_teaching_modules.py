@@ -10,9 +10,10 @@ import gguf
 import numpy as np
 import pytest
 
-from kquant import KQuantError, linear, memory, metrics, rounding, samples, scale_search, selftest
+from kquant import KQuantError, colab, selftest
 from kquant.exercises import notebook
 from kquant.formats import q4_k
+from kquant.lessons import memory, metrics, rounding, samples, scale_search, scale_zero_point
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -90,31 +91,31 @@ def test_float_limits_are_the_known_ones():
 # --- linear, metrics, memory ------------------------------------------------------------
 
 
-@pytest.mark.parametrize("scheme", list(linear.SCHEMES))
+@pytest.mark.parametrize("scheme", list(scale_zero_point.SCHEMES))
 @pytest.mark.parametrize("block_size", [None, 8, 32, 128])
 def test_every_weight_inside_the_grid_is_within_half_a_step(scheme, block_size):
     w = samples.synthetic_weights(16, 128, seed=3)
-    qz = linear.SCHEMES[scheme](w, 4, block_size)
+    qz = scale_zero_point.SCHEMES[scheme](w, 4, block_size)
     err = np.abs(w.astype(np.float64) - qz.dequantize()).reshape(qz.q.shape)
     assert np.all(err <= qz.scale / 2 + 1e-12)
 
 
 def test_absmax_levels_are_symmetric_and_the_largest_weight_is_exact():
     w = np.array([[-0.7, 0.1, 0.35, 0.0]])
-    qz = linear.absmax_quantize(w, 4)
+    qz = scale_zero_point.absmax_quantize(w, 4)
     assert qz.q.tolist() == [[-7, 1, 4, 0]] and qz.dequantize()[0, 0] == -0.7
 
 
 def test_zero_point_stores_zero_exactly_and_uses_the_whole_range():
     w = np.abs(samples.synthetic_weights(8, 64, seed=4)) + 0.01  # all positive: the range widens down to 0
-    qz = linear.zero_point_quantize(np.concatenate([w, np.zeros((8, 64))], axis=1), 4)
+    qz = scale_zero_point.zero_point_quantize(np.concatenate([w, np.zeros((8, 64))], axis=1), 4)
     assert np.all(qz.dequantize()[:, 64:] == 0)
     assert qz.q.min() == 0 and qz.q.max() == 15
 
 
 def test_an_all_zero_block_stays_zero():
-    for scheme in linear.SCHEMES:
-        assert np.all(linear.fake_quantize(np.zeros((2, 32)), 4, scheme, 32) == 0)
+    for scheme in scale_zero_point.SCHEMES:
+        assert np.all(scale_zero_point.fake_quantize(np.zeros((2, 32)), 4, scheme, 32) == 0)
 
 
 @pytest.mark.parametrize(
@@ -128,16 +129,16 @@ def test_an_all_zero_block_stays_zero():
 )
 def test_linear_refuses_bad_input_in_one_line(args, fragment):
     with pytest.raises(KQuantError, match=fragment):
-        linear.fake_quantize(*args)
+        scale_zero_point.fake_quantize(*args)
 
 
 def test_scale_overhead_makes_q4_0_four_and_a_half_bits():
-    assert linear.bits_per_weight(4, 32) == 4.5 and linear.bits_per_weight(8, 32) == 8.5
+    assert scale_zero_point.bits_per_weight(4, 32) == 4.5 and scale_zero_point.bits_per_weight(8, 32) == 8.5
 
 
 def test_one_outlier_is_scaled_and_masked_out():
     w = samples.synthetic_weights(4, 32, seed=5)
-    w2, others = linear.scale_largest(w, 10)
+    w2, others = scale_zero_point.scale_largest(w, 10)
     i = np.argmax(np.abs(w))
     assert w2.flat[i] == pytest.approx(10 * w.flat[i]) and not others.flat[i] and others.sum() == w.size - 1
     assert np.array_equal(w2[others], w[others].astype(np.float64))
@@ -167,7 +168,7 @@ def test_example_weights_are_the_bundled_models_and_say_so():
 
 
 def test_example_weights_fall_back_to_the_synthetic_stand_in_without_the_model(monkeypatch, tmp_path):
-    from kquant import hub
+    from kquant.model import hub
 
     monkeypatch.setattr(hub, "BUNDLED", tmp_path / "missing.gguf")
     sample = samples.example_weights()
@@ -228,8 +229,9 @@ def test_selftest_pins_are_the_ones_pyproject_promises():
     for dep in deps:
         name = dep.split(">")[0].split("<")[0].split("=")[0].strip()
         pins[name] = dep[len(name) :].replace(" ", "")
-    for name, (_module, spec) in selftest.REQUIREMENTS.items():
-        assert sorted(spec.split(",")) == sorted(pins[name].split(",")), name
+    installed = colab.requirements()  # what the self-test checks against: kquant's installed metadata
+    for name in selftest.MODULES:
+        assert sorted(installed[name].split(",")) == sorted(pins[name].split(",")), name
 
 
 def test_selftest_passes_in_this_environment():
@@ -237,12 +239,10 @@ def test_selftest_passes_in_this_environment():
     assert report, repr(report)
 
 
-def test_a_missing_or_wrong_package_is_reported_with_a_one_line_fix(monkeypatch):
-    monkeypatch.setitem(selftest.REQUIREMENTS, "no-such-package-kq", ("no_such_package_kq", ">=1"))
-    check = selftest.check_package("no-such-package-kq")
+def test_a_missing_or_wrong_package_is_reported_with_a_one_line_fix():
+    check = selftest.check_package("no-such-package-kq", ">=1")
     assert check.status == selftest.MISSING and 'pip install "no-such-package-kq>=1"' in repr(check)
-    monkeypatch.setitem(selftest.REQUIREMENTS, "numpy", ("numpy", ">=99"))
-    assert "the workbook needs >=99" in repr(selftest.check_package("numpy"))
+    assert "the workbook needs >=99" in repr(selftest.check_package("numpy", ">=99"))
     assert not selftest.Report([check]) and "fix the lines marked" in repr(selftest.Report([check]))
 
 

@@ -12,6 +12,6 @@ mode for nbgrader); ``notebook`` the shipped-vs-solutions convention of the answ
 cells (read its docstring before editing a notebook's exercises).
 """
 
-from .core import CheckResult, Exercise, Message, exercises_in
+from kquant.exercises.core import CheckResult, Exercise, Message, exercises_in
 
 __all__ = ["CheckResult", "Exercise", "Message", "exercises_in"]

@@ -12,8 +12,8 @@ import argparse
 import pathlib
 import sys
 
-from ..errors import KQuantError
-from .notebook import as_shipped, load, save, with_solutions
+from kquant.errors import KQuantError
+from kquant.exercises.notebook import as_shipped, load, save, with_solutions
 
 
 def main(argv=None) -> int:

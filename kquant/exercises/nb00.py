@@ -4,7 +4,7 @@ import math
 
 import numpy as np
 
-from .core import Exercise, Wrong, as_array, as_number, call
+from kquant.exercises.core import Exercise, Wrong, as_array, as_number, call
 
 
 def _check_levels(fn, rng):

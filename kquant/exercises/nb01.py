@@ -2,9 +2,9 @@
 
 import numpy as np
 
-from .. import rounding
-from ..memory import GB, GIB
-from .core import Exercise, Wrong, as_array, as_number, call
+from kquant.exercises.core import Exercise, Wrong, as_array, as_number, call
+from kquant.lessons import rounding
+from kquant.lessons.memory import GB, GIB
 
 
 def _check_to_fixed(fn, rng):

@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from .. import linear, metrics
-from .core import Exercise, Wrong, as_array, as_number, call
+from kquant.exercises.core import Exercise, Wrong, as_array, as_number, call
+from kquant.lessons import metrics, scale_zero_point
 
 
 def _tensors(rng):
@@ -15,7 +15,7 @@ def _tensors(rng):
     yield "an all-negative tensor", -np.abs(g) - 0.05
 
 
-def _levels_match(got_q, want: linear.Quantized, w, what: str) -> None:
+def _levels_match(got_q, want: scale_zero_point.Quantized, w, what: str) -> None:
     """Levels must equal ours except at exact rounding ties (where float order may differ)."""
     want_q = want.q.reshape(w.shape)
     if not np.all(got_q == np.round(got_q)):
@@ -47,7 +47,7 @@ def _check_absmax(fn, rng):
             q, scale = _unpack(call(fn, w, bits), 2, "q, scale", what)
             q = as_array(q, w.shape, f"{what}: q")
             scale = as_number(scale, f"{what}: scale")
-            want = linear.absmax_quantize(w, bits)
+            want = scale_zero_point.absmax_quantize(w, bits)
             amax, qmax = np.abs(w).max(), 2 ** (bits - 1) - 1
             if not np.isclose(scale, want.scale[0, 0], rtol=1e-9):
                 for wrong, why in [
@@ -98,7 +98,7 @@ def _check_zero_point(fn, rng):
             q = as_array(q, w.shape, f"{what}: q")
             scale = as_number(scale, f"{what}: scale")
             zero = as_number(zero, f"{what}: zero")
-            want = linear.zero_point_quantize(w, bits)
+            want = scale_zero_point.zero_point_quantize(w, bits)
             top = 2**bits - 1
             if not np.isclose(scale, want.scale[0, 0], rtol=1e-9):
                 if np.isclose(scale, (w.max() - w.min()) / top, rtol=1e-9):

@@ -2,9 +2,9 @@
 
 import numpy as np
 
-from .. import linear
-from ..formats import q4_0
-from .core import Exercise, Wrong, as_array, as_bytes, call, same_bytes
+from kquant.exercises.core import Exercise, Wrong, as_array, as_bytes, call, same_bytes
+from kquant.formats import q4_0
+from kquant.lessons import scale_zero_point
 
 
 def _check_blockwise(fn, rng):
@@ -12,10 +12,10 @@ def _check_blockwise(fn, rng):
         w = rng.standard_t(4, (64, 128)) * 0.02
         what = f"blockwise_absmax(w, {bits}, {block_size})"
         got = as_array(call(fn, w, bits, block_size), w.shape, what)
-        want = linear.fake_quantize(w, bits, "absmax", block_size)
+        want = scale_zero_point.fake_quantize(w, bits, "absmax", block_size)
         if np.allclose(got, want, rtol=1e-9, atol=1e-12):
             continue
-        if np.allclose(got, linear.fake_quantize(w, bits, "absmax"), rtol=1e-9, atol=1e-12):
+        if np.allclose(got, scale_zero_point.fake_quantize(w, bits, "absmax"), rtol=1e-9, atol=1e-12):
             raise Wrong(
                 f"{what}: this uses one scale for the whole tensor; give each run of {block_size} weights along a "
                 "row its own"
@@ -42,7 +42,7 @@ def _check_blockwise(fn, rng):
 def _blocks_down_columns(got, w, bits, block_size) -> bool:
     if w.shape[0] % block_size:
         return False
-    t = linear.fake_quantize(np.ascontiguousarray(w.T), bits, "absmax", block_size).T
+    t = scale_zero_point.fake_quantize(np.ascontiguousarray(w.T), bits, "absmax", block_size).T
     return np.allclose(got, t)
 
 

@@ -2,9 +2,19 @@
 
 import numpy as np
 
-from .. import reference
-from ..formats import q4_k
-from .core import Exercise, Wrong, as_array, as_bytes, as_number, call, digest, random_k_block, same_bytes
+from kquant import reference
+from kquant.exercises.core import (
+    Exercise,
+    Wrong,
+    as_array,
+    as_bytes,
+    as_number,
+    call,
+    digest,
+    random_k_block,
+    same_bytes,
+)
+from kquant.formats import q4_k
 
 
 def _random_scale_bytes(rng) -> np.ndarray:

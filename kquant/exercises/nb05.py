@@ -2,9 +2,9 @@
 
 import numpy as np
 
-from .. import kfamily, metrics
-from ..formats import dequantize, get_format, q5_k, quantize
-from .core import Exercise, Wrong, as_array, as_number, call, random_k_block
+from kquant.exercises.core import Exercise, Wrong, as_array, as_number, call, random_k_block
+from kquant.formats import dequantize, get_format, q5_k, quantize
+from kquant.lessons import kfamily, metrics
 
 
 def _check_block_bytes(fn, rng):

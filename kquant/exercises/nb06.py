@@ -4,8 +4,8 @@ import math
 
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
-from .. import mixes
-from .core import Exercise, Wrong, as_number, call
+from kquant import mixes
+from kquant.exercises.core import Exercise, Wrong, as_number, call
 
 KINDS = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
 

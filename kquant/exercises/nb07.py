@@ -5,8 +5,8 @@ import struct
 
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
-from .. import gguf_anatomy
-from .core import Exercise, Wrong, as_bytes, as_number, call, digest, same_bytes
+from kquant.exercises.core import Exercise, Wrong, as_bytes, as_number, call, digest, same_bytes
+from kquant.gguf import anatomy
 
 
 def _random_header(rng) -> bytes:
@@ -19,7 +19,7 @@ def _check_read_header(fn, rng):
     for k, raw in enumerate(headers):
         what = f"read_header(<24 bytes>) (header {k + 1})"
         got = call(fn, raw)
-        want = tuple(gguf_anatomy.parse_header(raw)[1:])
+        want = tuple(anatomy.parse_header(raw)[1:])
         if not isinstance(got, (tuple, list)):
             raise Wrong(f"{what} should return a tuple (version, tensor_count, kv_count), got {type(got).__name__}")
         if len(got) == 4 and isinstance(got[0], (bytes, bytearray)) and bytes(got[0]) == b"GGUF":
@@ -67,7 +67,7 @@ def _check_data_offset(fn, rng):
     for end, alignment, offset in cases:
         what = f"data_offset({end}, {alignment}, {offset})"
         got = as_number(call(fn, end, alignment, offset), what)
-        start = gguf_anatomy.align(end, alignment)
+        start = anatomy.align(end, alignment)
         want = start + offset
         if got == want:
             continue
@@ -110,7 +110,7 @@ def _check_tensor_nbytes(fn, rng):
         ne = (256 * int(rng.integers(1, 5)),) + tuple(int(n) for n in rng.integers(1, 50, int(rng.integers(0, 3))))
         what = f"tensor_nbytes({ne}, {t!r})"
         got = as_number(call(fn, ne, t), what)
-        want = gguf_anatomy.tensor_nbytes(ne, t)
+        want = anatomy.tensor_nbytes(ne, t)
         if got == want:
             continue
         block, type_size = GGML_QUANT_SIZES[GGMLQuantizationType[t]]
@@ -154,11 +154,11 @@ def _check_tensor_info_bytes(fn, rng):
         t = "F32" if kind == "attn_norm" else str(rng.choice(["F16", "Q4_K", "Q6_K"]))
         offset = 32 * int(rng.integers(0, 10**6))
         what = f"tensor_info_bytes({name!r}, {ne}, {t!r}, {offset})"
-        want = gguf_anatomy.encode_tensor_info(name, ne, t, offset)
+        want = anatomy.encode_tensor_info(name, ne, t, offset)
         got = as_bytes(call(fn, name, ne, t, offset), len(want), what)
         if digest(got) == digest(want):
             continue
-        if len(ne) > 1 and digest(got) == digest(gguf_anatomy.encode_tensor_info(name, ne[::-1], t, offset)):
+        if len(ne) > 1 and digest(got) == digest(anatomy.encode_tensor_info(name, ne[::-1], t, offset)):
             raise Wrong(f"{what}: ne is written as given, ne[0] first (ggml order), not reversed")
         if got[:8] != want[:8]:
             raise Wrong(f"{what}: the record starts with the name's length in bytes as a little-endian uint64")

@@ -1,13 +1,13 @@
 """Exercises of notebook 08, running the model: the three numbers that compare two files.
 
 Every check feeds logits shaped like the bundled model's (positions × vocabulary) and
-compares with ``kquant.run``'s own functions, the code that makes the notebook's table.
+compares with ``kquant.model.evaluate``'s own functions, the code that makes the notebook's table.
 """
 
 import numpy as np
 
-from .. import run
-from .core import Exercise, Wrong, as_number, call
+from kquant.exercises.core import Exercise, Wrong, as_number, call
+from kquant.model import scores
 
 
 def _logits(rng, n: int, vocab: int) -> np.ndarray:
@@ -28,11 +28,11 @@ def _check_perplexity(fn, rng):
         logits, tokens = _logits(rng, n, vocab), rng.integers(0, vocab, n)
         what = f"perplexity(<logits {logits.shape}>, <{n} tokens>) (case {k + 1})"
         got = as_number(call(fn, logits, tokens), what)
-        nll = run.nll(logits, tokens)
-        want = run.perplexity(logits, tokens)
+        nll = scores.nll(logits, tokens)
+        want = scores.perplexity(logits, tokens)
         if np.isclose(got, want, rtol=1e-5):
             continue
-        same_position = -run.log_softmax(logits)[np.arange(n), tokens]
+        same_position = -scores.log_softmax(logits)[np.arange(n), tokens]
         if np.isclose(got, np.exp(same_position.mean()), rtol=1e-5) or np.isclose(
             got, np.exp(same_position[:-1].mean()), rtol=1e-5
         ):
@@ -53,12 +53,12 @@ q1 = Exercise(
     "perplexity(logits, tokens)",
     _check_perplexity,
     hints=[
-        "log_probs = run.log_softmax(logits) gives log p for every position and token; position i predicts "
+        "log_probs = scores.log_softmax(logits) gives log p for every position and token; position i predicts "
         "tokens[i + 1].",
         "nll = -log_probs[np.arange(len(tokens) - 1), tokens[1:]]; the answer is np.exp(nll.mean()).",
     ],
     solution="""
-    log_probs = run.log_softmax(logits[:-1])  # the last position has no next token to score
+    log_probs = scores.log_softmax(logits[:-1])  # the last position has no next token to score
     nll = -log_probs[np.arange(len(tokens) - 1), tokens[1:]]
     return float(np.exp(nll.mean()))
     """,
@@ -72,11 +72,11 @@ def _check_kl(fn, rng):
         other = _nearby(rng, ref, float(rng.uniform(0.05, 1.0)))
         what = f"kl_divergence(<ref {ref.shape}>, <logits {other.shape}>) (case {k + 1})"
         got = as_number(call(fn, ref, other), what)
-        per_position = run.kl_per_position(ref, other)
-        want = run.kl_divergence(ref, other)
+        per_position = scores.kl_per_position(ref, other)
+        want = scores.kl_divergence(ref, other)
         if np.isclose(got, want, rtol=1e-4, atol=1e-9):
             continue
-        if np.isclose(got, run.kl_divergence(other, ref), rtol=1e-4):
+        if np.isclose(got, scores.kl_divergence(other, ref), rtol=1e-4):
             raise Wrong(
                 f"{what} = {got:.4g}: that is KL(file ‖ reference); weigh by the reference's probabilities, KL(ref "
                 "‖ file)"
@@ -100,12 +100,12 @@ q2 = Exercise(
     "kl_divergence(ref_logits, logits)",
     _check_kl,
     hints=[
-        "Turn both into log-probabilities with run.log_softmax; the reference's probabilities are np.exp of its "
+        "Turn both into log-probabilities with scores.log_softmax; the reference's probabilities are np.exp of its "
         "log-probabilities.",
         "Per position: sum over the vocabulary of p_ref · (log p_ref − log p). Then the mean over positions.",
     ],
     solution="""
-    lp_ref, lp = run.log_softmax(ref_logits), run.log_softmax(logits)
+    lp_ref, lp = scores.log_softmax(ref_logits), scores.log_softmax(logits)
     per_position = (np.exp(lp_ref) * (lp_ref - lp)).sum(axis=-1)
     return float(per_position.mean())
     """,
@@ -120,7 +120,7 @@ def _check_top1(fn, rng):
         what = f"top1_agreement(<ref {ref.shape}>, <logits {other.shape}>) (case {k + 1})"
         got = as_number(call(fn, ref, other), what)
         same = ref.argmax(-1) == other.argmax(-1)
-        want = run.top1_agreement(ref, other)
+        want = scores.top1_agreement(ref, other)
         if np.isclose(got, want, rtol=1e-9):
             continue
         if got == same.sum() and same.sum() != want:

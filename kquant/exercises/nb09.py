@@ -2,9 +2,9 @@
 
 import numpy as np
 
-from .. import kfamily, memory
-from ..formats import dequantize, quantize
-from .core import Exercise, Wrong, as_number, call
+from kquant.exercises.core import Exercise, Wrong, as_number, call
+from kquant.formats import dequantize, quantize
+from kquant.lessons import kfamily, memory
 
 
 def _check_model_gb(fn, rng):

@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from ..imatrix import Entry
-from .core import Exercise, Wrong, as_array, as_number, call
+from kquant.exercises.core import Exercise, Wrong, as_array, as_number, call
+from kquant.imatrix import Entry
 
 
 def _activations(rng, n: int, cols: int) -> np.ndarray:

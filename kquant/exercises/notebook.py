@@ -32,8 +32,8 @@ import importlib
 import json
 import pathlib
 
-from ..errors import KQuantError
-from .core import Exercise, exercises_in
+from kquant.errors import KQuantError
+from kquant.exercises.core import Exercise, exercises_in
 
 BEGIN = "### BEGIN SOLUTION"
 END = "### END SOLUTION"

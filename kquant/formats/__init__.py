@@ -23,7 +23,7 @@ from types import ModuleType
 import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
-from ..errors import KQuantError
+from kquant.errors import KQuantError
 
 # name -> module, in the order the workbook teaches them.
 _MODULES = {
@@ -81,16 +81,21 @@ def _load() -> dict[GGMLQuantizationType, Format]:
 FORMATS: dict[GGMLQuantizationType, Format] = _load()
 
 
+def ggml_type(t) -> GGMLQuantizationType:
+    """The one parser of type names: a GGMLQuantizationType from itself, its id or its name ("q4_k")."""
+    try:
+        return GGMLQuantizationType[t.strip().upper()] if isinstance(t, str) else GGMLQuantizationType(t)
+    except (KeyError, ValueError):
+        raise KQuantError(f"unknown ggml type {t!r}: use a type name such as Q8_0, Q4_K or F16") from None
+
+
 def get_format(qtype) -> Format:
     """The Format for a ``GGMLQuantizationType``, its integer id, or its name ("q4_k" works)."""
     if isinstance(qtype, Format):
         return qtype
     try:
-        if isinstance(qtype, str):
-            qtype = GGMLQuantizationType[qtype.strip().upper()]
-        else:
-            qtype = GGMLQuantizationType(qtype)
-    except (KeyError, ValueError):
+        qtype = ggml_type(qtype)
+    except KQuantError:
         known = ", ".join(f.name for f in FORMATS.values())
         raise KQuantError(f"unknown quantization type {qtype!r}: use one of {known}") from None
     if qtype not in FORMATS:

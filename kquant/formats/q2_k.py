@@ -12,8 +12,14 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .cops import c_semantics, c_to_uint8, f32, fp16_bytes, fp16_field, fp16_value, nearest_int, seqsum
-from .search import blocks_and_importance, importance_weights, make_qkx2_quants, make_qkx3_quants, make_qp_quants
+from kquant.formats.cops import c_semantics, c_to_uint8, f32, fp16_bytes, fp16_field, fp16_value, nearest_int, seqsum
+from kquant.formats.search import (
+    blocks_and_importance,
+    importance_weights,
+    make_qkx2_quants,
+    make_qkx3_quants,
+    make_qp_quants,
+)
 
 QK = 256  # QK_K
 TYPE_SIZE = 84

@@ -12,10 +12,20 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .cops import c_semantics, c_to_int8, f32, fp16_bytes, fp16_field, fp16_value, nearest_int, seqsum, signed_absmax
-from .q2_k import pack_crumbs, unpack_crumbs
-from .q5_k import pack_high_bits, unpack_high_bits
-from .search import blocks_and_importance, importance_weights, make_q3_quants, make_qx_quants
+from kquant.formats.cops import (
+    c_semantics,
+    c_to_int8,
+    f32,
+    fp16_bytes,
+    fp16_field,
+    fp16_value,
+    nearest_int,
+    seqsum,
+    signed_absmax,
+)
+from kquant.formats.q2_k import pack_crumbs, unpack_crumbs
+from kquant.formats.q5_k import pack_high_bits, unpack_high_bits
+from kquant.formats.search import blocks_and_importance, importance_weights, make_q3_quants, make_qx_quants
 
 QK = 256  # QK_K
 TYPE_SIZE = 110

@@ -11,8 +11,17 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .cops import c_float_to_int8, c_semantics, c_to_uint8, f32, fp16_bytes, fp16_field, fp16_value, signed_absmax
-from .search import blocks_and_importance, importance_weights, make_qx_quants, row_mean_square
+from kquant.formats.cops import (
+    c_float_to_int8,
+    c_semantics,
+    c_to_uint8,
+    f32,
+    fp16_bytes,
+    fp16_field,
+    fp16_value,
+    signed_absmax,
+)
+from kquant.formats.search import blocks_and_importance, importance_weights, make_qx_quants, row_mean_square
 
 QK = 32  # QK4_0
 TYPE_SIZE = 18

@@ -10,9 +10,18 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .cops import c_float_to_int8, c_semantics, c_to_uint8, f32, first_min_max, fp16_bytes, fp16_field, fp16_value
-from .q4_0 import pack_nibbles, row_importance, unpack_nibbles
-from .search import make_qkx3_quants
+from kquant.formats.cops import (
+    c_float_to_int8,
+    c_semantics,
+    c_to_uint8,
+    f32,
+    first_min_max,
+    fp16_bytes,
+    fp16_field,
+    fp16_value,
+)
+from kquant.formats.q4_0 import pack_nibbles, row_importance, unpack_nibbles
+from kquant.formats.search import make_qkx3_quants
 
 QK = 32  # QK4_1
 TYPE_SIZE = 20

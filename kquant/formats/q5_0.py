@@ -10,9 +10,18 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .cops import c_float_to_int8, c_semantics, c_to_uint8, f32, fp16_bytes, fp16_field, fp16_value, signed_absmax
-from .q4_0 import pack_nibbles, row_importance, unpack_nibbles
-from .search import make_qx_quants
+from kquant.formats.cops import (
+    c_float_to_int8,
+    c_semantics,
+    c_to_uint8,
+    f32,
+    fp16_bytes,
+    fp16_field,
+    fp16_value,
+    signed_absmax,
+)
+from kquant.formats.q4_0 import pack_nibbles, row_importance, unpack_nibbles
+from kquant.formats.search import make_qx_quants
 
 QK = 32  # QK5_0
 TYPE_SIZE = 22

@@ -9,11 +9,11 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .cops import c_float_to_uint8, c_semantics, f32, first_min_max, fp16_bytes, fp16_field
-from .q4_0 import pack_nibbles, row_importance, unpack_nibbles
-from .q4_1 import decode as _decode_q4_1
-from .q5_0 import pack_qh, unpack_qh
-from .search import make_qkx3_quants
+from kquant.formats.cops import c_float_to_uint8, c_semantics, f32, first_min_max, fp16_bytes, fp16_field
+from kquant.formats.q4_0 import pack_nibbles, row_importance, unpack_nibbles
+from kquant.formats.q4_1 import decode as _decode_q4_1
+from kquant.formats.q5_0 import pack_qh, unpack_qh
+from kquant.formats.search import make_qkx3_quants
 
 QK = 32  # QK5_1
 TYPE_SIZE = 24

@@ -10,9 +10,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .cops import c_semantics, fp16_bytes, fp16_field
-from .q4_k import decode as _decode_q4_k
-from .q4_k import (
+from kquant.formats.cops import c_semantics, fp16_bytes, fp16_field
+from kquant.formats.q4_k import decode as _decode_q4_k
+from kquant.formats.q4_k import (
     fit_block_scales,
     pack_nibbles,
     pack_scales,
@@ -23,7 +23,7 @@ from .q4_k import (
     unpack_nibbles,
     unpack_scales,
 )
-from .search import blocks_and_importance
+from kquant.formats.search import blocks_and_importance
 
 QK = 256  # QK_K
 TYPE_SIZE = 176

@@ -12,8 +12,17 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .cops import c_semantics, c_to_int8, f32, fp16_bytes, fp16_field, fp16_value, nearest_int, signed_absmax
-from .search import GROUP_MAX_EPS, blocks_and_importance, make_qx_quants
+from kquant.formats.cops import (
+    c_semantics,
+    c_to_int8,
+    f32,
+    fp16_bytes,
+    fp16_field,
+    fp16_value,
+    nearest_int,
+    signed_absmax,
+)
+from kquant.formats.search import GROUP_MAX_EPS, blocks_and_importance, make_qx_quants
 
 QK = 256  # QK_K
 TYPE_SIZE = 210

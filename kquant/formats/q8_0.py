@@ -10,7 +10,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .cops import c_float_to_int8, c_semantics, f32, fp16_bytes, fp16_field, fp16_value
+from kquant.formats.cops import c_float_to_int8, c_semantics, f32, fp16_bytes, fp16_field, fp16_value
 
 QK = 32  # QK8_0
 TYPE_SIZE = 34

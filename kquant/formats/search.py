@@ -16,7 +16,7 @@ different rounding order changes which candidate wins and so the bytes.
 
 import numpy as np
 
-from .cops import c_semantics, c_to_uint8, f32, nearest_int, seqsum, signed_absmax
+from kquant.formats.cops import c_semantics, c_to_uint8, f32, nearest_int, seqsum, signed_absmax
 
 GROUP_MAX_EPS = f32(1e-15)  # a group whose largest |x| is below this is treated as all zeros
 

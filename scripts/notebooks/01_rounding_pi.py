@@ -24,7 +24,8 @@ import numpy as np
 from ipywidgets import FloatText, IntSlider, fixed, interact
 
 import kquant
-from kquant import memory, metrics, reference, rounding, viz
+from kquant.lessons import memory, metrics, rounding
+from kquant import reference, viz
 from kquant.exercises import nb01 as ex
 
 # %% [markdown]
@@ -63,7 +64,7 @@ the step. Half the error amplitude is a quarter of the error power, and engineer
 power ratios in decibels: 10 · log<sub>10</sub>(4) = 6.02 dB per bit.
 
 Measure it on 100,000 random numbers in [−1, 1): the signal-to-quantization-noise ratio
-(SQNR, `kquant.metrics.sqnr_db`) at each bit depth, and a straight line through them.
+(SQNR, `kquant.lessons.metrics.sqnr_db`) at each bit depth, and a straight line through them.
 """
 
 # %%
@@ -183,7 +184,7 @@ value = (−1)<sup>sign</sup> × 1.mantissa × 2<sup>exponent − bias</sup>
 | float16 | 1 | 5 | 10 | ggml's block scales, F16 model files |
 | bfloat16 | 1 | 8 | 7 | training and checkpoints: float32's range, less precision |
 
-`kquant.rounding.float_bits` reads the fields of a stored number; `from_fields()`
+`kquant.lessons.rounding.float_bits` reads the fields of a stored number; `from_fields()`
 recomputes the value from them with the formula above, as a check:
 """
 

@@ -19,7 +19,8 @@ import math
 import numpy as np
 from ipywidgets import Dropdown, FloatSlider, IntSlider, fixed, interact
 
-from kquant import linear, metrics, samples, viz
+from kquant.lessons import scale_zero_point, metrics, samples
+from kquant import viz
 from kquant.exercises import nb02 as ex
 
 # %% [markdown]
@@ -28,7 +29,7 @@ from kquant.exercises import nb02 as ex
 
 One weight matrix of a linear layer (rows are outputs, columns inputs): the feed-forward
 down projection of a middle layer of the workbook's own model (notebook 00 says where it
-comes from). If the model file is missing, `kquant.samples` makes synthetic weights shaped
+comes from). If the model file is missing, `kquant.lessons.samples` makes synthetic weights shaped
 like a transformer's instead; the first line printed says which you got.
 """
 
@@ -56,7 +57,7 @@ The grid is symmetric around 0, so 0 is stored exactly. Here are the first weigh
 """
 
 # %%
-qz = linear.absmax_quantize(W, bits=8)
+qz = scale_zero_point.absmax_quantize(W, bits=8)
 s = qz.scale[0, 0]
 print(f"s = max|w| / 127 = {np.abs(W).max():.5f} / 127 = {s:.3e}")
 for w, q in zip(W.ravel()[:6], qz.q.ravel()[:6]):
@@ -99,10 +100,10 @@ tensor |*W*|:
 
 # %%
 for name, tensor in [("W (centred)", W), ("|W| (all positive)", np.abs(W))]:
-    for scheme, quantize in linear.SCHEMES.items():
+    for scheme, quantize in scale_zero_point.SCHEMES.items():
         qz = quantize(tensor, 4)
         print(f"{name:>19}, {scheme:>10}: {np.unique(qz.q).size:2d} of 16 levels in use, SQNR {metrics.sqnr_db(tensor, qz.dequantize()):5.1f} dB")
-qz = linear.zero_point_quantize(np.array([-0.3, 0.0, 0.2, 1.0]), 4)
+qz = scale_zero_point.zero_point_quantize(np.array([-0.3, 0.0, 0.2, 1.0]), 4)
 print("zero point", qz.zero[0, 0], "-> the weight 0.0 comes back as", qz.dequantize()[1])
 
 # %% [markdown]
@@ -137,7 +138,7 @@ over many weights it spreads evenly over ±*s*/2. Each bit halves *s*. First the
 # %%
 print(f"{'bits':>4} {'absmax SQNR':>12} {'zero-point SQNR':>16} {'stored as 0 (absmax)':>21}")
 for bits in range(2, 9):
-    a, z = linear.fake_quantize(W, bits, "absmax"), linear.fake_quantize(W, bits, "zero point")
+    a, z = scale_zero_point.fake_quantize(W, bits, "absmax"), scale_zero_point.fake_quantize(W, bits, "zero point")
     print(f"{bits:>4} {metrics.sqnr_db(W, a):>10.1f} dB {metrics.sqnr_db(W, z):>13.1f} dB {np.mean(a == 0):>20.0%}")
 
 # %% [markdown]
@@ -153,7 +154,7 @@ histogram itself: a weight stored as 0 has its whole value as error.
 """
 
 # %%
-interact(viz.quant_error_view, w=fixed(W), bits=IntSlider(value=4, min=2, max=8, description="bits"), scheme=Dropdown(options=list(linear.SCHEMES), description="scheme"), block_size=fixed(None));
+interact(viz.quant_error_view, w=fixed(W), bits=IntSlider(value=4, min=2, max=8, description="bits"), scheme=Dropdown(options=list(scale_zero_point.SCHEMES), description="scheme"), block_size=fixed(None));
 
 # %% [markdown]
 """
@@ -185,8 +186,8 @@ compute the SQNR of all the *other* weights.
 gains = np.linspace(1, 20, 39)
 curve = []
 for g in gains:
-    w_g, others = linear.scale_largest(W, g)
-    curve.append(metrics.sqnr_db(w_g[others], linear.fake_quantize(w_g, 8)[others]))
+    w_g, others = scale_zero_point.scale_largest(W, g)
+    curve.append(metrics.sqnr_db(w_g[others], scale_zero_point.fake_quantize(w_g, 8)[others]))
 for g, c in list(zip(gains, curve))[::8]:
     print(f"largest weight x{g:4.1f}: the others' SQNR {c:5.1f} dB, down {curve[0] - c:4.1f} dB;  20·log10({g:g}) = {20 * np.log10(g):4.1f} dB")
 

@@ -19,7 +19,8 @@ import numpy as np
 from ipywidgets import IntSlider, SelectionSlider, fixed, interact
 
 import kquant
-from kquant import linear, metrics, reference, samples, viz
+from kquant.lessons import scale_zero_point, metrics, samples
+from kquant import reference, viz
 from kquant.formats import q4_0
 from kquant.exercises import nb03 as ex
 
@@ -40,8 +41,8 @@ print("source:", sample.source)
 print(f"{'block size':>10} {'bits/weight':>12} {'SQNR':>8} {'stored as 0':>12}")
 blocked = []
 for B in [8, 16, 32, 64, 128, 256, W.shape[1], None]:
-    w_hat = linear.fake_quantize(W, 4, "absmax", B)
-    bpw = 4.0 if B is None else linear.bits_per_weight(4, B)
+    w_hat = scale_zero_point.fake_quantize(W, 4, "absmax", B)
+    bpw = 4.0 if B is None else scale_zero_point.bits_per_weight(4, B)
     db = metrics.sqnr_db(W, w_hat)
     blocked.append((bpw, db, "tensor" if B is None else str(B)))
     print(f"{'tensor' if B is None else B:>10} {bpw:>12.3f} {db:>6.1f} dB {np.mean(w_hat == 0):>12.0%}")
@@ -53,7 +54,7 @@ to spend bits: a per-tensor scale with more bits per weight.
 """
 
 # %%
-per_tensor = [(b, metrics.sqnr_db(W, linear.fake_quantize(W, b)), f"{b} bits") for b in range(4, 9)]
+per_tensor = [(b, metrics.sqnr_db(W, scale_zero_point.fake_quantize(W, b)), f"{b} bits") for b in range(4, 9)]
 viz.tradeoff_plot({"4-bit absmax, one scale per block (block size)": blocked, "absmax, one scale per tensor": per_tensor},
                   "Small blocks beat extra bits: SQNR against the real cost")
 
@@ -63,8 +64,8 @@ How many bits per weight would a per-tensor code need to match blocks of 32 at 4
 """
 
 # %%
-b32 = metrics.sqnr_db(W, linear.fake_quantize(W, 4, "absmax", 32))
-need = next(b for b in range(4, 17) if metrics.sqnr_db(W, linear.fake_quantize(W, b)) >= b32)
+b32 = metrics.sqnr_db(W, scale_zero_point.fake_quantize(W, 4, "absmax", 32))
+need = next(b for b in range(4, 17) if metrics.sqnr_db(W, scale_zero_point.fake_quantize(W, b)) >= b32)
 print(f"blocks of 32: {b32:.1f} dB at 4.5 bits/weight; a per-tensor code needs {need} bits/weight to do as well")
 
 # %% [markdown]
@@ -108,13 +109,13 @@ weight in its row: one scale for the tensor against one scale per 32 weights.
 """
 
 # %%
-w_out, others = linear.scale_largest(W, 10)
+w_out, others = scale_zero_point.scale_largest(W, 10)
 row, col = np.unravel_index(np.argmax(np.abs(w_out)), W.shape)
-per_tensor_err = (w_out - linear.fake_quantize(w_out, 4))[row]
-per_block_err = (w_out - linear.fake_quantize(w_out, 4, "absmax", 32))[row]
-for name, w_hat in [("per tensor", linear.fake_quantize(w_out, 4)), ("per block of 32", linear.fake_quantize(w_out, 4, "absmax", 32))]:
+per_tensor_err = (w_out - scale_zero_point.fake_quantize(w_out, 4))[row]
+per_block_err = (w_out - scale_zero_point.fake_quantize(w_out, 4, "absmax", 32))[row]
+for name, w_hat in [("per tensor", scale_zero_point.fake_quantize(w_out, 4)), ("per block of 32", scale_zero_point.fake_quantize(w_out, 4, "absmax", 32))]:
     print(f"{name:>15}: SQNR of the other weights {metrics.sqnr_db(w_out[others], w_hat[others]):5.1f} dB")
-hurt = np.abs(per_block_err) > np.abs((W - linear.fake_quantize(W, 4, "absmax", 32))[row]) + 1e-12
+hurt = np.abs(per_block_err) > np.abs((W - scale_zero_point.fake_quantize(W, 4, "absmax", 32))[row]) + 1e-12
 blocks_hurt = sorted({int(j) // 32 for j in np.flatnonzero(hurt)})
 print(f"row {row}: {np.count_nonzero(hurt)} weights got a larger error with blocks of 32, in blocks {blocks_hurt}; the outlier is in block {col // 32}")
 viz.error_along_row({"one scale per tensor": per_tensor_err, "one scale per 32 weights": per_block_err}, col, f"Row {row}: the outlier only coarsens its own block of 32")

@@ -22,7 +22,8 @@ import numpy as np
 from ipywidgets import IntSlider, fixed, interact
 
 import kquant
-from kquant import metrics, reference, samples, scale_search, viz
+from kquant.lessons import metrics, samples, scale_search
+from kquant import reference, viz
 from kquant.formats import q4_k
 from kquant.exercises import nb04 as ex
 
@@ -78,7 +79,7 @@ weight (or 0 if all are positive), step = (max − min)/15. Then it tries 21 gri
 slightly different spacings, 15 − 1.0 + 0.1·*i* steps across the range for *i* = 0..20.
 For each, it rounds the weights onto the grid and solves a small weighted least-squares
 problem: which scale and min best explain *those* levels? It keeps the candidate with the
-smallest weighted error. `kquant.scale_search` runs ggml's search (`kquant.formats.search.make_qkx2_quants`)
+smallest weighted error. `kquant.lessons.scale_search` runs ggml's search (`kquant.formats.search.make_qkx2_quants`)
 on this one sub-block and records every candidate it tries:
 """
 

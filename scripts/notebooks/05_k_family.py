@@ -21,7 +21,8 @@ import numpy as np
 from ipywidgets import Dropdown, IntSlider, fixed, interact
 
 import kquant
-from kquant import kfamily, metrics, reference, samples, viz
+from kquant.lessons import kfamily, metrics, samples
+from kquant import reference, viz
 from kquant.formats import q4_k
 from kquant.exercises import nb05 as ex
 
@@ -31,7 +32,7 @@ from kquant.exercises import nb05 as ex
 
 Every k-quant stores 256 levels, a small integer scale (and for some a min) per *group* of
 weights, and one or two float16 numbers that scale those integers for the whole super-block.
-`kquant.kfamily` holds the five layouts as ggml's structs define them; adding up their bits
+`kquant.lessons.kfamily` holds the five layouts as ggml's structs define them; adding up their bits
 gives each block's size, which we check against the size the encoder really writes:
 """
 

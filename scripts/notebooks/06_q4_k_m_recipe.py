@@ -25,7 +25,10 @@ from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 from ipywidgets import Dropdown, fixed, interact
 
 import kquant
-from kquant import gguf_read, hub, mixes, summary, viz
+from kquant import quantize_file
+from kquant.gguf import reader, summary
+from kquant.model import hub
+from kquant import mixes, viz
 from kquant.exercises import nb06 as ex
 
 # %% [markdown]
@@ -37,7 +40,7 @@ number of layers, of attention heads). Here they are for the bundled model:
 """
 
 # %%
-model = gguf_read.read_model(hub.bundled())
+model = quantize_file.read_model(hub.bundled())
 print(model.path.name, "|", model.arch, "|", model.params)
 kinds = Counter(c.name.split(".")[2] if c.name.startswith("blk.") else c.name for c in model.tensors)
 print(f"{len(model.tensors)} tensors:", dict(kinds))

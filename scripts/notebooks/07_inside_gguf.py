@@ -32,7 +32,9 @@ from gguf import GGML_QUANT_SIZES, GGUF_DEFAULT_ALIGNMENT, GGMLQuantizationType,
 from ipywidgets import Dropdown, fixed, interact
 
 import kquant
-from kquant import bpe, gguf_anatomy, hub, mixes, reference, summary, viz
+from kquant.model import bpe, hub
+from kquant.gguf import anatomy, summary
+from kquant import mixes, reference, viz
 from kquant.exercises import nb07 as ex
 
 # %% [markdown]
@@ -58,7 +60,7 @@ In `struct`'s notation that is `"<4sIQQ"` (`<` little-endian, `4s` four bytes, `
 
 # %%
 print(struct.calcsize("<4sIQQ"), "bytes:", struct.unpack("<4sIQQ", data[:24]))
-header = gguf_anatomy.parse_header(data)
+header = anatomy.parse_header(data)
 print(header)
 
 # %% [markdown]
@@ -88,7 +90,7 @@ types gguf-py knows (`GGUFValueType`), with the size of the fixed-size ones:
 
 # %%
 for vt in GGUFValueType:
-    code = gguf_anatomy.SCALAR.get(vt)
+    code = anatomy.SCALAR.get(vt)
     size = f"{struct.calcsize(code)} byte(s), struct '{code[1]}'" if code else "length-prefixed, see below"
     print(f"{int(vt):>2} {vt.name:<8} {size}")
 
@@ -111,12 +113,12 @@ print(f"the pair ends at byte {pos + 12 + value_len}")
 
 # %% [markdown]
 """
-`gguf_anatomy.iter_kv` does this for every pair and keeps each one's byte offsets. Arrays
+`anatomy.iter_kv` does this for every pair and keeps each one's byte offsets. Arrays
 are shown by their length and first items:
 """
 
 # %%
-kvs = list(gguf_anatomy.iter_kv(data, header.kv_count))
+kvs = list(anatomy.iter_kv(data, header.kv_count))
 
 
 def shown(kv):
@@ -139,7 +141,7 @@ vocabulary is the `tokenizer.ggml.*` keys:
 """
 
 # %%
-layout = gguf_anatomy.read_layout(data)
+layout = anatomy.read_layout(data)
 tokens, merges = layout.value("tokenizer.ggml.tokens"), layout.value("tokenizer.ggml.merges")
 print(f"tokenizer model {layout.value('tokenizer.ggml.model')!r}, pre-tokenizer {layout.value('tokenizer.ggml.pre')!r}")
 print(f"{len(tokens)} tokens; first 6: {tokens[:6]}; last 6: {tokens[-6:]}")
@@ -150,7 +152,7 @@ print("BOS, EOS ids:", layout.value("tokenizer.ggml.bos_token_id"), layout.value
 # %% [markdown]
 """
 The tokens are written in GPT-2's byte alphabet (`bytes_to_unicode` in OpenAI's GPT-2
-`encoder.py`, reimplemented in `kquant.bpe`), where every byte is a printable character: the space
+`encoder.py`, reimplemented in `kquant.model.bpe`), where every byte is a printable character: the space
 is `Ġ`. Mapped back to bytes, the last tokens read as text:
 """
 
@@ -162,7 +164,7 @@ print([bytes(to_byte[ch] for ch in tok).decode() for tok in tokens[-6:]])
 # %% [markdown]
 """
 And "extensible": a writer may add any key it likes. The bundled model carries one of
-its own, `kquant.training`, which `kquant.export` writes with the settings the model was
+its own, `kquant.training`, which `kquant.model.export` writes with the settings the model was
 trained with (`scripts/train_model.py`):
 """
 
@@ -200,11 +202,11 @@ print(f"the record ends at byte {pos + 12}")
 
 # %% [markdown]
 """
-All of them, with `gguf_anatomy.tensor_infos`:
+All of them, with `anatomy.tensor_infos`:
 """
 
 # %%
-infos = gguf_anatomy.tensor_infos(data, header.tensor_count, kvs[-1].end)
+infos = anatomy.tensor_infos(data, header.tensor_count, kvs[-1].end)
 for t in infos[:7] + infos[-2:]:
     print(f"bytes {t.start:>6}-{t.end - 1:<6} {t.name:<24} ne {str(t.ne):<11} {t.type.name:<4} offset {t.offset:>10,}")
 
@@ -219,7 +221,7 @@ ggml's `docs/gguf.md`). This file has none:
 # %%
 alignment = layout.value("general.alignment", GGUF_DEFAULT_ALIGNMENT)
 infos_end = infos[-1].end
-data_start = gguf_anatomy.align(infos_end, alignment)
+data_start = anatomy.align(infos_end, alignment)
 print(f"alignment {alignment}; the last record ends at byte {infos_end}; the data starts at byte {data_start}")
 print(f"{data_start - infos_end} padding bytes, all zero: {set(data[infos_end:data_start]) <= {0}}")
 
@@ -249,7 +251,7 @@ tensor starts at the next multiple of the alignment:
 # %%
 for t in infos[:4]:
     print(f"{t.name:<24} {t.type.name}: {math.prod(t.ne):>7,} weights, (block, bytes) = {GGML_QUANT_SIZES[t.type]}, {t.nbytes:>7,} bytes")
-gaps_ok = all(b.offset == gguf_anatomy.align(a.offset + a.nbytes, alignment) for a, b in zip(infos, infos[1:]))
+gaps_ok = all(b.offset == anatomy.align(a.offset + a.nbytes, alignment) for a, b in zip(infos, infos[1:]))
 print("every tensor starts where the one before ends, rounded up to the alignment:", gaps_ok)
 print(f"the last tensor's data ends at byte {layout.data_range(infos[-1].name)[1]:,}; the file is {len(data):,} bytes")
 
@@ -291,7 +293,7 @@ ex.q4.check(tensor_info_bytes)
 ## 5. The same answers as gguf-py's GGUFReader
 
 Everything so far was read with `struct` alone. gguf-py's `GGUFReader` (what
-`kquant.gguf_read` uses) reads the file its own way; every offset and value must agree:
+`kquant.gguf.reader` uses) reads the file its own way; every offset and value must agree:
 """
 
 # %%
@@ -329,7 +331,7 @@ What changed in the metadata? Compare the pairs of the two files:
 
 # %%
 q_data = open(theirs, "rb").read()
-q_layout = gguf_anatomy.read_layout(q_data)
+q_layout = anatomy.read_layout(q_data)
 before, after = {kv.key: kv.value for kv in layout.kvs}, {kv.key: kv.value for kv in q_layout.kvs}
 print("changed:", {k: (before[k], after[k]) for k in before if k in after and before[k] != after[k]})
 print("added:", {k: after[k] for k in after if k not in before}, " removed:", [k for k in before if k not in after])

@@ -25,23 +25,24 @@ import numpy as np
 from ipywidgets import Dropdown, fixed, interact
 
 import kquant
-from kquant import corpus, hub, run, viz
+from kquant.model import corpus, evaluate, hub, runner, scores
+from kquant import viz
 from kquant.exercises import nb08 as ex
 
 # %% [markdown]
 """
 ## 1. The F16 model, talking
 
-The bundled model (notebook 00) was trained on three kinds of text that `kquant.corpus`
+The bundled model (notebook 00) was trained on three kinds of text that `kquant.model.corpus`
 generates: short stories, two-digit sums, and questions about 128 made-up countries. Load it
 in llama.cpp and give it one of each. The story is sampled (temperature 0.8, a fixed seed,
 so it is the same every run); the answers are greedy.
 """
 
 # %%
-f16 = run.load(hub.bundled(), n_ctx=256)
+f16 = runner.load(hub.bundled(), n_ctx=256)
 print("Once upon a time" + f16.generate("Once upon a time", max_tokens=60, seed=1))
-tasks = run.held_out_tasks()
+tasks = evaluate.held_out_tasks()
 sum_task = next(t for t in tasks if t.kind == "sums" and len(t.prompt) == len("47 + 89 ="))
 fact_task = next(t for t in tasks if t.kind == "facts")
 for t in (sum_task, fact_task):
@@ -49,7 +50,7 @@ for t in (sum_task, fact_task):
 
 # %% [markdown]
 """
-The tasks come from `run.held_out_tasks()`: sums the model never saw in training (one
+The tasks come from `evaluate.held_out_tasks()`: sums the model never saw in training (one
 in eight sums is held out by a fixed rule), and the 128 facts it memorised.
 
 ## 2. Seven quantized files
@@ -65,7 +66,7 @@ files = {"F16": hub.bundled()}
 for mix in MIXES:
     files[mix] = kquant.quantize_gguf(hub.bundled(), os.path.join(out, f"tiny-{mix}.gguf"), mix, progress=False).path
 for label, path in files.items():
-    print(f"{label:<7} {os.path.getsize(path) / 1e6:6.2f} MB   {run.bits_per_weight(path):5.2f} bits per weight")
+    print(f"{label:<7} {os.path.getsize(path) / 1e6:6.2f} MB   {evaluate.bits_per_weight(path):5.2f} bits per weight")
 
 # %% [markdown]
 """
@@ -77,7 +78,7 @@ and after the first different token everything that follows differs too:
 """
 
 # %%
-models = {label: run.load(path, n_ctx=256) for label, path in files.items()}
+models = {label: runner.load(path, n_ctx=256) for label, path in files.items()}
 for label in ["F16", "Q4_K_M", "Q2_K"]:
     print(f"--- {label}\nOnce upon a time" + models[label].generate("Once upon a time", max_tokens=50, seed=1))
 
@@ -107,7 +108,7 @@ Here are the logits of one held-out document from F16 and Q2_K:
 """
 
 # %%
-doc = run.held_out_sequences(f16, n_docs=1)[0]
+doc = evaluate.held_out_sequences(f16, n_docs=1)[0]
 ref_logits, q2_logits = models["F16"].logits(doc), models["Q2_K"].logits(doc)
 print(f"{len(doc)} tokens; logits shape {ref_logits.shape} (positions × vocabulary)")
 print(models["F16"].detokenize(doc[:40]) + " …")
@@ -117,7 +118,7 @@ print(models["F16"].detokenize(doc[:40]) + " …")
 ### Exercise 1 (perplexity)
 
 Complete `perplexity(logits, tokens)`: position `i` predicts `tokens[i + 1]`, so the last
-position has nothing to score. `run.log_softmax(logits)` gives log-probabilities.
+position has nothing to score. `scores.log_softmax(logits)` gives log-probabilities.
 """
 
 # %% answer q1
@@ -162,21 +163,21 @@ ex.q3.check(top1_agreement)
 
 # %% [markdown]
 """
-`kquant.run` keeps the same three functions (`run.perplexity`, `run.kl_divergence`,
-`run.top1_agreement`); the table below is made with them. On the document above:
+`kquant.model.scores` keeps the same three functions (`scores.perplexity`, `scores.kl_divergence`,
+`scores.top1_agreement`); the table below is made with them. On the document above:
 """
 
 # %%
 doc = np.array(doc)
-print(f"ppl: F16 {run.perplexity(ref_logits, doc):.4f}, Q2_K {run.perplexity(q2_logits, doc):.4f}")
-print(f"KL(F16 ‖ Q2_K) = {run.kl_divergence(ref_logits, q2_logits):.2e} nats per token;  "
-      f"top-1 agreement {run.top1_agreement(ref_logits, q2_logits):.3f}")
+print(f"ppl: F16 {scores.perplexity(ref_logits, doc):.4f}, Q2_K {scores.perplexity(q2_logits, doc):.4f}")
+print(f"KL(F16 ‖ Q2_K) = {scores.kl_divergence(ref_logits, q2_logits):.2e} nats per token;  "
+      f"top-1 agreement {scores.top1_agreement(ref_logits, q2_logits):.3f}")
 
 # %% [markdown]
 """
 ## 5. The table
 
-`run.compare` does the same on 24 held-out documents, asks every file 200 held-out sums and
+`evaluate.compare` does the same on 24 held-out documents, asks every file 200 held-out sums and
 all 128 facts (greedy; an answer is right only if every token of it is the model's first
 choice), counts the answers that *change* (right in one file, wrong in the other), and times
 generation. The first file is the reference. Every number below is measured now, on this
@@ -184,7 +185,7 @@ machine; the KV cache is F32 in every run, so only the weights differ.
 """
 
 # %%
-table = run.compare(list(files.values()), n_docs=24, n_sums=200, speed_tokens=32)  # about 20 s
+table = evaluate.compare(list(files.values()), n_docs=24, n_sums=200, speed_tokens=32)  # about 20 s
 for r, label in zip(table.rows, files):
     r.path = r.path.with_name(f"tiny-{label}.gguf")
 print(table)
@@ -198,16 +199,16 @@ Read the table column by column (the sentences below are computed from it):
 """
 
 # %%
-scores = dict(zip(files, table.rows))
-ref, q4, q2 = scores["F16"], scores["Q4_K_M"], scores["Q2_K"]
+by_mix = dict(zip(files, table.rows))
+ref, q4, q2 = by_mix["F16"], by_mix["Q4_K_M"], by_mix["Q2_K"]
 print(f"ppl: F16 {ref.perplexity:.4f} → Q2_K {q2.perplexity:.4f}, "
       f"{q2.perplexity / ref.perplexity - 1:+.2%} at {q2.bpw:.2f} bits per weight;  Q4_K_M {q4.perplexity / ref.perplexity - 1:+.2%}")
-print(f"KL: Q2_K {q2.kl:.1e} is {q2.kl / q4.kl:.0f}× Q4_K_M's {q4.kl:.1e};  Q8_0 {scores['Q8_0'].kl:.1e}")
+print(f"KL: Q2_K {q2.kl:.1e} is {q2.kl / q4.kl:.0f}× Q4_K_M's {q4.kl:.1e};  Q8_0 {by_mix['Q8_0'].kl:.1e}")
 print(f"top-1 agreement: Q4_K_M {q4.top1:.3f}, Q2_K {q2.top1:.3f}")
 print(f"sums right: F16 {ref.accuracy['sums']:.1%}, Q4_K_M {q4.accuracy['sums']:.1%}, Q2_K {q2.accuracy['sums']:.1%};  "
       f"answers changed vs F16: Q4_K_M {q4.changed:.1%}, Q2_K {q2.changed:.1%}")
-print(f"facts right: " + ", ".join(f"{k} {s.accuracy['facts']:.0%}" for k, s in scores.items()))
-kl_order = [k for k, _ in sorted(scores.items(), key=lambda kv: kv[1].kl)][1:]
+print(f"facts right: " + ", ".join(f"{k} {s.accuracy['facts']:.0%}" for k, s in by_mix.items()))
+kl_order = [k for k, _ in sorted(by_mix.items(), key=lambda kv: kv[1].kl)][1:]
 print("files ordered by KL:", " < ".join(kl_order))
 
 # %% [markdown]
@@ -257,13 +258,13 @@ except kquant.KQuantError as e:
     public = None
 if public is not None:
     hub_files = [public] + [kquant.quantize_gguf(public, os.path.join(out, f"{public.stem}-{m}.gguf"), m).path for m in ["Q8_0", "Q4_K_M", "Q2_K"]]
-    print(run.compare(hub_files, n_docs=16, n_sums=100))
+    print(evaluate.compare(hub_files, n_docs=16, n_sums=100))
 
 # %% [markdown]
 """
 ## Summary
 
-* llama-cpp-python runs a GGUF in a few lines: `run.load(path).generate(prompt)`.
+* llama-cpp-python runs a GGUF in a few lines: `runner.load(path).generate(prompt)`.
 * Perplexity, KL divergence and top-1 agreement all come from the same logits; KL and top-1
   compare two files directly, perplexity compares each with the text.
 * On the bundled model, section 5 measured the cost of each mix: perplexity hardly moves,

@@ -28,7 +28,11 @@ from gguf import GGMLQuantizationType
 from ipywidgets import Dropdown, SelectionSlider, fixed, interact
 
 import kquant
-from kquant import gguf_read, hub, kfamily, memory, metrics, mixes, published, reference, run, samples, viz
+from kquant import quantize_file
+from kquant.gguf import reader
+from kquant.model import evaluate, hub
+from kquant.lessons import kfamily, memory, metrics, published, samples
+from kquant import mixes, reference, viz
 from kquant.exercises import nb09 as ex
 
 # %% [markdown]
@@ -48,7 +52,7 @@ for mix in MIXES:
     files[mix] = kquant.quantize_gguf(hub.bundled(), os.path.join(out, f"tiny-{mix}.gguf"), mix, progress=False).path
 
 # %%
-table = run.compare(list(files.values()), n_docs=16, n_sums=120, speed_tokens=8)
+table = evaluate.compare(list(files.values()), n_docs=16, n_sums=120, speed_tokens=8)
 tiny = dict(zip(files, table.rows))
 print(table)
 
@@ -344,7 +348,7 @@ or Q4_K vs Q4_0 blocks) the k-quant is better; Q4_K_M buys more quality with a s
 """
 
 # %%
-model = gguf_read.read_model(hub.bundled())
+model = quantize_file.read_model(hub.bundled())
 per_kind = {}
 for mix in ["Q4_K_S", "Q4_K_M"]:
     for c in kquant.plan_gguf(model.path, mix):
@@ -393,10 +397,10 @@ i-quants trade a table lookup for lower error at a given size.*
 """
 
 # %%
-reader = gguf_read.open_gguf(hub.bundled())
-keys = list(reader.fields)
-print(f"{len(reader.tensors)} tensors, {len(keys)} metadata keys in one file")
-print("vocabulary:", len(reader.fields["tokenizer.ggml.tokens"].data), "tokens in tokenizer.ggml.tokens")
+gf = reader.open_gguf(hub.bundled())
+keys = list(gf.fields)
+print(f"{len(gf.tensors)} tensors, {len(keys)} metadata keys in one file")
+print("vocabulary:", len(gf.fields["tokenizer.ggml.tokens"].data), "tokens in tokenizer.ggml.tokens")
 print("settings:", [k for k in keys if k.startswith("llama.")][:6], "…")
 print("the project's own keys (the extensible part):", [k for k in keys if k.startswith("kquant.")])
 

@@ -31,8 +31,12 @@ import numpy as np
 from ipywidgets import Dropdown, fixed, interact
 
 import kquant
-from kquant import corpus, forward, gguf_read, hub, imatrix, published, reference, run, summary, viz
+from kquant.model import corpus, evaluate, forward, hub
+from kquant.gguf import reader, summary
+from kquant import imatrix, reference, viz
+from kquant.lessons import published
 from kquant.exercises import nb10 as ex
+from kquant.model import calibrate
 
 # %% [markdown]
 """
@@ -43,15 +47,15 @@ Averaged over many inputs whose columns are roughly uncorrelated, its square is
 `Σ_j E[r, j]² · E[x_j²]`: each column's squared error, weighted by the mean square of the
 activation it meets. That mean square is the column's **importance**.
 
-kquant's forward pass (`kquant.forward`, the llama graph in numpy) can show the input of any
+kquant's forward pass (`kquant.model.forward`, the llama graph in numpy) can show the input of any
 matrix multiplication. Here is the input of layer 4's `ffn_down` on one held-out story:
 """
 
 # %%
 f16 = forward.Llama.load(hub.bundled())
 NAME = "blk.4.ffn_down.weight"
-held_out_text = corpus.text(corpus.documents(run.HELD_OUT_SEED, 12, held_out=True)).removeprefix(corpus.BOS)
-tokens = np.array(imatrix.tokenize(f16, held_out_text)[:256])
+held_out_text = corpus.text(corpus.documents(corpus.HELD_OUT_SEED, 12, held_out=True)).removeprefix(corpus.BOS)
+tokens = np.array(calibrate.tokenize(f16, held_out_text)[:256])
 seen = {}
 
 
@@ -84,7 +88,7 @@ ex.q1.check(column_importance)
 """
 ## 2. Collecting an imatrix
 
-`imatrix.collect` does that for every weight matrix of every layer, on calibration text: held-out
+`calibrate.collect` does that for every weight matrix of every layer, on calibration text: held-out
 documents from a seed of their own, never the text the table below is scored on. It cuts the text
 as llama.cpp's `llama-imatrix` does (chunks of the context length, each starting with BOS) and
 records what it records: per matrix, the **sum** of `x_j²` over all tokens and the **count** of tokens.
@@ -93,7 +97,7 @@ A small model needs little text; we use 8 chunks of 256 tokens:
 
 # %%
 start = time.perf_counter()
-im = imatrix.collect(f16, imatrix.calibration_text(), n_chunks=8, dataset=imatrix.CALIBRATION_DATASET)
+im = calibrate.collect(f16, calibrate.calibration_text(), n_chunks=8, dataset=calibrate.CALIBRATION_DATASET)
 print(f"{len(im)} matrices, {im.chunk_count} chunks of {im.chunk_size} tokens, in {time.perf_counter() - start:.1f} s")
 entry = im.entries[NAME]
 print(f"{NAME}: in_sum2 {entry.in_sum2.shape}, counts {entry.counts}")
@@ -107,11 +111,11 @@ which `Imatrix.load` reads back, or reads from a file `llama-imatrix` wrote:
 
 # %%
 out = tempfile.mkdtemp(prefix="kquant-10-")
-path = im.save(os.path.join(out, "tiny.imatrix.gguf"))
-reader = gguf_read.open_gguf(path)
-print(f"{path.name}: {os.path.getsize(path):,} bytes;", {k: f.contents() for k, f in reader.fields.items() if not k.startswith("GGUF.")})
-print([t.name for t in reader.tensors][:4], "…")
-again = imatrix.Imatrix.load(path)
+path = imatrix.save(im, os.path.join(out, "tiny.imatrix.gguf"))
+gf = reader.open_gguf(path)
+print(f"{path.name}: {os.path.getsize(path):,} bytes;", {k: f.contents() for k, f in gf.fields.items() if not k.startswith("GGUF.")})
+print([t.name for t in gf.tensors][:4], "…")
+again = imatrix.load(path)
 print("read back equal:", all(np.array_equal(again.importance(n), im.importance(n)) for n in im.names()))
 
 # %% [markdown]
@@ -217,13 +221,13 @@ for mix in ["Q4_K_M", "Q3_K_M", "Q2_K"]:
 theirs = reference.model_quantize(hub.bundled(), os.path.join(out, "llama.cpp-Q2_K+imatrix.gguf"), "Q2_K", imatrix=path)
 print("kquant's Q2_K+imatrix file = llama.cpp's (llama_model_quantize with the same imatrix file):",
       summary.sha256(files["Q2_K+imatrix"]) == summary.sha256(theirs))
-table = run.compare(list(files.values()), n_docs=24, n_sums=200, speed_tokens=8)
-scores = dict(zip(files, table.rows))
+table = evaluate.compare(list(files.values()), n_docs=24, n_sums=200, speed_tokens=8)
+by_mix = dict(zip(files, table.rows))
 print(table)
 
 # %%
 for mix in ["Q4_K_M", "Q3_K_M", "Q2_K"]:
-    a, b = scores[mix], scores[mix + "+imatrix"]
+    a, b = by_mix[mix], by_mix[mix + "+imatrix"]
     print(f"{mix:<7} {a.bpw:.2f} bpw: KL {a.kl:.2e} → {b.kl:.2e} with the imatrix ({b.kl / a.kl - 1:+.0%}), "
           f"top-1 {a.top1:.3f} → {b.top1:.3f}, sums right {a.accuracy['sums']:.1%} → {b.accuracy['sums']:.1%}, "
           f"answers changed vs F16 {a.changed:.1%} → {b.changed:.1%}")
@@ -239,7 +243,7 @@ Same files, same size (the bpw column): the imatrix only changes which levels an
 encoder picks. Read the lines above with the noise in mind: 24 documents and 200 sums are a small
 sample (one sum is 0.5 %), so a change of a few percent in KL or a few sums either way is within
 what two samples of text would differ by. llama.cpp's published Llama-3-8B figures (10 million
-wikitext tokens of calibration) show what the method does on a large model. Run `run.compare`
+wikitext tokens of calibration) show what the method does on a large model. Run `evaluate.compare`
 with more documents to tighten the bundled model's numbers.
 
 ## 6. Inside the layers

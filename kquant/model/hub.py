@@ -1,0 +1,149 @@
+"""Models: the one the workbook ships in data/, or any public GGUF from the Hugging Face Hub.
+
+    >>> from kquant import hub
+    >>> path = hub.bundled()                       # data/kquant-tiny-f16.gguf
+    >>> path = hub.fetch()                         # a small public F16 model, if online
+    >>> path = hub.fetch("someone/Model-GGUF", "model-f16.gguf")
+
+``fetch`` downloads one file with ``huggingface_hub`` (an optional extra: ``pip install
+huggingface_hub``) into its usual cache; a file already in the cache is used without
+asking the network, so the second call costs nothing and works offline. When the Hub
+cannot be reached and the file is not cached, it says so in one line and returns the
+bundled model instead, so a notebook cell never fails for want of a network. A file that
+does not exist on a reachable Hub is an error, not a fallback: that is a typo to fix, not
+a network to wait for.
+
+The bundled model is looked for in the checkout's data/ folder, then in the folder
+kquant.colab downloads it to (``$KQUANT_DATA``, else ~/.cache/kquant), which is where it
+is on Colab. ``BUNDLED`` is looked up at each use, so a model downloaded after kquant was
+imported is found.
+
+The Hub's address comes from ``HF_ENDPOINT`` and the cache from ``HF_HUB_CACHE``, read at
+each call (huggingface_hub itself reads them once, at import), so tests can point both at
+a local stand-in.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from kquant import colab
+from kquant.errors import KQuantError
+
+# The model in a checkout of the repository (an editable install); elsewhere colab.cache_dir() holds it.
+# A small public llama-architecture model published as F16 GGUF (135M parameters, about
+# 270 MB). Not checked from here: this machine has no route to the Hub.
+DEFAULT_REPO = "bartowski/SmolLM2-135M-Instruct-GGUF"
+DEFAULT_FILE = "SmolLM2-135M-Instruct-f16.gguf"
+
+
+def bundled_path() -> Path:
+    """Where the bundled model is: the checkout's data/, else the download folder (colab.model_path).
+
+    If it is in neither, where it belongs: the checkout's data/ (or the download folder outside a checkout).
+    """
+    return colab.model_path() or (colab.checkout_data() or colab.cache_dir()) / colab.MODEL
+
+
+def __getattr__(name: str):
+    if name == "BUNDLED":  # hub.BUNDLED: where the bundled model is now (tests may set it to a path of their own)
+        return bundled_path()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def bundled() -> Path:
+    """The model trained by scripts/train_model.py and shipped with the workbook."""
+    path = sys.modules[__name__].BUNDLED
+    if not path.is_file():
+        raise KQuantError(
+            f"the bundled model {path} is missing: restore data/ from git, or run scripts/train_model.py "
+            f"(on Colab: run the notebook's first code cell, which downloads it)"
+        )
+    return path
+
+
+def fetch(
+    repo_id: str = DEFAULT_REPO,
+    filename: str = DEFAULT_FILE,
+    *,
+    revision: str = "main",
+    fallback: bool = True,
+    timeout: float = 10.0,
+) -> Path:
+    """Download ``filename`` from the Hub repository ``repo_id`` (or find it in the cache).
+
+    Offline, or without huggingface_hub installed, it prints one line and returns
+    ``bundled()`` when ``fallback`` is true, and raises KQuantError when it is false.
+    """
+    try:
+        import huggingface_hub
+        from huggingface_hub.errors import (
+            EntryNotFoundError,
+            HfHubHTTPError,
+            LocalEntryNotFoundError,
+            RepositoryNotFoundError,
+            RevisionNotFoundError,
+        )
+    except ImportError:
+        return _offline("huggingface_hub is not installed (pip install huggingface_hub)", fallback)
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+    where = dict(revision=revision, endpoint=endpoint, cache_dir=os.environ.get("HF_HUB_CACHE"))
+    try:
+        # The cache first: a file downloaded once is used as it is, with no network at all.
+        return _checked(
+            Path(huggingface_hub.hf_hub_download(repo_id, filename, local_files_only=True, **where)), repo_id, filename
+        )
+    except LocalEntryNotFoundError:
+        pass
+    if not _reachable(endpoint, timeout):
+        # Asked without a network, huggingface_hub retries with back-off for about 23 s.
+        return _offline(
+            f"the Hugging Face Hub ({endpoint}) is not reachable and {repo_id}/{filename} is not cached", fallback
+        )
+    try:
+        path = huggingface_hub.hf_hub_download(repo_id, filename, etag_timeout=timeout, **where)
+    except LocalEntryNotFoundError:  # no connection and no cached copy (also HF_HUB_OFFLINE=1)
+        return _offline(
+            f"the Hugging Face Hub ({endpoint}) is not reachable and {repo_id}/{filename} is not cached", fallback
+        )
+    except (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError) as e:
+        raise KQuantError(
+            f"{repo_id}/{filename} (revision {revision}) is not on the Hub at {endpoint}: "
+            f"{type(e).__name__}; check the names"
+        ) from None
+    except HfHubHTTPError as e:
+        raise KQuantError(f"the Hub at {endpoint} refused {repo_id}/{filename}: {str(e).splitlines()[0]}") from None
+    except OSError as e:  # a connection failure huggingface_hub did not translate
+        return _offline(f"the Hugging Face Hub ({endpoint}) is not reachable ({type(e).__name__})", fallback)
+    return _checked(Path(path), repo_id, filename)
+
+
+def _checked(path: Path, repo_id: str, filename: str) -> Path:
+    with open(path, "rb") as f:
+        if f.read(4) != b"GGUF":
+            raise KQuantError(f"{repo_id}/{filename} is not a GGUF file; choose a .gguf file from the repository")
+    return path
+
+
+def _reachable(endpoint: str, timeout: float) -> bool:
+    """Whether a TCP connection to the Hub's host opens within ``timeout`` seconds."""
+    url = urlsplit(endpoint)
+    try:
+        with socket.create_connection(
+            (url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout=timeout
+        ):
+            return True
+    except OSError:  # refused, unreachable, no DNS, timed out
+        return False
+
+
+def _offline(why: str, fallback: bool) -> Path:
+    if not fallback:
+        raise KQuantError(why)
+    model = bundled()
+    print(f"kquant: {why}; using the bundled model {model.name} instead", file=sys.stderr)
+    return model

@@ -1,0 +1,344 @@
+"""Whole models: quantize a GGUF file exactly as llama.cpp's llama-quantize does.
+
+    import kquant
+    summary = kquant.quantize_gguf("tiny-f32.gguf", "tiny-Q4_K_M.gguf", "Q4_K_M")
+    print(summary)                         # every tensor: type, bytes, bits per weight
+
+The file written is byte-for-byte the one ``llama_cpp.llama_model_quantize`` writes for the
+same input and mix (the tests compare sha256). That takes four decisions, each made as in
+src/llama-quant.cpp of llama.cpp 0c1e57098:
+
+1. Tensor order: llama.cpp walks its tensors sorted by layer (non-block tensors first),
+   then by name, and writes them in that order, not in the source file's order.
+2. Metadata: every key of the source, in the source's order, except that
+   general.quantization_version (2) and general.file_type (the mix's id, 15 for Q4_K_M)
+   are appended at the end (llama.cpp's gguf_set_val_u32 removes a key, then appends it).
+   Split keys (split.no, split.count, split.tensors.count) are dropped.
+3. Formats: one per tensor, from ``kquant.mixes.plan``; quantized with ``kquant.quantize``,
+   which gives ggml_quantize_chunk's bytes.
+4. Layout: the metadata and then every tensor are padded with zeros to 32 bytes.
+
+With an importance matrix (``imatrix=``, llama-quantize's ``--imatrix FILE``), as
+llama-quant.cpp and tools/quantize/quantize.cpp do it:
+
+* every tensor that is converted (its type changes) and has an entry of the same name is
+  encoded with ``kquant.quantize(x, type, imatrix=entry)``; a 3-D expert tensor gets one
+  slice of the entry per expert. No entry: quantized without one (llama.cpp only logs
+  "did not find weights"). An entry of the wrong length (not n_cols × n_experts) is an error,
+  except for token_embd.weight, which is then quantized without it.
+* the mix rules see ``has_imatrix`` (Q4_0 / Q5_0: ffn_down of the first n_layer/8 layers
+  become Q4_1 / Q5_1).
+* after general.file_type come the keys the llama-quantize tool adds (the library adds none):
+  quantize.imatrix.file (the path as given, at most 127 bytes), quantize.imatrix.dataset
+  (the first of imatrix.datasets, if any), quantize.imatrix.entries_count (uint32, all entries
+  of the file) and quantize.imatrix.chunks_count (uint32, imatrix.chunk_count, if > 0).
+  A plain dict {name: vector} is what ``llama_model_quantize`` itself takes: no keys then.
+
+gguf-py's GGUFWriter writes all of it; the only nudge it needs is in ``_copy_metadata``.
+The output goes to a temporary file in the destination folder, renamed over the
+destination only once complete, so a crash, Ctrl-C or a full disk leaves no partial file.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from gguf import (
+    GGML_QUANT_SIZES,
+    GGML_QUANT_VERSION,
+    GGUF_DEFAULT_ALIGNMENT,
+    GGMLQuantizationType,
+    GGUFReader,
+    GGUFValueType,
+    GGUFWriter,
+    Keys,
+)
+from gguf.quants import quant_shape_to_byte_shape
+
+from kquant.errors import KQuantError
+from kquant.formats import FORMATS, quantize
+from kquant.gguf.reader import first_value, metadata, open_gguf, scalar_value, shape_of, weights
+from kquant.gguf.summary import FileSummary, TensorRow
+from kquant.gguf.writer import atomic_output
+from kquant.imatrix import Imatrix, as_importance, quantize_keys
+from kquant.mixes import Choice, ModelParams, TensorSpec, get_mix, plan, requires_imatrix
+from kquant.progress import progress_bar
+
+T = GGMLQuantizationType
+
+# Keys llama-quantize sets itself (moved to the end) or drops.
+_SET_AT_END = (Keys.General.QUANTIZATION_VERSION, Keys.General.FILE_TYPE)
+_DROPPED = (Keys.Split.LLM_KV_SPLIT_NO, Keys.Split.LLM_KV_SPLIT_COUNT, Keys.Split.LLM_KV_SPLIT_TENSORS_COUNT)
+
+
+# kquant quantizes from these (llama-quantize also takes them; it refuses quantized input by default).
+SOURCE_TYPES = (T.F32, T.F16, T.BF16)
+# The architectures whose mix rules kquant.mixes implements.
+SUPPORTED_ARCHS = ("llama",)
+# Keys llama.cpp cannot load a llama model without (so llama-quantize fails without them too).
+_REQUIRED = ("context_length", "embedding_length", "block_count", "attention.layer_norm_rms_epsilon")
+
+
+@dataclass
+class SourceModel:
+    """A source model, checked: where it is, its reader, hyper-parameters and tensors (file order)."""
+
+    path: Path
+    reader: GGUFReader
+    arch: str
+    params: ModelParams
+    tensors: list[TensorSpec]
+
+
+def read_model(path) -> SourceModel:
+    """Open a model kquant can quantize: a little-endian llama GGUF of F32 / F16 / BF16 tensors."""
+    reader = open_gguf(path)
+    path = Path(path)
+    if reader.byte_order != "I":
+        raise KQuantError(f"{path} is a big-endian GGUF: llama.cpp and kquant read little-endian files only")
+    arch = scalar_value(reader, Keys.General.ARCHITECTURE)
+    if arch is None:
+        raise KQuantError(f"{path} has no general.architecture key, so llama.cpp cannot load it")
+    if arch not in SUPPORTED_ARCHS:
+        raise KQuantError(
+            f"{path}: architecture {arch!r} is not supported; kquant follows llama.cpp's mix rules for "
+            f"{', '.join(SUPPORTED_ARCHS)} models"
+        )
+    for key in _REQUIRED:
+        if f"{arch}.{key}" not in reader.fields:
+            raise KQuantError(f"{path} lacks the metadata key {arch}.{key}, which llama.cpp needs to load the model")
+    if (scalar_value(reader, Keys.Split.LLM_KV_SPLIT_COUNT) or 1) > 1:
+        raise KQuantError(f"{path} is one shard of a split model: merge the shards first (llama-gguf-split --merge)")
+    alignment = scalar_value(reader, Keys.General.ALIGNMENT)
+    if alignment not in (None, GGUF_DEFAULT_ALIGNMENT):
+        raise KQuantError(f"{path} uses general.alignment = {alignment}; llama-quantize writes 32-byte alignment only")
+    if not reader.tensors:
+        raise KQuantError(f"{path} holds no tensors: nothing to quantize")
+
+    tensors = []
+    for t in reader.tensors:
+        if t.tensor_type not in SOURCE_TYPES:
+            if GGML_QUANT_SIZES[t.tensor_type][0] > 1:
+                raise KQuantError(
+                    f"{path} is already quantized ({t.name} is {t.tensor_type.name}): start from the F32, F16 or "
+                    "BF16 model"
+                )
+            raise KQuantError(
+                f"{path}: tensor {t.name} has type {t.tensor_type.name}; kquant reads F32, F16 and BF16 tensors only"
+            )
+        tensors.append(TensorSpec(t.name, shape_of(t), t.tensor_type))
+
+    n_head = first_value(reader, f"{arch}.attention.head_count") or 0
+    n_head_kv = first_value(reader, f"{arch}.attention.head_count_kv")
+    params = ModelParams(
+        n_layer=scalar_value(reader, f"{arch}.block_count"),
+        n_head=n_head,
+        n_head_kv=n_head if n_head_kv is None else n_head_kv,  # llama.cpp's default: no GQA
+        n_expert=scalar_value(reader, f"{arch}.expert_count") or 0,
+    )
+    return SourceModel(path, reader, arch, params, tensors)
+
+
+def plan_gguf(
+    path, mix="Q4_K_M", *, pure=False, overrides=(), output_type=None, token_embd_type=None, imatrix=None
+) -> list[Choice]:
+    """The format (and the reason) llama-quantize would give each tensor of a GGUF model.
+
+    ``imatrix`` (an Imatrix, its file, or True) turns on the rules that apply only with one.
+    """
+    model = read_model(path)
+    has_imatrix = imatrix is True or bool(as_importance(None if imatrix is True else imatrix)[0])
+    return _plan(model, mix, pure, overrides, output_type, token_embd_type, has_imatrix)
+
+
+def quantize_gguf(
+    src,
+    dst,
+    mix="Q4_K_M",
+    *,
+    overwrite: bool = False,
+    pure: bool = False,
+    overrides=(),
+    output_type=None,
+    token_embd_type=None,
+    imatrix=None,
+    progress: bool = True,
+) -> FileSummary:
+    """Quantize the F32 / F16 / BF16 llama GGUF ``src`` into ``dst`` with a llama.cpp mix.
+
+    The options are llama-quantize's: ``pure`` (--pure), ``overrides`` ({regex: type},
+    --tensor-type), ``output_type`` (--output-tensor-type), ``token_embd_type``
+    (--token-embedding-type), ``imatrix`` (--imatrix: a kquant.imatrix.Imatrix, the path of
+    an imatrix file, or a dict tensor name -> importance vector). ``dst`` is replaced only if
+    ``overwrite``; ``src`` never is.
+    Returns a FileSummary: per tensor its type, bytes, bits per weight, time and reason.
+    """
+    model = read_model(src)
+    mix = get_mix(mix)
+    importance, loaded = as_importance(imatrix)
+    imatrix_keys = _imatrix_keys(imatrix, loaded, len(importance))
+    choices = _plan(model, mix, pure, overrides, output_type, token_embd_type, has_imatrix=bool(importance))
+    _check_required_entries(choices, mix, importance)
+    dst = _check_destination(model.path, Path(dst), overwrite)
+    source = {t.name: t for t in model.reader.tensors}
+
+    start = time.perf_counter()
+    rows = []
+    try:
+        with atomic_output(dst) as tmp:
+            writer = GGUFWriter(tmp, model.arch)
+            try:
+                _copy_metadata(model, writer, mix.file_type, imatrix_keys)
+                for c in choices:
+                    shape = quant_shape_to_byte_shape(c.shape, c.type)
+                    writer.add_tensor_info(c.name, shape, np.dtype(np.uint8), math.prod(shape), raw_dtype=c.type)
+                writer.write_header_to_file()
+                writer.write_kv_data_to_file()
+                writer.write_ti_data_to_file()
+                total = sum(math.prod(c.shape) for c in choices)
+                with progress_bar(total, f"{model.path.name} → {mix.name}", progress) as bar:
+                    for c in choices:
+                        t0 = time.perf_counter()
+                        data = _encode(source[c.name], c, importance)
+                        writer.write_tensor_data(data)  # pads to 32 bytes after the tensor
+                        reason = c.reason + ("; weighted by its imatrix entry" if _weighted(c, importance) else "")
+                        rows.append(TensorRow(c.name, c.shape, c.type, data.nbytes, reason, time.perf_counter() - t0))
+                        bar.update(math.prod(c.shape))
+            finally:
+                writer.close()
+    except OSError as e:
+        raise KQuantError(f"could not write {dst}: {e.strerror or e}; nothing was written") from e
+    return FileSummary(dst, rows, seconds=time.perf_counter() - start, mix=mix.name)
+
+
+def _plan(model: SourceModel, mix, pure, overrides, output_type, token_embd_type, has_imatrix=False) -> list[Choice]:
+    choices = plan(
+        model.tensors,
+        model.params,
+        mix,
+        pure=pure,
+        overrides=overrides,
+        output_type=output_type,
+        token_embd_type=token_embd_type,
+        has_imatrix=has_imatrix,
+    )
+    for c in choices:
+        if c.type != c.source and c.type not in FORMATS and c.type not in (T.F32, T.F16):
+            raise KQuantError(
+                f"{c.name} would become {c.type.name}, which kquant cannot write; choose one of "
+                f"{', '.join(f.name for f in FORMATS)}, F16 or F32"
+            )
+        block = GGML_QUANT_SIZES[c.type][0]
+        if c.shape[-1] % block:
+            # Only an explicit output/token-embedding type skips llama.cpp's shape fallback.
+            raise KQuantError(
+                f"{c.name} has rows of {c.shape[-1]} weights, not a multiple of {c.type.name}'s "
+                f"block of {block}: choose another type for it"
+            )
+    return choices
+
+
+def _encode(t, c: Choice, importance: dict) -> np.ndarray:
+    """The bytes of one output tensor: a copy, a float conversion, or kquant.quantize."""
+    x = weights(t)  # float32; also refuses NaN and Inf, as llama.cpp does for every tensor it reads
+    if c.type == c.source:
+        return np.ascontiguousarray(t.data).reshape(-1).view(np.uint8)
+    qw = _importance_for(c, importance)  # checked for every converted tensor, F16 targets included
+    if c.type == T.F32:
+        return x.reshape(-1).view(np.uint8)
+    if c.type == T.F16:
+        h = x.astype(np.float16)  # round to nearest even, as ggml_fp32_to_fp16_row
+        if not np.isfinite(h).all():
+            raise KQuantError(f"{c.name} has weights beyond F16's range (±65504); llama.cpp fails on them too")
+        return h.reshape(-1).view(np.uint8)
+    try:
+        # kquant.quantize refuses blocks whose fp16 scale would overflow, as llama.cpp's
+        # ggml_validate_row_data does after quantizing.
+        if qw is None:
+            return quantize(x, c.type).reshape(-1)
+        # One slice of the entry per expert matrix (a dense 2-D tensor is a single "expert").
+        experts = x.reshape(-1, *x.shape[-2:])
+        ncols = x.shape[-1]
+        return np.concatenate(
+            [quantize(e, c.type, imatrix=qw[i * ncols : (i + 1) * ncols]).reshape(-1) for i, e in enumerate(experts)]
+        )
+    except KQuantError as e:
+        raise KQuantError(f"{c.name} as {c.type.name}: {e}") from None
+
+
+def _check_required_entries(choices, mix, importance: dict) -> None:
+    """Refuse what llama.cpp refuses: a tensor that requires an imatrix (Q2_K in Q2_K_S) without an entry."""
+    for c in choices:
+        if c.type != c.source and requires_imatrix(c.name, c.type, mix):
+            if not importance:
+                raise KQuantError(
+                    f"{mix.name} requires an importance matrix (llama.cpp refuses to write {c.name} as "
+                    f"{c.type.name} without one): pass imatrix= (--imatrix FILE)"
+                )
+            if c.name not in importance:
+                raise KQuantError(
+                    f"the imatrix has no entry for {c.name}, which {mix.name} writes as {c.type.name} only with one "
+                    f"(llama.cpp: 'the result will be garbage, so bailing out'): use an imatrix of this model"
+                )
+
+
+def _importance_for(c: Choice, importance: dict):
+    """The imatrix entry llama.cpp would pass for this tensor, or None (llama_model_quantize_impl)."""
+    qw = importance.get(c.name)
+    if qw is None:
+        return None  # llama.cpp: "did not find weights for ..." and quantizes without
+    n_mat = math.prod(c.shape[:-2]) if len(c.shape) > 2 else 1
+    if qw.size != c.shape[-1] * n_mat:
+        if c.name in ("token_embd.weight", "per_layer_token_embd.weight"):
+            return None  # llama.cpp lets this one pass: it "always causes this warning"
+        raise KQuantError(
+            f"the imatrix entry for {c.name} has {qw.size} values but the tensor needs {c.shape[-1] * n_mat} "
+            f"(one per column{' per expert' if n_mat > 1 else ''}): was the imatrix made for another model?"
+        )
+    return qw
+
+
+def _weighted(c: Choice, importance: dict) -> bool:
+    """Did ggml's encoder use an importance vector for this tensor? (F16/F32 and Q8_0 ignore it.)"""
+    return c.type != c.source and c.type not in (T.F16, T.F32, T.Q8_0) and _importance_for(c, importance) is not None
+
+
+def _imatrix_keys(imatrix, loaded: Imatrix | None, n_entries: int) -> list[tuple[str, object, GGUFValueType]]:
+    """The quantize.imatrix.* keys llama-quantize adds, typed for GGUFWriter (none for a plain dict)."""
+    return [
+        (key, value, GGUFValueType.STRING if isinstance(value, bytes) else GGUFValueType.UINT32)
+        for key, value in quantize_keys(imatrix, loaded, n_entries)
+    ]
+
+
+def _copy_metadata(model: SourceModel, writer: GGUFWriter, file_type: int, extra=()) -> None:
+    """Every source key in its order, then quantization_version, file_type and ``extra``, as llama.cpp does."""
+    # GGUFWriter adds general.architecture first on its own; take it out so the key lands
+    # where the source had it (kv_data is the writer's public table of pending keys).
+    del writer.kv_data[0][Keys.General.ARCHITECTURE]
+    at_end = set(_SET_AT_END) | {key for key, _, _ in extra}  # gguf_set_val_* removes a key, then appends it
+    for key, value, vtype, sub_type in metadata(model.reader):
+        if key not in at_end and key not in _DROPPED:
+            writer.add_key_value(key, value, vtype, sub_type=sub_type)
+    writer.add_quantization_version(GGML_QUANT_VERSION)
+    writer.add_file_type(int(file_type))
+    for key, value, vtype in extra:
+        writer.add_key_value(key, value, vtype)
+
+
+def _check_destination(src: Path, dst: Path, overwrite: bool) -> Path:
+    """Refuse to write over the input, into a missing folder, or over a file unless asked."""
+    if not dst.parent.is_dir():
+        raise KQuantError(f"cannot write {dst}: the folder {dst.parent} does not exist")
+    if dst.is_dir():
+        raise KQuantError(f"cannot write {dst}: it is a folder; give a file name")
+    if dst.resolve() == src.resolve() or (dst.exists() and os.path.samefile(src, dst)):
+        raise KQuantError(f"refusing to overwrite the input {src}: choose another output file")
+    if dst.exists() and not overwrite:
+        raise KQuantError(f"{dst} already exists: pass overwrite=True (--force on the command line) to replace it")
+    return dst

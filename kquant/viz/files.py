@@ -1,0 +1,154 @@
+"""Notebooks 06-07: a quantization plan as a picture, a GGUF file as a map.
+
+Each ``*_view`` is a widget callback: it draws one complete figure and ends with ``plt.show()``.
+"""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.collections import PatchCollection
+from matplotlib.patches import Rectangle
+
+from kquant.gguf.summary import plan_summary
+from kquant.mixes import layer_of, plan
+from kquant.viz.style import SIGN, TYPE_COLORS, byte_grid, tidy
+
+
+def _plan_grid(ax, choices, title: str):
+    """One plan as a grid: a row per layer, a column per kind of tensor, each cell coloured and named by its type."""
+    kinds, layers, outside = [], set(), []
+    for c in choices:
+        i = layer_of(c.name)
+        if i < 0:
+            outside.append(c)
+            continue
+        layers.add(i)
+        kind = c.name.split(".")[2]
+        if kind not in kinds:
+            kinds.append(kind)
+    order = [
+        k
+        for k in (
+            "attn_norm",
+            "attn_q",
+            "attn_k",
+            "attn_v",
+            "attn_output",
+            "ffn_norm",
+            "ffn_gate",
+            "ffn_up",
+            "ffn_down",
+        )
+        if k in kinds
+    ]
+    kinds = order + [k for k in kinds if k not in order]
+    n_layer = max(layers) + 1 if layers else 0
+    cells, faces = [], []
+    for c in choices:
+        i = layer_of(c.name)
+        if i < 0:
+            continue
+        col = kinds.index(c.name.split(".")[2])
+        cells.append(Rectangle((col, -i - 1), 1, 1))
+        faces.append(TYPE_COLORS.get(c.type.name, "white"))
+        ax.text(col + 0.5, -i - 0.5, c.type.name, ha="center", va="center", fontsize=7, in_layout=False)
+    ax.add_collection(PatchCollection(cells, facecolors=faces, edgecolors="white", linewidths=1))
+    ax.set_xlim(0, len(kinds))
+    ax.set_ylim(-n_layer, 0)
+    ax.set_xticks(np.arange(len(kinds)) + 0.5, kinds, rotation=45, ha="right", fontsize=7)
+    ax.set_yticks(-np.arange(n_layer) - 0.5, [str(i) for i in range(n_layer)], fontsize=7)
+    ax.set_ylabel("layer (blk.N)")
+    ax.set_xlabel("tensor kind in the layer")
+    extra = ", ".join(f"{c.name.removesuffix('.weight')} {c.type.name}" for c in outside)
+    ax.set_title(f"{title}\noutside the layers: {extra}", fontsize=9)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+
+
+def plan_picture(plans: dict, suptitle: str):
+    """Plans side by side (``plans``: panel title -> list of mixes.Choice), one colour per ggml type."""
+    fig, axes = plt.subplots(1, len(plans), figsize=(4.2 * len(plans) + 1.2, 4.6), squeeze=False)
+    used = set()
+    for ax, (title, choices) in zip(axes[0], plans.items()):
+        _plan_grid(ax, choices, title)
+        used |= {c.type.name for c in choices}
+    handles = [
+        Rectangle((0, 0), 1, 1, facecolor=TYPE_COLORS.get(t, "white"), label=t) for t in TYPE_COLORS if t in used
+    ]
+    fig.legend(handles=handles, loc="center right", fontsize=8, title="type")
+    fig.suptitle(suptitle, fontsize=11, y=1.02)
+    fig.subplots_adjust(wspace=0.45, right=1 - 1.1 / fig.get_figwidth())
+    plt.show()
+
+
+def mix_view(tensors, params, mix: str):
+    """The plan of one mix for a model (``tensors``: mixes.TensorSpec list), with the file's average bits per weight."""
+    choices = plan(tensors, params, mix)
+    bpw = plan_summary("", choices).bpw
+    plan_picture({mix: choices}, f"{mix}: {bpw:.3f} bits per weight on average over the whole file (tensor data)")
+
+
+def _file_map(ax, y: float, layout, name: str):
+    """One file as a horizontal bar (x in MB): the part before the data, then every tensor's data, coloured by type."""
+    cells, faces = [Rectangle((0, y - 0.3), layout.data_start / 1e6, 0.6)], ["black"]
+    for t in layout.tensors:
+        start = layout.data_start + t.offset
+        cells.append(Rectangle((start / 1e6, y - 0.3), t.nbytes / 1e6, 0.6))
+        faces.append(TYPE_COLORS.get(t.type.name, "white"))
+    ax.add_collection(PatchCollection(cells, facecolors=faces, edgecolors="white", linewidths=0.3))
+    start, end = layout.data_range(name)
+    ax.add_patch(Rectangle((start / 1e6, y - 0.42), (end - start) / 1e6, 0.84, fill=False, edgecolor=SIGN, linewidth=2))
+    ax.annotate(
+        f"bytes {start:,}–{end - 1:,}",
+        ((start + end) / 2e6, y + 0.42),
+        ha="center",
+        va="bottom",
+        fontsize=8,
+        color=SIGN,
+    )
+
+
+def gguf_map_view(files: dict, name: str):
+    """Where tensor ``name`` lies in each file, and its info record's bytes.
+
+    ``files``: label -> (bytes, anatomy.FileLayout).
+
+    Top: every file to the same scale; black is the header, metadata and tensor infos, the
+    other colours are the tensors' data by type, the red frame is ``name``'s data. Below: the
+    bytes of ``name``'s tensor info record in each file, coloured by field.
+    """
+    n = len(files)
+    heights = [0.9 + 0.55 * n] + [1.25] * n
+    fig, axes = plt.subplots(1 + n, 1, figsize=(10, sum(heights) + 0.6), gridspec_kw={"height_ratios": heights})
+    top = axes[0]
+    used = set()
+    for i, (_buf, layout) in enumerate(files.values()):
+        _file_map(top, -i, layout, name)
+        used |= {t.type.name for t in layout.tensors}
+    top.set_xlim(0, max(layout.size for _buf, layout in files.values()) / 1e6)
+    top.set_ylim(-n + 0.4, 0.9)
+    top.set_yticks(-np.arange(n), list(files), fontsize=8)
+    top.set_ylabel("file")
+    top.set_xlabel("position in the file (MB)")
+    first = next(iter(files.values()))[1]
+    top.set_title(
+        f"{name}: where its data lies (red frame)\nblack = header, metadata and tensor infos ({first.data_start:,} "
+        f"bytes in the {next(iter(files))} file)",
+        fontsize=10,
+    )
+    handles = [
+        Rectangle((0, 0), 1, 1, facecolor=TYPE_COLORS.get(t, "white"), label=t) for t in TYPE_COLORS if t in used
+    ]
+    top.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), title="data type")
+    for ax, (label, (buf, layout)) in zip(axes[1:], files.items()):
+        t = layout.tensor(name)
+        byte_grid(ax, np.frombuffer(buf, np.uint8, t.end - t.start, t.start), t.fields(), per_row=24, base=t.start)
+        ax.set_ylabel("record row starts\nat file byte", fontsize=8)
+        ax.set_title(
+            f"{label}: its tensor info record, bytes {t.start:,}–{t.end - 1:,} ({t.type.name}, ne {t.ne}, offset "
+            f"{t.offset:,})",
+            fontsize=9,
+        )
+    tidy(fig, hspace=0.9)
+    plt.show()

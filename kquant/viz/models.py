@@ -1,0 +1,151 @@
+"""Notebooks 08-10: next-token distributions, scores against bits, memory, importance, layer errors.
+
+Each ``*_view`` is a widget callback: it draws one complete figure and ends with ``plt.show()``.
+"""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from kquant.lessons.memory import gb, kv_cache_bytes, weight_bytes
+from kquant.model.runner import next_token_logits
+from kquant.model.scores import kl_divergence, log_softmax
+from kquant.viz.style import EXPONENT, FIELD_COLORS, MANTISSA, SIGN, log_y, tidy
+
+
+def next_token_view(models: dict, prompt: str, name: str, k: int = 8):
+    """The ``k`` likeliest next tokens after ``prompt`` for the first model (the reference) and ``name``.
+
+    ``models``: label -> kquant.model.runner.LlamaCppModel, the reference first. The title gives the KL
+    divergence between the two whole distributions at this one position.
+    """
+    ref_label = next(iter(models))
+    ref_logits, logits = next_token_logits(models[ref_label], prompt), next_token_logits(models[name], prompt)
+    p_ref, p = np.exp(log_softmax(ref_logits))[0], np.exp(log_softmax(logits))[0]
+    top = np.argsort(-p_ref, kind="stable")[:k]
+    kl = kl_divergence(ref_logits, logits)
+    labels = [repr(models[ref_label].detokenize([int(t)])) for t in top]
+    fig, ax = plt.subplots(figsize=(8, 3.4))
+    x = np.arange(k)
+    ax.bar(x - 0.2, p_ref[top], 0.4, color=EXPONENT, label=ref_label)
+    ax.bar(x + 0.2, p[top], 0.4, color=SIGN, label=name)
+    ax.set_xticks(x, labels, fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel(f"the {k} likeliest next tokens for {ref_label}")
+    ax.set_ylabel("probability")
+    ax.set_title(f"next token after {prompt!r}: KL({ref_label} ‖ {name}) = {kl:.2e} nats", fontsize=10)
+    ax.legend(fontsize=8)
+    tidy(fig)
+    plt.show()
+
+
+def scores_vs_bpw(rows, title: str):
+    """KL divergence and top-1 disagreement against bits per weight, one point per file (evaluate.Scores)."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    quantized = [r for r in rows if r.kl > 0]
+    for ax, metric, label in [
+        (axes[0], lambda r: r.kl, "KL divergence vs the reference (nats/token)"),
+        (axes[1], lambda r: 1 - r.top1, "top-1 disagreement (share of positions)"),
+    ]:
+        ax.plot([r.bpw for r in quantized], [metric(r) for r in quantized], "o", color=EXPONENT)
+        for r in quantized:
+            ax.annotate(
+                r.path.stem.rsplit("-", 1)[-1],
+                (r.bpw, metric(r)),
+                textcoords="offset points",
+                xytext=(4, 3),
+                fontsize=8,
+            )
+        log_y(ax)
+        ax.set_xlabel("bits per weight (whole file)")
+        ax.set_ylabel(label, fontsize=9)
+        ax.grid(alpha=0.3)
+    fig.suptitle(title, fontsize=11)
+    tidy(fig)
+    plt.show()
+
+
+def memory_view(model: str, mix: str, n_ctx: int, layouts: dict, bpw: dict, gpu_gb: float = 24.0):
+    """Memory for a model's weights (at every mix's bits per weight) and its F16 KV cache, against one GPU.
+
+    ``layouts``: model name -> (parameters, layers, KV heads, head size); ``bpw``: mix ->
+    bits per weight of the whole file. The chosen ``mix`` is outlined; the dashed line is
+    ``gpu_gb`` (a 24 GB consumer card).
+    """
+    n_params, n_layer, n_kv_head, head_dim = layouts[model]
+    kv = gb(kv_cache_bytes(n_layer, n_kv_head, head_dim, n_ctx, bytes_per_value=2))
+    names = list(bpw)
+    weights = [gb(weight_bytes(n_params, bpw[m])) for m in names]
+    fig, ax = plt.subplots(figsize=(9, 3.8))
+    x = np.arange(len(names))
+    ax.bar(x, weights, color=EXPONENT, label="weights")
+    ax.bar(x, [kv] * len(names), bottom=weights, color=MANTISSA, label=f"KV cache, F16, {n_ctx:,} positions")
+    i = names.index(mix)
+    ax.bar(x[i], weights[i] + kv, fill=False, edgecolor=SIGN, linewidth=2)
+    ax.annotate(
+        f"{weights[i] + kv:.1f} GB",
+        (x[i], weights[i] + kv),
+        textcoords="offset points",
+        xytext=(0, 4),
+        ha="center",
+        fontsize=9,
+        color=SIGN,
+    )
+    ax.axhline(gpu_gb, color="black", linestyle="--", linewidth=1)
+    ax.annotate(
+        f"{gpu_gb:g} GB", (len(names) - 0.5, gpu_gb), textcoords="offset points", xytext=(0, 3), ha="right", fontsize=8
+    )
+    ax.set_xticks(x, names, fontsize=8)
+    ax.set_xlabel("mix")
+    ax.set_ylabel("GB (10⁹ bytes)")
+    ax.set_title(
+        f"{model}: {n_params / 1e9:g}B parameters, {n_layer} layers, {n_kv_head} KV heads × {head_dim}", fontsize=10
+    )
+    ax.legend(fontsize=8, loc="upper left")
+    tidy(fig)
+    plt.show()
+
+
+def importance_view(vectors: dict, name: str, top: int = 5):
+    """One weight matrix's importance per input column (``vectors``: name -> mean squared activation).
+
+    Left: every column's importance, the ``top`` loudest marked. Right: the share of the
+    total importance held by the loudest k % of the columns (a straight diagonal would mean
+    every column matters equally).
+    """
+    imp = np.asarray(vectors[name], dtype=np.float64)
+    order = np.argsort(-imp, kind="stable")
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.4), gridspec_kw={"width_ratios": [1.6, 1]})
+    left.plot(imp, color=EXPONENT, linewidth=0.8)
+    left.plot(order[:top], imp[order[:top]], "o", color=SIGN, clip_on=False)
+    log_y(left)
+    left.set_xlabel("input column j")
+    left.set_ylabel("importance (mean x_j²)")
+    left.set_title(f"{name}\nred: the loudest {top}, columns {sorted(order[:top].tolist())}", fontsize=10)
+    share = np.cumsum(imp[order]) / imp.sum()
+    k = np.arange(1, len(imp) + 1) / len(imp)
+    right.plot(100 * k, 100 * share, color=EXPONENT)
+    right.plot([0, 100], [0, 100], color="grey", linestyle=":", linewidth=1)
+    right.set_xlabel("loudest columns (%)")
+    right.set_ylabel("share of all importance (%)")
+    i10 = max(1, len(imp) // 10)
+    right.set_title(f"the loudest 10 % hold {100 * share[i10 - 1]:.0f} %", fontsize=10)
+    right.grid(alpha=0.3)
+    tidy(fig)
+    plt.show()
+
+
+def layer_errors_plot(curves: dict, title: str, ylabel: str = "‖x − x_F16‖ / ‖x_F16‖"):
+    """A relative error per layer, one line per file (``curves``: label -> (n_layer,) array)."""
+    fig, ax = plt.subplots(figsize=(8, 3.4))
+    for k, (label, err) in enumerate(curves.items()):
+        ax.plot(np.arange(len(err)), err, "o-", color=FIELD_COLORS[k % len(FIELD_COLORS)], label=label)
+    log_y(ax)
+    ax.set_xlabel("block")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    tidy(fig)
+    plt.show()

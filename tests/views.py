@@ -1,0 +1,133 @@
+"""Every figure of kquant.viz with inputs like its notebook's: the one list of views.
+
+    for v in views():          # loads the bundled model once (a few seconds)
+        v.draw(v.values[0])
+
+``tests/test_viz.py`` draws each view once and checks it is a complete, labelled figure
+that ends with ``plt.show()``; ``benchmarks/widgets.py`` times each redraw over the values
+of its slider. One list serves both, so a new view cannot be tested and not timed, or the
+other way round. Slider views get the bundled model's real inputs; the few plots of
+measured results (scores, layer errors) get placeholder numbers of the right shape, since
+only the drawing is under test here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from kquant.formats import q4_k
+from kquant.gguf import anatomy
+from kquant.lessons import metrics, published, samples, scale_zero_point
+from kquant.mixes import Choice, plan
+from kquant.model import calibrate, evaluate, hub, runner
+from kquant.quantize_file import read_model
+from kquant.viz import files, kquants, models, numbers
+
+
+@dataclass(frozen=True)
+class View:
+    """One figure: the notebook that shows it, its name, a drawing of one value, and the values."""
+
+    notebook: str
+    name: str
+    draw: Callable[[object], None]  # draws one complete figure for one slider value, then plt.show()
+    values: Sequence  # a slider's values, or one value for a figure without a slider
+    slider: bool = True
+
+
+def views() -> list[View]:
+    """Every view and plot, in notebook order."""
+    w = samples.example_weights().weights
+    gains = np.linspace(1, 20, 39)
+    curve = [
+        metrics.sqnr_db(s[o], scale_zero_point.fake_quantize(s, 8)[o])
+        for s, o in (scale_zero_point.scale_largest(w, g) for g in gains)
+    ]
+    x = w[0, :256]
+    fields = q4_k.encode(x[None, :])
+    model = read_model(hub.bundled())
+    q4_k_m: list[Choice] = plan(model.tensors, model.params, "Q4_K_M")
+    bundled = hub.bundled().read_bytes()
+    # Notebook 08 compares F16 with quantized files; copies of the model stand in for them (the view reads logits).
+    loaded = {m: runner.load(hub.bundled(), n_ctx=256) for m in ("F16", "Q8_0", "Q4_0")}
+    bpw = {m: published.LLAMA31_8B_SIZES[m]["bpw"] for m in ["F16", "Q8_0", "Q4_K_M", "Q2_K"]}
+    vectors = calibrate.collect(hub.bundled(), calibrate.calibration_text(), n_chunks=2).vectors()
+    # Placeholder scores and layer errors: the plots' inputs in shape only (the notebooks pass measured ones).
+    rows = [
+        evaluate.Scores(hub.bundled(), 13.1, b, 1.42, kl, 1 - kl * 10, {"sums": 0.4}, 0.0, 100.0)
+        for b, kl in [(16.0, 0.0), (8.5, 1.6e-5), (4.9, 1.6e-4), (3.1, 2.9e-3)]
+    ]
+    layers = np.geomspace(1e-3, 1e-1, model.params.n_layer)
+    return [
+        View("00", "levels_view", lambda b: numbers.levels_view(b), range(1, 9)),
+        View("01", "pi_grid_view", lambda f: numbers.pi_grid_view(f), range(0, 21)),
+        View("01", "float_fields_view", lambda v: numbers.float_fields_view(v), [np.pi, 0.1, 65504.0, 1e-6, -2.5]),
+        View(
+            "01",
+            "error_vs_bits",
+            lambda _: numbers.error_vs_bits([1, 2, 3], [6.0, 12.0, 18.1], [6, 12, 18], 6.0),
+            [0],
+            slider=False,
+        ),
+        View("02", "weight_histogram", lambda _: numbers.weight_histogram(w, "weights"), [0], slider=False),
+        View("02", "quant_error_view", lambda b: numbers.quant_error_view(w, b, "absmax"), range(2, 9)),
+        View(
+            "02", "quant_error_view (zero point)", lambda b: numbers.quant_error_view(w, b, "zero point"), range(2, 9)
+        ),
+        View("02", "outlier_view", lambda g: numbers.outlier_view(w, g, gains, curve, 8), [1.0, 5.0, 10.0, 20.0]),
+        View("03", "quant_error_view (blocks)", lambda bs: numbers.quant_error_view(w, 4, "absmax", bs), [32, 64]),
+        View(
+            "03",
+            "tradeoff_plot",
+            lambda _: numbers.tradeoff_plot({"a": [(4.5, 17.0, "32")], "b": [(5, 7.0, "5")]}, "trade-off"),
+            [0],
+            slider=False,
+        ),
+        View("03", "block_view", lambda bs: numbers.block_view(w, bs, 4), [8, 16, 32, 64, 128, 256, w.shape[1]]),
+        View(
+            "03",
+            "error_along_row",
+            lambda _: numbers.error_along_row({"x": np.ones(64), "y": np.full(64, 0.1)}, 3, "row"),
+            [0],
+            slider=False,
+        ),
+        View(
+            "03",
+            "block_bytes",
+            lambda _: numbers.block_bytes(np.arange(18, dtype=np.uint8), [("d", 0, 2), ("qs", 2, 18)], "bytes"),
+            [0],
+            slider=False,
+        ),
+        View("04", "scale_search_view", lambda j: kquants.scale_search_view(x, j), range(8)),
+        View("04", "scale_bits_view", lambda j: kquants.scale_bits_view(fields.sc[0], fields.m[0], j), range(8)),
+        View("05", "k_block_view", lambda t: kquants.k_block_view(w, t), ["Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"]),
+        View("06", "plan_picture", lambda _: files.plan_picture({"Q4_K_M": q4_k_m}, "plan"), [0], slider=False),
+        View("06", "mix_view", lambda m: files.mix_view(model.tensors, model.params, m), ["Q4_K_M", "Q2_K", "Q6_K"]),
+        View(
+            "07",
+            "gguf_map_view",
+            lambda n: files.gguf_map_view({"bundled": (bundled, anatomy.read_layout(bundled))}, n),
+            ["blk.0.attn_q.weight", "output_norm.weight"],
+        ),
+        View(
+            "08", "next_token_view", lambda m: models.next_token_view(loaded, "Once upon a time", m), ["Q8_0", "Q4_0"]
+        ),
+        View("08", "scores_vs_bpw", lambda _: models.scores_vs_bpw(rows, "scores"), [0], slider=False),
+        View(
+            "09",
+            "memory_view",
+            lambda m: models.memory_view("Llama-2-70B", m, 4096, published.MODEL_LAYOUTS, bpw),
+            list(bpw),
+        ),
+        View("10", "importance_view", lambda n: models.importance_view(vectors, n), list(vectors)[:8]),
+        View(
+            "10",
+            "layer_errors_plot",
+            lambda _: models.layer_errors_plot({"Q4_K_M": layers}, "errors"),
+            [0],
+            slider=False,
+        ),
+    ]
