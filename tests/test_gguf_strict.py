@@ -153,6 +153,24 @@ def test_fields_and_tensors_match_gguf_py(base):
         assert f.get("no.such.key", 7) == 7
 
 
+def test_quantized_tensors_are_rows_of_bytes_and_close_releases_the_file(tmp_path):
+    from gguf import GGMLQuantizationType, GGUFWriter
+
+    path = tmp_path / "q8.gguf"
+    w = GGUFWriter(path, "llama")
+    blocks = np.arange(3 * 2 * 34, dtype=np.uint8).reshape(3, 68)  # 3 rows of 64 Q8_0 values: 2 blocks of 34 bytes
+    w.add_tensor("w", blocks, raw_dtype=GGMLQuantizationType.Q8_0)  # gguf-py derives ne = (64, 3)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    with open_gguf(path) as f:
+        (t,) = f.tensors
+        assert t.ne == (64, 3) and t.shape == (3, 64) and t.n_elements == 192 and t.n_bytes == 204
+        assert t.data.dtype == np.uint8 and t.data.shape == (3, 68) and np.array_equal(t.data, blocks)
+    assert f.fields == {} and f.tensors == []
+
+
 def test_raw_recreates_each_record_byte_for_byte(base):
     blob = base.read_bytes()
     with open_gguf(base) as f:

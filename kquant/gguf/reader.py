@@ -30,6 +30,7 @@ Every failure is one ``KQuantError`` line: the file, the problem, and the fix.
 
 from __future__ import annotations
 
+import gc
 import mmap
 import os
 import stat
@@ -59,7 +60,9 @@ SIZE_MAX = 2**64 - 1
 DELIBERATE = {
     "n_dims 0": "a 0-dimensional tensor (gguf.cpp reads it as shape [1]); no GGUF writer produces one",
     "dimension 0": "a tensor with no elements: llama.cpp copies an empty tensor, kquant has nothing to quantize",
-    "ggml type gguf-py lacks": "a ggml type newer than gguf-py's table (Q2_0): kquant could not size its rows",
+    # llama.cpp refuses a Q2_0 tensor it would requantize ("requantizing from type q2_0 is disabled") but
+    # copies one it keeps (say, a 1-D tensor): kquant refuses both, as it cannot size a Q2_0 row.
+    "ggml type gguf-py lacks": "a ggml type newer than gguf-py's table (Q2_0, type 42)",
 }
 
 # The fixed-size value types and their numpy dtypes (gguf.cpp's GGUF_TYPE_SIZE).
@@ -98,6 +101,11 @@ TYPE_NAMES = {
 _MIN_KV_BYTES = 8 + 1 + 4 + 1
 _MIN_TENSOR_INFO_BYTES = 8 + 4 + 4 + 8
 
+_VTYPES = {int(t): t for t in V}
+# One value as a Python int / float (struct: faster than numpy for a single item).
+_SCALARS = {
+    t: struct.Struct(f) for t, f in zip(_DTYPES, ("<B", "<b", "<H", "<h", "<I", "<i", "<f", "<b", "<Q", "<q", "<d"))
+}
 _U32 = struct.Struct("<I")
 _I32 = struct.Struct("<i")
 _U64 = struct.Struct("<Q")
@@ -137,7 +145,7 @@ class StringArray(Sequence):
         return [b.decode("utf-8", errors) for b in self]
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Field:
     """One metadata key-value pair.
 
@@ -270,6 +278,10 @@ def open_gguf(path) -> GGUFFile:
     finally:
         os.close(fd)
     buf = np.frombuffer(mm, dtype=np.uint8)  # read-only: the map is ACCESS_READ
+    # The parse makes one small object per key and tensor and frees none: the cyclic garbage collector
+    # would only rescan them (a third of the time on a file of a million keys).
+    gc_was_on = gc.isenabled()
+    gc.disable()
     try:
         return _parse(path, buf, mm)
     except BaseException:
@@ -279,6 +291,9 @@ def open_gguf(path) -> GGUFFile:
         except BufferError:
             pass
         raise
+    finally:
+        if gc_was_on:
+            gc.enable()
 
 
 def _open_regular(path: str) -> int:
@@ -335,31 +350,35 @@ class _Cursor:
     def fail(self, problem: str, fix: str = "download or convert the file again") -> KQuantError:
         return KQuantError(f"{self.path}: {problem}; {fix}")
 
-    def need(self, n: int, what: str) -> None:
-        if n > self.remaining:
+    def need(self, n: int, what) -> None:
+        """Refuse unless ``n`` bytes remain; ``what`` (a str, or a function making one, so the message is
+        only formatted when it is needed) names the structure for the message."""
+        if n > self.size - self.pos:
+            what = what() if callable(what) else what
             raise self.fail(
                 f"truncated or corrupt: {what} needs {n} bytes at offset {self.pos}, {self.remaining} remain"
             )
 
-    def unpack(self, s: struct.Struct, what: str) -> int:
+    def unpack(self, s: struct.Struct, what) -> int:
         self.need(s.size, what)
         (v,) = s.unpack_from(self.mm, self.pos)
         self.pos += s.size
         return v
 
-    def string(self, what: str) -> tuple[int, int]:
+    def string(self, what) -> tuple[int, int]:
         """A GGUF string's [start, end) in the file (gguf_reader::read(std::string &))."""
-        n = self.unpack(_U64, f"the length of {what}")
+        n = self.unpack(_U64, lambda: f"the length of {what() if callable(what) else what}")
         if n > GGUF_MAX_STRING_LENGTH:
+            what = what() if callable(what) else what
             raise self.fail(f"{what} claims a length of {n} bytes, over llama.cpp's limit of {GGUF_MAX_STRING_LENGTH}")
         self.need(n, what)
         self.pos += n
         return self.pos - n, self.pos
 
-    def text(self, what: str) -> str:
+    def text(self, what) -> str:
         s, e = self.string(what)
         # surrogateescape: two different byte strings never become the same name.
-        return self.buf[s:e].tobytes().decode("utf-8", "surrogateescape")
+        return self.mm[s:e].decode("utf-8", "surrogateescape")
 
 
 def _parse(path: str, buf: np.ndarray, mm) -> GGUFFile:
@@ -462,45 +481,66 @@ def _pad(n: int, alignment: int) -> int:
     return (n + alignment - 1) // alignment * alignment  # GGML_PAD
 
 
-def _value_type(c: _Cursor, what: str) -> GGUFValueType:
-    t = c.unpack(_I32, f"the type of {what}")
-    try:
-        return V(t)
-    except ValueError:
-        raise c.fail(f"{what} has invalid GGUF type {t}") from None
+def _value_type(c: _Cursor, what) -> GGUFValueType:
+    t = c.unpack(_I32, lambda: f"the type of {what()}")
+    vtype = _VTYPES.get(t)
+    if vtype is None:
+        raise c.fail(f"{what()} has invalid GGUF type {t}")
+    return vtype
 
 
 def _read_kvs(c: _Cursor, n_kv: int) -> dict[str, Field]:
-    """The key-value pairs (gguf_init_from_reader, "KV pairs", and gguf_read_emplace_helper)."""
+    """The key-value pairs (gguf_init_from_reader, "KV pairs", and gguf_read_emplace_helper).
+
+    The common case (a key and a number) is read inline: a model may hold a million pairs, and a
+    function call per value would cost seconds. Anything unusual goes through the cursor's checked
+    reads, which also word the errors.
+    """
     fields: dict[str, Field] = {}
+    mm, size, buf = c.mm, c.size, c.buf
+    u64, i32 = _U64.unpack_from, _I32.unpack_from
+    pos = c.pos
     for i in range(n_kv):
-        key = c.text(f"key {i}")
+        # the key: a u64 length and that many bytes
+        n = u64(mm, pos)[0] if pos + 8 <= size else None
+        if n is None or n > GGUF_MAX_STRING_LENGTH or n > size - pos - 8:
+            c.pos = pos
+            c.string(lambda i=i: f"key {i}")  # raises, saying what is wrong
+        key = mm[pos + 8 : pos + 8 + n].decode("utf-8", "surrogateescape")
+        pos += 8 + n
         if not key:
             raise c.fail(f"key {i} is empty")
         if key in fields:
             raise c.fail(f"duplicate key {key!r} (key-value pair {i})")
-        start = c.pos
-        vtype = _value_type(c, f"key {key!r}")
+        start = pos
+        vtype = _VTYPES.get(i32(mm, pos)[0]) if pos + 4 <= size else None
+        scalar = _SCALARS.get(vtype)
+        if scalar is not None and pos + 4 + scalar.size <= size:
+            value = scalar.unpack_from(mm, pos + 4)[0]
+            pos += 4 + scalar.size
+            if vtype == V.BOOL:
+                value = value != 0
+            fields[key] = Field(key, vtype, None, value, buf, (start, pos))
+            continue
+        c.pos = pos
         item_type = None
+        vtype = _value_type(c, lambda key=key: f"key {key!r}")
         if vtype == V.ARRAY:
-            item_type = _value_type(c, f"the items of key {key!r}")
+            item_type = _value_type(c, lambda key=key: f"the items of key {key!r}")
             if item_type == V.ARRAY:  # gguf.cpp: "key '%s' has invalid GGUF type" for an array of arrays
                 raise c.fail(f"key {key!r} is an array of arrays, which llama.cpp refuses (invalid GGUF type 9)")
-            n = c.unpack(_U64, f"the item count of key {key!r}")
+            n = c.unpack(_U64, lambda key=key: f"the item count of key {key!r}")
             if n > GGUF_MAX_ARRAY_ELEMENTS:
                 raise c.fail(f"key {key!r} claims {n} items, over llama.cpp's limit of {GGUF_MAX_ARRAY_ELEMENTS}")
             value = _read_array(c, key, item_type, n)
         elif vtype == V.STRING:
-            s, e = c.string(f"the value of key {key!r}")
-            value = c.buf[s:e].tobytes()
-        else:
-            dt = _DTYPES[vtype]
-            c.need(dt.itemsize, f"the value of key {key!r}")
-            value = np.frombuffer(c.mm, dt, 1, c.pos)[0].item()
-            if vtype == V.BOOL:
-                value = value != 0
-            c.pos += dt.itemsize
-        fields[key] = Field(key, vtype, item_type, value, c.buf, (start, c.pos))
+            s, e = c.string(lambda key=key: f"the value of key {key!r}")
+            value = mm[s:e]
+        else:  # a number cut off by the end of the file
+            value = c.unpack(_SCALARS[vtype], lambda key=key: f"the value of key {key!r}")
+        pos = c.pos
+        fields[key] = Field(key, vtype, item_type, value, buf, (start, pos))
+    c.pos = pos
     return fields
 
 
@@ -540,7 +580,7 @@ def _read_tensor_infos(c: _Cursor, n_tensors: int) -> list[Tensor]:
     c_names: set[str] = set()  # cut at the first NUL, as ggml_set_name stores them
     for i in range(n_tensors):
         s, e = c.string(f"the name of tensor {i}")
-        name = c.buf[s:e].tobytes().decode("utf-8", "surrogateescape")
+        name = c.mm[s:e].decode("utf-8", "surrogateescape")
         if e - s >= GGML_MAX_NAME:
             raise c.fail(f"tensor {i}'s name is {e - s} bytes long; llama.cpp allows at most {GGML_MAX_NAME - 1}")
         if name in names:
