@@ -246,6 +246,9 @@ def variants(base: Path, folder: Path) -> list[tuple[str, Path, str]]:
         setattr(g, "alignment", 64))), "accept")  # fmt: skip
     add("alignment as u64", edit(lambda g: g.set("general.alignment", scalar(V.UINT64, 32))), "refuse")
     add("alignment 0", edit(lambda g: g.set("general.alignment", scalar(V.UINT32, 0))), "refuse")
+    add("alignment 1", edit(lambda g: (g.set("general.alignment", scalar(V.UINT32, 1)),
+        setattr(g, "alignment", 1))), "accept")  # fmt: skip
+    add("alignment 2^31", edit(lambda g: g.set("general.alignment", scalar(V.UINT32, 2**31))), "refuse")
     add("alignment 48", edit(lambda g: (g.set("general.alignment", scalar(V.UINT32, 48)),
         setattr(g, "alignment", 48))), "refuse")  # fmt: skip
 
@@ -279,6 +282,27 @@ def variants(base: Path, folder: Path) -> list[tuple[str, Path, str]]:
         ("vocab_size as string", "vocab_size", scalar(V.STRING, "300"), "refuse"),
         ("expert_count 4 without used", "expert_count", scalar(V.UINT32, 4), "refuse"),
         ("feed_forward_length as i64", "feed_forward_length", scalar(V.INT64, 512), "refuse"),
+        ("block_count 1 (tensors of 2)", "block_count", scalar(V.UINT32, 1), "accept"),
+        ("context_length 0", "context_length", scalar(V.UINT32, 0), "accept"),
+        ("head_count 0", "attention.head_count", scalar(V.UINT32, 0), "accept"),
+        ("head_count_kv 0", "attention.head_count_kv", scalar(V.UINT32, 0), "accept"),
+        ("head_count_kv 3", "attention.head_count_kv", scalar(V.UINT32, 3), "accept"),
+        ("key_length 32", "attention.key_length", scalar(V.UINT32, 32), "refuse"),
+        ("key_length 64", "attention.key_length", scalar(V.UINT32, 64), "accept"),
+        ("key_length as i32", "attention.key_length", scalar(V.INT32, 64), "refuse"),
+        ("nextn_predict_layers 3", "nextn_predict_layers", scalar(V.UINT32, 3), "refuse"),
+        ("expert_used_count as string", "expert_used_count", scalar(V.STRING, "2"), "refuse"),
+        ("expert_group_count 2 without experts", "expert_group_count", scalar(V.UINT32, 2), "refuse"),
+        ("expert_count 2000", "expert_count", scalar(V.UINT32, 2000), "refuse"),
+        ("rope scaling factor as string", "rope.scaling.factor", scalar(V.STRING, "2"), "refuse"),
+        ("rope scale_linear as string", "rope.scale_linear", scalar(V.STRING, "2"), "refuse"),
+        ("rope scaling type yarn", "rope.scaling.type", scalar(V.STRING, "yarn"), "accept"),
+        ("rms eps NaN", "attention.layer_norm_rms_epsilon", scalar(V.FLOAT32, float("nan")), "accept"),
+        ("classifier labels as u32", "classifier.output_labels", scalar(V.UINT32, 1), "accept"),
+        ("classifier labels as u32 array", "classifier.output_labels", array(V.UINT32, [1]), "refuse"),
+        ("pooling_type as i32", "pooling_type", scalar(V.INT32, 0), "refuse"),
+        ("causal as u8", "attention.causal", scalar(V.UINT8, 1), "refuse"),
+        ("vocab_size 300", "vocab_size", scalar(V.UINT32, 300), "accept"),
     ]:
         add(name, edit(lambda g, key=key, raw=raw: g.set(L + key, raw)), verdict)
     for name, key in [
@@ -303,6 +327,15 @@ def variants(base: Path, folder: Path) -> list[tuple[str, Path, str]]:
     add("a bad key shadowing block_count up to a NUL", edit(lambda g: g.kvs.insert(0, shadow)), "refuse")
     add("architecture llama NUL junk", edit(lambda g: g.set("general.architecture", scalar(V.STRING, b"llama\0junk"))),
         "accept")  # fmt: skip
+    add("tokens as a string with vocab_size", edit(lambda g: g.set("tokenizer.ggml.tokens", scalar(V.STRING, "a")).set(
+        "llama.vocab_size", scalar(V.UINT32, 300))), "accept")  # fmt: skip
+    add("split.count 0", edit(lambda g: g.set("split.count", scalar(V.UINT16, 0))), "accept")
+    add("experts 4, 2 used", edit(lambda g: g.set("llama.expert_count", scalar(V.UINT32, 4)).set(
+        "llama.expert_used_count", scalar(V.UINT32, 2))), "accept")  # fmt: skip
+    add("experts 4, 5 used", edit(lambda g: g.set("llama.expert_count", scalar(V.UINT32, 4)).set(
+        "llama.expert_used_count", scalar(V.UINT32, 5))), "refuse")  # fmt: skip
+    add("expert_used_count array of 2", edit(lambda g: g.set("llama.expert_count", scalar(V.UINT32, 4)).set(
+        "llama.expert_used_count", array(V.INT32, [2, 2]))), "accept")  # fmt: skip
     add("tokens as a string", edit(lambda g: g.set("tokenizer.ggml.tokens", scalar(V.STRING, "a"))), "refuse")
 
     # Tensor infos.

@@ -284,8 +284,12 @@ def test_failures_leave_nothing_and_say_so_in_one_line(tmp_path):
 
 _CHILD = textwrap.dedent(
     """
-    import sys, time
+    import signal, sys, time
     from kquant.gguf.writer import atomic_output
+    # As in a terminal, whatever the test runner inherited (nohup, a background job ignoring SIGINT):
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
     with atomic_output(sys.argv[1]) as tmp:
         tmp.write_bytes(b"half a model")
         print("writing", flush=True)
