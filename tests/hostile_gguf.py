@@ -420,8 +420,9 @@ def _run_forked(fn, path: str, timeout: float, extra_mem: int) -> dict:
     if pid == 0:  # the child: never returns
         try:
             os.close(r)
-            limit = _vm_bytes() + extra_mem
-            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+            vm = _vm_bytes()
+            if vm:  # Linux: cap the address space a little above what the child starts with
+                resource.setrlimit(resource.RLIMIT_AS, (vm + extra_mem, vm + extra_mem))
             signal.alarm(int(timeout))  # SIGALRM's default action ends the child, even inside C code
             result = fn(path)
         except BaseException as e:

@@ -114,6 +114,16 @@ def test_time_and_memory_are_bounded(hostile):
         assert kq["peak_bytes"] < MEMORY_CAP, (name, kq["peak_bytes"])
 
 
+def test_the_referee_catches_crashes_hangs_and_memory_blowups():
+    """The harness the verdicts come from: an exception, an endless loop or an allocation past the cap
+    in the child is reported as such, never taken for an answer."""
+    assert H._run_forked(lambda p: {"verdict": "accept", "n": len(bytearray(3 << 30))}, "", 20, 1 << 30)[
+        "error"
+    ].startswith("MemoryError")
+    assert H._run_forked(lambda p: time.sleep(100), "", 1, 1 << 30)["verdict"] == "hang"
+    assert H._run_forked(lambda p: {}["x"], "", 20, 1 << 30)["verdict"] == "crash"
+
+
 def test_a_few_messages_say_what_and_how_to_fix(hostile):
     def error(name):
         return hostile[name][3]["error"]

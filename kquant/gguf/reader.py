@@ -26,6 +26,9 @@ data are numpy views of the mapping, not copies, and string arrays (a 256 K-toke
 vocabulary) are indexed once and decoded only when asked for.
 
 Every failure is one ``KQuantError`` line: the file, the problem, and the fix.
+
+One limit of any mmap reader: if another program truncates the file while it is open, reading the
+missing pages ends the process (SIGBUS). kquant never writes its input, so only a third party can.
 """
 
 from __future__ import annotations
@@ -270,6 +273,8 @@ def open_gguf(path) -> GGUFFile:
     fd = _open_regular(path)
     try:
         size = os.fstat(fd).st_size
+        if size == 0:
+            raise KQuantError(f"{path} is empty (0 bytes), not a GGUF file; download or convert it again")
         if size < 4:
             raise KQuantError(f"{path} is not a GGUF file ({size} bytes: too short to start with 'GGUF')")
         mm = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)  # the map keeps its own reference to the file
