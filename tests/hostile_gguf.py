@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import select
 import signal
 import struct
 import subprocess
@@ -325,6 +326,9 @@ def variants(base: Path, folder: Path) -> list[tuple[str, Path, str]]:
     # with strcmp, so the first key equal up to the NUL is the one it reads.
     shadow = (b"llama.block_count\0x", scalar(V.STRING, "2"))
     add("a bad key shadowing block_count up to a NUL", edit(lambda g: g.kvs.insert(0, shadow)), "refuse")
+    add("key starting with a NUL", edit(lambda g: g.kvs.append((b"\0kquant", scalar(V.UINT8, 1)))), "refuse")
+    add("general.alignment NUL x as a string", edit(lambda g: g.kvs.append((b"general.alignment\0x",
+        scalar(V.STRING, "32")))), "refuse")  # fmt: skip
     add("architecture llama NUL junk", edit(lambda g: g.set("general.architecture", scalar(V.STRING, b"llama\0junk"))),
         "accept")  # fmt: skip
     add("tokens as a string with vocab_size", edit(lambda g: g.set("tokenizer.ggml.tokens", scalar(V.STRING, "a")).set(
@@ -401,6 +405,37 @@ def variants(base: Path, folder: Path) -> list[tuple[str, Path, str]]:
     return out
 
 
+def mutants(base: Path, folder: Path, n: int, seed: int = 0) -> list[Path]:
+    """``n`` copies of ``base`` with random damage in the header, metadata or tensor infos: flipped bits,
+    random bytes, or a u32 / u64 overwritten with a boundary value. No verdict is recorded: llama.cpp judges."""
+    import random
+
+    folder.mkdir(parents=True, exist_ok=True)
+    honest = base.read_bytes()
+    g = Gguf.parse(base)
+    g.to_bytes()
+    end = g.marks["data"]  # damage before the data: the data itself is the quantizer's business
+    rng = random.Random(seed)
+    paths = []
+    for i in range(n):
+        b = bytearray(honest)
+        kind = rng.choice(["flip", "byte", "u32", "u64", "several flips"])
+        for _ in range(rng.choice([2, 3]) if kind == "several flips" else 1):
+            pos = rng.randrange(4, end - 8)
+            if kind in ("flip", "several flips"):
+                b[pos] ^= 1 << rng.randrange(8)
+            elif kind == "byte":
+                b[pos] = rng.randrange(256)
+            elif kind == "u32":
+                b[pos : pos + 4] = u32(rng.choice([0, 1, 9, 13, 255, 2**31, 2**32 - 1, rng.randrange(2**32)]))
+            else:
+                b[pos : pos + 8] = u64(rng.choice([0, 1, 2**32, 2**63, 2**64 - 1, rng.randrange(2**64)]))
+        path = folder / f"mutant{i}.gguf"
+        path.write_bytes(bytes(b))
+        paths.append(path)
+    return paths
+
+
 # --- the referees
 
 
@@ -432,25 +467,32 @@ def _run_forked(fn, path: str, timeout: float, extra_mem: int) -> dict:
         finally:
             os._exit(0)
     os.close(w)
+    # Read while waiting: a child whose answer is larger than the pipe's buffer must not block.
     deadline = time.monotonic() + timeout + 10
     hung = False
+    chunks = []
     while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            break
-        if time.monotonic() > deadline:  # the alarm did not end it: a last resort
+        ready, _, _ = select.select([r], [], [], 0.05)
+        if ready:
+            chunk = os.read(r, 1 << 16)
+            if not chunk:  # the child is gone (or closed the pipe)
+                break
+            chunks.append(chunk)
+        elif time.monotonic() > deadline:  # the alarm did not end it: a last resort
             os.kill(pid, signal.SIGKILL)
-            _, status = os.waitpid(pid, 0)
             hung = True
             break
-        time.sleep(0.005)
-    chunks = []
-    while chunk := os.read(r, 1 << 16):
-        chunks.append(chunk)
     os.close(r)
+    _, status = os.waitpid(pid, 0)
     seconds = time.perf_counter() - t0
-    if chunks:
-        result = json.loads(b"".join(chunks))
+    result = None
+    if chunks and not hung:
+        try:
+            result = json.loads(b"".join(chunks))
+        except ValueError:  # cut off by the alarm or a crash while writing
+            result = None
+    if result is not None:
+        pass
     elif hung or (os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGALRM):
         result = {"verdict": "hang", "error": f"still running after {timeout} s"}
     elif os.WIFSIGNALED(status):

@@ -96,6 +96,18 @@ def test_kquant_accepts_what_llama_cpp_accepts_but_the_deliberate_refusals(hosti
         assert hostile[n][3]["verdict"] == "refuse"
 
 
+def test_random_damage_gets_the_same_verdict_from_both(base, tmp_path):
+    """200 copies of the model damaged at random (seeded) before the tensor data: same verdict as llama.cpp."""
+    pytest.importorskip("llama_cpp")
+    paths = H.mutants(base, tmp_path, 200, seed=16)
+    kq, ll = H.kquant_verdicts(paths), H.llama_verdicts(paths)
+    differ = {p.name: (ll[str(p)]["verdict"], kq[str(p)]["verdict"], kq[str(p)]["error"]) for p in paths}
+    differ = {k: v for k, v in differ.items() if v[0] != v[1]}
+    assert not differ
+    accepted = sum(v["verdict"] == "accept" for v in ll.values())
+    print(f"\nrandom damage: llama.cpp accepts {accepted} of {len(paths)}; kquant agrees on all")
+
+
 def test_every_refusal_is_one_line_naming_the_file(hostile):
     for name, (path, _, _, kq) in hostile.items():
         if kq["verdict"] == "refuse":

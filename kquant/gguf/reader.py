@@ -270,16 +270,17 @@ def open_gguf(path) -> GGUFFile:
     far as its structure goes; ``check_llama`` adds the hyper-parameter checks of llama's loader.
     """
     path = os.fspath(path)
-    fd = _open_regular(path)
+    shown = _printable(path)  # the path as messages show it
+    fd = _open_regular(path, shown)
     try:
         size = os.fstat(fd).st_size
         if size == 0:
-            raise KQuantError(f"{path} is empty (0 bytes), not a GGUF file; download or convert it again")
+            raise KQuantError(f"{shown} is empty (0 bytes), not a GGUF file; download or convert it again")
         if size < 4:
-            raise KQuantError(f"{path} is not a GGUF file ({size} bytes: too short to start with 'GGUF')")
+            raise KQuantError(f"{shown} is not a GGUF file ({size} bytes: too short to start with 'GGUF')")
         mm = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)  # the map keeps its own reference to the file
     except OSError as e:
-        raise KQuantError(f"{path}: could not read it ({e.strerror or e})") from None
+        raise KQuantError(f"{shown}: could not read it ({e.strerror or e})") from None
     finally:
         os.close(fd)
     buf = np.frombuffer(mm, dtype=np.uint8)  # read-only: the map is ACCESS_READ
@@ -288,7 +289,7 @@ def open_gguf(path) -> GGUFFile:
     gc_was_on = gc.isenabled()
     gc.disable()
     try:
-        return _parse(path, buf, mm)
+        return _parse(path, shown, buf, mm)
     except BaseException:
         del buf
         try:
@@ -301,22 +302,22 @@ def open_gguf(path) -> GGUFFile:
             gc.enable()
 
 
-def _open_regular(path: str) -> int:
+def _open_regular(path: str, shown: str) -> int:
     """A read-only descriptor of the regular file at ``path``: a FIFO, device or folder is refused
     before anything could block on it (stat first; O_NONBLOCK in case it changes in between)."""
     try:
         st = os.stat(path)
     except FileNotFoundError:
-        raise KQuantError(f"{path}: no such file") from None
+        raise KQuantError(f"{shown}: no such file") from None
     except OSError as e:
-        raise KQuantError(f"{path}: cannot open it ({e.strerror or e})") from None
-    _require_regular(path, st.st_mode)
+        raise KQuantError(f"{shown}: cannot open it ({e.strerror or e})") from None
+    _require_regular(shown, st.st_mode)
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
     except OSError as e:
-        raise KQuantError(f"{path}: cannot open it ({e.strerror or e})") from None
+        raise KQuantError(f"{shown}: cannot open it ({e.strerror or e})") from None
     try:
-        _require_regular(path, os.fstat(fd).st_mode)  # the file opened is the file checked
+        _require_regular(shown, os.fstat(fd).st_mode)  # the file opened is the file checked
     except BaseException:
         os.close(fd)
         raise
@@ -386,13 +387,13 @@ class _Cursor:
         return self.mm[s:e].decode("utf-8", "surrogateescape")
 
 
-def _parse(path: str, buf: np.ndarray, mm) -> GGUFFile:
+def _parse(path: str, shown: str, buf: np.ndarray, mm) -> GGUFFile:
     """gguf_init_from_reader, step by step, then the loader's bounds check."""
-    c = _Cursor(path, buf, mm)
+    c = _Cursor(shown, buf, mm)
 
     # --- magic and version (gguf_init_from_reader: "file magic", "header")
     if buf[:4].tobytes() != GGUF_MAGIC:
-        raise KQuantError(f"{path} is not a GGUF file (it does not start with the bytes 'GGUF')")
+        raise KQuantError(f"{shown} is not a GGUF file (it does not start with the bytes 'GGUF')")
     c.pos = 4
     version = c.unpack(_U32, "the version")
     if version == 0:
@@ -447,12 +448,12 @@ def _parse(path: str, buf: np.ndarray, mm) -> GGUFFile:
     for t in tensors:
         if t.offset != expected:
             raise c.fail(
-                f"tensor {t.name} has data offset {t.offset}, but llama.cpp requires {expected} "
+                f"tensor {_show(t.name)} has data offset {t.offset}, but llama.cpp requires {expected} "
                 f"(tensor data packed in file order, each padded to {alignment} bytes): misaligned, overlapping or "
                 "out of order"
             )
         if t.n_bytes > SIZE_MAX - (alignment - 1) or expected + _pad(t.n_bytes, alignment) > SIZE_MAX:
-            raise c.fail(f"tensor {t.name}: its size overflows the data section")
+            raise c.fail(f"tensor {_show(t.name)}: its size overflows the data section")
         expected += _pad(t.n_bytes, alignment)
     # --- and each tensor must lie in the file (llama_tensor_weight, src/llama-model-loader.h:
     # "tensor '%s' data is not within the file bounds, model is corrupted or incomplete").
@@ -460,7 +461,8 @@ def _parse(path: str, buf: np.ndarray, mm) -> GGUFFile:
         t.offset += data_offset  # absolute from here on
         if t.offset + t.n_bytes > c.size:
             raise c.fail(
-                f"truncated: tensor {t.name} needs bytes {t.offset}..{t.offset + t.n_bytes} but the file has {c.size}"
+                f"truncated: tensor {_show(t.name)} needs bytes {t.offset}..{t.offset + t.n_bytes}, "
+                f"but the file has {c.size}"
             )
     return GGUFFile(path, version, alignment, data_offset, fields, tensors, buf, mm)
 
@@ -475,6 +477,20 @@ def find_key(fields: dict[str, Field], key: str) -> Field | None:
     if f is not None and not any("\0" in k for k in fields):
         return f
     return next((f for k, f in fields.items() if k.split("\0", 1)[0] == key), None)
+
+
+def _show(name: str, limit: int = 80) -> str:
+    """A key or tensor name as it goes into a message: as it is when it is short and printable, else
+    its repr cut to ``limit`` characters, so a hostile name cannot make a message long or multi-line."""
+    if name and name.isprintable() and " " not in name and len(name) <= limit:
+        return name
+    r = repr(name)
+    return r if len(r) <= limit else r[: limit - 1] + "…"
+
+
+def _printable(path) -> str:
+    """A path for a message: control characters (a newline in a file name) escaped, so it stays one line."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in os.fspath(path))
 
 
 def _c_str(b: bytes) -> str:
@@ -516,7 +532,7 @@ def _read_kvs(c: _Cursor, n_kv: int) -> dict[str, Field]:
         if not key:
             raise c.fail(f"key {i} is empty")
         if key in fields:
-            raise c.fail(f"duplicate key {key!r} (key-value pair {i})")
+            raise c.fail(f"duplicate key {_show(key)} (key-value pair {i})")
         start = pos
         vtype = _VTYPES.get(i32(mm, pos)[0]) if pos + 4 <= size else None
         scalar = _SCALARS.get(vtype)
@@ -529,20 +545,20 @@ def _read_kvs(c: _Cursor, n_kv: int) -> dict[str, Field]:
             continue
         c.pos = pos
         item_type = None
-        vtype = _value_type(c, lambda key=key: f"key {key!r}")
+        vtype = _value_type(c, lambda key=key: f"key {_show(key)}")
         if vtype == V.ARRAY:
-            item_type = _value_type(c, lambda key=key: f"the items of key {key!r}")
+            item_type = _value_type(c, lambda key=key: f"the items of key {_show(key)}")
             if item_type == V.ARRAY:  # gguf.cpp: "key '%s' has invalid GGUF type" for an array of arrays
-                raise c.fail(f"key {key!r} is an array of arrays, which llama.cpp refuses (invalid GGUF type 9)")
-            n = c.unpack(_U64, lambda key=key: f"the item count of key {key!r}")
+                raise c.fail(f"key {_show(key)} is an array of arrays, which llama.cpp refuses (invalid GGUF type 9)")
+            n = c.unpack(_U64, lambda key=key: f"the item count of key {_show(key)}")
             if n > GGUF_MAX_ARRAY_ELEMENTS:
-                raise c.fail(f"key {key!r} claims {n} items, over llama.cpp's limit of {GGUF_MAX_ARRAY_ELEMENTS}")
+                raise c.fail(f"key {_show(key)} claims {n} items, over llama.cpp's limit of {GGUF_MAX_ARRAY_ELEMENTS}")
             value = _read_array(c, key, item_type, n)
         elif vtype == V.STRING:
-            s, e = c.string(lambda key=key: f"the value of key {key!r}")
+            s, e = c.string(lambda key=key: f"the value of key {_show(key)}")
             value = mm[s:e]
         else:  # a number cut off by the end of the file
-            value = c.unpack(_SCALARS[vtype], lambda key=key: f"the value of key {key!r}")
+            value = c.unpack(_SCALARS[vtype], lambda key=key: f"the value of key {_show(key)}")
         pos = c.pos
         fields[key] = Field(key, vtype, item_type, value, buf, (start, pos))
     c.pos = pos
@@ -552,7 +568,7 @@ def _read_kvs(c: _Cursor, n_kv: int) -> dict[str, Field]:
 def _read_array(c: _Cursor, key: str, item_type: GGUFValueType, n: int):
     if item_type == V.STRING:
         # Each string is at least its 8-byte length: a lying count is refused before the loop.
-        c.need(8 * n, f"the {n} strings of key {key!r}")
+        c.need(8 * n, f"the {n} strings of key {_show(key)}")
         starts = np.empty(n, np.int64)
         lengths = np.empty(n, np.int64)
         pos, size, mm, unpack = c.pos, c.size, c.mm, _U64.unpack_from
@@ -560,19 +576,21 @@ def _read_array(c: _Cursor, key: str, item_type: GGUFValueType, n: int):
         for i in range(n):
             if pos + 8 > size:
                 c.pos = pos
-                c.need(8, f"string {i} of key {key!r}")
+                c.need(8, f"string {i} of key {_show(key)}")
             (ln,) = unpack(mm, pos)
             pos += 8
             if ln > GGUF_MAX_STRING_LENGTH or ln > size - pos:
                 c.pos = pos
-                raise c.fail(f"truncated or corrupt: string {i} of key {key!r} claims {ln} bytes, {size - pos} remain")
+                raise c.fail(
+                    f"truncated or corrupt: string {i} of key {_show(key)} claims {ln} bytes, {size - pos} remain"
+                )
             starts[i] = pos
             lengths[i] = ln
             pos += ln
         c.pos = pos
         return StringArray(c.buf, starts, lengths)
     dt = _DTYPES[item_type]
-    c.need(n * dt.itemsize, f"the {n} items of key {key!r}")
+    c.need(n * dt.itemsize, f"the {n} items of key {_show(key)}")
     arr = np.frombuffer(c.mm, dt, n, c.pos)
     c.pos += n * dt.itemsize
     return arr != 0 if item_type == V.BOOL else arr
@@ -584,51 +602,55 @@ def _read_tensor_infos(c: _Cursor, n_tensors: int) -> list[Tensor]:
     names: set[str] = set()
     c_names: set[str] = set()  # cut at the first NUL, as ggml_set_name stores them
     for i in range(n_tensors):
-        s, e = c.string(f"the name of tensor {i}")
+        s, e = c.string(lambda i=i: f"the name of tensor {i}")
         name = c.mm[s:e].decode("utf-8", "surrogateescape")
         if e - s >= GGML_MAX_NAME:
             raise c.fail(f"tensor {i}'s name is {e - s} bytes long; llama.cpp allows at most {GGML_MAX_NAME - 1}")
         if name in names:
-            raise c.fail(f"duplicate tensor name {name!r} (tensor {i})")
+            raise c.fail(f"duplicate tensor name {_show(name)} (tensor {i})")
         names.add(name)
         c_name = name.split("\0", 1)[0]
         if c_name in c_names:  # llama_model_loader: "invalid model: tensor '%s' is duplicated"
-            raise c.fail(f"two tensors are named {c_name!r} (up to a NUL byte), which llama.cpp refuses")
+            raise c.fail(f"two tensors are named {_show(c_name)} (up to a NUL byte), which llama.cpp refuses")
         c_names.add(c_name)
 
-        n_dims = c.unpack(_U32, f"n_dims of tensor {name}")
+        n_dims = c.unpack(_U32, lambda name=name: f"n_dims of tensor {_show(name)}")
         if n_dims > GGML_MAX_DIMS:
-            raise c.fail(f"tensor {name} has {n_dims} dimensions; ggml allows 1 to {GGML_MAX_DIMS} (GGML_MAX_DIMS)")
+            raise c.fail(
+                f"tensor {_show(name)} has {n_dims} dimensions; ggml allows 1 to {GGML_MAX_DIMS} (GGML_MAX_DIMS)"
+            )
         if n_dims == 0:  # gguf.cpp reads it as [1, 1, 1, 1]; see DELIBERATE
-            raise c.fail(f"tensor {name} has 0 dimensions; a GGUF tensor has 1 to {GGML_MAX_DIMS}")
-        ne = tuple(c.unpack(_I64, f"dimension {j} of tensor {name}") for j in range(n_dims))
+            raise c.fail(f"tensor {_show(name)} has 0 dimensions; a GGUF tensor has 1 to {GGML_MAX_DIMS}")
+        ne = tuple(
+            c.unpack(_I64, lambda j=j, name=name: f"dimension {j} of tensor {_show(name)}") for j in range(n_dims)
+        )
         if any(n < 0 for n in ne):
-            raise c.fail(f"tensor {name} has a negative dimension {list(ne)}")
+            raise c.fail(f"tensor {_show(name)} has a negative dimension {list(ne)}")
         if 0 in ne:  # gguf.cpp accepts it; see DELIBERATE
-            raise c.fail(f"tensor {name} has a dimension of 0 {list(ne)}: it holds no data")
+            raise c.fail(f"tensor {_show(name)} has a dimension of 0 {list(ne)}: it holds no data")
         n_elements = 1
         for n in ne:
             n_elements *= n
         if n_elements > INT64_MAX:  # gguf.cpp: "may cause overflow errors"
-            raise c.fail(f"tensor {name} has shape {list(ne)}: its element count overflows int64")
+            raise c.fail(f"tensor {_show(name)} has shape {list(ne)}: its element count overflows int64")
 
-        t = c.unpack(_I32, f"the type of tensor {name}")
+        t = c.unpack(_I32, lambda name=name: f"the type of tensor {_show(name)}")
         try:
             ggml_type = T(t)
             block, type_size = GGML_QUANT_SIZES[ggml_type]
         except (ValueError, KeyError):
             raise c.fail(
-                f"tensor {name} has unknown ggml type {t}", "this file needs a newer kquant, or it is corrupt"
+                f"tensor {_show(name)} has unknown ggml type {t}", "this file needs a newer kquant, or it is corrupt"
             ) from None
         if ne[0] % block:
             raise c.fail(
-                f"tensor {name} of type {ggml_type.name} has rows of {ne[0]} elements, not a multiple of its "
+                f"tensor {_show(name)} of type {ggml_type.name} has rows of {ne[0]} elements, not a multiple of its "
                 f"block size {block}"
             )
         n_bytes = n_elements // block * type_size
         if n_bytes > SIZE_MAX:
-            raise c.fail(f"tensor {name} of shape {list(ne)} has a size in bytes over 2^64")
-        offset = c.unpack(_U64, f"the data offset of tensor {name}")
+            raise c.fail(f"tensor {_show(name)} of shape {list(ne)} has a size in bytes over 2^64")
+        offset = c.unpack(_U64, lambda name=name: f"the data offset of tensor {_show(name)}")
         tensors.append(Tensor(name, ne, ggml_type, offset, n_elements, n_bytes, c.buf))
     return tensors
 
@@ -649,11 +671,14 @@ ROPE_SCALING_TYPES = ("none", "linear", "yarn", "longrope")  # LLAMA_ROPE_SCALIN
 
 
 def check_llama(f: GGUFFile) -> None:
-    """Refuse a llama model whose hyper-parameters llama.cpp's loader refuses; one KQuantError line.
+    """Refuse a llama model that llama_model_quantize refuses for its metadata; one KQuantError line.
 
     Mirrors, in order: llama_model_loader's constructor (general.architecture, split.count,
     general.file_type), llama_model_create (the architecture must be known: here, "llama"),
-    llama_model_base::load_hparams and llama_model_llama::load_arch_hparams.
+    llama_model_base::load_hparams, llama_model_llama::load_arch_hparams, and the copy of the
+    metadata into the output (gguf_set_kv). What remains for the quantizer itself: the tensor
+    data (NaN / Inf), already-quantized tensors, and the layer in a MoE tensor's name
+    (kquant.mixes).
     """
     g = _Getter(f)
     arch = g.key("general.architecture", V.STRING)
@@ -709,7 +734,9 @@ def check_llama(f: GGUFFile) -> None:
     g.key(a + "rope.freq_base", V.FLOAT32)
     scaling = g.key(a + "rope.scaling.type", V.STRING)
     if scaling is not None and _c_str(scaling) not in ROPE_SCALING_TYPES:
-        raise g.fail(f"{a}rope.scaling.type is {scaling!r}; llama.cpp knows {', '.join(ROPE_SCALING_TYPES)}")
+        raise g.fail(
+            f"{a}rope.scaling.type is {_show(_c_str(scaling))}; llama.cpp knows {', '.join(ROPE_SCALING_TYPES)}"
+        )
     if g.key(a + "rope.scaling.factor", V.FLOAT32) is None:
         g.key(a + "rope.scale_linear", V.FLOAT32)  # the old name, read only when the new one is absent
     g.key(a + "rope.scaling.attn_factor", V.FLOAT32)
@@ -737,6 +764,18 @@ def check_llama(f: GGUFFile) -> None:
             raise g.fail(f"tokenizer.ggml.tokens must be an array, not {tokens.type_name}")
     g.key(a + "attention.layer_norm_rms_epsilon", V.FLOAT32, required=True)
 
+    # llama_model_quantize_impl then copies every pair with gguf_set_kv (ggml/src/gguf.cpp), which
+    # re-creates each key from its C string: an empty one aborts (GGML_ASSERT(!key.empty()) in gguf_kv),
+    # and gguf_check_reserved_keys aborts on a "general.alignment" that is not a power-of-2 u32.
+    for key, fld in f.fields.items():
+        c_key = key.split("\0", 1)[0]
+        if not c_key:
+            raise g.fail(f"has a key that starts with a NUL byte ({_show(key)}), which llama.cpp aborts on copying")
+        if c_key == "general.alignment" and (fld.type != V.UINT32 or not fld.value or fld.value & (fld.value - 1)):
+            raise g.fail(
+                f"has a key {_show(key)} that llama.cpp copies as general.alignment, but it is not a power-of-2 u32"
+            )
+
 
 class _Getter:
     """llama_model_loader::get_key / get_key_or_arr, with kquant's one-line errors."""
@@ -747,7 +786,7 @@ class _Getter:
     def fail(
         self, problem: str, fix: str = "llama.cpp refuses this model too; fix the converter's output"
     ) -> KQuantError:
-        return KQuantError(f"{self.f.path} {problem}; {fix}")
+        return KQuantError(f"{_printable(self.f.path)} {problem}; {fix}")
 
     def key(self, key: str, vtype: GGUFValueType, required: bool = False):
         fld = find_key(self.f.fields, key)
