@@ -349,6 +349,18 @@ def test_the_next_run_removes_the_temp_of_a_killed_run(tmp_path):
     p.wait(timeout=30)
     (stale,) = _leftovers(tmp_path)
     assert f"-{p.pid}-" in stale  # recognisable: the pid of the run that left it
+    elsewhere = tmp_path / f".kquant-000000-{p.pid}-0123abcd.partial"  # another machine's run, same pid
+    elsewhere.write_bytes(b"")
     with atomic_output(tmp_path / "other.gguf") as tmp:
         tmp.write_bytes(b"x")
-    assert not _leftovers(tmp_path) and not dst.exists()
+    assert _leftovers(tmp_path) == [elsewhere.name] and not dst.exists()
+
+
+def test_a_dangling_symlink_is_not_followed_into_a_new_file(tmp_path):
+    dst = tmp_path / "link.gguf"
+    dst.symlink_to(tmp_path / "missing" / "target.gguf")
+    with pytest.raises(KQuantError, match="symbolic link to a missing file"), atomic_output(dst):
+        pass
+    with atomic_output(dst, overwrite=True) as tmp:  # --force replaces the link itself
+        tmp.write_bytes(b"x")
+    assert not dst.is_symlink() and dst.read_bytes() == b"x"

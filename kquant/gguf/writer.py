@@ -11,9 +11,11 @@ committed under its final name, then the folder is fsynced so the name survives 
 Why each piece:
 
 * The temp file lives in the destination folder (a rename never crosses file systems) under
-  a short name, ``.kquant-<pid>-<8 hex>.partial``, whatever the destination's length, so a
-  legal 250-byte file name still works. The pid in the name lets the next run in that folder
-  recognise and delete the leftover of a run that was killed outright (SIGKILL, power loss).
+  a short name, ``.kquant-<host>-<pid>-<8 hex>.partial`` (host: 6 hex digits of the machine's
+  name), whatever the destination's length, so a legal 250-byte file name still works. The pid
+  lets the next run in that folder recognise and delete the leftover of a run that was killed
+  outright (SIGKILL, power loss); the host keeps it from deleting the file of a live run on
+  another machine sharing the folder (NFS) or in another container, whose pids it cannot see.
 * No clobbering without ``overwrite``: the commit is ``os.link(tmp, dst)``, which fails if
   ``dst`` exists, even when it appeared while we were writing (a check-then-rename would
   silently replace it). ``overwrite=True`` commits with ``os.replace``.
@@ -29,10 +31,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import re
 import secrets
 import signal
+import socket
 import stat
 import threading
 from collections.abc import Iterable, Iterator
@@ -40,7 +44,8 @@ from pathlib import Path
 
 from ..errors import KQuantError
 
-_TEMP_RE = re.compile(r"^\.kquant-(\d+)-[0-9a-f]{8}\.partial$")
+_TEMP_RE = re.compile(r"^\.kquant-([0-9a-f]{6})-(\d+)-[0-9a-f]{8}\.partial$")
+_HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:6]
 _SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 
@@ -54,7 +59,7 @@ class _Terminated(BaseException):
 
 def temp_name() -> str:
     """A fresh temp file name: short, hidden, and carrying this process's pid."""
-    return f".kquant-{os.getpid()}-{secrets.token_hex(4)}.partial"
+    return f".kquant-{_HOST}-{os.getpid()}-{secrets.token_hex(4)}.partial"
 
 
 def remove_stale_temps(folder) -> list[Path]:
@@ -66,7 +71,10 @@ def remove_stale_temps(folder) -> list[Path]:
         return removed
     for name in names:
         m = _TEMP_RE.match(name)
-        if m is None or int(m.group(1)) == os.getpid() or _alive(int(m.group(1))):
+        if m is None or m.group(1) != _HOST:
+            continue  # not ours, or another machine's: its pid means nothing here
+        pid = int(m.group(2))
+        if pid == os.getpid() or _alive(pid):
             continue
         path = Path(folder, name)
         with contextlib.suppress(OSError):
@@ -98,6 +106,10 @@ def check_destination(dst, *, overwrite: bool = False, protect: Iterable = ()) -
     try:
         st = os.stat(dst)  # follows symlinks: a link to /dev/null is a character device here
     except FileNotFoundError:
+        if os.path.islink(dst) and not overwrite:
+            raise KQuantError(
+                f"{dst} is a symbolic link to a missing file: remove it, or replace it (--force)"
+            ) from None
         return dst
     except OSError as e:
         raise KQuantError(f"cannot write {dst} ({e.strerror or e})") from None
