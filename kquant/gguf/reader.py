@@ -19,11 +19,12 @@ llama-cpp-python 0.3.36 vendors). A GGUF file is, all little-endian::
 
 A hostile file can lie in every one of those numbers. So this reader never trusts one:
 every length and count is checked against the bytes that remain *before* anything is
-allocated or looped over, and the checks are llama.cpp's (each cites its source), so a
-file kquant opens is a file llama.cpp opens, and the other way round (the exceptions are
-listed in ``DELIBERATE``). The file is mapped read-only (mmap): numeric arrays and tensor
-data are numpy views of the mapping, not copies, and string arrays (a 256 K-token
-vocabulary) are indexed once and decoded only when asked for.
+allocated or looped over, and the checks are llama.cpp's (each cites its source): a file
+that passes ``open_gguf`` and ``check_llama`` is one ``llama_model_quantize`` reads, and one
+it refuses is refused here too (kquant's deliberate extra refusals are listed in
+``DELIBERATE``). The file is mapped read-only (mmap): numeric arrays and tensor data are
+numpy views of the mapping, not copies, and string arrays (a 256 K-token vocabulary) are
+indexed once and decoded only when asked for.
 
 Every failure is one ``KQuantError`` line: the file, the problem, and the fix.
 
