@@ -1,0 +1,1 @@
+"""GGUF files: one validated reader, one atomic writer."""
