@@ -12,8 +12,10 @@ line on stderr and exit with status 1; no traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
+from kquant import __version__
 from kquant.errors import KQuantError
 from kquant.mixes import IMATRIX_MIXES, LLAMA_CPP_VERSION, MIXES
 
@@ -38,6 +40,18 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print(f"kquant {args.command}: interrupted; no output was written", file=sys.stderr)
         return 130
+    except MemoryError:
+        print(f"kquant {args.command}: error: out of memory; no output was written", file=sys.stderr)
+        return 1
+    except Exception as e:  # a bug in kquant, not bad input: still one line, and how to see more
+        if os.environ.get("KQUANT_DEBUG"):
+            raise
+        print(
+            f"kquant {args.command}: internal error ({type(e).__name__}: {e}); no output was written. "
+            "Rerun with KQUANT_DEBUG=1 for the traceback and report it",
+            file=sys.stderr,
+        )
+        return 2
     return 0
 
 
@@ -46,6 +60,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="kquant",
         description=f"llama.cpp's quantization in readable numpy, byte-exact with llama.cpp {LLAMA_CPP_VERSION}.",
     )
+    parser.add_argument("--version", action="version", version=f"kquant {__version__} (llama.cpp {LLAMA_CPP_VERSION})")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     mixes = ", ".join(MIXES) + f" ({', '.join(IMATRIX_MIXES)} with --imatrix)"
 

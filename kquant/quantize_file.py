@@ -42,7 +42,6 @@ destination only once complete, so a crash, Ctrl-C or a full disk leaves no part
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,7 +52,6 @@ from gguf import (
     GGML_QUANT_VERSION,
     GGUF_DEFAULT_ALIGNMENT,
     GGMLQuantizationType,
-    GGUFReader,
     GGUFValueType,
     GGUFWriter,
     Keys,
@@ -62,9 +60,9 @@ from gguf.quants import quant_shape_to_byte_shape
 
 from kquant.errors import KQuantError
 from kquant.formats import FORMATS, quantize
-from kquant.gguf.reader import first_value, metadata, open_gguf, scalar_value, shape_of, weights
+from kquant.gguf.reader import GGUFFile, StringArray, check_llama, open_gguf, shape_of, weights
 from kquant.gguf.summary import FileSummary, TensorRow
-from kquant.gguf.writer import atomic_output
+from kquant.gguf.writer import atomic_output, check_destination
 from kquant.imatrix import Imatrix, as_importance, quantize_keys
 from kquant.mixes import Choice, ModelParams, TensorSpec, get_mix, plan, requires_imatrix
 from kquant.progress import progress_bar
@@ -86,22 +84,24 @@ _REQUIRED = ("context_length", "embedding_length", "block_count", "attention.lay
 
 @dataclass
 class SourceModel:
-    """A source model, checked: where it is, its reader, hyper-parameters and tensors (file order)."""
+    """A source model, checked: where it is, the open file, hyper-parameters and tensors (file order)."""
 
     path: Path
-    reader: GGUFReader
+    file: GGUFFile
     arch: str
     params: ModelParams
     tensors: list[TensorSpec]
 
 
 def read_model(path) -> SourceModel:
-    """Open a model kquant can quantize: a little-endian llama GGUF of F32 / F16 / BF16 tensors."""
-    reader = open_gguf(path)
+    """Open a model kquant can quantize: a llama GGUF of F32 / F16 / BF16 tensors that llama.cpp would load.
+
+    ``open_gguf`` and ``check_llama`` refuse what llama.cpp's loader refuses; the checks here are
+    kquant's own: the architectures whose mix rules it knows, and source types it can read.
+    """
+    f = open_gguf(path)
     path = Path(path)
-    if reader.byte_order != "I":
-        raise KQuantError(f"{path} is a big-endian GGUF: llama.cpp and kquant read little-endian files only")
-    arch = scalar_value(reader, Keys.General.ARCHITECTURE)
+    arch = f.get(Keys.General.ARCHITECTURE)
     if arch is None:
         raise KQuantError(f"{path} has no general.architecture key, so llama.cpp cannot load it")
     if arch not in SUPPORTED_ARCHS:
@@ -110,38 +110,74 @@ def read_model(path) -> SourceModel:
             f"{', '.join(SUPPORTED_ARCHS)} models"
         )
     for key in _REQUIRED:
-        if f"{arch}.{key}" not in reader.fields:
+        if f"{arch}.{key}" not in f.fields:
             raise KQuantError(f"{path} lacks the metadata key {arch}.{key}, which llama.cpp needs to load the model")
-    if (scalar_value(reader, Keys.Split.LLM_KV_SPLIT_COUNT) or 1) > 1:
+    check_llama(f)
+    if (f.get(Keys.Split.LLM_KV_SPLIT_COUNT) or 1) > 1:
         raise KQuantError(f"{path} is one shard of a split model: merge the shards first (llama-gguf-split --merge)")
-    alignment = scalar_value(reader, Keys.General.ALIGNMENT)
-    if alignment not in (None, GGUF_DEFAULT_ALIGNMENT):
-        raise KQuantError(f"{path} uses general.alignment = {alignment}; llama-quantize writes 32-byte alignment only")
-    if not reader.tensors:
+    if f.alignment != GGUF_DEFAULT_ALIGNMENT:
+        raise KQuantError(
+            f"{path} uses general.alignment = {f.alignment}; llama-quantize writes 32-byte alignment only"
+        )
+    if not f.tensors:
         raise KQuantError(f"{path} holds no tensors: nothing to quantize")
 
     tensors = []
-    for t in reader.tensors:
-        if t.tensor_type not in SOURCE_TYPES:
-            if GGML_QUANT_SIZES[t.tensor_type][0] > 1:
+    for t in f.tensors:
+        if t.type not in SOURCE_TYPES:
+            if GGML_QUANT_SIZES[t.type][0] > 1:
                 raise KQuantError(
-                    f"{path} is already quantized ({t.name} is {t.tensor_type.name}): start from the F32, F16 or "
-                    "BF16 model"
+                    f"{path} is already quantized ({t.name} is {t.type.name}): start from the F32, F16 or BF16 model"
                 )
             raise KQuantError(
-                f"{path}: tensor {t.name} has type {t.tensor_type.name}; kquant reads F32, F16 and BF16 tensors only"
+                f"{path}: tensor {t.name} has type {t.type.name}; kquant reads F32, F16 and BF16 tensors only"
             )
-        tensors.append(TensorSpec(t.name, shape_of(t), t.tensor_type))
+        tensors.append(TensorSpec(t.name, shape_of(t), t.type))
 
-    n_head = first_value(reader, f"{arch}.attention.head_count") or 0
-    n_head_kv = first_value(reader, f"{arch}.attention.head_count_kv")
+    n_head = _first(f.get(f"{arch}.attention.head_count"), 0)
+    n_head_kv = _first(f.get(f"{arch}.attention.head_count_kv"), n_head)  # llama.cpp's default: no GQA
     params = ModelParams(
-        n_layer=scalar_value(reader, f"{arch}.block_count"),
+        n_layer=int(f.get(f"{arch}.block_count")),
         n_head=n_head,
-        n_head_kv=n_head if n_head_kv is None else n_head_kv,  # llama.cpp's default: no GQA
-        n_expert=scalar_value(reader, f"{arch}.expert_count") or 0,
+        n_head_kv=n_head_kv,
+        n_expert=int(f.get(f"{arch}.expert_count") or 0),
     )
-    return SourceModel(path, reader, arch, params, tensors)
+    return SourceModel(path, f, arch, params, tensors)
+
+
+def _first(value, default: int) -> int:
+    """A per-layer value: llama.cpp accepts one number or an array with one per layer (it uses layer 0)."""
+    if value is None:
+        return default
+    if isinstance(value, np.ndarray):
+        return int(value[0]) if len(value) else default
+    return int(value)
+
+
+def metadata(f: GGUFFile) -> list[tuple[str, object, GGUFValueType, GGUFValueType | None]]:
+    """Every metadata pair as llama-quantize copies it: (key, value, type, array item type), for GGUFWriter.
+
+    llama.cpp copies each pair with gguf_set_kv, which reads keys and strings as C strings: they end
+    at the first NUL byte, and a key that becomes equal to an earlier one replaces it and moves to
+    the end. Strings stay bytes, so they are copied exactly even when they are not valid UTF-8.
+    """
+    pairs: dict[str, tuple] = {}
+    for field in f.fields.values():
+        key = field.name.split("\0", 1)[0]
+        v = field.value
+        if field.type == GGUFValueType.ARRAY and field.item_type == GGUFValueType.ARRAY:
+            raise KQuantError(f"metadata key {key} is an array of arrays, which llama.cpp cannot copy either")
+        if field.type == GGUFValueType.ARRAY and len(v) == 0:
+            raise KQuantError(f"metadata key {key} is an empty array, which gguf-py's GGUFWriter cannot write")
+        if isinstance(v, StringArray):
+            v = [b.split(b"\0", 1)[0] for b in v]
+        elif isinstance(v, np.ndarray):
+            v = v.tolist()
+        elif isinstance(v, bytes):
+            v = v.split(b"\0", 1)[0]
+        pairs.pop(key, None)  # gguf_set_*: remove the key, then append it
+        pairs[key] = (key, v, field.type, field.item_type)
+    return list(pairs.values())
 
 
 def plan_gguf(
@@ -184,13 +220,13 @@ def quantize_gguf(
     imatrix_keys = _imatrix_keys(imatrix, loaded, len(importance))
     choices = _plan(model, mix, pure, overrides, output_type, token_embd_type, has_imatrix=bool(importance))
     _check_required_entries(choices, mix, importance)
-    dst = _check_destination(model.path, Path(dst), overwrite)
-    source = {t.name: t for t in model.reader.tensors}
+    dst = check_destination(dst, overwrite=overwrite, protect=[model.path])
+    source = {t.name: t for t in model.file.tensors}
 
     start = time.perf_counter()
     rows = []
     try:
-        with atomic_output(dst) as tmp:
+        with atomic_output(dst, overwrite=overwrite, protect=[model.path]) as tmp:
             writer = GGUFWriter(tmp, model.arch)
             try:
                 _copy_metadata(model, writer, mix.file_type, imatrix_keys)
@@ -322,23 +358,10 @@ def _copy_metadata(model: SourceModel, writer: GGUFWriter, file_type: int, extra
     # where the source had it (kv_data is the writer's public table of pending keys).
     del writer.kv_data[0][Keys.General.ARCHITECTURE]
     at_end = set(_SET_AT_END) | {key for key, _, _ in extra}  # gguf_set_val_* removes a key, then appends it
-    for key, value, vtype, sub_type in metadata(model.reader):
+    for key, value, vtype, sub_type in metadata(model.file):
         if key not in at_end and key not in _DROPPED:
             writer.add_key_value(key, value, vtype, sub_type=sub_type)
     writer.add_quantization_version(GGML_QUANT_VERSION)
     writer.add_file_type(int(file_type))
     for key, value, vtype in extra:
         writer.add_key_value(key, value, vtype)
-
-
-def _check_destination(src: Path, dst: Path, overwrite: bool) -> Path:
-    """Refuse to write over the input, into a missing folder, or over a file unless asked."""
-    if not dst.parent.is_dir():
-        raise KQuantError(f"cannot write {dst}: the folder {dst.parent} does not exist")
-    if dst.is_dir():
-        raise KQuantError(f"cannot write {dst}: it is a folder; give a file name")
-    if dst.resolve() == src.resolve() or (dst.exists() and os.path.samefile(src, dst)):
-        raise KQuantError(f"refusing to overwrite the input {src}: choose another output file")
-    if dst.exists() and not overwrite:
-        raise KQuantError(f"{dst} already exists: pass overwrite=True (--force on the command line) to replace it")
-    return dst

@@ -22,7 +22,7 @@ from tiny_llama import write_tiny_llama
 from kquant import imatrix, reference
 from kquant.__main__ import main as cli
 from kquant.errors import KQuantError
-from kquant.gguf.reader import weights
+from kquant.gguf.reader import open_gguf, weights
 from kquant.gguf.summary import sha256
 from kquant.imatrix import Entry, Imatrix
 from kquant.model import calibrate, hub
@@ -464,11 +464,11 @@ def test_save_is_atomic_and_refuses_what_it_cannot_write(tmp_path):
 
 def _assert_every_tensor_is_ggmls_encode(src, out, vectors: dict):
     """Each converted tensor of ``out`` equals ggml_quantize_chunk of the source with its imatrix entry."""
-    source = {t.name: t for t in GGUFReader(src).tensors}
+    source = {t.name: t for t in open_gguf(src).tensors}
     checked = 0
     for t in GGUFReader(out).tensors:
         s = source[t.name]
-        if t.tensor_type == s.tensor_type or t.tensor_type.name in ("F16", "F32"):
+        if t.tensor_type == s.type or t.tensor_type.name in ("F16", "F32"):
             continue
         x = weights(s)
         qw = vectors.get(t.name)

@@ -3,7 +3,7 @@
 kquant/forward.py is a readable numpy llama; if llama.cpp's logits on held-out text equal its
 logits, then the file means what the trainer meant: tensor names, layouts, RoPE pairing,
 grouped-query attention, norms and the tokenizer all agree. The KV cache is F32 on the
-llama.cpp side, as everywhere in kquant.model.evaluate (the default F16 cache alone moves logits by
+llama.cpp side, as everywhere in kquant.model.runner (the default F16 cache alone moves logits by
 about 6e-3; tiny-model-notes.md §2).
 """
 
@@ -207,9 +207,10 @@ def test_the_forward_pass_refuses_types_it_cannot_decode(tmp_path):
     src = GGUFReader(hub.bundled())
     w = GGUFWriter(tmp_path / "iq.gguf", "llama")
     del w.kv_data[0]["general.architecture"]
-    from kquant.gguf.reader import metadata
+    from kquant.gguf.reader import open_gguf
+    from kquant.quantize_file import metadata
 
-    for key, value, vtype, sub in metadata(src):
+    for key, value, vtype, sub in metadata(open_gguf(hub.bundled())):
         w.add_key_value(key, value, vtype, sub_type=sub)
     for t in src.tensors:
         if t.name == "blk.0.ffn_up.weight":  # 768 rows of 256: IQ4_NL blocks are 32 weights in 18 bytes

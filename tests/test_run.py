@@ -1,4 +1,4 @@
-"""kquant.model.evaluate: load, generate and score GGUF files with llama.cpp; and the demo built on it."""
+"""kquant.model.runner and kquant.model.evaluate: load, generate and score GGUF files with llama.cpp; and the demo."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Exercises of notebook 08, running the model: the three numbers that compare two files.
 
 Every check feeds logits shaped like the bundled model's (positions × vocabulary) and
-compares with ``kquant.model.evaluate``'s own functions, the code that makes the notebook's table.
+compares with ``kquant.model.scores``' own functions, the code that makes the notebook's table.
 """
 
 import numpy as np

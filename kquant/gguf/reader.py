@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFValueType
 
-from ..errors import KQuantError
+from kquant.errors import KQuantError
 
 V = GGUFValueType
 T = GGMLQuantizationType
@@ -669,6 +669,37 @@ def _read_tensor_infos(c: _Cursor, n_tensors: int) -> list[Tensor]:
 LLAMA_MAX_LAYERS = 512  # src/llama-hparams.h
 LLAMA_MAX_EXPERTS = 1024  # src/llama-hparams.h
 ROPE_SCALING_TYPES = ("none", "linear", "yarn", "longrope")  # LLAMA_ROPE_SCALING_TYPES, src/llama-model.cpp
+
+
+def shape_of(t: Tensor) -> tuple[int, ...]:
+    """A tensor's shape in numpy order as ggml sees it: outer axes of size 1 dropped (ggml_n_dims)."""
+    ne = list(t.ne)
+    while len(ne) > 1 and ne[-1] == 1:
+        ne.pop()
+    return tuple(reversed(ne))
+
+
+def weights(t: Tensor) -> np.ndarray:
+    """A float tensor's values as float32, numpy order (exact: F16 and BF16 widen without rounding).
+
+    NaN and Inf are refused, as llama.cpp refuses a model whose data holds them.
+    """
+    if t.type == T.F32:
+        x = np.array(t.data, dtype=np.float32)
+    elif t.type == T.F16:
+        x = t.data.astype(np.float32)
+    elif t.type == T.BF16:
+        # bf16 is the top half of a float32: shift its 16 bits back into place.
+        x = (t.data.astype(np.uint32) << 16).view(np.float32)
+    else:
+        raise KQuantError(f"tensor {_show(t.name)} has type {t.type.name}; kquant reads F32, F16 and BF16 tensors here")
+    if not np.isfinite(x).all():
+        n = int(np.count_nonzero(~np.isfinite(x)))
+        raise KQuantError(
+            f"tensor {_show(t.name)} holds {n} NaN or Inf value(s); llama.cpp refuses such a model too "
+            '("has invalid data")'
+        )
+    return x
 
 
 def check_llama(f: GGUFFile) -> None:

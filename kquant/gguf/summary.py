@@ -12,9 +12,10 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFValueType
 
-from kquant.gguf.reader import open_gguf, shape_of
+from kquant.gguf.reader import Field, StringArray, open_gguf, shape_of
 
 
 def sha256(path) -> str:
@@ -99,29 +100,28 @@ def plan_summary(path, choices) -> FileSummary:
 
 def inspect_gguf(path) -> FileSummary:
     """Read any GGUF file (quantized or not) and summarize its metadata and tensors."""
-    reader = open_gguf(path)
-    rows = [TensorRow(t.name, shape_of(t), t.tensor_type, int(t.n_bytes)) for t in reader.tensors]
-    meta = [(f.name, _show(f)) for f in list(reader.fields.values())[3:]]
+    with open_gguf(path) as f:
+        rows = [TensorRow(t.name, shape_of(t), t.type, t.n_bytes) for t in f.tensors]
+        meta = [(field.name, _show(field)) for field in f.fields.values()]
     return FileSummary(Path(path), rows, meta)
 
 
-def _show(f, limit: int = 60) -> str:
+def _show(f: Field, limit: int = 60) -> str:
     """A metadata value, shortened: long arrays show their length and first items."""
-    if f.types[0] == GGUFValueType.ARRAY:
-        n = len(f.data)
-        item_type = f.types[1].name.lower() if len(f.types) > 1 else "items"
-        if item_type == "string":
-            items = [bytes(f.parts[i]).decode("utf-8", errors="replace") for i in f.data[:3]]
-        else:
-            items = [_value(f.parts[i][0]) for i in f.data[:3]]
-        text = f"[{n} {item_type}: " + ", ".join(repr(i) for i in items) + (", ...]" if n > 3 else "]")
-    elif f.types[0] == GGUFValueType.STRING:
-        text = repr(bytes(f.parts[-1]).decode("utf-8", errors="replace"))
+    v = f.value
+    if isinstance(v, StringArray):
+        n, items = len(v), [b.decode("utf-8", errors="replace") for b in v[:3]]
+    elif isinstance(v, np.ndarray):
+        n, items = len(v), [_value(x) for x in v[:3]]
+    if isinstance(v, (StringArray, np.ndarray)):
+        text = f"[{n} {f.item_type.name.lower()}: " + ", ".join(map(repr, items)) + (", ...]" if n > 3 else "]")
+    elif isinstance(v, bytes):
+        text = repr(v.decode("utf-8", errors="replace"))
     else:
-        text = repr(_value(f.parts[-1][0]))
+        text = repr(_value(np.float32(v)) if f.type == GGUFValueType.FLOAT32 else v)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _value(v):
+def _value(x):
     """A numpy scalar as Python shows it best: float32 0.1 as 0.1, not 0.10000000149011612."""
-    return float(str(v)) if v.dtype.kind == "f" else v.item()
+    return float(str(x)) if x.dtype.kind == "f" else x.item()

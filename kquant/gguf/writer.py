@@ -42,7 +42,7 @@ import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from ..errors import KQuantError
+from kquant.errors import KQuantError
 
 _TEMP_RE = re.compile(r"^\.kquant-([0-9a-f]{6})-(\d+)-[0-9a-f]{8}\.partial$")
 _HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:6]
@@ -102,7 +102,7 @@ def check_destination(dst, *, overwrite: bool = False, protect: Iterable = ()) -
     for p in protect:
         with contextlib.suppress(OSError):
             if os.path.samefile(dst, p):
-                raise KQuantError(f"{dst} is the input file {p}: choose another output path")
+                raise KQuantError(f"refusing to overwrite the input {p} (as {dst}): choose another output file")
     try:
         st = os.stat(dst)  # follows symlinks: a link to /dev/null is a character device here
     except FileNotFoundError:
@@ -120,7 +120,7 @@ def check_destination(dst, *, overwrite: bool = False, protect: Iterable = ()) -
             f"{dst} exists and is not a regular file (a device, FIFO or socket): kquant never replaces one"
         )
     if not overwrite:
-        raise KQuantError(f"{dst} already exists: choose another name, or overwrite it (--force)")
+        raise KQuantError(f"{dst} already exists: pass overwrite=True (--force on the command line) to replace it")
     return dst
 
 

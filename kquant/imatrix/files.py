@@ -29,7 +29,7 @@ from gguf import GGMLQuantizationType, GGUFValueType, GGUFWriter
 
 from kquant.errors import KQuantError
 from kquant.formats import check_importance
-from kquant.gguf.reader import open_gguf
+from kquant.gguf.reader import GGUFFile, open_gguf
 from kquant.gguf.writer import atomic_output
 from kquant.imatrix.stats import Entry, Imatrix
 
@@ -67,7 +67,7 @@ def save(im: Imatrix, path) -> Path:
                 f"got {np.shape(e.in_sum2)} and {np.shape(e.counts)} counts"
             )
     try:
-        with atomic_output(path) as tmp:
+        with atomic_output(path, overwrite=True) as tmp:  # like numpy.save, saving again replaces the file
             w = GGUFWriter(tmp, arch="imatrix")
             del w.kv_data[0]["general.architecture"]  # an imatrix file has none; GGUFWriter adds it on its own
             w.add_key_value(GENERAL_TYPE, "imatrix", GGUFValueType.STRING)
@@ -95,8 +95,9 @@ def save(im: Imatrix, path) -> Path:
 def load(path) -> Imatrix:
     """Read an imatrix file: llama.cpp's GGUF format, or the legacy .dat format."""
     path = Path(path)
-    if not path.is_file():
-        raise KQuantError(f"{path}: no such file" if not path.exists() else f"{path} is a folder, not an imatrix file")
+    if not path.is_file():  # before any read: a FIFO would block it, a device never end it
+        what = "no such file" if not path.exists() else "a folder" if path.is_dir() else "not a regular file"
+        raise KQuantError(f"{path}: {what}; pass the imatrix file llama-imatrix or kquant wrote")
     with open(path, "rb") as f:
         magic = f.read(4)
     im = _load_gguf(path) if magic == b"GGUF" else _load_legacy(path)
@@ -106,7 +107,11 @@ def load(path) -> Imatrix:
 
 def _load_gguf(path: Path) -> Imatrix:
     """common_imatrix_load, with llama-quantize's checks (metadata present, pairs complete, F32)."""
-    r = open_gguf(path)
+    with open_gguf(path) as r:
+        return _read_imatrix(path, r)
+
+
+def _read_imatrix(path: Path, r: GGUFFile) -> Imatrix:
     kind = _string(r, GENERAL_TYPE)
     if kind not in (None, "imatrix"):
         raise KQuantError(
@@ -124,9 +129,9 @@ def _load_gguf(path: Path) -> Imatrix:
             "file?)"
         )
     f = r.fields[DATASETS]
-    if f.types[0] != GGUFValueType.ARRAY or (len(f.types) > 1 and f.types[1] != GGUFValueType.STRING):
+    if f.type != GGUFValueType.ARRAY or (len(f.value) and f.item_type != GGUFValueType.STRING):
         raise KQuantError(f"{path}: {DATASETS} must be an array of strings")
-    datasets = [bytes(f.parts[i]).decode("utf-8", errors="replace") for i in f.data] if len(f.types) > 1 else []
+    datasets = f.value.decode() if len(f.value) else []
 
     pairs: dict[str, dict[str, object]] = {}
     for t in r.tensors:
@@ -141,7 +146,7 @@ def _load_gguf(path: Path) -> Imatrix:
                 "damaged, write it again"
             )
         sums_t, counts_t = pair[SUMS_SUFFIX], pair[COUNTS_SUFFIX]
-        if sums_t.tensor_type != T.F32 or counts_t.tensor_type != T.F32:
+        if sums_t.type != T.F32 or counts_t.type != T.F32:
             raise KQuantError(f"{path}: the sums and counts of {name} must be F32 (llama.cpp refuses other types)")
         sums = np.asarray(sums_t.data, dtype=np.float32).reshape(-1)
         counts = np.asarray(counts_t.data, dtype=np.float32).reshape(-1)
@@ -161,18 +166,18 @@ def _lround(x: np.ndarray) -> np.ndarray:
     return (np.sign(x) * np.floor(np.abs(x).astype(np.float64) + 0.5)).astype(np.int64)
 
 
-def _string(r, key: str):
+def _string(r: GGUFFile, key: str):
     f = r.fields.get(key)
-    if f is None or f.types[0] != GGUFValueType.STRING:
+    if f is None or f.type != GGUFValueType.STRING:
         return None
-    return bytes(f.parts[-1]).decode("utf-8", errors="replace")
+    return f.value.decode("utf-8", errors="replace")
 
 
-def _uint(r, key: str, path: Path) -> int:
+def _uint(r: GGUFFile, key: str, path: Path) -> int:
     f = r.fields[key]
-    if f.types[0] != GGUFValueType.UINT32:
-        raise KQuantError(f"{path}: {key} must be a uint32 (it is {f.types[0].name})")
-    return int(f.parts[-1][0])
+    if f.type != GGUFValueType.UINT32:
+        raise KQuantError(f"{path}: {key} must be a uint32 (it is {f.type.name})")
+    return int(f.value)
 
 
 def _load_legacy(path: Path) -> Imatrix:

@@ -97,19 +97,16 @@ def model_weights(kinds=MIDDLE_LAYER_KINDS) -> ModelSample:
         return ModelSample(
             {"synthetic": sample.weights}, f"{sample.source} (the bundled model {hub.BUNDLED.name} is absent)"
         )
-    reader = open_gguf(hub.BUNDLED)
-    field = reader.fields.get("llama.block_count")
-    n_layer = int(field.parts[-1][0]) if field is not None else 1
-    middle = n_layer // 2
-    tensors = {t.name: t for t in reader.tensors}
-    names = [f"blk.{middle}.{kind}.weight" for kind in kinds]
-    missing = [n for n in names if n not in tensors]
-    if missing:
-        raise KQuantError(
-            f"{hub.BUNDLED} has no tensor {missing[0]}: choose kinds among attn_q, attn_k, attn_v, attn_output, "
-            "ffn_gate, ffn_up, ffn_down"
-        )
-    return ModelSample(
-        {n: weights(tensors[n]) for n in names},
-        f"the bundled model {hub.BUNDLED.name}: layer {middle} of layers 0-{n_layer - 1}",
-    )
+    with open_gguf(hub.BUNDLED) as f:
+        n_layer = int(f.get("llama.block_count", 1))
+        middle = n_layer // 2
+        tensors = {t.name: t for t in f.tensors}
+        names = [f"blk.{middle}.{kind}.weight" for kind in kinds]
+        missing = [n for n in names if n not in tensors]
+        if missing:
+            raise KQuantError(
+                f"{hub.BUNDLED} has no tensor {missing[0]}: choose kinds among attn_q, attn_k, attn_v, attn_output, "
+                "ffn_gate, ffn_up, ffn_down"
+            )
+        chosen = {n: weights(tensors[n]) for n in names}  # float32 copies: they outlive the file
+    return ModelSample(chosen, f"the bundled model {hub.BUNDLED.name}: layer {middle} of layers 0-{n_layer - 1}")

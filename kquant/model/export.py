@@ -18,14 +18,13 @@ model this writes must have been trained (or built) that way; nothing here permu
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from gguf import GGUFWriter, TokenType
 
 from kquant.errors import KQuantError
+from kquant.gguf.writer import atomic_output
 from kquant.model.config import Config, tensor_shapes
 
 
@@ -61,12 +60,7 @@ def write_gguf(
             raise KQuantError(f"{k} has shape {tuple(weights[k].shape)}, the config says {shape}")
         if not np.isfinite(weights[k]).all():
             raise KQuantError(f"{k} has NaN or Inf weights; refusing to write a broken model")
-    if not path.parent.is_dir():
-        raise KQuantError(f"cannot write {path}: the folder {path.parent} does not exist")
-
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-    os.close(fd)
-    try:
+    with atomic_output(path, overwrite=True) as tmp:  # like saving any file: a second export replaces the first
         w = GGUFWriter(tmp, "llama")
         _metadata(w, cfg, tokens, merges, dtype, name, extra)
         for k in shapes:  # converter order: embeddings, blocks, output norm
@@ -76,11 +70,6 @@ def write_gguf(
         w.write_kv_data_to_file()
         w.write_tensors_to_file()
         w.close()
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

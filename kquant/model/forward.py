@@ -45,7 +45,7 @@ from gguf import GGMLQuantizationType
 
 from kquant.errors import KQuantError
 from kquant.formats import FORMATS, dequantize
-from kquant.gguf.reader import open_gguf
+from kquant.gguf.reader import GGUFFile, Tensor, check_llama, open_gguf
 from kquant.gguf.reader import weights as float_weights
 from kquant.model.config import Config
 
@@ -92,8 +92,12 @@ class Llama:
     def load(cls, path) -> Llama:
         """Read a llama GGUF; quantized tensors are decoded to float32 with kquant.dequantize."""
         path = Path(path)
-        r = open_gguf(path)  # missing, truncated or corrupt: one clear error
-        meta = {k: f.contents() for k, f in r.fields.items() if not k.startswith("tokenizer.ggml.")}
+        with open_gguf(path) as f:  # missing, truncated, corrupt or hostile: one clear error
+            return cls._from_file(path, f)
+
+    @classmethod
+    def _from_file(cls, path: Path, r: GGUFFile) -> Llama:
+        meta = {k: r.get(k) for k in r.fields if not k.startswith("tokenizer.ggml.")}
         if meta.get("general.architecture") != "llama":
             raise KQuantError(
                 f"{path} is a {meta.get('general.architecture')!r} model; kquant.model.forward reads llama models"
@@ -102,6 +106,7 @@ class Llama:
             raise KQuantError(
                 f"{path} is a mixture-of-experts llama; kquant.model.forward runs dense llama models only"
             )
+        check_llama(r)  # what llama.cpp's loader refuses (a 10^9-layer model, a wrong-typed key) is refused here
         weights = {t.name: _read_tensor(path, t) for t in r.tensors}
         a = "llama."
         for key in (
@@ -123,8 +128,8 @@ class Llama:
             n_ctx=int(meta[a + "context_length"]),
             n_embd=int(meta[a + "embedding_length"]),
             n_layer=int(meta[a + "block_count"]),
-            n_head=int(meta[a + "attention.head_count"]),
-            n_head_kv=int(meta.get(a + "attention.head_count_kv", meta[a + "attention.head_count"])),
+            n_head=_layer0(meta[a + "attention.head_count"]),
+            n_head_kv=_layer0(meta.get(a + "attention.head_count_kv", meta[a + "attention.head_count"])),
             n_ff=int(meta[a + "feed_forward_length"]),
             rope_base=float(meta.get(a + "rope.freq_base", 10000.0)),
             norm_eps=float(meta[a + "attention.layer_norm_rms_epsilon"]),
@@ -226,15 +231,19 @@ def matmul_errors(reference: Llama, model: Llama, tokens) -> dict[str, float]:
     return out
 
 
-def _read_tensor(path: Path, t) -> np.ndarray:
+def _layer0(v) -> int:
+    """A per-layer hyper-parameter: one number, or an array with one per layer (this pass uses layer 0's)."""
+    return int(v[0]) if isinstance(v, np.ndarray) else int(v)
+
+
+def _read_tensor(path: Path, t: Tensor) -> np.ndarray:
     """One tensor as float32 in numpy order (rows, cols), whatever its GGUF type."""
-    if t.tensor_type in FLOAT_TYPES:
+    if t.type in FLOAT_TYPES:
         return float_weights(t)
-    if t.tensor_type in FORMATS:
-        shape = tuple(reversed([int(n) for n in t.shape]))
-        return dequantize(np.asarray(t.data), t.tensor_type).reshape(shape)
+    if t.type in FORMATS:
+        return dequantize(t.data.reshape(-1, t.data.shape[-1]), t.type).reshape(t.shape)
     raise KQuantError(
-        f"{path}: {t.name} is {t.tensor_type.name}, which kquant cannot decode; kquant.model.forward reads "
+        f"{path}: {t.name} is {t.type.name}, which kquant cannot decode; kquant.model.forward reads "
         f"{', '.join(q.name for q in READABLE)}"
     )
 

@@ -33,6 +33,7 @@ from urllib.parse import urlsplit
 
 from kquant import colab
 from kquant.errors import KQuantError
+from kquant.gguf.reader import open_gguf
 
 # The model in a checkout of the repository (an editable install); elsewhere colab.cache_dir() holds it.
 # A small public llama-architecture model published as F16 GGUF (135M parameters, about
@@ -123,9 +124,13 @@ def fetch(
 
 
 def _checked(path: Path, repo_id: str, filename: str) -> Path:
-    with open(path, "rb") as f:
-        if f.read(4) != b"GGUF":
-            raise KQuantError(f"{repo_id}/{filename} is not a GGUF file; choose a .gguf file from the repository")
+    """The downloaded file, if it is a GGUF file the one reader accepts."""
+    try:
+        open_gguf(path).close()
+    except KQuantError as e:
+        raise KQuantError(
+            f"{repo_id}/{filename} is not a GGUF file kquant can read ({e}); choose a .gguf file from the repository"
+        ) from None
     return path
 
 

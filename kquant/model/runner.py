@@ -23,6 +23,7 @@ import numpy as np
 
 from kquant import llamacpp
 from kquant.errors import KQuantError
+from kquant.gguf.reader import check_llama, open_gguf
 
 GGML_TYPE_F32 = 0
 
@@ -89,11 +90,10 @@ class LlamaCppModel:
 def load(path, n_ctx: int | None = None, n_threads: int = 1) -> LlamaCppModel:
     """Load a GGUF file in llama.cpp (CPU, F32 KV cache, every position's logits kept)."""
     path = Path(path)
-    if not path.is_file():
-        raise KQuantError(f"{path}: no such file")
-    with open(path, "rb") as f:
-        if f.read(4) != b"GGUF":
-            raise KQuantError(f"{path} is not a GGUF file (it does not start with the bytes 'GGUF')")
+    # llama.cpp aborts, hangs or runs out of memory on some files it should refuse: check first.
+    with open_gguf(path) as f:
+        if f.get("general.architecture") == "llama":
+            check_llama(f)
     llama_cpp = llamacpp.load()
     try:
         llm = llama_cpp.Llama(

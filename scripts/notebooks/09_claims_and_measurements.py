@@ -400,7 +400,7 @@ i-quants trade a table lookup for lower error at a given size.*
 gf = reader.open_gguf(hub.bundled())
 keys = list(gf.fields)
 print(f"{len(gf.tensors)} tensors, {len(keys)} metadata keys in one file")
-print("vocabulary:", len(gf.fields["tokenizer.ggml.tokens"].data), "tokens in tokenizer.ggml.tokens")
+print("vocabulary:", len(gf.fields["tokenizer.ggml.tokens"].value), "tokens in tokenizer.ggml.tokens")
 print("settings:", [k for k in keys if k.startswith("llama.")][:6], "…")
 print("the project's own keys (the extensible part):", [k for k in keys if k.startswith("kquant.")])
 

@@ -113,7 +113,7 @@ which `Imatrix.load` reads back, or reads from a file `llama-imatrix` wrote:
 out = tempfile.mkdtemp(prefix="kquant-10-")
 path = imatrix.save(im, os.path.join(out, "tiny.imatrix.gguf"))
 gf = reader.open_gguf(path)
-print(f"{path.name}: {os.path.getsize(path):,} bytes;", {k: f.contents() for k, f in gf.fields.items() if not k.startswith("GGUF.")})
+print(f"{path.name}: {os.path.getsize(path):,} bytes;", {k: gf.get(k) for k in gf.fields})
 print([t.name for t in gf.tensors][:4], "…")
 again = imatrix.load(path)
 print("read back equal:", all(np.array_equal(again.importance(n), im.importance(n)) for n in im.names()))
