@@ -364,3 +364,30 @@ def test_a_dangling_symlink_is_not_followed_into_a_new_file(tmp_path):
     with atomic_output(dst, overwrite=True) as tmp:  # --force replaces the link itself
         tmp.write_bytes(b"x")
     assert not dst.is_symlink() and dst.read_bytes() == b"x"
+
+
+# --- the command line on every variant
+
+
+def test_the_command_line_answers_every_variant_in_one_line_and_leaves_nothing(hostile, tmp_path, capsys):
+    """quantize / plan / inspect on each hostile file: exit 0, or exit 1 with one line on stderr and no
+    file left behind; never a traceback or an internal error; and quantize refuses whatever llama.cpp refuses."""
+    from kquant.__main__ import main
+
+    for name, entry in hostile.items():
+        path = entry[0]
+        out = tmp_path / f"{abs(hash(name))}"
+        out.mkdir()
+        for argv in (
+            ["quantize", str(path), str(out / "q.gguf"), "Q4_K_M", "--quiet"],
+            ["plan", str(path), "Q4_K_M"],
+            ["inspect", str(path)],
+        ):
+            code = main(argv)
+            err = capsys.readouterr().err
+            assert code in (0, 1), (name, argv[0], code, err)
+            if code == 1:
+                assert err.count("\n") == 1 and "internal error" not in err, (name, argv[0], err)
+        assert sorted(p.name for p in out.iterdir()) in ([], ["q.gguf"]), (name, list(out.iterdir()))
+        if _llama(entry) == "refuse":
+            assert not (out / "q.gguf").exists(), f"{name}: llama.cpp refuses it, kquant quantized it"

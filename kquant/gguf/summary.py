@@ -68,8 +68,8 @@ class FileSummary:
 
     @property
     def bpw(self) -> float:
-        """The file's average bits per weight: 8 x tensor bytes / weights."""
-        return 8 * self.nbytes / self.n_weights
+        """The file's average bits per weight: 8 x tensor bytes / weights (NaN for a file without tensors)."""
+        return 8 * self.nbytes / self.n_weights if self.n_weights else float("nan")
 
     def table(self, reasons: bool = False) -> str:
         width = max([len(r.name) for r in self.rows] + [6])
