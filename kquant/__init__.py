@@ -7,6 +7,8 @@
 
 The API mirrors gguf-py's ``gguf.quants.quantize`` / ``dequantize``, so either can
 stand in for the other.
+
+Every notebook imports it; notebooks 03-05 call ``quantize`` / ``dequantize`` directly.
 """
 
 from kquant import imatrix, mixes

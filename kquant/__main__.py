@@ -7,6 +7,8 @@
 
 Expected problems (a missing file, a corrupt GGUF, an existing output, ...) print one
 line on stderr and exit with status 1; no traceback.
+
+Notebook 00 points to it; so does the README.
 """
 
 from __future__ import annotations

@@ -9,6 +9,8 @@
 
 ``--model`` runs it on another F16/F32 llama GGUF (for example one from ``kquant.model.hub.fetch``);
 ``--keep DIR`` keeps the quantized files, which otherwise live in a temporary folder.
+
+Notebook 08 runs the same comparison, cell by cell.
 """
 
 from __future__ import annotations

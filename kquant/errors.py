@@ -2,6 +2,8 @@
 
 It subclasses ValueError so ``except ValueError`` keeps working, and every message
 says what was wrong and what to do about it, in one line.
+
+Notebooks 01 and 08 show such messages.
 """
 
 

@@ -5,6 +5,8 @@ llama-cpp-python prints llama.cpp's whole load log through the Python logger
 talks to llama.cpp (the runner, the oracle's whole-file quantizer, imatrix collection,
 the training script) gets the module from ``load()``, which turns that log down first.
 The import is slow (it loads the shared library), so nothing imports it at module level.
+
+Notebooks 08-10 reach llama.cpp through it (via kquant.model.runner and calibrate).
 """
 
 from __future__ import annotations

@@ -37,6 +37,8 @@ llama-quant.cpp and tools/quantize/quantize.cpp do it:
 gguf-py's GGUFWriter writes all of it; the only nudge it needs is in ``_copy_metadata``.
 The output goes to a temporary file in the destination folder, renamed over the
 destination only once complete, so a crash, Ctrl-C or a full disk leaves no partial file.
+
+Notebooks 06-10 quantize with it.
 """
 
 from __future__ import annotations

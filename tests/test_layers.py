@@ -154,3 +154,15 @@ def test_the_readme_layout_table_names_every_module():
     files = [str(p.relative_to(ROOT)) for p in MODULES.values() if p.name != "__init__.py" or p.parent == PACKAGE]
     missing = [f for f in files if f not in named]
     assert not missing, f"README's layout table does not name {missing}: give each module its one-line purpose"
+
+
+def test_import_kquant_loads_only_the_layers_it_offers():
+    """``import kquant`` gives the codecs and whole-file quantization, and loads nothing above them."""
+    import subprocess
+    import sys
+
+    code = "import sys, kquant; print('\\n'.join(sys.modules))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    above = [m for m in loaded if m.split(".")[0] == "kquant" and layer_of(m) > layer_of("kquant")]
+    assert not above, f"import kquant loads {above}: keep the facade to the whole-file layer"
+    assert "llama_cpp" not in loaded and "matplotlib" not in loaded, "import kquant must stay light"

@@ -12,6 +12,8 @@ plus, for teaching, the steps in between (``encode`` to the unpacked fields,
 
 ``quantize`` and ``dequantize`` below check their input, flatten it into blocks,
 and hand it to the module in cache-sized chunks.
+
+Notebooks 03-05 use it.
 """
 
 from __future__ import annotations

@@ -10,6 +10,8 @@ in-block element axis FIRST and the G groups side by side. Then
 ``np.add.reduce(a, axis=0)`` adds rows strictly in order, exactly like C's
 ``for (i = 0; i < n; ++i) sum += a[i]`` (numpy's sum along the *last* axis uses
 pairwise summation and gives different bits).
+
+Every format module uses it; notebooks 03 and 04 encode blocks whose bytes depend on it.
 """
 
 import functools

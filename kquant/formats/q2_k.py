@@ -6,6 +6,8 @@ A super-block of QK_K = 256 weights has 16 groups of 16. Weight e of group j dec
 
 The group fits minimise the *absolute* error weighted by |x| (use_mad): with only
 four levels, squared error lets one outlier drag the whole grid. 2.625 bits per weight.
+
+Notebook 05 teaches it.
 """
 
 from typing import NamedTuple

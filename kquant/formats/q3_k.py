@@ -6,6 +6,8 @@ A super-block of QK_K = 256 weights has 16 groups of 16. Weight e of group j dec
 
 Symmetric (no min). The low 2 bits of each level are packed like Q2_K's, the third
 bit goes to ``hmask``. 3.4375 bits per weight.
+
+Notebook 05 teaches it.
 """
 
 from typing import NamedTuple

@@ -8,6 +8,8 @@ decodes as
 so the sub-block scales and mins are themselves quantized (to 6 bits) against the
 two fp16 numbers d and dmin: "quantized scales" is what the K family adds to Q4_1.
 4.5 bits per weight: 4 for the level + (2*16 + 8*12) / 256 for the scales.
+
+Notebook 04 teaches it, step by step.
 """
 
 from typing import NamedTuple

@@ -4,6 +4,8 @@
 
 5.5 bits per weight. The low 4 bits of each level sit in nibbles exactly as in
 Q4_0; the fifth bits of all 32 weights form one little-endian uint32, ``qh``.
+
+Notebooks 03 and 05 use it.
 """
 
 from typing import NamedTuple

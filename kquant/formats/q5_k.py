@@ -4,6 +4,8 @@
 
 Same super-block, same 12 bytes of 6-bit scales and mins, same search with a finer
 grid (nmax 31). The fifth bits live in ``qh``. 5.5 bits per weight.
+
+Notebook 05 teaches it.
 """
 
 from typing import NamedTuple

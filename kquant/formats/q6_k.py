@@ -6,6 +6,8 @@ A super-block of QK_K = 256 weights has 16 groups of 16. Weight e of group j dec
 
 Symmetric (no min): each group's scale comes from make_qx_quants, then the 16 scales
 are quantized to int8 against d. 6.5625 bits per weight (6 + (16*8 + 16) / 256).
+
+Notebook 05 teaches it.
 """
 
 from typing import NamedTuple

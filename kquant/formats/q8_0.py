@@ -4,6 +4,8 @@
 
 8.5 bits per weight (8 for q, 16/32 for d). The simplest absmax quantizer in ggml,
 and the only one that rounds half *away from zero* (C's ``roundf``).
+
+Notebooks 03 and 05 use it.
 """
 
 from typing import NamedTuple

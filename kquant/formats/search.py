@@ -12,6 +12,8 @@ in C order (see ``cops``). Results are per group, shape ``(G,)``.
 
 The arithmetic is written operation for operation as in C, in float32, because a
 different rounding order changes which candidate wins and so the bytes.
+
+Notebook 04 draws make_qkx2_quants candidate by candidate (through kquant.lessons.scale_search).
 """
 
 import numpy as np

@@ -12,6 +12,8 @@ A string is a uint64 length and that many UTF-8 bytes; an array is an item type 
 a uint64 count and the items. gguf-py's ``GGUFReader`` reads the same structure (and
 kquant.gguf.reader uses it for real work); this module exists to show where every byte is.
 Every problem is one KQuantError line that says at which byte reading stopped.
+
+Notebook 07 walks a file with it.
 """
 
 from __future__ import annotations

@@ -30,6 +30,8 @@ Every failure is one ``KQuantError`` line: the file, the problem, and the fix.
 
 One limit of any mmap reader: if another program truncates the file while it is open, reading the
 missing pages ends the process (SIGBUS). kquant never writes its input, so only a third party can.
+
+Notebooks 07, 09 and 10 open files with it; so does every other part of kquant.
 """
 
 from __future__ import annotations

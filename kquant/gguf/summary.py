@@ -3,6 +3,8 @@
 Bits per weight (bpw) is the honest size measure: a "4-bit" Q4_K tensor costs 4.5 bpw
 once its block scales are counted, and a Q4_K_M file averages more than that because
 some tensors get Q6_K and the norms stay F32.
+
+Notebooks 06, 07 and 10 use it.
 """
 
 from __future__ import annotations

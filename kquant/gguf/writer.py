@@ -25,6 +25,8 @@ Why each piece:
 * ``protect``: paths the destination must not be (the input), compared with
   ``os.path.samefile``, so a symlink or hard link to the input is caught too.
 * The new file's mode is ``0o666 & ~umask``, like any file a program creates.
+
+Notebooks 06-10 write their files through it (via quantize_gguf, export and imatrix.save).
 """
 
 from __future__ import annotations

@@ -49,6 +49,8 @@ Format version: the GGUF imatrix format exactly as llama.cpp 0c1e57098 writes it
 llama-quantize's importance for column j of matrix m is ``in_sum2[m, j] / counts[m]``, and
 1.0 for every column of a matrix whose count is 0 (an expert never routed to). The legacy
 ``.dat`` format (llama-imatrix ``--output-format dat``) loads too.
+
+Notebook 10 teaches it.
 """
 
 from kquant.imatrix.files import as_importance, load, quantize_keys, save

@@ -7,6 +7,8 @@ the super-block has one or two float16 numbers that scale those integers. Each w
 is an integer level. The layouts below are ggml's structs (ggml-common.h), as drawn in
 each format module; ``budget`` adds them up, and a test checks the sum against the
 format's block size.
+
+Notebooks 05 and 09 use it.
 """
 
 from __future__ import annotations

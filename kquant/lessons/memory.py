@@ -2,6 +2,8 @@
 
 Two units are in use and they differ by 7%: file sizes in llama.cpp's tables are
 GiB (2**30 bytes), marketing and most articles use GB (10**9 bytes).
+
+Notebooks 01 and 09 use it.
 """
 
 from __future__ import annotations

@@ -1,6 +1,8 @@
 """How far a quantized tensor is from the original: the error measures the workbook uses.
 
 Computed in float64 so that the measure itself adds no rounding of its own.
+
+Notebooks 01-05 use it.
 """
 
 from __future__ import annotations

@@ -4,6 +4,8 @@ The workbook measures what it can on the bundled model; for claims about models 
 machine cannot run (8B, 70B) it uses these numbers, quoted from llama.cpp's sources and
 pull requests, never invented or rounded. Sizes are GiB (2**30 bytes), as llama.cpp
 reports them; perplexity (PPL) is on wikitext-2.
+
+Notebooks 06, 09 and 10 quote it.
 """
 
 from __future__ import annotations

@@ -10,6 +10,8 @@ is never needed: the training script tokenizes with llama.cpp itself.
 Merges that touch a digit are never learned. Digits stay one token each, so ``347`` is
 ``3``, ``4``, ``7`` and a sum is a sequence of digit steps the model can learn, not a
 lookup over thousands of number tokens.
+
+Notebook 07 shows its vocabulary inside the GGUF file.
 """
 
 from __future__ import annotations

@@ -14,6 +14,8 @@ same text on every machine. The training text and the held-out text never share 
 a sum ``a + b`` is held out when ``_held_out(a, b)`` says so, whatever the seed. Facts are
 the same table in both (recalling them *is* the task); only the phrasing order differs.
 Stories come from disjoint seeds (the caller's choice; the training script uses 1 and 999).
+
+Notebook 08 shows its text; notebooks 08 and 10 score on its held-out part.
 """
 
 from __future__ import annotations

@@ -13,6 +13,8 @@ gpt2 default is 11 for both) with ``add_bos_token`` set, or ``tokenize`` adds no
 
 RoPE: llama.cpp's ``llama`` architecture rotates consecutive pairs (x[2i], x[2i+1]). The
 model this writes must have been trained (or built) that way; nothing here permutes rows.
+
+Notebook 07 reads the file it wrote.
 """
 
 from __future__ import annotations

@@ -32,6 +32,8 @@ compares it with llama.cpp's logits) and to let a reader look inside. With quant
 it is not bit-for-bit llama.cpp: llama.cpp's CPU kernels also round the *activations*
 (to F16 for F16 weights, to Q8_0 / Q8_1 / Q8_K blocks for quantized ones) before each dot
 product, and numpy does not; tests/test_model.py measures the difference.
+
+Notebook 10 runs it to see every matrix's input.
 """
 
 from __future__ import annotations

@@ -18,6 +18,8 @@ on one thread; nothing here is parallel.
 
 Importing this module never fails: the library is loaded on first use, and if it
 cannot be found the call raises :class:`OracleUnavailable`.
+
+Notebooks 01 and 03-05 compare their bytes with it.
 """
 
 from __future__ import annotations
