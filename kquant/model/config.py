@@ -10,6 +10,19 @@ from dataclasses import asdict, dataclass
 
 from kquant.errors import KQuantError
 
+# The tensors of one llama block, after "blk.N.", in llama.cpp's order (llm_build_llama).
+BLOCK_TENSORS = (
+    "attn_norm",
+    "attn_q",
+    "attn_k",
+    "attn_v",
+    "attn_output",
+    "ffn_norm",
+    "ffn_gate",
+    "ffn_up",
+    "ffn_down",
+)
+
 
 @dataclass(frozen=True)
 class Config:

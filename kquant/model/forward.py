@@ -49,7 +49,7 @@ from kquant.errors import KQuantError
 from kquant.formats import FORMATS, dequantize
 from kquant.gguf.reader import GGUFFile, Tensor, check_llama, open_gguf
 from kquant.gguf.reader import weights as float_weights
-from kquant.model.config import Config
+from kquant.model.config import BLOCK_TENSORS, Config
 
 T = GGMLQuantizationType
 
@@ -57,18 +57,6 @@ T = GGMLQuantizationType
 FLOAT_TYPES = (T.F32, T.F16, T.BF16)
 READABLE = FLOAT_TYPES + tuple(FORMATS)
 
-# The tensors of one llama block (llm_build_llama), after "blk.N.".
-_BLOCK_TENSORS = (
-    "attn_norm",
-    "attn_q",
-    "attn_k",
-    "attn_v",
-    "attn_output",
-    "ffn_norm",
-    "ffn_gate",
-    "ffn_up",
-    "ffn_down",
-)
 
 # observe(name, x): name of the weight matrix, x its (n_tokens, n_cols) float32 input.
 Observer = Callable[[str, np.ndarray], None]
@@ -136,7 +124,7 @@ class Llama:
             rope_base=float(meta.get(a + "rope.freq_base", 10000.0)),
             norm_eps=float(meta[a + "attention.layer_norm_rms_epsilon"]),
         )
-        needed = ["output_norm.weight"] + [f"blk.{i}.{n}.weight" for i in range(cfg.n_layer) for n in _BLOCK_TENSORS]
+        needed = ["output_norm.weight"] + [f"blk.{i}.{n}.weight" for i in range(cfg.n_layer) for n in BLOCK_TENSORS]
         missing = [n for n in needed if n not in weights]
         if missing:
             raise KQuantError(

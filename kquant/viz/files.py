@@ -12,6 +12,7 @@ from matplotlib.patches import Rectangle
 
 from kquant.gguf.summary import plan_summary
 from kquant.mixes import layer_of, plan
+from kquant.model.config import BLOCK_TENSORS
 from kquant.viz.style import SIGN, TYPE_COLORS, byte_grid, tidy
 
 
@@ -27,21 +28,7 @@ def _plan_grid(ax, choices, title: str):
         kind = c.name.split(".")[2]
         if kind not in kinds:
             kinds.append(kind)
-    order = [
-        k
-        for k in (
-            "attn_norm",
-            "attn_q",
-            "attn_k",
-            "attn_v",
-            "attn_output",
-            "ffn_norm",
-            "ffn_gate",
-            "ffn_up",
-            "ffn_down",
-        )
-        if k in kinds
-    ]
+    order = [k for k in BLOCK_TENSORS if k in kinds]
     kinds = order + [k for k in kinds if k not in order]
     n_layer = max(layers) + 1 if layers else 0
     cells, faces = [], []
