@@ -62,7 +62,8 @@ from gguf.quants import quant_shape_to_byte_shape
 
 from kquant.errors import KQuantError
 from kquant.formats import FORMATS, quantize
-from kquant.gguf.reader import GGUFFile, StringArray, check_llama, open_gguf, shape_of, weights
+from kquant.gguf.llama_keys import check_llama
+from kquant.gguf.reader import GGUFFile, StringArray, open_gguf, shape_of, weights
 from kquant.gguf.summary import FileSummary, TensorRow
 from kquant.gguf.writer import atomic_output, check_destination
 from kquant.imatrix import Imatrix, as_importance, quantize_keys

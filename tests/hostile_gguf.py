@@ -507,7 +507,8 @@ def _kquant_open(path: str) -> dict:
     import tracemalloc
 
     from kquant.errors import KQuantError
-    from kquant.gguf.reader import check_llama, open_gguf
+    from kquant.gguf.llama_keys import check_llama
+    from kquant.gguf.reader import open_gguf
 
     tracemalloc.start()
     try:

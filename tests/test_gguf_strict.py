@@ -29,7 +29,8 @@ from tiny_llama import write_tiny_llama
 
 from kquant.errors import KQuantError
 from kquant.gguf import reader
-from kquant.gguf.reader import StringArray, check_llama, open_gguf
+from kquant.gguf.llama_keys import check_llama
+from kquant.gguf.reader import StringArray, open_gguf
 from kquant.gguf.writer import atomic_output, temp_name
 
 # The variants llama.cpp accepts and kquant refuses on purpose, with the reason (reader.DELIBERATE).

@@ -273,7 +273,7 @@ def open_gguf(path) -> GGUFFile:
     far as its structure goes; ``check_llama`` adds the hyper-parameter checks of llama's loader.
     """
     path = os.fspath(path)
-    shown = _printable(path)  # the path as messages show it
+    shown = printable(path)  # the path as messages show it
     fd = _open_regular(path, shown)
     try:
         size = os.fstat(fd).st_size
@@ -451,12 +451,12 @@ def _parse(path: str, shown: str, buf: np.ndarray, mm) -> GGUFFile:
     for t in tensors:
         if t.offset != expected:
             raise c.fail(
-                f"tensor {_show(t.name)} has data offset {t.offset}, but llama.cpp requires {expected} "
+                f"tensor {show_name(t.name)} has data offset {t.offset}, but llama.cpp requires {expected} "
                 f"(tensor data packed in file order, each padded to {alignment} bytes): misaligned, overlapping or "
                 "out of order"
             )
         if t.n_bytes > SIZE_MAX - (alignment - 1) or expected + _pad(t.n_bytes, alignment) > SIZE_MAX:
-            raise c.fail(f"tensor {_show(t.name)}: its size overflows the data section")
+            raise c.fail(f"tensor {show_name(t.name)}: its size overflows the data section")
         expected += _pad(t.n_bytes, alignment)
     # --- and each tensor must lie in the file (llama_tensor_weight, src/llama-model-loader.h:
     # "tensor '%s' data is not within the file bounds, model is corrupted or incomplete").
@@ -464,7 +464,7 @@ def _parse(path: str, shown: str, buf: np.ndarray, mm) -> GGUFFile:
         t.offset += data_offset  # absolute from here on
         if t.offset + t.n_bytes > c.size:
             raise c.fail(
-                f"truncated: tensor {_show(t.name)} needs bytes {t.offset}..{t.offset + t.n_bytes}, "
+                f"truncated: tensor {show_name(t.name)} needs bytes {t.offset}..{t.offset + t.n_bytes}, "
                 f"but the file has {c.size}"
             )
     return GGUFFile(path, version, alignment, data_offset, fields, tensors, buf, mm)
@@ -482,7 +482,7 @@ def find_key(fields: dict[str, Field], key: str) -> Field | None:
     return next((f for k, f in fields.items() if k.split("\0", 1)[0] == key), None)
 
 
-def _show(name: str, limit: int = 80) -> str:
+def show_name(name: str, limit: int = 80) -> str:
     """A key or tensor name as it goes into a message: as it is when it is short and printable, else
     its repr cut to ``limit`` characters, so a hostile name cannot make a message long or multi-line."""
     if name and name.isprintable() and " " not in name and len(name) <= limit:
@@ -491,12 +491,12 @@ def _show(name: str, limit: int = 80) -> str:
     return r if len(r) <= limit else r[: limit - 1] + "…"
 
 
-def _printable(path) -> str:
+def printable(path) -> str:
     """A path for a message: control characters (a newline in a file name) escaped, so it stays one line."""
     return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in os.fspath(path))
 
 
-def _c_str(b: bytes) -> str:
+def c_str(b: bytes) -> str:
     """A string value as llama.cpp's std::string(gguf_get_val_str(...)) sees it: cut at the first NUL."""
     return b.split(b"\0", 1)[0].decode("utf-8", "replace")
 
@@ -535,7 +535,7 @@ def _read_kvs(c: _Cursor, n_kv: int) -> dict[str, Field]:
         if not key:
             raise c.fail(f"key {i} is empty")
         if key in fields:
-            raise c.fail(f"duplicate key {_show(key)} (key-value pair {i})")
+            raise c.fail(f"duplicate key {show_name(key)} (key-value pair {i})")
         start = pos
         vtype = _VTYPES.get(i32(mm, pos)[0]) if pos + 4 <= size else None
         scalar = _SCALARS.get(vtype)
@@ -548,20 +548,24 @@ def _read_kvs(c: _Cursor, n_kv: int) -> dict[str, Field]:
             continue
         c.pos = pos
         item_type = None
-        vtype = _value_type(c, lambda key=key: f"key {_show(key)}")
+        vtype = _value_type(c, lambda key=key: f"key {show_name(key)}")
         if vtype == V.ARRAY:
-            item_type = _value_type(c, lambda key=key: f"the items of key {_show(key)}")
+            item_type = _value_type(c, lambda key=key: f"the items of key {show_name(key)}")
             if item_type == V.ARRAY:  # gguf.cpp: "key '%s' has invalid GGUF type" for an array of arrays
-                raise c.fail(f"key {_show(key)} is an array of arrays, which llama.cpp refuses (invalid GGUF type 9)")
-            n = c.unpack(_U64, lambda key=key: f"the item count of key {_show(key)}")
+                raise c.fail(
+                    f"key {show_name(key)} is an array of arrays, which llama.cpp refuses (invalid GGUF type 9)"
+                )
+            n = c.unpack(_U64, lambda key=key: f"the item count of key {show_name(key)}")
             if n > GGUF_MAX_ARRAY_ELEMENTS:
-                raise c.fail(f"key {_show(key)} claims {n} items, over llama.cpp's limit of {GGUF_MAX_ARRAY_ELEMENTS}")
+                raise c.fail(
+                    f"key {show_name(key)} claims {n} items, over llama.cpp's limit of {GGUF_MAX_ARRAY_ELEMENTS}"
+                )
             value = _read_array(c, key, item_type, n)
         elif vtype == V.STRING:
-            s, e = c.string(lambda key=key: f"the value of key {_show(key)}")
+            s, e = c.string(lambda key=key: f"the value of key {show_name(key)}")
             value = mm[s:e]
         else:  # a number cut off by the end of the file
-            value = c.unpack(_SCALARS[vtype], lambda key=key: f"the value of key {_show(key)}")
+            value = c.unpack(_SCALARS[vtype], lambda key=key: f"the value of key {show_name(key)}")
         pos = c.pos
         fields[key] = Field(key, vtype, item_type, value, buf, (start, pos))
     c.pos = pos
@@ -571,7 +575,7 @@ def _read_kvs(c: _Cursor, n_kv: int) -> dict[str, Field]:
 def _read_array(c: _Cursor, key: str, item_type: GGUFValueType, n: int):
     if item_type == V.STRING:
         # Each string is at least its 8-byte length: a lying count is refused before the loop.
-        c.need(8 * n, f"the {n} strings of key {_show(key)}")
+        c.need(8 * n, f"the {n} strings of key {show_name(key)}")
         starts = np.empty(n, np.int64)
         lengths = np.empty(n, np.int64)
         pos, size, mm, unpack = c.pos, c.size, c.mm, _U64.unpack_from
@@ -579,13 +583,13 @@ def _read_array(c: _Cursor, key: str, item_type: GGUFValueType, n: int):
         for i in range(n):
             if pos + 8 > size:
                 c.pos = pos
-                c.need(8, f"string {i} of key {_show(key)}")
+                c.need(8, f"string {i} of key {show_name(key)}")
             (ln,) = unpack(mm, pos)
             pos += 8
             if ln > GGUF_MAX_STRING_LENGTH or ln > size - pos:
                 c.pos = pos
                 raise c.fail(
-                    f"truncated or corrupt: string {i} of key {_show(key)} claims {ln} bytes, {size - pos} remain"
+                    f"truncated or corrupt: string {i} of key {show_name(key)} claims {ln} bytes, {size - pos} remain"
                 )
             starts[i] = pos
             lengths[i] = ln
@@ -593,7 +597,7 @@ def _read_array(c: _Cursor, key: str, item_type: GGUFValueType, n: int):
         c.pos = pos
         return StringArray(c.buf, starts, lengths)
     dt = _DTYPES[item_type]
-    c.need(n * dt.itemsize, f"the {n} items of key {_show(key)}")
+    c.need(n * dt.itemsize, f"the {n} items of key {show_name(key)}")
     arr = np.frombuffer(c.mm, dt, n, c.pos)
     c.pos += n * dt.itemsize
     return arr != 0 if item_type == V.BOOL else arr
@@ -610,67 +614,53 @@ def _read_tensor_infos(c: _Cursor, n_tensors: int) -> list[Tensor]:
         if e - s >= GGML_MAX_NAME:
             raise c.fail(f"tensor {i}'s name is {e - s} bytes long; llama.cpp allows at most {GGML_MAX_NAME - 1}")
         if name in names:
-            raise c.fail(f"duplicate tensor name {_show(name)} (tensor {i})")
+            raise c.fail(f"duplicate tensor name {show_name(name)} (tensor {i})")
         names.add(name)
         c_name = name.split("\0", 1)[0]
         if c_name in c_names:  # llama_model_loader: "invalid model: tensor '%s' is duplicated"
-            raise c.fail(f"two tensors are named {_show(c_name)} (up to a NUL byte), which llama.cpp refuses")
+            raise c.fail(f"two tensors are named {show_name(c_name)} (up to a NUL byte), which llama.cpp refuses")
         c_names.add(c_name)
 
-        n_dims = c.unpack(_U32, lambda name=name: f"n_dims of tensor {_show(name)}")
+        n_dims = c.unpack(_U32, lambda name=name: f"n_dims of tensor {show_name(name)}")
         if n_dims > GGML_MAX_DIMS:
             raise c.fail(
-                f"tensor {_show(name)} has {n_dims} dimensions; ggml allows 1 to {GGML_MAX_DIMS} (GGML_MAX_DIMS)"
+                f"tensor {show_name(name)} has {n_dims} dimensions; ggml allows 1 to {GGML_MAX_DIMS} (GGML_MAX_DIMS)"
             )
         if n_dims == 0:  # gguf.cpp reads it as [1, 1, 1, 1]; see DELIBERATE
-            raise c.fail(f"tensor {_show(name)} has 0 dimensions; a GGUF tensor has 1 to {GGML_MAX_DIMS}")
+            raise c.fail(f"tensor {show_name(name)} has 0 dimensions; a GGUF tensor has 1 to {GGML_MAX_DIMS}")
         ne = tuple(
-            c.unpack(_I64, lambda j=j, name=name: f"dimension {j} of tensor {_show(name)}") for j in range(n_dims)
+            c.unpack(_I64, lambda j=j, name=name: f"dimension {j} of tensor {show_name(name)}") for j in range(n_dims)
         )
         if any(n < 0 for n in ne):
-            raise c.fail(f"tensor {_show(name)} has a negative dimension {list(ne)}")
+            raise c.fail(f"tensor {show_name(name)} has a negative dimension {list(ne)}")
         if 0 in ne:  # gguf.cpp accepts it; see DELIBERATE
-            raise c.fail(f"tensor {_show(name)} has a dimension of 0 {list(ne)}: it holds no data")
+            raise c.fail(f"tensor {show_name(name)} has a dimension of 0 {list(ne)}: it holds no data")
         n_elements = 1
         for n in ne:
             n_elements *= n
         if n_elements > INT64_MAX:  # gguf.cpp: "may cause overflow errors"
-            raise c.fail(f"tensor {_show(name)} has shape {list(ne)}: its element count overflows int64")
+            raise c.fail(f"tensor {show_name(name)} has shape {list(ne)}: its element count overflows int64")
 
-        t = c.unpack(_I32, lambda name=name: f"the type of tensor {_show(name)}")
+        t = c.unpack(_I32, lambda name=name: f"the type of tensor {show_name(name)}")
         try:
             ggml_type = T(t)
             block, type_size = GGML_QUANT_SIZES[ggml_type]
         except (ValueError, KeyError):
             raise c.fail(
-                f"tensor {_show(name)} has unknown ggml type {t}", "this file needs a newer kquant, or it is corrupt"
+                f"tensor {show_name(name)} has unknown ggml type {t}",
+                "this file needs a newer kquant, or it is corrupt",
             ) from None
         if ne[0] % block:
             raise c.fail(
-                f"tensor {_show(name)} of type {ggml_type.name} has rows of {ne[0]} elements, not a multiple of its "
-                f"block size {block}"
+                f"tensor {show_name(name)} of type {ggml_type.name} has rows of {ne[0]} elements, "
+                f"not a multiple of its block size {block}"
             )
         n_bytes = n_elements // block * type_size
         if n_bytes > SIZE_MAX:
-            raise c.fail(f"tensor {_show(name)} of shape {list(ne)} has a size in bytes over 2^64")
-        offset = c.unpack(_U64, lambda name=name: f"the data offset of tensor {_show(name)}")
+            raise c.fail(f"tensor {show_name(name)} of shape {list(ne)} has a size in bytes over 2^64")
+        offset = c.unpack(_U64, lambda name=name: f"the data offset of tensor {show_name(name)}")
         tensors.append(Tensor(name, ne, ggml_type, offset, n_elements, n_bytes, c.buf))
     return tensors
-
-
-# ---------------------------------------------------------------------------------------------
-# The llama hyper-parameters: what llama_model_quantize reads before it writes a byte.
-#
-# llama_model_quantize_impl (src/llama-quant.cpp) builds a llama_model_loader, then calls
-# llama_model_create and load_hparams. Every key those read is checked here, as they check it:
-# llama_model_loader::get_key<T> (src/llama-model-loader.cpp) throws when a key is present with a
-# type other than T's exact GGUF type (a u32 key stored as i32, u64 or string is refused, even an
-# optional one); get_key_or_arr takes one u32 or an array of n_layer u32 / i32 / bool; the
-# GGML_ASSERTs of llama_model_base::load_hparams (src/llama-model.cpp) abort on bad ranges.
-
-LLAMA_MAX_LAYERS = 512  # src/llama-hparams.h
-LLAMA_MAX_EXPERTS = 1024  # src/llama-hparams.h
-ROPE_SCALING_TYPES = ("none", "linear", "yarn", "longrope")  # LLAMA_ROPE_SCALING_TYPES, src/llama-model.cpp
 
 
 def shape_of(t: Tensor) -> tuple[int, ...]:
@@ -694,153 +684,13 @@ def weights(t: Tensor) -> np.ndarray:
         # bf16 is the top half of a float32: shift its 16 bits back into place.
         x = (t.data.astype(np.uint32) << 16).view(np.float32)
     else:
-        raise KQuantError(f"tensor {_show(t.name)} has type {t.type.name}; kquant reads F32, F16 and BF16 tensors here")
+        raise KQuantError(
+            f"tensor {show_name(t.name)} has type {t.type.name}; kquant reads F32, F16 and BF16 tensors here"
+        )
     if not np.isfinite(x).all():
         n = int(np.count_nonzero(~np.isfinite(x)))
         raise KQuantError(
-            f"tensor {_show(t.name)} holds {n} NaN or Inf value(s); llama.cpp refuses such a model too "
+            f"tensor {show_name(t.name)} holds {n} NaN or Inf value(s); llama.cpp refuses such a model too "
             '("has invalid data")'
         )
     return x
-
-
-def check_llama(f: GGUFFile) -> None:
-    """Refuse a llama model that llama_model_quantize refuses for its metadata; one KQuantError line.
-
-    Mirrors, in order: llama_model_loader's constructor (general.architecture, split.count,
-    general.file_type), llama_model_create (the architecture must be known: here, "llama"),
-    llama_model_base::load_hparams, llama_model_llama::load_arch_hparams, and the copy of the
-    metadata into the output (gguf_set_kv). What remains for the quantizer itself: the tensor
-    data (NaN / Inf), already-quantized tensors, and the layer in a MoE tensor's name
-    (kquant.mixes).
-    """
-    g = _Getter(f)
-    arch = g.key("general.architecture", V.STRING)
-    if arch is None:
-        raise g.fail("has no general.architecture key, so llama.cpp cannot tell what model it is")
-    arch = _c_str(arch)
-    g.key("general.file_type", V.UINT32)
-    n_split = g.key("split.count", V.UINT16)  # uint16_t n_split in the loader's constructor
-    if n_split is not None and n_split > 1:
-        raise g.fail(f"is one shard of a model split in {n_split}", "merge the shards first (llama-gguf-split --merge)")
-    if arch != "llama":
-        raise g.fail(f"architecture {arch!r} is not supported", "kquant follows llama.cpp's mix rules for llama models")
-
-    a = arch + "."
-    g.key("general.name", V.STRING)
-    g.key(a + "context_length", V.UINT32, required=True)
-    n_embd = g.key(a + "embedding_length", V.UINT32, required=True)
-    g.key(a + "embedding_length_out", V.UINT32)
-    g.key(a + "attention.causal", V.BOOL)
-    g.key(a + "pooling_type", V.UINT32)
-    g.key(a + "classifier.pooling_type", V.UINT32)
-    n_layer = g.key(a + "block_count", V.UINT32, required=True)
-    if not 0 < n_layer <= LLAMA_MAX_LAYERS:  # GGML_ASSERT(n_layer_all > 0 && n_layer_all <= LLAMA_MAX_LAYERS)
-        raise g.fail(f"{a}block_count is {n_layer}; llama.cpp accepts 1 to {LLAMA_MAX_LAYERS} layers")
-    n_nextn = g.key(a + "nextn_predict_layers", V.UINT32) or 0
-    if n_nextn > n_layer:
-        raise g.fail(f"{a}nextn_predict_layers ({n_nextn}) exceeds block_count ({n_layer})")
-    n_expert = g.key(a + "expert_count", V.UINT32) or 0
-    used = g.key_or_arr(a + "expert_used_count", n_layer)
-    n_groups = g.key(a + "expert_group_count", V.UINT32) or 0
-    n_group_used = g.key(a + "expert_group_used_count", V.UINT32) or 0
-    used_max = max(used) if used else 0
-    # The expert asserts of load_hparams, as one rule each.
-    if n_expert > LLAMA_MAX_EXPERTS:
-        raise g.fail(f"{a}expert_count is {n_expert}; llama.cpp allows at most {LLAMA_MAX_EXPERTS}")
-    if used_max > n_expert:
-        raise g.fail(f"{a}expert_used_count ({used_max}) exceeds expert_count ({n_expert})")
-    if n_expert > 0:
-        if used_max == 0:
-            raise g.fail(f"{a}expert_used_count is 0 in a model with {n_expert} experts")
-        if n_groups >= n_expert:
-            raise g.fail(f"{a}expert_group_count ({n_groups}) must be below expert_count ({n_expert})")
-        if n_groups > 1 and (n_expert % n_groups or not 0 < n_group_used < n_groups):
-            raise g.fail(f"{a}expert_group_count {n_groups} / expert_group_used_count {n_group_used} do not fit")
-    elif n_groups != 0:
-        raise g.fail(f"{a}expert_group_count is {n_groups} in a model without experts")
-
-    g.key_or_arr(a + "feed_forward_length", n_layer)
-    n_head = g.key_or_arr(a + "attention.head_count", n_layer)
-    g.key_or_arr(a + "attention.head_count_kv", n_layer)
-    g.key(a + "rope.scaling.finetuned", V.BOOL)
-    g.key(a + "rope.scaling.original_context_length", V.UINT32)
-    g.key(a + "rope.freq_base", V.FLOAT32)
-    scaling = g.key(a + "rope.scaling.type", V.STRING)
-    if scaling is not None and _c_str(scaling) not in ROPE_SCALING_TYPES:
-        raise g.fail(
-            f"{a}rope.scaling.type is {_show(_c_str(scaling))}; llama.cpp knows {', '.join(ROPE_SCALING_TYPES)}"
-        )
-    if g.key(a + "rope.scaling.factor", V.FLOAT32) is None:
-        g.key(a + "rope.scale_linear", V.FLOAT32)  # the old name, read only when the new one is absent
-    g.key(a + "rope.scaling.attn_factor", V.FLOAT32)
-    g.key(a + "rope.scaling.alpha", V.FLOAT32)
-
-    n_head0 = n_head[0] if n_head else 0  # hparams.n_head() is layer 0's
-    if n_head0 > 0:
-        head_k = g.key(a + "attention.key_length", V.UINT32)
-        head_k = n_embd // n_head0 if head_k is None else head_k
-        g.key(a + "attention.value_length", V.UINT32)
-        n_rot = g.key(a + "rope.dimension_count", V.UINT32)
-        if n_rot is not None and n_rot != head_k:  # load_hparams: "invalid n_rot: %u, expected %u" (LLM_ARCH_LLAMA)
-            raise g.fail(f"{a}rope.dimension_count is {n_rot}; for llama, llama.cpp requires the head size {head_k}")
-    g.key(a + "attention.key_length_swa", V.UINT32)
-    g.key(a + "attention.value_length_swa", V.UINT32)
-    g.key(a + "rope.dimension_count_swa", V.UINT32)
-    labels = find_key(f.fields, a + "classifier.output_labels")  # get_arr: ignored unless an array, then of strings
-    if labels is not None and labels.type == V.ARRAY and labels.item_type != V.STRING:
-        raise g.fail(f"{a}classifier.output_labels must be an array of strings, not {labels.type_name}")
-
-    # llama_model_llama::load_arch_hparams (src/models/llama.cpp)
-    if g.key(a + "vocab_size", V.UINT32) is None:
-        tokens = find_key(f.fields, "tokenizer.ggml.tokens")  # get_arr_n: any array, but an array
-        if tokens is not None and tokens.type != V.ARRAY:
-            raise g.fail(f"tokenizer.ggml.tokens must be an array, not {tokens.type_name}")
-    g.key(a + "attention.layer_norm_rms_epsilon", V.FLOAT32, required=True)
-
-    # llama_model_quantize_impl then copies every pair with gguf_set_kv (ggml/src/gguf.cpp), which
-    # re-creates each key from its C string: an empty one aborts (GGML_ASSERT(!key.empty()) in gguf_kv),
-    # and gguf_check_reserved_keys aborts on a "general.alignment" that is not a power-of-2 u32.
-    for key, fld in f.fields.items():
-        c_key = key.split("\0", 1)[0]
-        if not c_key:
-            raise g.fail(f"has a key that starts with a NUL byte ({_show(key)}), which llama.cpp aborts on copying")
-        if c_key == "general.alignment" and (fld.type != V.UINT32 or not fld.value or fld.value & (fld.value - 1)):
-            raise g.fail(
-                f"has a key {_show(key)} that llama.cpp copies as general.alignment, but it is not a power-of-2 u32"
-            )
-
-
-class _Getter:
-    """llama_model_loader::get_key / get_key_or_arr, with kquant's one-line errors."""
-
-    def __init__(self, f: GGUFFile):
-        self.f = f
-
-    def fail(
-        self, problem: str, fix: str = "llama.cpp refuses this model too; fix the converter's output"
-    ) -> KQuantError:
-        return KQuantError(f"{_printable(self.f.path)} {problem}; {fix}")
-
-    def key(self, key: str, vtype: GGUFValueType, required: bool = False):
-        fld = find_key(self.f.fields, key)
-        if fld is None:
-            if required:
-                raise self.fail(f"lacks the key {key}, which llama.cpp needs to load the model")
-            return None
-        if fld.type != vtype:  # GGUFMeta::GKV::get_kv: "key %s has wrong type %s but expected type %s"
-            raise self.fail(f"has key {key} of type {fld.type_name}, but llama.cpp reads it as {TYPE_NAMES[vtype]}")
-        return fld.value
-
-    def key_or_arr(self, key: str, n_layer: int) -> list[int] | None:
-        """One u32 for every layer, or an array of n_layer u32 / i32 / bool (cast to u32 as C does)."""
-        fld = find_key(self.f.fields, key)
-        if fld is None:
-            return None
-        if fld.type != V.ARRAY:
-            return [self.key(key, V.UINT32)] * n_layer
-        if len(fld.value) != n_layer:
-            raise self.fail(f"has key {key} with {len(fld.value)} values, but block_count is {n_layer}")
-        if fld.item_type not in (V.UINT32, V.INT32, V.BOOL):
-            raise self.fail(f"has key {key} of type {fld.type_name}; llama.cpp reads u32, i32 or bool arrays")
-        return np.asarray(fld.value).astype(np.uint32).tolist()

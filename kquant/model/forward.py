@@ -47,7 +47,8 @@ from gguf import GGMLQuantizationType
 
 from kquant.errors import KQuantError
 from kquant.formats import FORMATS, dequantize
-from kquant.gguf.reader import GGUFFile, Tensor, check_llama, open_gguf
+from kquant.gguf.llama_keys import check_llama
+from kquant.gguf.reader import GGUFFile, Tensor, open_gguf
 from kquant.gguf.reader import weights as float_weights
 from kquant.model.config import BLOCK_TENSORS, Config
 

@@ -23,7 +23,8 @@ import numpy as np
 
 from kquant import llamacpp
 from kquant.errors import KQuantError
-from kquant.gguf.reader import check_llama, open_gguf
+from kquant.gguf.llama_keys import check_llama
+from kquant.gguf.reader import open_gguf
 
 GGML_TYPE_F32 = 0
 
