@@ -124,6 +124,14 @@ def _markdown(body: str) -> str:
     return body[3:-3].strip("\n")
 
 
+def _is_module(name: str) -> bool:
+    """Is ``name`` a module (not a function or class taken from one)?"""
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:  # its parent is a module, not a package: so name is an attribute
+        return False
+
+
 def modules_used(cells) -> list[str]:
     """Every kquant module the notebook's code cells import, read from their import statements."""
     found = set()
@@ -136,7 +144,7 @@ def modules_used(cells) -> list[str]:
             elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "kquant":
                 for a in node.names:  # "from kquant.model import corpus" uses the module kquant.model.corpus
                     sub = f"{node.module}.{a.name}"
-                    found.add(sub if importlib.util.find_spec(sub) is not None else node.module)
+                    found.add(sub if _is_module(sub) else node.module)
     return sorted(found)
 
 
