@@ -2,7 +2,8 @@
 
 Every notebook is executed headless twice: as shipped (it runs clean and every
 exercise says "not attempted yet") and with the solutions filled in from
-kquant.exercises (every check passes). Each run must take under a minute.
+kquant.exercises (every check passes). How long they take is printed, never asserted:
+a busy machine must not fail a test (the time budgets live in benchmarks/).
 """
 
 import re
@@ -11,7 +12,7 @@ import sys
 
 import nbformat
 import pytest
-from notebook_tools import NOTEBOOKS, ROOT, TIME_LIMIT_S, check_cells, execute, slowest_cell, widget_outputs
+from notebook_tools import NOTEBOOKS, ROOT, check_cells, execute, slowest_cell, widget_outputs
 
 from kquant.exercises.notebook import BEGIN, END, STUB, as_shipped, exercises_of, load, source_of, with_solutions
 
@@ -29,21 +30,19 @@ def test_notebooks_00_to_10_are_there_in_order():
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=NAMES)
 def test_runs_as_shipped_with_every_exercise_not_attempted(path):
     nb, seconds = execute(load(path))
-    assert seconds < TIME_LIMIT_S, f"{path.name} took {seconds:.0f} s, the slowest cell {slowest_cell(nb)}"
     checks = check_cells(nb)
     assert checks and all("not attempted yet" in text for text in checks.values()), checks
     _assert_widgets_drew(nb)
-    print(f"{path.name} as shipped: {seconds:.1f} s")
+    print(f"{path.name} as shipped: {seconds:.1f} s, the slowest cell {slowest_cell(nb)}")
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=NAMES)
 def test_runs_with_solutions_and_every_check_passes(path):
     nb, seconds = execute(with_solutions(load(path)))
-    assert seconds < TIME_LIMIT_S, f"{path.name} took {seconds:.0f} s, the slowest cell {slowest_cell(nb)}"
     checks = check_cells(nb)
     failed = {k: v for k, v in checks.items() if not v.startswith("✔")}
     assert checks and not failed, failed
-    print(f"{path.name} with solutions: {seconds:.1f} s")
+    print(f"{path.name} with solutions: {seconds:.1f} s, the slowest cell {slowest_cell(nb)}")
 
 
 def _assert_widgets_drew(nb):
