@@ -160,12 +160,15 @@ _ERR_OCTAVES = (-24, 0)
 _ERR_BINS = 2.0 ** np.arange(_ERR_OCTAVES[0], _ERR_OCTAVES[1] + 0.125, 0.25)
 
 
-def _abs_error_histogram(ax, err, half_step: float) -> None:
+def _abs_error_histogram(ax, err, half_step: float, what: str = "half a step") -> None:
     """Histogram of |error| on a fixed log2 axis, with the worst case (half a step) marked."""
-    a = np.clip(np.abs(np.asarray(err, dtype=np.float64)).ravel(), _ERR_BINS[0], _ERR_BINS[-1])
-    counts, edges = np.histogram(a, bins=_ERR_BINS)
-    ax.stairs(counts, edges, fill=True, color=SIGN, alpha=0.8)
-    ax.axvline(half_step, color="black", ls="--", lw=1, label=f"half a step = {half_step:.2g}")
+    a = np.abs(np.asarray(err, dtype=np.float64)).ravel()
+    # Weights stored exactly (error 0, or float rounding below 2^-24) have no place on a log
+    # axis: the legend counts them instead.
+    exact = a < _ERR_BINS[0]
+    counts, edges = np.histogram(np.minimum(a[~exact], _ERR_BINS[-1]), bins=_ERR_BINS)
+    ax.stairs(counts, edges, fill=True, color=SIGN, alpha=0.8, label=f"{exact.sum():,} stored exactly: not drawn")
+    ax.axvline(half_step, color="black", ls="--", lw=1, label=f"{what} = {half_step:.2g}")
     ax.set_xscale("log", base=2)
     ax.set_xlim(_ERR_BINS[0], _ERR_BINS[-1])
     ticks = 2.0 ** np.arange(_ERR_OCTAVES[0], _ERR_OCTAVES[1] + 1, 4)
@@ -250,9 +253,10 @@ def block_view(w, block_size: int, bits: int = 4, row: int = 0, show: int = 256)
     left.set_ylabel("weight value")
     left.set_title(f"one scale per {block_size} weights", fontsize=10)
     left.legend(fontsize=8, loc="lower right")
-    hist(right, w - w_hat, 101, SIGN)
-    right.set_xlabel("rounding error  w − ŵ  (weight units)")
-    right.set_ylabel("weights (log scale)")
+    qmax = 2 ** (bits - 1) - 1  # absmax's top level: a block's step is its max|w| / qmax
+    n = w.shape[1] // block_size * block_size
+    steps = np.abs(w[:, :n]).reshape(-1, block_size).max(axis=1) / qmax if n else np.abs(w).max(axis=1) / qmax
+    _abs_error_histogram(right, w - w_hat, float(np.median(steps)) / 2, "half the median block's step")
     bpw = scale_zero_point.bits_per_weight(bits, block_size)
     right.set_title(f"{bits}-bit absmax: {bpw:.3f} bits/weight, SQNR {metrics.sqnr_db(w, w_hat):.1f} dB", fontsize=10)
     tidy(fig)

@@ -73,7 +73,8 @@ else:
 ### The bundled model
 
 Later notebooks quantize and run one model that ships with the workbook,
-`data/kquant-tiny-f16.gguf`: a small llama (the same architecture as Llama 2 and 3, at
+`data/kquant-tiny-f16.gguf`, a **GGUF** file (llama.cpp's model format: metadata, tokenizer
+and every weight tensor in one file; notebook 07 reads one byte by byte). It is a small llama (the same architecture as Llama 2 and 3, at
 toy size), trained by `scripts/train_model.py` on text that `kquant.model.corpus`
 generates: short stories, two-digit sums and made-up facts. It is a **toy**: its
 perplexities and accuracies are not those of a real LLM, only the *differences* between
@@ -82,11 +83,11 @@ formats on it teach something. Its size, read from the file:
 
 # %%
 from kquant import KQuantError
-from kquant.gguf.summary import inspect_gguf
+from kquant.gguf import summary
 from kquant.model import hub
 
 try:
-    model = inspect_gguf(hub.bundled())
+    model = summary.inspect_gguf(hub.bundled())
 except KQuantError as err:  # not downloaded yet: the self-test above says how to get it
     print("the bundled model is not here yet:", err)
 else:

@@ -275,7 +275,9 @@ ex.q3.check(fp16_bits)
 A weight stored in *b* bits takes *b*/8 bytes, so the weights of a model take
 parameters × bits per weight / 8 bytes. Two units are in use: GB (10<sup>9</sup> bytes)
 and GiB (2<sup>30</sup> bytes, printed below); llama.cpp's own tables are in GiB. A block
-format pays for its scales too: `kquant` knows each format's real bits per weight.
+format pays for its scales too, so its **bits per weight** (bpw: the size in bits divided by
+the number of weights, scales included) is more than its levels' bits; `kquant` knows each
+format's real bits per weight.
 """
 
 # %%
@@ -287,8 +289,9 @@ for name, bpw in [("float32", 32), ("float16", 16), ("Q8_0", kquant.get_format("
 
 # %% [markdown]
 """
-Three common claims, checked with this arithmetic (weights only; the KV cache and
-activations come on top):
+Three common claims, checked with this arithmetic (weights only; the **KV cache**, the keys
+and values of every earlier token that the model keeps in memory while it generates, and
+the activations come on top):
 
 * *"A 70B model needs about 140 GB at 16-bit and 280–300 GB at 32-bit."*
 * *"Going from 32-bit to 8-bit makes a model four times smaller: 40 GB becomes 10 GB."*
