@@ -147,7 +147,9 @@ def quant_error_view(w, bits: int, scheme: str = "absmax", block_size=None):
         left.set_title(f"{scheme}, {bits} bits, one scale per {block_size} weights", fontsize=10)
     left.set_xlabel("weight value (blue lines: levels used)")
     left.set_ylabel("weights (log scale)")
-    _abs_error_histogram(right, err, qz.scale.max() / 2)
+    _abs_error_histogram(
+        right, err, qz.scale.max() / 2, "half a step" if block_size is None else "half the largest step"
+    )
     zeros = np.mean(w_hat == 0) * 100
     right.set_title(f"SQNR {metrics.sqnr_db(w, w_hat):.1f} dB, {zeros:.0f}% of weights stored as 0", fontsize=10)
     tidy(fig)
