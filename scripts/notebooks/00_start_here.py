@@ -21,8 +21,8 @@ against llama.cpp's own C code.
 | 09 · Claims and measurements | popular claims about quantization, each checked by a computation or a measurement |
 | 10 · Importance matters | an importance matrix, collected and used, and what it changes |
 
-Words in **bold** at their first use, and every term of the trade (ggml, GGUF, SQNR,
-block, super-block, K-quant, bits per weight, KV cache, …), are defined in the
+The terms of the trade (ggml, GGUF, SQNR, block, super-block, K-quant, bits per weight,
+KV cache, …) are explained where a notebook first uses them, and collected in the
 [glossary](../docs/glossary.md).
 
 **After this notebook you will be able to**

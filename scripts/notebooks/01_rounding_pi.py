@@ -120,8 +120,9 @@ ex.q1.check(to_fixed)
 halfway between two integers. ggml (the C library under llama.cpp; its quantizers are in
 `ggml/src/ggml-quants.c`) answers it in three different ways, in different formats: half to
 even, half away from zero, half up. The fourth line below, truncation, is not a rule of its
-own: it is what C's cast from float to int does, and Q4_0 and Q4_1 apply it to *v* + 8.5
-or *v* + 0.5, which are never negative there, so that cast rounds half up:
+own: it is what C's cast from float to int does, and Q4_0 and Q4_1 (likewise Q5_0, Q5_1)
+apply it to *v* + 8.5 or *v* + 0.5, which are never negative there, so that cast rounds
+half up:
 """
 
 # %%
@@ -155,8 +156,9 @@ print("rules that reproduce llama.cpp's Q8_0 block:", [mode for mode, n in diffe
 # %% [markdown]
 """
 Only "half away from zero" (C's `roundf`) reproduces Q8_0. An encoder that used numpy's
-`np.round` (half to even) would write the `half_even` count of different bytes printed
-above in this block, and a file that disagrees with llama.cpp's. `kquant` rounds Q8_0 the C way, so its bytes are llama.cpp's:
+`np.round` (half to even) would get 16 of the 32 levels of this block wrong (the
+`half_even` line), and write a file that disagrees with llama.cpp's. `kquant` rounds Q8_0
+the C way, so its bytes are llama.cpp's:
 """
 
 # %%

@@ -69,7 +69,8 @@ Each weight's error counts with an **importance** *w<sub>i</sub>* = |*x<sub>i</s
 sub-block's root-mean-square, so large weights are fitted more closely and none counts for
 nothing (`quantize_row_q4_K_ref` in `ggml-quants.c`; the C code calls the array `weights`,
 kquant `q4_k.subblock_weights`). With an **importance matrix** (per-column statistics of
-the activations, collected by running the model on text; notebook 10) the factors change:
+the activations, collected by running the model on text; notebook 10) the factors change;
+here there is none. The importance factors of sub-block 0:
 """
 
 # %%
@@ -195,8 +196,8 @@ llama.cpp's: most super-blocks get other bytes. The last line says why so many: 
 search changes the scale or *m* of only some sub-blocks, but a super-block has eight, so
 most super-blocks contain at least one changed sub-block. Not every such change reaches the
 bytes (step 2 rounds scales and mins to 6 bits, which can absorb a small change), which is
-why fewer super-blocks differ in their bytes than contain a changed sub-block. Byte-exactness needs the
-search exactly as ggml runs it, moving origin included.
+why fewer super-blocks differ in their bytes than contain a changed sub-block.
+Byte-exactness needs the search exactly as ggml runs it, moving origin included.
 
 The encoder runs the same search for all eight sub-blocks at once (`q4_k.subblock_fit`),
 with the same importance factors; its winner for sub-block 0 is bit for bit the one traced
