@@ -150,3 +150,29 @@ def solution_function(ex, namespace: dict):
 
 def notebook_of(notebook_id: str) -> pathlib.Path:
     return next(p for p in NOTEBOOKS if p.name.startswith(notebook_id[2:]))
+
+
+# --- issue 12: reading what an executed notebook printed (claims-vs-output tests) ---
+
+
+def printed_text(nb) -> str:
+    """Everything the notebook's code cells printed or displayed as text, in order, one string."""
+    parts = []
+    for c in nb.cells:
+        if c.cell_type != "code":
+            continue
+        for o in c.get("outputs", []):
+            if o.get("output_type") == "stream":
+                parts.append(o.get("text", ""))
+            elif "text/plain" in o.get("data", {}):
+                parts.append(o["data"]["text/plain"] + "\n")
+    return "".join(parts)
+
+
+def printed_number(text: str, pattern: str, group: int = 1) -> float:
+    """The number ``pattern``'s group captures in ``text`` (fails the test if the line is missing)."""
+    import re
+
+    m = re.search(pattern, text)
+    assert m, f"the notebook no longer prints a line matching {pattern!r}"
+    return float(m.group(group).replace(",", ""))

@@ -72,19 +72,21 @@ def budget(name: str) -> dict[str, int]:
 
 
 def group_levels(block: np.ndarray, name: str) -> np.ndarray:
-    """Every value one super-block's groups can decode to: (groups, 2**level_bits), float32.
+    """Every value a super-block's groups can decode to: (groups, 2**level_bits), float32.
 
     Found by asking the format's own decoder: keep the block's scales, set every level
-    to k, decode. So row j is the grid group j's weights were rounded onto.
+    to k, decode. So row j is the grid group j's weights were rounded onto. ``block``
+    may also be many super-blocks, (n, type_size): then the result is (n, groups, 2**level_bits).
     """
     lay, fmt = layout(name), get_format(name)
-    block = np.asarray(block, dtype=np.uint8).reshape(1, fmt.type_size)
-    fields = fmt.module.unpack(block)
-    out = np.empty((lay.groups, 2**lay.level_bits), dtype=np.float32)
+    block = np.asarray(block, dtype=np.uint8)
+    blocks = block.reshape(-1, fmt.type_size)
+    fields = fmt.module.unpack(blocks)
+    out = np.empty((blocks.shape[0], lay.groups, 2**lay.level_bits), dtype=np.float32)
     for k in range(2**lay.level_bits):
         q = np.full_like(fields.q, k)
-        out[:, k] = fmt.module.decode(fields._replace(q=q))[0, :: lay.group]
-    return out
+        out[:, :, k] = fmt.module.decode(fields._replace(q=q))[:, :: lay.group]
+    return out[0] if block.ndim == 1 else out
 
 
 def on_even_grid(values, n_levels: int, atol: float = 1e-3):

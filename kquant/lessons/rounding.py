@@ -1,8 +1,10 @@
 """Putting a real number on a grid: fixed point, rounding modes, and the bit fields of floats.
 
 Quantization starts here: a value is stored as an integer count of steps, and
-something has to decide which integer. ggml uses four different rules in different
-formats, and an encoder that picks another rule writes other bytes (notebook 01).
+something has to decide which integer. ggml's quantizers round ties by three different
+rules in different formats (half to even, half away from zero, half up); truncation is
+not a fourth rule but the C cast with which Q4_0..Q5_1 build half up. An encoder that picks
+another rule writes other bytes (notebook 01).
 """
 
 from __future__ import annotations
@@ -14,13 +16,16 @@ import numpy as np
 from kquant.errors import KQuantError
 from kquant.formats.q8_0 import roundf
 
-# mode -> (what it does, where ggml uses it)
+# mode -> (what it does, where ggml uses it). The first three are the rounding rules of
+# ggml-quants.c; "truncate" is the C cast float -> int, which rounds nothing by itself:
+# applied to v + 0.5 >= 0 it *is* half up, which is how Q4_0..Q5_1 use it.
 MODES = {
     "half_even": ("ties to the even integer", "nearest_int() in every K-quant (Q2_K..Q6_K)"),
     "half_away": ("ties away from zero", "C's roundf() in Q8_0"),
-    "half_up": ("ties up, toward +inf: floor(v + 0.5)", "trunc(v + 8.5) in Q4_0, trunc(v + 0.5) in Q4_1"),
-    "truncate": ("drop the fraction, toward zero", "every C cast from float to int"),
+    "half_up": ("ties up, toward +inf: floor(v + 0.5)", "(int8_t)(v + 8.5f) in Q4_0, (int8_t)(v + 0.5f) in Q4_1"),
+    "truncate": ("drop the fraction, toward zero", "not a rule of its own: the C cast that builds half up above"),
 }
+RULES = ("half_even", "half_away", "half_up")  # the three tie rules ggml's quantizers use
 
 
 def round_to_int(v, mode: str = "half_even") -> np.ndarray:

@@ -8,7 +8,10 @@ candidates, so the notebooks draw the very search that writes the bytes.
 The search, in words: for each of ``nstep + 1`` grids of slightly different
 spacing, round the group onto the grid, then solve the weighted least-squares
 problem "which scale and min best explain these levels"; keep the candidate with
-the smallest weighted squared error. A grid search plus least squares: no clustering.
+the smallest weighted squared error. The grid's origin is not fixed: once a
+candidate wins, the later grids start from its fitted min (and span max - min from
+there), so the candidates depend on which earlier ones won. A grid search plus
+least squares: no clustering.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from kquant.formats.search import make_qkx2_quants
 class Candidate(NamedTuple):
     step: float  # spacing of the rounding grid tried, 1 / iscale
     scale: float  # least-squares scale for the levels that grid gave (NaN if it had no solution)
-    min: float  # least-squares min (<= 0); the group decodes as scale * L + min
+    min: float  # least-squares min (<= 0); the group decodes as scale * L + min (stored as m = -min)
     error: float  # weighted squared error of scale * L + min against the group
     best_so_far: bool  # whether the search kept it when it was tried
 
@@ -61,3 +64,18 @@ def qkx2_trace(x, w, nmax: int = 15, rmin: float = -1.0, rdelta: float = 0.1, ns
     scale, the_min, L = make_qkx2_quants(x, w, nmax, rmin, rdelta, nstep, use_mad=False, trace=record)
     initial, *candidates = seen
     return Trace(initial, candidates, float(scale[0]), float(the_min[0]), L[:, 0])
+
+
+def origins(trace: Trace) -> list:
+    """The origin (the min the grid starts from) each candidate of ``trace`` was tried with.
+
+    ggml's make_qkx2_quants starts at the data min (0 if every weight is positive) and,
+    each time a candidate beats the best so far, moves the origin to that candidate's
+    fitted min for every later candidate.
+    """
+    origin, out = trace.initial.min, []
+    for c in trace.candidates:
+        out.append(origin)
+        if c.best_so_far:
+            origin = c.min
+    return out

@@ -12,6 +12,7 @@ import numpy as np
 from matplotlib.collections import PatchCollection
 from matplotlib.colors import to_rgba
 from matplotlib.patches import Rectangle
+from matplotlib.ticker import MaxNLocator
 
 from kquant.formats import dequantize, get_format, q4_k, quantize
 from kquant.lessons import kfamily, metrics, scale_search
@@ -19,29 +20,51 @@ from kquant.viz.style import EXPONENT, FIELD_COLORS, SIGN, tidy, weights_on_leve
 
 
 def scale_search_view(x, j: int):
-    """Q4_K's search for sub-block ``j`` of a 256-weight super-block: every candidate, and the winner's fit."""
+    """Q4_K's search for sub-block ``j`` of a 256-weight super-block: every candidate, and the winner's fit.
+
+    Candidates tried after a win start from the winner's min (the grid's origin moves),
+    so they are drawn in another colour: that is what makes ggml's search a sequence.
+    """
     sub = np.asarray(x, dtype=np.float32)[32 * j : 32 * j + 32]
     trace = scale_search.qkx2_trace(sub, scale_search.q4_k_weights(sub))
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.9))
     steps = np.array([c.step for c in trace.candidates])
     errors = np.array([c.error for c in trace.candidates])
-    # Points, not a line: when a candidate wins, the min moves and later grids shift, so steps are not in order.
-    left.plot(steps, errors, "o", color="0.5", ms=5, label="candidate grids (least-squares fit each)")
-    left.plot([trace.initial.step], [trace.initial.error], "s", color=EXPONENT, ms=8, label="start: (max − min) / 15")
+    origins = np.array(scale_search.origins(trace))
+    moved = origins != trace.initial.min
+    # Plot in units of 10^k so the tick labels stay short and no offset text collides with the title.
+    sx = 10.0 ** np.floor(np.log10(np.nanmax(np.abs(steps)) or 1.0))
+    sy = 10.0 ** np.floor(np.log10(np.nanmax(np.abs(errors)) or 1.0))
+    # Points, not a line: when a candidate wins, the origin moves and later grids shift, so steps are not in order.
+    left.plot(steps[~moved] / sx, errors[~moved] / sy, "o", color="0.5", ms=5, label="grid from the data min")
+    if moved.any():
+        left.plot(
+            steps[moved] / sx, errors[moved] / sy, "o", color=FIELD_COLORS[1], ms=5, label="grid from a moved origin"
+        )
+    left.plot(
+        [trace.initial.step / sx],
+        [trace.initial.error / sy],
+        "s",
+        color=EXPONENT,
+        ms=8,
+        label="start: (max − min) / 15",
+    )
     kept = [c for c in trace.candidates if c.best_so_far]
     if kept:
-        left.plot([kept[-1].step], [kept[-1].error], "*", color=SIGN, ms=14, label="winner")
-    left.set_xlabel("candidate grid step (weight units)")
-    left.set_ylabel("weighted squared error")
+        left.plot([kept[-1].step / sx], [kept[-1].error / sy], "*", color=SIGN, ms=14, label="winner")
+    left.xaxis.set_major_locator(MaxNLocator(5))
+    left.set_xlabel(f"candidate grid step (× {sx:.0e} weight units)")
+    left.set_ylabel(f"weighted squared error (× {sy:.0e})")
     left.set_title(
-        f"sub-block {j}: {len(trace.candidates)} candidates, {len(kept)} improved on the start", fontsize=10, pad=14
+        f"sub-block {j}: {len(trace.candidates)} candidates, {len(kept)} improved on the best so far", fontsize=10
     )
     left.legend(fontsize=7)
     left.grid(alpha=0.3)
     y = trace.scale * trace.levels.astype(np.float32) - trace.the_min
     levels = trace.scale * np.arange(16) - trace.the_min
-    weights_on_levels(right, sub, y, levels, "scale·L − min", f"weight index in sub-block {j}")
-    right.set_title(f"winner: scale {trace.scale:.3g}, min −{trace.the_min:.3g} (grey: the 16 levels)", fontsize=10)
+    weights_on_levels(right, sub, y, levels, "scale·L − m", f"weight index in sub-block {j}")
+    right.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    right.set_title(f"winner: scale {trace.scale:.3g}, m {trace.the_min:.3g} (grey: the 16 levels)", fontsize=10)
     tidy(fig)
     plt.show()
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.patches import Rectangle
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import MaxNLocator, NullLocator
 
 from kquant.lessons import metrics, rounding, scale_zero_point
 from kquant.viz.style import EXPONENT, FIELD_COLORS, MANTISSA, SIGN, byte_grid, hist, log_y, tidy
@@ -85,16 +85,21 @@ def _draw_bit_row(ax, fb: rounding.FloatBits) -> None:
     ax.set_yticks([])
     ax.set_xticks([])
     ax.set_xlabel(f"bit (1 sign, {fb.exponent_bits} exponent, {fb.mantissa_bits} mantissa)", fontsize=8)
-    e = fb.exponent - fb.bias
-    ax.set_title(
-        f"{fb.format}: sign {fb.sign}, exponent {fb.exponent} − {fb.bias} = {e}, "
-        f"mantissa {fb.mantissa}/2^{fb.mantissa_bits}  →  stores {fb.value!r}",
-        fontsize=9,
-        loc="left",
-    )
+    ax.set_title(f"{fb.format}: {_fields_in_words(fb)}  →  stores {fb.value!r}", fontsize=9, loc="left")
     for spine in ax.spines.values():
         spine.set_visible(False)
     ax.text(n + 0.3, 0.5, f"{n} bits", va="center", fontsize=8, color="0.4")
+
+
+def _fields_in_words(fb: rounding.FloatBits) -> str:
+    """How the fields decode: normal numbers, subnormals (exponent field 0) and inf/NaN (all ones)."""
+    m = f"mantissa {fb.mantissa}/2^{fb.mantissa_bits}"
+    if fb.exponent == 2**fb.exponent_bits - 1:  # all ones: no number
+        what = "NaN" if fb.mantissa else "infinity (too large for this format)"
+        return f"sign {fb.sign}, exponent field all ones = {what}"
+    if fb.exponent == 0:  # subnormal (or zero): exponent fixed at 1 - bias, no implicit 1
+        return f"sign {fb.sign}, exponent field 0: subnormal, 2^{1 - fb.bias} with no implicit 1, {m}"
+    return f"sign {fb.sign}, exponent {fb.exponent} − {fb.bias} = {fb.exponent - fb.bias}, 1 + {m}"
 
 
 def error_vs_bits(bits, measured_db, fitted_db, slope: float):
@@ -142,13 +147,38 @@ def quant_error_view(w, bits: int, scheme: str = "absmax", block_size=None):
         left.set_title(f"{scheme}, {bits} bits, one scale per {block_size} weights", fontsize=10)
     left.set_xlabel("weight value (blue lines: levels used)")
     left.set_ylabel("weights (log scale)")
-    hist(right, err, 101, SIGN)
-    right.set_xlabel("rounding error  w − ŵ  (weight units)")
-    right.set_ylabel("weights (log scale)")
+    _abs_error_histogram(
+        right, err, qz.scale.max() / 2, "half a step" if block_size is None else "half the largest step"
+    )
     zeros = np.mean(w_hat == 0) * 100
     right.set_title(f"SQNR {metrics.sqnr_db(w, w_hat):.1f} dB, {zeros:.0f}% of weights stored as 0", fontsize=10)
     tidy(fig)
     plt.show()
+
+
+# |error| from 2^-24 to 2^0 in bins of a quarter octave: the same axis at every bit depth,
+# so one more bit (half the step, half the error) moves the histogram one octave left.
+_ERR_OCTAVES = (-24, 0)
+_ERR_BINS = 2.0 ** np.arange(_ERR_OCTAVES[0], _ERR_OCTAVES[1] + 0.125, 0.25)
+
+
+def _abs_error_histogram(ax, err, half_step: float, what: str = "half a step") -> None:
+    """Histogram of |error| on a fixed log2 axis, with the worst case (half a step) marked."""
+    a = np.abs(np.asarray(err, dtype=np.float64)).ravel()
+    # Weights stored exactly (error 0, or float rounding below 2^-24) have no place on a log
+    # axis: the legend counts them instead.
+    exact = a < _ERR_BINS[0]
+    counts, edges = np.histogram(np.minimum(a[~exact], _ERR_BINS[-1]), bins=_ERR_BINS)
+    ax.stairs(counts, edges, fill=True, color=SIGN, alpha=0.8, label=f"{exact.sum():,} stored exactly: not drawn")
+    ax.axvline(half_step, color="black", ls="--", lw=1, label=f"{what} = {half_step:.2g}")
+    ax.set_xscale("log", base=2)
+    ax.set_xlim(_ERR_BINS[0], _ERR_BINS[-1])
+    ticks = 2.0 ** np.arange(_ERR_OCTAVES[0], _ERR_OCTAVES[1] + 1, 4)
+    ax.set_xticks(ticks, [f"2^{int(np.log2(t))}" for t in ticks])
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xlabel("|w − ŵ|, the rounding error (log2 axis)")
+    ax.set_ylabel("weights")
+    ax.legend(fontsize=8, loc="upper left")
 
 
 def outlier_view(w, gain: float, gains, curve, bits: int = 4):
@@ -180,18 +210,22 @@ def outlier_view(w, gain: float, gains, curve, bits: int = 4):
     plt.show()
 
 
-def tradeoff_plot(series: dict, title: str):
+def tradeoff_plot(series: dict, title: str, label_offsets=None):
     """SQNR against bits per weight, one labelled line of points per series.
 
     ``series``: name -> list of (bits per weight, SQNR dB, point label).
+    ``label_offsets``: one (dx, dy) in points per series, where its point labels go
+    (a negative dx right-aligns the label left of its point); by default the series
+    alternate below-right and above-left.
     """
     fig, ax = plt.subplots(figsize=(8, 4.2))
     for k, (name, points) in enumerate(series.items()):
         bpw, db, labels = zip(*points)
         ax.plot(bpw, db, "o-", color=FIELD_COLORS[k % len(FIELD_COLORS)], label=name)
+        dx, dy = label_offsets[k] if label_offsets else ((4, -11) if k % 2 == 0 else (-10, 7))
         for x, y, text in zip(bpw, db, labels):
             ax.annotate(
-                text, (x, y), textcoords="offset points", xytext=(4, -11) if k % 2 == 0 else (-10, 7), fontsize=7
+                text, (x, y), textcoords="offset points", xytext=(dx, dy), fontsize=7, ha="right" if dx < 0 else "left"
             )
     ax.set_xlabel("bits per weight (levels + scales)")
     ax.set_ylabel("SQNR (dB)")
@@ -221,26 +255,41 @@ def block_view(w, block_size: int, bits: int = 4, row: int = 0, show: int = 256)
     left.set_ylabel("weight value")
     left.set_title(f"one scale per {block_size} weights", fontsize=10)
     left.legend(fontsize=8, loc="lower right")
-    hist(right, w - w_hat, 101, SIGN)
-    right.set_xlabel("rounding error  w − ŵ  (weight units)")
-    right.set_ylabel("weights (log scale)")
+    qmax = 2 ** (bits - 1) - 1  # absmax's top level: a block's step is its max|w| / qmax
+    n = w.shape[1] // block_size * block_size
+    steps = np.abs(w[:, :n]).reshape(-1, block_size).max(axis=1) / qmax if n else np.abs(w).max(axis=1) / qmax
+    _abs_error_histogram(right, w - w_hat, float(np.median(steps)) / 2, "half the median block's step")
     bpw = scale_zero_point.bits_per_weight(bits, block_size)
     right.set_title(f"{bits}-bit absmax: {bpw:.3f} bits/weight, SQNR {metrics.sqnr_db(w, w_hat):.1f} dB", fontsize=10)
     tidy(fig)
     plt.show()
 
 
-def error_along_row(curves: dict, outlier_at: int, title: str):
-    """|error| of each weight along one row, for several codes (``curves``: name -> errors)."""
-    fig, ax = plt.subplots(figsize=(9, 3.4))
+def error_along_row(curves: dict, outlier_at: int, title: str, block: int = 32):
+    """|error| of each weight along one row (thin) and its RMS per block of ``block`` weights (steps).
+
+    ``curves``: name -> errors. The y axis starts just below the smallest error that is
+    not exactly 0 (weights stored exactly, such as each block's largest, drop off the
+    bottom), so the axis spans the errors that matter and not 17 decades.
+    """
+    fig, ax = plt.subplots(figsize=(9, 3.6))
+    nonzero = np.concatenate([np.abs(e)[np.abs(e) > 0] for e in curves.values()])
+    floor = np.percentile(nonzero, 1) / 2 if nonzero.size else 1e-12
     for k, (name, err) in enumerate(curves.items()):
-        ax.plot(np.abs(err), lw=0.8, color=FIELD_COLORS[k], label=name)
+        err = np.abs(np.asarray(err, dtype=np.float64))
+        color = FIELD_COLORS[k]
+        ax.plot(np.where(err > 0, err, np.nan), lw=0.5, color=color, alpha=0.45)
+        n = err.size // block * block
+        rms = np.sqrt(np.mean(err[:n].reshape(-1, block) ** 2, axis=1))
+        ax.stairs(rms, np.arange(0, n + 1, block), baseline=None, color=color, lw=2, label=f"{name}: RMS per block")
     ax.axvline(outlier_at, color=SIGN, ls=":", lw=1, label="the outlier")
     log_y(ax)
+    top = max(float(np.abs(np.asarray(e)).max()) for e in curves.values())
+    ax.set_ylim(floor, top * 30)  # room above the curves for the legend
     ax.set_xlabel("weight index along the row")
     ax.set_ylabel("|w − ŵ| (weight units, log)")
     ax.set_title(title)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc="upper left", ncol=2)
     tidy(fig)
     plt.show()
 

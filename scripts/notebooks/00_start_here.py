@@ -14,6 +14,16 @@ against llama.cpp's own C code.
 | 02 · Scale and zero point | quantize a weight tensor symmetrically and asymmetrically; what one outlier does |
 | 03 · Blocks | a scale per block, the real bits per weight, and your first llama.cpp-exact block (Q4_0) |
 | 04 · Q4_K, the super-block | sub-block scales, the weighted scale search, 6-bit packing, a byte-exact Q4_K block |
+| 05 · The K family | Q2_K … Q6_K side by side; error against bits per weight for every format shown |
+| 06 · The Q4_K_M recipe | which type llama.cpp gives each tensor of a model, and why |
+| 07 · Inside a GGUF file | a model file byte by byte: header, metadata, tensor table, data |
+| 08 · Running the model | the model in llama.cpp at several mixes: perplexity, KL divergence, task accuracy |
+| 09 · Claims and measurements | popular claims about quantization, each checked by a computation or a measurement |
+| 10 · Importance matters | an importance matrix, collected and used, and what it changes |
+
+The terms of the trade (ggml, GGUF, SQNR, block, super-block, K-quant, bits per weight,
+KV cache, …) are explained where a notebook first uses them, and collected in the
+[glossary](../docs/glossary.md).
 
 **After this notebook you will be able to**
 
@@ -34,12 +44,8 @@ against llama.cpp's own C code.
   and downloads the bundled model: about a minute, or about ten if no prebuilt
   llama-cpp-python fits Colab's Python and llama.cpp has to be compiled. Anywhere else that
   cell does nothing. Its steps are in `kquant/colab.py`.
-* **Classroom (nbgrader)**: every exercise is an nbgrader answer cell with a graded check
-  cell (schema 3, ids and points set). To make the instructor ("source") version, with the
-  solutions filled in: `python -m kquant.exercises instructor notebooks/*.ipynb --out source/kquant`.
-  `nbgrader generate_assignment` turns that back into the notebooks shipped here (its stub
-  is the one in the answer cells; it drops the two marker lines), and under
-  `nbgrader autograde` a check that does not pass raises, which scores 0.
+* **Classroom**: every exercise is also an nbgrader assignment. How to generate, release,
+  collect and autograde them is in the instructor guide, `docs/teaching.md`.
 
 Run the notebooks in order, top to bottom (Shift-Enter, or *Run All*). A fresh notebook
 runs to the end without an error, whatever you have or have not answered.
@@ -49,6 +55,9 @@ runs to the end without an error, whatever you have or have not answered.
 The self-test below checks Python, the packages and versions the workbook is pinned to,
 that llama.cpp's own quantizer loads and agrees with kquant, and whether the bundled model
 is there yet. Every line marked ✘ comes with a one-line fix.
+
+**ggml** is the C library under llama.cpp that defines the block formats and their
+encoders (`ggml/src/ggml-quants.c`); "llama.cpp's quantizer" below means those C functions.
 """
 
 # %%
@@ -58,6 +67,34 @@ except ImportError as err:
     print(f"✘ kquant cannot be imported ({err})  →  fix: run `make lab` in the repository (or pip install -e . there)")
 else:
     display(selftest.report())
+
+# %% [markdown]
+"""
+### The bundled model
+
+Later notebooks quantize and run one model that ships with the workbook,
+`data/kquant-tiny-f16.gguf`, a **GGUF** file (llama.cpp's model format: metadata, tokenizer
+and every weight tensor in one file; notebook 07 reads one byte by byte). It is a small llama (the same architecture as Llama 2 and 3, at
+toy size), trained by `scripts/train_model.py` on text that `kquant.model.corpus`
+generates: short stories, two-digit sums and made-up facts. It is a **toy**: its
+perplexities and accuracies are not those of a real LLM, only the *differences* between
+formats on it teach something. Its size, read from the file:
+"""
+
+# %%
+from kquant import KQuantError
+from kquant.gguf import summary
+from kquant.model import hub
+
+try:
+    model = summary.inspect_gguf(hub.bundled())
+except KQuantError as err:  # not downloaded yet: the self-test above says how to get it
+    print("the bundled model is not here yet:", err)
+else:
+    meta = dict(model.metadata)
+    print(f"{model.path.name}: {model.n_weights:,} weights ({model.n_weights / 1e6:.1f} M) in {len(model.rows)} tensors, "
+          f"{meta['llama.block_count']} layers, {meta['llama.attention.head_count']} attention heads; "
+          f"Llama-2-7B's 6.74 billion weights are {6.74e9 / model.n_weights:,.0f} times as many")
 
 # %%
 import math
@@ -79,6 +116,15 @@ level at 2 bits? At 8?
 
 # %%
 interact(viz.levels_view, bits=IntSlider(value=3, min=1, max=8, description="bits"), x=FloatSlider(value=0.3, min=-1.0, max=1.0, step=0.01, description="x"));
+
+# %% [markdown]
+"""
+Notice that no level sits at 0. The picture spreads 2<sup>*b*</sup> levels evenly over
+[−1, 1], both ends included: an even number of levels, placed symmetrically, so 0 falls
+exactly halfway between the two middle ones, and a weight of 0 comes back as a small
+non-zero number. Real formats care about 0: notebook 02's symmetric scheme gives up one
+level to store 0 exactly, and its asymmetric scheme shifts the grid until 0 is a level.
+"""
 
 # %% [markdown]
 """

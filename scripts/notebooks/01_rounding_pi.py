@@ -10,10 +10,12 @@ that to a single number, π, and to the formats computers already use for floats
 
 * store a number in *n* bits of fixed point and predict its rounding error;
 * explain why every extra bit buys about 6 dB of signal-to-noise ratio;
-* name the four rounding rules ggml uses, and show that the rule alone decides whether
-  two encoders write the same bytes;
+* name the three rules ggml uses to round a tie, and show that the rule alone decides
+  whether two encoders write the same bytes;
 * read the sign, exponent and mantissa bits of a float32, float16 and bfloat16;
 * work out how much memory a model's weights take at a given number of bits per weight.
+
+Terms (SQNR, ggml, bits per weight, …) are defined in the [glossary](../docs/glossary.md).
 
 Exercises: complete the function in each *answer* cell, run it, then run the *check* cell
 below it. `ex.q1.hint()` gives a hint, `ex.q1.solution()` a solution (notebook 00 explains).
@@ -63,8 +65,11 @@ evenly over ±half a step, so its root mean square is step/√12, and every extr
 the step. Half the error amplitude is a quarter of the error power, and engineers measure
 power ratios in decibels: 10 · log<sub>10</sub>(4) = 6.02 dB per bit.
 
-Measure it on 100,000 random numbers in [−1, 1): the signal-to-quantization-noise ratio
-(SQNR, `kquant.lessons.metrics.sqnr_db`) at each bit depth, and a straight line through them.
+Measure it on 100,000 random numbers in [−1, 1): the **signal-to-quantization-noise ratio**
+(SQNR) at each bit depth, and a straight line through them. SQNR is
+10 · log<sub>10</sub>(Σ *x*² / Σ (*x* − *x̂*)²) in decibels: how many times more power the
+numbers have than their rounding errors, on a log scale (`kquant.lessons.metrics.sqnr_db`;
+higher is better).
 """
 
 # %%
@@ -112,8 +117,12 @@ ex.q1.check(to_fixed)
 ## 3. Rounding modes, and why they decide the bytes
 
 "Round to the nearest" leaves one question open: what to do with a tie, a value exactly
-halfway between two integers. ggml's quantizers answer it in four different ways
-(function names from `ggml/src/ggml-quants.c`):
+halfway between two integers. ggml (the C library under llama.cpp; its quantizers are in
+`ggml/src/ggml-quants.c`) answers it in three different ways, in different formats: half to
+even, half away from zero, half up. The fourth line below, truncation, is not a rule of its
+own: it is what C's cast from float to int does, and Q4_0 and Q4_1 (likewise Q5_0, Q5_1)
+apply it to *v* + 8.5 or *v* + 0.5, which are never negative there, so that cast rounds
+half up:
 """
 
 # %%
@@ -138,15 +147,18 @@ ggml_bytes = reference.quantize(block[None, :], "Q8_0")[0]
 d = ggml_bytes[:2].view(np.float16)[0]
 ggml_levels = ggml_bytes[2:].view(np.int8)
 print(f"llama.cpp's block: {len(ggml_bytes)} bytes, d = {d}, first levels {ggml_levels[:6]}")
+differ = {}
 for mode in rounding.MODES:
-    mine = rounding.round_to_int(block / np.float32(d), mode)
-    print(f"{mode:>10}: {np.count_nonzero(mine != ggml_levels):2d} of 32 levels differ from llama.cpp's")
+    differ[mode] = np.count_nonzero(rounding.round_to_int(block / np.float32(d), mode) != ggml_levels)
+    print(f"{mode:>10}: {differ[mode]:2d} of 32 levels differ from llama.cpp's")
+print("rules that reproduce llama.cpp's Q8_0 block:", [mode for mode, n in differ.items() if n == 0])
 
 # %% [markdown]
 """
-Only "half away from zero" (C's `roundf`) reproduces Q8_0; an encoder that used numpy's
-`np.round` (half to even) would write 16 different bytes in this block, and a file that
-disagrees with llama.cpp's. `kquant` rounds Q8_0 the C way, so its bytes are llama.cpp's:
+Only "half away from zero" (C's `roundf`) reproduces Q8_0. An encoder that used numpy's
+`np.round` (half to even) would get 16 of the 32 levels of this block wrong (the
+`half_even` line), and write a file that disagrees with llama.cpp's. `kquant` rounds Q8_0
+the C way, so its bytes are llama.cpp's:
 """
 
 # %%
@@ -178,6 +190,13 @@ number is (the exponent) and the rest on *how precisely* (the mantissa):
 
 value = (−1)<sup>sign</sup> × 1.mantissa × 2<sup>exponent − bias</sup>
 
+(bias = 2<sup>exponent bits − 1</sup> − 1: 127 for float32, 15 for float16.) Two exponent
+fields are special. **All zeros** means a *subnormal* number (or zero): no implicit 1, and
+the exponent stays at 1 − bias, so value = (−1)<sup>sign</sup> × 0.mantissa × 2<sup>1 − bias</sup>.
+Subnormals fill the gap between 0 and the smallest normal number, with fewer significant
+bits the closer they get to 0. **All ones** means infinity (mantissa 0) or NaN (not a
+number): what a number too large for the format becomes.
+
 | format | sign | exponent | mantissa | used for |
 |---|---|---|---|---|
 | float32 | 1 | 8 | 23 | training, reference math |
@@ -197,7 +216,10 @@ for fmt in rounding.FLOAT_FORMATS:
 """
 ### Try it: any number, three formats
 
-Type a number (press Enter). Try 0.1, 65504, 70000, 1e-6, −0.0 and 3.3e38.
+Type a number (press Enter). Try 0.1, 65504, 70000, 1e-6, −0.0 and 3.3e38. 70000 is too
+large for float16 (its exponent field is all ones: infinity); 1e-6 is below float16's
+smallest normal number, 2<sup>−14</sup> ≈ 6.1 · 10<sup>−5</sup>, so float16 stores it as a
+subnormal (exponent field 0) with only 5 significant bits, about 1.3 % off.
 """
 
 # %%
@@ -216,8 +238,11 @@ for fmt in rounding.FLOAT_FORMATS:
 """
 float16's ceiling of 65504 matters for quantization: every ggml block stores its scale
 as float16. Q4_0's scale is the block's largest weight divided by −8, so weights of
-6 · 10<sup>5</sup> need a scale of −75,000, which float16 cannot hold. kquant refuses
-instead of writing an infinite scale (llama.cpp would write one, then reject the file):
+6 · 10<sup>5</sup> need a scale of −75,000, which float16 cannot hold: it becomes infinity.
+kquant refuses before encoding. llama.cpp encodes the block with an infinite scale in
+memory, then checks every quantized row (`ggml_validate_row_data` in `ggml-quants.c`, called
+by `llama_tensor_quantize_impl` in `src/llama-quant.cpp`), finds the infinity and stops with
+"quantized data validation failed": that tensor is never written.
 """
 
 # %%
@@ -251,11 +276,14 @@ ex.q3.check(fp16_bits)
 
 A weight stored in *b* bits takes *b*/8 bytes, so the weights of a model take
 parameters × bits per weight / 8 bytes. Two units are in use: GB (10<sup>9</sup> bytes)
-and GiB (2<sup>30</sup> bytes, 7% more); llama.cpp's own tables are in GiB. A block
-format pays for its scales too: `kquant` knows each format's real bits per weight.
+and GiB (2<sup>30</sup> bytes, printed below); llama.cpp's own tables are in GiB. A block
+format pays for its scales too, so its **bits per weight** (bpw: the size in bits divided by
+the number of weights, scales included) is more than its levels' bits; `kquant` knows each
+format's real bits per weight.
 """
 
 # %%
+print(f"1 GiB = 2^30 bytes = {2**30 / 1e9:.4f} GB: {2**30 / 1e9 - 1:.1%} more than a GB")
 n_params = 7e9
 for name, bpw in [("float32", 32), ("float16", 16), ("Q8_0", kquant.get_format("Q8_0").bits_per_weight), ("Q4_0", kquant.get_format("Q4_0").bits_per_weight)]:
     size = memory.weight_bytes(n_params, bpw)
@@ -263,8 +291,9 @@ for name, bpw in [("float32", 32), ("float16", 16), ("Q8_0", kquant.get_format("
 
 # %% [markdown]
 """
-Three common claims, checked with this arithmetic (weights only; the KV cache and
-activations come on top):
+Three common claims, checked with this arithmetic (weights only; the **KV cache**, the keys
+and values of every earlier token that the model keeps in memory while it generates, and
+the activations come on top):
 
 * *"A 70B model needs about 140 GB at 16-bit and 280–300 GB at 32-bit."*
 * *"Going from 32-bit to 8-bit makes a model four times smaller: 40 GB becomes 10 GB."*
@@ -281,7 +310,8 @@ for bpw in [4.0, kquant.get_format("Q4_0").bits_per_weight]:
 # %% [markdown]
 """
 The first claim is right (in GB, for the weights). The second is half right: 8-bit
-*formats* carry scales, and Q8_0's 8.5 bits per weight make it 3.8 times smaller, not 4.
+*formats* carry scales, and Q8_0's 8.5 bits per weight make it 32 / 8.5 = 3.76 times
+smaller, not 4 (printed above).
 The third is wrong: even at exactly 4 bits, 70 billion weights take 35 GB, and "4-bit"
 formats are not exactly 4 bits (notebook 03 shows where Q4_0's extra half bit goes).
 
@@ -304,8 +334,9 @@ ex.q4.check(model_gib)
 
 * Quantizing = storing an integer count of steps. With *f* fractional bits the error is at
   most half a step, 2<sup>−f</sup>/2; on average each bit adds 6.02 dB of SQNR (measured above).
-* Ties need a rule. ggml uses four (half to even, half away from zero, half up, truncation)
-  in different formats, and the rule alone changed 16 of 32 bytes of a Q8_0 block.
+* Ties need a rule. ggml uses three (half to even, half away from zero, half up; the last
+  built from C's truncating cast) in different formats, and the rule alone changed 16 of
+  32 bytes of a Q8_0 block.
   Byte-exact means: the same rule, in the same float32 arithmetic.
 * Floats trade range (exponent bits) for precision (mantissa bits). float16 tops out at
   65504, which is why a huge block can overflow its float16 scale.

@@ -11,6 +11,8 @@ point** (where the levels start). This notebook quantizes a whole weight matrix 
 * quantize a tensor symmetrically (absmax) and asymmetrically (scale and zero point);
 * read an error histogram and relate its width to the step size and the bit depth;
 * explain, with numbers, why one outlier ruins a per-tensor scale.
+
+Terms are defined in the [glossary](../docs/glossary.md).
 """
 
 # %%
@@ -53,7 +55,9 @@ With *b* bits the levels run from −(2<sup>b−1</sup> − 1) to 2<sup>b−1</s
 
 *s* = max|*w*| / (2<sup>b−1</sup> − 1),  *q* = round(*w* / *s*),  *ŵ* = *s* · *q*.
 
-The grid is symmetric around 0, so 0 is stored exactly. Here are the first weights at 8 bits:
+That is 2<sup>b</sup> − 1 levels, an odd number: one of the 2<sup>b</sup> codes goes unused so
+that the grid is symmetric around 0 and 0 is a level (the picture in notebook 00 used all
+2<sup>b</sup> and had no 0). Here are the first weights at 8 bits:
 """
 
 # %%
@@ -99,18 +103,19 @@ tensor |*W*|:
 """
 
 # %%
+n_levels = {"absmax": 2**4 - 1, "zero point": 2**4}  # -7..7 and 0..15
 for name, tensor in [("W (centred)", W), ("|W| (all positive)", np.abs(W))]:
     for scheme, quantize in scale_zero_point.SCHEMES.items():
         qz = quantize(tensor, 4)
-        print(f"{name:>19}, {scheme:>10}: {np.unique(qz.q).size:2d} of 16 levels in use, SQNR {metrics.sqnr_db(tensor, qz.dequantize()):5.1f} dB")
+        print(f"{name:>19}, {scheme:>10}: {np.unique(qz.q).size:2d} of {n_levels[scheme]} levels in use, SQNR {metrics.sqnr_db(tensor, qz.dequantize()):5.1f} dB")
 qz = scale_zero_point.zero_point_quantize(np.array([-0.3, 0.0, 0.2, 1.0]), 4)
 print("zero point", qz.zero[0, 0], "-> the weight 0.0 comes back as", qz.dequantize()[1])
 
 # %% [markdown]
 """
-On the all-positive tensor the zero point pays off: about twice the levels in use, and a
-higher SQNR. On the centred
-tensor both schemes are close; the zero point costs an extra number per tensor (per block,
+At 4 bits absmax has 15 levels (−7..7) and the zero point 16 (0..15). On the all-positive
+tensor the zero point pays off: about twice the levels in use, and a higher SQNR (absmax
+leaves every negative level unused). On the centred tensor both schemes are close; the zero point costs an extra number per tensor (per block,
 in the next notebook), so formats use it where data is lopsided.
 
 ### Exercise 2 (zero point)
@@ -148,9 +153,12 @@ else happens: the largest weight stretches the grid so far that most weights rou
 
 ### Try it: the bit-depth slider
 
-Left: the weights and the levels the code can store. Right: the histogram of the rounding
-error. Slide from 8 bits down to 2 and watch the error histogram turn into the weight
-histogram itself: a weight stored as 0 has its whole value as error.
+Left: the weights and the levels the code can store. Right: how many weights have each
+size of rounding error |*w* − *ŵ*|, on a log2 axis that stays the same at every bit depth.
+The dashed line is half a step, the worst error of a weight inside the grid. One bit more
+halves the step, so the whole histogram moves one octave (one factor of 2) to the left:
+from 4 to 8 bits it moves four. Slide down to 2 bits: nearly every weight is stored as 0,
+and its error is its whole value.
 """
 
 # %%

@@ -3,7 +3,8 @@
 # 03 · Blocks
 
 Notebook 02 ended with one outlier ruining a whole tensor's scale. The cure every llama.cpp
-format uses: cut each row into small **blocks** and give every block its own scale. This
+format uses: cut each row into small **blocks** (short runs of consecutive weights) and give
+every block its own scale. This
 notebook measures what that buys and what it costs, then writes a real llama.cpp block.
 
 **After this notebook you will be able to**
@@ -12,6 +13,8 @@ notebook measures what that buys and what it costs, then writes a real llama.cpp
 * compute a format's real bits per weight, scale overhead included (Q4_0 is 4.5, not 4);
 * show that an outlier only coarsens its own block;
 * encode a Q4_0 block by hand and get exactly the 18 bytes llama.cpp writes.
+
+Terms (block, bits per weight, type-0 / type-1, …) are defined in the [glossary](../docs/glossary.md).
 """
 
 # %%
@@ -56,7 +59,7 @@ to spend bits: a per-tensor scale with more bits per weight.
 # %%
 per_tensor = [(b, metrics.sqnr_db(W, scale_zero_point.fake_quantize(W, b)), f"{b} bits") for b in range(4, 9)]
 viz.tradeoff_plot({"4-bit absmax, one scale per block (block size)": blocked, "absmax, one scale per tensor": per_tensor},
-                  "Small blocks beat extra bits: SQNR against the real cost")
+                  "Small blocks beat extra bits: SQNR against the real cost", label_offsets=[(6, -3), (-6, 6)])
 
 # %% [markdown]
 """
@@ -66,12 +69,13 @@ How many bits per weight would a per-tensor code need to match blocks of 32 at 4
 # %%
 b32 = metrics.sqnr_db(W, scale_zero_point.fake_quantize(W, 4, "absmax", 32))
 need = next(b for b in range(4, 17) if metrics.sqnr_db(W, scale_zero_point.fake_quantize(W, b)) >= b32)
-print(f"blocks of 32: {b32:.1f} dB at 4.5 bits/weight; a per-tensor code needs {need} bits/weight to do as well")
+print(f"blocks of 32: {b32:.1f} dB at 4.5 bits/weight; a per-tensor code needs {need} bits/weight to do as well "
+      f"({need - 4.5:g} bits/weight more)")
 
 # %% [markdown]
 """
-Blocks win by a wide margin, which is why ggml's first formats use blocks of 32 weights,
-each with a float16 scale.
+Blocks win by a wide margin (the line above), which is why ggml's formats use blocks of
+32 weights, each with its own scale.
 
 ### Try it: the block-size slider
 
@@ -105,7 +109,10 @@ ex.q1.check(blockwise_absmax)
 ## 2. An outlier stays in its block
 
 Make the largest weight 10 times larger, as in notebook 02, and compare the error of every
-weight in its row: one scale for the tensor against one scale per 32 weights.
+weight in its row: one scale for the tensor against one scale per 32 weights. The figure
+draws each weight's |error| (thin lines) and the RMS error of each block of 32 (steps). The
+orange steps (blocks of 32, with the outlier) lie under the green ones (blocks of 32,
+without it) everywhere except in the outlier's own block.
 """
 
 # %%
@@ -113,20 +120,26 @@ w_out, others = scale_zero_point.scale_largest(W, 10)
 row, col = np.unravel_index(np.argmax(np.abs(w_out)), W.shape)
 per_tensor_err = (w_out - scale_zero_point.fake_quantize(w_out, 4))[row]
 per_block_err = (w_out - scale_zero_point.fake_quantize(w_out, 4, "absmax", 32))[row]
+no_outlier_err = (W - scale_zero_point.fake_quantize(W, 4, "absmax", 32))[row]
 for name, w_hat in [("per tensor", scale_zero_point.fake_quantize(w_out, 4)), ("per block of 32", scale_zero_point.fake_quantize(w_out, 4, "absmax", 32))]:
     print(f"{name:>15}: SQNR of the other weights {metrics.sqnr_db(w_out[others], w_hat[others]):5.1f} dB")
-hurt = np.abs(per_block_err) > np.abs((W - scale_zero_point.fake_quantize(W, 4, "absmax", 32))[row]) + 1e-12
+hurt = np.abs(per_block_err) > np.abs(no_outlier_err) + 1e-12
 blocks_hurt = sorted({int(j) // 32 for j in np.flatnonzero(hurt)})
 print(f"row {row}: {np.count_nonzero(hurt)} weights got a larger error with blocks of 32, in blocks {blocks_hurt}; the outlier is in block {col // 32}")
-viz.error_along_row({"one scale per tensor": per_tensor_err, "one scale per 32 weights": per_block_err}, col, f"Row {row}: the outlier only coarsens its own block of 32")
+viz.error_along_row({"one scale per tensor": per_tensor_err, "one scale per 32 weights": per_block_err,
+                     "one scale per 32 weights, no outlier": no_outlier_err}, col, f"Row {row}: the outlier only coarsens its own block of 32")
 
 # %% [markdown]
 """
 ## 3. ggml's block formats
 
-llama.cpp's first formats are exactly this: blocks of 32 weights with a float16 scale
+llama.cpp's legacy formats are exactly this: blocks of 32 weights with a float16 scale
 (and, for the `_1` types, a float16 minimum: an offset like a zero point, but stored as a
-float). `kquant` knows each format's block geometry, taken from llama.cpp's own tables
+float). llama.cpp's own words for the two designs are **type-0** (*x* = *d* · *q*,
+symmetric: Q4_0, Q5_0, Q8_0) and **type-1** (*x* = *d* · *q* + *m*, asymmetric: Q4_1, Q5_1).
+The scales were not always float16: the first Q4_0 and Q4_1 stored a float32 scale (and
+min), 20 and 24 bytes per block, 5 and 6 bits per weight, until llama.cpp pull request
+#1508 ("ggml : use F16 instead of F32 in Q4_0, Q4_1, Q8_0", May 2023) changed the format. `kquant` knows each format's block geometry, taken from llama.cpp's own tables
 (`gguf`'s `GGML_QUANT_SIZES`). Bits per weight = 8 × bytes per block / weights per block:
 """
 
@@ -140,12 +153,20 @@ for name in ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0"]:
     formats.append((fmt.bits_per_weight, db, name))
     print(f"{name:>5} {fmt.block_size:>14} {fmt.type_size:>12} {fmt.bits_per_weight:>12} {db:>8.1f} dB")
 print("Q4_0's scale costs", kquant.get_format("Q4_0").bits_per_weight - 4, "bits per weight: 16 bits / 32 weights")
+q4_0_db = dict((n, db) for _, db, n in formats)["Q4_0"]
+print(f"Q4_0 {q4_0_db:.1f} dB against section 1's 4-bit absmax blocks of 32 {b32:.1f} dB, both 4.5 bits/weight: "
+      f"{q4_0_db - b32:+.1f} dB; a step 7/8 as large predicts 20·log10(8/7) = {20 * np.log10(8 / 7):+.1f} dB")
 
 # %% [markdown]
 """
 A common claim says *"Q4 means 4 bits per weight"*. The table says otherwise: Q4_0 takes
 4.5 bits per weight and Q4_1 5.0; likewise Q8_0 takes 8.5, not 8. The extra half bit is
 the float16 scale shared by 32 weights.
+
+Q4_0 also beats section 1's absmax blocks of 32 at the same 4.5 bits per weight (the last
+line above). Both store a float16 scale and 4-bit levels, but absmax uses 15 levels
+(−7..7) and Q4_0 all 16 (−8..7, explained next): its step is the largest magnitude divided
+by 8 instead of by 7, so every rounding error shrinks by 7/8.
 
 ## 4. A Q4_0 block by hand
 
@@ -253,7 +274,9 @@ ex.q4.check(dequantize_q4_0)
   than spending the same bits on a finer per-tensor grid.
 * An outlier coarsens only its own block: the other blocks of its row keep their errors.
 * ggml's legacy formats are blocks of 32 with a float16 scale (and a float16 minimum for
-  `_1`): Q4_0 = 18 bytes = 4.5 bits per weight, Q8_0 = 8.5. "Q4" is not 4 bits.
+  the type-1 `_1` formats): Q4_0 = 18 bytes = 4.5 bits per weight, Q8_0 = 8.5. "Q4" is not
+  4 bits. (Until May 2023 the scales were float32, and Q4_0 was 5 bits per weight.)
+* Q4_0 uses all 16 levels of its 4 bits, absmax 15: at the same cost, a finer grid.
 * Q4_0 maps the signed largest weight to −8 and rounds halves up; written that way, in
   float32, our bytes equal llama.cpp's, block after block.
 

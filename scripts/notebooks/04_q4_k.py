@@ -2,8 +2,10 @@
 """
 # 04 · Q4_K, the super-block
 
-Q4_K is the format most tensors of a "Q4_K_M" model file are stored in. It keeps Q4_1's idea (a scale and a
-minimum per 32 weights) but stores those scales and minimums themselves in 6 bits, under
+Q4_K is the format most tensors of a "Q4_K_M" model file are stored in. It is a
+**K-quant**, one of the formats of llama.cpp pull request #1684 ("k-quants"), which share a
+256-weight **super-block**. It keeps Q4_1's idea (a scale and a minimum per 32 weights: a
+type-1 format) but stores those scales and minimums themselves in 6 bits, under
 two float16 numbers shared by 256 weights. This notebook follows llama.cpp's encoder one
 step at a time, on one super-block, and ends with your own Q4_K block, byte for byte
 llama.cpp's.
@@ -11,10 +13,13 @@ llama.cpp's.
 **After this notebook you will be able to**
 
 * lay out a Q4_K super-block: 256 weights, 8 sub-blocks of 32, 144 bytes, 4.5 bits per weight;
-* explain the weighted search that picks each sub-block's scale and minimum;
+* explain the weighted search that picks each sub-block's scale and minimum, and why its
+  moving origin matters for the bytes;
 * quantize the 16 sub-block numbers to 6 bits under the two float16 super-scales;
 * read the 12 bytes that pack those 16 six-bit numbers, bit by bit;
 * decode a 144-byte block by hand, and encode one exactly as llama.cpp does.
+
+Terms (super-block, K-quant, type-1, …) are defined in the [glossary](../docs/glossary.md).
 """
 
 # %%
@@ -57,11 +62,15 @@ print(f"Q4_1 for comparison: {kquant.get_format('Q4_1').bits_per_weight} bits pe
 ## 2. Step 1: the best scale and min for each sub-block
 
 Take the first 256 weights of a row of our example matrix (the bundled model's weights;
-`samples.example_weights().source` says which). The encoder first fits every
-sub-block on its own: it looks for the scale and min with which `scale · L + min` (levels
-*L* in 0..15) comes closest to the 32 weights, in a *weighted* squared error. The weight
-of each number is |*x*| plus the sub-block's root-mean-square, so large weights count more
-(llama.cpp's `quantize_row_q4_K_ref`):
+`samples.example_weights().source` says which). The encoder first fits every sub-block on
+its own: it looks for the scale and min with which `scale · L + min` (levels *L* in 0..15)
+comes closest to the 32 weights, in a *weighted* squared error Σ *w<sub>i</sub>* (scale · *L<sub>i</sub>* + min − *x<sub>i</sub>*)².
+Each weight's error counts with an **importance** *w<sub>i</sub>* = |*x<sub>i</sub>*| + the
+sub-block's root-mean-square, so large weights are fitted more closely and none counts for
+nothing (`quantize_row_q4_K_ref` in `ggml-quants.c`; the C code calls the array `weights`,
+kquant `q4_k.subblock_weights`). With an **importance matrix** (per-column statistics of
+the activations, collected by running the model on text; notebook 10) the factors change;
+here there is none. The importance factors of sub-block 0:
 """
 
 # %%
@@ -74,44 +83,144 @@ print(f"sub-block 0: RMS {np.sqrt(np.mean(sub.astype(np.float64) ** 2)):.4f}; im
 
 # %% [markdown]
 """
-The search (`make_qkx2_quants` in ggml) starts from the plain grid: min = the smallest
-weight (or 0 if all are positive), step = (max − min)/15. Then it tries 21 grids with
-slightly different spacings, 15 − 1.0 + 0.1·*i* steps across the range for *i* = 0..20.
-For each, it rounds the weights onto the grid and solves a small weighted least-squares
-problem: which scale and min best explain *those* levels? It keeps the candidate with the
-smallest weighted error. `kquant.lessons.scale_search` runs ggml's search (`kquant.formats.search.make_qkx2_quants`)
-on this one sub-block and records every candidate it tries:
+The search is `make_qkx2_quants` in `ggml/src/ggml-quants.c`. It keeps a running
+**origin**, the value that level 0 stands for, and a best-so-far candidate:
+
+1. **Start**: the origin is the smallest weight (or 0 if all are positive) and the grid
+   has 15 steps from there to the largest weight: step = (max − origin) / 15. Its error is
+   the one to beat.
+2. **Candidates** *i* = 0..20: a grid from the *current origin* with step
+   (max − origin) / (14 + 0.1·*i*), slightly wider to slightly narrower than the start.
+   Round every weight onto it, *L* = round((*x* − origin) / step) clamped to 0..15, and
+   solve a small weighted least-squares problem: which scale and min best explain *those*
+   levels? If that fit has a smaller weighted error than the best so far, it becomes the
+   best, **and its fitted min becomes the origin of every later candidate**.
+
+So the 21 grids are not fixed in advance: after a win, both their origin and their step
+are computed from the new min. `kquant.lessons.scale_search` runs ggml's search
+(`kquant.formats.search.make_qkx2_quants`) on this one sub-block and records every
+candidate; the origin column shows where each grid started:
 """
 
 # %%
 trace = scale_search.qkx2_trace(sub, importance)
-print(f"{'grid':>5} {'step':>9} {'fitted scale':>13} {'fitted min':>11} {'weighted error':>15}")
-print(f"{'start':>5} {trace.initial.step:9.5f} {trace.initial.scale:13.5f} {trace.initial.min:11.5f} {trace.initial.error:15.4e}")
-for i, c in enumerate(trace.candidates):
-    print(f"{i:>5} {c.step:9.5f} {c.scale:13.5f} {c.min:11.5f} {c.error:15.4e}{'  <- best so far' if c.best_so_far else ''}")
+origins = scale_search.origins(trace)
+print(f"{'grid':>5} {'origin':>9} {'step':>9} {'fitted scale':>13} {'fitted min':>11} {'weighted error':>15}")
+print(f"{'start':>5} {trace.initial.min:9.5f} {trace.initial.step:9.5f} {trace.initial.scale:13.5f} {trace.initial.min:11.5f} {trace.initial.error:15.4e}")
+for i, (c, origin) in enumerate(zip(trace.candidates, origins)):
+    print(f"{i:>5} {origin:9.5f} {c.step:9.5f} {c.scale:13.5f} {c.min:11.5f} {c.error:15.4e}{'  <- best so far' if c.best_so_far else ''}")
+first_move = next((i for i, o in enumerate(origins) if o != trace.initial.min), None)
+print(f"the origin first moves at candidate {first_move}: from there on the grids start at a fitted min, not at the data min")
 
 # %% [markdown]
 """
+The fitted min is printed negative: the grid starts *below* zero, and the sub-block
+decodes as scale · *L* + min. Q4_K stores its negation, *m* = −min ≥ 0 (`*the_min = -min`
+in the C code), and the decoder subtracts it: scale · *L* − *m*. A positive number fits
+the unsigned 6-bit integer that holds it (step 2). When every weight is positive the min
+is 0, and a fit that would want a positive min is redone with min = 0.
+
+Does the moving origin matter? Write the search out in numpy with one switch,
+`move_origin`, run it on every sub-block of the whole matrix, finish each Q4_K block with
+the package's own steps 2–4 (sections 3–5 below), and compare the bytes with the ones
+llama.cpp's C code writes (`kquant.reference.quantize`). With the origin moving, as in C,
+every super-block must come out identical, which checks the transcription. With the origin
+frozen at the data min, the only change, count the super-blocks that differ:
+"""
+
+# %%
+from kquant.formats import cops
+
+f32, nearest_int, seqsum = cops.f32, cops.nearest_int, cops.seqsum  # C's float32, nearest_int, in-order sums
+
+
+def make_qkx2(x, w, move_origin=True, nmax=15, rmin=-1.0, rdelta=0.1, nstep=20):
+    """make_qkx2_quants for many groups at once: x, w (32, G) float32 -> scale, m (= -min), L."""
+    with np.errstate(all="ignore"):  # a flat group divides by 0, as in C; it is handled at the end
+        lo, hi = np.minimum(x.min(axis=0), f32(0)), x.max(axis=0)
+        sum_w, sum_x = seqsum(w), seqsum(w * x)  # C's sums run in order: seqsum, not np.sum
+        iscale = f32(nmax) / (hi - lo)
+        scale = f32(1) / iscale
+        L = np.clip(nearest_int(iscale * (x - lo)), 0, nmax).astype(f32)
+        diff = scale * L + lo - x
+        best = seqsum(w * (diff * diff))
+        origin = best_min = lo
+        for i in range(nstep + 1):
+            iscale = (f32(rmin) + f32(rdelta) * f32(i) + f32(nmax)) / (hi - origin)
+            l = np.clip(nearest_int(iscale * (x - origin)), 0, nmax).astype(f32)
+            s_l, s_l2, s_xl = seqsum(w * l), seqsum(w * l * l), seqsum(w * l * x)
+            D = sum_w * s_l2 - s_l * s_l
+            this_scale, this_min = (sum_w * s_xl - sum_x * s_l) / D, (s_l2 * sum_x - s_l * s_xl) / D
+            positive = this_min > 0
+            this_scale, this_min = np.where(positive, s_xl / s_l2, this_scale), np.where(positive, f32(0), this_min)
+            diff = this_scale * l + this_min - x
+            cur = seqsum(w * (diff * diff))
+            better = (D > 0) & (cur < best)
+            best, scale = np.where(better, cur, best), np.where(better, this_scale, scale)
+            best_min, L = np.where(better, this_min, best_min), np.where(better, l, L)
+            if move_origin:  # ggml: min = this_min, used by every later candidate
+                origin = best_min
+        flat = hi == lo  # all weights equal: levels 0, scale 0
+        return np.where(flat, f32(0), scale), -np.where(flat, lo, best_min), np.where(flat, 0, L).astype(np.uint8)
+
+
+def q4_k_blocks(W, move_origin):
+    """Q4_K super-blocks of W with the search above, then the package's steps 2-4."""
+    x = np.asarray(W, dtype=np.float32).reshape(-1, 256)
+    n = x.shape[0]
+    xt = np.ascontiguousarray(x.reshape(n * 8, 32).T)  # (32, 8n): one sub-block per column
+    scales, mins, L = make_qkx2(xt, q4_k.subblock_weights(xt), move_origin)
+    d, dmin, sc, m = q4_k.quantize_scales(scales.reshape(n, 8), mins.reshape(n, 8))
+    L = q4_k.requantize(xt, L, d, dmin, sc, m, nmax=15)
+    return q4_k.pack(q4_k.Fields(d, dmin, sc, m, np.ascontiguousarray(L.T).reshape(n, 256)))
+
+
+W = sample.weights
+ggml_blocks = reference.quantize(W, "Q4_K").reshape(-1, 144)
+for move_origin in (True, False):
+    blocks = q4_k_blocks(W, move_origin)
+    differ = np.any(blocks != ggml_blocks, axis=1)
+    y = kquant.dequantize(blocks.reshape(W.shape[0], -1), "Q4_K")
+    print(f"origin {'moving (as ggml)' if move_origin else 'frozen at the data min'}: {differ.sum()} of {differ.size} super-blocks "
+          f"differ from llama.cpp's ({differ.mean():.0%}); SQNR {metrics.sqnr_db(W, y):.2f} dB")
+xt_all = np.ascontiguousarray(W.astype(np.float32).reshape(-1, 32).T)  # every sub-block of W, one per column
+fits = [make_qkx2(xt_all, q4_k.subblock_weights(xt_all), move_origin) for move_origin in (True, False)]
+changed = (fits[0][0] != fits[1][0]) | (fits[0][1] != fits[1][1])
+print(f"sub-blocks whose scale or m the frozen search changes: {changed.sum()} of {changed.size} ({changed.mean():.0%}); "
+      f"super-blocks with at least one of them: {changed.reshape(-1, 8).any(axis=1).mean():.0%}")
+
+# %% [markdown]
+"""
+The frozen search is a reasonable quantizer (its SQNR is close), but it is not
+llama.cpp's: most super-blocks get other bytes. The last line says why so many: the frozen
+search changes the scale or *m* of only some sub-blocks, but a super-block has eight, so
+most super-blocks contain at least one changed sub-block. Not every such change reaches the
+bytes (step 2 rounds scales and mins to 6 bits, which can absorb a small change), which is
+why fewer super-blocks differ in their bytes than contain a changed sub-block.
+Byte-exactness needs the search exactly as ggml runs it, moving origin included.
+
 The encoder runs the same search for all eight sub-blocks at once (`q4_k.subblock_fit`),
-with the same importance weights; its winner for sub-block 0 is bit for bit the one above:
+with the same importance factors; its winner for sub-block 0 is bit for bit the one traced
+above:
 """
 
 # %%
 xt = np.ascontiguousarray(x.reshape(8, 32).T)  # (32, 8): one sub-block per column
 scales, mins, L = q4_k.subblock_fit(xt, nmax=15, rmin=-1.0, rdelta=0.1, nstep=20)
-print("sub-block 0, traced search: scale", trace.scale, " min", trace.the_min)
-print("sub-block 0, q4_k.subblock_fit: scale", float(scales[0]), " min", float(mins[0]))
+print("sub-block 0, traced search: scale", trace.scale, " m = -min", trace.the_min)
+print("sub-block 0, q4_k.subblock_fit: scale", float(scales[0]), " m = -min", float(mins[0]))
 print("identical:", np.float32(trace.scale) == scales[0] and np.float32(trace.the_min) == mins[0] and np.array_equal(trace.levels, L[:, 0]))
 
 # %% [markdown]
 """
 ### Try it: the search in every sub-block
 
-Left: the weighted error of each candidate grid against its step; the square is the plain
-min/max grid, the star the winner. Right: the sub-block's weights and what the winner
-stores for them. The curve is jagged because moving the grid a little changes which level
-some weights round to, which is why ggml tries a grid of candidates instead of solving for
-one best step.
+Left: the weighted error of each candidate grid against its step; grey points are grids
+from the data min, orange ones grids tried after a win moved the origin; the square is the
+plain min/max start, the star the winner. Right: the sub-block's weights and what the
+winner stores for them. The errors jump about because moving the grid a little changes
+which level some weights round to, which is why ggml tries a series of candidates instead
+of solving for one best step.
 """
 
 # %%
@@ -121,7 +230,7 @@ interact(viz.scale_search_view, x=fixed(x), j=IntSlider(value=0, min=0, max=7, d
 """
 A common claim says the "K" in Q4_K stands for *k-means clustering*: similar weights grouped
 and replaced by centroids from a lookup table. The steps above are the whole search: a
-grid of 21 candidate scales, a least-squares fit for each, the best one kept; and the levels
+series of 21 candidate grids, a least-squares fit for each, the best one kept; and the levels
 are an evenly spaced grid, `scale · L + min`. No clustering, no centroids, no lookup table.
 The name comes from llama.cpp pull request #1684, "k-quants" (ikawrakow, June 2023), which
 introduced the family with its 256-weight super-block (`QK_K = 256`); no expansion of the
@@ -130,14 +239,15 @@ letter is documented there.
 ## 3. Step 2: six-bit scales and mins under two float16 numbers
 
 Stored as float16, eight scales and eight mins would cost 16 × 16 bits per 256 weights,
-a whole bit per weight (Q4_1's overhead). Q4_K quantizes them too: *d* = max scale / 63 and *dmin* = max min / 63 are stored as float16,
-and each scale and min as a 6-bit integer (0..63) times *d* or *dmin*:
+a whole bit per weight (Q4_1's overhead). Q4_K quantizes them too: *d* = max scale / 63 and
+*dmin* = max *m* / 63 are stored as float16, and each scale and each *m* (the positive
+min of step 1) as a 6-bit integer (0..63) times *d* or *dmin*:
 """
 
 # %%
 d, dmin, sc, m = q4_k.quantize_scales(scales[None, :], mins[None, :])
 print(f"d = {scales.max():.6f} / 63 -> float16 {d[0]};   dmin = {mins.max():.6f} / 63 -> float16 {dmin[0]}")
-print(f"{'j':>2} {'scale':>10} {'sc':>3} {'d·sc':>10} {'min':>10} {'m':>3} {'dmin·m':>10}")
+print(f"{'j':>2} {'scale':>10} {'sc':>3} {'d·sc':>10} {'-min':>10} {'m':>3} {'dmin·m':>10}")
 for j in range(8):
     print(f"{j:>2} {scales[j]:10.6f} {sc[0, j]:3d} {np.float32(d[0]) * sc[0, j]:10.6f} {mins[j]:10.6f} {m[0, j]:3d} {np.float32(dmin[0]) * m[0, j]:10.6f}")
 
@@ -293,9 +403,10 @@ for name in ["Q4_0", "Q4_K"]:
 
 * A Q4_K super-block is 256 weights in 8 sub-blocks of 32: 2 float16 super-scales, 12 bytes
   of 6-bit scales and mins, 128 bytes of 4-bit levels: 144 bytes, 4.5 bits per weight.
-* Each sub-block's scale and min come from a weighted search: 21 candidate grids, a
-  least-squares fit for each, the smallest weighted error kept. No clustering: the "K" of
-  k-quants does not mean k-means.
+* Each sub-block's scale and min come from a weighted search (importance |*x*| + RMS): 21
+  candidate grids, a least-squares fit for each, the smallest weighted error kept. The
+  grid's origin moves to each new winner's min; freezing it changes most super-blocks'
+  bytes. No clustering: the "K" of k-quants does not mean k-means.
 * The 16 sub-block numbers are quantized to 6 bits under *d* and *dmin*, the weights are
   rounded again against them, and everything is packed: scales and mins in a split 12-byte
   layout, levels as nibbles 32 weights apart.

@@ -5,15 +5,21 @@
 Q4_K has four siblings: Q2_K, Q3_K, Q5_K and Q6_K. All five cut a row into super-blocks of
 256 weights, but they spend those 256 weights' bits differently: how many bits per level,
 how many weights share a scale, whether there is a min. This notebook lays the five side by
-side, measures all ten of llama.cpp's block formats on the same real weights, and settles
-where the "K" comes from.
+side, measures them and the five legacy formats of notebook 03 on the same real
+weights, and settles where the "K" comes from. These ten are two of llama.cpp's families
+of block formats, not all of them: ggml also has the I-quants (IQ1_S … IQ4_XS, several of
+them built on tables of non-uniform values), the ternary TQ1_0 and TQ2_0, and MXFP4 and
+NVFP4 (`enum ggml_type` in `ggml/include/ggml.h`), which this workbook does not cover.
 
 **After this notebook you will be able to**
 
 * say what each k-quant stores per super-block, and add up its bits per weight yourself;
-* read the error of every format (legacy and K) against its bits per weight on real weights;
+* read the error of every legacy and K format against its bits per weight on real weights;
 * show that the encoder is a grid search with evenly spaced levels, not k-means clustering;
 * decode a Q5_K block by hand, and pick the cheapest format that reaches an error target.
+
+Terms (K-quant, super-block, type-0 / type-1, bits per weight, …) are defined in the
+[glossary](../docs/glossary.md).
 """
 
 # %%
@@ -61,9 +67,9 @@ for name, level_bits in [("Q4_0", 4), ("Q4_1", 4), ("Q5_0", 5), ("Q8_0", 8)]:
 
 # %% [markdown]
 """
-Two designs share the family. **Q2_K, Q4_K, Q5_K** are asymmetric, like Q4_1: a scale and a
-min per group (`d·sc·q − dmin·m`). **Q3_K, Q6_K** are symmetric, like Q4_0: a signed scale
-per group of 16 and levels centred on zero. Q4_K and Q5_K use groups of 32 with 6-bit scales
+Two designs share the family. **Q2_K, Q4_K, Q5_K** are asymmetric ("type-1" in llama.cpp's
+words), like Q4_1: a scale and a min per group (`d·sc·q − dmin·m`). **Q3_K, Q6_K** are
+symmetric ("type-0"), like Q4_0: a signed scale per group of 16 and levels centred on zero. Q4_K and Q5_K use groups of 32 with 6-bit scales
 and mins; the others use groups of 16.
 
 ### Exercise 1 (bytes of a super-block)
@@ -83,11 +89,11 @@ ex.q1.check(k_block_bytes)
 
 # %% [markdown]
 """
-## 2. Error against bits per weight, for every format
+## 2. Error against bits per weight, legacy and K formats
 
 Now the real weights: three matrices of the workbook's bundled model (an attention query,
 an attention value and a feed-forward down projection from its middle layer). Each of
-llama.cpp's ten block formats encodes them, exactly as ggml would (spot-checked against
+the ten legacy and K formats encodes them, exactly as ggml would (spot-checked against
 ggml's own C encoder below), and we measure the SQNR of the three together:
 """
 
@@ -116,22 +122,23 @@ viz.tradeoff_plot(
         "legacy: 32-weight blocks, float16 scale": [(*results[n], n) for n in legacy],
         "k-quants: 256-weight super-blocks": [(*results[n], n) for n in k_family],
     },
-    f"Every ggml block format on {len(sample.weights)} matrices of {sample.source.split(':')[0]}",
+    f"Legacy and K formats on {len(sample.weights)} matrices of {sample.source.split(':')[0]}",
 )
 
 # %% [markdown]
 """
-How much does one more bit per weight buy? Notebook 02 predicted 6.02 dB for a uniform grid
+How much does one more bit per weight buy? Notebook 01 predicted 6.02 dB for a uniform grid
 (error power falls by 4 per bit). A straight line through the five k-quants:
 """
 
 # %%
 slope, _ = np.polyfit([results[n][0] for n in k_family], [results[n][1] for n in k_family], 1)
-print(f"k-quants: {slope:.2f} dB per bit per weight")
+print(f"k-quants: {slope:.2f} dB per bit per weight; a uniform grid: 10·log10(4) = {10 * np.log10(4):.2f}")
 
 # %% [markdown]
 """
-At equal bits per weight the two families can be compared directly, twice:
+At equal bits per weight the two families can be compared directly, twice (and Q4_1
+against Q4_K, which costs less):
 """
 
 # %%
@@ -184,29 +191,30 @@ with K-means + multipliers" (C2). The encoder's steps are in the format modules
 
 1. cut the super-block into groups (16 or 32 weights);
 2. for each group, search a scale (and min) for an evenly spaced grid of 2<sup>bits</sup>
-   levels: `make_qkx2_quants` (Q2_K, Q4_K, Q5_K: a fixed set of candidate grids, a weighted
-   least-squares fit for each), `make_q3_quants` (Q3_K) or `make_qx_quants` (Q6_K);
+   levels: `make_qkx2_quants` (Q2_K, Q4_K, Q5_K: a series of candidate grids, a weighted
+   least-squares fit for each; the candidate kept is the one with the smallest weighted
+   squared error for Q4_K and Q5_K, the smallest weighted *absolute* error for Q2_K, whose
+   call passes `use_mad = true`), `make_q3_quants` (Q3_K) or `make_qx_quants` (Q6_K);
 3. quantize the group scales (and mins) to small integers under one or two float16 numbers;
 4. round every weight again against the scales the decoder will use, and pack.
 
 There is no clustering step, and nothing in the file is a table of centroids. If there were,
 a group's decoded values could sit anywhere. We check the opposite on every group of every
 super-block of the three matrices: the values each group can decode to (found by asking the
-decoder, `kfamily.group_levels`) are evenly spaced, and every decoded weight is one of them:
+decoder, `kfamily.group_levels`, for all super-blocks at once) are evenly spaced, and every
+decoded weight is one of them:
 """
 
 # %%
 for name in k_family:
-    lay, fmt = kfamily.layout(name), kquant.get_format(name)
+    lay = kfamily.layout(name)
     blocks = kquant.quantize(W, name)  # one super-block per row of W
     decoded = kquant.dequantize(blocks, name).reshape(-1, lay.groups, lay.group)
-    even, on_grid = True, True
-    for b in range(0, blocks.shape[0], 16):  # every 16th super-block: enough to see, quick to run
-        levels = kfamily.group_levels(blocks[b], name).astype(np.float64)
-        steps = np.diff(levels, axis=1)
-        even &= bool(np.allclose(steps, steps[:, :1], rtol=1e-5, atol=1e-9))
-        on_grid &= all(np.isin(decoded[b, j], levels[j].astype(np.float32)).all() for j in range(lay.groups))
-    print(f"{name}: {blocks.shape[0] // 16} super-blocks x {lay.groups} groups checked; levels evenly spaced: {even}; every weight on its grid: {on_grid}")
+    levels = kfamily.group_levels(blocks, name)  # (super-blocks, groups, 2**bits)
+    steps = np.diff(levels.astype(np.float64), axis=-1)
+    even = bool(np.isclose(steps, steps[..., :1], rtol=1e-5, atol=1e-9).all())
+    on_grid = bool((decoded[..., :, None] == levels[..., None, :]).any(axis=-1).all())
+    print(f"{name}: all {blocks.shape[0]} super-blocks x {lay.groups} groups checked; levels evenly spaced: {even}; every weight on its grid: {on_grid}")
 
 # %% [markdown]
 """
@@ -246,7 +254,7 @@ ex.q3.check(cheapest_k_format)
 * The five k-quants share the 256-weight super-block and differ in bits per level (2 to 6),
   group size (16 or 32), scale bits (4 to 8) and whether a group has a min:
   2.625, 3.4375, 4.5, 5.5 and 6.5625 bits per weight.
-* On the bundled model's weights, SQNR rises by about the 6 dB per bit notebook 02 predicts,
+* On the bundled model's weights, SQNR rises by about the 6 dB per bit notebook 01 predicts,
   and section 2 compares K and legacy formats at equal bits per weight (Q4_K vs Q4_0, Q5_K vs Q5_0).
 * The encoder searches a scale (and min) per group for an evenly spaced grid: no clustering,
   no centroids. "k-quants" is the name of llama.cpp PR #1684 (ikawrakow, June 2023).
