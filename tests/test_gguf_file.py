@@ -244,3 +244,30 @@ def test_an_output_type_that_does_not_fit_the_rows_is_refused(models, tmp_path):
     src = models["rows of 480 and 200, BF16"]
     with pytest.raises(KQuantError, match="rows of 480 weights, not a multiple of Q6_K's block of 256"):
         quantize_gguf(src, tmp_path / "q.gguf", "Q4_K_M", output_type="Q6_K", progress=False)
+
+
+def test_strings_with_a_nul_byte_are_copied_as_llama_cpp_copies_them(small_model, tmp_path):
+    """llama.cpp copies metadata as C strings: a token or value with a NUL byte ends there. Same sha256."""
+    from gguf import GGUFValueType
+
+    from kquant.gguf.reader import open_gguf
+    from kquant.quantize_file import metadata
+
+    src = tmp_path / "nul.gguf"
+    w = GGUFWriter(src, "llama")
+    del w.kv_data[0]["general.architecture"]  # copied from the source below, in its place
+    with open_gguf(small_model) as f:
+        for key, value, vtype, sub in metadata(f):
+            if key == "tokenizer.ggml.tokens":
+                value = [b"a\x00b" if i == 300 - 1 else t for i, t in enumerate(value)]  # a raw NUL inside a token
+            w.add_key_value(key, value, vtype, sub_type=sub)
+        w.add_key_value("kquant.test.nul", b"before\x00after", GGUFValueType.STRING)
+        for t in f.tensors:
+            w.add_tensor(t.name, np.array(t.data), raw_dtype=t.type)
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+        w.close()
+    ours = quantize_gguf(src, tmp_path / "ours.gguf", "Q4_K_M", progress=False).path
+    theirs = llama_quantize(src, tmp_path / "llama.gguf", "Q4_K_M")
+    assert sha256(ours) == sha256(theirs)
