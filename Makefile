@@ -32,8 +32,13 @@ lint: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m kquant demo
 
+# The budgets the tests do not assert (a busy machine must not fail a test): speed against
+# ggml's C, whole files against llama-quantize, widget redraws, each notebook's CPU and memory.
 bench: $(STAMP)
 	$(BIN)/python benchmarks/codecs.py
+	$(BIN)/python benchmarks/quantize_file.py
+	$(BIN)/python benchmarks/widgets.py
+	$(BIN)/python benchmarks/notebooks.py
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "kquant needs Python 3.10 or newer: run make PYTHON=python3.11 (or newer)")'
