@@ -1,6 +1,6 @@
 """``python -m kquant demo``: the whole story in one command, offline, in about a minute.
 
-1. Quantize the bundled model (data/kquant-tiny-f16.gguf) to each llama.cpp mix with
+1. Quantize the bundled model (kquant/data/kquant-tiny-f16.gguf) to each llama.cpp mix with
    kquant's numpy code, and again with llama.cpp's own ``llama_model_quantize``.
 2. Check the two files are the same bytes (sha256).
 3. Run one prompt through each file: a story, a sum and a fact question.

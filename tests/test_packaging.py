@@ -47,9 +47,14 @@ def _environment_yml():
     return env, conda, pip
 
 
-def test_environment_yml_lists_the_same_dependencies_as_pyproject():
+# What `make lab` installs, and so environment.yml (Binder, conda): the student set.
+STUDENT_EXTRAS = ("lab", "llama")
+
+
+def test_environment_yml_lists_the_student_set_of_pyproject():
     project = _pyproject()["project"]
-    wanted = _normalise(project["dependencies"] + project["optional-dependencies"]["test"])
+    extras = project["optional-dependencies"]
+    wanted = _normalise(project["dependencies"] + [dep for name in STUDENT_EXTRAS for dep in extras[name]])
 
     _env, conda, pip = _environment_yml()
     build_only = [d for d in conda if _conda_name(d) in BUILD_ONLY]
@@ -74,6 +79,32 @@ def test_environment_yml_is_what_binder_needs():
     )
     minimum = _pyproject()["project"]["requires-python"]  # ">=3.10"
     assert SpecifierSet(minimum).contains(python[0].split("=")[1]), f"{python[0]} outside requires-python {minimum}"
+
+
+def test_the_core_is_light_and_the_heavy_parts_are_extras():
+    """`pip install kquant` compiles nothing and brings no Jupyter server; the extras say what they add."""
+    project = _pyproject()["project"]
+    assert sorted(_normalise(project["dependencies"])) == ["gguf", "ipywidgets", "matplotlib", "numpy"]
+    extras = {name: _normalise(deps) for name, deps in project["optional-dependencies"].items()}
+    assert extras["llama"] == {"llama-cpp-python": "==0.3.36"}
+    assert extras["lab"] == {"jupyterlab": ">=4"}
+    assert "nbgrader" in extras["instructor"] and "nbgrader" in extras["test"]
+    student = set(extras["lab"]) | set(extras["llama"])
+    assert not {"nbgrader", "pytest"} & student, "students get no test or grading tools"
+
+
+def test_make_lab_installs_the_student_set_and_make_test_the_test_set():
+    makefile = (ROOT / "Makefile").read_text()
+    assert '-e ".[lab]"' in makefile and '-e ".[llama]"' in makefile
+    assert '-e ".[lab,llama,test]"' in makefile
+    assert "instructor" not in makefile and '".[test]"' not in makefile
+
+
+def test_the_licence_is_an_spdx_expression_with_its_file():
+    project = _pyproject()["project"]
+    assert project["license"] == "MIT" and project["license-files"] == ["LICENSE"]
+    text = (ROOT / "LICENSE").read_text()
+    assert text.startswith("MIT License") and "the kquant authors" in text
 
 
 def test_ipywidgets_stays_within_what_colab_ships():
