@@ -21,6 +21,7 @@ from pathlib import Path
 
 from kquant.errors import KQuantError
 from kquant.gguf.summary import sha256
+from kquant.llamacpp import load as load_llama_cpp
 from kquant.model import corpus, evaluate, hub, runner
 from kquant.reference import model_quantize
 
@@ -29,7 +30,12 @@ STORY_PROMPT = "Once upon a time"
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="kquant demo", description=__doc__.split("\n\n")[0])
+    # --help shows this module's docstring as plain text: no reStructuredText markup, its own line breaks.
+    ap = argparse.ArgumentParser(
+        prog="kquant demo",
+        description=__doc__.replace("``", "").strip(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument("--model", help="an F16/F32 llama GGUF (default: the bundled model)")
     ap.add_argument(
         "--mixes", nargs="+", default=list(DEMO_MIXES), metavar="MIX", help=f"default: {' '.join(DEMO_MIXES)}"
@@ -38,6 +44,7 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="llama.cpp threads (1 is fastest on a busy 2-core machine)")
     args = ap.parse_args(argv)
     try:
+        load_llama_cpp()  # every step needs llama.cpp: without it, say so before any work
         source = Path(args.model) if args.model else hub.bundled()
         if not source.is_file():
             raise KQuantError(f"{source}: no such file")
