@@ -42,20 +42,23 @@ bench: $(BASE)
 	$(BIN)/python benchmarks/codecs.py
 
 # kquant (editable) with its light dependencies, then llama.cpp in a pip call of its own that
-# says what it does: the only step that takes minutes, announced before it starts.
+# says what it does: the only step that takes minutes, announced before it starts. The pin is
+# read from kquant's metadata (pyproject.toml's llama extra), its one home.
 $(BASE): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "kquant needs Python 3.10 or newer: run make PYTHON=python3.11 (or newer)")'
 	@echo "kquant: creating $(VENV)/ and installing kquant with numpy, matplotlib, ipywidgets and gguf (about a minute)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e .
-	@if $(BIN)/python -m pip cache list llama_cpp_python 2>/dev/null | grep -q llama_cpp_python; then \
-		echo "kquant: installing llama.cpp (llama-cpp-python) from the wheel pip built before (seconds)"; \
+	@version=$$($(BIN)/python -c 'from kquant import colab; print(colab.requirements()["llama-cpp-python"][2:])') && \
+	if $(BIN)/python -m pip cache list llama_cpp_python 2>/dev/null | grep -q "llama_cpp_python-$$version-"; then \
+		echo "kquant: installing llama.cpp (llama-cpp-python $$version) from the wheel pip built before (seconds)"; \
 	else \
-		echo "kquant: compiling llama.cpp (llama-cpp-python), about $(LLAMA_MINUTES) minutes, once; pip caches it"; \
+		echo "kquant: compiling llama.cpp (llama-cpp-python $$version), about $(LLAMA_MINUTES) minutes, once; pip caches it"; \
 		echo "        (it needs a C/C++ compiler and CMake: see README.md)"; \
-	fi
-	$(BIN)/python -m pip install --progress-bar off -e ".[llama]"
+	fi && \
+	echo "$(BIN)/python -m pip install --progress-bar off llama-cpp-python==$$version" && \
+	$(BIN)/python -m pip install --progress-bar off "llama-cpp-python==$$version"
 	@touch $@
 
 # The student set: JupyterLab, with its first-run news prompt off for this workbook (jupyter/overrides.json).

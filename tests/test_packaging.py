@@ -95,8 +95,9 @@ def test_the_core_is_light_and_the_heavy_parts_are_extras():
 
 def test_make_lab_installs_the_student_set_and_make_test_the_test_set():
     makefile = (ROOT / "Makefile").read_text()
-    assert '-e ".[lab]"' in makefile and '-e ".[llama]"' in makefile
-    assert '-e ".[lab,llama,test]"' in makefile
+    assert '-e ".[lab]"' in makefile and '-e ".[lab,llama,test]"' in makefile
+    # llama.cpp in a pip call of its own, announced, at the version of the llama extra
+    assert 'colab.requirements()["llama-cpp-python"]' in makefile and "compiling llama.cpp" in makefile
     assert "instructor" not in makefile and '".[test]"' not in makefile
 
 
