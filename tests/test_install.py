@@ -1,22 +1,25 @@
 """kquant as a user gets it: ``python -m build``, then the wheel in a fresh venv outside the checkout.
 
-One venv, in two steps, as a user would take them (the tests run in this order; the second
-adds to the venv of the first):
+One venv, in three steps, as a user would take them (the tests run in this order; each
+adds to the venv of the one before):
 
 1. ``pip install kquant-*.whl``, the light core: the codecs work, the bundled model is
    there (package data), and whatever needs llama.cpp says ``pip install "kquant[llama]"``
    in one line: the self-test marks it ✘, ``kquant demo`` exits 1 before any work.
 2. ``pip install "kquant-*.whl[llama]"``: the self-test passes, every codec equals llama.cpp's
    bytes, and ``kquant demo --mixes Q4_K_M`` runs.
+3. ``pip install "kquant-*.whl[lab]"`` too (the student set, what ``make lab`` installs):
+   notebook 00, self-test included, runs there under ``jupyter nbconvert --execute``.
 
 The dependencies come from the package index through pip's cache; llama-cpp-python (source
 only on PyPI, so compiled) from the wheel pip built and cached when ``make test`` installed it,
 so nothing is compiled here. The install times and venv sizes are written to
-tests/artifacts/install.txt. About 1.5 minutes on 2 cores.
+tests/artifacts/install.txt. About 3 minutes on 2 cores.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -206,10 +209,45 @@ def test_with_the_llama_extra_the_self_test_codecs_and_demo_pass(venv):
     assert "Q4_K_M" in demo.stdout and "same bytes as llama.cpp: yes" in demo.stdout
     assert str(home / "venv") in demo.stdout.splitlines()[0], "the demo's model is the installed package's"
 
+    _write_report(wheel, times, sizes)
+
+
+def test_with_the_lab_extra_too_a_notebook_runs_there(venv):
+    """The student set (`make lab`'s .[lab,llama]): notebook 00, with its self-test, run by Jupyter's own nbconvert."""
+    home, wheel, times, sizes = venv
+    start = time.perf_counter()
+    _run([home / "venv" / "bin" / "python", "-m", "pip", "install", "--quiet", f"{wheel}[lab]"], cwd=home)
+    times['pip install "kquant[lab]"'] = time.perf_counter() - start
+    sizes["with kquant[llama,lab]"] = _size_mb(home / "venv")
+    shutil.copy(ROOT / "notebooks" / "00_start_here.ipynb", home)
+    start = time.perf_counter()
+    _python(
+        home,
+        "-m",
+        "jupyter",
+        "nbconvert",
+        "--to",
+        "notebook",
+        "--execute",
+        "--output",
+        "ran.ipynb",
+        "--ExecutePreprocessor.timeout=300",
+        "00_start_here.ipynb",
+    )
+    times["notebook 00 (nbconvert --execute)"] = time.perf_counter() - start
+    outputs = [o for c in json.loads((home / "ran.ipynb").read_text())["cells"] for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o["output_type"] == "error"]
+    texts = ["".join(o.get("text", "")) + "".join(o.get("data", {}).get("text/plain", "")) for o in outputs]
+    (report,) = [t for t in texts if t.startswith("✔ Python")]
+    assert report.strip().splitlines()[-1] == "everything the notebooks need is here" and "✘" not in report, report
+    _write_report(wheel, times, sizes)
+    shutil.rmtree(home / "venv")
+
+
+def _write_report(wheel: Path, times: dict, sizes: dict) -> None:
     REPORT.parent.mkdir(parents=True, exist_ok=True)
     REPORT.write_text(
         f"wheel {wheel.name}: {wheel.stat().st_size / 1e6:.1f} MB\n"
         + "".join(f"{what}: {seconds:.1f} s\n" for what, seconds in times.items())
         + "".join(f"venv {what}: {mb:.0f} MB\n" for what, mb in sizes.items())
     )
-    shutil.rmtree(home / "venv")
