@@ -4,6 +4,7 @@ import pathlib
 import re
 import sys
 
+import pytest
 import yaml
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
@@ -129,3 +130,20 @@ def test_ci_runs_exactly_the_readme_test_command():
     assert commands == [CI_INSTALLS_CHROMIUM, "make test"], (
         "CI installs Chromium if missing, then runs `make test`, nothing else"
     )
+
+
+def test_without_llama_cpp_whatever_needs_it_says_pip_install_kquant_llama_in_one_line(monkeypatch, capsys):
+    """The core install has no llama-cpp-python: the runner, the oracle and the demo say what to install."""
+    from kquant import KQuantError, llamacpp
+    from kquant.demo import main as demo_main
+    from kquant.model import hub, runner
+
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)  # `import llama_cpp` raises ImportError
+    hint = 'pip install "kquant[llama]" (llama-cpp-python==0.3.36'
+    for needs_llama in (llamacpp.load, lambda: runner.load(hub.bundled())):
+        with pytest.raises(KQuantError) as e:
+            needs_llama()
+        assert hint in str(e.value) and "\n" not in str(e.value)
+    assert demo_main(["--mixes", "Q4_K_M"]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.strip().splitlines()) == 1 and hint in err
