@@ -138,6 +138,7 @@ def test_the_sdist_is_the_whole_workbook_and_the_wheel_the_package_with_its_mode
         "notebooks/00_start_here.ipynb",
         "scripts/build_notebooks.py",
         "jupyter/overrides.json",
+        ".ci/run",
         "LICENSE",
         "Makefile",
         "pyproject.toml",
