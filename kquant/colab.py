@@ -13,9 +13,10 @@ Colab (``"google.colab" in sys.modules``) it installs, each only if missing:
 2. gguf and llama-cpp-python at the versions pinned in pyproject.toml (read from kquant's
    installed metadata); llama-cpp-python first as a prebuilt wheel from the project's
    CPU wheel index only, then, if there is none for this Python, by compiling llama.cpp;
-3. the bundled model ``data/kquant-tiny-f16.gguf``, downloaded from the repository's main
-   branch into ``cache_dir()`` and checked against ``MODEL_SHA256``; kquant.model.hub looks
-   there after the checkout's data/ folder.
+3. the bundled model ``kquant/data/kquant-tiny-f16.gguf``: it is package data, so installing
+   kquant brings it; only if the installed package lacks it (an install made without
+   its data) is it downloaded from the repository's main branch into ``cache_dir()`` and
+   checked against ``MODEL_SHA256``; kquant.model.hub looks there after the package.
 
 Anywhere else it does nothing. ``KQUANT_DATA`` sets the cache folder and
 ``KQUANT_DATA_URL`` the address the model is downloaded from (tests point it at a
@@ -31,11 +32,12 @@ import os
 import subprocess
 import sys
 import tempfile
+import urllib.error
 import urllib.request
 from pathlib import Path
 
 MODEL = "kquant-tiny-f16.gguf"
-# sha256 of data/kquant-tiny-f16.gguf (tests/test_colab.py keeps it in step with the file).
+# sha256 of kquant/data/kquant-tiny-f16.gguf (tests/test_colab.py keeps it in step with the file).
 MODEL_SHA256 = "2660799f8095dc5201c40a96a93d759f345e2b06d1298dd6b00f4af50cb35f4a"
 WHEELS = "https://abetlen.github.io/llama-cpp-python/whl/cpu"  # llama-cpp-python's CPU wheels
 SOURCE_BUILD_MINUTES = 10  # compiling llama.cpp on Colab's 2 CPUs
@@ -56,12 +58,22 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "kquant"
 
 
-def checkout_data() -> Path | None:
-    """The data/ folder beside an installed kquant package (a checkout, an editable install), if any."""
+# The model is package data (kquant/data/), not a download, because:
+# - it then travels with every install: a wheel, an sdist, a checkout or an editable install
+#   all have it, offline (a classroom, CI, this machine reach no GitHub), with no cache to manage;
+# - the model and the code that reads it are the same version, always;
+# - no download address has to exist: the repository address is an unconfirmed assumption;
+# - 13 MB is an ordinary size for a wheel (PyPI's limit is 100 MB).
+# The download (fetch_model) stays as the fallback for an install that lacks its data.
+# importlib.resources.files("kquant") would import kquant (numpy, gguf, ...), and this file
+# must work before kquant can be imported; find_spec locates the package without importing it,
+# and setuptools installs package data as plain files beside the modules.
+def package_data() -> Path | None:
+    """kquant's data/ folder (kquant/data/ in a checkout, an editable install or site-packages), if kquant is there."""
     spec = importlib.util.find_spec("kquant")
-    if spec is None or not spec.origin:
+    if spec is None or not spec.submodule_search_locations:
         return None
-    return Path(spec.origin).resolve().parent.parent / "data"
+    return Path(next(iter(spec.submodule_search_locations))).resolve() / "data"
 
 
 def github_path(repository: str) -> str:
@@ -75,8 +87,8 @@ def raw_url(repository: str, path: str) -> str:
 
 
 def data_url(repository: str) -> str:
-    """The folder the model is downloaded from: $KQUANT_DATA_URL, else data/ on the repository's main branch."""
-    return os.environ.get("KQUANT_DATA_URL", "").rstrip("/") or raw_url(repository, "data")
+    """The folder the model is downloaded from: $KQUANT_DATA_URL, else kquant/data/ on the repository's main branch."""
+    return os.environ.get("KQUANT_DATA_URL", "").rstrip("/") or raw_url(repository, "kquant/data")
 
 
 def run_pip(args: list[str], env: dict | None = None) -> int:
@@ -102,13 +114,16 @@ def installed(name: str) -> str | None:
         return None
 
 
-def requirements() -> dict[str, str]:
-    """{"numpy": ">=1.24", …, "gguf": "==0.19.0"}: kquant's own dependencies as its installed metadata
-    (pyproject.toml) states them; extras and environment markers left out. The one reader of them."""
+def requirements(extras: tuple[str, ...] = ("llama",)) -> dict[str, str]:
+    """{"numpy": ">=1.24", …, "gguf": "==0.19.0", "llama-cpp-python": "==0.3.36"}: kquant's dependencies as its
+    installed metadata (pyproject.toml) states them, with those of the ``extras`` named (llama.cpp's, by default:
+    the notebooks use it); other extras and environment markers left out. The one reader of them."""
     importlib.invalidate_caches()  # kquant may have been installed a moment ago
+    wanted = {f'extra == "{name}"' for name in extras} | {f"extra == '{name}'" for name in extras}
     found = {}
     for req in importlib.metadata.requires("kquant") or []:
-        if ";" in req:  # an extra or a marker: not needed to run the notebooks
+        req, _, marker = req.partition(";")
+        if marker.strip() and marker.strip() not in wanted:  # another extra, or a marker
             continue
         cut = next((i for i, ch in enumerate(req) if ch in "<>=!~ ("), len(req))
         found[req[:cut].strip().lower()] = req[cut:].strip().strip("()").replace(" ", "")
@@ -116,7 +131,8 @@ def requirements() -> dict[str, str]:
 
 
 def pins() -> dict:
-    """{"gguf": "0.19.0", "llama-cpp-python": "0.3.36"}: the exact pins of kquant's installed metadata."""
+    """{"gguf": "0.19.0", "llama-cpp-python": "0.3.36"}: the exact pins of kquant's installed metadata
+    (gguf a dependency, llama-cpp-python the ``llama`` extra's)."""
     found = {name: spec[2:] for name, spec in requirements().items() if spec.startswith("==")}
     missing = {"gguf", "llama-cpp-python"} - set(found)
     if missing:
@@ -149,8 +165,8 @@ def install(repository: str, pip=run_pip, have=installed) -> None:
 
 
 def model_path() -> Path | None:
-    """The bundled model where kquant.model.hub looks for it (the checkout's data/, then ``cache_dir()``), or None."""
-    for folder in (checkout_data(), cache_dir()):
+    """The bundled model where kquant.model.hub looks for it (kquant's package data, then ``cache_dir()``), or None."""
+    for folder in (package_data(), cache_dir()):
         if folder is not None and (folder / MODEL).is_file():
             return folder / MODEL
     return None
@@ -179,7 +195,13 @@ def fetch_model(base_url: str, dest: Path | None = None) -> Path:
                 f"{MODEL_SHA256[:12]}…): nothing was saved; run the cell again"
             )
         os.replace(tmp, dest / MODEL)
-    except OSError as e:  # no network, HTTP errors (urllib's HTTPError is an OSError), a full disk
+    except urllib.error.HTTPError as e:  # the server answered: the address, not the network, is wrong
+        raise SetupError(
+            f"could not download {url}: the server answered {e.code} {e.reason}; the address is wrong, not the "
+            f"network: check [project.urls] Repository in kquant's pyproject.toml (or $KQUANT_DATA_URL), or install "
+            f"kquant with its model (pip install kquant) and run the cell again"
+        ) from None
+    except OSError as e:  # no network, a full disk
         raise SetupError(
             f"could not download {url} ({type(e).__name__}: {e}); check the network and run the cell again"
         ) from None

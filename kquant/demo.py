@@ -1,6 +1,6 @@
 """``python -m kquant demo``: the whole story in one command, offline, in about a minute.
 
-1. Quantize the bundled model (data/kquant-tiny-f16.gguf) to each llama.cpp mix with
+1. Quantize the bundled model (kquant/data/kquant-tiny-f16.gguf) to each llama.cpp mix with
    kquant's numpy code, and again with llama.cpp's own ``llama_model_quantize``.
 2. Check the two files are the same bytes (sha256).
 3. Run one prompt through each file: a story, a sum and a fact question.
@@ -23,6 +23,7 @@ from pathlib import Path
 
 from kquant.errors import KQuantError
 from kquant.gguf.summary import sha256
+from kquant.llamacpp import load as load_llama_cpp
 from kquant.model import corpus, evaluate, hub, runner
 from kquant.reference import model_quantize
 
@@ -31,7 +32,12 @@ STORY_PROMPT = "Once upon a time"
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="kquant demo", description=__doc__.split("\n\n")[0])
+    # --help shows this module's docstring as plain text: no reStructuredText markup, its own line breaks.
+    ap = argparse.ArgumentParser(
+        prog="kquant demo",
+        description=__doc__.replace("``", "").strip(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument("--model", help="an F16/F32 llama GGUF (default: the bundled model)")
     ap.add_argument(
         "--mixes", nargs="+", default=list(DEMO_MIXES), metavar="MIX", help=f"default: {' '.join(DEMO_MIXES)}"
@@ -40,6 +46,7 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="llama.cpp threads (1 is fastest on a busy 2-core machine)")
     args = ap.parse_args(argv)
     try:
+        load_llama_cpp()  # every step needs llama.cpp: without it, say so before any work
         source = Path(args.model) if args.model else hub.bundled()
         if not source.is_file():
             raise KQuantError(f"{source}: no such file")

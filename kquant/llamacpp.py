@@ -16,6 +16,8 @@ import logging
 from kquant.errors import KQuantError
 
 PIN = "llama-cpp-python==0.3.36"  # byte-exactness is promised against the llama.cpp this wheel vendors
+# kquant's `llama` extra brings PIN (pyproject.toml); the one line every part that needs llama.cpp says without it.
+INSTALL_HINT = f'pip install "kquant[llama]" ({PIN}: compiles llama.cpp once, with a C/C++ compiler and CMake)'
 
 
 class LlamaCppMissing(KQuantError):
@@ -28,7 +30,7 @@ def load():
     try:
         import llama_cpp
     except ImportError:
-        raise LlamaCppMissing(f"llama.cpp's Python bindings are not installed: pip install {PIN}") from None
+        raise LlamaCppMissing(f"llama.cpp (llama-cpp-python) is not installed: {INSTALL_HINT}") from None
     return llama_cpp
 
 

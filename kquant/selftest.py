@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import importlib.util
 import pathlib
 import sys
 from typing import NamedTuple
 
 from kquant import colab
+from kquant.llamacpp import INSTALL_HINT
 
 # The packages the notebooks import (distribution name -> module). Their version specifiers
 # are read from kquant's installed metadata (colab.requirements), so they are pyproject.toml's.
@@ -27,6 +29,9 @@ MODULES = {
     "llama-cpp-python": "llama_cpp",
 }
 PYTHON = (3, 10)
+# Packages that come with one of kquant's extras: installing the extra is the fix.
+EXTRA = {"llama-cpp-python": "llama"}
+LLAMA_FIX = INSTALL_HINT
 
 OK, MISSING, NOT_YET = "ok", "missing", "not yet available"
 _MARK = {OK: "✔", MISSING: "✘", NOT_YET: "…"}
@@ -96,7 +101,8 @@ def check_package(name: str, spec: str | None = None) -> Check:
     try:
         version = importlib.metadata.version(name)
     except importlib.metadata.PackageNotFoundError:
-        return Check(name, MISSING, "not installed", fix)
+        extra = EXTRA.get(name)
+        return Check(name, MISSING, "not installed", LLAMA_FIX if extra == "llama" else fix)
     if not satisfies(version, spec):
         return Check(name, MISSING, f"version {version}, the workbook needs {spec}", fix)
     try:
@@ -133,11 +139,16 @@ def check_oracle() -> Check:
         x = np.random.default_rng(0).standard_normal((1, 256)).astype(np.float32)
         same = np.array_equal(quantize(x, "Q4_K"), reference.quantize(x, "Q4_K"))
     except Exception as e:
+        from kquant.reference import OracleUnavailable
+
+        missing = isinstance(e, OracleUnavailable) and importlib.util.find_spec("llama_cpp") is None
         return Check(
             "llama.cpp's quantizer",
             MISSING,
-            f"cannot be called ({type(e).__name__}: {e})",
-            'pip install "llama-cpp-python==0.3.36"',
+            "not installed (the notebooks compare kquant's bytes with it)"
+            if missing
+            else f"cannot be called ({type(e).__name__}: {e})",
+            LLAMA_FIX,
         )
     if not same:
         return Check(
@@ -150,7 +161,7 @@ def check_oracle() -> Check:
 
 
 def check_model(data: pathlib.Path | None = None) -> Check:
-    if data is None:  # the checkout's data/, or the folder kquant.colab downloaded the model to
+    if data is None:  # kquant's package data, or the folder kquant.colab downloaded the model to
         from kquant.model import hub
 
         data = hub.BUNDLED.parent
@@ -158,8 +169,10 @@ def check_model(data: pathlib.Path | None = None) -> Check:
     if not found:
         return Check(
             "bundled model",
-            NOT_YET,
-            f"not yet available (no .gguf file in {data}); notebooks 01-04 use synthetic weights meanwhile",
+            MISSING,
+            f"no .gguf file in {data} (notebooks 01-04 use synthetic weights meanwhile)",
+            "pip install --force-reinstall kquant (in a checkout: git checkout kquant/data); "
+            "on Colab: run the notebook's first code cell",
         )
     sizes = ", ".join(f"{p.name} ({p.stat().st_size / 2**20:.1f} MiB)" for p in found)
     return Check("bundled model", OK, sizes)
@@ -168,3 +181,14 @@ def check_model(data: pathlib.Path | None = None) -> Check:
 def report() -> Report:
     """Every check, in the order a fix would be needed."""
     return Report([check_python(), *(check_package(name) for name in MODULES), check_oracle(), check_model()])
+
+
+def main() -> int:
+    """``python -m kquant.selftest``: the report, and exit status 1 if anything is marked ✘."""
+    checks = report()
+    print(repr(checks))
+    return 0 if checks else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,4 +1,4 @@
-"""Train the workbook's own small language model and write it to data/ as an F16 GGUF.
+"""Train the workbook's own small language model and write it to kquant/data/ (package data) as an F16 GGUF.
 
     pip install torch==2.13.0          # the optional 'train' extra; CPU is enough
     python scripts/train_model.py      # ~40 min on 2 cores; same seed, same model
@@ -155,7 +155,7 @@ def task_accuracy(model: Llama, llm_tok, tasks) -> dict[str, float]:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", default=str(ROOT / "data" / "kquant-tiny-f16.gguf"))
+    ap.add_argument("--out", default=str(ROOT / "kquant" / "data" / "kquant-tiny-f16.gguf"))
     ap.add_argument("--seed", type=int, default=0, help="initial weights and training-window order")
     ap.add_argument("--corpus-seed", type=int, default=corpus.TRAIN_SEED)
     ap.add_argument("--docs", type=int, default=40000, help="training documents (~15 MB of text)")

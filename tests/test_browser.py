@@ -92,7 +92,7 @@ def _lab_environment(home: pathlib.Path) -> dict:
         JUPYTERLAB_SETTINGS_DIR=str(home / "settings"),
         JUPYTERLAB_WORKSPACES_DIR=str(home / "workspaces"),
         IPYTHONDIR=str(home / "ipython"),
-        # The kernel imports this checkout's kquant, which finds the bundled model in data/.
+        # The kernel imports this checkout's kquant, which finds the bundled model in kquant/data/.
         PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
     )
     env.pop("MPLBACKEND", None)  # ipykernel's inline backend puts the figures into the page

@@ -2,8 +2,9 @@
 
 Nothing here needs Colab or a network. Colab is a fake ``google.colab`` module in
 sys.modules; pip is a recorder that installs nothing (it can be told to fail, as pip does
-when no prebuilt wheel fits); GitHub is a local HTTP server serving a data/ folder from a
-temporary directory; the download cache is a temporary directory too.
+when no prebuilt wheel fits); GitHub is a local HTTP server serving a kquant/data/ folder from
+a temporary directory; the download cache is a temporary directory too. kquant's package data
+(where the model is in a checkout and in an installed wheel) is hidden where the download is tested.
 """
 
 from __future__ import annotations
@@ -35,8 +36,12 @@ NAMES = [p.stem for p in NOTEBOOKS]
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 REPOSITORY = PROJECT["urls"]["Repository"]
 OWNER_REPO = REPOSITORY.split("github.com/", 1)[1].strip("/")
-PINS = dict(dep.split("==") for dep in PROJECT["dependencies"] if dep.startswith(("gguf==", "llama-cpp-python==")))
-MODEL_BYTES = (ROOT / "data" / colab.MODEL).read_bytes()
+PINS = dict(
+    dep.split("==")
+    for dep in PROJECT["dependencies"] + PROJECT["optional-dependencies"]["llama"]
+    if dep.startswith(("gguf==", "llama-cpp-python=="))
+)
+MODEL_BYTES = (ROOT / "kquant" / "data" / colab.MODEL).read_bytes()
 
 
 def _builder():
@@ -102,11 +107,11 @@ class Pip:
 
 
 class GitHub(LocalServer):
-    """Serves a data/ folder holding ``payload`` as the model, counting the requests it answers."""
+    """Serves a kquant/data/ folder holding ``payload`` as the model, counting the requests it answers."""
 
     def __init__(self, root: pathlib.Path, payload: bytes):
-        (root / "data").mkdir(parents=True)
-        (root / "data" / colab.MODEL).write_bytes(payload)
+        (root / "kquant" / "data").mkdir(parents=True)
+        (root / "kquant" / "data" / colab.MODEL).write_bytes(payload)
         self.requests = 0
         github = self
 
@@ -119,16 +124,16 @@ class GitHub(LocalServer):
                 pass
 
         super().__init__(functools.partial(Handler, directory=str(root)))
-        self.data_url = f"{self.url}/data"
+        self.data_url = f"{self.url}/kquant/data"
 
 
 @pytest.fixture
 def cache(tmp_path, monkeypatch):
-    """An empty download cache, and no checkout: the model is nowhere until the setup fetches it."""
+    """An empty download cache, and a kquant without its data: the model is nowhere until the setup fetches it."""
     folder = tmp_path / "cache"
     monkeypatch.setenv("KQUANT_DATA", str(folder))
     monkeypatch.delenv("KQUANT_DATA_URL", raising=False)
-    monkeypatch.setattr(colab, "checkout_data", lambda: tmp_path / "no-checkout" / "data")
+    monkeypatch.setattr(colab, "package_data", lambda: tmp_path / "no-package-data" / "data")
     monkeypatch.delitem(hub.__dict__, "BUNDLED", raising=False)  # looked up at each use (another test may have set it)
     return folder
 
@@ -228,9 +233,40 @@ def test_an_unreachable_server_is_one_line_too(on_colab, cache, tmp_path, capsys
     assert list(cache.iterdir()) == []
 
 
+def test_a_wrong_address_404_is_one_line_that_says_the_address_is_wrong(on_colab, cache, tmp_path, capsys):
+    """The repository address is an assumption: if nothing is there, say so, and what to do, in one line."""
+    with GitHub(tmp_path / "github", MODEL_BYTES) as github:
+        assert not colab.setup(REPOSITORY, pip=Pip(), have=nothing_installed, base_url=f"{github.url}/no/such/repo")
+    assert github.requests == 1 and list(cache.iterdir()) == []
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("kquant setup failed: could not download http://127.0.0.1:")
+    assert "answered 404" in err[0] and "the address is wrong, not the network" in err[0]
+    assert "[project.urls] Repository" in err[0] and "Traceback" not in err[0]
+
+
+def test_a_failed_kquant_install_is_one_line_naming_the_repository(on_colab, cache, tmp_path, capsys):
+    pip = Pip(fail=lambda args: any(a.startswith("kquant @ git+") for a in args))
+    assert not colab.setup(REPOSITORY, pip=pip, have=nothing_installed, base_url="http://127.0.0.1:1/data")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"could not install kquant from {REPOSITORY}" in err[0]
+
+
+def test_the_installed_package_carries_the_model_so_nothing_is_downloaded(on_colab, tmp_path, monkeypatch, capsys):
+    """kquant's package data holds the model: with kquant installed, the setup fetches nothing."""
+    monkeypatch.setenv("KQUANT_DATA", str(tmp_path / "cache"))
+    monkeypatch.delitem(hub.__dict__, "BUNDLED", raising=False)
+    assert colab.package_data() == ROOT / "kquant" / "data"
+    with GitHub(tmp_path / "github", MODEL_BYTES) as github:
+        assert colab.setup(
+            REPOSITORY, pip=Pip(), have=lambda name: "0.1.0" if name == "kquant" else None, base_url=github.data_url
+        )
+    assert github.requests == 0 and not (tmp_path / "cache").exists()
+    assert hub.bundled() == ROOT / "kquant" / "data" / colab.MODEL
+
+
 def test_the_download_address_is_the_repositorys_main_branch_unless_kquant_data_url_says_otherwise(monkeypatch):
     monkeypatch.delenv("KQUANT_DATA_URL", raising=False)
-    assert colab.data_url(REPOSITORY) == f"https://raw.githubusercontent.com/{OWNER_REPO}/main/data"
+    assert colab.data_url(REPOSITORY) == f"https://raw.githubusercontent.com/{OWNER_REPO}/main/kquant/data"
     monkeypatch.setenv("KQUANT_DATA_URL", "http://127.0.0.1:1/data/")
     assert colab.data_url(REPOSITORY) == "http://127.0.0.1:1/data"
 
@@ -280,7 +316,7 @@ def _run_cell(monkeypatch, tmp_path):
 def test_the_cell_on_colab_runs_the_repositorys_setup_which_installs_nothing_here_and_fetches_the_model(
     on_colab, cache, tmp_path, monkeypatch, capsys
 ):
-    real = importlib.util.find_spec  # as on Colab: kquant is not a checkout there, so the model is fetched
+    real = importlib.util.find_spec  # as on Colab with a kquant that came without its data: the model is fetched
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "kquant" else real(name, *a))
     with GitHub(tmp_path / "github", MODEL_BYTES) as github:
         monkeypatch.setenv("KQUANT_DATA_URL", github.data_url)

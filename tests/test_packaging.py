@@ -4,6 +4,7 @@ import pathlib
 import re
 import sys
 
+import pytest
 import yaml
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
@@ -47,9 +48,14 @@ def _environment_yml():
     return env, conda, pip
 
 
-def test_environment_yml_lists_the_same_dependencies_as_pyproject():
+# What `make lab` installs, and so environment.yml (Binder, conda): the student set.
+STUDENT_EXTRAS = ("lab", "llama")
+
+
+def test_environment_yml_lists_the_student_set_of_pyproject():
     project = _pyproject()["project"]
-    wanted = _normalise(project["dependencies"] + project["optional-dependencies"]["test"])
+    extras = project["optional-dependencies"]
+    wanted = _normalise(project["dependencies"] + [dep for name in STUDENT_EXTRAS for dep in extras[name]])
 
     _env, conda, pip = _environment_yml()
     build_only = [d for d in conda if _conda_name(d) in BUILD_ONLY]
@@ -76,6 +82,33 @@ def test_environment_yml_is_what_binder_needs():
     assert SpecifierSet(minimum).contains(python[0].split("=")[1]), f"{python[0]} outside requires-python {minimum}"
 
 
+def test_the_core_is_light_and_the_heavy_parts_are_extras():
+    """`pip install kquant` compiles nothing and brings no Jupyter server; the extras say what they add."""
+    project = _pyproject()["project"]
+    assert sorted(_normalise(project["dependencies"])) == ["gguf", "ipywidgets", "matplotlib", "numpy"]
+    extras = {name: _normalise(deps) for name, deps in project["optional-dependencies"].items()}
+    assert extras["llama"] == {"llama-cpp-python": "==0.3.36"}
+    assert extras["lab"] == {"jupyterlab": ">=4"}
+    assert "nbgrader" in extras["instructor"] and "nbgrader" in extras["test"]
+    student = set(extras["lab"]) | set(extras["llama"])
+    assert not {"nbgrader", "pytest"} & student, "students get no test or grading tools"
+
+
+def test_make_lab_installs_the_student_set_and_make_test_the_test_set():
+    makefile = (ROOT / "Makefile").read_text()
+    assert '-e ".[lab]"' in makefile and '-e ".[lab,llama,test]"' in makefile
+    # llama.cpp in a pip call of its own, announced, at the version of the llama extra
+    assert 'colab.requirements()["llama-cpp-python"]' in makefile and "compiling llama.cpp" in makefile
+    assert "instructor" not in makefile and '".[test]"' not in makefile
+
+
+def test_the_licence_is_an_spdx_expression_with_its_file():
+    project = _pyproject()["project"]
+    assert project["license"] == "MIT" and project["license-files"] == ["LICENSE"]
+    text = (ROOT / "LICENSE").read_text()
+    assert text.startswith("MIT License") and "the kquant authors" in text
+
+
 def test_ipywidgets_stays_within_what_colab_ships():
     deps = _normalise(_pyproject()["project"]["dependencies"])
     assert deps["ipywidgets"] == "<9,>=7.7"
@@ -97,3 +130,20 @@ def test_ci_runs_exactly_the_readme_test_command():
     assert commands == [CI_INSTALLS_CHROMIUM, "make test"], (
         "CI installs Chromium if missing, then runs `make test`, nothing else"
     )
+
+
+def test_without_llama_cpp_whatever_needs_it_says_pip_install_kquant_llama_in_one_line(monkeypatch, capsys):
+    """The core install has no llama-cpp-python: the runner, the oracle and the demo say what to install."""
+    from kquant import KQuantError, llamacpp
+    from kquant.demo import main as demo_main
+    from kquant.model import hub, runner
+
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)  # `import llama_cpp` raises ImportError
+    hint = 'pip install "kquant[llama]" (llama-cpp-python==0.3.36'
+    for needs_llama in (llamacpp.load, lambda: runner.load(hub.bundled())):
+        with pytest.raises(KQuantError) as e:
+            needs_llama()
+        assert hint in str(e.value) and "\n" not in str(e.value)
+    assert demo_main(["--mixes", "Q4_K_M"]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.strip().splitlines()) == 1 and hint in err

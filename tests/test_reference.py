@@ -279,7 +279,8 @@ def test_missing_library_raises_oracle_unavailable(monkeypatch):
     reference.ggml.library.cache_clear()
     try:
         assert reference.available() is False
-        with pytest.raises(reference.OracleUnavailable, match=r"pip install llama-cpp-python==0\.3\.36"):
+        hint = r'pip install "kquant\[llama\]" \(llama-cpp-python==0\.3\.36'
+        with pytest.raises(reference.OracleUnavailable, match=hint):
             reference.quantize(X, "Q4_K")
         assert issubclass(reference.OracleUnavailable, KQuantError)
     finally:

@@ -224,7 +224,8 @@ def test_selftest_pins_are_the_ones_pyproject_promises():
     else:  # the test extra installs tomli on 3.10
         import tomli as tomllib
 
-    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    deps = project["dependencies"] + project["optional-dependencies"]["llama"]
     pins = {}
     for dep in deps:
         name = dep.split(">")[0].split("<")[0].split("=")[0].strip()
@@ -246,11 +247,12 @@ def test_a_missing_or_wrong_package_is_reported_with_a_one_line_fix():
     assert not selftest.Report([check]) and "fix the lines marked" in repr(selftest.Report([check]))
 
 
-def test_no_model_yet_is_not_an_error(tmp_path):
+def test_a_missing_model_is_marked_with_its_fix(tmp_path):
     (tmp_path / ".partial.gguf").write_bytes(b"GGUF")  # a file being written is not a model
     check = selftest.check_model(tmp_path)
-    assert check.status == selftest.NOT_YET and "not yet available" in repr(check)
-    assert selftest.Report([check])
+    assert check.status == selftest.MISSING and repr(check).startswith("✘ bundled model: no .gguf file")
+    assert "fix: pip install --force-reinstall kquant" in repr(check)
+    assert not selftest.Report([check])
     (tmp_path / "tiny.gguf").write_bytes(b"GGUF")
     assert selftest.check_model(tmp_path).status == selftest.OK
 

@@ -1,7 +1,7 @@
 """The example weights the notebooks quantize: the one place that chooses them.
 
-They are real: matrices of the workbook's bundled model (data/kquant-tiny-f16.gguf).
-Where that file is missing (a copy of the notebooks without data/), synthetic weights
+They are real: matrices of the workbook's bundled model (kquant/data/kquant-tiny-f16.gguf).
+Where that file is missing (a kquant installed without its package data), synthetic weights
 shaped like a transformer's linear layer stand in: a bell curve with heavier tails than
 a Gaussian, a standard deviation of 0.02 (the usual initialisation scale of GPT-2 and
 LLaMA-style models), and a few input columns with much larger weights. Columns like
@@ -84,7 +84,7 @@ MIDDLE_LAYER_KINDS = ("attn_q", "attn_v", "ffn_down")
 
 
 def model_weights(kinds=MIDDLE_LAYER_KINDS) -> ModelSample:
-    """A few real matrices of the bundled model (data/kquant-tiny-f16.gguf), from its middle layer.
+    """A few real matrices of the bundled model (kquant/data/kquant-tiny-f16.gguf), from its middle layer.
 
     If the model file is absent, one synthetic matrix (``example_weights``) stands in, and
     ``source`` says so: the notebooks print it.

@@ -1,6 +1,6 @@
 """A llama forward pass in plain numpy: what llama.cpp computes for a ``llama`` GGUF.
 
-    >>> model = Llama.load("data/kquant-tiny-f16.gguf")
+    >>> model = Llama.load("kquant/data/kquant-tiny-f16.gguf")
     >>> logits = model.logits([0, 71, 300, 12])      # (4, n_vocab) float32, one row per position
 
 It reads the weights from the file (F32, F16, BF16, or any block format kquant decodes:

@@ -1,7 +1,7 @@
-"""Models: the one the workbook ships in data/, or any public GGUF from the Hugging Face Hub.
+"""Models: the one kquant ships (package data, kquant/data/), or any public GGUF from the Hugging Face Hub.
 
-    >>> from kquant import hub
-    >>> path = hub.bundled()                       # data/kquant-tiny-f16.gguf
+    >>> from kquant.model import hub
+    >>> path = hub.bundled()                       # .../kquant/data/kquant-tiny-f16.gguf
     >>> path = hub.fetch()                         # a small public F16 model, if online
     >>> path = hub.fetch("someone/Model-GGUF", "model-f16.gguf")
 
@@ -13,10 +13,12 @@ bundled model instead, so a notebook cell never fails for want of a network. A f
 does not exist on a reachable Hub is an error, not a fallback: that is a typo to fix, not
 a network to wait for.
 
-The bundled model is looked for in the checkout's data/ folder, then in the folder
+The bundled model is looked for in the installed package's data/ folder (kquant/data/ in a
+checkout or an editable install, site-packages/kquant/data/ in a wheel's install;
+kquant.colab.package_data is the one place that locates it), then in the folder
 kquant.colab downloads it to (``$KQUANT_DATA``, else ~/.cache/kquant), which is where it
-is on Colab. ``BUNDLED`` is looked up at each use, so a model downloaded after kquant was
-imported is found.
+is on Colab when the package came without its data. ``BUNDLED`` is looked up at each use,
+so a model downloaded after kquant was imported is found.
 
 The Hub's address comes from ``HF_ENDPOINT`` and the cache from ``HF_HUB_CACHE``, read at
 each call (huggingface_hub itself reads them once, at import), so tests can point both at
@@ -35,7 +37,6 @@ from kquant import colab
 from kquant.errors import KQuantError
 from kquant.gguf.reader import open_gguf
 
-# The model in a checkout of the repository (an editable install); elsewhere colab.cache_dir() holds it.
 # A small public llama-architecture model published as F16 GGUF (135M parameters, about
 # 270 MB). Not checked from here: this machine has no route to the Hub.
 DEFAULT_REPO = "bartowski/SmolLM2-135M-Instruct-GGUF"
@@ -43,11 +44,11 @@ DEFAULT_FILE = "SmolLM2-135M-Instruct-f16.gguf"
 
 
 def bundled_path() -> Path:
-    """Where the bundled model is: the checkout's data/, else the download folder (colab.model_path).
+    """Where the bundled model is: kquant's package data, else the download folder (colab.model_path).
 
-    If it is in neither, where it belongs: the checkout's data/ (or the download folder outside a checkout).
+    If it is in neither, where it belongs: kquant/data/ (or the download folder if kquant cannot be found).
     """
-    return colab.model_path() or (colab.checkout_data() or colab.cache_dir()) / colab.MODEL
+    return colab.model_path() or (colab.package_data() or colab.cache_dir()) / colab.MODEL
 
 
 def __getattr__(name: str):
@@ -61,8 +62,8 @@ def bundled() -> Path:
     path = sys.modules[__name__].BUNDLED
     if not path.is_file():
         raise KQuantError(
-            f"the bundled model {path} is missing: restore data/ from git, or run scripts/train_model.py "
-            f"(on Colab: run the notebook's first code cell, which downloads it)"
+            f"the bundled model {path} is missing: reinstall kquant (pip install --force-reinstall kquant; "
+            f"in a checkout: git checkout kquant/data), or on Colab run the notebook's first code cell"
         )
     return path
 

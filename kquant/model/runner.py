@@ -1,7 +1,7 @@
 """Run GGUF models with llama.cpp (through llama-cpp-python): load, tokenize, logits, generate.
 
     >>> from kquant.model import runner
-    >>> m = runner.load("data/kquant-tiny-f16.gguf")
+    >>> m = runner.load("kquant/data/kquant-tiny-f16.gguf")
     >>> m.generate("Once upon a time", seed=1)
 
 One thread is the default. On a shared 2-core machine llama.cpp's worker threads spin

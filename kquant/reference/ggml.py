@@ -37,6 +37,7 @@ from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
 from kquant.errors import KQuantError
 from kquant.formats import FORMATS, check_bytes, check_importance, check_weights, get_format
+from kquant.llamacpp import INSTALL_HINT
 
 __all__ = [
     "SUPPORTED",
@@ -56,7 +57,7 @@ __all__ = [
 # process* when no imatrix is given, and a crashed Jupyter kernel teaches nothing.
 SUPPORTED = tuple(FORMATS)
 
-_INSTALL_HINT = "llama.cpp's library was not found: pip install llama-cpp-python==0.3.36"
+_INSTALL_HINT = f"llama.cpp's library was not found: {INSTALL_HINT}"
 
 
 class OracleUnavailable(KQuantError):
