@@ -88,9 +88,10 @@ def setup_cell() -> str:
     return "\n".join(
         [
             "import importlib.util, runpy, sys, urllib.request",
-            'if "google.colab" in sys.modules:  # install what Colab lacks, fetch the model (kquant/colab.py; minutes, '
-            "once)",
-            f'    urllib.request.urlretrieve("{colab.raw_url(repo, "kquant/colab.py")}", "/tmp/kquant_colab.py")',
+            'if "google.colab" in sys.modules:  # install what Colab lacks (kquant/colab.py; minutes, once)',
+            f'    try: urllib.request.urlretrieve("{colab.raw_url(repo, "kquant/colab.py")}", "/tmp/kquant_colab.py")',
+            "    except OSError as e: raise SystemExit(f\"kquant: could not download the setup ({e}): "
+            f'is {repo} the workbook\'s repository?") from None',
             f'    runpy.run_path("/tmp/kquant_colab.py")["setup"]("{repo}")',
             'elif importlib.util.find_spec("kquant") is None:',
             '    print("kquant is not installed: run `make lab` from the repository")',

@@ -70,7 +70,7 @@ def test_every_notebook_opens_with_the_same_setup_cell_made_from_pyprojects_addr
     assert firsts == {name: cell for name in firsts}
     assert f'"https://raw.githubusercontent.com/{OWNER_REPO}/main/kquant/colab.py"' in cell
     assert f'["setup"]("{REPOSITORY}")' in cell
-    assert '"google.colab" in sys.modules' in cell and len(cell.splitlines()) <= 6
+    assert '"google.colab" in sys.modules' in cell and len(cell.splitlines()) <= 8
     assert "%" not in cell and "!" not in cell, "plain Python: no IPython magic"
 
 
@@ -336,3 +336,14 @@ def test_the_cell_elsewhere_without_kquant_prints_the_one_line_fix(cache, tmp_pa
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "kquant" else real(name, *a))
     assert _run_cell(monkeypatch, tmp_path) == ([], [])
     assert capsys.readouterr() == ("kquant is not installed: run `make lab` from the repository\n", "")
+
+
+def test_the_cell_on_colab_says_in_one_line_when_the_repository_address_is_wrong(on_colab, tmp_path, monkeypatch):
+    """A 404 for colab.py (the address in pyproject.toml is not the workbook's) is one line, not a traceback."""
+    with GitHub(tmp_path / "github", MODEL_BYTES) as github:  # serves nothing at the cell's path: a real 404
+        cell = _builder().setup_cell().replace("/tmp/kquant_colab.py", str(tmp_path / "kquant_colab.py"))
+        cell = cell.replace("https://raw.githubusercontent.com/", f"{github.url}/no-such-owner/")
+        with pytest.raises(SystemExit) as stop:
+            exec(compile(cell, "<setup cell>", "exec"), {})
+    message = str(stop.value)
+    assert "\n" not in message and "404" in message and "the workbook's repository?" in message

@@ -127,7 +127,7 @@ def test_first_code_cell_installs_what_colab_lacks_only_on_colab(path):
     assert (
         '"google.colab" in sys.modules' in code[0] and "kquant/colab.py" in code[0]
     )  # tests/test_colab.py: what it does
-    assert len(code[0].splitlines()) <= 6, "keep the Colab cell small"
+    assert len(code[0].splitlines()) <= 8, "keep the Colab cell small"
 
 
 def test_notebooks_are_built_from_their_sources():
