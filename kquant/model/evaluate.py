@@ -1,7 +1,7 @@
 """Score quantized files against a reference on held-out text and tasks, and tabulate.
 
     >>> from kquant.model import evaluate
-    >>> print(evaluate.compare(["data/kquant-tiny-f16.gguf", "tiny-Q4_K_M.gguf", "tiny-Q2_K.gguf"]))
+    >>> print(evaluate.compare([hub.bundled(), "tiny-Q4_K_M.gguf", "tiny-Q2_K.gguf"]))
 
 ``compare`` scores every file on the same held-out text and tasks (from kquant.model.corpus,
 never seen in training) against the first file, the reference: perplexity, KL and top-1

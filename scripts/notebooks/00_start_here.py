@@ -37,13 +37,14 @@ KV cache, …) are explained where a notebook first uses them, and collected in 
 ## 1. How to run it
 
 * **JupyterLab** (recommended): in a checkout of the repository, `make lab` creates a
-  virtual environment in `.venv/`, installs everything (llama-cpp-python compiles llama.cpp
-  once, which takes a few minutes) and opens this folder. `make test` runs every test.
+  virtual environment in `.venv/`, installs what a student needs (kquant with its bundled
+  model, JupyterLab, and llama-cpp-python, which compiles llama.cpp once: it says so before
+  it starts, and takes several minutes) and opens this folder. `make test` runs every test.
 * **Colab**: click the "Open in Colab" badge under a notebook's title. The notebook's first
-  code cell installs what Colab lacks (kquant, and the pinned `gguf` and `llama-cpp-python`)
-  and downloads the bundled model: about a minute, or about ten if no prebuilt
-  llama-cpp-python fits Colab's Python and llama.cpp has to be compiled. Anywhere else that
-  cell does nothing. Its steps are in `kquant/colab.py`.
+  code cell installs what Colab lacks (kquant with its bundled model, and the pinned `gguf`
+  and `llama-cpp-python`): about a minute, or about ten if no prebuilt llama-cpp-python fits
+  Colab's Python and llama.cpp has to be compiled. Anywhere else that cell does nothing. Its
+  steps are in `kquant/colab.py`.
 * **Classroom**: every exercise is also an nbgrader assignment. How to generate, release,
   collect and autograde them is in the instructor guide, `docs/teaching.md`.
 
@@ -88,7 +89,7 @@ from kquant.model import hub
 
 try:
     model = summary.inspect_gguf(hub.bundled())
-except KQuantError as err:  # not downloaded yet: the self-test above says how to get it
+except KQuantError as err:  # a copy without the model: the self-test above says how to get it
     print("the bundled model is not here yet:", err)
 else:
     meta = dict(model.metadata)
