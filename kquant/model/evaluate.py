@@ -1,6 +1,6 @@
 """Score quantized files against a reference on held-out text and tasks, and tabulate.
 
-    >>> from kquant.model import evaluate
+    >>> from kquant.model import evaluate, hub
     >>> print(evaluate.compare([hub.bundled(), "tiny-Q4_K_M.gguf", "tiny-Q2_K.gguf"]))
 
 ``compare`` scores every file on the same held-out text and tasks (from kquant.model.corpus,
