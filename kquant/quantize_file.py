@@ -244,6 +244,7 @@ def quantize_gguf(
                     for c in choices:
                         t0 = time.perf_counter()
                         data = _encode(source[c.name], c, importance)
+                        model.file.release(source[c.name])  # memory bounded by a tensor, not the file
                         writer.write_tensor_data(data)  # pads to 32 bytes after the tensor
                         reason = c.reason + ("; weighted by its imatrix entry" if _weighted(c, importance) else "")
                         rows.append(TensorRow(c.name, c.shape, c.type, data.nbytes, reason, time.perf_counter() - t0))

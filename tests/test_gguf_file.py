@@ -7,6 +7,8 @@ and are not multiples of 256 and 32, eight experts, and an 80-layer "70B".
 
 from __future__ import annotations
 
+import pathlib
+
 import numpy as np
 import pytest
 from gguf import GGUFReader, GGUFWriter
@@ -271,3 +273,27 @@ def test_strings_with_a_nul_byte_are_copied_as_llama_cpp_copies_them(small_model
     ours = quantize_gguf(src, tmp_path / "ours.gguf", "Q4_K_M", progress=False).path
     theirs = llama_quantize(src, tmp_path / "llama.gguf", "Q4_K_M")
     assert sha256(ours) == sha256(theirs)
+
+
+def test_memory_stays_bounded_by_a_tensor_not_by_the_file(tmp_path):
+    """Pages of a tensor already quantized are let go: the peak grows by far less than the input's size."""
+    import subprocess
+    import sys
+
+    if not pathlib.Path("/proc/self/status").exists():
+        pytest.skip("reads the peak resident memory from Linux's /proc/self/status (VmHWM)")
+    src = write_tiny_llama(tmp_path / "wide.gguf", n_layer=24, n_embd=512, n_ff=1536, n_head=8, dtype="F16")
+    # VmHWM, not getrusage's ru_maxrss: Linux carries ru_maxrss over from the forking parent (pytest).
+    code = (
+        "import sys, kquant\n"
+        "hwm = lambda: int(open('/proc/self/status').read().split('VmHWM:')[1].split()[0]) * 1024\n"
+        "base = hwm()\n"
+        "kquant.quantize_gguf(sys.argv[1], sys.argv[2], 'Q8_0', progress=False)\n"
+        "print(base, hwm())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, src, tmp_path / "q.gguf"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    base, peak = map(int, out.stdout.split()[-2:])
+    size = src.stat().st_size
+    print(f"input {size / 1e6:.0f} MB, peak memory {base / 1e6:.0f} -> {peak / 1e6:.0f} MB")
+    assert peak - base < 0.5 * size

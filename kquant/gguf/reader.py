@@ -246,6 +246,18 @@ class GGUFFile:
             return f.value.decode()
         return f.value
 
+    def release(self, t: Tensor) -> None:
+        """Let the kernel drop the pages of a tensor that has been read, so that reading a whole
+        model in turn keeps memory bounded by its largest tensor, not by the file's size. The data
+        stays readable: a page touched again is read again from the file."""
+        if self._mmap is None or not hasattr(mmap, "MADV_DONTNEED"):  # not on every platform
+            return
+        page = mmap.PAGESIZE
+        start = t.offset // page * page
+        end = min(len(self._mmap), -(-(t.offset + t.n_bytes) // page) * page)
+        if end > start:
+            self._mmap.madvise(mmap.MADV_DONTNEED, start, end - start)
+
     def close(self) -> None:
         self.fields, self.tensors, self._buf = {}, [], None
         if self._mmap is not None:
