@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import math
 import sys
 import time
@@ -34,6 +33,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from kquant.llamacpp import Tokenizer  # noqa: E402
 from kquant.model import bpe, corpus  # noqa: E402
 from kquant.model.config import Config, config_dict, tensor_shapes  # noqa: E402
 from kquant.model.export import write_gguf  # noqa: E402
@@ -118,19 +118,16 @@ def rms_norm(x, weight, eps):
 
 def tokenize(path: Path, text: str) -> np.ndarray:
     """Token ids from llama.cpp's own tokenizer, so training and inference ids agree exactly."""
-    logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
-    import llama_cpp
-
-    llm = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
     out = []
     step = 1 << 20
-    # Cut only just after "</s>", so no word is split; special=True reads "<s>"/"</s>" as control tokens.
+    # Cut only just after "</s>", so no word is split; parse_special reads "<s>"/"</s>" as control tokens.
     start = 0
-    while start < len(text):
-        end = text.find(corpus.EOS, start + step)
-        end = len(text) if end < 0 else end + len(corpus.EOS)
-        out.extend(llm.tokenize(text[start:end].encode(), add_bos=False, special=True))
-        start = end
+    with Tokenizer(path) as tok:
+        while start < len(text):
+            end = text.find(corpus.EOS, start + step)
+            end = len(text) if end < 0 else end + len(corpus.EOS)
+            out.extend(tok.tokenize(text[start:end], add_special=False, parse_special=True))
+            start = end
     return np.array(out, dtype=np.int32)
 
 
@@ -191,12 +188,10 @@ def main(argv=None) -> int:
         dtype="F16",
     )
     train = tokenize(vocab_file, text)
-    import llama_cpp
+    tokenizer = Tokenizer(vocab_file)
 
-    llm = llama_cpp.Llama(model_path=str(vocab_file), vocab_only=True, verbose=False)
-
-    def llm_tok(s, llm=llm):
-        return llm.tokenize(s.encode(), add_bos=False, special=True)
+    def llm_tok(s, tok=tokenizer):
+        return tok.tokenize(s, add_special=False, parse_special=True)
 
     val = tokenize(vocab_file, corpus.text(corpus.documents(corpus.HELD_OUT_SEED, 2000, held_out=True)))
     tasks = corpus.tasks(seed=corpus.TASK_CHECK_SEED, n_sums=100)
@@ -251,7 +246,7 @@ def main(argv=None) -> int:
         if time.time() - t0 > args.minutes * 60:
             log(f"stopping early at step {step}: past --minutes {args.minutes}")
             break
-    del llm, llm_tok
+    tokenizer.close()
     vocab_file.unlink(missing_ok=True)
 
     extra = {
