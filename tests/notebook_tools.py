@@ -150,3 +150,27 @@ def solution_function(ex, namespace: dict):
 
 def notebook_of(notebook_id: str) -> pathlib.Path:
     return next(p for p in NOTEBOOKS if p.name.startswith(notebook_id[2:]))
+
+
+# --- notebooks 06-10: the printed numbers that the prose rests on ------------------------------
+
+
+def printed(nb) -> str:
+    """Everything the notebook's code cells printed (stdout and text results), in order."""
+    parts = []
+    for c in nb.cells:
+        if c.cell_type == "code":
+            for o in c.get("outputs", []):
+                if o.get("output_type") == "stream":
+                    parts.append(o.get("text", ""))
+                elif "text/plain" in o.get("data", {}):
+                    parts.append(o["data"]["text/plain"] + "\n")
+    return "".join(parts)
+
+
+def numbers_after(text: str, label: str) -> list[float]:
+    """The numbers on the first printed line that starts with ``label`` (percentages as printed)."""
+    import re
+
+    line = next(line for line in text.splitlines() if line.startswith(label))
+    return [float(x) for x in re.findall(r"-?\d+(?:\.\d+)?(?:e[-+]\d+)?", line[len(label) :])]

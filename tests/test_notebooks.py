@@ -11,7 +11,17 @@ import sys
 
 import nbformat
 import pytest
-from notebook_tools import NOTEBOOKS, ROOT, TIME_LIMIT_S, check_cells, execute, slowest_cell, widget_outputs
+from notebook_tools import (
+    NOTEBOOKS,
+    ROOT,
+    TIME_LIMIT_S,
+    check_cells,
+    execute,
+    numbers_after,
+    printed,
+    slowest_cell,
+    widget_outputs,
+)
 
 from kquant.exercises.notebook import BEGIN, END, STUB, as_shipped, exercises_of, load, source_of, with_solutions
 
@@ -33,6 +43,7 @@ def test_runs_as_shipped_with_every_exercise_not_attempted(path):
     checks = check_cells(nb)
     assert checks and all("not attempted yet" in text for text in checks.values()), checks
     _assert_widgets_drew(nb)
+    CLAIMS_06_10.get(path.name[:2], lambda _text: None)(printed(nb))
     print(f"{path.name} as shipped: {seconds:.1f} s")
 
 
@@ -167,3 +178,30 @@ def test_no_cell_uses_the_readers_answers(path):
         for cell in nb["cells"]:
             if cell["cell_type"] == "code" and cell["id"] not in own:
                 assert not pattern.search(source_of(cell)), f"cell {cell['id']} uses the reader's `{ex.function_name}`"
+
+
+# --- notebooks 06-10: every sentence that states a measured comparison, against the output -----
+#
+# Each function receives everything the executed notebook printed and asserts what its prose says
+# about those numbers, so a changed model, seed or rule breaks the test, not the prose.
+
+
+def _claims_06(text):
+    # §3: on a 70B-class model attn_v is Q5_K or Q6_K in every layer; attn_q/k/output stay Q4_K.
+    assert "Q4_K" not in text.split("70B attn_v", 1)[1].splitlines()[0]
+    for kind in ("attn_q", "attn_k", "attn_output"):
+        assert "{'Q4_K': 80}" in text.split(f"70B {kind} ", 1)[1].splitlines()[0]
+    # "Why these two matrices": ffn_down's inputs are far more uneven than any other kind's.
+    shares = {k: numbers_after(text, f"{k:<12} the loudest")[1:3] for k in ("attn_k", "attn_output", "attn_q", "ffn_gate")}
+    ffn_down = numbers_after(text, "ffn_down     the loudest")[1:3]
+    assert ffn_down[0] > max(hi for _lo, hi in shares.values()), (ffn_down, shares)
+    assert numbers_after(text, "attn_v    one layer:")[-1] < 1.0  # attn_v smaller than attn_q (GQA)
+    # §5: the embedding's share is larger on Llama-3.1-8B than here; C3 "just under 70-75 %" for both.
+    share_8b, share_8b_untied, share_here = numbers_after(text, "Llama-3.1-8B: token_embd")
+    assert share_here < share_8b < share_8b_untied
+    assert text.count("outside the claimed 70-75 %") == 2
+    for m in ("bundled model", "Llama-3.1-8B"):  # "just under the claimed range, about 70 %"
+        assert 69 <= float(re.search(rf"{m}: ([\d.]+)% smaller than F16:", text)[1]) < 70
+
+
+CLAIMS_06_10 = {"06": _claims_06}
