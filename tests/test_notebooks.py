@@ -5,6 +5,7 @@ exercise says "not attempted yet") and with the solutions filled in from
 kquant.exercises (every check passes). Each run must take under a minute.
 """
 
+import ast
 import re
 import subprocess
 import sys
@@ -204,4 +205,13 @@ def _claims_06(text):
         assert 69 <= float(re.search(rf"{m}: ([\d.]+)% smaller than F16:", text)[1]) < 70
 
 
-CLAIMS_06_10 = {"06": _claims_06}
+def _claims_07(text):
+    # §4: ggml's ne is numpy's shape reversed; §6: llama-quantize moves output_norm to the front.
+    ne, shape = re.search(r"ne (\(.*?\)) in ggml order is numpy shape (\(.*?\))", text).groups()
+    assert tuple(reversed(ast.literal_eval(ne))) == ast.literal_eval(shape)
+    assert text.split("F16     ['", 1)[1].split("'")[0] == "token_embd.weight"
+    assert text.split("Q4_K_M  ['", 1)[1].split("'")[0] == "output_norm.weight"
+    assert "the same file: True" in text
+
+
+CLAIMS_06_10 = {"06": _claims_06, "07": _claims_07}

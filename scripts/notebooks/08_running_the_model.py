@@ -15,6 +15,8 @@ matters more than any of them: whether the answers change.
 * read a quantization table (size, bits per weight, perplexity, KL, top-1, task accuracy, speed)
   and say which column shows damage first;
 * explain why perplexity alone can hide what quantization does.
+
+Words such as *KV cache*, *perplexity*, *KL divergence* and *95 % interval* are defined in the [glossary](../docs/glossary.md).
 """
 
 # %%

@@ -14,6 +14,8 @@ verdict: **true**, **half-true** or **false**, and a one-line correction.
 * compute a model's memory (weights and KV cache) from its parameters and real bits per weight;
 * tell a linear code (every k-quant) from a code book (IQ4_NL, or what k-means would make);
 * say which of the popular claims hold, and correct the ones that do not.
+
+Words such as *ggml*, *K-quant*, *KV cache*, *GQA* and *SQNR* are defined in the [glossary](../docs/glossary.md).
 """
 
 # %%

@@ -20,6 +20,8 @@ quantizes with them (the same bytes as ggml), and measures what it buys.
 * see which columns of a layer "light up", and how unevenly;
 * measure what an imatrix changes: the weight error, the layer's output error, and the whole model's
   KL divergence and answers, at Q2_K, Q3_K_M and Q4_K_M.
+
+Words such as *imatrix*, *block*, *type-0 / type-1* and *95 % interval* are defined in the [glossary](../docs/glossary.md).
 """
 
 # %%
