@@ -214,4 +214,30 @@ def _claims_07(text):
     assert "the same file: True" in text
 
 
-CLAIMS_06_10 = {"06": _claims_06, "07": _claims_07}
+def _verdict(text, label) -> bool:
+    """Whether the printed paired difference after ``label`` excludes 0 (evaluate.verdict's words)."""
+    line = next(line for line in text.splitlines() if line.startswith(label))
+    assert "excludes 0" in line or "includes 0" in line, line
+    return "excludes 0" in line
+
+
+def _paired(text, label) -> float:
+    """The value of the paired difference printed after ``label`` ("… the difference is V …")."""
+    line = next(line for line in text.splitlines() if line.startswith(label))
+    return float(re.search(r"the difference is (-?[\d.e+-]+)", line)[1])
+
+
+def _claims_08(text):
+    # §3: "this small model gets fewer than half of the held-out sums right".
+    sums = numbers_after(text, "sums right: F16")
+    assert sums[0] < 50
+    # §5: perplexity barely moves, even at Q2_K; KL separates Q2_K from Q4_K_M; answers change.
+    assert abs(float(re.search(r"→ Q2_K [\d.]+, ([+-][\d.]+)% at", text)[1])) < 2  # perplexity: under 2 %
+    assert _verdict(text, "ppl Q2_K − F16:") and not _verdict(text, "ppl Q8_0 − F16:")
+    assert _paired(text, "top-1 Q4_0 − Q6_K:") > 0 and _paired(text, "top-1 Q4_0 − Q4_K_M:") > 0  # Q4_0 agrees more
+    assert _paired(text, "   KL Q4_0 − Q6_K:") > 0 and _paired(text, "   KL Q4_0 − Q4_K_M:") > 0  # "its KL is higher"
+    changed = re.search(r"answers changed vs F16: Q4_K_M ([\d.]+)%, Q2_K ([\d.]+)%", text)
+    assert float(changed[1]) < float(changed[2])
+
+
+CLAIMS_06_10 = {"06": _claims_06, "07": _claims_07, "08": _claims_08}

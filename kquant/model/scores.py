@@ -86,9 +86,9 @@ class Interval:
         return not self.low <= x <= self.high
 
     def format(self, spec: str = ".3g") -> str:
-        """``value ± half-width`` when the interval is about symmetric, else ``value [low, high]``."""
+        """``value ± half-width`` when the interval is symmetric within 10 %, else ``value [low, high]``."""
         lo, hi = self.value - self.low, self.high - self.value
-        if max(lo, hi) <= 1.5 * min(lo, hi) or max(lo, hi) == 0:
+        if abs(lo - hi) <= 0.1 * max(lo, hi) or max(lo, hi) == 0:
             return f"{self.value:{spec}} ± {self.half_width:{spec}}"
         return f"{self.value:{spec}} [{self.low:{spec}}, {self.high:{spec}}]"
 

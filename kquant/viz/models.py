@@ -11,7 +11,9 @@ import numpy as np
 from kquant.lessons.memory import gb, kv_cache_bytes, weight_bytes
 from kquant.model.runner import next_token_logits
 from kquant.model.scores import kl_divergence, log_softmax
-from kquant.viz.style import EXPONENT, FIELD_COLORS, MANTISSA, SIGN, log_y, tidy
+from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
+
+from kquant.viz.style import EXPONENT, FIELD_COLORS, MANTISSA, SIGN, tidy
 
 
 def next_token_view(models: dict, prompt: str, name: str, k: int = 8):
@@ -40,28 +42,46 @@ def next_token_view(models: dict, prompt: str, name: str, k: int = 8):
     plt.show()
 
 
+def log_axis_labelled(ax, axis: str = "y"):
+    """A log axis that always shows several labelled ticks, however few decades the data spans.
+
+    Call after plotting: the ticks are chosen from the axis' range (1, 2 and 5 per decade when
+    it spans under two decades, 1 and 3 under four, else every decade).
+    """
+    (ax.set_yscale if axis == "y" else ax.set_xscale)("log")
+    lo, hi = ax.get_ylim() if axis == "y" else ax.get_xlim()
+    decades = np.log10(hi / lo)
+    subs = (1.0, 2.0, 5.0) if decades < 2 else (1.0, 3.0) if decades < 4 else (1.0,)
+    target = ax.yaxis if axis == "y" else ax.xaxis
+    target.set_major_locator(LogLocator(subs=subs, numticks=15))
+    target.set_minor_locator(NullLocator())
+    target.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.0e}" if v < 1e-3 or v >= 1e5 else f"{v:g}"))
+
+
 def scores_vs_bpw(rows, title: str):
-    """KL divergence and top-1 disagreement against bits per weight, one point per file (evaluate.Scores)."""
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    """KL divergence and top-1 disagreement against bits per weight, one point per file (evaluate.Scores).
+
+    The error bars are the 95 % intervals (``Scores.interval``: bootstrap over the documents).
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     quantized = [r for r in rows if r.kl > 0]
-    for ax, metric, label in [
-        (axes[0], lambda r: r.kl, "KL divergence vs the reference (nats/token)"),
-        (axes[1], lambda r: 1 - r.top1, "top-1 disagreement (share of positions)"),
+    for ax, metric, flip, label in [
+        (axes[0], "kl", False, "KL divergence vs the reference (nats/token)"),
+        (axes[1], "top1", True, "top-1 disagreement (share of positions)"),
     ]:
-        ax.plot([r.bpw for r in quantized], [metric(r) for r in quantized], "o", color=EXPONENT)
         for r in quantized:
+            i = r.interval(metric)
+            v, lo, hi = (1 - i.value, 1 - i.high, 1 - i.low) if flip else (i.value, i.low, i.high)
+            ax.errorbar(r.bpw, v, yerr=[[v - lo], [hi - v]], fmt="o", color=EXPONENT, capsize=3, markersize=5)
             ax.annotate(
-                r.path.stem.rsplit("-", 1)[-1],
-                (r.bpw, metric(r)),
-                textcoords="offset points",
-                xytext=(4, 3),
-                fontsize=8,
+                r.path.stem.rsplit("-", 1)[-1], (r.bpw, v), textcoords="offset points", xytext=(6, 2), fontsize=8
             )
-        log_y(ax)
+        ax.set_yscale("log")
+        log_axis_labelled(ax)
         ax.set_xlabel("bits per weight (whole file)")
         ax.set_ylabel(label, fontsize=9)
         ax.grid(alpha=0.3)
-    fig.suptitle(title, fontsize=11)
+    fig.suptitle(f"{title}\n(bars: 95 % intervals, bootstrap over the held-out documents)", fontsize=10)
     tidy(fig)
     plt.show()
 
@@ -119,7 +139,7 @@ def importance_view(vectors: dict, name: str, top: int = 5):
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.4), gridspec_kw={"width_ratios": [1.6, 1]})
     left.plot(imp, color=EXPONENT, linewidth=0.8)
     left.plot(order[:top], imp[order[:top]], "o", color=SIGN, clip_on=False)
-    log_y(left)
+    log_axis_labelled(left)
     left.set_xlabel("input column j")
     left.set_ylabel("importance (mean x_j²)")
     left.set_title(f"{name}\nred: the loudest {top}, columns {sorted(order[:top].tolist())}", fontsize=10)
@@ -141,7 +161,7 @@ def layer_errors_plot(curves: dict, title: str, ylabel: str = "‖x − x_F16‖
     fig, ax = plt.subplots(figsize=(8, 3.4))
     for k, (label, err) in enumerate(curves.items()):
         ax.plot(np.arange(len(err)), err, "o-", color=FIELD_COLORS[k % len(FIELD_COLORS)], label=label)
-    log_y(ax)
+    log_axis_labelled(ax)
     ax.set_xlabel("block")
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
