@@ -193,7 +193,8 @@ def _claims_06(text):
     for kind in ("attn_q", "attn_k", "attn_output"):
         assert "{'Q4_K': 80}" in text.split(f"70B {kind} ", 1)[1].splitlines()[0]
     # "Why these two matrices": ffn_down's inputs are far more uneven than any other kind's.
-    shares = {k: numbers_after(text, f"{k:<12} the loudest")[1:3] for k in ("attn_k", "attn_output", "attn_q", "ffn_gate")}
+    kinds = ("attn_k", "attn_output", "attn_q", "ffn_gate")
+    shares = {k: numbers_after(text, f"{k:<12} the loudest")[1:3] for k in kinds}
     ffn_down = numbers_after(text, "ffn_down     the loudest")[1:3]
     assert ffn_down[0] > max(hi for _lo, hi in shares.values()), (ffn_down, shares)
     assert numbers_after(text, "attn_v    one layer:")[-1] < 1.0  # attn_v smaller than attn_q (GQA)

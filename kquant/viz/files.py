@@ -135,8 +135,8 @@ def gguf_map_view(files: dict, name: str):
     top.set_xlabel("position in the file (MB)")
     first = next(iter(files.values()))[1]
     top.set_title(
-        f"{name}: where its data lies (red frame)\nblack, hatched = header, metadata and tensor infos ({first.data_start:,} "
-        f"bytes in the {next(iter(files))} file; drawn wider than to scale)",
+        f"{name}: where its data lies (red frame)\nblack, hatched = header, metadata and tensor infos "
+        f"({first.data_start:,} bytes in the {next(iter(files))} file; drawn wider than to scale)",
         fontsize=10,
     )
     handles = [
@@ -150,7 +150,8 @@ def gguf_map_view(files: dict, name: str):
         start, end = layout.data_range(name)
         index = [u.name for u in layout.tensors].index(name)
         ax.set_title(
-            f"{label}: tensor {index + 1} of {len(layout.tensors)} in this file's order, data at bytes {start:,}–{end - 1:,}\n"
+            f"{label}: tensor {index + 1} of {len(layout.tensors)} in this file's order, "
+            f"data at bytes {start:,}–{end - 1:,}\n"
             f"its info record, bytes {t.start:,}–{t.end - 1:,} ({t.type.name}, ne {t.ne}, offset {t.offset:,})",
             fontsize=9,
         )

@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
 
 from kquant.lessons.memory import gb, kv_cache_bytes, weight_bytes
 from kquant.model.runner import next_token_logits
 from kquant.model.scores import kl_divergence, log_softmax
-from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
-
 from kquant.viz.style import EXPONENT, FIELD_COLORS, MANTISSA, SIGN, tidy
 
 
