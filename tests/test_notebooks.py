@@ -241,4 +241,29 @@ def _claims_08(text):
     assert float(changed[1]) < float(changed[2])
 
 
-CLAIMS_06_10 = {"06": _claims_06, "07": _claims_07, "08": _claims_08}
+def _claims_09(text):
+    # C10: a GiB is 7.4 % larger than a GB; Llama-2-70B's F16 file holds 69.0 B weights.
+    assert "is 7.4% larger than a GB" in text and "hold 69.0 B weights" in text
+    # C3 (same verdict as 06): just outside 70-75 %. C7: "true, to within 6 %".
+    assert "C3 against F16: just outside the claimed 70-75 %" in text
+    assert float(re.search(r"\(([\d.]+)% short of 4×\)", text)[1]) < 6
+    # C9: Q4_K_M and Q2_K 70B files exceed 24 GB; IQ2_XS weights plus a 4,096-position cache do not.
+    gb = re.search(r"Q4_K_M file [\d.]+ GiB = ([\d.]+) GB, Q2_K [\d.]+ GiB = ([\d.]+) GB", text)
+    assert float(gb[1]) > 24 and float(gb[2]) > 24
+    iq2 = re.search(r"IQ2_XS's 2.31 bpw: ([\d.]+) GB of weights, \+ F16 KV cache for 4,096 positions ([\d.]+) GB", text)
+    assert float(iq2[1]) + float(iq2[2]) < 24 and 19 < float(iq2[1]) < 21  # "about 20 GB"
+    # C14: at 4.5 bits IQ4_NL beats Q4_0 and loses to Q4_K.
+    sqnr = dict(re.findall(r"^(Q4_0|IQ4_NL|Q4_K) +4.5 bits per weight, SQNR ([\d.]+) dB", text, re.M))
+    assert float(sqnr["Q4_0"]) < float(sqnr["IQ4_NL"]) < float(sqnr["Q4_K"]), sqnr
+    # C5: Q8_0 has the smallest KL of the bundled mixes; it is 53 % of F16's size on both models.
+    kls = {m: float(v) for m, v in re.findall(r"^(\w+) +[+-][\d.]+% +([\d.]+e-?\d+) ±", text, re.M) if m != "F16"}
+    assert min(kls, key=kls.get) == "Q8_0", kls
+    assert re.search(r"Q8_0 size relative to F16: bundled 53\.\d%, Llama-3.1-8B 53\.\d%", text)
+    # C12: Q4_K_M is 5-6 % larger than Q4_0 (bundled bpw and Llama-3-8B GiB).
+    b = re.search(r"bundled \(bpw\): Q4_K_M ([\d.]+) bpw .* Q4_0 ([\d.]+) bpw", text)
+    g = re.search(r"Llama-3-8B \(GiB\): Q4_K_M ([\d.]+) .* Q4_0 ([\d.]+) ppl", text)
+    for m in (b, g):
+        assert 1.05 <= float(m[1]) / float(m[2]) <= 1.065, m[0]
+
+
+CLAIMS_06_10 = {"06": _claims_06, "07": _claims_07, "08": _claims_08, "09": _claims_09}

@@ -85,43 +85,72 @@ def scores_vs_bpw(rows, title: str):
     plt.show()
 
 
-def memory_view(model: str, mix: str, n_ctx: int, layouts: dict, bpw: dict, gpu_gb: float = 24.0):
+def memory_view(
+    model: str, mix: str, n_ctx: int, layouts: dict, bpw: dict, gpu_gb: float = 24.0, max_ctx: dict | None = None
+):
     """Memory for a model's weights (at every mix's bits per weight) and its F16 KV cache, against one GPU.
 
     ``layouts``: model name -> (parameters, layers, KV heads, head size); ``bpw``: mix ->
-    bits per weight of the whole file. The chosen ``mix`` is outlined; the dashed line is
-    ``gpu_gb`` (a 24 GB consumer card).
+    bits per weight of the whole file; ``max_ctx``: model name -> the longest context it was
+    trained for (a longer ``n_ctx`` is cut to it, and the title says so). The chosen ``mix`` is
+    outlined; the dashed line is ``gpu_gb`` (a 24 GB consumer card). The y axis stops a quarter
+    above the 8-bit bar, so the 16- and 32-bit bars run off the top with their heights written on them.
     """
     n_params, n_layer, n_kv_head, head_dim = layouts[model]
-    kv = gb(kv_cache_bytes(n_layer, n_kv_head, head_dim, n_ctx, bytes_per_value=2))
+    limit = (max_ctx or {}).get(model, n_ctx)
+    ctx = min(n_ctx, limit)
+    kv = gb(kv_cache_bytes(n_layer, n_kv_head, head_dim, ctx, bytes_per_value=2))
     names = list(bpw)
     weights = [gb(weight_bytes(n_params, bpw[m])) for m in names]
+    totals = [w + kv for w in weights]
+    top = 1.25 * max([t for m, t in zip(names, totals) if bpw[m] <= 9] + [gpu_gb])  # Q8_0 and below
     fig, ax = plt.subplots(figsize=(9, 3.8))
     x = np.arange(len(names))
     ax.bar(x, weights, color=EXPONENT, label="weights")
-    ax.bar(x, [kv] * len(names), bottom=weights, color=MANTISSA, label=f"KV cache, F16, {n_ctx:,} positions")
+    ax.bar(x, [kv] * len(names), bottom=weights, color=MANTISSA, label=f"KV cache, F16, {ctx:,} positions")
+    for k, t in enumerate(totals):
+        if t > top:
+            ax.annotate(
+                f"{t:.0f} GB ↑",
+                (x[k], top),
+                textcoords="offset points",
+                xytext=(0, -12),
+                ha="center",
+                fontsize=8,
+                color="white",
+                fontweight="bold",
+            )
     i = names.index(mix)
-    ax.bar(x[i], weights[i] + kv, fill=False, edgecolor=SIGN, linewidth=2)
+    ax.bar(x[i], min(totals[i], top), fill=False, edgecolor=SIGN, linewidth=2)
     ax.annotate(
-        f"{weights[i] + kv:.1f} GB",
-        (x[i], weights[i] + kv),
+        f"{totals[i]:.1f} GB",
+        (x[i], min(totals[i], top)),
         textcoords="offset points",
-        xytext=(0, 4),
+        xytext=(0, 4 if totals[i] <= top else -26),
         ha="center",
         fontsize=9,
         color=SIGN,
     )
     ax.axhline(gpu_gb, color="black", linestyle="--", linewidth=1)
     ax.annotate(
-        f"{gpu_gb:g} GB", (len(names) - 0.5, gpu_gb), textcoords="offset points", xytext=(0, 3), ha="right", fontsize=8
+        f"one {gpu_gb:g} GB card",
+        (-0.45, gpu_gb),
+        textcoords="offset points",
+        xytext=(0, 3),
+        ha="left",
+        fontsize=8,
+        bbox={"facecolor": "white", "edgecolor": "none", "pad": 1},
     )
+    ax.set_ylim(0, top)
     ax.set_xticks(x, names, fontsize=8)
     ax.set_xlabel("mix")
     ax.set_ylabel("GB (10⁹ bytes)")
+    cut = f"; {n_ctx:,} positions asked, cut to its maximum {limit:,}" if n_ctx > limit else ""
     ax.set_title(
-        f"{model}: {n_params / 1e9:g}B parameters, {n_layer} layers, {n_kv_head} KV heads × {head_dim}", fontsize=10
+        f"{model}: {n_params / 1e9:g}B parameters, {n_layer} layers, {n_kv_head} KV heads × {head_dim}{cut}",
+        fontsize=10,
     )
-    ax.legend(fontsize=8, loc="upper left")
+    ax.legend(fontsize=8, loc="upper right")
     tidy(fig)
     plt.show()
 
