@@ -266,4 +266,25 @@ def _claims_09(text):
         assert 1.05 <= float(m[1]) / float(m[2]) <= 1.065, m[0]
 
 
-CLAIMS_06_10 = {"06": _claims_06, "07": _claims_07, "08": _claims_08, "09": _claims_09}
+def _claims_10(text):
+    # §4: with the imatrix the weighted and the output error fall, for every type in the table.
+    rows = re.findall(r"^(Q\d_K) +(no|yes) +([\d.e+-]+) +([\d.e+-]+) +([\d.]+)$", text, re.M)
+    table = {(t, use): tuple(map(float, v)) for t, use, *v in rows}
+    assert len(table) == 6
+    for t in ("Q2_K", "Q3_K", "Q4_K"):
+        assert table[t, "yes"][1] < table[t, "no"][1] and table[t, "yes"][2] < table[t, "no"][2]
+    assert "same bytes as ggml_quantize_chunk with this imatrix: False" not in text
+    assert "= llama.cpp's (llama_model_quantize with the same imatrix file): True" in text
+    # §5: "the whole-model evidence is mixed": some change is more than noise, and some is within it.
+    verdicts = dict(re.findall(r"^(better|worse|within the noise): (.*)$", text, re.M))
+    assert verdicts["better"] != "none" and verdicts["within the noise"] != "none"
+    assert sum(len(v.split(", ")) for v in verdicts.values() if v != "none") == 9
+    # §6: each matrix's own output error falls; the residual stream's rises at nearly every block, on
+    # three texts, and neither position 0 nor the 5 loudest channels account for it.
+    lower, total = map(int, re.search(r"output error is lower for (\d+) of the (\d+) matrices", text).groups())
+    assert lower >= 0.9 * total
+    counts = [int(n) for n in re.findall(r"residual error is higher in (\d+) of 24", text)]
+    assert len(counts) == 3 and min(counts) >= 20 and max(counts) - min(counts) <= 2
+
+
+CLAIMS_06_10 = {"06": _claims_06, "07": _claims_07, "08": _claims_08, "09": _claims_09, "10": _claims_10}

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import numpy as np
-from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullLocator
 
 from kquant.lessons.memory import gb, kv_cache_bytes, weight_bytes
 from kquant.model.runner import next_token_logits
@@ -44,15 +44,18 @@ def next_token_view(models: dict, prompt: str, name: str, k: int = 8):
 def log_axis_labelled(ax, axis: str = "y"):
     """A log axis that always shows several labelled ticks, however few decades the data spans.
 
-    Call after plotting: the ticks are chosen from the axis' range (1, 2 and 5 per decade when
-    it spans under two decades, 1 and 3 under four, else every decade).
+    Call after plotting: the ticks are chosen from the axis' range (evenly spaced values when it
+    spans under one decade, 1, 2 and 5 per decade under two, 1 and 3 under four, else every decade).
     """
     (ax.set_yscale if axis == "y" else ax.set_xscale)("log")
     lo, hi = ax.get_ylim() if axis == "y" else ax.get_xlim()
     decades = np.log10(hi / lo)
-    subs = (1.0, 2.0, 5.0) if decades < 2 else (1.0, 3.0) if decades < 4 else (1.0,)
     target = ax.yaxis if axis == "y" else ax.xaxis
-    target.set_major_locator(LogLocator(subs=subs, numticks=15))
+    if decades < 1:
+        target.set_major_locator(MaxNLocator(nbins=5))
+    else:
+        subs = (1.0, 2.0, 5.0) if decades < 2 else (1.0, 3.0) if decades < 4 else (1.0,)
+        target.set_major_locator(LogLocator(subs=subs, numticks=15))
     target.set_minor_locator(NullLocator())
     target.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.0e}" if v < 1e-3 or v >= 1e5 else f"{v:g}"))
 
@@ -194,6 +197,6 @@ def layer_errors_plot(curves: dict, title: str, ylabel: str = "‖x − x_F16‖
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     tidy(fig)
     plt.show()
