@@ -168,7 +168,7 @@ def test_intervals_are_reproducible_from_their_fixed_seed():
 
 def test_every_score_lies_inside_its_own_interval(table):
     for r in table.rows:
-        for metric, value in [("perplexity", r.perplexity), ("kl", r.kl), ("top1", r.top1), ("changed", r.changed)]:
+        for metric, value in [("ppl", r.perplexity), ("kl", r.kl), ("top1", r.top1), ("changed", r.changed)]:
             i = r.interval(metric)
             assert i.low - 1e-9 <= value <= i.high + 1e-9, (r.path.name, metric, i, value)
         for kind, acc in r.accuracy.items():
@@ -176,7 +176,7 @@ def test_every_score_lies_inside_its_own_interval(table):
 
 
 def test_a_file_compared_with_itself_differs_by_exactly_zero(table):
-    for metric in ("perplexity", "kl", "top1", "sums"):
+    for metric in ("ppl", "kl", "top1", "sums"):
         d = evaluate.difference(table.rows[1], table.rows[1], metric)
         assert d.value == d.low == d.high == 0.0
 
@@ -190,4 +190,4 @@ def test_q2_k_moves_the_logits_further_than_q4_k_m_by_more_than_the_noise(table)
 def test_a_paired_perplexity_difference_is_far_tighter_than_perplexity_itself(table):
     """Documents differ a lot in perplexity; two files on the same documents differ little."""
     f16, q8 = table.rows[0], _row(table, "Q8_0")
-    assert evaluate.difference(q8, f16, "perplexity").half_width < f16.interval("perplexity").half_width / 10
+    assert evaluate.difference(q8, f16, "ppl").half_width < f16.interval("ppl").half_width / 10

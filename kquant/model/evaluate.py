@@ -73,7 +73,7 @@ class Scores:
     flips: np.ndarray = field(default_factory=lambda: np.zeros(0, bool), repr=False)
 
     def interval(self, metric: str) -> Interval:
-        """95 % interval of ``metric``: "perplexity", "kl", "top1" (documents resampled),
+        """95 % interval of ``metric``: "ppl" (perplexity), "kl", "top1" (documents resampled),
         "changed" or a task kind such as "sums" (tasks resampled); bootstrap, fixed seed."""
         if metric in _DOC_METRICS:
             return bootstrap(self.per_doc, _DOC_METRICS[metric])
@@ -84,7 +84,7 @@ class Scores:
 
 # Each statistic from per-document totals (numbers, or arrays of totals, one per bootstrap draw).
 _DOC_METRICS = {
-    "perplexity": lambda t: np.exp(t["nll"] / t["n_next"]),
+    "ppl": lambda t: np.exp(t["nll"] / t["n_next"]),
     "kl": lambda t: t["kl"] / t["n"],
     "top1": lambda t: t["top1"] / t["n"],
 }
@@ -245,7 +245,7 @@ class ComparisonTable:
         for r in self.rows:
             lines.append(
                 [r.path.name, f"{r.size_mb:.2f}", f"{r.bpw:.2f}"]
-                + [_pm(r, m, spec) for m, spec in [("perplexity", ".4f"), ("kl", ".1e"), ("top1", ".4f")]]
+                + [_pm(r, m, spec) for m, spec in [("ppl", ".4f"), ("kl", ".1e"), ("top1", ".4f")]]
                 + [_pm(r, k, ".3f") for k in kinds]
                 + [_pm(r, "changed", ".3f"), f"{r.tokens_per_s:.0f}"]
             )

@@ -221,14 +221,14 @@ Perplexity's interval is wide: documents differ a lot in how predictable they ar
 was scored on the *same* documents, so two files are compared **paired**: each bootstrap draw takes
 the same documents for both, and what the documents share cancels. `evaluate.difference(a, b,
 metric)` gives a − b with its paired interval; a difference is more than noise when its interval
-excludes 0. For perplexity:
+excludes 0. For perplexity (`"ppl"`):
 """
 
 # %%
 by_mix = dict(zip(files, table.rows))
 for mix in ["Q8_0", "Q4_K_M", "Q2_K"]:
-    print(f"ppl {mix} − F16:", evaluate.verdict(evaluate.difference(by_mix[mix], by_mix["F16"], "perplexity"), "the difference"))
-print(f"(perplexity alone, unpaired: F16 {by_mix['F16'].interval('perplexity')})")
+    print(f"ppl {mix} − F16:", evaluate.verdict(evaluate.difference(by_mix[mix], by_mix["F16"], "ppl"), "the difference"))
+print(f"(unpaired, F16's own ppl: {by_mix['F16'].interval('ppl')})")
 
 # %% [markdown]
 """
