@@ -392,8 +392,11 @@ for kind, by_mix in per_kind.items():
 **C8: half-true.** The suffix does decide how bits are spread (S and M share the Q4_K default
 and differ in the bumps), but in Q4_K_M only attn_v among the attention matrices gets Q6_K, and
 only in some layers (`mixes.use_more_bits`); attn_q, attn_k and attn_output stay Q4_K, and the
-other bump is a feed-forward matrix, ffn_down. *Correction: "M" gives Q6_K to attn_v and ffn_down
-in about half the layers, and to the output.*
+other bump is a feed-forward matrix, ffn_down. On a 70B-class model (llama.cpp's `LLM_TYPE_70B`,
+notebook 06 §3) every attn_v that would be Q4_K becomes Q5_K, so there attn_v is at 5-6 bits in
+every layer, and the claim is right about attn_v alone. *Correction: "M" gives Q6_K to attn_v and
+ffn_down in about half the layers, and to the output; on 70B models attn_v gets Q5_K in the rest;
+attn_q, attn_k and attn_output stay Q4_K.*
 
 ## 6. I-quants
 
@@ -476,7 +479,7 @@ quantization-aware training are training, and they are not what makes a GGUF.*
 | C5 Q8 ≈ 16-bit, half size, −0.5 % | half-true | 53 % of the size, practically lossless |
 | C6 Q2/Q3 brain damage; Q6/Q8 no gain | half-true | Q2_K hurts, Q3_K_M usable; Q6/Q8 much lower KL |
 | C7 32 → 8 bit = 4× | true, to within 6 % | 3.76× (Q8_0 is 8.5 bits) |
-| C8 M = attention at 5-6 bits | half-true | attn_v and ffn_down in some layers, not all attention |
+| C8 M = attention at 5-6 bits | half-true | attn_v and ffn_down in some layers (attn_v in all on 70B), not all attention |
 | C9 70B at 4 bits on 24 GB | false at 4 bits | 41-43 GB at Q4_K_M; IQ2_XS (2.31 bpw) fits in 20 GB |
 | C10 70B: 140 GB / 280 GB | true | in GB (a GiB is 7.4 % larger); add the KV cache |
 | C11 14B in 30 GB | half-true | 10-15 GB is enough |
