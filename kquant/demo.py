@@ -5,7 +5,8 @@
 2. Check the two files are the same bytes (sha256).
 3. Run one prompt through each file: a story, a sum and a fact question.
 4. Print the table: size, bits per weight, perplexity, KL divergence and top-1 agreement
-   against F16, task accuracy, tokens per second (kquant.model.evaluate.compare).
+   against F16, task accuracy, tokens per second (kquant.model.evaluate.compare), each score
+   with its 95 % interval (bootstrap over the held-out documents or tasks).
 
 ``--model`` runs it on another F16/F32 llama GGUF (for example one from ``kquant.model.hub.fetch``);
 ``--keep DIR`` keeps the quantized files, which otherwise live in a temporary folder.
@@ -113,7 +114,8 @@ def _demo(source: Path, out: Path, mixes, threads: int) -> None:
     print(
         f"\nsums acc: {n_sums} held-out sums, none seen in training; facts acc: the {corpus.N_FACTS} made-up "
         f"capitals it memorised;\nchanged: share of those {n_sums + corpus.N_FACTS} answers that are right in one "
-        f"file and wrong in the other (accuracy can hold while answers change)"
+        f"file and wrong in the other (accuracy can hold while answers change);\n± is half the 95 % interval: two "
+        f"files differ by more than noise only where evaluate.difference(a, b, metric) excludes 0"
     )
     print(f"done in {time.perf_counter() - start:.0f} s")
 

@@ -176,3 +176,11 @@ def printed_number(text: str, pattern: str, group: int = 1) -> float:
     m = re.search(pattern, text)
     assert m, f"the notebook no longer prints a line matching {pattern!r}"
     return float(m.group(group).replace(",", ""))
+
+
+def numbers_after(text: str, label: str) -> list[float]:
+    """The numbers on the first printed line that starts with ``label`` (percentages as printed)."""
+    import re
+
+    line = next(line for line in text.splitlines() if line.startswith(label))
+    return [float(x) for x in re.findall(r"-?\d+(?:\.\d+)?(?:e[-+]\d+)?", line[len(label) :])]

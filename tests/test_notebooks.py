@@ -6,6 +6,7 @@ kquant.exercises (every check passes). How long they take is printed, never asse
 a busy machine must not fail a test (the time budgets live in benchmarks/).
 """
 
+import ast
 import re
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from notebook_tools import (
     ROOT,
     check_cells,
     execute,
+    numbers_after,
     printed_number,
     printed_text,
     slowest_cell,
@@ -42,6 +44,7 @@ def test_runs_as_shipped_with_every_exercise_not_attempted(path):
     checks = check_cells(nb)
     assert checks and all("not attempted yet" in text for text in checks.values()), checks
     _assert_widgets_drew(nb)
+    CLAIMS_06_10.get(path.name[:2], lambda _text: None)(printed_text(nb))
     print(f"{path.name} as shipped: {seconds:.1f} s, the slowest cell {slowest_cell(nb)}")
 
 
@@ -324,3 +327,112 @@ def test_notebooks_00_to_05_link_the_glossary(path):
     text = "".join(source_of(c) for c in load(path)["cells"] if c["cell_type"] == "markdown")
     assert "(../docs/glossary.md)" in text
     assert (ROOT / "docs" / "glossary.md").is_file()
+
+
+# --- notebooks 06-10: every sentence that states a measured comparison, against the output -----
+#
+# Each function receives everything the executed notebook printed and asserts what its prose says
+# about those numbers, so a changed model, seed or rule breaks the test, not the prose.
+
+
+def _claims_06(text):
+    # §3: on a 70B-class model attn_v is Q5_K or Q6_K in every layer; attn_q/k/output stay Q4_K.
+    assert "Q4_K" not in text.split("70B attn_v", 1)[1].splitlines()[0]
+    for kind in ("attn_q", "attn_k", "attn_output"):
+        assert "{'Q4_K': 80}" in text.split(f"70B {kind} ", 1)[1].splitlines()[0]
+    # "Why these two matrices": ffn_down's inputs are far more uneven than any other kind's.
+    kinds = ("attn_k", "attn_output", "attn_q", "ffn_gate")
+    shares = {k: numbers_after(text, f"{k:<12} the loudest")[1:3] for k in kinds}
+    ffn_down = numbers_after(text, "ffn_down     the loudest")[1:3]
+    assert ffn_down[0] > max(hi for _lo, hi in shares.values()), (ffn_down, shares)
+    assert numbers_after(text, "attn_v    one layer:")[-1] < 1.0  # attn_v smaller than attn_q (GQA)
+    # §5: the embedding's share is larger on Llama-3.1-8B than here; C3 "just under 70-75 %" for both.
+    share_8b, share_8b_untied, share_here = numbers_after(text, "Llama-3.1-8B: token_embd")
+    assert share_here < share_8b < share_8b_untied
+    assert text.count("outside the claimed 70-75 %") == 2
+    for m in ("bundled model", "Llama-3.1-8B"):  # "just under the claimed range, about 70 %"
+        assert 69 <= float(re.search(rf"{m}: ([\d.]+)% smaller than F16:", text)[1]) < 70
+
+
+def _claims_07(text):
+    # §4: ggml's ne is numpy's shape reversed; §6: llama-quantize moves output_norm to the front.
+    ne, shape = re.search(r"ne (\(.*?\)) in ggml order is numpy shape (\(.*?\))", text).groups()
+    assert tuple(reversed(ast.literal_eval(ne))) == ast.literal_eval(shape)
+    assert text.split("F16     ['", 1)[1].split("'")[0] == "token_embd.weight"
+    assert text.split("Q4_K_M  ['", 1)[1].split("'")[0] == "output_norm.weight"
+    assert "the same file: True" in text
+
+
+def _verdict(text, label) -> bool:
+    """Whether the printed paired difference after ``label`` excludes 0 (evaluate.verdict's words)."""
+    line = next(line for line in text.splitlines() if line.startswith(label))
+    assert "excludes 0" in line or "includes 0" in line, line
+    return "excludes 0" in line
+
+
+def _paired(text, label) -> float:
+    """The value of the paired difference printed after ``label`` ("… the difference is V …")."""
+    line = next(line for line in text.splitlines() if line.startswith(label))
+    return float(re.search(r"the difference is (-?[\d.e+-]+)", line)[1])
+
+
+def _claims_08(text):
+    # §3: "this small model gets fewer than half of the held-out sums right".
+    sums = numbers_after(text, "sums right: F16")
+    assert sums[0] < 50
+    # §5: perplexity barely moves, even at Q2_K; KL separates Q2_K from Q4_K_M; answers change.
+    assert abs(float(re.search(r"→ Q2_K [\d.]+, ([+-][\d.]+)% at", text)[1])) < 2  # perplexity: under 2 %
+    assert _verdict(text, "ppl Q2_K − F16:") and not _verdict(text, "ppl Q8_0 − F16:")
+    assert _paired(text, "top-1 Q4_0 − Q6_K:") > 0 and _paired(text, "top-1 Q4_0 − Q4_K_M:") > 0  # Q4_0 agrees more
+    assert _paired(text, "   KL Q4_0 − Q6_K:") > 0 and _paired(text, "   KL Q4_0 − Q4_K_M:") > 0  # "its KL is higher"
+    changed = re.search(r"answers changed vs F16: Q4_K_M ([\d.]+)%, Q2_K ([\d.]+)%", text)
+    assert float(changed[1]) < float(changed[2])
+
+
+def _claims_09(text):
+    # C10: a GiB is 7.4 % larger than a GB; Llama-2-70B's F16 file holds 69.0 B weights.
+    assert "is 7.4% larger than a GB" in text and "hold 69.0 B weights" in text
+    # C3 (same verdict as 06): just outside 70-75 %. C7: "true, to within 6 %".
+    assert "C3 against F16: just outside the claimed 70-75 %" in text
+    assert float(re.search(r"\(([\d.]+)% short of 4×\)", text)[1]) < 6
+    # C9: Q4_K_M and Q2_K 70B files exceed 24 GB; IQ2_XS weights plus a 4,096-position cache do not.
+    gb = re.search(r"Q4_K_M file [\d.]+ GiB = ([\d.]+) GB, Q2_K [\d.]+ GiB = ([\d.]+) GB", text)
+    assert float(gb[1]) > 24 and float(gb[2]) > 24
+    iq2 = re.search(r"IQ2_XS's 2.31 bpw: ([\d.]+) GB of weights, \+ F16 KV cache for 4,096 positions ([\d.]+) GB", text)
+    assert float(iq2[1]) + float(iq2[2]) < 24 and 19 < float(iq2[1]) < 21  # "about 20 GB"
+    # C14: at 4.5 bits IQ4_NL beats Q4_0 and loses to Q4_K.
+    sqnr = dict(re.findall(r"^(Q4_0|IQ4_NL|Q4_K) +4.5 bits per weight, SQNR ([\d.]+) dB", text, re.M))
+    assert float(sqnr["Q4_0"]) < float(sqnr["IQ4_NL"]) < float(sqnr["Q4_K"]), sqnr
+    # C5: Q8_0 has the smallest KL of the bundled mixes; it is 53 % of F16's size on both models.
+    kls = {m: float(v) for m, v in re.findall(r"^(\w+) +[+-][\d.]+% +([\d.]+e-?\d+) ±", text, re.M) if m != "F16"}
+    assert min(kls, key=kls.get) == "Q8_0", kls
+    assert re.search(r"Q8_0 size relative to F16: bundled 53\.\d%, Llama-3.1-8B 53\.\d%", text)
+    # C12: Q4_K_M is 5-6 % larger than Q4_0 (bundled bpw and Llama-3-8B GiB).
+    b = re.search(r"bundled \(bpw\): Q4_K_M ([\d.]+) bpw .* Q4_0 ([\d.]+) bpw", text)
+    g = re.search(r"Llama-3-8B \(GiB\): Q4_K_M ([\d.]+) .* Q4_0 ([\d.]+) ppl", text)
+    for m in (b, g):
+        assert 1.05 <= float(m[1]) / float(m[2]) <= 1.065, m[0]
+
+
+def _claims_10(text):
+    # §4: with the imatrix the weighted and the output error fall, for every type in the table.
+    rows = re.findall(r"^(Q\d_K) +(no|yes) +([\d.e+-]+) +([\d.e+-]+) +([\d.]+)$", text, re.M)
+    table = {(t, use): tuple(map(float, v)) for t, use, *v in rows}
+    assert len(table) == 6
+    for t in ("Q2_K", "Q3_K", "Q4_K"):
+        assert table[t, "yes"][1] < table[t, "no"][1] and table[t, "yes"][2] < table[t, "no"][2]
+    assert "same bytes as ggml_quantize_chunk with this imatrix: False" not in text
+    assert "= llama.cpp's (llama_model_quantize with the same imatrix file): True" in text
+    # §5: "the whole-model evidence is mixed": some change is more than noise, and some is within it.
+    verdicts = dict(re.findall(r"^(better|worse|within the noise): (.*)$", text, re.M))
+    assert verdicts["better"] != "none" and verdicts["within the noise"] != "none"
+    assert sum(len(v.split(", ")) for v in verdicts.values() if v != "none") == 9
+    # §6: each matrix's own output error falls; the residual stream's rises at nearly every block, on
+    # three texts, and neither position 0 nor the 5 loudest channels account for it.
+    lower, total = map(int, re.search(r"output error is lower for (\d+) of the (\d+) matrices", text).groups())
+    assert lower >= 0.9 * total
+    counts = [int(n) for n in re.findall(r"residual error is higher in (\d+) of 24", text)]
+    assert len(counts) == 3 and min(counts) >= 20 and max(counts) - min(counts) <= 2
+
+
+CLAIMS_06_10 = {"06": _claims_06, "07": _claims_07, "08": _claims_08, "09": _claims_09, "10": _claims_10}

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from kquant.demo import main as demo_main
 from kquant.errors import KQuantError
-from kquant.model import corpus, evaluate, hub, runner
+from kquant.model import corpus, evaluate, hub, runner, scores
 from kquant.quantize_file import quantize_gguf
 
 MIXES = ("Q8_0", "Q4_K_M", "Q2_K")
@@ -83,7 +84,8 @@ def test_the_table_shows_every_file_and_every_measure(table):
     text = str(table)
     for word in ("MB", "bpw", "ppl", "KL", "top-1", "sums acc", "facts acc", "tok/s", "tiny-Q2_K.gguf"):
         assert word in text
-    assert len(text.splitlines()) == 2 + len(table.rows)
+    assert len(text.splitlines()) == 3 + len(table.rows)  # header, rule, rows, the note on ±
+    assert text.count("±") >= 6 * len(table.rows) and "95 % interval" in text
 
 
 def test_loading_a_missing_or_foreign_file_is_a_clear_error(tmp_path):
@@ -118,3 +120,74 @@ def test_kl_refuses_to_compare_different_models(tmp_path):
     ref = evaluate.evaluate(hub.bundled(), n_docs=2, n_sums=6, speed_tokens=4)
     with pytest.raises(KQuantError, match="tokenizes the held-out text differently"):
         evaluate.evaluate(other, ref, n_docs=2, n_sums=6, speed_tokens=4)
+
+
+# --- 95 % intervals (kquant.model.scores, used by evaluate) ----------------------------------
+
+
+def test_a_95_percent_interval_covers_the_true_mean_in_most_seeded_trials():
+    """Draw 40 'documents' from a known skewed distribution (true mean 1.0), 200 times."""
+    covered = 0
+    for trial in range(200):
+        x = np.random.default_rng(1000 + trial).exponential(1.0, 40)
+        i = scores.mean_interval(x, n_boot=500, seed=trial)
+        covered += i.low <= 1.0 <= i.high
+    assert 0.88 <= covered / 200 <= 0.99  # nominal 95 %; the percentile bootstrap runs a little short at n = 40
+
+
+def test_a_ratio_over_documents_is_resampled_as_whole_documents():
+    """Perplexity is exp(total NLL / total positions): long documents weigh more, as in evaluate."""
+    nll, n = np.array([1.0, 30.0]), np.array([10.0, 100.0])
+    i = scores.bootstrap({"nll": nll, "n": n}, lambda t: np.exp(t["nll"] / t["n"]))
+    assert i.value == pytest.approx(np.exp(31 / 110))
+    assert i.low >= np.exp(0.1) - 1e-12 and i.high <= np.exp(0.3) + 1e-12  # between the two documents' own values
+
+
+def test_a_paired_interval_is_narrower_than_an_unpaired_one_on_correlated_data():
+    rng = np.random.default_rng(0)
+    difficulty = rng.exponential(1.0, 48)  # what both files share: some documents are hard for both
+    a = difficulty + rng.normal(0, 0.05, 48)
+    b = difficulty + 0.05 + rng.normal(0, 0.05, 48)
+    paired, unpaired = scores.paired_difference(a, b), scores.unpaired_difference(a, b)
+    assert paired.value == pytest.approx(unpaired.value)
+    assert paired.half_width < unpaired.half_width / 5
+    assert paired.excludes(0) and not unpaired.excludes(0)  # only the paired test sees the real 0.05
+
+
+def test_identical_measurements_differ_by_exactly_zero():
+    x = np.random.default_rng(0).random(30)
+    d = scores.paired_difference(x, x)
+    assert (d.value, d.low, d.high) == (0.0, 0.0, 0.0) and not d.excludes(0)
+
+
+def test_intervals_are_reproducible_from_their_fixed_seed():
+    x = np.random.default_rng(0).random(30)
+    assert scores.mean_interval(x) == scores.mean_interval(x)
+    assert scores.mean_interval(x, seed=1) != scores.mean_interval(x, seed=2)
+
+
+def test_every_score_lies_inside_its_own_interval(table):
+    for r in table.rows:
+        for metric, value in [("ppl", r.perplexity), ("kl", r.kl), ("top1", r.top1), ("changed", r.changed)]:
+            i = r.interval(metric)
+            assert i.low - 1e-9 <= value <= i.high + 1e-9, (r.path.name, metric, i, value)
+        for kind, acc in r.accuracy.items():
+            assert r.interval(kind).value == pytest.approx(acc)
+
+
+def test_a_file_compared_with_itself_differs_by_exactly_zero(table):
+    for metric in ("ppl", "kl", "top1", "sums"):
+        d = evaluate.difference(table.rows[1], table.rows[1], metric)
+        assert d.value == d.low == d.high == 0.0
+
+
+def test_q2_k_moves_the_logits_further_than_q4_k_m_by_more_than_the_noise(table):
+    d = evaluate.difference(_row(table, "Q2_K"), _row(table, "Q4_K_M"), "kl")
+    assert d.value > 0 and d.excludes(0)
+    assert "excludes 0" in evaluate.verdict(d) and "includes 0" in evaluate.verdict(scores.Interval(0.1, -0.1, 0.2))
+
+
+def test_a_paired_perplexity_difference_is_far_tighter_than_perplexity_itself(table):
+    """Documents differ a lot in perplexity; two files on the same documents differ little."""
+    f16, q8 = table.rows[0], _row(table, "Q8_0")
+    assert evaluate.difference(q8, f16, "ppl").half_width < f16.interval("ppl").half_width / 10

@@ -56,8 +56,14 @@ def views() -> list[View]:
     bpw = {m: published.LLAMA31_8B_SIZES[m]["bpw"] for m in ["F16", "Q8_0", "Q4_K_M", "Q2_K"]}
     vectors = calibrate.collect(hub.bundled(), calibrate.calibration_text(), n_chunks=2).vectors()
     # Placeholder scores and layer errors: the plots' inputs in shape only (the notebooks pass measured ones).
+    n = np.array([100.0, 150.0, 200.0])  # positions of three documents
+
+    def per_doc(kl):  # per-document totals, spread around the mean, for the error bars
+        spread = np.array([0.5, 1.0, 1.5])
+        return {"nll": 0.35 * n, "n_next": n - 1, "kl": kl * spread * n, "top1": (1 - 10 * kl * spread) * n, "n": n}
+
     rows = [
-        evaluate.Scores(hub.bundled(), 13.1, b, 1.42, kl, 1 - kl * 10, {"sums": 0.4}, 0.0, 100.0)
+        evaluate.Scores(hub.bundled(), 13.1, b, 1.42, kl, 1 - kl * 10, {"sums": 0.4}, 0.0, 100.0, per_doc=per_doc(kl))
         for b, kl in [(16.0, 0.0), (8.5, 1.6e-5), (4.9, 1.6e-4), (3.1, 2.9e-3)]
     ]
     layers = np.geomspace(1e-3, 1e-1, model.params.n_layer)
@@ -119,7 +125,9 @@ def views() -> list[View]:
         View(
             "09",
             "memory_view",
-            lambda m: models.memory_view("Llama-2-70B", m, 4096, published.MODEL_LAYOUTS, bpw),
+            lambda m: models.memory_view(
+                "Llama-2-70B", m, 32768, published.MODEL_LAYOUTS, bpw, max_ctx=published.MAX_CONTEXT
+            ),
             list(bpw),
         ),
         View("10", "importance_view", lambda n: models.importance_view(vectors, n), list(vectors)[:8]),

@@ -93,6 +93,10 @@ MODEL_LAYOUTS = {
     "Llama-2-70B": (70e9, 80, 8, 128),
 }
 
+# The longest context each model was trained for (max_position_embeddings in its config.json;
+# Qwen2.5-14B: 32,768 natively, 131,072 only with YaRN rope scaling switched on).
+MAX_CONTEXT = {"Llama-3.1-8B": 131072, "Qwen2.5-14B": 32768, "Llama-2-70B": 4096}
+
 # The "k-quants" change: llama.cpp PR #1684 by ikawrakow (June 2023), which introduced Q2_K ... Q6_K.
 K_QUANTS_PR = "https://github.com/ggml-org/llama.cpp/pull/1684"
 # QLoRA: fine-tuning low-rank adapters on top of a frozen 4-bit model (Dettmers et al., 2023).

@@ -12,9 +12,13 @@ never seen in training) against the first file, the reference: perplexity, KL an
   answer token is the most likely one given the prompt and the answer so far, so one
   forward pass over prompt + answer decides it; no sampling, no luck.
 * **changed**: the share of tasks one file gets right and the other wrong. Accuracy hides
-  answers that change both ways: on the bundled model Q2_K takes sums from 39.3% to 32.0%
-  right while 9.3% of all 528 verdicts change; Q4_K_M keeps 38.5% and changes 1.3%.
+  answers that change both ways (it only sees their difference).
 * **tokens per second**: generation speed (one token at a time) on ``n_threads`` threads.
+
+Every score but speed has a 95 % interval (``Scores.interval``: a bootstrap over documents, or
+over tasks, with a fixed seed; the table prints half its width after ±), and two files scored
+on the same text are compared *paired* (``difference(a, b, metric)``, ``verdict``): the honest
+test of whether a small difference is more than the noise of 24 documents and a few hundred tasks.
 
 Notebook 08 prints its table; ``python -m kquant demo`` too.
 """
@@ -31,7 +35,7 @@ from kquant.errors import KQuantError
 from kquant.gguf.summary import inspect_gguf
 from kquant.model import corpus, runner
 from kquant.model.runner import LlamaCppModel
-from kquant.model.scores import kl_per_position, nll
+from kquant.model.scores import Interval, bootstrap, kl_per_position, mean_interval, nll, paired_difference
 
 # Held-out stories, sums and facts: drawn from a seed disjoint from training's.
 HELD_OUT_SEED = corpus.HELD_OUT_SEED
@@ -63,6 +67,60 @@ class Scores:
     logits: list[np.ndarray] = field(default_factory=list, repr=False)  # kept for KL against this file
     tokens: list[list[int]] = field(default_factory=list, repr=False)
     results: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    # Per held-out document, for intervals: summed NLL and its positions (all but the last),
+    # summed KL and top-1 matches and their positions (all); one bool per task: changed or not.
+    per_doc: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    flips: np.ndarray = field(default_factory=lambda: np.zeros(0, bool), repr=False)
+
+    def interval(self, metric: str) -> Interval:
+        """95 % interval of ``metric``: "ppl" (perplexity), "kl", "top1" (documents resampled),
+        "changed" or a task kind such as "sums" (tasks resampled); bootstrap, fixed seed."""
+        if metric in _DOC_METRICS:
+            return bootstrap(self.per_doc, _DOC_METRICS[metric])
+        if metric == "changed":
+            return mean_interval(self.flips) if len(self.flips) else Interval(0.0, 0.0, 0.0)
+        return mean_interval(self.results[metric])
+
+
+# Each statistic from per-document totals (numbers, or arrays of totals, one per bootstrap draw).
+_DOC_METRICS = {
+    "ppl": lambda t: np.exp(t["nll"] / t["n_next"]),
+    "kl": lambda t: t["kl"] / t["n"],
+    "top1": lambda t: t["top1"] / t["n"],
+}
+
+
+def difference(a: Scores, b: Scores, metric: str) -> Interval:
+    """``metric`` of file a minus file b, with its paired 95 % interval.
+
+    Both were scored on the same documents and tasks, so each bootstrap draw resamples the
+    same documents (or tasks) for both: the honest test of whether a and b differ. The
+    difference exceeds the noise when the interval excludes 0 (``.excludes(0)``).
+    """
+    if metric in _DOC_METRICS:
+        if len(a.per_doc["n"]) != len(b.per_doc["n"]) or (a.per_doc["n"] != b.per_doc["n"]).any():
+            raise KQuantError("a paired difference needs two files scored on the same documents")
+        stat = _DOC_METRICS[metric]
+        both = {**{f"a.{k}": v for k, v in a.per_doc.items()}, **{f"b.{k}": v for k, v in b.per_doc.items()}}
+
+        def diff(t):
+            return stat({k[2:]: v for k, v in t.items() if k[:2] == "a."}) - stat(
+                {k[2:]: v for k, v in t.items() if k[:2] == "b."}
+            )
+
+        return bootstrap(both, diff)
+    x = a.flips if metric == "changed" else a.results[metric]
+    y = b.flips if metric == "changed" else b.results[metric]
+    if len(x) != len(y):
+        raise KQuantError("a paired difference needs two files asked the same tasks")
+    return paired_difference(x, y)
+
+
+def verdict(d: Interval, what: str = "the difference") -> str:
+    """One sentence: does a paired difference exceed its 95 % interval?"""
+    if d.excludes(0.0):
+        return f"{what} is {d}, and its 95 % interval excludes 0: more than noise"
+    return f"{what} is {d}, and its 95 % interval includes 0: within the noise of this sample"
 
 
 def bits_per_weight(path) -> float:
@@ -128,14 +186,22 @@ def evaluate(
                 "KL and top-1 compare files of one model (the same vocabulary), not different models"
             )
         # Means over every position of every document, not means of per-document means.
-        kl = float(np.concatenate([kl_per_position(r, lg) for r, lg in zip(reference.logits, logits)]).mean())
-        top1 = float(
-            np.mean(np.concatenate([r.argmax(-1) == lg.argmax(-1) for r, lg in zip(reference.logits, logits)]))
-        )
+        kls = [kl_per_position(r, lg) for r, lg in zip(reference.logits, logits)]
+        matches = [r.argmax(-1) == lg.argmax(-1) for r, lg in zip(reference.logits, logits)]
+        kl = float(np.concatenate(kls).mean())
+        top1 = float(np.mean(np.concatenate(matches)))
     else:
+        kls, matches = [np.zeros(len(s)) for s in seqs], [np.ones(len(s)) for s in seqs]
         kl, top1 = 0.0, 1.0
+    per_doc = {
+        "nll": np.array([nll(lg, s).sum() for lg, s in zip(logits, seqs)]),
+        "n_next": np.array([len(s) - 1 for s in seqs], dtype=np.float64),
+        "kl": np.array([max(float(k.sum()), 0.0) for k in kls]),
+        "top1": np.array([float(m.sum()) for m in matches]),
+        "n": np.array([len(s) for s in seqs], dtype=np.float64),
+    }
     results = task_results(m, held_out_tasks(n_sums))
-    changed = 0.0
+    changed, flips = 0.0, np.zeros(sum(len(v) for v in results.values()), bool)
     if reference is not None:
         flips = np.concatenate([results[k] != reference.results[k] for k in sorted(results)])
         changed = float(flips.mean())
@@ -152,6 +218,8 @@ def evaluate(
         logits=logits,
         tokens=seqs,
         results=results,
+        per_doc=per_doc,
+        flips=flips,
     )
 
 
@@ -176,13 +244,22 @@ class ComparisonTable:
         lines = [head]
         for r in self.rows:
             lines.append(
-                [r.path.name, f"{r.size_mb:.2f}", f"{r.bpw:.2f}", f"{r.perplexity:.4f}", f"{r.kl:.2e}", f"{r.top1:.4f}"]
-                + [f"{r.accuracy.get(k, float('nan')):.3f}" for k in kinds]
-                + [f"{r.changed:.3f}", f"{r.tokens_per_s:.0f}"]
+                [r.path.name, f"{r.size_mb:.2f}", f"{r.bpw:.2f}"]
+                + [_pm(r, m, spec) for m, spec in [("ppl", ".4f"), ("kl", ".1e"), ("top1", ".4f")]]
+                + [_pm(r, k, ".3f") for k in kinds]
+                + [_pm(r, "changed", ".3f"), f"{r.tokens_per_s:.0f}"]
             )
         widths = [max(len(row[i]) for row in lines) for i in range(len(head))]
 
         def fmt(row):
             return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
 
-        return "\n".join([fmt(lines[0]), fmt(["-" * w for w in widths])] + [fmt(r) for r in lines[1:]])
+        note = "± : half the width of the 95 % interval (bootstrap over documents or tasks, fixed seed)"
+        return "\n".join([fmt(lines[0]), fmt(["-" * w for w in widths])] + [fmt(r) for r in lines[1:]] + [note])
+
+
+def _pm(r: Scores, metric: str, spec: str) -> str:
+    if metric not in _DOC_METRICS and metric != "changed" and metric not in r.results:
+        return "nan"
+    i = r.interval(metric)
+    return f"{i.value:{spec}} ±{i.half_width:{'.0e' if 'e' in spec else spec}}"

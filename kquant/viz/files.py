@@ -76,23 +76,24 @@ def mix_view(tensors, params, mix: str):
     plan_picture({mix: choices}, f"{mix}: {bpw:.3f} bits per weight on average over the whole file (tensor data)")
 
 
-def _file_map(ax, y: float, layout, name: str):
-    """One file as a horizontal bar (x in MB): the part before the data, then every tensor's data, coloured by type."""
-    cells, faces = [Rectangle((0, y - 0.3), layout.data_start / 1e6, 0.6)], ["black"]
+def _file_map(ax, y: float, layout, name: str, min_mb: float):
+    """One file as a horizontal bar (x in MB): the part before the data, then every tensor's data, coloured by type.
+
+    The part before the data (header, metadata, tensor infos) is a few tens of kB, too thin to see
+    at this scale, so it is drawn at least ``min_mb`` wide, hatched, and the data after it shifted.
+    """
+    head = max(layout.data_start / 1e6, min_mb)
+    shift = head - layout.data_start / 1e6
+    cells, faces = [], []
     for t in layout.tensors:
         start = layout.data_start + t.offset
-        cells.append(Rectangle((start / 1e6, y - 0.3), t.nbytes / 1e6, 0.6))
+        cells.append(Rectangle((start / 1e6 + shift, y - 0.3), t.nbytes / 1e6, 0.6))
         faces.append(TYPE_COLORS.get(t.type.name, "white"))
     ax.add_collection(PatchCollection(cells, facecolors=faces, edgecolors="white", linewidths=0.3))
+    ax.add_patch(Rectangle((0, y - 0.3), head, 0.6, facecolor="black", edgecolor="white", hatch="///", linewidth=0.3))
     start, end = layout.data_range(name)
-    ax.add_patch(Rectangle((start / 1e6, y - 0.42), (end - start) / 1e6, 0.84, fill=False, edgecolor=SIGN, linewidth=2))
-    ax.annotate(
-        f"bytes {start:,}–{end - 1:,}",
-        ((start + end) / 2e6, y + 0.42),
-        ha="center",
-        va="bottom",
-        fontsize=8,
-        color=SIGN,
+    ax.add_patch(
+        Rectangle((start / 1e6 + shift, y - 0.42), (end - start) / 1e6, 0.84, fill=False, edgecolor=SIGN, linewidth=2)
     )
 
 
@@ -101,27 +102,28 @@ def gguf_map_view(files: dict, name: str):
 
     ``files``: label -> (bytes, anatomy.FileLayout).
 
-    Top: every file to the same scale; black is the header, metadata and tensor infos, the
+    Top: every file to the same scale; black (hatched, drawn wider) is the header, metadata and tensor infos, the
     other colours are the tensors' data by type, the red frame is ``name``'s data. Below: the
     bytes of ``name``'s tensor info record in each file, coloured by field.
     """
     n = len(files)
-    heights = [0.9 + 0.55 * n] + [1.25] * n
+    heights = [0.9 + 0.55 * n] + [1.45] * n
     fig, axes = plt.subplots(1 + n, 1, figsize=(10, sum(heights) + 0.6), gridspec_kw={"height_ratios": heights})
     top = axes[0]
     used = set()
+    width = max(layout.size for _buf, layout in files.values()) / 1e6
     for i, (_buf, layout) in enumerate(files.values()):
-        _file_map(top, -i, layout, name)
+        _file_map(top, -i, layout, name, min_mb=0.012 * width)
         used |= {t.type.name for t in layout.tensors}
-    top.set_xlim(0, max(layout.size for _buf, layout in files.values()) / 1e6)
+    top.set_xlim(0, width * 1.015)
     top.set_ylim(-n + 0.4, 0.9)
     top.set_yticks(-np.arange(n), list(files), fontsize=8)
     top.set_ylabel("file")
     top.set_xlabel("position in the file (MB)")
     first = next(iter(files.values()))[1]
     top.set_title(
-        f"{name}: where its data lies (red frame)\nblack = header, metadata and tensor infos ({first.data_start:,} "
-        f"bytes in the {next(iter(files))} file)",
+        f"{name}: where its data lies (red frame)\nblack, hatched = header, metadata and tensor infos "
+        f"({first.data_start:,} bytes in the {next(iter(files))} file; drawn wider than to scale)",
         fontsize=10,
     )
     handles = [
@@ -132,10 +134,13 @@ def gguf_map_view(files: dict, name: str):
         t = layout.tensor(name)
         byte_grid(ax, np.frombuffer(buf, np.uint8, t.end - t.start, t.start), t.fields(), per_row=24, base=t.start)
         ax.set_ylabel("record row starts\nat file byte", fontsize=8)
+        start, end = layout.data_range(name)
+        index = [u.name for u in layout.tensors].index(name)
         ax.set_title(
-            f"{label}: its tensor info record, bytes {t.start:,}–{t.end - 1:,} ({t.type.name}, ne {t.ne}, offset "
-            f"{t.offset:,})",
+            f"{label}: tensor {index + 1} of {len(layout.tensors)} in this file's order, "
+            f"data at bytes {start:,}–{end - 1:,}\n"
+            f"its info record, bytes {t.start:,}–{t.end - 1:,} ({t.type.name}, ne {t.ne}, offset {t.offset:,})",
             fontsize=9,
         )
-    tidy(fig, hspace=0.9)
+    tidy(fig, hspace=1.25)
     plt.show()

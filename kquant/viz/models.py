@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullLocator
 
 from kquant.lessons.memory import gb, kv_cache_bytes, weight_bytes
 from kquant.model.runner import next_token_logits
 from kquant.model.scores import kl_divergence, log_softmax
-from kquant.viz.style import EXPONENT, FIELD_COLORS, MANTISSA, SIGN, log_y, tidy
+from kquant.viz.style import EXPONENT, FIELD_COLORS, MANTISSA, SIGN, tidy
 
 
 def next_token_view(models: dict, prompt: str, name: str, k: int = 8):
@@ -40,69 +41,119 @@ def next_token_view(models: dict, prompt: str, name: str, k: int = 8):
     plt.show()
 
 
+def log_axis_labelled(ax, axis: str = "y"):
+    """A log axis that always shows several labelled ticks, however few decades the data spans.
+
+    Call after plotting: the ticks are chosen from the axis' range (evenly spaced values when it
+    spans under one decade, 1, 2 and 5 per decade under two, 1 and 3 under four, else every decade).
+    """
+    (ax.set_yscale if axis == "y" else ax.set_xscale)("log")
+    lo, hi = ax.get_ylim() if axis == "y" else ax.get_xlim()
+    decades = np.log10(hi / lo)
+    target = ax.yaxis if axis == "y" else ax.xaxis
+    if decades < 1:
+        target.set_major_locator(MaxNLocator(nbins=5))
+    else:
+        subs = (1.0, 2.0, 5.0) if decades < 2 else (1.0, 3.0) if decades < 4 else (1.0,)
+        target.set_major_locator(LogLocator(subs=subs, numticks=15))
+    target.set_minor_locator(NullLocator())
+    target.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.0e}" if v < 1e-3 or v >= 1e5 else f"{v:g}"))
+
+
 def scores_vs_bpw(rows, title: str):
-    """KL divergence and top-1 disagreement against bits per weight, one point per file (evaluate.Scores)."""
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    """KL divergence and top-1 disagreement against bits per weight, one point per file (evaluate.Scores).
+
+    The error bars are the 95 % intervals (``Scores.interval``: bootstrap over the documents).
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     quantized = [r for r in rows if r.kl > 0]
-    for ax, metric, label in [
-        (axes[0], lambda r: r.kl, "KL divergence vs the reference (nats/token)"),
-        (axes[1], lambda r: 1 - r.top1, "top-1 disagreement (share of positions)"),
+    for ax, metric, flip, label in [
+        (axes[0], "kl", False, "KL divergence vs the reference (nats/token)"),
+        (axes[1], "top1", True, "top-1 disagreement (share of positions)"),
     ]:
-        ax.plot([r.bpw for r in quantized], [metric(r) for r in quantized], "o", color=EXPONENT)
         for r in quantized:
+            i = r.interval(metric)
+            v, lo, hi = (1 - i.value, 1 - i.high, 1 - i.low) if flip else (i.value, i.low, i.high)
+            ax.errorbar(r.bpw, v, yerr=[[v - lo], [hi - v]], fmt="o", color=EXPONENT, capsize=3, markersize=5)
             ax.annotate(
-                r.path.stem.rsplit("-", 1)[-1],
-                (r.bpw, metric(r)),
-                textcoords="offset points",
-                xytext=(4, 3),
-                fontsize=8,
+                r.path.stem.rsplit("-", 1)[-1], (r.bpw, v), textcoords="offset points", xytext=(6, 2), fontsize=8
             )
-        log_y(ax)
+        ax.set_yscale("log")
+        log_axis_labelled(ax)
         ax.set_xlabel("bits per weight (whole file)")
         ax.set_ylabel(label, fontsize=9)
         ax.grid(alpha=0.3)
-    fig.suptitle(title, fontsize=11)
+    fig.suptitle(f"{title}\n(bars: 95 % intervals, bootstrap over the held-out documents)", fontsize=10)
     tidy(fig)
     plt.show()
 
 
-def memory_view(model: str, mix: str, n_ctx: int, layouts: dict, bpw: dict, gpu_gb: float = 24.0):
+def memory_view(
+    model: str, mix: str, n_ctx: int, layouts: dict, bpw: dict, gpu_gb: float = 24.0, max_ctx: dict | None = None
+):
     """Memory for a model's weights (at every mix's bits per weight) and its F16 KV cache, against one GPU.
 
     ``layouts``: model name -> (parameters, layers, KV heads, head size); ``bpw``: mix ->
-    bits per weight of the whole file. The chosen ``mix`` is outlined; the dashed line is
-    ``gpu_gb`` (a 24 GB consumer card).
+    bits per weight of the whole file; ``max_ctx``: model name -> the longest context it was
+    trained for (a longer ``n_ctx`` is cut to it, and the title says so). The chosen ``mix`` is
+    outlined; the dashed line is ``gpu_gb`` (a 24 GB consumer card). The y axis stops a quarter
+    above the 8-bit bar, so the 16- and 32-bit bars run off the top with their heights written on them.
     """
     n_params, n_layer, n_kv_head, head_dim = layouts[model]
-    kv = gb(kv_cache_bytes(n_layer, n_kv_head, head_dim, n_ctx, bytes_per_value=2))
+    limit = (max_ctx or {}).get(model, n_ctx)
+    ctx = min(n_ctx, limit)
+    kv = gb(kv_cache_bytes(n_layer, n_kv_head, head_dim, ctx, bytes_per_value=2))
     names = list(bpw)
     weights = [gb(weight_bytes(n_params, bpw[m])) for m in names]
+    totals = [w + kv for w in weights]
+    top = 1.25 * max([t for m, t in zip(names, totals) if bpw[m] <= 9] + [gpu_gb])  # Q8_0 and below
     fig, ax = plt.subplots(figsize=(9, 3.8))
     x = np.arange(len(names))
     ax.bar(x, weights, color=EXPONENT, label="weights")
-    ax.bar(x, [kv] * len(names), bottom=weights, color=MANTISSA, label=f"KV cache, F16, {n_ctx:,} positions")
+    ax.bar(x, [kv] * len(names), bottom=weights, color=MANTISSA, label=f"KV cache, F16, {ctx:,} positions")
+    for k, t in enumerate(totals):
+        if t > top:
+            ax.annotate(
+                f"{t:.0f} GB ↑",
+                (x[k], top),
+                textcoords="offset points",
+                xytext=(0, -12),
+                ha="center",
+                fontsize=8,
+                color="white",
+                fontweight="bold",
+            )
     i = names.index(mix)
-    ax.bar(x[i], weights[i] + kv, fill=False, edgecolor=SIGN, linewidth=2)
+    ax.bar(x[i], min(totals[i], top), fill=False, edgecolor=SIGN, linewidth=2)
     ax.annotate(
-        f"{weights[i] + kv:.1f} GB",
-        (x[i], weights[i] + kv),
+        f"{totals[i]:.1f} GB",
+        (x[i], min(totals[i], top)),
         textcoords="offset points",
-        xytext=(0, 4),
+        xytext=(0, 4 if totals[i] <= top else -26),
         ha="center",
         fontsize=9,
         color=SIGN,
     )
     ax.axhline(gpu_gb, color="black", linestyle="--", linewidth=1)
     ax.annotate(
-        f"{gpu_gb:g} GB", (len(names) - 0.5, gpu_gb), textcoords="offset points", xytext=(0, 3), ha="right", fontsize=8
+        f"one {gpu_gb:g} GB card",
+        (-0.45, gpu_gb),
+        textcoords="offset points",
+        xytext=(0, 3),
+        ha="left",
+        fontsize=8,
+        bbox={"facecolor": "white", "edgecolor": "none", "pad": 1},
     )
+    ax.set_ylim(0, top)
     ax.set_xticks(x, names, fontsize=8)
     ax.set_xlabel("mix")
     ax.set_ylabel("GB (10⁹ bytes)")
+    cut = f"; {n_ctx:,} positions asked, cut to its maximum {limit:,}" if n_ctx > limit else ""
     ax.set_title(
-        f"{model}: {n_params / 1e9:g}B parameters, {n_layer} layers, {n_kv_head} KV heads × {head_dim}", fontsize=10
+        f"{model}: {n_params / 1e9:g}B parameters, {n_layer} layers, {n_kv_head} KV heads × {head_dim}{cut}",
+        fontsize=10,
     )
-    ax.legend(fontsize=8, loc="upper left")
+    ax.legend(fontsize=8, loc="upper right")
     tidy(fig)
     plt.show()
 
@@ -119,7 +170,7 @@ def importance_view(vectors: dict, name: str, top: int = 5):
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.4), gridspec_kw={"width_ratios": [1.6, 1]})
     left.plot(imp, color=EXPONENT, linewidth=0.8)
     left.plot(order[:top], imp[order[:top]], "o", color=SIGN, clip_on=False)
-    log_y(left)
+    log_axis_labelled(left)
     left.set_xlabel("input column j")
     left.set_ylabel("importance (mean x_j²)")
     left.set_title(f"{name}\nred: the loudest {top}, columns {sorted(order[:top].tolist())}", fontsize=10)
@@ -141,11 +192,11 @@ def layer_errors_plot(curves: dict, title: str, ylabel: str = "‖x − x_F16‖
     fig, ax = plt.subplots(figsize=(8, 3.4))
     for k, (label, err) in enumerate(curves.items()):
         ax.plot(np.arange(len(err)), err, "o-", color=FIELD_COLORS[k % len(FIELD_COLORS)], label=label)
-    log_y(ax)
+    log_axis_labelled(ax)
     ax.set_xlabel("block")
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     tidy(fig)
     plt.show()

@@ -13,6 +13,9 @@ Q4_K_S and Q5_K_M, and measures what the whole file costs per weight.
 * say which tensors Q4_K_M gives more bits, and why (`use_more_bits`);
 * tell what the "M" does and does not mean, and check claims about it against the plan;
 * compute the average bits per weight of a whole quantized file, and how much smaller it is than F16 and F32.
+
+Words such as *ggml*, *block*, *K-quant*, *GQA* and *KV head* are defined in the
+[glossary](../docs/glossary.md).
 """
 
 # %%
@@ -21,6 +24,7 @@ import os
 import tempfile
 from collections import Counter
 
+import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 from ipywidgets import Dropdown, fixed, interact
 
@@ -111,11 +115,42 @@ for kind, types in per_kind.items():
 # %% [markdown]
 """
 Half right. The suffix does choose how bits are spread (Q4_K_S and Q4_K_M share the Q4_K
-default and differ only in these bumps), but "M" does not keep attention at 5-6 bits: of the
-four attention matrices only attn_v gets Q6_K, and only in some layers; attn_q, attn_k and
-attn_output stay Q4_K everywhere. The other bump is a feed-forward matrix, ffn_down. The
-embedding (here tied: it doubles as the output layer, since the model has no output.weight)
+default and differ only in these bumps), but "M" does not keep attention at 5-6 bits: on this
+model, of the four attention matrices only attn_v gets Q6_K, and only in some layers; attn_q,
+attn_k and attn_output stay Q4_K everywhere. The other bump is a feed-forward matrix, ffn_down.
+The embedding (here tied: it doubles as the output layer, since the model has no output.weight)
 gets Q6_K in every mix but Q8_0.
+
+The claim is usually made about 70B models, and there one more rule applies. In
+`llama_tensor_get_type` (`src/llama-quant.cpp`), a model llama.cpp classes as 70B
+(`LLM_TYPE_70B`: 80 layers, grouped-query attention) has every attn_v that would be Q3_K or Q4_K
+raised to Q5_K. The plan of a Llama-2-70B-shaped model (its published shapes, no weights needed):
+"""
+
+# %%
+def llama_shapes(n_layer, n_embd, n_ff, n_head, n_head_kv, n_vocab):
+    """The TensorSpecs of a plain llama model: what the rules see (names and shapes only)."""
+    hd, F16 = n_embd // n_head, GGMLQuantizationType.F16
+    specs = [mixes.TensorSpec("token_embd.weight", (n_vocab, n_embd), F16),
+             mixes.TensorSpec("output.weight", (n_vocab, n_embd), F16)]
+    for i in range(n_layer):
+        for kind, shape in [("attn_q", (n_embd, n_embd)), ("attn_k", (n_head_kv * hd, n_embd)),
+                            ("attn_v", (n_head_kv * hd, n_embd)), ("attn_output", (n_embd, n_embd)),
+                            ("ffn_gate", (n_ff, n_embd)), ("ffn_up", (n_ff, n_embd)), ("ffn_down", (n_embd, n_ff))]:
+            specs.append(mixes.TensorSpec(f"blk.{i}.{kind}.weight", shape, F16))
+    return specs
+
+
+seventy = mixes.ModelParams(n_layer=80, n_head=64, n_head_kv=8)  # Llama-2-70B's config.json
+plan_70b = mixes.plan(llama_shapes(80, 8192, 28672, 64, 8, 32000), seventy, "Q4_K_M")
+for kind in ["attn_q", "attn_k", "attn_v", "attn_output", "ffn_down"]:
+    print(f"70B {kind:<12}", dict(Counter(c.type.name for c in plan_70b if f".{kind}." in c.name)))
+print(next(c.reason for c in plan_70b if c.name == "blk.1.attn_v.weight"))
+
+# %% [markdown]
+"""
+On a 70B model, then, attn_v is at 5 or 6 bits in *every* layer: for attn_v the claim holds there,
+and still not for attn_q, attn_k or attn_output.
 
 ### Exercise 2 (the Q4_K_M type of a matrix)
 
@@ -155,6 +190,41 @@ perplexity increase measured on Llama-3-8B. Q4_K_S's bumps are Q5_K on a few att
 ffn_down tensors at the start; Q5_K_M is Q4_K_M's recipe one step up (Q5_K default, the
 same Q6_K bumps).
 
+### Why these two matrices?
+
+llama.cpp's source gives its reason in words only for the 70B attn_v rule (the comment above it
+in `llama_tensor_get_type`): with grouped-query attention several query heads share one KV head,
+so attn_v is several times smaller than attn_q and more bits for it cost little. Two things can be
+measured here. First, the size: what attn_v's and ffn_down's bumps cost. Second, what the
+matrices meet: notebook 10's importance (the mean square of each input column, collected on
+calibration text) shows how unevenly each kind's inputs are spread. A matrix whose error is
+multiplied by a few very loud input columns is more sensitive to rounding there:
+"""
+
+# %%
+from kquant.model import calibrate, forward
+
+sizes = {t.name: math.prod(t.shape) for t in model.tensors}
+for kind in ["attn_q", "attn_v", "ffn_down"]:
+    n = next(v for k, v in sizes.items() if f".{kind}." in k)
+    print(f"{kind:<9} one layer: {n:,} weights ({n / sizes['blk.0.attn_q.weight']:.2f}× attn_q)")
+im = calibrate.collect(forward.Llama.load(model.path), calibrate.calibration_text(), n_chunks=2)
+loud = {}
+for name, v in im.vectors().items():
+    v = np.sort(np.asarray(v))[::-1]
+    loud.setdefault(name.split(".")[2], []).append(v[: len(v) // 10].sum() / v.sum())
+for kind, shares in loud.items():
+    print(f"{kind:<12} the loudest 10 % of input columns hold {min(shares):.0%}–{max(shares):.0%} of the importance")
+
+# %% [markdown]
+"""
+What this shows, on this model: ffn_down's inputs (the SwiGLU product) are far more uneven than
+any other matrix's, so its rounding error lands on a few loud columns; that fits giving it more
+bits. attn_v's inputs are exactly attn_q's and attn_k's (the same normalised hidden state), so
+importance does not single it out; its case is the size argument (here half of attn_q, on 70B an
+eighth). What it does not show: that these bumps are the best use of the bits. That would take the
+whole-model comparison of notebooks 08 and 10, mix against mix at equal size.
+
 ### Try it: every mix
 
 Pick any of llama.cpp's mixes. The title gives the whole file's average bits per weight.
@@ -186,8 +256,7 @@ print(f"smaller than F16 by {1 - q4km_bytes / f16_bytes:.1%};  smaller than F32 
 # %% [markdown]
 """
 So "Q4" is not 4 bits: the block format alone is 4.5 (its scales), and the file averages
-more, because of the Q6_K bumps and the F32 norms. In this small model the embedding is a
-large share of all weights, and it is Q6_K:
+more, because of the Q6_K bumps and the F32 norms. The embedding (Q6_K) is one of them:
 """
 
 # %%
@@ -200,18 +269,28 @@ print(f"token_embd alone: {embd.n_weights / q4km.n_weights:.1%} of the weights, 
 
 # %% [markdown]
 """
-On a real 8-billion-parameter model the embedding's share is smaller, and the published
-figure for Llama-3.1-8B in Q4_K_M is 4.8944 bits per weight, against 16.0005 for F16
-(llama.cpp's `tools/quantize/README.md`, in the copy vendored by llama-cpp-python 0.3.36):
+On Llama-3.1-8B the embedding's share is *larger*: its vocabulary has 128,256 tokens of 4,096
+values, and its output matrix is a second, untied copy of that size (shapes from its
+`config.json`). The published figure for its Q4_K_M file is 4.8944 bits per weight, against
+16.0005 for F16 (llama.cpp's `tools/quantize/README.md`, in the copy vendored by
+llama-cpp-python 0.3.36):
 """
 
 # %%
+embd_8b = 128256 * 4096 / 8.03e9  # Llama-3.1-8B: 8.03 B parameters
+print(f"Llama-3.1-8B: token_embd {embd_8b:.1%} of the weights, with the untied output {2 * embd_8b:.1%}"
+      f" (bundled model: {embd.n_weights / q4km.n_weights:.1%})")
 published = {"Q4_K_M": 4.8944, "F16": 16.0005}  # Llama-3.1-8B, llama.cpp tools/quantize/README.md
 print(f"Llama-3.1-8B Q4_K_M: {1 - published['Q4_K_M'] / published['F16']:.1%} smaller than F16, {1 - published['Q4_K_M'] / 32:.1%} smaller than F32")
 
+# %%
+for name, smaller in [("bundled model", 1 - q4km_bytes / f16_bytes), ("Llama-3.1-8B", 1 - published["Q4_K_M"] / published["F16"])]:
+    print(f"{name}: {smaller:.1%} smaller than F16:", "inside" if 0.70 <= smaller <= 0.75 else "outside", "the claimed 70-75 %")
+
 # %% [markdown]
 """
-C3 is about right against F16 (both here and for Llama-3.1-8B), and too modest against F32.
+So C3 is half-true (notebook 09 gives the same verdict): against F16 both files come out just under
+the claimed range, about 70 % (the lines above), and against F32 it is too modest.
 
 ### Exercise 3 (the average bits per weight of a file)
 
@@ -236,7 +315,10 @@ ex.q3.check(average_bpw)
 * A mix such as Q4_K_M is a per-tensor plan: a default block format (Q4_K) and rules that
   give some tensors more bits. For a plain llama model: Q6_K for the output / tied embedding,
   and for attn_v and ffn_down in the layers `use_more_bits` picks.
-* "M" is not "attention at 5-6 bits": attn_q, attn_k and attn_output stay Q4_K.
+* "M" is not "attention at 5-6 bits": attn_q, attn_k and attn_output stay Q4_K; attn_v gets 5-6
+  bits in every layer only on 70B-class models (llama.cpp's `LLM_TYPE_70B` rule).
+* ffn_down's inputs are the most uneven of all (measured importance); attn_v's bump is cheap
+  because grouped-query attention makes it small.
 * A Q4_K_M file costs more than 4.5 bits per weight on average; section 5 measured the
   bundled model's file and its size against F16 and F32.
 """

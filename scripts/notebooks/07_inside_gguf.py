@@ -18,6 +18,8 @@ that it is llama.cpp's file byte for byte, and see where one tensor's bytes went
 * compute a tensor's size in bytes from its type and shape, and compare one tensor in an F16
   file and in a Q4_K_M file;
 * judge the claim that GGUF bundles weights, vocabulary and settings in one extensible file.
+
+Words such as *ggml*, *block*, *mix* and *K-quant* are defined in the [glossary](../docs/glossary.md).
 """
 
 # %%
@@ -199,6 +201,15 @@ pos += 4 + 8 * n_dims
 ggml_type, offset = struct.unpack_from("<IQ", data, pos)
 print(f"name {name!r}, n_dims {n_dims}, ne {ne}, type {ggml_type} ({GGMLQuantizationType(ggml_type).name}), offset {offset}")
 print(f"the record ends at byte {pos + 12}")
+print(f"ne {ne} in ggml order is numpy shape {tuple(reversed(ne))}")
+
+# %% [markdown]
+"""
+ggml lists sizes fastest-varying first: `ne[0]` is the length of one row, `ne[1]` the number of
+rows. numpy lists them the other way round, so a matrix of `ne (256, 958)` is a numpy array of
+shape `(958, 256)`: 958 rows of 256 values. Notebook 06 printed numpy shapes; the records here
+are in ggml order.
+"""
 
 # %% [markdown]
 """
@@ -357,13 +368,26 @@ print("its first Q4_K block's d and dmin (float16):", struct.unpack_from("<2e", 
 # %% [markdown]
 """
 The record keeps its name and `ne`; the type and offset change, and the data shrinks from 2
-bytes per weight to 144 bytes per 256 weights (Q4_K's block). Every tensor after the first
-moves to a smaller offset, since the tensors before it shrank too.
+bytes per weight to 144 bytes per 256 weights (Q4_K's block). The offset is smaller for two
+reasons: the tensors before it shrank, and llama-quantize writes the tensors in its own order.
+It walks them sorted by layer, with the tensors outside the layers first, then by name
+(`weight_name_comparer` of `llama_model_loader::weights_map`, `src/llama-model-loader.h`), so
+`output_norm.weight` moves to the front, before `token_embd.weight`. The first tensors of each file:
+"""
+
+# %%
+for label, lay in [("F16", layout), ("Q4_K_M", q_layout)]:
+    print(f"{label:<7}", [t.name for t in lay.tensors[:3]], "…")
+
+# %% [markdown]
+"""
+So compare a tensor's offsets between two files only after finding it by name, never by position.
 
 ### Try it: any tensor, in both files
 
-Pick a tensor: the top panel draws both files to scale with its data framed in red; below
-are its info records in each file, coloured by field.
+Pick a tensor: the top panel draws both files to scale with its data framed in red (the black
+part before the data is a few tens of kB, drawn wider so it can be seen); below are its info
+records in each file, coloured by field, with the tensor's position in each file's order.
 """
 
 # %%

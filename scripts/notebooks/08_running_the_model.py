@@ -14,7 +14,10 @@ matters more than any of them: whether the answers change.
 * compute perplexity, KL divergence and top-1 agreement from logits yourself;
 * read a quantization table (size, bits per weight, perplexity, KL, top-1, task accuracy, speed)
   and say which column shows damage first;
-* explain why perplexity alone can hide what quantization does.
+* explain why perplexity alone can hide what quantization does;
+* read a 95 % interval, and tell a difference between two files from the noise of the sample.
+
+Words such as *KV cache*, *perplexity*, *KL divergence* and *95 % interval* are defined in the [glossary](../docs/glossary.md).
 """
 
 # %%
@@ -73,14 +76,20 @@ for label, path in files.items():
 ## 3. Side by side
 
 The same prompt and the same seed through F16, Q4_K_M and Q2_K. Sampling draws from each
-model's own next-token distribution, so where the distributions differ the stories part ways,
-and after the first different token everything that follows differs too:
+model's own next-token distribution with the same random numbers, so the stories stay equal
+while the distributions are close, and can part at a token where they are not. After that each
+model continues from different text; the words may stay different, or, since every story
+follows the same template, come back to the same ones. Compare the three:
 """
 
 # %%
 models = {label: runner.load(path, n_ctx=256) for label, path in files.items()}
-for label in ["F16", "Q4_K_M", "Q2_K"]:
-    print(f"--- {label}\nOnce upon a time" + models[label].generate("Once upon a time", max_tokens=50, seed=1))
+stories = {label: models[label].generate("Once upon a time", max_tokens=50, seed=1) for label in ["F16", "Q4_K_M", "Q2_K"]}
+for label, story in stories.items():
+    words, ref_words = story.split(), stories["F16"].split()
+    first = next((i for i, (a, b) in enumerate(zip(words, ref_words)) if a != b), None)
+    where = "the same words as F16" if first is None else f"first different word: number {first + 1}"
+    print(f"--- {label} ({where})\nOnce upon a time" + story)
 
 # %%
 sums = [t for t in tasks if t.kind == "sums"][:12]
@@ -91,7 +100,10 @@ for label in ["F16", "Q4_K_M", "Q2_K"]:
 
 # %% [markdown]
 """
-A dozen sums is an anecdote. The table in section 5 asks hundreds of questions.
+A dozen sums is an anecdote. Even F16 gets sums wrong (the lines above): this small model gets
+fewer than half of the held-out sums right (the table in section 5 measures it on 200 of them),
+so a wrong answer from a quantized file is not by itself quantization damage. What counts is
+whether the answers *change*, and section 5 asks hundreds of questions to see it.
 
 ## 4. Three numbers from logits
 
@@ -181,7 +193,17 @@ print(f"KL(F16 ‖ Q2_K) = {scores.kl_divergence(ref_logits, q2_logits):.2e} nat
 all 128 facts (greedy; an answer is right only if every token of it is the model's first
 choice), counts the answers that *change* (right in one file, wrong in the other), and times
 generation. The first file is the reference. Every number below is measured now, on this
-machine; the KV cache is F32 in every run, so only the weights differ.
+machine. The **KV cache** (the keys and values of every earlier position, which llama.cpp keeps
+so that each new token costs one step instead of rereading the whole text) is F32 in every run,
+so only the weights differ.
+
+24 documents and 200 sums are a sample: other documents would give other numbers. So each
+number comes with a **95 % interval** (after ±, half its width): `evaluate` draws 24 documents
+at random, with replacement, from the 24 it has, recomputes the score, and repeats 2,000 times
+with a fixed seed (a *bootstrap*); the interval holds the middle 95 % of those scores. The unit
+is the document, not the token, because the tokens of one story are not independent. (llama.cpp's
+`llama-perplexity` prints its ± differently: one standard error over tokens, treating every token
+as independent, `mean_and_uncertainty` in `tools/perplexity/perplexity.cpp`.)
 """
 
 # %%
@@ -195,11 +217,25 @@ viz.scores_vs_bpw(table.rows, "What each mix costs the bundled model")
 
 # %% [markdown]
 """
-Read the table column by column (the sentences below are computed from it):
+Perplexity's interval is wide: documents differ a lot in how predictable they are. But every file
+was scored on the *same* documents, so two files are compared **paired**: each bootstrap draw takes
+the same documents for both, and what the documents share cancels. `evaluate.difference(a, b,
+metric)` gives a − b with its paired interval; a difference is more than noise when its interval
+excludes 0. For perplexity (`"ppl"`):
 """
 
 # %%
 by_mix = dict(zip(files, table.rows))
+for mix in ["Q8_0", "Q4_K_M", "Q2_K"]:
+    print(f"ppl {mix} − F16:", evaluate.verdict(evaluate.difference(by_mix[mix], by_mix["F16"], "ppl"), "the difference"))
+print(f"(unpaired, F16's own ppl: {by_mix['F16'].interval('ppl')})")
+
+# %% [markdown]
+"""
+Read the table column by column (the sentences below are computed from it):
+"""
+
+# %%
 ref, q4, q2 = by_mix["F16"], by_mix["Q4_K_M"], by_mix["Q2_K"]
 print(f"ppl: F16 {ref.perplexity:.4f} → Q2_K {q2.perplexity:.4f}, "
       f"{q2.perplexity / ref.perplexity - 1:+.2%} at {q2.bpw:.2f} bits per weight;  Q4_K_M {q4.perplexity / ref.perplexity - 1:+.2%}")
@@ -210,6 +246,24 @@ print(f"sums right: F16 {ref.accuracy['sums']:.1%}, Q4_K_M {q4.accuracy['sums']:
 print(f"facts right: " + ", ".join(f"{k} {s.accuracy['facts']:.0%}" for k, s in by_mix.items()))
 kl_order = [k for k, _ in sorted(by_mix.items(), key=lambda kv: kv[1].kl)][1:]
 print("files ordered by KL:", " < ".join(kl_order))
+for a, b in zip(kl_order, kl_order[1:]):
+    d = evaluate.difference(by_mix[b], by_mix[a], "kl")
+    print(f"  KL {b} − {a}: {d}", "(more than noise)" if d.excludes(0) else "(within the noise)")
+print("sums right, Q2_K − F16:", evaluate.verdict(evaluate.difference(q2, ref, "sums")))
+
+# %% [markdown]
+"""
+The right panel of the figure shows Q4_0 disagreeing with F16's favourite token *less* often than
+Q6_K and Q4_K_M, though its KL is higher. Noise? The error bars in the figure are each file's own
+interval, and they overlap; but overlapping bars do not settle it, because both files were scored
+on the same documents. The paired differences do:
+"""
+
+# %%
+for other in ["Q6_K", "Q4_K_M"]:
+    d = evaluate.difference(by_mix["Q4_0"], by_mix[other], "top1")
+    print(f"top-1 Q4_0 − {other}:", evaluate.verdict(d))
+    print(f"   KL Q4_0 − {other}:", evaluate.verdict(evaluate.difference(by_mix["Q4_0"], by_mix[other], "kl")))
 
 # %% [markdown]
 """
@@ -218,11 +272,17 @@ What to take from it:
 * **Perplexity barely moves.** This model's text is easy for it (perplexity near 1), and the
   first line shows how little even the 2-bit file changes it. A perplexity delta "under 1 %"
   says less than it seems.
-* **KL divergence separates the mixes**, and the last line shows the order it puts them in;
-  compare it with the bits per weight. Top-1 agreement is coarser: it only notices when the
-  favourite token changes, so neighbouring mixes can swap places in that column.
+* **KL divergence separates the mixes**: the lines above give the order it puts them in and,
+  for each neighbouring pair, whether the step exceeds its paired interval; compare the order
+  with the bits per weight.
+* **Top-1 agreement is coarser**: it only notices when the favourite token changes. The last
+  lines say whether Q4_0's higher top-1 agreement is more than noise *on these documents*. Where it
+  is, it is a real property of these files on this text, and it shows that top-1 and KL measure
+  different things: KL counts every shift of probability, top-1 only the shifts that cross the
+  first place. It does not make Q4_0 the better file: its KL is higher.
 * **Answers change before accuracy does.** The "changed" column counts answers that went from
-  right to wrong *or* wrong to right; accuracy only sees the difference of the two.
+  right to wrong *or* wrong to right; accuracy only sees the difference of the two. The line on
+  sums says whether Q2_K's loss of sums is more than the noise of 200 questions.
 * **Memorised facts and computed sums differ**: compare the facts line with the sums line.
 * **Speed** is measured now, on one thread; on a machine shared with other programs,
   differences of tens of percent between two runs are noise. Run the table cell again to see.
@@ -269,5 +329,8 @@ if public is not None:
   compare two files directly, perplexity compares each with the text.
 * On the bundled model, section 5 measured the cost of each mix: perplexity hardly moves,
   KL divergence ranks the mixes, and answers change that accuracy alone does not show.
+* Every score is a sample: its 95 % interval (bootstrap over documents) says how far another
+  sample could move it, and a paired difference on the same documents says whether two files
+  really differ.
 * Notebook 09 puts the popular claims about quantization to the test with these tools.
 """

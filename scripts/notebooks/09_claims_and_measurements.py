@@ -14,6 +14,8 @@ verdict: **true**, **half-true** or **false**, and a one-line correction.
 * compute a model's memory (weights and KV cache) from its parameters and real bits per weight;
 * tell a linear code (every k-quant) from a code book (IQ4_NL, or what k-means would make);
 * say which of the popular claims hold, and correct the ones that do not.
+
+Words such as *ggml*, *K-quant*, *KV cache*, *GQA* and *SQNR* are defined in the [glossary](../docs/glossary.md).
 """
 
 # %%
@@ -82,7 +84,9 @@ no centroids, no lookup table. (Notebook 04 traced it candidate by candidate.)
 Second, look at what comes out. A k-means code book puts its centroids wherever the data is
 dense, so they are *unevenly* spaced. A linear code, `scale · q + offset` with whole `q`, puts
 every group's values on an *even* grid. `kfamily.on_even_grid(values, n_levels)` tests that,
-and IQ4_NL, llama.cpp's one format whose 16 values really do come from a table, is the control:
+and IQ4_NL, whose 16 values really do come from a table (`kvalues_iq4nl` in ggml's
+`ggml-common.h`; IQ4_XS shares that table, and MXFP4 has a 16-value table of its own,
+`kvalues_mxfp4`), is the control:
 """
 
 # %%
@@ -149,13 +153,15 @@ mostly Q4_K blocks, 4-bit levels with quantized per-sub-block scales and mins.*
 # %%
 for t in ["Q4_0", "Q4_1", "Q4_K", "Q8_0"]:
     print(f"{t} block format: {kquant.get_format(t).bits_per_weight} bits per weight")
+C3_RANGE = (0.70, 0.75)  # the claim's "70-75 % smaller"
 q4km, f16 = tiny["Q4_K_M"], tiny["F16"]
 llama = published.LLAMA31_8B_SIZES
 print(f"Q4_K_M files: bundled model {q4km.bpw:.4f} bpw (measured), Llama-3.1-8B {llama['Q4_K_M']['bpw']} bpw ({llama.source})")
 for name, bpw, ref in [("bundled model", q4km.bpw, f16.bpw), ("Llama-3.1-8B", llama["Q4_K_M"]["bpw"], llama["F16"]["bpw"])]:
     print(f"{name}: Q4_K_M is {1 - bpw / ref:.1%} smaller than F16 and {1 - bpw / 32:.1%} smaller than F32")
 q8 = kquant.get_format("Q8_0").bits_per_weight
-print(f"Q8_0: {32 / q8:.2f}× smaller than F32, so 40 GB of F32 weights become {memory.gb(memory.weight_bytes(40e9 / 4, q8)):.1f} GB, not 10")
+print("C3 against F16:", "inside" if all(C3_RANGE[0] <= 1 - b / r <= C3_RANGE[1] for b, r in [(q4km.bpw, f16.bpw), (llama["Q4_K_M"]["bpw"], llama["F16"]["bpw"])]) else "just outside", "the claimed 70-75 %")
+print(f"Q8_0: {32 / q8:.2f}× smaller than F32 ({1 - (32 / q8) / 4:.1%} short of 4×), so 40 GB of F32 weights become {memory.gb(memory.weight_bytes(40e9 / 4, q8)):.1f} GB, not 10")
 
 # %% [markdown]
 """
@@ -163,11 +169,13 @@ print(f"Q8_0: {32 / q8:.2f}× smaller than F32, so 40 GB of F32 weights become {
 weight, Q4_1 5, and a Q4_K_M *file* averages more (the lines above), because some tensors get
 Q6_K. *Correction: Q4 means 4-bit levels; count 4.5 to 5 bits per weight.*
 
-**C3: half-true.** Against F16 (what "original" usually means for a GGUF), a Q4_K_M file is
-just under 70 % smaller (both lines above); against F32 about 85 %. *Correction: about 70 % smaller than F16.*
+**C3: half-true** (notebook 06 says the same). Against F16 (what "original" usually means for a
+GGUF), a Q4_K_M file is just under 70 % smaller, just outside the claimed range (the lines above);
+against F32 about 85 %. *Correction: about 70 % smaller than F16, 85 % smaller than F32.*
 
-**C7: half-true.** Q8_0 spends 8.5 bits per weight (a 16-bit scale per 32 weights), so the
-factor is 3.76, not 4, and 40 GB become about 10.6 GB. *Correction: "almost four times".*
+**C7: true, to within 6 %.** Q8_0 spends 8.5 bits per weight (a 16-bit scale per 32 weights), so
+the factor is 3.76, not exactly 4, and 40 GB become about 10.6 GB (the line above). The claim's
+point, a quarter of the size, stands. *Correction: "almost four times": 3.76×.*
 
 ## 3. How much memory
 
@@ -237,8 +245,15 @@ def kv_gb(model, n_ctx):  # F16 cache: 2 bytes a value
 
 print(f"70B weights: {weights_gb(70e9, 16):.0f} GB at 16-bit, {weights_gb(70e9, 32):.0f} GB at 32-bit;"
       f" llama.cpp's Llama-2-70B F16 file: {published.LLAMA2_70B['F16']['GiB']} GiB = {published.LLAMA2_70B['F16']['GiB'] * memory.GIB / memory.GB:.0f} GB")
+f16_70b_gb = published.LLAMA2_70B["F16"]["GiB"] * memory.GIB / memory.GB
+print(f"a GiB (2³⁰ bytes) is {memory.GIB / memory.GB - 1:.1%} larger than a GB (10⁹); the F16 file's {f16_70b_gb:.1f} GB"
+      f" at 2 bytes a weight hold {f16_70b_gb / 2:.1f} B weights: Llama-2-70B has 69.0 B parameters, not 70")
 print(f"70B at exactly 4.0 bits: {weights_gb(70e9, 4.0):.0f} GB; at Q4_K_M's {BPW['Q4_K_M']} bpw: {weights_gb(70e9, BPW['Q4_K_M']):.1f} GB;"
-      f" published Llama-2-70B Q4_K_M file {published.LLAMA2_70B['Q4_K_M']['GiB']} GiB, Q2_K {published.LLAMA2_70B['Q2_K']['GiB']} GiB")
+      f" published Llama-2-70B Q4_K_M file {published.LLAMA2_70B['Q4_K_M']['GiB']} GiB = {published.LLAMA2_70B['Q4_K_M']['GiB'] * memory.GIB / memory.GB:.1f} GB,"
+      f" Q2_K {published.LLAMA2_70B['Q2_K']['GiB']} GiB = {published.LLAMA2_70B['Q2_K']['GiB'] * memory.GIB / memory.GB:.1f} GB")
+IQ2_XS_BPW = 2.31  # llama.cpp tools/quantize/quantize.cpp, QUANT_OPTIONS: "IQ2_XS: 2.31 bpw quantization"
+print(f"70B at IQ2_XS's {IQ2_XS_BPW} bpw: {weights_gb(70e9, IQ2_XS_BPW):.1f} GB of weights,"
+      f" + F16 KV cache for {published.MAX_CONTEXT['Llama-2-70B']:,} positions {kv_gb('Llama-2-70B', published.MAX_CONTEXT['Llama-2-70B']):.1f} GB")
 for n_ctx in [4096, 32768]:
     print(f"14B at Q4_K_M, {n_ctx:>6,} positions: weights {weights_gb(14e9, BPW['Q4_K_M']):.1f} GB + F16 KV cache "
           f"{kv_gb('Qwen2.5-14B', n_ctx):.1f} GB = {weights_gb(14e9, BPW['Q4_K_M']) + kv_gb('Qwen2.5-14B', n_ctx):.1f} GB")
@@ -248,23 +263,29 @@ for n_ctx in [4096, 32768]:
 ### Try it: what fits
 
 Pick a model, a mix and a context length. The bars are the weights at every mix plus the F16 KV
-cache; the dashed line is a 24 GB card.
+cache; the dashed line is a 24 GB card. A context longer than the model was trained for is cut to
+its maximum (Llama-2-70B: 4,096 positions), and the title says so. The y axis stops a quarter above
+the 8-bit bar: the 16- and 32-bit bars run off the top, with their heights written on them.
 """
 
 # %%
 interact(viz.memory_view, model=Dropdown(options=list(LAYOUTS), value="Llama-2-70B", description="model"),
          mix=Dropdown(options=list(BPW), value="Q4_K_M", description="mix"),
          n_ctx=SelectionSlider(options=[2048, 4096, 8192, 16384, 32768, 131072], value=4096, description="context"),
-         layouts=fixed(LAYOUTS), bpw=fixed(BPW), gpu_gb=fixed(24.0));
+         layouts=fixed(LAYOUTS), bpw=fixed(BPW), gpu_gb=fixed(24.0), max_ctx=fixed(published.MAX_CONTEXT));
 
 # %% [markdown]
 """
-**C10: true** (in GB; llama.cpp's tables use GiB, 7 % smaller units, hence its 128.5). *Correction:
-none needed; say GB, and add the KV cache.*
+**C10: true** in GB. llama.cpp's tables count GiB, and a GiB is 7.4 % *larger* than a GB, so
+the same bytes are fewer GiB; its 128.5 GiB F16 file is 138 GB because Llama-2-70B has 69.0 B
+parameters, not 70 (the lines above). *Correction: none needed; say GB, and add the KV cache.*
 
-**C9: false.** 70B weights at 4 bits are 35 GB even without scales; a real Q4_K_M file is about
-43 GB, and even Q2_K's published 70B file is over 24 GB, before any KV cache. *Correction: a
-70B model needs two 24 GB cards at Q4_K_M, or CPU offloading.*
+**C9: false at 4 bits.** 70B weights at 4 bits are 35 GB even without scales; a real Q4_K_M
+file is about 41-43 GB, and even Q2_K's published 70B file is over 24 GB, before any KV cache.
+Below 3 bits it does fit: at IQ2_XS's 2.31 bits per weight the weights are about 20 GB, and
+Llama-2-70B's whole 4,096-position F16 KV cache adds about 1.3 GB (the line above), at a
+large cost in quality (the i-quants need an importance matrix, notebook 10). *Correction: at
+4 bits a 70B model needs two 24 GB cards, or CPU offloading; a 2-bit i-quant fits one.*
 
 **C11: half-true.** It runs, but it needs far less: about 9 GB of weights plus about 1 to 6 GB of KV cache
 (the lines above). *Correction: a 14B model at Q4_K_M needs 10-15 GB; 30 GB is room for a 30B.*
@@ -286,15 +307,22 @@ The bundled model (measured in section 0) and llama.cpp's published scoreboard f
 
 # %%
 score = published.LLAMA3_8B_SCOREBOARD
-print(f"{'mix':<8}{'bundled: ppl Δ':>16}{'KL':>10}{'sums':>7}{'changed':>9}   |  Llama-3-8B: {'size':>9}{'ppl Δ':>9}{'KL':>8}")
+print(f"{'mix':<8}{'bundled: ppl Δ':>16}{'KL ± 95 %':>17}{'sums ± 95 %':>15}{'changed':>9}   |  Llama-3-8B: {'size':>9}{'ppl Δ':>9}{'KL':>8}")
 for mix in ["F16"] + MIXES:
     s, p = tiny[mix], score.rows.get(mix, {})
     pub = (f"{p['GiB']:>6.2f} GiB{p.get('dppl', 0) / score['F16']['ppl']:>+9.2%}{p.get('kld', 0):>8.4f}" if p else "   (not published)")
-    print(f"{mix:<8}{s.perplexity / f16.perplexity - 1:>+16.2%}{s.kl:>10.1e}{s.accuracy['sums']:>7.1%}{s.changed:>9.1%}   |  {pub}")
+    kl, sums = s.interval("kl"), s.interval("sums")
+    print(f"{mix:<8}{s.perplexity / f16.perplexity - 1:>+16.2%}{f'{kl.value:.1e} ±{kl.half_width:.0e}':>17}"
+          f"{f'{sums.value:.1%} ±{sums.half_width:.1%}':>15}{s.changed:>9.1%}   |  {pub}")
 print(f"({score.source})")
+print("bundled, sums right Q2_K − F16:", evaluate.verdict(evaluate.difference(tiny["Q2_K"], f16, "sums")))
 
 # %% [markdown]
 """
+The bundled model's columns are measured on 16 documents and 120 sums, so each has a 95 %
+interval (bootstrap, as in notebook 08); one sum is 0.8 %, and most mixes' sums columns lie within
+each other's noise (the last line tests the largest drop, Q2_K's, paired).
+
 **C4: half-true.** Perplexity: Llama-3-8B loses 2.8 % at Q4_K_M (published), Llama-2-70B 1.2 %
 (published, below), the bundled model much less; so "1-2 %" holds for big models and not for all.
 "Keeps 95-98 % of its ability" is not a measurement: no benchmark is named. What can be measured
@@ -329,6 +357,7 @@ for name, rows, q4k, q40 in [("bundled (bpw)", None, tiny["Q4_K_M"], tiny["Q4_0"
         print(f"{name}: Q4_K_M {q4k.bpw:.2f} bpw KL {q4k.kl:.1e} | Q4_K_S {tiny['Q4_K_S'].bpw:.2f} bpw KL {tiny['Q4_K_S'].kl:.1e} | Q4_0 {q40.bpw:.2f} bpw KL {q40.kl:.1e}")
     else:
         print(f"{name}: Q4_K_M {q4k['GiB']} ppl {q4k['ppl']:.3f} | Q4_K_S {score['Q4_K_S']['GiB']} ppl {score['Q4_K_S']['ppl']:.3f} | Q4_0 {q40['GiB']} ppl {q40['ppl']:.3f}")
+print("bundled, KL Q4_K_S − Q4_0:", evaluate.verdict(evaluate.difference(tiny["Q4_K_S"], tiny["Q4_0"], "kl")))
 # The block formats alone, at exactly the same 4.5 bits per weight, on the same real weights:
 for t in ["Q4_0", "Q4_K"]:
     y = kquant.dequantize(kquant.quantize(w, t), t)
@@ -337,7 +366,8 @@ for t in ["Q4_0", "Q4_K"]:
 # %% [markdown]
 """
 **C12: half-true.** Q4_K_M is *not* the same size as Q4_0: it is 5-6 % larger (the lines above). At (almost) the
-same size, Q4_K_S, the k-quant still wins clearly on Llama-3-8B; and the two block formats at
+same size, Q4_K_S, the k-quant still wins clearly on Llama-3-8B (on the bundled model, the paired
+line above says whether its lower KL is more than noise); and the two block formats at
 exactly 4.5 bits per weight differ by the SQNR above. *Correction: at equal size (Q4_K_S vs Q4_0,
 or Q4_K vs Q4_0 blocks) the k-quant is better; Q4_K_M buys more quality with a slightly bigger file.*
 
@@ -362,8 +392,11 @@ for kind, by_mix in per_kind.items():
 **C8: half-true.** The suffix does decide how bits are spread (S and M share the Q4_K default
 and differ in the bumps), but in Q4_K_M only attn_v among the attention matrices gets Q6_K, and
 only in some layers (`mixes.use_more_bits`); attn_q, attn_k and attn_output stay Q4_K, and the
-other bump is a feed-forward matrix, ffn_down. *Correction: "M" gives Q6_K to attn_v and ffn_down
-in about half the layers, and to the output.*
+other bump is a feed-forward matrix, ffn_down. On a 70B-class model (llama.cpp's `LLM_TYPE_70B`,
+notebook 06 §3) every attn_v that would be Q4_K becomes Q5_K, so there attn_v is at 5-6 bits in
+every layer, and the claim is right about attn_v alone. *Correction: "M" gives Q6_K to attn_v and
+ffn_down in about half the layers, and to the output; on 70B models attn_v gets Q5_K in the rest;
+attn_q, attn_k and attn_output stay Q4_K.*
 
 ## 6. I-quants
 
@@ -377,7 +410,8 @@ from a table instead of an even grid. Same size, so any gain is accuracy:
 kv = np.array(gguf.quants.IQ4_NL.kvalues)
 print("IQ4_NL's table:", kv.tolist(), "\ngaps:", np.diff(kv).tolist(), "(closer near zero, where weights are dense)")
 for t, y in [("Q4_0", kquant.dequantize(kquant.quantize(w, "Q4_0"), "Q4_0")),
-             ("IQ4_NL", gguf.quants.dequantize(reference.quantize_iq4_nl(w), GGMLQuantizationType.IQ4_NL))]:
+             ("IQ4_NL", gguf.quants.dequantize(reference.quantize_iq4_nl(w), GGMLQuantizationType.IQ4_NL)),
+             ("Q4_K", kquant.dequantize(kquant.quantize(w, "Q4_K"), "Q4_K"))]:
     print(f"{t:<7} 4.5 bits per weight, SQNR {metrics.sqnr_db(w, y):.2f} dB")
 print(f"published, Llama-3-8B: IQ4_NL {score['IQ4_NL+imatrix']['GiB']} GiB, KL {score['IQ4_NL+imatrix']['kld']} (made with an imatrix)"
       f" | Q4_0 {score['Q4_0']['GiB']} GiB, KL {score['Q4_0']['kld']} (without)")
@@ -386,10 +420,12 @@ print(f"published, Llama-3-8B: IQ4_NL {score['IQ4_NL+imatrix']['GiB']} GiB, KL {
 """
 **C14: half-true.** Lookup tables: yes (IQ4_NL's 16 values above, `kvalues_iq4nl` in ggml's
 `ggml-common.h`; the 2- and 3-bit i-quants pick whole groups of values from bigger tables there,
-such as `iq2xxs_grid`, 256 entries of 8 values, and `iq3s_grid`, 512 entries of 4). "To reach smaller files": at 4.5 bits IQ4_NL is the
-same size as Q4_0 and buys accuracy instead; the smaller sizes come from the 1- to 3-bit
-i-quants. Speed was not measured here: it depends on each machine's kernels. *Correction:
-i-quants trade a table lookup for lower error at a given size.*
+such as `iq2xxs_grid`, 256 entries of 8 values, and `iq3s_grid`, 512 entries of 4). "To reach
+smaller files": at 4.5 bits IQ4_NL is the same size as Q4_0 and Q4_K; on these weights it beats
+Q4_0 and loses to Q4_K (the three SQNRs above), so the table alone does not buy the most accuracy
+per bit. The smaller files come from the 1- to 3-bit i-quants (C9: IQ2_XS). Speed was not measured
+here: it depends on each machine's kernels. *Correction: i-quants use tables; their gain is at 1-3
+bits; at 4.5 bits IQ4_NL beats Q4_0 but not Q4_K.*
 
 ## 7. The file
 
@@ -442,14 +478,14 @@ quantization-aware training are training, and they are not what makes a GGUF.*
 | C4 95-98 %, under 1-2 % ppl | half-true | 1-3 % perplexity on 8B-70B; answers change |
 | C5 Q8 ≈ 16-bit, half size, −0.5 % | half-true | 53 % of the size, practically lossless |
 | C6 Q2/Q3 brain damage; Q6/Q8 no gain | half-true | Q2_K hurts, Q3_K_M usable; Q6/Q8 much lower KL |
-| C7 32 → 8 bit = 4× | half-true | 3.76× (Q8_0 is 8.5 bits) |
-| C8 M = attention at 5-6 bits | half-true | attn_v and ffn_down in some layers, not all attention |
-| C9 70B at 4 bits on 24 GB | false | 43 GB of weights at Q4_K_M |
-| C10 70B: 140 GB / 280 GB | true | in GB; add the KV cache |
+| C7 32 → 8 bit = 4× | true, to within 6 % | 3.76× (Q8_0 is 8.5 bits) |
+| C8 M = attention at 5-6 bits | half-true | attn_v and ffn_down in some layers (attn_v in all on 70B), not all attention |
+| C9 70B at 4 bits on 24 GB | false at 4 bits | 41-43 GB at Q4_K_M; IQ2_XS (2.31 bpw) fits in 20 GB |
+| C10 70B: 140 GB / 280 GB | true | in GB (a GiB is 7.4 % larger); add the KV cache |
 | C11 14B in 30 GB | half-true | 10-15 GB is enough |
 | C12 Q4_K_M beats Q4_0 at equal size | half-true | not equal size; Q4_K_S vs Q4_0 is |
 | C13 Q4 = 4 bits | false | 4.5-5 bits per weight |
-| C14 i-quants: tables, smaller | half-true | tables, yes; IQ4_NL same size, lower error |
+| C14 i-quants: tables, smaller | half-true | tables, yes; the gain is at 1-3 bits; IQ4_NL beats Q4_0, not Q4_K |
 | C15 GGUF bundles everything | true | |
 | C16 no retraining | true | post-training; QLoRA is training |
 """
