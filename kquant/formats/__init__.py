@@ -123,7 +123,7 @@ def quantize(x, qtype, imatrix=None) -> np.ndarray:
     n_per_row = x.shape[-1]
     if imatrix is None:
         blocks = x.reshape(-1, fmt.block_size)
-        step = _ENCODE_CHUNK // fmt.block_size  # blocks per chunk
+        step = getattr(fmt.module, "ENCODE_CHUNK", _ENCODE_CHUNK) // fmt.block_size  # blocks per chunk
         encode = fmt.module.encode
     else:
         blocks = x.reshape(-1, n_per_row)  # the imatrix paths work row by row

@@ -121,8 +121,15 @@ def signed_absmax(x: np.ndarray, axis: int = 0) -> np.ndarray:
 
     An all-zero group keeps the C initial value +0.0, whatever the sign of its zeros.
     """
-    idx = np.argmax(np.abs(x), axis=axis)
-    picked = np.take_along_axis(x, np.expand_dims(idx, axis), axis=axis).squeeze(axis)
+    # A max and a min reduction run at memory speed, where argmax(|x|) crawls (~10x slower):
+    # the answer is whichever of max and min is larger in magnitude.
+    hi, lo = np.max(x, axis=axis), np.min(x, axis=axis)
+    picked = np.where(-lo > hi, lo, hi)
+    tie = (-lo == hi) & (hi != 0)  # both +a and -a occur: the first of them wins, as in C's scan
+    if tie.any():
+        cols = np.flatnonzero(tie)
+        xs = np.moveaxis(x, axis, -1).reshape(-1, x.shape[axis])[cols]
+        picked.reshape(-1)[cols] = xs[np.arange(cols.size), np.argmax(np.abs(xs), axis=1)]
     return np.where(picked != 0, picked, f32(0))
 
 

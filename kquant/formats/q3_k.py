@@ -19,6 +19,9 @@ from .search import blocks_and_importance, importance_weights, make_q3_quants, m
 
 QK = 256  # QK_K
 TYPE_SIZE = 110
+# Weights per encode call: the coordinate descent pays numpy's per-call cost 80 times per
+# chunk, whatever its size, so it wants chunks 4x the other formats' (see quantize()).
+ENCODE_CHUNK = 1 << 19
 
 # block_q3_K, 110 bytes:
 #
