@@ -121,15 +121,17 @@ def signed_absmax(x: np.ndarray, axis: int = 0) -> np.ndarray:
 
     An all-zero group keeps the C initial value +0.0, whatever the sign of its zeros.
     """
+    if axis != 0:  # numpy reduces a short contiguous axis ~30x slower than axis 0 of the transpose
+        x = np.ascontiguousarray(np.moveaxis(x, axis, 0))
     # A max and a min reduction run at memory speed, where argmax(|x|) crawls (~10x slower):
     # the answer is whichever of max and min is larger in magnitude.
-    hi, lo = np.max(x, axis=axis), np.min(x, axis=axis)
+    hi, lo = np.max(x, axis=0), np.min(x, axis=0)
     picked = np.where(-lo > hi, lo, hi)
     tie = (-lo == hi) & (hi != 0)  # both +a and -a occur: the first of them wins, as in C's scan
     if tie.any():
         cols = np.flatnonzero(tie)
-        xs = np.moveaxis(x, axis, -1).reshape(-1, x.shape[axis])[cols]
-        picked.reshape(-1)[cols] = xs[np.arange(cols.size), np.argmax(np.abs(xs), axis=1)]
+        xs = x.reshape(x.shape[0], -1)[:, cols]
+        picked.reshape(-1)[cols] = xs[np.argmax(np.abs(xs), axis=0), np.arange(cols.size)]
     return np.where(picked != 0, picked, f32(0))
 
 

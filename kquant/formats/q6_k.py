@@ -13,10 +13,12 @@ from typing import NamedTuple
 import numpy as np
 
 from .cops import c_semantics, c_to_int8, f32, fp16_bytes, fp16_field, fp16_value, nearest_int, signed_absmax
-from .search import GROUP_MAX_EPS, blocks_and_importance, make_qx_quants
+from .search import GROUP_MAX_EPS, blocks_and_importance, make_qx_quants, requantize_levels
 
 QK = 256  # QK_K
 TYPE_SIZE = 210
+ENCODE_CHUNK = 1 << 18
+
 
 # block_q6_K, 210 bytes:
 #
@@ -42,7 +44,7 @@ def encode(x: np.ndarray) -> Fields:
     """quantize_row_q6_K_ref: x (n, 256) float32 -> Fields."""
     xt = np.ascontiguousarray(x.reshape(-1, 16).T)  # (16, G): groups side by side
     scale, L = make_qx_quants(xt, nmax=32)  # weights x**2
-    return _quantize_scales_and_requantize(xt, scale, L)
+    return _quantize_scales_and_requantize(x, scale, L)
 
 
 @c_semantics
@@ -51,12 +53,15 @@ def encode_impl(rows: np.ndarray, imatrix: np.ndarray) -> Fields:
     x, qw = blocks_and_importance(rows, imatrix, QK)
     xt = np.ascontiguousarray(x.reshape(-1, 16).T)
     scale, L = make_qx_quants(xt, nmax=32, qw=np.ascontiguousarray(qw.reshape(-1, 16).T))
-    return _quantize_scales_and_requantize(xt, scale, L)
+    return _quantize_scales_and_requantize(x, scale, L)
 
 
-def _quantize_scales_and_requantize(xt: np.ndarray, scale: np.ndarray, L: np.ndarray) -> Fields:
-    """The 16 group scales of a block -> int8 under one fp16 d; then every weight rounded again."""
-    n = xt.shape[1] // 16
+def _quantize_scales_and_requantize(x: np.ndarray, scale: np.ndarray, L: np.ndarray) -> Fields:
+    """The 16 group scales of a block -> int8 under one fp16 d; then every weight rounded again.
+
+    x: (n, 256) blocks; scale (16n,) and L (16, 16n) from the search.
+    """
+    n = x.shape[0]
     scale = scale.reshape(n, 16)
     max_scale = signed_absmax(scale, axis=1)
     empty = np.abs(max_scale) < GROUP_MAX_EPS  # C writes an all-zero block
@@ -66,9 +71,7 @@ def _quantize_scales_and_requantize(xt: np.ndarray, scale: np.ndarray, L: np.nda
     scales[empty] = 0
     # Requantize against the decoder's scale; a group whose scale is 0 keeps its levels.
     dq = (fp16_value(d)[:, None] * scales).reshape(-1)  # (G,)
-    l = np.clip(nearest_int(xt / dq), -32, 31) + 32
-    L = np.where(dq != 0, l, L).astype(np.uint8)
-    q = np.ascontiguousarray(L.T).reshape(n, 256)
+    q = requantize_levels(x.reshape(-1, 16), dq, None, -32, 31, L).reshape(n, 256)
     q[empty] = 0
     return Fields(d, scales, q)
 
