@@ -17,7 +17,6 @@ from .search import GROUP_MAX_EPS, blocks_and_importance, make_qx_quants, requan
 
 QK = 256  # QK_K
 TYPE_SIZE = 210
-ENCODE_CHUNK = 1 << 18
 
 
 # block_q6_K, 210 bytes:

@@ -206,13 +206,29 @@ def make_qkx2_quants(
     min_ = np.where(min_ > 0, f32(0), min_)
     flat = max_ == min_
     data_min = min_
+    # C returns before the search for a flat group; here it runs the search on a range of 1
+    # (its result is overwritten below), so that no candidate meets max - min = 0.
+    max_ = np.where(flat, min_ + f32(1), max_)
 
-    l, t, u = np.empty_like(x), np.empty_like(x), np.empty_like(x)  # reused by every candidate
+    # Buffers reused by every candidate. l shares an array with x, so that one multiply by
+    # w*l gives both (w*l)*l and (w*l)*x; the three sums then come from one reduction.
+    LX = np.empty((2, *x.shape), dtype=f32)
+    LX[1] = x
+    l = LX[0]
+    S = np.empty((3, *x.shape), dtype=f32)  # [w*l, (w*l)*l, (w*l)*x]
+    t = np.empty_like(x)
 
     def levels(iscale, m):
-        # |iscale * (x - m)| <= iscale * max(max - m, |data_min - m|): the bound for the fast rounding.
-        bound = np.abs(iscale) * np.maximum(max_ - m, np.abs(data_min - m))
-        return _rint_levels(np.multiply(np.subtract(x, m, out=l), iscale, out=l), bound, 0, nmax)
+        np.subtract(x, m, out=l)
+        np.multiply(l, iscale, out=l)
+        # The bound for the fast rounding: |iscale * (x - m)| <= max(|iscale * (max - m)|,
+        # |iscale * (data_min - m)|), and every iscale here is c / (max - m) with c < nmax + 2,
+        # so only the second term can be large.
+        if np.max(np.abs(iscale * (data_min - m))) < _RINT_SAFE:  # False for NaN: that takes the exact path
+            np.rint(l, out=l)
+            return np.clip(l, f32(0), f32(nmax), out=l)
+        l[...] = np.clip(nearest_int(l), 0, nmax)
+        return l
 
     def error(scale, m):
         np.multiply(l, scale, out=t)  # C: scale * L + min - x, rounded after each step
@@ -222,19 +238,18 @@ def make_qkx2_quants(
         return seqsum(np.multiply(t, w, out=t))
 
     iscale = f32(nmax) / (max_ - min_)
-    scale = f32(1) / iscale
-    best_iscale, best_min_used = iscale, min_
     levels(iscale, min_)
-    best = error(scale, min_)
+    # The search's state, one row each, so that one masked copy updates it all per candidate.
+    state = np.stack([error(f32(1) / iscale, min_), iscale, min_, f32(1) / iscale, min_])
+    best, best_iscale, best_min_used, scale, min_ = state
     if trace is not None:
         trace(iscale=iscale, scale=scale, min=min_, error=best, kept=np.ones_like(flat))
     for is_ in range(nstep + 1):
         iscale = ((f32(rmin) + f32(rdelta) * f32(is_)) + f32(nmax)) / (max_ - min_)
         levels(iscale, min_)
-        np.multiply(w, l, out=t)  # w*l
-        s_l = seqsum(t)
-        s_l2 = seqsum(np.multiply(t, l, out=u))  # (w*l)*l
-        s_xl = seqsum(np.multiply(t, x, out=u))  # (w*l)*x
+        np.multiply(w, l, out=S[0])  # w*l
+        np.multiply(S[0], LX, out=S[1:])  # (w*l)*l, (w*l)*x
+        s_l, s_l2, s_xl = seqsum(S, axis=1)
         D = sum_w * s_l2 - s_l * s_l
         this_scale = (sum_w * s_xl - sum_x * s_l) / D
         this_min = (s_l2 * sum_x - s_l * s_xl) / D
@@ -252,11 +267,7 @@ def make_qkx2_quants(
                 error=np.where(solved, cur, np.nan),
                 kept=better,
             )
-        best = np.where(better, cur, best)
-        best_iscale = np.where(better, iscale, best_iscale)
-        best_min_used = np.where(better, min_, best_min_used)
-        scale = np.where(better, this_scale, scale)
-        min_ = np.where(better, this_min, min_)
+        np.copyto(state, np.stack([cur, iscale, min_, this_scale, this_min]), where=better)
     # The winning levels, recomputed once from the iscale and min that produced them.
     L = levels(best_iscale, best_min_used)
     L[:, flat] = 0
