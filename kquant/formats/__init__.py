@@ -165,7 +165,9 @@ def check_importance(imatrix, n_per_row: int) -> np.ndarray:
 def _check_scales(fields, fmt: Format, first_block: int) -> None:
     """Refuse blocks whose fp16 scale overflowed: ggml would write inf, and llama.cpp then rejects the file."""
     for name, value in fields._asdict().items():
-        if value.dtype == np.float16 and not np.isfinite(value).all():
+        # inf and NaN are the fp16 values with all exponent bits set (an integer test: numpy's
+        # float16 arithmetic is not vectorised)
+        if value.dtype == np.float16 and ((value.view(np.uint16) & 0x7C00) == 0x7C00).any():
             block = first_block + int(np.flatnonzero(~np.isfinite(value))[0])
             raise KQuantError(
                 f"block {block}: weights too large for {fmt.name}'s fp16 {name} (it overflows past 65504):"

@@ -11,7 +11,17 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .cops import c_float_to_int8, c_semantics, c_to_uint8, f32, fp16_bytes, fp16_field, fp16_value, signed_absmax
+from .cops import (
+    c_float_to_int8,
+    c_semantics,
+    c_to_uint8,
+    f32,
+    fp16_bytes,
+    fp16_field,
+    fp16_value,
+    put_bytes,
+    signed_absmax,
+)
 from .search import blocks_and_importance, importance_weights, make_qx_quants, row_mean_square
 
 QK = 32  # QK4_0
@@ -33,11 +43,28 @@ class Fields(NamedTuple):
 @c_semantics
 def encode(x: np.ndarray) -> Fields:
     """quantize_row_q4_0_ref: x (n, 32) float32 -> Fields."""
-    d = signed_absmax(x, axis=1) / f32(-8)
+    # Blocks side by side, (32, n): per-block reductions and broadcasts then run along long
+    # rows, ~5x faster than along rows of 32. q comes back as a transposed view of that layout.
+    xt = np.ascontiguousarray(x.T)
+    d = signed_absmax(xt, axis=0) / f32(-8)
     id_ = np.where(d != 0, f32(1) / d, f32(0))  # the unrounded d, not fp16(d)
     # (int8_t)(x*id + 8.5f): truncation of a non-negative sum = round half up
-    q = np.minimum(15, c_float_to_int8(x * id_[:, None] + f32(8.5)))
-    return Fields(d.astype(np.float16), c_to_uint8(q).astype(np.uint8))
+    v = xt * id_
+    v += f32(8.5)
+    return Fields(d.astype(np.float16), truncate_levels(v, 15, finite=np.isfinite(id_).all()).T)
+
+
+def truncate_levels(v: np.ndarray, top: int, finite: bool) -> np.ndarray:
+    """C's ``MIN(top, (int8_t)v)`` stored into uint8, for v = x*id + offset. Shared with Q4_1, Q5_0.
+
+    With every id finite, |x*id| <= the offset - 1/2, so 0 <= v < top + 2 and a plain cast
+    truncates exactly; otherwise C's wrapping conversions are reproduced.
+    """
+    if finite:
+        q = v.astype(np.uint8)
+        q -= q >> top.bit_length()  # MIN(top, q) for q <= top + 1 = 2**k, in two byte passes
+        return q
+    return c_to_uint8(np.minimum(top, c_float_to_int8(v))).astype(np.uint8)
 
 
 def row_importance(rows: np.ndarray, imatrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -71,8 +98,8 @@ def unpack_nibbles(qs: np.ndarray) -> np.ndarray:
 
 def pack(f: Fields) -> np.ndarray:
     out = np.empty((f.q.shape[0], TYPE_SIZE), dtype=np.uint8)
-    out[:, 0:2] = fp16_bytes(f.d)
-    out[:, 2:18] = pack_nibbles(f.q)
+    put_bytes(out, 0, fp16_bytes(f.d))
+    put_bytes(out, 2, pack_nibbles(f.q))
     return out
 
 

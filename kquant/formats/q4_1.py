@@ -10,8 +10,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .cops import c_float_to_int8, c_semantics, c_to_uint8, f32, first_min_max, fp16_bytes, fp16_field, fp16_value
-from .q4_0 import pack_nibbles, row_importance, unpack_nibbles
+from .cops import c_semantics, f32, first_min_max, fp16_bytes, fp16_field, fp16_value, put_bytes
+from .q4_0 import pack_nibbles, row_importance, truncate_levels, unpack_nibbles
 from .search import make_qkx3_quants
 
 QK = 32  # QK4_1
@@ -33,11 +33,14 @@ class Fields(NamedTuple):
 @c_semantics
 def encode(x: np.ndarray) -> Fields:
     """quantize_row_q4_1_ref: x (n, 32) float32 -> Fields."""
-    lo, hi = first_min_max(x, axis=1)
+    xt = np.ascontiguousarray(x.T)  # blocks side by side, as in Q4_0
+    lo, hi = first_min_max(xt, axis=0)
     d = (hi - lo) / f32(15)
     id_ = np.where(d != 0, f32(1) / d, f32(0))
-    q = np.minimum(15, c_float_to_int8((x - lo[:, None]) * id_[:, None] + f32(0.5)))
-    return Fields(d.astype(np.float16), lo.astype(np.float16), c_to_uint8(q).astype(np.uint8))
+    v = xt - lo
+    v *= id_
+    v += f32(0.5)
+    return Fields(d.astype(np.float16), lo.astype(np.float16), truncate_levels(v, 15, np.isfinite(id_).all()).T)
 
 
 @c_semantics
@@ -50,9 +53,9 @@ def encode_impl(rows: np.ndarray, imatrix: np.ndarray) -> Fields:
 
 def pack(f: Fields) -> np.ndarray:
     out = np.empty((f.q.shape[0], TYPE_SIZE), dtype=np.uint8)
-    out[:, 0:2] = fp16_bytes(f.d)
-    out[:, 2:4] = fp16_bytes(f.m)
-    out[:, 4:20] = pack_nibbles(f.q)
+    put_bytes(out, 0, fp16_bytes(f.d))
+    put_bytes(out, 2, fp16_bytes(f.m))
+    put_bytes(out, 4, pack_nibbles(f.q))
     return out
 
 

@@ -10,8 +10,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .cops import c_float_to_int8, c_semantics, c_to_uint8, f32, fp16_bytes, fp16_field, fp16_value, signed_absmax
-from .q4_0 import pack_nibbles, row_importance, unpack_nibbles
+from .cops import c_semantics, f32, fp16_bytes, fp16_field, fp16_value, put_bytes, signed_absmax
+from .q4_0 import pack_nibbles, row_importance, truncate_levels, unpack_nibbles
 from .search import make_qx_quants
 
 QK = 32  # QK5_0
@@ -30,10 +30,14 @@ class Fields(NamedTuple):
     q: np.ndarray  # (n, 32) uint8 in 0..31
 
 
+_BIT = np.arange(8, dtype=np.uint8)[:, None]
+
+
 def pack_qh(q: np.ndarray) -> np.ndarray:
     """(n, 32) 5-bit levels -> (n, 4) bytes: bit j of the little-endian uint32 is bit 4 of q[j]."""
-    bits = (q >> 4) & 1
-    return np.packbits(bits, axis=1, bitorder="little")
+    bits = ((q.T >> 4) & 1).reshape(4, 8, -1)  # [byte k, bit j, block]: weight 8k + j
+    # Shift and OR down the columns (np.packbits along an axis runs ~10x slower).
+    return np.bitwise_or.reduce(bits << _BIT, axis=1).T
 
 
 def unpack_qh(qh: np.ndarray) -> np.ndarray:
@@ -44,10 +48,12 @@ def unpack_qh(qh: np.ndarray) -> np.ndarray:
 @c_semantics
 def encode(x: np.ndarray) -> Fields:
     """quantize_row_q5_0_ref: x (n, 32) float32 -> Fields."""
-    d = signed_absmax(x, axis=1) / f32(-16)
+    xt = np.ascontiguousarray(x.T)  # blocks side by side, as in Q4_0
+    d = signed_absmax(xt, axis=0) / f32(-16)
     id_ = np.where(d != 0, f32(1) / d, f32(0))
-    q = np.minimum(31, c_float_to_int8(x * id_[:, None] + f32(16.5)))
-    return Fields(d.astype(np.float16), c_to_uint8(q).astype(np.uint8))
+    v = xt * id_
+    v += f32(16.5)
+    return Fields(d.astype(np.float16), truncate_levels(v, 31, finite=np.isfinite(id_).all()).T)
 
 
 @c_semantics
@@ -60,9 +66,9 @@ def encode_impl(rows: np.ndarray, imatrix: np.ndarray) -> Fields:
 
 def pack(f: Fields) -> np.ndarray:
     out = np.empty((f.q.shape[0], TYPE_SIZE), dtype=np.uint8)
-    out[:, 0:2] = fp16_bytes(f.d)
-    out[:, 2:6] = pack_qh(f.q)
-    out[:, 6:22] = pack_nibbles(f.q)
+    put_bytes(out, 0, fp16_bytes(f.d))
+    put_bytes(out, 2, pack_qh(f.q))
+    put_bytes(out, 6, pack_nibbles(f.q))
     return out
 
 

@@ -9,7 +9,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .cops import c_float_to_uint8, c_semantics, f32, first_min_max, fp16_bytes, fp16_field
+from .cops import c_float_to_uint8, c_semantics, f32, first_min_max, fp16_bytes, fp16_field, put_bytes
 from .q4_0 import pack_nibbles, row_importance, unpack_nibbles
 from .q4_1 import decode as _decode_q4_1
 from .q5_0 import pack_qh, unpack_qh
@@ -34,12 +34,16 @@ class Fields(NamedTuple):
 @c_semantics
 def encode(x: np.ndarray) -> Fields:
     """quantize_row_q5_1_ref: x (n, 32) float32 -> Fields."""
-    lo, hi = first_min_max(x, axis=1)
+    xt = np.ascontiguousarray(x.T)  # blocks side by side, as in Q4_0
+    lo, hi = first_min_max(xt, axis=0)
     d = (hi - lo) / f32(31)
     id_ = np.where(d != 0, f32(1) / d, f32(0))
-    # (uint8_t)(x + 0.5f): no MIN here in C; the value cannot pass 31 anyway
-    q = c_float_to_uint8((x - lo[:, None]) * id_[:, None] + f32(0.5))
-    return Fields(d.astype(np.float16), lo.astype(np.float16), q.astype(np.uint8))
+    v = xt - lo
+    v *= id_
+    v += f32(0.5)
+    # (uint8_t)(x + 0.5f): no MIN here in C; with every id finite the value cannot pass 31.5
+    q = v.astype(np.uint8) if np.isfinite(id_).all() else c_float_to_uint8(v).astype(np.uint8)
+    return Fields(d.astype(np.float16), lo.astype(np.float16), q.T)
 
 
 @c_semantics
@@ -52,10 +56,10 @@ def encode_impl(rows: np.ndarray, imatrix: np.ndarray) -> Fields:
 
 def pack(f: Fields) -> np.ndarray:
     out = np.empty((f.q.shape[0], TYPE_SIZE), dtype=np.uint8)
-    out[:, 0:2] = fp16_bytes(f.d)
-    out[:, 2:4] = fp16_bytes(f.m)
-    out[:, 4:8] = pack_qh(f.q)
-    out[:, 8:24] = pack_nibbles(f.q)
+    put_bytes(out, 0, fp16_bytes(f.d))
+    put_bytes(out, 2, fp16_bytes(f.m))
+    put_bytes(out, 4, pack_qh(f.q))
+    put_bytes(out, 8, pack_nibbles(f.q))
     return out
 
 

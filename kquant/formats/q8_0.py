@@ -10,7 +10,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .cops import c_float_to_int8, c_semantics, f32, fp16_bytes, fp16_field, fp16_value
+from .cops import c_float_to_int8, c_semantics, f32, fp16_bytes, fp16_field, fp16_value, put_bytes
 
 QK = 32  # QK8_0
 TYPE_SIZE = 34
@@ -52,7 +52,7 @@ def encode_impl(rows: np.ndarray, imatrix: np.ndarray) -> Fields:
 
 def pack(f: Fields) -> np.ndarray:
     out = np.empty((f.q.shape[0], TYPE_SIZE), dtype=np.uint8)
-    out[:, 0:2] = fp16_bytes(f.d)
+    put_bytes(out, 0, fp16_bytes(f.d))
     out[:, 2:34] = f.q.view(np.uint8)
     return out
 

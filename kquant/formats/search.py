@@ -201,8 +201,8 @@ def make_qkx2_quants(
         cols = np.flatnonzero(zero_min)
         first = np.argmax(x[:, cols] == 0, axis=0)
         min_[cols] = x[first, cols]
-    sum_w = seqsum(w)
-    sum_x = seqsum(w * x)
+    sum_w = seqsum(w, first=True)  # C: sum_w = w[0]; sum_x = sum_w * x[0]; then += from i = 1
+    sum_x = seqsum(w * x, first=True)
     min_ = np.where(min_ > 0, f32(0), min_)
     flat = max_ == min_
     data_min = min_
