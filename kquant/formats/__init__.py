@@ -106,7 +106,7 @@ def get_format(qtype) -> Format:
 # tensor of a small model in one call; 2**19 falls out of the 1 MB L2. Decoders, a few
 # memory-bound passes, like 2**18 too. A format module may set its own ENCODE_CHUNK.)
 _ENCODE_CHUNK = 1 << 18
-_DECODE_CHUNK = 1 << 18
+_DECODE_CHUNK = 1 << 19
 
 
 def quantize(x, qtype, imatrix=None) -> np.ndarray:
@@ -187,7 +187,7 @@ def dequantize(q, qtype) -> np.ndarray:
     out = np.empty((blocks.shape[0], fmt.block_size), dtype=np.float32)
     step = _DECODE_CHUNK // fmt.block_size
     for i in range(0, blocks.shape[0], step):
-        out[i : i + step] = fmt.module.dequantize_blocks(blocks[i : i + step])
+        fmt.module.dequantize_blocks(blocks[i : i + step], out=out[i : i + step])  # writes in place: no copy
     return out.reshape(*q.shape[:-1], q.shape[-1] // fmt.type_size * fmt.block_size)
 
 

@@ -123,7 +123,59 @@ def fp16_value(v: np.ndarray) -> np.ndarray:
 
 def fp16_field(b: np.ndarray) -> np.ndarray:
     """An fp16 field read from its little-endian bytes: (n, 2) uint8 -> (n,) float16."""
+    if b.strides[-1] == 1:  # the pair viewed as one fp16 per row: a 1-D copy, not one per row
+        return np.ascontiguousarray(b.view("<f2")[:, 0])
     return np.ascontiguousarray(b).view("<f2")[:, 0]
+
+
+def byte_field(b: np.ndarray) -> np.ndarray:
+    """A C-contiguous copy of (n, k) bytes, typically one field sliced out of every block.
+
+    Copied as one k-byte item per row (a 'V' dtype): one 1-D copy, ~10x faster than numpy's
+    row-by-row copy of short rows.
+    """
+    if b.strides[-1] != 1:
+        return np.ascontiguousarray(b)
+    return np.ascontiguousarray(b.view(f"V{b.shape[-1]}")).view(np.uint8).reshape(b.shape)
+
+
+def bit_planes(b: np.ndarray, bits: int, run: int) -> np.ndarray:
+    """(n, k) bytes -> (n, k * 8 // bits) fields of ``bits`` bits, plane by plane within each run of bytes.
+
+    For every run of ``run`` bytes, the field at bit 0 of each of its bytes, then the field at
+    bit ``bits``, and so on: the order of the K-quants' crumbs, nibbles and high bits (e.g.
+    bits=4, run=16 is Q4_0's "low nibbles, then high nibbles"). Each plane is cut out of 8
+    bytes at a time (little-endian uint64 words) and the planes interleaved as items of
+    ``run`` bytes: a few 1-D passes, where shifting bytes along short rows pays per row.
+    """
+    n, k = b.shape
+    w = byte_field(b).view("<u8")
+    mask = np.uint64(int.from_bytes(bytes([(1 << bits) - 1] * 8), "little"))
+    planes = np.empty((n * k // run, 8 // bits, run), dtype=np.uint8)
+    items = planes.view(f"V{run}")  # (m, 8 // bits, 1): one item per plane of a run
+    for p in range(8 // bits):
+        items[:, p] = ((w >> np.uint64(p * bits)) & mask).view(np.uint8).reshape(-1, run).view(f"V{run}")
+    return planes.reshape(n, -1)
+
+
+def split_nibbles(qs: np.ndarray, run: int) -> np.ndarray:
+    """(n, k) bytes -> (n, 2k) 4-bit values: for every run of bytes, its low nibbles, then its high ones."""
+    return bit_planes(qs, 4, run)
+
+
+def as_float(q: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Small integer levels (n, k) -> float32 (exact), written into ``out`` (any shape of n*k) if given."""
+    y = np.empty(q.shape, dtype=f32) if out is None else out.reshape(q.shape)
+    np.copyto(y, q, casting="unsafe")
+    return y
+
+
+def per_weight(v: np.ndarray, group: int) -> np.ndarray:
+    """(n, g) per-group values -> (n, g * group), each repeated for its group's weights.
+
+    A flat multiply by this runs ~3x faster than broadcasting along rows of 16 or 32.
+    """
+    return np.repeat(v.reshape(-1), group).reshape(v.shape[0], -1)
 
 
 def seqsum(a: np.ndarray, axis: int = 0, first: bool = False) -> np.ndarray:

@@ -12,7 +12,20 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .cops import c_semantics, c_to_uint8, f32, fp16_bytes, fp16_field, fp16_value, nearest_int, seqsum
+from .cops import (
+    as_float,
+    bit_planes,
+    byte_field,
+    c_semantics,
+    c_to_uint8,
+    f32,
+    fp16_bytes,
+    fp16_field,
+    fp16_value,
+    nearest_int,
+    per_weight,
+    seqsum,
+)
 from .search import blocks_and_importance, importance_weights, make_qkx2_quants, make_qkx3_quants, make_qp_quants
 
 QK = 256  # QK_K
@@ -95,9 +108,7 @@ def pack_crumbs(q: np.ndarray) -> np.ndarray:
 
 def unpack_crumbs(qs: np.ndarray) -> np.ndarray:
     """(n, 64) bytes -> (n, 256) 2-bit values."""
-    qs = qs.reshape(-1, 2, 1, 32)
-    shifts = np.array([0, 2, 4, 6], dtype=np.uint8)[:, None]
-    return ((qs >> shifts) & 3).reshape(-1, 256)
+    return bit_planes(qs, 2, 32)  # per 32 bytes: bits 0-1 of each, then bits 2-3, 4-5, 6-7
 
 
 def pack(f: Fields) -> np.ndarray:
@@ -110,22 +121,22 @@ def pack(f: Fields) -> np.ndarray:
 
 
 def unpack(b: np.ndarray) -> Fields:
-    return Fields(fp16_field(b[:, 80:82]), fp16_field(b[:, 82:84]), b[:, 0:16].copy(), unpack_crumbs(b[:, 16:80]))
+    return Fields(fp16_field(b[:, 80:82]), fp16_field(b[:, 82:84]), byte_field(b[:, 0:16]), unpack_crumbs(b[:, 16:80]))
 
 
-def decode(f: Fields) -> np.ndarray:
-    """dequantize_row_q2_K: (d * scale) * q - dmin * min."""
+def decode(f: Fields, out: np.ndarray | None = None) -> np.ndarray:
+    """dequantize_row_q2_K: (d * scale) * q - dmin * min (into ``out`` if given)."""
     dl = fp16_value(f.d)[:, None] * (f.scales & 0xF)  # (n, 16)
     ml = fp16_value(f.dmin)[:, None] * (f.scales >> 4)
-    y = f.q.astype(f32).reshape(-1, 16, 16)
-    y *= dl[:, :, None]
-    y -= ml[:, :, None]
-    return y.reshape(-1, 256)
+    y = as_float(f.q, out)
+    y *= per_weight(dl, 16)
+    y -= per_weight(ml, 16)
+    return y
 
 
 def quantize_blocks(x: np.ndarray) -> np.ndarray:
     return pack(encode(x))
 
 
-def dequantize_blocks(b: np.ndarray) -> np.ndarray:
-    return decode(unpack(b))
+def dequantize_blocks(b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    return decode(unpack(b), out)

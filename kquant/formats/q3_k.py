@@ -12,7 +12,20 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .cops import c_semantics, c_to_int8, f32, fp16_bytes, fp16_field, fp16_value, nearest_int, seqsum, signed_absmax
+from .cops import (
+    as_float,
+    byte_field,
+    c_semantics,
+    c_to_int8,
+    f32,
+    fp16_bytes,
+    fp16_field,
+    fp16_value,
+    nearest_int,
+    per_weight,
+    seqsum,
+    signed_absmax,
+)
 from .q2_k import pack_crumbs, unpack_crumbs
 from .q5_k import pack_high_bits, unpack_high_bits
 from .search import blocks_and_importance, importance_weights, make_q3_quants, make_qx_quants
@@ -98,10 +111,11 @@ def pack_scales(s: np.ndarray) -> np.ndarray:
 
 def unpack_scales(b: np.ndarray) -> np.ndarray:
     """(n, 12) bytes -> (n, 16) 6-bit values."""
-    low = np.concatenate([b[:, 0:8] & 0xF, b[:, 0:8] >> 4], axis=1)
-    shifts = np.array([0, 2, 4, 6], dtype=np.uint8)[:, None]
-    hi = ((b[:, None, 8:12] >> shifts) & 3).reshape(-1, 16)
-    return low | (hi << 4)
+    t = np.ascontiguousarray(byte_field(b).T)  # (12, n): byte rows, so each step runs along all blocks
+    low = np.concatenate([t[0:8] & 0xF, t[0:8] >> 4])  # (16, n)
+    shifts = np.array([0, 2, 4, 6], dtype=np.uint8)[:, None, None]
+    hi = ((t[None, 8:12] >> shifts) & 3).reshape(16, -1)  # scale j: byte 8 + j % 4, bits 2 * (j // 4)
+    return (low | (hi << 4)).T
 
 
 def pack(f: Fields) -> np.ndarray:
@@ -118,18 +132,17 @@ def unpack(b: np.ndarray) -> Fields:
     return Fields(fp16_field(b[:, 108:110]), unpack_scales(b[:, 96:108]), q)
 
 
-def decode(f: Fields) -> np.ndarray:
-    """dequantize_row_q3_K: (d * (scale - 32)) * (q - 4)."""
+def decode(f: Fields, out: np.ndarray | None = None) -> np.ndarray:
+    """dequantize_row_q3_K: (d * (scale - 32)) * (q - 4) (into ``out`` if given)."""
     dl = fp16_value(f.d)[:, None] * (f.scales.astype(np.int8) - np.int8(32))  # (n, 16)
-    y = f.q.astype(f32).reshape(-1, 16, 16)
-    y -= f32(4)  # exact: small integers
-    y *= dl[:, :, None]
-    return y.reshape(-1, 256)
+    y = as_float(f.q.view(np.int8) - np.int8(4), out)  # q - 4 in bytes (cheap), then one conversion
+    y *= per_weight(dl, 16)
+    return y
 
 
 def quantize_blocks(x: np.ndarray) -> np.ndarray:
     return pack(encode(x))
 
 
-def dequantize_blocks(b: np.ndarray) -> np.ndarray:
-    return decode(unpack(b))
+def dequantize_blocks(b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    return decode(unpack(b), out)

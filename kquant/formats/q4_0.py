@@ -12,6 +12,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .cops import (
+    as_float,
     c_float_to_int8,
     c_semantics,
     c_to_uint8,
@@ -19,8 +20,10 @@ from .cops import (
     fp16_bytes,
     fp16_field,
     fp16_value,
+    per_weight,
     put_bytes,
     signed_absmax,
+    split_nibbles,
 )
 from .search import blocks_and_importance, importance_weights, make_qx_quants, row_mean_square
 
@@ -93,7 +96,8 @@ def pack_nibbles(q: np.ndarray) -> np.ndarray:
 
 
 def unpack_nibbles(qs: np.ndarray) -> np.ndarray:
-    return np.concatenate([qs & 0xF, qs >> 4], axis=1)
+    """(n, 16) bytes -> (n, 32) 4-bit values: the low nibbles, then the high ones."""
+    return split_nibbles(qs, 16)
 
 
 def pack(f: Fields) -> np.ndarray:
@@ -107,10 +111,10 @@ def unpack(b: np.ndarray) -> Fields:
     return Fields(fp16_field(b[:, 0:2]), unpack_nibbles(b[:, 2:18]))
 
 
-def decode(f: Fields) -> np.ndarray:
-    y = f.q.astype(f32)
-    y -= f32(8)  # exact: small integers
-    y *= fp16_value(f.d)[:, None]
+def decode(f: Fields, out: np.ndarray | None = None) -> np.ndarray:
+    """dequantize_row_q4_0: d * (q - 8) (``out``, if given, receives the result)."""
+    y = as_float(f.q.view(np.int8) - np.int8(8), out)  # q - 8 in bytes (cheap), then one conversion
+    y *= per_weight(fp16_value(f.d)[:, None], QK)
     return y
 
 
@@ -118,5 +122,5 @@ def quantize_blocks(x: np.ndarray) -> np.ndarray:
     return pack(encode(x))
 
 
-def dequantize_blocks(b: np.ndarray) -> np.ndarray:
-    return decode(unpack(b))
+def dequantize_blocks(b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    return decode(unpack(b), out)

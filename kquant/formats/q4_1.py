@@ -10,7 +10,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .cops import c_semantics, f32, first_min_max, fp16_bytes, fp16_field, fp16_value, put_bytes
+from .cops import as_float, c_semantics, f32, first_min_max, fp16_bytes, fp16_field, fp16_value, per_weight, put_bytes
 from .q4_0 import pack_nibbles, row_importance, truncate_levels, unpack_nibbles
 from .search import make_qkx3_quants
 
@@ -63,10 +63,11 @@ def unpack(b: np.ndarray) -> Fields:
     return Fields(fp16_field(b[:, 0:2]), fp16_field(b[:, 2:4]), unpack_nibbles(b[:, 4:20]))
 
 
-def decode(f: Fields) -> np.ndarray:
-    y = f.q.astype(f32)
-    y *= fp16_value(f.d)[:, None]
-    y += fp16_value(f.m)[:, None]
+def decode(f: Fields, out: np.ndarray | None = None) -> np.ndarray:
+    """dequantize_row_q4_1: q * d + m (``out``, if given, receives the result)."""
+    y = as_float(f.q, out)
+    y *= per_weight(fp16_value(f.d)[:, None], QK)
+    y += per_weight(fp16_value(f.m)[:, None], QK)
     return y
 
 
@@ -74,5 +75,5 @@ def quantize_blocks(x: np.ndarray) -> np.ndarray:
     return pack(encode(x))
 
 
-def dequantize_blocks(b: np.ndarray) -> np.ndarray:
-    return decode(unpack(b))
+def dequantize_blocks(b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    return decode(unpack(b), out)

@@ -14,7 +14,20 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .cops import c_semantics, c_to_uint8, f32, fp16_bytes, fp16_field, fp16_value, nearest_int, seqsum
+from .cops import (
+    as_float,
+    byte_field,
+    c_semantics,
+    c_to_uint8,
+    f32,
+    fp16_bytes,
+    fp16_field,
+    fp16_value,
+    nearest_int,
+    per_weight,
+    seqsum,
+    split_nibbles,
+)
 from .search import blocks_and_importance, importance_weights, make_qkx2_quants, make_qkx3_quants, make_qp_quants
 
 QK = 256  # QK_K
@@ -161,13 +174,14 @@ def pack_scales(sc: np.ndarray, m: np.ndarray) -> np.ndarray:
 
 def unpack_scales(b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(n, 12) bytes -> (n, 8) scales, (n, 8) mins: get_scale_min_k4 for all j at once."""
-    sc = np.empty((b.shape[0], 8), dtype=np.uint8)
+    t = np.ascontiguousarray(byte_field(b).T)  # (12, n): byte rows, so each step runs along all blocks
+    sc = np.empty((8, b.shape[0]), dtype=np.uint8)
     m = np.empty_like(sc)
-    sc[:, 0:4] = b[:, 0:4] & 63
-    m[:, 0:4] = b[:, 4:8] & 63
-    sc[:, 4:8] = (b[:, 8:12] & 0xF) | ((b[:, 0:4] >> 6) << 4)
-    m[:, 4:8] = (b[:, 8:12] >> 4) | ((b[:, 4:8] >> 6) << 4)
-    return sc, m
+    sc[0:4] = t[0:4] & 63
+    m[0:4] = t[4:8] & 63
+    sc[4:8] = (t[8:12] & 0xF) | ((t[0:4] >> 6) << 4)
+    m[4:8] = (t[8:12] >> 4) | ((t[4:8] >> 6) << 4)
+    return sc.T, m.T
 
 
 def pack_nibbles(q: np.ndarray) -> np.ndarray:
@@ -177,9 +191,8 @@ def pack_nibbles(q: np.ndarray) -> np.ndarray:
 
 
 def unpack_nibbles(qs: np.ndarray) -> np.ndarray:
-    """(n, 128) bytes -> (n, 256) 4-bit levels."""
-    qs = qs.reshape(-1, 4, 1, 32)
-    return np.concatenate([qs & 0xF, qs >> 4], axis=2).reshape(-1, 256)
+    """(n, 128) bytes -> (n, 256) 4-bit levels (per 32 bytes: the low nibbles, then the high ones)."""
+    return split_nibbles(qs, 32)
 
 
 def pack(f: Fields) -> np.ndarray:
@@ -196,19 +209,19 @@ def unpack(b: np.ndarray) -> Fields:
     return Fields(fp16_field(b[:, 0:2]), fp16_field(b[:, 2:4]), sc, m, unpack_nibbles(b[:, 16:144]))
 
 
-def decode(f: Fields) -> np.ndarray:
-    """dequantize_row_q4_K: (d*sc)*q - dmin*m, rounded after each step as in C."""
+def decode(f: Fields, out: np.ndarray | None = None) -> np.ndarray:
+    """dequantize_row_q4_K: (d*sc)*q - dmin*m, rounded after each step as in C (into ``out`` if given)."""
     d1 = fp16_value(f.d)[:, None] * f.sc  # (n, 8)
     m1 = fp16_value(f.dmin)[:, None] * f.m
-    y = f.q.astype(f32).reshape(-1, 8, 32)
-    y *= d1[:, :, None]
-    y -= m1[:, :, None]
-    return y.reshape(-1, 256)
+    y = as_float(f.q, out)
+    y *= per_weight(d1, 32)
+    y -= per_weight(m1, 32)
+    return y
 
 
 def quantize_blocks(x: np.ndarray) -> np.ndarray:
     return pack(encode(x))
 
 
-def dequantize_blocks(b: np.ndarray) -> np.ndarray:
-    return decode(unpack(b))
+def dequantize_blocks(b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    return decode(unpack(b), out)

@@ -10,7 +10,18 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .cops import c_semantics, f32, fp16_bytes, fp16_field, fp16_value, put_bytes, signed_absmax
+from .cops import (
+    as_float,
+    byte_field,
+    c_semantics,
+    f32,
+    fp16_bytes,
+    fp16_field,
+    fp16_value,
+    per_weight,
+    put_bytes,
+    signed_absmax,
+)
 from .q4_0 import pack_nibbles, row_importance, truncate_levels, unpack_nibbles
 from .search import make_qx_quants
 
@@ -42,7 +53,8 @@ def pack_qh(q: np.ndarray) -> np.ndarray:
 
 def unpack_qh(qh: np.ndarray) -> np.ndarray:
     """(n, 4) bytes -> (n, 32) values 0 or 16 to add to the low nibbles."""
-    return np.unpackbits(qh, axis=1, bitorder="little") << 4
+    bits = np.unpackbits(byte_field(qh).reshape(-1), bitorder="little")  # flat: ~5x faster than along rows
+    return (bits << 4).reshape(qh.shape[0], 32)
 
 
 @c_semantics
@@ -76,10 +88,10 @@ def unpack(b: np.ndarray) -> Fields:
     return Fields(fp16_field(b[:, 0:2]), unpack_nibbles(b[:, 6:22]) | unpack_qh(b[:, 2:6]))
 
 
-def decode(f: Fields) -> np.ndarray:
-    y = f.q.astype(f32)
-    y -= f32(16)  # exact: small integers
-    y *= fp16_value(f.d)[:, None]
+def decode(f: Fields, out: np.ndarray | None = None) -> np.ndarray:
+    """dequantize_row_q5_0: d * (q - 16) (``out``, if given, receives the result)."""
+    y = as_float(f.q.view(np.int8) - np.int8(16), out)  # q - 16 in bytes (cheap), then one conversion
+    y *= per_weight(fp16_value(f.d)[:, None], QK)
     return y
 
 
@@ -87,5 +99,5 @@ def quantize_blocks(x: np.ndarray) -> np.ndarray:
     return pack(encode(x))
 
 
-def dequantize_blocks(b: np.ndarray) -> np.ndarray:
-    return decode(unpack(b))
+def dequantize_blocks(b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    return decode(unpack(b), out)

@@ -67,14 +67,14 @@ def unpack(b: np.ndarray) -> Fields:
     return Fields(fp16_field(b[:, 0:2]), fp16_field(b[:, 2:4]), unpack_nibbles(b[:, 8:24]) | unpack_qh(b[:, 4:8]))
 
 
-def decode(f: Fields) -> np.ndarray:
+def decode(f: Fields, out: np.ndarray | None = None) -> np.ndarray:
     """dequantize_row_q5_1: the Q4_1 formula, q * d + m, with 5-bit levels."""
-    return _decode_q4_1(f)
+    return _decode_q4_1(f, out)
 
 
 def quantize_blocks(x: np.ndarray) -> np.ndarray:
     return pack(encode(x))
 
 
-def dequantize_blocks(b: np.ndarray) -> np.ndarray:
-    return decode(unpack(b))
+def dequantize_blocks(b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    return decode(unpack(b), out)

@@ -10,7 +10,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .cops import c_semantics, fp16_bytes, fp16_field
+from .cops import bit_planes, c_semantics, fp16_bytes, fp16_field
 from .q4_k import decode as _decode_q4_k
 from .q4_k import (
     fit_block_scales,
@@ -77,7 +77,7 @@ def pack_high_bits(bits: np.ndarray) -> np.ndarray:
 
 def unpack_high_bits(qh: np.ndarray) -> np.ndarray:
     """(n, 32) bytes -> (n, 256) bits 0/1, already in weight order (j major, l minor)."""
-    return ((qh[:, None, :] >> _BIT) & 1).reshape(-1, 256)
+    return bit_planes(qh, 1, 32)
 
 
 def pack(f: Fields) -> np.ndarray:
@@ -96,14 +96,14 @@ def unpack(b: np.ndarray) -> Fields:
     return Fields(fp16_field(b[:, 0:2]), fp16_field(b[:, 2:4]), sc, m, q)
 
 
-def decode(f: Fields) -> np.ndarray:
+def decode(f: Fields, out: np.ndarray | None = None) -> np.ndarray:
     """dequantize_row_q5_K: the Q4_K formula with 5-bit levels."""
-    return _decode_q4_k(f)
+    return _decode_q4_k(f, out)
 
 
 def quantize_blocks(x: np.ndarray) -> np.ndarray:
     return pack(encode(x))
 
 
-def dequantize_blocks(b: np.ndarray) -> np.ndarray:
-    return decode(unpack(b))
+def dequantize_blocks(b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    return decode(unpack(b), out)

@@ -12,7 +12,20 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .cops import c_semantics, c_to_int8, f32, fp16_bytes, fp16_field, fp16_value, nearest_int, signed_absmax
+from .cops import (
+    as_float,
+    bit_planes,
+    c_semantics,
+    c_to_int8,
+    f32,
+    fp16_bytes,
+    fp16_field,
+    fp16_value,
+    nearest_int,
+    per_weight,
+    signed_absmax,
+    split_nibbles,
+)
 from .search import GROUP_MAX_EPS, blocks_and_importance, make_qx_quants, requantize_levels
 
 QK = 256  # QK_K
@@ -90,28 +103,25 @@ def pack(f: Fields) -> np.ndarray:
 
 
 def unpack(b: np.ndarray) -> Fields:
-    n = b.shape[0]
-    ql = b[:, 0:128].reshape(n, 2, 2, 1, 32)  # [h, j, _, l]: j selects ql[64h + 32j + l]
-    qh = b[:, 128:192].reshape(n, 2, 1, 32)
-    lo = np.concatenate([ql & 0xF, ql >> 4], axis=3)  # [h, j, nibble, l] -> k = j + 2 * nibble
-    lo = lo.transpose(0, 1, 3, 2, 4).reshape(n, 2, 4, 32)
-    hi = (qh >> np.array([0, 2, 4, 6], dtype=np.uint8)[:, None]) & 3  # [h, k, l]
-    q = (lo | (hi << 4)).reshape(n, 256)
+    # Per half h, split_nibbles gives ql[64h : 64h + 64]'s low nibbles, then its high ones:
+    # weights k = 0, 1 (low), then k = 2, 3 (high) of the layout above, already in order.
+    lo = split_nibbles(b[:, 0:128], 64)
+    hi = bit_planes(b[:, 128:192], 2, 32)  # per half: bits 0-1 of qh[32h + l] (k = 0), then 2-3, 4-5, 6-7
+    q = lo | (hi << 4)
     return Fields(fp16_field(b[:, 208:210]), b[:, 192:208].view(np.int8), q)
 
 
-def decode(f: Fields) -> np.ndarray:
-    """dequantize_row_q6_K: (d * scale) * (q - 32)."""
+def decode(f: Fields, out: np.ndarray | None = None) -> np.ndarray:
+    """dequantize_row_q6_K: (d * scale) * (q - 32) (into ``out`` if given)."""
     ds = fp16_value(f.d)[:, None] * f.scales  # (n, 16)
-    y = f.q.astype(f32).reshape(-1, 16, 16)
-    y -= f32(32)  # exact: small integers
-    y *= ds[:, :, None]
-    return y.reshape(-1, 256)
+    y = as_float(f.q.view(np.int8) - np.int8(32), out)  # q - 32 in bytes (cheap), then one conversion
+    y *= per_weight(ds, 16)
+    return y
 
 
 def quantize_blocks(x: np.ndarray) -> np.ndarray:
     return pack(encode(x))
 
 
-def dequantize_blocks(b: np.ndarray) -> np.ndarray:
-    return decode(unpack(b))
+def dequantize_blocks(b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    return decode(unpack(b), out)

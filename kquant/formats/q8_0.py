@@ -10,7 +10,17 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .cops import c_float_to_int8, c_semantics, f32, fp16_bytes, fp16_field, fp16_value, put_bytes
+from .cops import (
+    as_float,
+    c_float_to_int8,
+    c_semantics,
+    f32,
+    fp16_bytes,
+    fp16_field,
+    fp16_value,
+    per_weight,
+    put_bytes,
+)
 
 QK = 32  # QK8_0
 TYPE_SIZE = 34
@@ -61,9 +71,10 @@ def unpack(b: np.ndarray) -> Fields:
     return Fields(fp16_field(b[:, 0:2]), b[:, 2:34].view(np.int8))
 
 
-def decode(f: Fields) -> np.ndarray:
-    y = f.q.astype(f32)  # cast, then multiply in place: faster than a mixed int8 * float32 ufunc
-    y *= fp16_value(f.d)[:, None]
+def decode(f: Fields, out: np.ndarray | None = None) -> np.ndarray:
+    """dequantize_row_q8_0: d * q (``out``, if given, receives the result)."""
+    y = as_float(f.q, out)  # cast, then multiply in place: faster than a mixed int8 * float32 ufunc
+    y *= per_weight(fp16_value(f.d)[:, None], QK)
     return y
 
 
@@ -71,5 +82,5 @@ def quantize_blocks(x: np.ndarray) -> np.ndarray:
     return pack(encode(x))
 
 
-def dequantize_blocks(b: np.ndarray) -> np.ndarray:
-    return decode(unpack(b))
+def dequantize_blocks(b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    return decode(unpack(b), out)
