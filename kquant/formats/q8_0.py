@@ -41,18 +41,25 @@ def roundf(v: np.ndarray) -> np.ndarray:
     """C's roundf: halves go away from zero (2.5 -> 3, -2.5 -> -3), unlike np.rint."""
     a = np.abs(v)
     r = np.floor(a)
-    r += (a - r) >= f32(0.5)  # a - floor(a) is exact in float32
-    return np.copysign(r, v)
+    r += ((a - r) >= f32(0.5)).view(np.uint8)  # a - floor(a) is exact in float32; +1 where it is >= 1/2
+    # copysign(r, v), done on the bits (np.copysign runs ~5x slower): r >= 0 takes v's sign bit.
+    r.view(np.uint32)[...] |= v.view(np.uint32) & np.uint32(0x80000000)
+    return r
 
 
 @c_semantics
 def encode(x: np.ndarray) -> Fields:
     """quantize_row_q8_0_ref: x (n, 32) float32 -> Fields."""
-    amax = np.abs(x).max(axis=1)
+    # Blocks side by side, (32, n), as in Q4_0: the per-block max and the broadcasts run along
+    # long rows. q comes back as a transposed view of that layout.
+    xt = np.ascontiguousarray(x.T)
+    amax = np.abs(xt).max(axis=0)
     d = amax / f32(127)
     id_ = np.where(d != 0, f32(1) / d, f32(0))
-    q = c_float_to_int8(roundf(x * id_[:, None]))
-    return Fields(d.astype(np.float16), q.astype(np.int8))
+    v = roundf(xt * id_)
+    # With every id finite, |x * id| <= 127 (+ rounding): the plain cast is C's (int8_t) then.
+    q = v.astype(np.int8) if np.isfinite(id_).all() else c_float_to_int8(v).astype(np.int8)
+    return Fields(d.astype(np.float16), q.T)
 
 
 def encode_impl(rows: np.ndarray, imatrix: np.ndarray) -> Fields:
@@ -63,7 +70,7 @@ def encode_impl(rows: np.ndarray, imatrix: np.ndarray) -> Fields:
 def pack(f: Fields) -> np.ndarray:
     out = np.empty((f.q.shape[0], TYPE_SIZE), dtype=np.uint8)
     put_bytes(out, 0, fp16_bytes(f.d))
-    out[:, 2:34] = f.q.view(np.uint8)
+    put_bytes(out, 2, f.q.view(np.uint8))
     return out
 
 
