@@ -39,13 +39,16 @@ class Fields(NamedTuple):
 
 def roundf(v: np.ndarray) -> np.ndarray:
     """C's roundf: halves go away from zero (2.5 -> 3, -2.5 -> -3), unlike np.rint."""
+    if np.ndim(v) == 0:  # the in-place steps below need arrays
+        return roundf(np.reshape(v, 1))[0]
     a = np.abs(v)
     r = np.floor(a)
     np.subtract(a, r, out=a)  # a - floor(a): exact in float32
     r += (a >= f32(0.5)).view(np.uint8)
     # copysign(r, v), done on the bits (np.copysign runs ~5x slower): r >= 0 takes v's sign bit.
-    sign = np.bitwise_and(v.view(np.uint32), np.uint32(0x80000000), out=a.view(np.uint32))
-    r.view(np.uint32)[...] |= sign
+    bits = np.dtype(f"u{r.dtype.itemsize}")  # float16/32/64 alike (the rounding notebook passes float64)
+    sign = np.bitwise_and(v.view(bits), bits.type(1 << (8 * r.dtype.itemsize - 1)), out=a.view(bits))
+    r.view(bits)[...] |= sign
     return r
 
 
