@@ -13,29 +13,10 @@ pairwise summation and gives different bits).
 """
 
 import functools
-import threading
 
 import numpy as np
 
 f32 = np.float32
-
-
-_scratch = threading.local()
-
-
-def scratch(name: str, shape: tuple) -> np.ndarray:
-    """A float32 work array kept between calls (per thread), for the searches' big buffers.
-
-    A fresh array of a few MB costs a page fault per 4 KB on first touch (~1 ms per call on
-    a 200k-weight tensor, 10-15 % of a K-quant encode); reusing one costs nothing. Contents
-    are undefined: callers overwrite it. Each name must be used once per call at most.
-    """
-    size = int(np.prod(shape))
-    buf = getattr(_scratch, name, None)
-    if buf is None or buf.size < size:
-        buf = np.empty(size, dtype=f32)
-        setattr(_scratch, name, buf)
-    return buf[:size].reshape(shape)
 
 
 def c_semantics(fn):

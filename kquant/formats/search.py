@@ -16,7 +16,7 @@ different rounding order changes which candidate wins and so the bytes.
 
 import numpy as np
 
-from .cops import c_semantics, c_to_uint8, f32, nearest_int, scratch, seqsum, signed_absmax
+from .cops import c_semantics, c_to_uint8, f32, nearest_int, seqsum, signed_absmax
 
 GROUP_MAX_EPS = f32(1e-15)  # a group whose largest |x| is below this is treated as all zeros
 
@@ -54,14 +54,13 @@ def make_qx_quants(x: np.ndarray, nmax: int, qw: np.ndarray | None = None) -> tu
     w = x * x if qw is None else qw
     lo, hi = f32(-nmax), f32(nmax - 1)
     # Buffers reused by all 19 candidates; wx and w stacked so one multiply serves both sums.
-    l = scratch("qx_l", x.shape)
-    W = scratch("qx_W", (2, *x.shape))
+    l = np.empty_like(x)
+    W = np.empty((2, *x.shape), dtype=f32)
     np.multiply(w, x, out=W[0])
     W[1] = w
-    T = scratch("qx_T", W.shape)
+    T = np.empty_like(W)
 
-    top = scratch("qx_top", x.shape)  # np.minimum with an array runs ~3x faster than with a scalar
-    top.fill(hi)
+    top = np.full_like(x, hi)  # np.minimum with an array runs ~3x faster than with a scalar
 
     def fit(iscale, is_=0):
         np.multiply(x, iscale, out=l)
@@ -213,11 +212,11 @@ def make_qkx2_quants(
 
     # Buffers reused by every candidate. l shares an array with x, so that one multiply by
     # w*l gives both (w*l)*l and (w*l)*x; the three sums then come from one reduction.
-    LX = scratch("qkx_LX", (2, *x.shape))
+    LX = np.empty((2, *x.shape), dtype=f32)
     LX[1] = x
     l = LX[0]
-    S = scratch("qkx_S", (3, *x.shape))  # [w*l, (w*l)*l, (w*l)*x]
-    t = scratch("qkx_t", x.shape)
+    S = np.empty((3, *x.shape), dtype=f32)  # [w*l, (w*l)*l, (w*l)*x]
+    t = np.empty_like(x)
 
     def levels(iscale, m):
         np.subtract(x, m, out=l)
