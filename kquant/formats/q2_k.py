@@ -26,7 +26,14 @@ from .cops import (
     per_weight,
     seqsum,
 )
-from .search import blocks_and_importance, importance_weights, make_qkx2_quants, make_qkx3_quants, make_qp_quants
+from .search import (
+    blocks_and_importance,
+    importance_weights,
+    make_qkx2_quants,
+    make_qkx3_quants,
+    make_qp_quants,
+    requantize_levels,
+)
 
 QK = 256  # QK_K
 TYPE_SIZE = 84
@@ -66,7 +73,7 @@ def encode(x: np.ndarray) -> Fields:
     sc = np.where(max_min[:, None] > 0, c_to_uint8(sc | (lm << 4)), sc).astype(np.uint8)
     d = np.where(max_scale > 0, max_scale / f32(15), f32(0)).astype(np.float16)
     dmin = np.where(max_min > 0, max_min / f32(15), f32(0)).astype(np.float16)
-    return _requantize(xt, L, d, dmin, sc)
+    return _requantize(x, L, d, dmin, sc)
 
 
 @c_semantics
@@ -87,17 +94,19 @@ def encode_impl(rows: np.ndarray, imatrix: np.ndarray) -> Fields:
     dm, Ls = make_qp_quants(np.ascontiguousarray(scale.reshape(n, 16).T), 15, sw)
     mm, Lm = make_qp_quants(np.ascontiguousarray(the_min.reshape(n, 16).T), 15, sw)
     sc = c_to_uint8(Ls.T | (Lm.T.astype(np.int32) << 4))
-    return _requantize(xt, L, dm.astype(np.float16), mm.astype(np.float16), sc)
+    return _requantize(x, L, dm.astype(np.float16), mm.astype(np.float16), sc)
 
 
-def _requantize(xt: np.ndarray, L: np.ndarray, d: np.ndarray, dmin: np.ndarray, sc: np.ndarray) -> Fields:
-    """Round every weight again against the scales the decoder will use; a group with scale 0 keeps its levels."""
+def _requantize(x: np.ndarray, L: np.ndarray, d: np.ndarray, dmin: np.ndarray, sc: np.ndarray) -> Fields:
+    """Round every weight again against the scales the decoder will use; a group with scale 0 keeps its levels.
+
+    x: (n, 256) blocks; L: (16, G) levels from the search.
+    """
     n = d.shape[0]
     dq = (fp16_value(d)[:, None] * (sc & 0xF)).reshape(-1)  # (G,)
     dm = (fp16_value(dmin)[:, None] * (sc >> 4)).reshape(-1)
-    l = np.clip(nearest_int((xt + dm) / dq), 0, 3).astype(np.uint8)
-    L = np.where(dq != 0, l, L)
-    return Fields(d, dmin, sc, np.ascontiguousarray(L.T).reshape(n, 256))
+    q = requantize_levels(x.reshape(-1, 16), dq, dm, 0, 3, L)
+    return Fields(d, dmin, sc, q.reshape(n, 256))
 
 
 def pack_crumbs(q: np.ndarray) -> np.ndarray:

@@ -28,7 +28,7 @@ from .cops import (
 )
 from .q2_k import pack_crumbs, unpack_crumbs
 from .q5_k import pack_high_bits, unpack_high_bits
-from .search import blocks_and_importance, importance_weights, make_q3_quants, make_qx_quants
+from .search import blocks_and_importance, importance_weights, make_q3_quants, make_qx_quants, requantize_levels
 
 QK = 256  # QK_K
 TYPE_SIZE = 110
@@ -68,7 +68,7 @@ def encode(x: np.ndarray) -> Fields:
     nonzero = max_scale != 0
     s = np.where(nonzero[:, None], s, 0).astype(np.uint8)
     d = np.where(nonzero, f32(1) / iscale, f32(0)).astype(np.float16)
-    return _requantize(xt, L, d, s)
+    return _requantize(x, L, d, s)
 
 
 @c_semantics
@@ -88,16 +88,18 @@ def encode_impl(rows: np.ndarray, imatrix: np.ndarray) -> Fields:
     sw = np.ascontiguousarray(seqsum(w).reshape(n, 16).T)  # (16, n)
     scale, L = make_qx_quants(xt, 4, qw=w)
     d_block, Ls = make_qx_quants(np.ascontiguousarray(scale.reshape(n, 16).T), 32, qw=sw)
-    return _requantize(xt, L, d_block.astype(np.float16), np.ascontiguousarray(Ls.T))
+    return _requantize(x, L, d_block.astype(np.float16), np.ascontiguousarray(Ls.T))
 
 
-def _requantize(xt: np.ndarray, L: np.ndarray, d: np.ndarray, s: np.ndarray) -> Fields:
-    """Round every weight again against d * (s - 32); a group whose scale is 0 keeps its levels."""
+def _requantize(x: np.ndarray, L: np.ndarray, d: np.ndarray, s: np.ndarray) -> Fields:
+    """Round every weight again against d * (s - 32); a group whose scale is 0 keeps its levels.
+
+    x: (n, 256) blocks; L: (16, G) levels (+4) from the search.
+    """
     n = d.shape[0]
     dq = (fp16_value(d)[:, None] * (s.astype(np.int8) - np.int8(32))).reshape(-1)  # (G,)
-    l = np.clip(nearest_int(xt / dq), -4, 3) + 4
-    L = np.where(dq != 0, l, L).astype(np.uint8)
-    return Fields(d, s, np.ascontiguousarray(L.T).reshape(n, 256))
+    q = requantize_levels(x.reshape(-1, 16), dq, None, -4, 3, L)
+    return Fields(d, s, q.reshape(n, 256))
 
 
 def pack_scales(s: np.ndarray) -> np.ndarray:

@@ -28,7 +28,14 @@ from .cops import (
     seqsum,
     split_nibbles,
 )
-from .search import blocks_and_importance, importance_weights, make_qkx2_quants, make_qkx3_quants, make_qp_quants
+from .search import (
+    blocks_and_importance,
+    importance_weights,
+    make_qkx2_quants,
+    make_qkx3_quants,
+    make_qp_quants,
+    requantize_levels,
+)
 
 QK = 256  # QK_K
 TYPE_SIZE = 144
@@ -99,10 +106,14 @@ def requantize(xt: np.ndarray, L: np.ndarray, d: np.ndarray, dmin: np.ndarray, s
     xt, L: (32, G); d, dmin: (n,) float16; sc, m: (n, 8). A sub-block whose
     quantized scale is 0 keeps its levels from the search (C skips it).
     """
+    return requantize_rows(xt.T, L, d, dmin, sc, m, nmax).T
+
+
+def requantize_rows(x: np.ndarray, L: np.ndarray, d: np.ndarray, dmin: np.ndarray, sc, m, nmax: int) -> np.ndarray:
+    """``requantize`` with x as (G, 32) rows, the blocks' own layout: (G, 32) levels, no transpose back."""
     dq = (fp16_value(d)[:, None] * sc).reshape(-1)  # (G,)
     dm = (fp16_value(dmin)[:, None] * m).reshape(-1)
-    l = np.clip(nearest_int((xt + dm) / dq), 0, nmax).astype(np.uint8)
-    return np.where(dq != 0, l, L)
+    return requantize_levels(x, dq, dm, 0, nmax, L)
 
 
 @c_semantics
@@ -112,8 +123,8 @@ def encode(x: np.ndarray) -> Fields:
     xt = np.ascontiguousarray(x.reshape(n * 8, 32).T)  # (32, G): sub-blocks side by side
     scales, mins, L = subblock_fit(xt, nmax=15, rmin=-1.0, rdelta=0.1, nstep=20)
     d, dmin, sc, m = quantize_scales(scales.reshape(n, 8), mins.reshape(n, 8))
-    L = requantize(xt, L, d, dmin, sc, m, nmax=15)
-    return Fields(d, dmin, sc, m, np.ascontiguousarray(L.T).reshape(n, 256))
+    q = requantize_rows(x.reshape(-1, 32), L, d, dmin, sc, m, nmax=15)
+    return Fields(d, dmin, sc, m, q.reshape(n, 256))
 
 
 @c_semantics
@@ -159,8 +170,8 @@ def encode_impl(rows: np.ndarray, imatrix: np.ndarray) -> Fields:
     n = x.shape[0]
     xs, scales, mins, L, sw = subblock_fit_impl(x, qw, nmax=15)
     d, dmin, sc, m = fit_block_scales(scales.reshape(n, 8), mins.reshape(n, 8), sw.reshape(n, 8))
-    L = requantize(xs, L, d, dmin, sc, m, nmax=15)
-    return Fields(d, dmin, sc, m, np.ascontiguousarray(L.T).reshape(n, 256))
+    q = requantize_rows(x.reshape(-1, 32), L, d, dmin, sc, m, nmax=15)
+    return Fields(d, dmin, sc, m, q.reshape(n, 256))
 
 
 def pack_scales(sc: np.ndarray, m: np.ndarray) -> np.ndarray:

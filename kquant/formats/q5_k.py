@@ -17,7 +17,7 @@ from .q4_k import (
     pack_nibbles,
     pack_scales,
     quantize_scales,
-    requantize,
+    requantize_rows,
     subblock_fit,
     subblock_fit_impl,
     unpack_nibbles,
@@ -52,8 +52,8 @@ def encode(x: np.ndarray) -> Fields:
     xt = np.ascontiguousarray(x.reshape(n * 8, 32).T)  # (32, G)
     scales, mins, L = subblock_fit(xt, nmax=31, rmin=-0.5, rdelta=0.1, nstep=15)
     d, dmin, sc, m = quantize_scales(scales.reshape(n, 8), mins.reshape(n, 8))
-    L = requantize(xt, L, d, dmin, sc, m, nmax=31)
-    return Fields(d, dmin, sc, m, np.ascontiguousarray(L.T).reshape(n, 256))
+    q = requantize_rows(x.reshape(-1, 32), L, d, dmin, sc, m, nmax=31)
+    return Fields(d, dmin, sc, m, q.reshape(n, 256))
 
 
 def encode_impl(rows: np.ndarray, imatrix: np.ndarray) -> Fields:
@@ -63,8 +63,8 @@ def encode_impl(rows: np.ndarray, imatrix: np.ndarray) -> Fields:
     xs, scales, mins, L, sw = subblock_fit_impl(x, qw, nmax=31)
     d, dmin, sc, m = fit_block_scales(scales.reshape(n, 8), mins.reshape(n, 8), sw.reshape(n, 8))
     sc, m = np.minimum(sc, 63), np.minimum(m, 63)  # Q5_K clamps here; Q4_K's C code does not
-    L = requantize(xs, L, d, dmin, sc, m, nmax=31)
-    return Fields(d, dmin, sc, m, np.ascontiguousarray(L.T).reshape(n, 256))
+    q = requantize_rows(x.reshape(-1, 32), L, d, dmin, sc, m, nmax=31)
+    return Fields(d, dmin, sc, m, q.reshape(n, 256))
 
 
 _BIT = np.arange(8, dtype=np.uint8)[:, None]  # bit j of byte l belongs to weight 32j + l
