@@ -18,6 +18,7 @@ from .cops import (
     byte_field,
     c_semantics,
     c_to_uint8,
+    columns,
     f32,
     fp16_bytes,
     fp16_field,
@@ -61,7 +62,7 @@ class Fields(NamedTuple):
 def encode(x: np.ndarray) -> Fields:
     """quantize_row_q2_K_ref: x (n, 256) float32 -> Fields."""
     n = x.shape[0]
-    xt = np.ascontiguousarray(x.reshape(n * 16, 16).T)  # (16, G)
+    xt = columns(x.reshape(n * 16, 16))  # (16, G)
     scale, the_min, L = make_qkx2_quants(xt, np.abs(xt), 3, -0.5, 0.1, 15, use_mad=True)
     scale, the_min = scale.reshape(n, 16), the_min.reshape(n, 16)
     max_scale = np.maximum(scale.max(axis=1), f32(0))
@@ -87,8 +88,8 @@ def encode_impl(rows: np.ndarray, imatrix: np.ndarray) -> Fields:
     n = x.shape[0]
     xb = np.ascontiguousarray(x.T)  # (256, n)
     sigma2 = seqsum(xb * xb) / f32(256)
-    xt = np.ascontiguousarray(x.reshape(n * 16, 16).T)  # (16, G)
-    w = importance_weights(xt, np.ascontiguousarray(qw.reshape(n * 16, 16).T), np.repeat(sigma2, 16))
+    xt = columns(x.reshape(n * 16, 16))  # (16, G)
+    w = importance_weights(xt, columns(qw.reshape(n * 16, 16)), np.repeat(sigma2, 16))
     sw = np.ascontiguousarray(seqsum(w).reshape(n, 16).T)  # (16, n)
     scale, the_min, L = make_qkx3_quants(xt, w, 3)
     dm, Ls = make_qp_quants(np.ascontiguousarray(scale.reshape(n, 16).T), 15, sw)

@@ -17,6 +17,7 @@ from .cops import (
     byte_field,
     c_semantics,
     c_to_int8,
+    columns,
     f32,
     fp16_bytes,
     fp16_field,
@@ -58,7 +59,7 @@ class Fields(NamedTuple):
 def encode(x: np.ndarray) -> Fields:
     """quantize_row_q3_K_ref: x (n, 256) float32 -> Fields."""
     n = x.shape[0]
-    xt = np.ascontiguousarray(x.reshape(n * 16, 16).T)  # (16, G)
+    xt = columns(x.reshape(n * 16, 16))  # (16, G)
     scale, L = make_q3_quants(xt)
     scale = scale.reshape(n, 16)
     max_scale = signed_absmax(scale, axis=1)
@@ -83,8 +84,8 @@ def encode_impl(rows: np.ndarray, imatrix: np.ndarray) -> Fields:
     n = x.shape[0]
     xb = np.ascontiguousarray(x.T)  # (256, n)
     sigma2 = (f32(2) * seqsum(xb * xb)) / f32(256)
-    xt = np.ascontiguousarray(x.reshape(n * 16, 16).T)  # (16, G)
-    w = importance_weights(xt, np.ascontiguousarray(qw.reshape(n * 16, 16).T), np.repeat(sigma2, 16))
+    xt = columns(x.reshape(n * 16, 16))  # (16, G)
+    w = importance_weights(xt, columns(qw.reshape(n * 16, 16)), np.repeat(sigma2, 16))
     sw = np.ascontiguousarray(seqsum(w).reshape(n, 16).T)  # (16, n)
     scale, L = make_qx_quants(xt, 4, qw=w)
     d_block, Ls = make_qx_quants(np.ascontiguousarray(scale.reshape(n, 16).T), 32, qw=sw)

@@ -16,6 +16,7 @@ from .cops import (
     c_float_to_int8,
     c_semantics,
     c_to_uint8,
+    columns,
     f32,
     fp16_bytes,
     fp16_field,
@@ -48,25 +49,26 @@ def encode(x: np.ndarray) -> Fields:
     """quantize_row_q4_0_ref: x (n, 32) float32 -> Fields."""
     # Blocks side by side, (32, n): per-block reductions and broadcasts then run along long
     # rows, ~5x faster than along rows of 32. q comes back as a transposed view of that layout.
-    xt = np.ascontiguousarray(x.T)
+    xt = columns(x)  # our own copy (x.T of one block is contiguous already): scaled in place below
     d = signed_absmax(xt, axis=0) / f32(-8)
     id_ = np.where(d != 0, f32(1) / d, f32(0))  # the unrounded d, not fp16(d)
     # (int8_t)(x*id + 8.5f): truncation of a non-negative sum = round half up
-    v = xt * id_
-    v += f32(8.5)
-    return Fields(d.astype(np.float16), truncate_levels(v, 15, finite=np.isfinite(id_).all()).T)
+    v = np.multiply(xt, id_, out=xt)
+    return Fields(d.astype(np.float16), truncate_levels(v, 8.5, 15, finite=np.isfinite(id_).all()).T)
 
 
-def truncate_levels(v: np.ndarray, top: int, finite: bool) -> np.ndarray:
-    """C's ``MIN(top, (int8_t)v)`` stored into uint8, for v = x*id + offset. Shared with Q4_1, Q5_0.
+def truncate_levels(v: np.ndarray, offset: float, top: int, finite: bool) -> np.ndarray:
+    """C's ``MIN(top, (int8_t)(v + offset))`` stored into uint8, for v = x*id. Shared with Q4_1, Q5_0.
 
-    With every id finite, |x*id| <= the offset - 1/2, so 0 <= v < top + 2 and a plain cast
-    truncates exactly; otherwise C's wrapping conversions are reproduced.
+    With every id finite, |v| <= offset - 1/2, so 0 <= v + offset < top + 2 and a plain cast
+    truncates exactly; otherwise C's wrapping conversions are reproduced. v is overwritten.
     """
     if finite:
-        q = v.astype(np.uint8)
+        q = np.empty(v.shape, dtype=np.uint8)
+        np.add(v, f32(offset), out=q, casting="unsafe")  # float32 sum, truncated into bytes: one pass
         q -= q >> top.bit_length()  # MIN(top, q) for q <= top + 1 = 2**k, in two byte passes
         return q
+    v += f32(offset)
     return c_to_uint8(np.minimum(top, c_float_to_int8(v))).astype(np.uint8)
 
 
@@ -78,7 +80,7 @@ def row_importance(rows: np.ndarray, imatrix: np.ndarray) -> tuple[np.ndarray, n
     """
     sigma2 = row_mean_square(rows)  # (r,)
     x, qw = blocks_and_importance(rows, imatrix, 32)
-    xt, qwt = np.ascontiguousarray(x.T), np.ascontiguousarray(qw.T)
+    xt, qwt = columns(x), columns(qw)
     return xt, importance_weights(xt, qwt, np.repeat(sigma2, rows.shape[1] // 32))
 
 

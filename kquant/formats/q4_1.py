@@ -10,7 +10,18 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .cops import as_float, c_semantics, f32, first_min_max, fp16_bytes, fp16_field, fp16_value, per_weight, put_bytes
+from .cops import (
+    as_float,
+    c_semantics,
+    columns,
+    f32,
+    first_min_max,
+    fp16_bytes,
+    fp16_field,
+    fp16_value,
+    per_weight,
+    put_bytes,
+)
 from .q4_0 import pack_nibbles, row_importance, truncate_levels, unpack_nibbles
 from .search import make_qkx3_quants
 
@@ -33,14 +44,13 @@ class Fields(NamedTuple):
 @c_semantics
 def encode(x: np.ndarray) -> Fields:
     """quantize_row_q4_1_ref: x (n, 32) float32 -> Fields."""
-    xt = np.ascontiguousarray(x.T)  # blocks side by side, as in Q4_0
+    xt = columns(x)  # blocks side by side, as in Q4_0 (our own copy: worked on in place)
     lo, hi = first_min_max(xt, axis=0)
     d = (hi - lo) / f32(15)
     id_ = np.where(d != 0, f32(1) / d, f32(0))
-    v = xt - lo
+    v = np.subtract(xt, lo, out=xt)
     v *= id_
-    v += f32(0.5)
-    return Fields(d.astype(np.float16), lo.astype(np.float16), truncate_levels(v, 15, np.isfinite(id_).all()).T)
+    return Fields(d.astype(np.float16), lo.astype(np.float16), truncate_levels(v, 0.5, 15, np.isfinite(id_).all()).T)
 
 
 @c_semantics

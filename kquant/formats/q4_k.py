@@ -19,6 +19,7 @@ from .cops import (
     byte_field,
     c_semantics,
     c_to_uint8,
+    columns,
     f32,
     fp16_bytes,
     fp16_field,
@@ -120,7 +121,7 @@ def requantize_rows(x: np.ndarray, L: np.ndarray, d: np.ndarray, dmin: np.ndarra
 def encode(x: np.ndarray) -> Fields:
     """quantize_row_q4_K_ref, stopping before the bytes: x (n, 256) float32 -> Fields."""
     n = x.shape[0]
-    xt = np.ascontiguousarray(x.reshape(n * 8, 32).T)  # (32, G): sub-blocks side by side
+    xt = columns(x.reshape(n * 8, 32))  # (32, G): sub-blocks side by side
     scales, mins, L = subblock_fit(xt, nmax=15, rmin=-1.0, rdelta=0.1, nstep=20)
     d, dmin, sc, m = quantize_scales(scales.reshape(n, 8), mins.reshape(n, 8))
     q = requantize_rows(x.reshape(-1, 32), L, d, dmin, sc, m, nmax=15)
@@ -139,8 +140,8 @@ def subblock_fit_impl(x: np.ndarray, qw: np.ndarray, nmax: int):
     n = x.shape[0]
     xt = np.ascontiguousarray(x.T)  # (256, n): sums over the super-block in C order
     sigma2 = (f32(2) * seqsum(xt * xt)) / f32(256)  # (n,)
-    xs = np.ascontiguousarray(x.reshape(n * 8, 32).T)  # (32, G)
-    qws = np.ascontiguousarray(qw.reshape(n * 8, 32).T)
+    xs = columns(x.reshape(n * 8, 32))  # (32, G)
+    qws = columns(qw.reshape(n * 8, 32))
     w = importance_weights(xs, qws, np.repeat(sigma2, 8))
     sw = seqsum(w)  # (G,)
     scales, mins, L = make_qkx3_quants(xs, w, nmax)

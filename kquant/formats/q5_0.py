@@ -14,6 +14,7 @@ from .cops import (
     as_float,
     byte_field,
     c_semantics,
+    columns,
     f32,
     fp16_bytes,
     fp16_field,
@@ -60,12 +61,11 @@ def unpack_qh(qh: np.ndarray) -> np.ndarray:
 @c_semantics
 def encode(x: np.ndarray) -> Fields:
     """quantize_row_q5_0_ref: x (n, 32) float32 -> Fields."""
-    xt = np.ascontiguousarray(x.T)  # blocks side by side, as in Q4_0
+    xt = columns(x)  # blocks side by side, as in Q4_0 (our own copy: scaled in place)
     d = signed_absmax(xt, axis=0) / f32(-16)
     id_ = np.where(d != 0, f32(1) / d, f32(0))
-    v = xt * id_
-    v += f32(16.5)
-    return Fields(d.astype(np.float16), truncate_levels(v, 31, finite=np.isfinite(id_).all()).T)
+    v = np.multiply(xt, id_, out=xt)
+    return Fields(d.astype(np.float16), truncate_levels(v, 16.5, 31, finite=np.isfinite(id_).all()).T)
 
 
 @c_semantics

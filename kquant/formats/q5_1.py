@@ -9,7 +9,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .cops import c_float_to_uint8, c_semantics, f32, first_min_max, fp16_bytes, fp16_field, put_bytes
+from .cops import c_float_to_uint8, c_semantics, columns, f32, first_min_max, fp16_bytes, fp16_field, put_bytes
 from .q4_0 import pack_nibbles, row_importance, unpack_nibbles
 from .q4_1 import decode as _decode_q4_1
 from .q5_0 import pack_qh, unpack_qh
@@ -34,15 +34,18 @@ class Fields(NamedTuple):
 @c_semantics
 def encode(x: np.ndarray) -> Fields:
     """quantize_row_q5_1_ref: x (n, 32) float32 -> Fields."""
-    xt = np.ascontiguousarray(x.T)  # blocks side by side, as in Q4_0
+    xt = columns(x)  # blocks side by side, as in Q4_0 (our own copy: worked on in place)
     lo, hi = first_min_max(xt, axis=0)
     d = (hi - lo) / f32(31)
     id_ = np.where(d != 0, f32(1) / d, f32(0))
-    v = xt - lo
+    v = np.subtract(xt, lo, out=xt)
     v *= id_
-    v += f32(0.5)
     # (uint8_t)(x + 0.5f): no MIN here in C; with every id finite the value cannot pass 31.5
-    q = v.astype(np.uint8) if np.isfinite(id_).all() else c_float_to_uint8(v).astype(np.uint8)
+    if np.isfinite(id_).all():
+        q = np.empty(v.shape, dtype=np.uint8)
+        np.add(v, f32(0.5), out=q, casting="unsafe")  # float32 sum, truncated into bytes: one pass
+    else:
+        q = c_float_to_uint8(v + f32(0.5)).astype(np.uint8)
     return Fields(d.astype(np.float16), lo.astype(np.float16), q.T)
 
 

@@ -10,7 +10,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .cops import bit_planes, c_semantics, fp16_bytes, fp16_field
+from .cops import bit_planes, c_semantics, columns, fp16_bytes, fp16_field
 from .q4_k import decode as _decode_q4_k
 from .q4_k import (
     fit_block_scales,
@@ -49,7 +49,7 @@ class Fields(NamedTuple):
 def encode(x: np.ndarray) -> Fields:
     """quantize_row_q5_K_ref: x (n, 256) float32 -> Fields."""
     n = x.shape[0]
-    xt = np.ascontiguousarray(x.reshape(n * 8, 32).T)  # (32, G)
+    xt = columns(x.reshape(n * 8, 32))  # (32, G)
     scales, mins, L = subblock_fit(xt, nmax=31, rmin=-0.5, rdelta=0.1, nstep=15)
     d, dmin, sc, m = quantize_scales(scales.reshape(n, 8), mins.reshape(n, 8))
     q = requantize_rows(x.reshape(-1, 32), L, d, dmin, sc, m, nmax=31)

@@ -17,6 +17,7 @@ from .cops import (
     bit_planes,
     c_semantics,
     c_to_int8,
+    columns,
     f32,
     fp16_bytes,
     fp16_field,
@@ -54,7 +55,7 @@ class Fields(NamedTuple):
 @c_semantics
 def encode(x: np.ndarray) -> Fields:
     """quantize_row_q6_K_ref: x (n, 256) float32 -> Fields."""
-    xt = np.ascontiguousarray(x.reshape(-1, 16).T)  # (16, G): groups side by side
+    xt = columns(x.reshape(-1, 16))  # (16, G): groups side by side
     scale, L = make_qx_quants(xt, nmax=32)  # weights x**2
     return _quantize_scales_and_requantize(x, scale, L)
 
@@ -63,8 +64,8 @@ def encode(x: np.ndarray) -> Fields:
 def encode_impl(rows: np.ndarray, imatrix: np.ndarray) -> Fields:
     """quantize_row_q6_K_impl: as the reference, but each group's fit is weighted by the raw imatrix."""
     x, qw = blocks_and_importance(rows, imatrix, QK)
-    xt = np.ascontiguousarray(x.reshape(-1, 16).T)
-    scale, L = make_qx_quants(xt, nmax=32, qw=np.ascontiguousarray(qw.reshape(-1, 16).T))
+    xt = columns(x.reshape(-1, 16))
+    scale, L = make_qx_quants(xt, nmax=32, qw=columns(qw.reshape(-1, 16)))
     return _quantize_scales_and_requantize(x, scale, L)
 
 

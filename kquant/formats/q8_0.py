@@ -14,6 +14,7 @@ from .cops import (
     as_float,
     c_float_to_int8,
     c_semantics,
+    columns,
     f32,
     fp16_bytes,
     fp16_field,
@@ -57,7 +58,7 @@ def encode(x: np.ndarray) -> Fields:
     """quantize_row_q8_0_ref: x (n, 32) float32 -> Fields."""
     # Blocks side by side, (32, n), as in Q4_0: the per-block max and the broadcasts run along
     # long rows. q comes back as a transposed view of that layout.
-    xt = x.T.copy()  # a copy always (never the caller's array: it is scaled in place below)
+    xt = columns(x)  # a copy always (never the caller's array: it is scaled in place below)
     amax = np.abs(xt).max(axis=0)
     d = amax / f32(127)
     id_ = np.where(d != 0, f32(1) / d, f32(0))
