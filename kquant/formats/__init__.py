@@ -121,7 +121,9 @@ def quantize(x, qtype, imatrix=None) -> np.ndarray:
     ``quantize_row_*_impl``); Q8_0 ignores it, as ggml does.
     """
     fmt = get_format(qtype)
-    x = check_weights(x, fmt)
+    # NaN/Inf are looked for chunk by chunk below, where the chunk is about to be read anyway
+    # (a separate pass over the whole input reads it cold from memory: ~10 % of a Q4_0 encode).
+    x = check_weights(x, fmt, finite=False)
     n_per_row = x.shape[-1]
     if imatrix is None:
         blocks = x.reshape(-1, fmt.block_size)
@@ -138,6 +140,8 @@ def quantize(x, qtype, imatrix=None) -> np.ndarray:
     per_item = fmt.type_size * (blocks.shape[1] // fmt.block_size)
     out = np.empty((blocks.shape[0], per_item), dtype=np.uint8)
     for i in range(0, blocks.shape[0], step):
+        if not np.isfinite(blocks[i : i + step]).all():
+            check_weights(x, fmt)  # raises, naming the first bad weight of the whole input
         fields = encode(blocks[i : i + step])
         _check_scales(fields, fmt, first_block=i * per_item // fmt.type_size)
         out[i : i + step] = fmt.module.pack(fields).reshape(-1, per_item)
@@ -215,8 +219,11 @@ def check_bytes(q, fmt: Format) -> np.ndarray:
     return np.ascontiguousarray(q)
 
 
-def check_weights(x, fmt: Format) -> np.ndarray:
-    """Check an encoder's input and return it as C-contiguous float32 (never modifying it)."""
+def check_weights(x, fmt: Format, finite: bool = True) -> np.ndarray:
+    """Check an encoder's input and return it as C-contiguous float32 (never modifying it).
+
+    ``finite=False`` skips the NaN/Inf check, for a caller that makes it itself.
+    """
     x = np.asarray(x)
     if x.dtype.kind != "f":
         raise KQuantError(
@@ -233,7 +240,7 @@ def check_weights(x, fmt: Format) -> np.ndarray:
         )
     with np.errstate(over="ignore"):  # a float64 beyond float32's range becomes inf, refused below
         x = np.ascontiguousarray(x, dtype=np.float32)  # float16/64 -> float32 exactly as a cast in C would
-    if not np.isfinite(x).all():
+    if finite and not np.isfinite(x).all():
         bad = np.flatnonzero(~np.isfinite(x))
         raise KQuantError(
             f"{bad.size} weight(s) are NaN or Inf (first at flat index {bad[0]}): llama.cpp would write a broken "
