@@ -1,27 +1,42 @@
 """How fast are kquant's numpy codecs, measured against ggml's C and gguf-py's numpy?
 
-    python benchmarks/codecs.py [--weights N] [--repeat R] [--types Q4_K,Q6_K]
+    python benchmarks/codecs.py [--source gaussian|model|both] [--weights N] [--repeat R] [--types Q4_K,Q6_K]
 
-For each type, on one and the same float32 matrix, this times
+For each type this times, on the same float32 weights,
 
-* encode: kquant.quantize   vs ggml (kquant.reference.quantize, i.e. ggml_quantize_chunk)
-          and gguf-py's gguf.quants.quantize where it has one (the five legacy types);
-* decode: kquant.dequantize vs ggml (the type's to_float) and gguf.quants.dequantize.
+* encode:          kquant.quantize(x, t)            vs ggml (kquant.reference.quantize: ggml_quantize_chunk)
+* encode, imatrix: kquant.quantize(x, t, imatrix=w) vs ggml given the same importance vector
+* decode:          kquant.dequantize(q, t)          vs gguf-py's gguf.quants.dequantize, and vs a plain
+                   numpy copy of the decoded float32 array (the memory ceiling: a decoder has to
+                   write those bytes at least once)
 
-and prints speeds as RATIOS to ggml: "kquant x ggml = 0.25" means kquant gets through
-a quarter as many weights per second as the C code. The decode column "vs gguf-py"
-compares kquant with gguf-py directly (above 1 = kquant is faster).
+and prints RATIOS: "enc kq/ggml = 0.25" means kquant gets through a quarter as many weights
+per second as the C code (above 1 = kquant is faster). "dec kq/gguf" compares kquant's
+decoder with gguf-py's; "dec kq/copy" is the copy's time over kquant's (1.0 = as fast as
+copying the output).
+
+Two sources of weights (``--source``):
+
+* ``gaussian``: a (N / 4096, 4096) matrix, N(0, 0.02) with 0.1 % outliers 20x larger;
+* ``model``: every 2-D tensor of the bundled model (data/kquant-tiny-f16.gguf), converted to
+  float32 first as llama-quantize does; one run quantizes them all, tensor by tensor.
+
+The importance vector is synthetic and activation-like (squared normals times a log-normal).
 
 Both sides run on ONE thread: ggml_quantize_chunk called through ctypes does not start
 threads, and numpy's elementwise ufuncs (all the codecs use) are single-threaded; no BLAS
-is involved. Times are the best of R wall-clock runs (time.perf_counter), with extra
-runs skipped once a function has used a few seconds, so slow codecs don't stall the run.
+is involved. The two sides are timed in turn, run after run (ggml, kquant, ggml, kquant...),
+so that a busy spell on a shared machine hits both, and each keeps its best of R runs;
+extra runs stop once a side has used a few seconds. ``--clock cpu`` (the default) times the
+thread's CPU time (time.thread_time), which for single-threaded code equals the wall time
+of a quiet machine and, unlike it, does not count the time another process held the core;
+``--clock wall`` times time.perf_counter.
 
 A benchmark of a wrong encoder is meaningless, so before timing, every type is checked
-byte for byte against ggml on this input (encode: kquant bytes == ggml bytes; decode:
-kquant's floats == ggml's floats, bit for bit). The "check" column says "exact" or
-"MISMATCH" (or "ERROR" if kquant raised); the script exits with status 1 if any type
-is not exact.
+byte for byte against ggml on this input (encode, with and without the imatrix: kquant
+bytes == ggml bytes; decode: kquant's floats == ggml's floats, bit for bit). The "check"
+column says "exact" or "MISMATCH" (or "ERROR" if kquant raised); the script exits with
+status 1 if any type is not exact.
 """
 
 from __future__ import annotations
@@ -32,87 +47,122 @@ import time
 from pathlib import Path
 
 import numpy as np
-from gguf import GGMLQuantizationType
+from gguf import GGMLQuantizationType, GGUFReader
 from gguf import quants as gguf_quants
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 import kquant
 from kquant import reference
 
-ROW = 4096  # weights per row: a typical hidden size, and a multiple of every block size
-TIME_BUDGET_S = 3.0  # stop repeating a function once it has used this much time
+ROOT = Path(__file__).resolve().parents[1]
+ROW = 4096  # weights per row of the Gaussian matrix: a typical hidden size, a multiple of every block size
+TIME_BUDGET_S = 3.0  # stop repeating a side once it has used this much time
+MODEL = ROOT / "data" / "kquant-tiny-f16.gguf"
+
+
+CLOCK = {"cpu": time.thread_time, "wall": time.perf_counter}
+clock = CLOCK["cpu"]
 
 
 def timed(fn):
-    """(fn(), wall seconds)."""
-    t0 = time.perf_counter()
+    """(fn(), seconds on the chosen clock)."""
+    t0 = clock()
     out = fn()
-    return out, time.perf_counter() - t0
+    return out, clock() - t0
 
 
-def best_time(fn, repeat: int, first: float | None = None) -> float:
-    """Best-of-`repeat` wall time of fn() in seconds; `first` is a run already timed."""
-    runs = [] if first is None else [first]
-    while len(runs) < max(1, repeat) and sum(runs) < TIME_BUDGET_S:
-        runs.append(timed(fn)[1])
-    return min(runs)
+def race(fns: dict, repeat: int) -> dict:
+    """Best-of-`repeat` wall time of each function, the functions run in turn within each repeat."""
+    runs = {k: [] for k in fns}
+    for _ in range(max(1, repeat)):
+        for k, fn in fns.items():
+            if sum(runs[k]) < TIME_BUDGET_S or not runs[k]:
+                runs[k].append(timed(fn)[1])
+    return {k: min(v) for k, v in runs.items()}
 
 
-def try_gguf(fn, *args):
-    """gguf-py raises NotImplementedError where it has no numpy codec (K-quant encoders)."""
-    try:
-        fn(*args)
-    except NotImplementedError:
-        return None
-    return lambda: fn(*args)
-
-
-def make_weights(n: int, seed: int) -> np.ndarray:
+def gaussian_weights(n: int, seed: int) -> list[np.ndarray]:
     """Roughly weight-like data: N(0, 0.02) with a few large outliers, shape (n // ROW, ROW)."""
     rng = np.random.default_rng(seed)
     x = rng.normal(0.0, 0.02, size=(max(1, n // ROW), ROW)).astype(np.float32)
     x.flat[rng.integers(0, x.size, x.size // 1000)] *= 20
-    return x
+    return [x]
 
 
-def bench_type(x: np.ndarray, qtype: GGMLQuantizationType, repeat: int) -> dict:
-    # Correctness first. These calls also warm every code path, and the kquant ones
-    # count as the first timed run (kquant can be slow; no need to pay twice).
-    q_ref = reference.quantize(x, qtype)
-    q_kq, t_enc = timed(lambda: kquant.quantize(x, qtype))
-    enc_ok = q_kq.shape == q_ref.shape and np.array_equal(q_kq, q_ref)
-    y_ref = reference.dequantize(q_ref, qtype)
-    y_kq, t_dec = timed(lambda: kquant.dequantize(q_ref, qtype))
-    dec_ok = y_kq.shape == y_ref.shape and np.array_equal(y_kq.view(np.uint32), y_ref.view(np.uint32))
+def model_weights(path: Path = MODEL) -> list[np.ndarray]:
+    """The bundled model's 2-D tensors as float32 (rows, n_per_row), as llama-quantize reads them."""
+    return [np.asarray(t.data, dtype=np.float32) for t in GGUFReader(path).tensors if len(t.data.shape) == 2]
 
-    gguf_enc = try_gguf(gguf_quants.quantize, x, qtype)
-    gguf_dec = try_gguf(gguf_quants.dequantize, q_ref, qtype)
-    times = {
-        "enc_ggml": best_time(lambda: reference.quantize(x, qtype), repeat),
-        "enc_kquant": best_time(lambda: kquant.quantize(x, qtype), repeat, first=t_enc),
-        "enc_gguf": best_time(gguf_enc, repeat) if gguf_enc else None,
-        "dec_ggml": best_time(lambda: reference.dequantize(q_ref, qtype), repeat),
-        "dec_kquant": best_time(lambda: kquant.dequantize(q_ref, qtype), repeat, first=t_dec),
-        "dec_gguf": best_time(gguf_dec, repeat) if gguf_dec else None,
-    }
-    check = "exact" if enc_ok and dec_ok else "MISMATCH" + ("" if enc_ok else " enc") + ("" if dec_ok else " dec")
-    return {"check": check, "ok": enc_ok and dec_ok, **times}
+
+def importance(n: int, seed: int) -> np.ndarray:
+    """An activation-like importance vector: positive, heavy-tailed."""
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal(n) ** 2 * np.exp(rng.standard_normal(n))).astype(np.float32)
+
+
+def bench_type(tensors: list[np.ndarray], qtype: GGMLQuantizationType, repeat: int) -> dict:
+    imat = [importance(x.shape[-1], seed=i) for i, x in enumerate(tensors)]
+
+    def each(fn, *lists):
+        return lambda: [fn(*args) for args in zip(*lists)]
+
+    # Correctness first (these calls also warm every code path).
+    q_ref = [reference.quantize(x, qtype) for x in tensors]
+    enc_ok = all(np.array_equal(kquant.quantize(x, qtype), q) for x, q in zip(tensors, q_ref))
+    imat_ok = all(
+        np.array_equal(kquant.quantize(x, qtype, imatrix=w), reference.quantize(x, qtype, imatrix=w))
+        for x, w in zip(tensors, imat)
+    )
+    dec_ok = all(
+        np.array_equal(kquant.dequantize(q, qtype).view(np.uint32), reference.dequantize(q, qtype).view(np.uint32))
+        for q in q_ref
+    )
+    y = [np.empty(x.shape, np.float32) for x in tensors]
+    times = race(
+        {
+            "enc_ggml": each(reference.quantize, tensors, [qtype] * len(tensors)),
+            "enc_kquant": each(kquant.quantize, tensors, [qtype] * len(tensors)),
+        },
+        repeat,
+    )
+    times |= race(
+        {
+            "imat_ggml": each(reference.quantize, tensors, [qtype] * len(tensors), imat),
+            "imat_kquant": each(kquant.quantize, tensors, [qtype] * len(tensors), imat),
+        },
+        repeat,
+    )
+    times |= race(
+        {
+            "dec_gguf": each(gguf_quants.dequantize, q_ref, [qtype] * len(tensors)),
+            "dec_kquant": each(kquant.dequantize, q_ref, [qtype] * len(tensors)),
+            "dec_copy": each(np.copyto, y, tensors),  # write the decoded floats, nothing else
+        },
+        repeat,
+    )
+    ok = enc_ok and imat_ok and dec_ok
+    bad = [name for name, good in [("enc", enc_ok), ("imat", imat_ok), ("dec", dec_ok)] if not good]
+    return {"check": "exact" if ok else "MISMATCH " + ",".join(bad), "ok": ok, **times}
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--source", choices=["gaussian", "model", "both"], default="both")
     ap.add_argument(
         "--weights",
         type=int,
-        default=1 << 20,
-        help="weights in the test matrix, rounded down to whole rows of 4096 (default 1M)",
+        default=512 * ROW,
+        help="weights in the Gaussian matrix, rounded down to whole rows of 4096 (default 512 rows)",
     )
     ap.add_argument("--repeat", type=int, default=5, help="best of R runs (default 5)")
     ap.add_argument(
         "--types", default=",".join(t.name for t in reference.SUPPORTED), help="comma-separated, e.g. Q4_K,Q6_K"
     )
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--clock", choices=sorted(CLOCK), default="cpu", help="thread CPU time (default) or wall time")
     args = ap.parse_args(argv)
+    global clock
+    clock = CLOCK[args.clock]
 
     names = {t.name: t for t in reference.SUPPORTED}
     wanted = [s.strip().upper() for s in args.types.split(",") if s.strip()]
@@ -120,44 +170,50 @@ def main(argv=None) -> int:
     if unknown:
         ap.error(f"unknown type(s) {', '.join(unknown)}: choose from {', '.join(names)}")
 
-    x = make_weights(args.weights, args.seed)
-    n = x.size
-    print(f"{n:,} weights, shape {x.shape}, best of {args.repeat}, one thread each side")
-    print("speed ratio = kquant weights/s / other weights/s  (1.0 = as fast; 0.1 = ten times slower)\n")
+    sources = {"gaussian": ["gaussian"], "model": ["model"], "both": ["gaussian", "model"]}[args.source]
+    all_ok = True
+    for source in sources:
+        tensors = gaussian_weights(args.weights, args.seed) if source == "gaussian" else model_weights()
+        n = sum(x.size for x in tensors)
+        shapes = f"shape {tensors[0].shape}" if len(tensors) == 1 else f"{len(tensors)} tensors"
+        print(f"\n{source}: {n:,} weights, {shapes}, best of {args.repeat} ({args.clock} time), one thread each side")
+        all_ok &= report(tensors, n, wanted, names, args.repeat)
+    if not all_ok:
+        print("\nMISMATCH/ERROR: some kquant codec differs from ggml or fails; its timings mean nothing until fixed.")
+    return 0 if all_ok else 1
 
+
+def report(tensors, n, wanted, names, repeat) -> bool:
     def mw(t):  # million weights per second
         return f"{n / t / 1e6:8.1f}"
 
-    def ratio(slow, fast):  # throughput of `slow`'s owner relative to `fast`'s: fast_time / slow_time
-        return f"{fast / slow:8.3f}" if slow and fast else f"{'-':>8}"
+    def ratio(kq, other):  # kquant's throughput relative to the other's: other_time / kq_time
+        return f"{other / kq:8.2f}"
 
     header = (
-        f"{'type':6} {'check':16}|{'ggml':>8} {'kquant':>8} {'gguf-py':>8} {'kq/ggml':>8}|"
-        f"{'ggml':>8} {'kquant':>8} {'gguf-py':>8} {'kq/ggml':>8} {'kq/gguf':>8}"
+        f"{'type':6} {'check':14}|{'ggml':>8} {'kquant':>8} {'kq/ggml':>8}|{'ggml':>8} {'kquant':>8} {'kq/ggml':>8}|"
+        f"{'kquant':>8} {'kq/gguf':>8} {'kq/copy':>8}"
     )
-    print(f"{'':23}|{'encode (Mweights/s, ratio)':^35}|{'decode (Mweights/s, ratios)':^44}")
+    print(f"{'':21}|{'encode (Mw/s)':^26}|{'encode, imatrix (Mw/s)':^26}|{'decode (Mw/s)':^26}")
     print(header)
     print("-" * len(header))
     all_ok = True
     for name in wanted:
         try:
-            r = bench_type(x, names[name], args.repeat)
+            r = bench_type(tensors, names[name], repeat)
         except Exception as exc:  # one broken codec should not hide the other rows
             all_ok = False
-            print(f"{name:6} {'ERROR':16}| {type(exc).__name__}: {exc}"[:160], flush=True)
+            print(f"{name:6} {'ERROR':14}| {type(exc).__name__}: {exc}"[:160], flush=True)
             continue
         all_ok &= r["ok"]
-        gguf_enc = mw(r["enc_gguf"]) if r["enc_gguf"] else f"{'-':>8}"
-        gguf_dec = mw(r["dec_gguf"]) if r["dec_gguf"] else f"{'-':>8}"
         print(
-            f"{name:6} {r['check']:16}|{mw(r['enc_ggml'])} {mw(r['enc_kquant'])} {gguf_enc} "
-            f"{ratio(r['enc_kquant'], r['enc_ggml'])}|{mw(r['dec_ggml'])} {mw(r['dec_kquant'])} {gguf_dec} "
-            f"{ratio(r['dec_kquant'], r['dec_ggml'])} {ratio(r['dec_kquant'], r['dec_gguf'])}",
+            f"{name:6} {r['check']:14}|"
+            f"{mw(r['enc_ggml'])} {mw(r['enc_kquant'])} {ratio(r['enc_kquant'], r['enc_ggml'])}|"
+            f"{mw(r['imat_ggml'])} {mw(r['imat_kquant'])} {ratio(r['imat_kquant'], r['imat_ggml'])}|"
+            f"{mw(r['dec_kquant'])} {ratio(r['dec_kquant'], r['dec_gguf'])} {ratio(r['dec_kquant'], r['dec_copy'])}",
             flush=True,
         )
-    if not all_ok:
-        print("\nMISMATCH/ERROR: some kquant codec differs from ggml or fails; its timings mean nothing until fixed.")
-    return 0 if all_ok else 1
+    return all_ok
 
 
 if __name__ == "__main__":

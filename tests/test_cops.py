@@ -49,3 +49,13 @@ def test_float_to_int8_truncates_and_garbles_like_x86():
     v = np.array([1.9, -1.9, 127.5, np.inf, np.nan, 300.0], np.float32)
     # trunc; trunc; trunc; cvttss2si gives INT_MIN (low byte 0) for inf/NaN; 300 wraps to 44
     np.testing.assert_array_equal(c_float_to_int8(v), [1, -1, 127, 0, 0, 44])
+
+
+@pytest.mark.parametrize("columns", [1, 3])
+def test_seqsum_of_negative_zeros_has_the_sign_c_gives_it(columns):
+    # float s = 0; s += -0.0 ... is +0.0; float s = a[0]; s += a[1] ... is -0.0.
+    a = np.full((4, columns), -0.0, np.float32)
+    assert not np.signbit(seqsum(a)).any()
+    assert np.signbit(seqsum(a, first=True)).all()
+    a[2] = 1.5
+    np.testing.assert_array_equal(seqsum(a, first=True), seqsum(a))

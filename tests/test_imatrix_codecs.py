@@ -114,3 +114,15 @@ def test_important_columns_are_reproduced_more_closely(qtype):
 def test_a_bad_imatrix_raises_one_clear_error(imatrix, message):
     with pytest.raises(kquant.KQuantError, match=message):
         kquant.quantize(np.zeros((2, 256), np.float32), "Q4_K", imatrix=imatrix)
+
+
+@pytest.mark.parametrize("qtype", ["Q4_1", "Q5_1", "Q2_K", "Q4_K", "Q5_K"])
+def test_a_sum_of_negative_zeros_keeps_its_sign_as_in_c(qtype):
+    # make_qkx3_quants starts sum_x at its first term (w[0] * x[0]), not at 0: over a block of
+    # -0.0 and one weight that has no importance, the sum is -0.0, and the stored min's sign shows it.
+    # (numpy's reduce starts at +0.0; found by the generated-arrays test.)
+    x = np.full((1, 256), -0.0, np.float32)
+    x[0, 65] = -778.5
+    qw = np.zeros(256, np.float32)
+    qw[64] = 23.0
+    assert_same_bytes(kquant.quantize(x, qtype, imatrix=qw), reference.quantize(x, qtype, imatrix=qw), qtype)

@@ -6,21 +6,34 @@ A super-block of QK_K = 256 weights has 16 groups of 16. Weight e of group j dec
 
 The group fits minimise the *absolute* error weighted by |x| (use_mad): with only
 four levels, squared error lets one outlier drag the whole grid. 2.625 bits per weight.
-
-Notebook 05 teaches it.
 """
 
 from typing import NamedTuple
 
 import numpy as np
 
-from kquant.formats.cops import c_semantics, c_to_uint8, f32, fp16_bytes, fp16_field, fp16_value, nearest_int, seqsum
+from kquant.formats.cops import (
+    as_float,
+    bit_planes,
+    byte_field,
+    c_semantics,
+    c_to_uint8,
+    columns,
+    f32,
+    fp16_bytes,
+    fp16_field,
+    fp16_value,
+    nearest_int,
+    per_weight,
+    seqsum,
+)
 from kquant.formats.search import (
     blocks_and_importance,
     importance_weights,
     make_qkx2_quants,
     make_qkx3_quants,
     make_qp_quants,
+    requantize_levels,
 )
 
 QK = 256  # QK_K
@@ -49,7 +62,7 @@ class Fields(NamedTuple):
 def encode(x: np.ndarray) -> Fields:
     """quantize_row_q2_K_ref: x (n, 256) float32 -> Fields."""
     n = x.shape[0]
-    xt = np.ascontiguousarray(x.reshape(n * 16, 16).T)  # (16, G)
+    xt = columns(x.reshape(n * 16, 16))  # (16, G)
     scale, the_min, L = make_qkx2_quants(xt, np.abs(xt), 3, -0.5, 0.1, 15, use_mad=True)
     scale, the_min = scale.reshape(n, 16), the_min.reshape(n, 16)
     max_scale = np.maximum(scale.max(axis=1), f32(0))
@@ -61,7 +74,7 @@ def encode(x: np.ndarray) -> Fields:
     sc = np.where(max_min[:, None] > 0, c_to_uint8(sc | (lm << 4)), sc).astype(np.uint8)
     d = np.where(max_scale > 0, max_scale / f32(15), f32(0)).astype(np.float16)
     dmin = np.where(max_min > 0, max_min / f32(15), f32(0)).astype(np.float16)
-    return _requantize(xt, L, d, dmin, sc)
+    return _requantize(x, L, d, dmin, sc)
 
 
 @c_semantics
@@ -75,24 +88,26 @@ def encode_impl(rows: np.ndarray, imatrix: np.ndarray) -> Fields:
     n = x.shape[0]
     xb = np.ascontiguousarray(x.T)  # (256, n)
     sigma2 = seqsum(xb * xb) / f32(256)
-    xt = np.ascontiguousarray(x.reshape(n * 16, 16).T)  # (16, G)
-    w = importance_weights(xt, np.ascontiguousarray(qw.reshape(n * 16, 16).T), np.repeat(sigma2, 16))
+    xt = columns(x.reshape(n * 16, 16))  # (16, G)
+    w = importance_weights(xt, columns(qw.reshape(n * 16, 16)), np.repeat(sigma2, 16))
     sw = np.ascontiguousarray(seqsum(w).reshape(n, 16).T)  # (16, n)
     scale, the_min, L = make_qkx3_quants(xt, w, 3)
     dm, Ls = make_qp_quants(np.ascontiguousarray(scale.reshape(n, 16).T), 15, sw)
     mm, Lm = make_qp_quants(np.ascontiguousarray(the_min.reshape(n, 16).T), 15, sw)
     sc = c_to_uint8(Ls.T | (Lm.T.astype(np.int32) << 4))
-    return _requantize(xt, L, dm.astype(np.float16), mm.astype(np.float16), sc)
+    return _requantize(x, L, dm.astype(np.float16), mm.astype(np.float16), sc)
 
 
-def _requantize(xt: np.ndarray, L: np.ndarray, d: np.ndarray, dmin: np.ndarray, sc: np.ndarray) -> Fields:
-    """Round every weight again against the scales the decoder will use; a group with scale 0 keeps its levels."""
+def _requantize(x: np.ndarray, L: np.ndarray, d: np.ndarray, dmin: np.ndarray, sc: np.ndarray) -> Fields:
+    """Round every weight again against the scales the decoder will use; a group with scale 0 keeps its levels.
+
+    x: (n, 256) blocks; L: (16, G) levels from the search.
+    """
     n = d.shape[0]
     dq = (fp16_value(d)[:, None] * (sc & 0xF)).reshape(-1)  # (G,)
     dm = (fp16_value(dmin)[:, None] * (sc >> 4)).reshape(-1)
-    l = np.clip(nearest_int((xt + dm) / dq), 0, 3).astype(np.uint8)
-    L = np.where(dq != 0, l, L)
-    return Fields(d, dmin, sc, np.ascontiguousarray(L.T).reshape(n, 256))
+    q = requantize_levels(x.reshape(-1, 16), dq, dm, 0, 3, L)
+    return Fields(d, dmin, sc, q.reshape(n, 256))
 
 
 def pack_crumbs(q: np.ndarray) -> np.ndarray:
@@ -103,9 +118,7 @@ def pack_crumbs(q: np.ndarray) -> np.ndarray:
 
 def unpack_crumbs(qs: np.ndarray) -> np.ndarray:
     """(n, 64) bytes -> (n, 256) 2-bit values."""
-    qs = qs.reshape(-1, 2, 1, 32)
-    shifts = np.array([0, 2, 4, 6], dtype=np.uint8)[:, None]
-    return ((qs >> shifts) & 3).reshape(-1, 256)
+    return bit_planes(qs, 2, 32)  # per 32 bytes: bits 0-1 of each, then bits 2-3, 4-5, 6-7
 
 
 def pack(f: Fields) -> np.ndarray:
@@ -118,22 +131,22 @@ def pack(f: Fields) -> np.ndarray:
 
 
 def unpack(b: np.ndarray) -> Fields:
-    return Fields(fp16_field(b[:, 80:82]), fp16_field(b[:, 82:84]), b[:, 0:16].copy(), unpack_crumbs(b[:, 16:80]))
+    return Fields(fp16_field(b[:, 80:82]), fp16_field(b[:, 82:84]), byte_field(b[:, 0:16]), unpack_crumbs(b[:, 16:80]))
 
 
-def decode(f: Fields) -> np.ndarray:
-    """dequantize_row_q2_K: (d * scale) * q - dmin * min."""
+def decode(f: Fields, out: np.ndarray | None = None) -> np.ndarray:
+    """dequantize_row_q2_K: (d * scale) * q - dmin * min (into ``out`` if given)."""
     dl = fp16_value(f.d)[:, None] * (f.scales & 0xF)  # (n, 16)
     ml = fp16_value(f.dmin)[:, None] * (f.scales >> 4)
-    y = f.q.astype(f32).reshape(-1, 16, 16)
-    y *= dl[:, :, None]
-    y -= ml[:, :, None]
-    return y.reshape(-1, 256)
+    y = as_float(f.q, out)
+    y *= per_weight(dl, 16)
+    y -= per_weight(ml, 16)
+    return y
 
 
 def quantize_blocks(x: np.ndarray) -> np.ndarray:
     return pack(encode(x))
 
 
-def dequantize_blocks(b: np.ndarray) -> np.ndarray:
-    return decode(unpack(b))
+def dequantize_blocks(b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    return decode(unpack(b), out)

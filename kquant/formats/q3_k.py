@@ -6,8 +6,6 @@ A super-block of QK_K = 256 weights has 16 groups of 16. Weight e of group j dec
 
 Symmetric (no min). The low 2 bits of each level are packed like Q2_K's, the third
 bit goes to ``hmask``. 3.4375 bits per weight.
-
-Notebook 05 teaches it.
 """
 
 from typing import NamedTuple
@@ -15,22 +13,35 @@ from typing import NamedTuple
 import numpy as np
 
 from kquant.formats.cops import (
+    as_float,
+    byte_field,
     c_semantics,
     c_to_int8,
+    columns,
     f32,
     fp16_bytes,
     fp16_field,
     fp16_value,
     nearest_int,
+    per_weight,
     seqsum,
     signed_absmax,
 )
 from kquant.formats.q2_k import pack_crumbs, unpack_crumbs
 from kquant.formats.q5_k import pack_high_bits, unpack_high_bits
-from kquant.formats.search import blocks_and_importance, importance_weights, make_q3_quants, make_qx_quants
+from kquant.formats.search import (
+    blocks_and_importance,
+    importance_weights,
+    make_q3_quants,
+    make_qx_quants,
+    requantize_levels,
+)
 
 QK = 256  # QK_K
 TYPE_SIZE = 110
+# Weights per encode call: the coordinate descent pays numpy's per-call cost 80 times per
+# chunk, whatever its size, so it wants chunks 4x the other formats' (see quantize()).
+ENCODE_CHUNK = 1 << 19
 
 # block_q3_K, 110 bytes:
 #
@@ -52,9 +63,14 @@ class Fields(NamedTuple):
 
 @c_semantics
 def encode(x: np.ndarray) -> Fields:
-    """quantize_row_q3_K_ref: x (n, 256) float32 -> Fields."""
+    """quantize_row_q3_K_ref: x (n, 256) float32 -> Fields.
+
+    The slowest K-quant here relative to C (~0.5x on big tensors, ~0.35x on a small model's):
+    its coordinate descent (make_q3_quants) is up to 80 dependent steps per group, each a
+    few scalar operations in C but a dozen numpy calls here, whatever the chunk size.
+    """
     n = x.shape[0]
-    xt = np.ascontiguousarray(x.reshape(n * 16, 16).T)  # (16, G)
+    xt = columns(x.reshape(n * 16, 16))  # (16, G)
     scale, L = make_q3_quants(xt)
     scale = scale.reshape(n, 16)
     max_scale = signed_absmax(scale, axis=1)
@@ -64,7 +80,7 @@ def encode(x: np.ndarray) -> Fields:
     nonzero = max_scale != 0
     s = np.where(nonzero[:, None], s, 0).astype(np.uint8)
     d = np.where(nonzero, f32(1) / iscale, f32(0)).astype(np.float16)
-    return _requantize(xt, L, d, s)
+    return _requantize(x, L, d, s)
 
 
 @c_semantics
@@ -79,21 +95,23 @@ def encode_impl(rows: np.ndarray, imatrix: np.ndarray) -> Fields:
     n = x.shape[0]
     xb = np.ascontiguousarray(x.T)  # (256, n)
     sigma2 = (f32(2) * seqsum(xb * xb)) / f32(256)
-    xt = np.ascontiguousarray(x.reshape(n * 16, 16).T)  # (16, G)
-    w = importance_weights(xt, np.ascontiguousarray(qw.reshape(n * 16, 16).T), np.repeat(sigma2, 16))
+    xt = columns(x.reshape(n * 16, 16))  # (16, G)
+    w = importance_weights(xt, columns(qw.reshape(n * 16, 16)), np.repeat(sigma2, 16))
     sw = np.ascontiguousarray(seqsum(w).reshape(n, 16).T)  # (16, n)
     scale, L = make_qx_quants(xt, 4, qw=w)
     d_block, Ls = make_qx_quants(np.ascontiguousarray(scale.reshape(n, 16).T), 32, qw=sw)
-    return _requantize(xt, L, d_block.astype(np.float16), np.ascontiguousarray(Ls.T))
+    return _requantize(x, L, d_block.astype(np.float16), np.ascontiguousarray(Ls.T))
 
 
-def _requantize(xt: np.ndarray, L: np.ndarray, d: np.ndarray, s: np.ndarray) -> Fields:
-    """Round every weight again against d * (s - 32); a group whose scale is 0 keeps its levels."""
+def _requantize(x: np.ndarray, L: np.ndarray, d: np.ndarray, s: np.ndarray) -> Fields:
+    """Round every weight again against d * (s - 32); a group whose scale is 0 keeps its levels.
+
+    x: (n, 256) blocks; L: (16, G) levels (+4) from the search.
+    """
     n = d.shape[0]
     dq = (fp16_value(d)[:, None] * (s.astype(np.int8) - np.int8(32))).reshape(-1)  # (G,)
-    l = np.clip(nearest_int(xt / dq), -4, 3) + 4
-    L = np.where(dq != 0, l, L).astype(np.uint8)
-    return Fields(d, s, np.ascontiguousarray(L.T).reshape(n, 256))
+    q = requantize_levels(x.reshape(-1, 16), dq, None, -4, 3, L)
+    return Fields(d, s, q.reshape(n, 256))
 
 
 def pack_scales(s: np.ndarray) -> np.ndarray:
@@ -107,10 +125,11 @@ def pack_scales(s: np.ndarray) -> np.ndarray:
 
 def unpack_scales(b: np.ndarray) -> np.ndarray:
     """(n, 12) bytes -> (n, 16) 6-bit values."""
-    low = np.concatenate([b[:, 0:8] & 0xF, b[:, 0:8] >> 4], axis=1)
-    shifts = np.array([0, 2, 4, 6], dtype=np.uint8)[:, None]
-    hi = ((b[:, None, 8:12] >> shifts) & 3).reshape(-1, 16)
-    return low | (hi << 4)
+    t = np.ascontiguousarray(byte_field(b).T)  # (12, n): byte rows, so each step runs along all blocks
+    low = np.concatenate([t[0:8] & 0xF, t[0:8] >> 4])  # (16, n)
+    shifts = np.array([0, 2, 4, 6], dtype=np.uint8)[:, None, None]
+    hi = ((t[None, 8:12] >> shifts) & 3).reshape(16, -1)  # scale j: byte 8 + j % 4, bits 2 * (j // 4)
+    return (low | (hi << 4)).T
 
 
 def pack(f: Fields) -> np.ndarray:
@@ -127,18 +146,17 @@ def unpack(b: np.ndarray) -> Fields:
     return Fields(fp16_field(b[:, 108:110]), unpack_scales(b[:, 96:108]), q)
 
 
-def decode(f: Fields) -> np.ndarray:
-    """dequantize_row_q3_K: (d * (scale - 32)) * (q - 4)."""
+def decode(f: Fields, out: np.ndarray | None = None) -> np.ndarray:
+    """dequantize_row_q3_K: (d * (scale - 32)) * (q - 4) (into ``out`` if given)."""
     dl = fp16_value(f.d)[:, None] * (f.scales.astype(np.int8) - np.int8(32))  # (n, 16)
-    y = f.q.astype(f32).reshape(-1, 16, 16)
-    y -= f32(4)  # exact: small integers
-    y *= dl[:, :, None]
-    return y.reshape(-1, 256)
+    y = as_float(f.q.view(np.int8) - np.int8(4), out)  # q - 4 in bytes (cheap), then one conversion
+    y *= per_weight(dl, 16)
+    return y
 
 
 def quantize_blocks(x: np.ndarray) -> np.ndarray:
     return pack(encode(x))
 
 
-def dequantize_blocks(b: np.ndarray) -> np.ndarray:
-    return decode(unpack(b))
+def dequantize_blocks(b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    return decode(unpack(b), out)

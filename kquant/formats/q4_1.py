@@ -4,8 +4,6 @@
 
 The min makes the grid asymmetric, so an all-positive block does not waste half its
 levels. 5 bits per weight (4 + 32/32).
-
-Notebooks 03 and 05 use it.
 """
 
 from typing import NamedTuple
@@ -13,16 +11,18 @@ from typing import NamedTuple
 import numpy as np
 
 from kquant.formats.cops import (
-    c_float_to_int8,
+    as_float,
     c_semantics,
-    c_to_uint8,
+    columns,
     f32,
     first_min_max,
     fp16_bytes,
     fp16_field,
     fp16_value,
+    per_weight,
+    put_bytes,
 )
-from kquant.formats.q4_0 import pack_nibbles, row_importance, unpack_nibbles
+from kquant.formats.q4_0 import pack_nibbles, row_importance, truncate_levels, unpack_nibbles
 from kquant.formats.search import make_qkx3_quants
 
 QK = 32  # QK4_1
@@ -44,11 +44,13 @@ class Fields(NamedTuple):
 @c_semantics
 def encode(x: np.ndarray) -> Fields:
     """quantize_row_q4_1_ref: x (n, 32) float32 -> Fields."""
-    lo, hi = first_min_max(x, axis=1)
+    xt = columns(x)  # blocks side by side, as in Q4_0 (our own copy: worked on in place)
+    lo, hi = first_min_max(xt, axis=0)
     d = (hi - lo) / f32(15)
     id_ = np.where(d != 0, f32(1) / d, f32(0))
-    q = np.minimum(15, c_float_to_int8((x - lo[:, None]) * id_[:, None] + f32(0.5)))
-    return Fields(d.astype(np.float16), lo.astype(np.float16), c_to_uint8(q).astype(np.uint8))
+    v = np.subtract(xt, lo, out=xt)
+    v *= id_
+    return Fields(d.astype(np.float16), lo.astype(np.float16), truncate_levels(v, 0.5, 15, np.isfinite(id_).all()).T)
 
 
 @c_semantics
@@ -61,9 +63,9 @@ def encode_impl(rows: np.ndarray, imatrix: np.ndarray) -> Fields:
 
 def pack(f: Fields) -> np.ndarray:
     out = np.empty((f.q.shape[0], TYPE_SIZE), dtype=np.uint8)
-    out[:, 0:2] = fp16_bytes(f.d)
-    out[:, 2:4] = fp16_bytes(f.m)
-    out[:, 4:20] = pack_nibbles(f.q)
+    put_bytes(out, 0, fp16_bytes(f.d))
+    put_bytes(out, 2, fp16_bytes(f.m))
+    put_bytes(out, 4, pack_nibbles(f.q))
     return out
 
 
@@ -71,10 +73,11 @@ def unpack(b: np.ndarray) -> Fields:
     return Fields(fp16_field(b[:, 0:2]), fp16_field(b[:, 2:4]), unpack_nibbles(b[:, 4:20]))
 
 
-def decode(f: Fields) -> np.ndarray:
-    y = f.q.astype(f32)
-    y *= fp16_value(f.d)[:, None]
-    y += fp16_value(f.m)[:, None]
+def decode(f: Fields, out: np.ndarray | None = None) -> np.ndarray:
+    """dequantize_row_q4_1: q * d + m (``out``, if given, receives the result)."""
+    y = as_float(f.q, out)
+    y *= per_weight(fp16_value(f.d)[:, None], QK)
+    y += per_weight(fp16_value(f.m)[:, None], QK)
     return y
 
 
@@ -82,5 +85,5 @@ def quantize_blocks(x: np.ndarray) -> np.ndarray:
     return pack(encode(x))
 
 
-def dequantize_blocks(b: np.ndarray) -> np.ndarray:
-    return decode(unpack(b))
+def dequantize_blocks(b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    return decode(unpack(b), out)

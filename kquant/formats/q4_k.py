@@ -8,21 +8,34 @@ decodes as
 so the sub-block scales and mins are themselves quantized (to 6 bits) against the
 two fp16 numbers d and dmin: "quantized scales" is what the K family adds to Q4_1.
 4.5 bits per weight: 4 for the level + (2*16 + 8*12) / 256 for the scales.
-
-Notebook 04 teaches it, step by step.
 """
 
 from typing import NamedTuple
 
 import numpy as np
 
-from kquant.formats.cops import c_semantics, c_to_uint8, f32, fp16_bytes, fp16_field, fp16_value, nearest_int, seqsum
+from kquant.formats.cops import (
+    as_float,
+    byte_field,
+    c_semantics,
+    c_to_uint8,
+    columns,
+    f32,
+    fp16_bytes,
+    fp16_field,
+    fp16_value,
+    nearest_int,
+    per_weight,
+    seqsum,
+    split_nibbles,
+)
 from kquant.formats.search import (
     blocks_and_importance,
     importance_weights,
     make_qkx2_quants,
     make_qkx3_quants,
     make_qp_quants,
+    requantize_levels,
 )
 
 QK = 256  # QK_K
@@ -94,21 +107,25 @@ def requantize(xt: np.ndarray, L: np.ndarray, d: np.ndarray, dmin: np.ndarray, s
     xt, L: (32, G); d, dmin: (n,) float16; sc, m: (n, 8). A sub-block whose
     quantized scale is 0 keeps its levels from the search (C skips it).
     """
+    return requantize_rows(xt.T, L, d, dmin, sc, m, nmax).T
+
+
+def requantize_rows(x: np.ndarray, L: np.ndarray, d: np.ndarray, dmin: np.ndarray, sc, m, nmax: int) -> np.ndarray:
+    """``requantize`` with x as (G, 32) rows, the blocks' own layout: (G, 32) levels, no transpose back."""
     dq = (fp16_value(d)[:, None] * sc).reshape(-1)  # (G,)
     dm = (fp16_value(dmin)[:, None] * m).reshape(-1)
-    l = np.clip(nearest_int((xt + dm) / dq), 0, nmax).astype(np.uint8)
-    return np.where(dq != 0, l, L)
+    return requantize_levels(x, dq, dm, 0, nmax, L)
 
 
 @c_semantics
 def encode(x: np.ndarray) -> Fields:
     """quantize_row_q4_K_ref, stopping before the bytes: x (n, 256) float32 -> Fields."""
     n = x.shape[0]
-    xt = np.ascontiguousarray(x.reshape(n * 8, 32).T)  # (32, G): sub-blocks side by side
+    xt = columns(x.reshape(n * 8, 32))  # (32, G): sub-blocks side by side
     scales, mins, L = subblock_fit(xt, nmax=15, rmin=-1.0, rdelta=0.1, nstep=20)
     d, dmin, sc, m = quantize_scales(scales.reshape(n, 8), mins.reshape(n, 8))
-    L = requantize(xt, L, d, dmin, sc, m, nmax=15)
-    return Fields(d, dmin, sc, m, np.ascontiguousarray(L.T).reshape(n, 256))
+    q = requantize_rows(x.reshape(-1, 32), L, d, dmin, sc, m, nmax=15)
+    return Fields(d, dmin, sc, m, q.reshape(n, 256))
 
 
 @c_semantics
@@ -123,8 +140,8 @@ def subblock_fit_impl(x: np.ndarray, qw: np.ndarray, nmax: int):
     n = x.shape[0]
     xt = np.ascontiguousarray(x.T)  # (256, n): sums over the super-block in C order
     sigma2 = (f32(2) * seqsum(xt * xt)) / f32(256)  # (n,)
-    xs = np.ascontiguousarray(x.reshape(n * 8, 32).T)  # (32, G)
-    qws = np.ascontiguousarray(qw.reshape(n * 8, 32).T)
+    xs = columns(x.reshape(n * 8, 32))  # (32, G)
+    qws = columns(qw.reshape(n * 8, 32))
     w = importance_weights(xs, qws, np.repeat(sigma2, 8))
     sw = seqsum(w)  # (G,)
     scales, mins, L = make_qkx3_quants(xs, w, nmax)
@@ -154,8 +171,8 @@ def encode_impl(rows: np.ndarray, imatrix: np.ndarray) -> Fields:
     n = x.shape[0]
     xs, scales, mins, L, sw = subblock_fit_impl(x, qw, nmax=15)
     d, dmin, sc, m = fit_block_scales(scales.reshape(n, 8), mins.reshape(n, 8), sw.reshape(n, 8))
-    L = requantize(xs, L, d, dmin, sc, m, nmax=15)
-    return Fields(d, dmin, sc, m, np.ascontiguousarray(L.T).reshape(n, 256))
+    q = requantize_rows(x.reshape(-1, 32), L, d, dmin, sc, m, nmax=15)
+    return Fields(d, dmin, sc, m, q.reshape(n, 256))
 
 
 def pack_scales(sc: np.ndarray, m: np.ndarray) -> np.ndarray:
@@ -169,13 +186,14 @@ def pack_scales(sc: np.ndarray, m: np.ndarray) -> np.ndarray:
 
 def unpack_scales(b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(n, 12) bytes -> (n, 8) scales, (n, 8) mins: get_scale_min_k4 for all j at once."""
-    sc = np.empty((b.shape[0], 8), dtype=np.uint8)
+    t = np.ascontiguousarray(byte_field(b).T)  # (12, n): byte rows, so each step runs along all blocks
+    sc = np.empty((8, b.shape[0]), dtype=np.uint8)
     m = np.empty_like(sc)
-    sc[:, 0:4] = b[:, 0:4] & 63
-    m[:, 0:4] = b[:, 4:8] & 63
-    sc[:, 4:8] = (b[:, 8:12] & 0xF) | ((b[:, 0:4] >> 6) << 4)
-    m[:, 4:8] = (b[:, 8:12] >> 4) | ((b[:, 4:8] >> 6) << 4)
-    return sc, m
+    sc[0:4] = t[0:4] & 63
+    m[0:4] = t[4:8] & 63
+    sc[4:8] = (t[8:12] & 0xF) | ((t[0:4] >> 6) << 4)
+    m[4:8] = (t[8:12] >> 4) | ((t[4:8] >> 6) << 4)
+    return sc.T, m.T
 
 
 def pack_nibbles(q: np.ndarray) -> np.ndarray:
@@ -185,9 +203,8 @@ def pack_nibbles(q: np.ndarray) -> np.ndarray:
 
 
 def unpack_nibbles(qs: np.ndarray) -> np.ndarray:
-    """(n, 128) bytes -> (n, 256) 4-bit levels."""
-    qs = qs.reshape(-1, 4, 1, 32)
-    return np.concatenate([qs & 0xF, qs >> 4], axis=2).reshape(-1, 256)
+    """(n, 128) bytes -> (n, 256) 4-bit levels (per 32 bytes: the low nibbles, then the high ones)."""
+    return split_nibbles(qs, 32)
 
 
 def pack(f: Fields) -> np.ndarray:
@@ -204,19 +221,19 @@ def unpack(b: np.ndarray) -> Fields:
     return Fields(fp16_field(b[:, 0:2]), fp16_field(b[:, 2:4]), sc, m, unpack_nibbles(b[:, 16:144]))
 
 
-def decode(f: Fields) -> np.ndarray:
-    """dequantize_row_q4_K: (d*sc)*q - dmin*m, rounded after each step as in C."""
+def decode(f: Fields, out: np.ndarray | None = None) -> np.ndarray:
+    """dequantize_row_q4_K: (d*sc)*q - dmin*m, rounded after each step as in C (into ``out`` if given)."""
     d1 = fp16_value(f.d)[:, None] * f.sc  # (n, 8)
     m1 = fp16_value(f.dmin)[:, None] * f.m
-    y = f.q.astype(f32).reshape(-1, 8, 32)
-    y *= d1[:, :, None]
-    y -= m1[:, :, None]
-    return y.reshape(-1, 256)
+    y = as_float(f.q, out)
+    y *= per_weight(d1, 32)
+    y -= per_weight(m1, 32)
+    return y
 
 
 def quantize_blocks(x: np.ndarray) -> np.ndarray:
     return pack(encode(x))
 
 
-def dequantize_blocks(b: np.ndarray) -> np.ndarray:
-    return decode(unpack(b))
+def dequantize_blocks(b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    return decode(unpack(b), out)

@@ -4,8 +4,6 @@
 
 5.5 bits per weight. The low 4 bits of each level sit in nibbles exactly as in
 Q4_0; the fifth bits of all 32 weights form one little-endian uint32, ``qh``.
-
-Notebooks 03 and 05 use it.
 """
 
 from typing import NamedTuple
@@ -13,16 +11,19 @@ from typing import NamedTuple
 import numpy as np
 
 from kquant.formats.cops import (
-    c_float_to_int8,
+    as_float,
+    byte_field,
     c_semantics,
-    c_to_uint8,
+    columns,
     f32,
     fp16_bytes,
     fp16_field,
     fp16_value,
+    per_weight,
+    put_bytes,
     signed_absmax,
 )
-from kquant.formats.q4_0 import pack_nibbles, row_importance, unpack_nibbles
+from kquant.formats.q4_0 import pack_nibbles, row_importance, truncate_levels, unpack_nibbles
 from kquant.formats.search import make_qx_quants
 
 QK = 32  # QK5_0
@@ -41,24 +42,30 @@ class Fields(NamedTuple):
     q: np.ndarray  # (n, 32) uint8 in 0..31
 
 
+_BIT = np.arange(8, dtype=np.uint8)[:, None]
+
+
 def pack_qh(q: np.ndarray) -> np.ndarray:
     """(n, 32) 5-bit levels -> (n, 4) bytes: bit j of the little-endian uint32 is bit 4 of q[j]."""
-    bits = (q >> 4) & 1
-    return np.packbits(bits, axis=1, bitorder="little")
+    bits = ((q.T >> 4) & 1).reshape(4, 8, -1)  # [byte k, bit j, block]: weight 8k + j
+    # Shift and OR down the columns (np.packbits along an axis runs ~10x slower).
+    return np.bitwise_or.reduce(bits << _BIT, axis=1).T
 
 
 def unpack_qh(qh: np.ndarray) -> np.ndarray:
     """(n, 4) bytes -> (n, 32) values 0 or 16 to add to the low nibbles."""
-    return np.unpackbits(qh, axis=1, bitorder="little") << 4
+    bits = np.unpackbits(byte_field(qh).reshape(-1), bitorder="little")  # flat: ~5x faster than along rows
+    return (bits << 4).reshape(qh.shape[0], 32)
 
 
 @c_semantics
 def encode(x: np.ndarray) -> Fields:
     """quantize_row_q5_0_ref: x (n, 32) float32 -> Fields."""
-    d = signed_absmax(x, axis=1) / f32(-16)
+    xt = columns(x)  # blocks side by side, as in Q4_0 (our own copy: scaled in place)
+    d = signed_absmax(xt, axis=0) / f32(-16)
     id_ = np.where(d != 0, f32(1) / d, f32(0))
-    q = np.minimum(31, c_float_to_int8(x * id_[:, None] + f32(16.5)))
-    return Fields(d.astype(np.float16), c_to_uint8(q).astype(np.uint8))
+    v = np.multiply(xt, id_, out=xt)
+    return Fields(d.astype(np.float16), truncate_levels(v, 16.5, 31, finite=np.isfinite(id_).all()).T)
 
 
 @c_semantics
@@ -71,9 +78,9 @@ def encode_impl(rows: np.ndarray, imatrix: np.ndarray) -> Fields:
 
 def pack(f: Fields) -> np.ndarray:
     out = np.empty((f.q.shape[0], TYPE_SIZE), dtype=np.uint8)
-    out[:, 0:2] = fp16_bytes(f.d)
-    out[:, 2:6] = pack_qh(f.q)
-    out[:, 6:22] = pack_nibbles(f.q)
+    put_bytes(out, 0, fp16_bytes(f.d))
+    put_bytes(out, 2, pack_qh(f.q))
+    put_bytes(out, 6, pack_nibbles(f.q))
     return out
 
 
@@ -81,10 +88,10 @@ def unpack(b: np.ndarray) -> Fields:
     return Fields(fp16_field(b[:, 0:2]), unpack_nibbles(b[:, 6:22]) | unpack_qh(b[:, 2:6]))
 
 
-def decode(f: Fields) -> np.ndarray:
-    y = f.q.astype(f32)
-    y -= f32(16)  # exact: small integers
-    y *= fp16_value(f.d)[:, None]
+def decode(f: Fields, out: np.ndarray | None = None) -> np.ndarray:
+    """dequantize_row_q5_0: d * (q - 16) (``out``, if given, receives the result)."""
+    y = as_float(f.q.view(np.int8) - np.int8(16), out)  # q - 16 in bytes (cheap), then one conversion
+    y *= per_weight(fp16_value(f.d)[:, None], QK)
     return y
 
 
@@ -92,5 +99,5 @@ def quantize_blocks(x: np.ndarray) -> np.ndarray:
     return pack(encode(x))
 
 
-def dequantize_blocks(b: np.ndarray) -> np.ndarray:
-    return decode(unpack(b))
+def dequantize_blocks(b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    return decode(unpack(b), out)

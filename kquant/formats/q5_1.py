@@ -3,15 +3,22 @@
     y = d * q + m        q in 0..31,  d = (max - min) / 31,  m = min
 
 6 bits per weight (5 + 32/32).
-
-Notebook 05 measures it beside the K family.
 """
 
 from typing import NamedTuple
 
 import numpy as np
 
-from kquant.formats.cops import c_float_to_uint8, c_semantics, f32, first_min_max, fp16_bytes, fp16_field
+from kquant.formats.cops import (
+    c_float_to_uint8,
+    c_semantics,
+    columns,
+    f32,
+    first_min_max,
+    fp16_bytes,
+    fp16_field,
+    put_bytes,
+)
 from kquant.formats.q4_0 import pack_nibbles, row_importance, unpack_nibbles
 from kquant.formats.q4_1 import decode as _decode_q4_1
 from kquant.formats.q5_0 import pack_qh, unpack_qh
@@ -36,12 +43,19 @@ class Fields(NamedTuple):
 @c_semantics
 def encode(x: np.ndarray) -> Fields:
     """quantize_row_q5_1_ref: x (n, 32) float32 -> Fields."""
-    lo, hi = first_min_max(x, axis=1)
+    xt = columns(x)  # blocks side by side, as in Q4_0 (our own copy: worked on in place)
+    lo, hi = first_min_max(xt, axis=0)
     d = (hi - lo) / f32(31)
     id_ = np.where(d != 0, f32(1) / d, f32(0))
-    # (uint8_t)(x + 0.5f): no MIN here in C; the value cannot pass 31 anyway
-    q = c_float_to_uint8((x - lo[:, None]) * id_[:, None] + f32(0.5))
-    return Fields(d.astype(np.float16), lo.astype(np.float16), q.astype(np.uint8))
+    v = np.subtract(xt, lo, out=xt)
+    v *= id_
+    # (uint8_t)(x + 0.5f): no MIN here in C; with every id finite the value cannot pass 31.5
+    if np.isfinite(id_).all():
+        q = np.empty(v.shape, dtype=np.uint8)
+        np.add(v, f32(0.5), out=q, casting="unsafe")  # float32 sum, truncated into bytes: one pass
+    else:
+        q = c_float_to_uint8(v + f32(0.5)).astype(np.uint8)
+    return Fields(d.astype(np.float16), lo.astype(np.float16), q.T)
 
 
 @c_semantics
@@ -54,10 +68,10 @@ def encode_impl(rows: np.ndarray, imatrix: np.ndarray) -> Fields:
 
 def pack(f: Fields) -> np.ndarray:
     out = np.empty((f.q.shape[0], TYPE_SIZE), dtype=np.uint8)
-    out[:, 0:2] = fp16_bytes(f.d)
-    out[:, 2:4] = fp16_bytes(f.m)
-    out[:, 4:8] = pack_qh(f.q)
-    out[:, 8:24] = pack_nibbles(f.q)
+    put_bytes(out, 0, fp16_bytes(f.d))
+    put_bytes(out, 2, fp16_bytes(f.m))
+    put_bytes(out, 4, pack_qh(f.q))
+    put_bytes(out, 8, pack_nibbles(f.q))
     return out
 
 
@@ -65,14 +79,14 @@ def unpack(b: np.ndarray) -> Fields:
     return Fields(fp16_field(b[:, 0:2]), fp16_field(b[:, 2:4]), unpack_nibbles(b[:, 8:24]) | unpack_qh(b[:, 4:8]))
 
 
-def decode(f: Fields) -> np.ndarray:
+def decode(f: Fields, out: np.ndarray | None = None) -> np.ndarray:
     """dequantize_row_q5_1: the Q4_1 formula, q * d + m, with 5-bit levels."""
-    return _decode_q4_1(f)
+    return _decode_q4_1(f, out)
 
 
 def quantize_blocks(x: np.ndarray) -> np.ndarray:
     return pack(encode(x))
 
 
-def dequantize_blocks(b: np.ndarray) -> np.ndarray:
-    return decode(unpack(b))
+def dequantize_blocks(b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    return decode(unpack(b), out)

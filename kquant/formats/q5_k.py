@@ -4,22 +4,20 @@
 
 Same super-block, same 12 bytes of 6-bit scales and mins, same search with a finer
 grid (nmax 31). The fifth bits live in ``qh``. 5.5 bits per weight.
-
-Notebook 05 teaches it.
 """
 
 from typing import NamedTuple
 
 import numpy as np
 
-from kquant.formats.cops import c_semantics, fp16_bytes, fp16_field
+from kquant.formats.cops import bit_planes, c_semantics, columns, fp16_bytes, fp16_field
 from kquant.formats.q4_k import decode as _decode_q4_k
 from kquant.formats.q4_k import (
     fit_block_scales,
     pack_nibbles,
     pack_scales,
     quantize_scales,
-    requantize,
+    requantize_rows,
     subblock_fit,
     subblock_fit_impl,
     unpack_nibbles,
@@ -51,11 +49,11 @@ class Fields(NamedTuple):
 def encode(x: np.ndarray) -> Fields:
     """quantize_row_q5_K_ref: x (n, 256) float32 -> Fields."""
     n = x.shape[0]
-    xt = np.ascontiguousarray(x.reshape(n * 8, 32).T)  # (32, G)
+    xt = columns(x.reshape(n * 8, 32))  # (32, G)
     scales, mins, L = subblock_fit(xt, nmax=31, rmin=-0.5, rdelta=0.1, nstep=15)
     d, dmin, sc, m = quantize_scales(scales.reshape(n, 8), mins.reshape(n, 8))
-    L = requantize(xt, L, d, dmin, sc, m, nmax=31)
-    return Fields(d, dmin, sc, m, np.ascontiguousarray(L.T).reshape(n, 256))
+    q = requantize_rows(x.reshape(-1, 32), L, d, dmin, sc, m, nmax=31)
+    return Fields(d, dmin, sc, m, q.reshape(n, 256))
 
 
 def encode_impl(rows: np.ndarray, imatrix: np.ndarray) -> Fields:
@@ -65,8 +63,8 @@ def encode_impl(rows: np.ndarray, imatrix: np.ndarray) -> Fields:
     xs, scales, mins, L, sw = subblock_fit_impl(x, qw, nmax=31)
     d, dmin, sc, m = fit_block_scales(scales.reshape(n, 8), mins.reshape(n, 8), sw.reshape(n, 8))
     sc, m = np.minimum(sc, 63), np.minimum(m, 63)  # Q5_K clamps here; Q4_K's C code does not
-    L = requantize(xs, L, d, dmin, sc, m, nmax=31)
-    return Fields(d, dmin, sc, m, np.ascontiguousarray(L.T).reshape(n, 256))
+    q = requantize_rows(x.reshape(-1, 32), L, d, dmin, sc, m, nmax=31)
+    return Fields(d, dmin, sc, m, q.reshape(n, 256))
 
 
 _BIT = np.arange(8, dtype=np.uint8)[:, None]  # bit j of byte l belongs to weight 32j + l
@@ -79,7 +77,7 @@ def pack_high_bits(bits: np.ndarray) -> np.ndarray:
 
 def unpack_high_bits(qh: np.ndarray) -> np.ndarray:
     """(n, 32) bytes -> (n, 256) bits 0/1, already in weight order (j major, l minor)."""
-    return ((qh[:, None, :] >> _BIT) & 1).reshape(-1, 256)
+    return bit_planes(qh, 1, 32)
 
 
 def pack(f: Fields) -> np.ndarray:
@@ -98,14 +96,14 @@ def unpack(b: np.ndarray) -> Fields:
     return Fields(fp16_field(b[:, 0:2]), fp16_field(b[:, 2:4]), sc, m, q)
 
 
-def decode(f: Fields) -> np.ndarray:
+def decode(f: Fields, out: np.ndarray | None = None) -> np.ndarray:
     """dequantize_row_q5_K: the Q4_K formula with 5-bit levels."""
-    return _decode_q4_k(f)
+    return _decode_q4_k(f, out)
 
 
 def quantize_blocks(x: np.ndarray) -> np.ndarray:
     return pack(encode(x))
 
 
-def dequantize_blocks(b: np.ndarray) -> np.ndarray:
-    return decode(unpack(b))
+def dequantize_blocks(b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    return decode(unpack(b), out)

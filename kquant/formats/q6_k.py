@@ -6,8 +6,6 @@ A super-block of QK_K = 256 weights has 16 groups of 16. Weight e of group j dec
 
 Symmetric (no min): each group's scale comes from make_qx_quants, then the 16 scales
 are quantized to int8 against d. 6.5625 bits per weight (6 + (16*8 + 16) / 256).
-
-Notebook 05 teaches it.
 """
 
 from typing import NamedTuple
@@ -15,19 +13,25 @@ from typing import NamedTuple
 import numpy as np
 
 from kquant.formats.cops import (
+    as_float,
+    bit_planes,
     c_semantics,
     c_to_int8,
+    columns,
     f32,
     fp16_bytes,
     fp16_field,
     fp16_value,
     nearest_int,
+    per_weight,
     signed_absmax,
+    split_nibbles,
 )
-from kquant.formats.search import GROUP_MAX_EPS, blocks_and_importance, make_qx_quants
+from kquant.formats.search import GROUP_MAX_EPS, blocks_and_importance, make_qx_quants, requantize_levels
 
 QK = 256  # QK_K
 TYPE_SIZE = 210
+
 
 # block_q6_K, 210 bytes:
 #
@@ -51,23 +55,26 @@ class Fields(NamedTuple):
 @c_semantics
 def encode(x: np.ndarray) -> Fields:
     """quantize_row_q6_K_ref: x (n, 256) float32 -> Fields."""
-    xt = np.ascontiguousarray(x.reshape(-1, 16).T)  # (16, G): groups side by side
+    xt = columns(x.reshape(-1, 16))  # (16, G): groups side by side
     scale, L = make_qx_quants(xt, nmax=32)  # weights x**2
-    return _quantize_scales_and_requantize(xt, scale, L)
+    return _quantize_scales_and_requantize(x, scale, L)
 
 
 @c_semantics
 def encode_impl(rows: np.ndarray, imatrix: np.ndarray) -> Fields:
     """quantize_row_q6_K_impl: as the reference, but each group's fit is weighted by the raw imatrix."""
     x, qw = blocks_and_importance(rows, imatrix, QK)
-    xt = np.ascontiguousarray(x.reshape(-1, 16).T)
-    scale, L = make_qx_quants(xt, nmax=32, qw=np.ascontiguousarray(qw.reshape(-1, 16).T))
-    return _quantize_scales_and_requantize(xt, scale, L)
+    xt = columns(x.reshape(-1, 16))
+    scale, L = make_qx_quants(xt, nmax=32, qw=columns(qw.reshape(-1, 16)))
+    return _quantize_scales_and_requantize(x, scale, L)
 
 
-def _quantize_scales_and_requantize(xt: np.ndarray, scale: np.ndarray, L: np.ndarray) -> Fields:
-    """The 16 group scales of a block -> int8 under one fp16 d; then every weight rounded again."""
-    n = xt.shape[1] // 16
+def _quantize_scales_and_requantize(x: np.ndarray, scale: np.ndarray, L: np.ndarray) -> Fields:
+    """The 16 group scales of a block -> int8 under one fp16 d; then every weight rounded again.
+
+    x: (n, 256) blocks; scale (16n,) and L (16, 16n) from the search.
+    """
+    n = x.shape[0]
     scale = scale.reshape(n, 16)
     max_scale = signed_absmax(scale, axis=1)
     empty = np.abs(max_scale) < GROUP_MAX_EPS  # C writes an all-zero block
@@ -77,9 +84,7 @@ def _quantize_scales_and_requantize(xt: np.ndarray, scale: np.ndarray, L: np.nda
     scales[empty] = 0
     # Requantize against the decoder's scale; a group whose scale is 0 keeps its levels.
     dq = (fp16_value(d)[:, None] * scales).reshape(-1)  # (G,)
-    l = np.clip(nearest_int(xt / dq), -32, 31) + 32
-    L = np.where(dq != 0, l, L).astype(np.uint8)
-    q = np.ascontiguousarray(L.T).reshape(n, 256)
+    q = requantize_levels(x.reshape(-1, 16), dq, None, -32, 31, L).reshape(n, 256)
     q[empty] = 0
     return Fields(d, scales, q)
 
@@ -99,28 +104,25 @@ def pack(f: Fields) -> np.ndarray:
 
 
 def unpack(b: np.ndarray) -> Fields:
-    n = b.shape[0]
-    ql = b[:, 0:128].reshape(n, 2, 2, 1, 32)  # [h, j, _, l]: j selects ql[64h + 32j + l]
-    qh = b[:, 128:192].reshape(n, 2, 1, 32)
-    lo = np.concatenate([ql & 0xF, ql >> 4], axis=3)  # [h, j, nibble, l] -> k = j + 2 * nibble
-    lo = lo.transpose(0, 1, 3, 2, 4).reshape(n, 2, 4, 32)
-    hi = (qh >> np.array([0, 2, 4, 6], dtype=np.uint8)[:, None]) & 3  # [h, k, l]
-    q = (lo | (hi << 4)).reshape(n, 256)
+    # Per half h, split_nibbles gives ql[64h : 64h + 64]'s low nibbles, then its high ones:
+    # weights k = 0, 1 (low), then k = 2, 3 (high) of the layout above, already in order.
+    lo = split_nibbles(b[:, 0:128], 64)
+    hi = bit_planes(b[:, 128:192], 2, 32)  # per half: bits 0-1 of qh[32h + l] (k = 0), then 2-3, 4-5, 6-7
+    q = lo | (hi << 4)
     return Fields(fp16_field(b[:, 208:210]), b[:, 192:208].view(np.int8), q)
 
 
-def decode(f: Fields) -> np.ndarray:
-    """dequantize_row_q6_K: (d * scale) * (q - 32)."""
+def decode(f: Fields, out: np.ndarray | None = None) -> np.ndarray:
+    """dequantize_row_q6_K: (d * scale) * (q - 32) (into ``out`` if given)."""
     ds = fp16_value(f.d)[:, None] * f.scales  # (n, 16)
-    y = f.q.astype(f32).reshape(-1, 16, 16)
-    y -= f32(32)  # exact: small integers
-    y *= ds[:, :, None]
-    return y.reshape(-1, 256)
+    y = as_float(f.q.view(np.int8) - np.int8(32), out)  # q - 32 in bytes (cheap), then one conversion
+    y *= per_weight(ds, 16)
+    return y
 
 
 def quantize_blocks(x: np.ndarray) -> np.ndarray:
     return pack(encode(x))
 
 
-def dequantize_blocks(b: np.ndarray) -> np.ndarray:
-    return decode(unpack(b))
+def dequantize_blocks(b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    return decode(unpack(b), out)

@@ -49,18 +49,31 @@ def make_qx_quants(x: np.ndarray, nmax: int, qw: np.ndarray | None = None) -> tu
     """
     max_ = signed_absmax(x, axis=0)
     zero = np.abs(max_) < GROUP_MAX_EPS
+    # C returns early for an all-zero group; here it goes through the search with max 1
+    # (its result is overwritten below), so that every candidate maps |x| to at most
+    # nmax + 1 and np.rint is exactly nearest_int: no inf or NaN to guard against.
+    max_[zero] = 1
     w = x * x if qw is None else qw
-    wx = w * x
-    lo, hi = -nmax, nmax - 1
-    # Every candidate maps the largest |x| to about nmax, so |iscale * x| <= nmax + 1.
-    bound = np.where(zero, np.inf, f32(nmax + 1))
+    lo, hi = f32(-nmax), f32(nmax - 1)
     # Buffers reused by all 19 candidates; wx and w stacked so one multiply serves both sums.
     l = np.empty_like(x)
-    W = np.stack([wx, w])  # (2, n, G)
+    W = np.empty((2, *x.shape), dtype=f32)
+    np.multiply(w, x, out=W[0])
+    W[1] = w
     T = np.empty_like(W)
 
-    def fit(iscale):
-        _rint_levels(np.multiply(x, iscale, out=l), bound, lo, hi)
+    top = np.full_like(x, hi)  # np.minimum with an array runs ~3x faster than with a scalar
+
+    def fit(iscale, is_=0):
+        np.multiply(x, iscale, out=l)
+        np.rint(l, out=l)
+        # |x * iscale| <= nmax + 0.1 * is_ (+ float rounding, far below 0.1). Rounding can
+        # reach -nmax - 1 only for is_ >= 5, and nmax or more only for is_ >= -5: the clamps
+        # that cannot bite are skipped.
+        if is_ >= 5:
+            np.clip(l, lo, hi, out=l)
+        elif is_ >= -5:
+            np.minimum(l, top, out=l)
         np.multiply(W, l, out=T)  # [w*x*l, w*l]
         np.multiply(T[1], l, out=T[1])  # (w*l)*l
         sumlx, suml2 = seqsum(T, axis=1)  # both sums in C order, down the n axis
@@ -74,15 +87,23 @@ def make_qx_quants(x: np.ndarray, nmax: int, qw: np.ndarray | None = None) -> tu
         if is_ == 0:
             continue
         iscale = -(f32(nmax) + f32(0.1) * f32(is_)) / max_
-        sumlx, suml2 = fit(iscale)
+        sumlx, suml2 = fit(iscale, is_)
         better = (suml2 > 0) & (sumlx * sumlx > best * suml2)
         np.copyto(best_iscale, iscale, where=better)
         np.copyto(scale, sumlx / suml2, where=better)
         np.copyto(best, scale * sumlx, where=better)
-    L = _rint_levels(best_iscale * x, bound, lo, hi) + f32(nmax)
+    np.multiply(x, best_iscale, out=l)
+    L = np.clip(np.rint(l, out=l), lo, hi, out=l) + f32(nmax)
     L[:, zero] = 0  # C returns early: all-zero groups get L = 0 (not nmax) and scale 0
     scale[zero] = 0
     return scale, L.astype(np.uint8)
+
+
+def _clamped_nearest_int(v: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """clamp(nearest_int(v), lo, hi) as float32: np.rint unless some |v| is beyond nearest_int's range."""
+    if np.max(np.abs(v)) <= _RINT_SAFE:  # False for NaN: that takes C's exact integer path
+        return np.clip(np.rint(v), f32(lo), f32(hi))
+    return np.clip(nearest_int(v), lo, hi).astype(f32)
 
 
 @c_semantics
@@ -92,39 +113,62 @@ def make_q3_quants(x: np.ndarray, nmax: int = 4) -> tuple[np.ndarray, np.ndarray
     x: (16, G). Returns (scale (G,), L (16, G) uint8 in [0, 2*nmax)).
     After the first rounding, each level is nudged in turn to the value that best fits
     the current least-squares scale, for up to five sweeps over the group.
+
+    This is the one search that ggml's C runs faster than numpy (about 2x): its up to 80
+    steps (16 levels x 5 sweeps) each depend on the one before, so numpy can only go across
+    groups, paying several array passes per step, where C spends a few scalar operations on
+    a level that, 95 times in 100, stays where it is.
     """
     max_ = signed_absmax(x, axis=0)
     zero = np.abs(max_) < GROUP_MAX_EPS
     w = x * x
     wx = w * x
     iscale = f32(-nmax) / max_
-    L = np.clip(nearest_int(iscale * x), -nmax, nmax - 1).astype(f32)
-    sumlx = seqsum(wx * L)
-    suml2 = seqsum((w * L) * L)
+    # |iscale * x| <= nmax (+ rounding): the fast rounding is exact except for all-zero groups.
+    L = _rint_levels(iscale * x, np.where(zero, np.inf, f32(nmax + 1)), -nmax, nmax - 1)
+    # Each level's terms of sumlx and suml2, kept up to date: a step then subtracts a stored
+    # term (one pass) instead of recomputing it (three).
+    P = wx * L
+    Q = (w * L) * L
+    sumlx = seqsum(P)
+    suml2 = seqsum(Q)
     # C stops a group after a sweep that changes nothing. Such a sweep leaves the state
     # as it was, so every later sweep would change nothing too: each sweep need only
-    # visit the groups the previous sweep changed.
-    active = np.arange(x.shape[1])
+    # visit the groups the previous sweep changed (the first visits all, in place).
+    active = None
     for _ in range(5):
+        cols = slice(None) if active is None else active
+        xa, wa, wxa, La, Pa, Qa = x[:, cols], w[:, cols], wx[:, cols], L[:, cols], P[:, cols], Q[:, cols]
+        slx_a, sl2_a = sumlx[cols], suml2[cols]
+        changed = np.zeros(xa.shape[1], dtype=bool)
+        for i in range(x.shape[0]):
+            slx = slx_a - Pa[i]
+            sl2 = sl2_a - Qa[i]
+            v = (xa[i] * sl2) / slx
+            # A level can only move where rint(v) differs from it, in a group with slx > 0: about
+            # 5 groups in 100 (NaN and v beyond nearest_int's range land here too). The rest of
+            # the step runs on those groups alone, with C's exact rounding.
+            j = np.flatnonzero((np.rint(v) != La[i]) & (slx > 0))
+            if j.size == 0:
+                continue
+            new_l = _clamped_nearest_int(v[j], -nmax, nmax - 1)
+            p = wxa[i, j] * new_l
+            q = (wa[i, j] * new_l) * new_l
+            slx_new = slx[j] + p
+            sl2_new = sl2[j] + q
+            slx_j = slx_a[j]
+            take = (new_l != La[i, j]) & (sl2_new > 0) & ((slx_new * slx_new) * sl2_a[j] > (slx_j * slx_j) * sl2_new)
+            j = j[take]
+            La[i, j], Pa[i, j], Qa[i, j] = new_l[take], p[take], q[take]
+            slx_a[j], sl2_a[j] = slx_new[take], sl2_new[take]
+            changed[j] = True
+        if active is None:
+            active = np.flatnonzero(changed)
+        else:
+            L[:, active], P[:, active], Q[:, active], sumlx[active], suml2[active] = La, Pa, Qa, slx_a, sl2_a
+            active = active[changed]
         if active.size == 0:
             break
-        xa, wa, wxa, La = x[:, active], w[:, active], wx[:, active], L[:, active]
-        slx_a, sl2_a = sumlx[active], suml2[active]
-        changed = np.zeros(active.size, dtype=bool)
-        for i in range(x.shape[0]):
-            Li = La[i]
-            slx = slx_a - wxa[i] * Li
-            sl2 = sl2_a - (wa[i] * Li) * Li
-            new_l = np.clip(nearest_int((xa[i] * sl2) / slx), -nmax, nmax - 1).astype(f32)
-            slx_new = slx + wxa[i] * new_l
-            sl2_new = sl2 + (wa[i] * new_l) * new_l
-            take = (slx > 0) & (new_l != Li) & (sl2_new > 0) & ((slx_new * slx_new) * sl2_a > (slx_a * slx_a) * sl2_new)
-            La[i] = np.where(take, new_l, Li)
-            slx_a = np.where(take, slx_new, slx_a)
-            sl2_a = np.where(take, sl2_new, sl2_a)
-            changed |= take
-        L[:, active], sumlx[active], suml2[active] = La, slx_a, sl2_a
-        active = active[changed]
     scale = np.where(suml2 > 0, sumlx / suml2, f32(0))
     L += f32(nmax)
     L[:, zero] = 0
@@ -159,18 +203,34 @@ def make_qkx2_quants(
         cols = np.flatnonzero(zero_min)
         first = np.argmax(x[:, cols] == 0, axis=0)
         min_[cols] = x[first, cols]
-    sum_w = seqsum(w)
-    sum_x = seqsum(w * x)
+    sum_w = seqsum(w, first=True)  # C: sum_w = w[0]; sum_x = sum_w * x[0]; then += from i = 1
+    sum_x = seqsum(w * x, first=True)
     min_ = np.where(min_ > 0, f32(0), min_)
     flat = max_ == min_
     data_min = min_
+    # C returns before the search for a flat group; here it runs the search on a range of 1
+    # (its result is overwritten below), so that no candidate meets max - min = 0.
+    max_ = np.where(flat, min_ + f32(1), max_)
 
-    l, t, u = np.empty_like(x), np.empty_like(x), np.empty_like(x)  # reused by every candidate
+    # Buffers reused by every candidate. l shares an array with x, so that one multiply by
+    # w*l gives both (w*l)*l and (w*l)*x; the three sums then come from one reduction.
+    LX = np.empty((2, *x.shape), dtype=f32)
+    LX[1] = x
+    l = LX[0]
+    S = np.empty((3, *x.shape), dtype=f32)  # [w*l, (w*l)*l, (w*l)*x]
+    t = np.empty_like(x)
 
     def levels(iscale, m):
-        # |iscale * (x - m)| <= iscale * max(max - m, |data_min - m|): the bound for the fast rounding.
-        bound = np.abs(iscale) * np.maximum(max_ - m, np.abs(data_min - m))
-        return _rint_levels(np.multiply(np.subtract(x, m, out=l), iscale, out=l), bound, 0, nmax)
+        np.subtract(x, m, out=l)
+        np.multiply(l, iscale, out=l)
+        # The bound for the fast rounding: |iscale * (x - m)| <= max(|iscale * (max - m)|,
+        # |iscale * (data_min - m)|), and every iscale here is c / (max - m) with c < nmax + 2,
+        # so only the second term can be large.
+        if np.max(np.abs(iscale * (data_min - m))) < _RINT_SAFE:  # False for NaN: that takes the exact path
+            np.rint(l, out=l)
+            return np.clip(l, f32(0), f32(nmax), out=l)
+        l[...] = np.clip(nearest_int(l), 0, nmax)
+        return l
 
     def error(scale, m):
         np.multiply(l, scale, out=t)  # C: scale * L + min - x, rounded after each step
@@ -180,19 +240,18 @@ def make_qkx2_quants(
         return seqsum(np.multiply(t, w, out=t))
 
     iscale = f32(nmax) / (max_ - min_)
-    scale = f32(1) / iscale
-    best_iscale, best_min_used = iscale, min_
     levels(iscale, min_)
-    best = error(scale, min_)
+    # The search's state, one row each, so that one masked copy updates it all per candidate.
+    state = np.stack([error(f32(1) / iscale, min_), iscale, min_, f32(1) / iscale, min_])
+    best, best_iscale, best_min_used, scale, min_ = state
     if trace is not None:
         trace(iscale=iscale, scale=scale, min=min_, error=best, kept=np.ones_like(flat))
     for is_ in range(nstep + 1):
         iscale = ((f32(rmin) + f32(rdelta) * f32(is_)) + f32(nmax)) / (max_ - min_)
         levels(iscale, min_)
-        np.multiply(w, l, out=t)  # w*l
-        s_l = seqsum(t)
-        s_l2 = seqsum(np.multiply(t, l, out=u))  # (w*l)*l
-        s_xl = seqsum(np.multiply(t, x, out=u))  # (w*l)*x
+        np.multiply(w, l, out=S[0])  # w*l
+        np.multiply(S[0], LX, out=S[1:])  # (w*l)*l, (w*l)*x
+        s_l, s_l2, s_xl = seqsum(S, axis=1)
         D = sum_w * s_l2 - s_l * s_l
         this_scale = (sum_w * s_xl - sum_x * s_l) / D
         this_min = (s_l2 * sum_x - s_l * s_xl) / D
@@ -210,17 +269,35 @@ def make_qkx2_quants(
                 error=np.where(solved, cur, np.nan),
                 kept=better,
             )
-        best = np.where(better, cur, best)
-        best_iscale = np.where(better, iscale, best_iscale)
-        best_min_used = np.where(better, min_, best_min_used)
-        scale = np.where(better, this_scale, scale)
-        min_ = np.where(better, this_min, min_)
+        np.copyto(state, np.stack([cur, iscale, min_, this_scale, this_min]), where=better)
     # The winning levels, recomputed once from the iscale and min that produced them.
     L = levels(best_iscale, best_min_used)
     L[:, flat] = 0
     scale = np.where(flat, f32(0), scale)
     the_min = -np.where(flat, data_min, min_)
     return scale, the_min, L.astype(np.uint8)
+
+
+@c_semantics
+def requantize_levels(x: np.ndarray, dq: np.ndarray, dm: np.ndarray | None, lo: int, hi: int, L: np.ndarray):
+    """The final level of every weight against the scale (and min) the decoder will use.
+
+    ``clamp(nearest_int((x + dm) / dq), lo, hi) - lo`` as uint8, as every K-quant's C code
+    ends. x: (G, n), one group per ROW (the blocks' own layout, so the levels need no
+    transpose back); dq, dm: (G,), dm None for the symmetric types. A group whose dq is 0
+    keeps its levels from the search, L ((n, G), already offset by -lo): C skips it.
+    """
+    skip = dq == 0
+    v = x if dm is None else x + dm[:, None]
+    v = v / np.where(skip, f32(1), dq)[:, None]  # a skipped group divides by 1: no inf or NaN below
+    if np.max(v) <= _RINT_SAFE and np.min(v) >= -_RINT_SAFE:  # np.rint is nearest_int here
+        l = np.clip(np.rint(v, out=v), f32(lo), f32(hi), out=v).astype(np.int8)
+    else:
+        l = np.clip(nearest_int(v), lo, hi).astype(np.int8)
+    q = l.view(np.uint8) + np.uint8(-lo)  # l - lo, wrapping in 8 bits: one cheap byte pass
+    if skip.any():
+        q[skip] = L[:, skip].T
+    return q
 
 
 # --- the imatrix paths (quantize_row_*_impl) -------------------------------------------
