@@ -18,7 +18,7 @@ copying the output).
 Two sources of weights (``--source``):
 
 * ``gaussian``: a (N / 4096, 4096) matrix, N(0, 0.02) with 0.1 % outliers 20x larger;
-* ``model``: every 2-D tensor of the bundled model (data/kquant-tiny-f16.gguf), converted to
+* ``model``: every 2-D tensor of the bundled model (kquant/data/kquant-tiny-f16.gguf), converted to
   float32 first as llama-quantize does; one run quantizes them all, tensor by tensor.
 
 The importance vector is synthetic and activation-like (squared normals times a log-normal).
@@ -47,17 +47,19 @@ import time
 from pathlib import Path
 
 import numpy as np
-from gguf import GGMLQuantizationType, GGUFReader
+from gguf import GGMLQuantizationType
 from gguf import quants as gguf_quants
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 import kquant
 from kquant import reference
+from kquant.gguf.reader import open_gguf, weights
+from kquant.model import hub
 
 ROOT = Path(__file__).resolve().parents[1]
 ROW = 4096  # weights per row of the Gaussian matrix: a typical hidden size, a multiple of every block size
 TIME_BUDGET_S = 3.0  # stop repeating a side once it has used this much time
-MODEL = ROOT / "data" / "kquant-tiny-f16.gguf"
+MODEL = hub.bundled_path()  # the bundled model, wherever kquant is installed
 
 
 CLOCK = {"cpu": time.thread_time, "wall": time.perf_counter}
@@ -91,7 +93,8 @@ def gaussian_weights(n: int, seed: int) -> list[np.ndarray]:
 
 def model_weights(path: Path = MODEL) -> list[np.ndarray]:
     """The bundled model's 2-D tensors as float32 (rows, n_per_row), as llama-quantize reads them."""
-    return [np.asarray(t.data, dtype=np.float32) for t in GGUFReader(path).tensors if len(t.data.shape) == 2]
+    with open_gguf(path) as f:  # kquant's one reader
+        return [weights(t) for t in f.tensors if len(t.shape) == 2]
 
 
 def importance(n: int, seed: int) -> np.ndarray:
