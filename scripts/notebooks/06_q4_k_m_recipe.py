@@ -76,8 +76,12 @@ for n in [model.params.n_layer, 32, 80]:
 """
 ### Exercise 1 (which layers get more bits)
 
-Complete `use_more_bits(i, n)`: True for the layers llama.cpp gives more bits: `i < n // 8`,
-`i >= 7 * n // 8`, or `(i - n // 8) % 3 == 2` (integer division, as in C).
+Work out llama.cpp's rule from the lists above, and complete `use_more_bits(i, n)`: True for
+exactly the layers `i` (0 to n − 1) of an n-layer model that get more bits, for *any* n. Look
+at more depths first: `[i for i in range(20) if mixes.use_more_bits(i, 20)]` shows n = 20,
+whose eighths are not whole layers (llama.cpp is C, and C divides integers). Studying
+`mixes.use_more_bits` that way is allowed; calling it inside your function is not: the check
+runs your rule on depths from 1 to 99 layers.
 """
 
 # %% answer q1
