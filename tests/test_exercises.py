@@ -387,12 +387,70 @@ def test_the_answer_key_is_found_however_it_is_reached(label):
 
 def test_an_answer_that_switches_the_watch_off_is_rejected():
     def unwatched(x):
-        sys.setprofile(None)
+        name = "set"
+        getattr(sys, name + "profile")(None)
         return sys.modules["kquant_toy_key"].double(x)
 
     result = KEYED.evaluate(unwatched)
     assert result.status == INCORRECT and "switched off" in result.message
     assert sys.getprofile() is None
+
+
+def test_an_answer_key_called_from_a_thread_the_answer_starts_is_found():
+    import threading
+
+    def threaded(x):
+        out = {}
+        worker = threading.Thread(target=lambda: out.setdefault("y", sys.modules["kquant_toy_key"].double(x)))
+        worker.start()
+        worker.join()
+        return out["y"]
+
+    assert "is the answer key" in KEYED.evaluate(threaded).message
+
+
+def _frame_peekers():
+    def static(x):
+        return sys._getframe(3).f_locals["x"] * 2
+
+    def dynamic(x):
+        frame = getattr(sys, "_get" + "frame")(1)
+        return 2 * x if frame else x
+
+    def by_traceback(x):
+        try:
+            raise ValueError
+        except ValueError as e:
+            return 2 * x if e.__traceback__ else x
+
+    def by_gc(x):
+        import gc
+
+        return 2 * x if gc.get_objects() else x
+
+    return {"sys._getframe": static, "computed name": dynamic, "traceback": by_traceback, "gc": by_gc}
+
+
+@pytest.mark.parametrize("label", list(_frame_peekers()))
+def test_an_answer_that_looks_into_the_checks_frames_is_rejected(label):
+    result = TOY.evaluate(_frame_peekers()[label])
+    assert result.status == INCORRECT and "looks into the running program" in result.message, result
+
+
+def test_an_answer_that_replaces_numpy_to_pass_is_noticed():
+    original = np.allclose
+
+    def cheat(x):
+        np.allclose = lambda *a, **k: True
+        return x
+
+    try:
+        result = TOY.evaluate(cheat)
+        assert result.status == INCORRECT and "`numpy.allclose` has been replaced" in result.message, result
+        assert "restart the kernel" in TOY.evaluate(lambda x: 2 * x).message  # until the kernel is restarted
+    finally:
+        np.allclose = original
+    assert TOY.evaluate(lambda x: 2 * x).status == CORRECT
 
 
 def test_a_replaced_answer_key_is_noticed():

@@ -29,7 +29,13 @@ student's function:
 * an exercise that asks the reader to *write* something lists the library functions
   that already do it (its ``forbidden``): an answer that calls one of them, directly
   or through an alias, a lambda, a closure, ``functools.partial`` or a module
-  attribute, is rejected with "this exercise asks you to write ... yourself".
+  attribute, is rejected with "this exercise asks you to write ... yourself";
+* an answer that reads the check's frames or objects (``sys._getframe``, tracebacks, ``gc``)
+  instead of computing, or a kernel where numpy's, the builtins' or kquant's functions were
+  replaced (``np.allclose = lambda *a: True``), gets a message that says so, not a pass.
+
+What no in-kernel check can prevent (rebinding ``ex``, editing this module) is left to
+nbgrader's read-only, checksummed check cells and to the instructor: docs/teaching.md.
 
 Expected byte strings are compared by SHA-256 digest and never printed, and no message
 prints the expected value of a numeric answer.
@@ -37,15 +43,19 @@ prints the expected value of a numeric answer.
 
 from __future__ import annotations
 
+import builtins
 import ctypes
 import dis
 import functools
+import gc
 import hashlib
 import importlib.util
 import inspect
+import math
 import os
 import pathlib
 import signal
+import struct
 import sys
 import textwrap
 import threading
@@ -552,17 +562,154 @@ def _spec_origin(name: str) -> str | None:
     return spec.origin if spec else None
 
 
-class _Watch:
-    """Records which off-limits code runs while the student's function runs (a profile hook)."""
+# --- answers that look into the check instead of computing ------------------------------
 
-    def __init__(self, off: OffLimits):
-        self.codes = off.codes
-        self.prefixes = off.prefixes()
+# Names through which code reaches the frames (and so the local variables) of the running
+# check, or any object at all: an answer computes from its arguments and needs none of them.
+_PEEK_NAMES = frozenset(
+    "_getframe _current_frames currentframe getouterframes getinnerframes f_back f_locals f_globals tb_frame "
+    "gi_frame cr_frame ag_frame __traceback__ get_referrers get_referents get_objects settrace setprofile "
+    "monitoring".split()
+)
+_PEEK_CALLS = {
+    id(f): name
+    for f, name in [
+        (sys._getframe, "sys._getframe"),
+        (sys._current_frames, "sys._current_frames"),
+        (gc.get_objects, "gc.get_objects"),
+        (gc.get_referrers, "gc.get_referrers"),
+        (gc.get_referents, "gc.get_referents"),
+        (sys.settrace, "sys.settrace"),
+    ]
+}
+_PACKAGE_DIR = str(pathlib.Path(__file__).resolve().parents[1]) + os.sep
+_TRUSTED = tuple(
+    {p for base in (sys.prefix, sys.base_prefix, sys.exec_prefix) for p in (base, os.path.realpath(base))}
+    | {_PACKAGE_DIR}
+)
+
+
+def _peeks(fn, seen=None) -> str | None:
+    """A frame- or object-walking name in ``fn``'s code (or the code it closes over / calls in its notebook)."""
+    seen = set() if seen is None else seen
+    if id(fn) in seen or len(seen) > 500:
+        return None
+    seen.add(id(fn))
+    if isinstance(fn, functools.partial):
+        return next(filter(None, (_peeks(f, seen) for f in (fn.func, *fn.args) if callable(f))), None)
+    if isinstance(fn, types.MethodType):
+        return _peeks(fn.__func__, seen)
+    if not isinstance(fn, types.FunctionType):
+        method = inspect.getattr_static(type(fn), "__call__", None)
+        return _peeks(method, seen) if isinstance(method, types.FunctionType) else None
+    found = _peek_in_code(fn.__code__)
+    if found:
+        return found
+    for cell in fn.__closure__ or ():
+        try:
+            obj = cell.cell_contents
+        except ValueError:
+            continue
+        if callable(obj):
+            found = _peeks(obj, seen)
+            if found:
+                return found
+    for name in _all_names(fn.__code__):
+        obj = fn.__globals__.get(name)
+        if isinstance(obj, types.FunctionType) and obj.__module__ == fn.__module__:
+            found = _peeks(obj, seen)
+            if found:
+                return found
+    return None
+
+
+def _peek_in_code(code) -> str | None:
+    strings = {c for c in code.co_consts if isinstance(c, str)}
+    hit = (set(code.co_names) | strings) & _PEEK_NAMES
+    if hit:
+        return sorted(hit)[0]
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            found = _peek_in_code(const)
+            if found:
+                return found
+    return None
+
+
+def _peek_message(name: str) -> str:
+    return (
+        f"your function uses `{name}`, which looks into the running program (its frames, tracebacks or objects):"
+        " an answer computes its result from its arguments"
+    )
+
+
+# --- a kernel whose tools were replaced ----------------------------------------------------
+
+_GUARDED_MODULES = (builtins, np, math, struct, hashlib, functools, inspect)
+_MUTABLE = {("kquant.exercises.core", "_prev_sigint")}
+_BUILTINS = frozenset(
+    "isinstance issubclass len float int bool str bytes bytearray tuple list dict set frozenset abs min max sum "
+    "sorted range enumerate zip any all round next iter map filter type getattr hasattr callable repr format "
+    "id vars memoryview slice object".split()
+)
+_snapshot: dict[tuple[str, str], int] = {}
+_snapshot_modules: dict[str, types.ModuleType] = {}
+
+
+def _is_tool(obj) -> bool:
+    return callable(obj) or isinstance(obj, types.ModuleType)  # numpy's functions are dispatcher objects
+
+
+def _take_snapshot() -> None:
+    """Record the functions of numpy, builtins and every loaded kquant module (before any student code runs)."""
+    modules = list(_GUARDED_MODULES) + [
+        m for name, m in list(sys.modules.items()) if (name == "kquant" or name.startswith("kquant.")) and m is not None
+    ]
+    for module in modules:
+        if module.__name__ in _snapshot_modules:
+            continue
+        _snapshot_modules[module.__name__] = module
+        for attr, obj in list(vars(module).items()):
+            if module is builtins and attr not in _BUILTINS:
+                continue  # IPython rebinds some (input, display) at every cell
+            if _is_tool(obj) and (module.__name__, attr) not in _MUTABLE:
+                _snapshot[(module.__name__, attr)] = id(obj)
+                _keep_alive.append(obj)
+
+
+_keep_alive: list = []
+
+
+def _replaced_tool() -> str | None:
+    """The first recorded function (numpy.allclose, builtins.isinstance, ...) this kernel has replaced."""
+    for (module_name, attr), ident in _snapshot.items():
+        if id(vars(_snapshot_modules[module_name]).get(attr)) != ident:
+            return f"{module_name}.{attr}"
+    return None
+
+
+def _replaced_message(name: str) -> str:
+    return (
+        f"`{name}` has been replaced or rewritten in this kernel, so nothing can be checked: restart the kernel and"
+        " run the notebook again"
+    )
+
+
+class _Watch:
+    """A profile hook while the student's function runs: does the answer key run? does it look at frames?"""
+
+    def __init__(self, off: OffLimits | None):
+        self.codes = off.codes if off is not None else {}
+        self.prefixes = off.prefixes() if off is not None else ()
         self.off = off
         self.hit: str | None = None
+        self.peek: str | None = None
 
     def __call__(self, frame, event, arg):
-        if event == "call" and self.hit is None:
+        if event == "c_call":
+            if id(arg) in _PEEK_CALLS and not frame.f_code.co_filename.startswith(_TRUSTED):
+                self.peek = self.peek or _PEEK_CALLS[id(arg)]
+        elif event == "call" and self.hit is None and self.off is not None:
             code = frame.f_code
             if id(code) in self.codes:
                 self.hit = self.codes[id(code)]
@@ -621,6 +768,7 @@ class Exercise:
         self.time_limit = float(time_limit)
         self.off_limits = OffLimits(task or f"`{self.function_name}`", forbidden) if forbidden else None
         self._hints_shown = 0
+        _take_snapshot()  # the modules the exercise's module has imported, before any student code runs
 
     @property
     def grade_id(self) -> str:
@@ -635,6 +783,14 @@ class Exercise:
         outer, _current = _current, _Run(self.time_limit, self.off_limits)
         try:
             fn = expect_function(answer, self.function_name)
+            replaced = _replaced_tool()
+            if replaced:
+                raise Wrong(_replaced_message(replaced))
+            status, peek = _guarded(lambda: _peeks(fn), 2.0)  # the answer's attributes may be its own code
+            if status != "ok":
+                raise Wrong("your function could not be inspected: pass a plain function, defined with def")
+            if peek:
+                raise Wrong(_peek_message(peek))
             if self.off_limits is not None:
                 changed = self.off_limits.tampered()
                 if changed:
@@ -642,7 +798,9 @@ class Exercise:
                         f"`{changed}` has been replaced or rewritten in this kernel, so nothing can be checked: "
                         "restart the kernel and run the notebook again"
                     )
-                found = _referenced(fn, self.off_limits)
+                status, found = _guarded(lambda: _referenced(fn, self.off_limits), 2.0)
+                if status != "ok":
+                    raise Wrong("your function could not be inspected: pass a plain function, defined with def")
                 if found:
                     raise Wrong(self.off_limits.message(found))
             with np.errstate(all="ignore"):  # the student's numpy warnings are not our message
@@ -722,21 +880,21 @@ def call(fn: Callable, *args, name: str | None = None):
     """
     run = _current or _Run(DEFAULT_TIME_LIMIT, None)
     if name is None:
-        name = getattr(fn, "__name__", None)
-        name = name if type(name) is str else "your function"
+        name = str.__str__(fn.__name__) if isinstance(fn, types.FunctionType) else "your function"
     args_copy = [a.copy() if isinstance(a, (np.ndarray, list, dict, bytearray)) else a for a in args]
-    watch = _Watch(run.off) if run.off is not None and (run.off.codes or run.off.modules) else None
+    watch = _Watch(run.off)
 
     def thunk():
-        if watch is None:
-            return plain(fn(*args_copy))
         previous = sys.getprofile()
+        previous_threads = threading._profile_hook
         sys.setprofile(watch)
+        threading.setprofile(watch)  # and in any thread the answer starts
         try:
             value = plain(fn(*args_copy))  # plain() too: a returned object's __array__ is the student's code
         finally:
             still = sys.getprofile()
             sys.setprofile(previous)
+            threading.setprofile(previous_threads)
         if still is not watch:
             raise _Tampered()
         return value
@@ -744,7 +902,12 @@ def call(fn: Callable, *args, name: str | None = None):
     t0 = time.perf_counter()
     status, value = _guarded(thunk, run.left)
     run.left -= time.perf_counter() - t0
-    if watch is not None and watch.hit:
+    replaced = _replaced_tool()
+    if replaced:
+        raise Wrong(_replaced_message(replaced))
+    if watch.peek:
+        raise Wrong(_peek_message(watch.peek))
+    if watch.hit:
         raise Wrong(run.off.message(watch.hit))
     if status == "ok":
         return value
@@ -901,3 +1064,6 @@ def random_k_block(rng, nbytes: int) -> np.ndarray:
     block = rng.integers(0, 256, nbytes).astype(np.uint8)
     block[0:4] = np.array([rng.uniform(1e-4, 1e-2), rng.uniform(1e-4, 1e-2)], dtype="<f2").view(np.uint8)
     return block
+
+
+_take_snapshot()
