@@ -1127,7 +1127,7 @@ def _delegations():
     """Per exercise that asks the reader to write something: answers that call what already does it."""
     import gguf.quants
 
-    from kquant import memory, metrics, reference, rounding
+    from kquant import memory, metrics, reference, rounding, summary
     from kquant.exercises import nb06 as ex06
     from kquant.formats import q4_0, q5_k
     from kquant.imatrix import Entry
@@ -1199,6 +1199,11 @@ def _delegations():
                 f"blk.{i}.{k}.weight"
             ]
         ],
+        "nb06-q3": [
+            lambda rows: (
+                summary.FileSummary(None, [summary.TensorRow("t", tuple(s), Q[t], _nbytes(s, t)) for s, t in rows]).bpw
+            )
+        ],
         "nb07-q1": [lambda b: tuple(gguf_anatomy.parse_header(b)[1:])],
         "nb07-q2": [lambda e, a, o: gguf_anatomy.align(e, a) + o],
         "nb07-q3": [
@@ -1223,7 +1228,6 @@ USES_THE_LIBRARY = {
     "nb00-q3": "a warm-up: np.linspace",
     "nb05-q1": "made-up layouts: no table in kquant answers them",
     "nb05-q3": "choosing a format is the point; quantizing with kquant is how",
-    "nb06-q3": "the average is the point; block sizes come from gguf's table",
     "nb10-q1": "a one-line numpy reduction; kquant has no function for it",
     "nb10-q3": "a one-line numpy reduction; kquant has no function for it",
 }

@@ -4,7 +4,7 @@ import math
 
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
-from .. import mixes
+from .. import mixes, summary
 from .core import Exercise, Wrong, as_bool, as_number, as_text, call
 
 KINDS = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
@@ -200,4 +200,6 @@ q3 = Exercise(
         total_weights += n
     return total_bits / total_weights
     """,
+    forbidden=(summary.FileSummary.bpw.fget, summary.plan_summary),
+    task="the average",
 )

@@ -217,8 +217,9 @@ C3 is about right against F16 (both here and for Llama-3.1-8B), and too modest a
 ### Exercise 3 (the average bits per weight of a file)
 
 Complete `average_bpw(rows)`: `rows` is a list of `(shape, type_name)` pairs, one per tensor
-(for example `((256, 768), "Q6_K")`); return the file's average bits per weight, as
-`summary.FileSummary.bpw` computes it: 8 × all tensor bytes / all weights.
+(for example `((256, 768), "Q6_K")`); return the file's average bits per weight, the number
+`summary.FileSummary.bpw` reports for a whole file. Think about what "average" must mean for
+a file whose tensors have very different sizes.
 `GGML_QUANT_SIZES[GGMLQuantizationType[t]]` is `(weights per block, bytes per block)`.
 """
 
