@@ -141,7 +141,7 @@ q2 = Exercise(
         return "Q6_K"
     return "Q4_K"
     """,
-    forbidden=(mixes.plan, mixes._Rules.choose),
+    forbidden=(mixes.plan, mixes._Rules.choose, mixes._Rules._pick, mixes._Rules._mix_rule),
     task="the choice of type",
 )
 
