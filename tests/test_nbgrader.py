@@ -8,18 +8,23 @@ exchange, offline) the test does what an instructor does:
    shipped in notebooks/, cell for cell, less what nbgrader legitimately changes
    (it drops the two solution marker lines, and adds a checksum, the cell type and
    "deletable"/"editable" flags to the graded cells' metadata).
-3. three students hand in: "correct" (every stub replaced by the published solution),
+3. five students hand in: "correct" (every stub replaced by the published solution),
    "wrong" (every stub replaced by a runnable answer of the right type and shape whose
-   values are wrong) and "blank" (the release version, untouched);
+   values are wrong), "blank" (the release version, untouched), "flipper" (answers that
+   return None and set NBGRADER_EXECUTION=off, at the top of each answer cell and inside
+   each function, to turn failing checks into passes) and "looper" (the first exercise
+   loops forever, the others are right);
 4. ``nbgrader autograde kquant``; the gradebook must give "correct" every point of every
-   check cell, and "wrong" and "blank" none, with nothing but the check cells failing.
+   check cell, "wrong", "blank" and "flipper" none, and "looper" every point but the
+   looping exercise's, with nothing but the check cells failing.
 
 Autograding runs every notebook, which takes minutes on two cores, so only "correct"
 hands in every notebook (glob notebooks/*.ipynb: a new notebook is included by itself),
 proving that every check passes under nbgrader. "wrong" and "blank" hand in the first
 HANDED_IN_BY_OTHERS notebooks, the quickest to run; nbgrader scores the notebooks they
-did not hand in 0, which the test checks too. The wrong answers of every exercise are
-checked in-process by test_every_wrong_answer_is_marked_wrong.
+did not hand in 0, which the test checks too; "flipper" and "looper" hand in notebook 00
+only. The wrong answers of every exercise are checked in-process by
+test_every_wrong_answer_is_marked_wrong.
 """
 
 from __future__ import annotations
@@ -40,8 +45,17 @@ from kquant.exercises.core import INCORRECT
 from kquant.exercises.notebook import STUB, exercise_for, exercises_of, load, save, source_of
 
 ASSIGNMENT = "kquant"
-STUDENTS = ("correct", "wrong", "blank")
+STUDENTS = ("correct", "wrong", "blank", "flipper", "looper")
 HANDED_IN_BY_OTHERS = 3  # notebooks 00-02 for "wrong" and "blank"; see the module's docstring
+HANDED_IN = {
+    "correct": len(NOTEBOOKS),
+    "wrong": HANDED_IN_BY_OTHERS,
+    "blank": HANDED_IN_BY_OTHERS,
+    "flipper": 1,
+    "looper": 1,
+}
+FLIP = 'import os\nos.environ["NBGRADER_EXECUTION"] = "off"  # "practice mode": print instead of fail?\n'
+LOOPS = "nb00-q1"  # the exercise whose answer never returns
 CELL_TIMEOUT_S = 120  # nbgrader's per-cell limit; the slowest cell takes about 20 s on two cores
 RUN_TIMEOUT_S = 900  # all of autograde, as a guard against a hung kernel
 
@@ -80,8 +94,11 @@ def wrong_body(ex) -> str:
     return WRONG.format(params=params, solution=textwrap.indent(ex.solution_code, "    "))
 
 
-def answered(nb: dict, body_of) -> dict:
-    """A release notebook with every stub replaced by ``body_of(exercise)``, as a student would."""
+def answered(nb: dict, body_of, top: str = "") -> dict:
+    """A release notebook with every stub replaced by ``body_of(exercise)``, as a student would.
+
+    ``top`` goes at the top of every answer cell.
+    """
     nb = copy.deepcopy(nb)
     for cell in nb["cells"]:
         meta = cell.get("metadata", {}).get("nbgrader", {})
@@ -92,7 +109,7 @@ def answered(nb: dict, body_of) -> dict:
             indent = stub_line[: len(stub_line) - len(stub_line.lstrip())]
             stub = textwrap.indent(STUB, indent)
             assert src.count(stub) == 1, f"{meta['grade_id']}: no single stub to replace in {src!r}"
-            cell["source"] = src.replace(stub, textwrap.indent(body_of(ex), indent))
+            cell["source"] = top + src.replace(stub, textwrap.indent(body_of(ex), indent))
     return nb
 
 
@@ -148,11 +165,15 @@ def course(tmp_path_factory):
         "correct": lambda nb: answered(nb, lambda ex: ex.solution_code),
         "wrong": lambda nb: answered(nb, wrong_body),
         "blank": lambda nb: nb,
+        "flipper": lambda nb: answered(nb, lambda ex: FLIP + "return None", top=FLIP),
+        "looper": lambda nb: answered(
+            nb, lambda ex: "while True:\n    pass" if ex.grade_id == LOOPS else ex.solution_code
+        ),
     }
     for student, hand_in in hand_ins.items():
         folder = course / "submitted" / student / ASSIGNMENT
         folder.mkdir(parents=True)
-        for path in NOTEBOOKS if student == "correct" else NOTEBOOKS[:HANDED_IN_BY_OTHERS]:
+        for path in NOTEBOOKS[: HANDED_IN[student]]:
             save(hand_in(load(release / path.name)), folder / path.name)
         (folder / "timestamp.txt").write_text("2026-01-01 12:00:00.000000 UTC")
     t2 = time.perf_counter()
@@ -160,7 +181,7 @@ def course(tmp_path_factory):
     t3 = time.perf_counter()
     print(
         f"\ngenerate_assignment {t1 - t0:.0f} s, autograde {t3 - t2:.0f} s ({len(NOTEBOOKS)} notebooks"
-        f" from 'correct', {HANDED_IN_BY_OTHERS} each from 'wrong' and 'blank')"
+        f" from 'correct', {HANDED_IN_BY_OTHERS} each from 'wrong' and 'blank', 1 each from 'flipper' and 'looper')"
     )
     return {"root": course, "log": log, "seconds": {"generate": t1 - t0, "autograde": t3 - t2}}
 
@@ -188,9 +209,9 @@ def _points() -> dict:
     return points
 
 
-def _handed_in_checks() -> list[str]:
-    """The check cells of the notebooks "wrong" and "blank" hand in."""
-    prefixes = tuple(f"nb{p.name[:2]}-" for p in NOTEBOOKS[:HANDED_IN_BY_OTHERS])
+def _handed_in_checks(student: str = "wrong") -> list[str]:
+    """The check cells of the notebooks ``student`` hands in."""
+    prefixes = tuple(f"nb{p.name[:2]}-" for p in NOTEBOOKS[: HANDED_IN[student]])
     return [gid for gid in _points() if gid.startswith(prefixes)]
 
 
@@ -266,8 +287,29 @@ def test_autograde_gives_blank_notebooks_no_points_without_crashing(course):
     assert sorted(errors) == sorted(_handed_in_checks()), "only the check cells may fail"
     assert all(m.startswith("AssertionError: … ") and "not attempted yet" in m for m in errors.values()), errors
     for student in STUDENTS:
-        handed_in = NOTEBOOKS if student == "correct" else NOTEBOOKS[:HANDED_IN_BY_OTHERS]
+        handed_in = NOTEBOOKS[: HANDED_IN[student]]
         assert _notebook_names(course["root"] / "autograded" / student / ASSIGNMENT) == [p.name for p in handed_in]
+
+
+def test_a_student_who_switches_grading_off_from_an_answer_cell_scores_zero(course):
+    """NBGRADER_EXECUTION=off at the top of every answer cell and inside every function: still 0 points."""
+    scores = _scores(course["root"])["flipper"]
+    assert scores == {gid: (0.0, float(p)) for gid, p in _points().items()}
+    errors = _errors(course["root"], "flipper")
+    assert sorted(errors) == sorted(_handed_in_checks("flipper")), "only the check cells may fail"
+    assert all(m.startswith("AssertionError: ✘ ") and "returned None" in m for m in errors.values()), errors
+
+
+def test_an_answer_that_never_returns_scores_zero_and_the_rest_is_graded(course):
+    scores = _scores(course["root"])["looper"]
+    done = set(_handed_in_checks("looper"))
+    want = {
+        gid: ((0.0 if gid.startswith(LOOPS) or gid not in done else float(p)), float(p)) for gid, p in _points().items()
+    }
+    assert scores == want
+    errors = _errors(course["root"], "looper")
+    assert list(errors) == [f"{LOOPS}-check"], errors
+    assert "did not finish within" in errors[f"{LOOPS}-check"]
 
 
 def test_a_passing_check_gives_nbgrader_no_value_to_read_as_partial_credit(course):

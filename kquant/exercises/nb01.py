@@ -2,29 +2,41 @@
 
 import numpy as np
 
-from kquant.exercises.core import Exercise, Wrong, as_array, as_number, call
-from kquant.lessons import rounding
+from kquant.exercises.core import Exercise, Wrong, as_array, as_number, as_text, call
+from kquant.formats.q8_0 import roundf
+from kquant.lessons import memory, rounding
 from kquant.lessons.memory import GB, GIB
 
 
 def _check_to_fixed(fn, rng):
     trials = 0
     for frac_bits in [0, 1, 3, *rng.integers(2, 20, 5)]:
-        x = rng.uniform(-4, 4, 64)
-        want = rounding.fixed_point(x, int(frac_bits)).value
-        got = as_array(call(fn, x, int(frac_bits)), x.shape, f"to_fixed(x, {frac_bits})")
+        frac_bits = int(frac_bits)
+        step = 2.0**-frac_bits
+        ties = (rng.integers(-40, 40, 16) + 0.5) * step  # exactly halfway between two multiples
+        x = np.concatenate([rng.uniform(-4, 4, 48), ties, [0.5 * step, -0.5 * step, 1.5 * step, -2.5 * step]])
+        rng.shuffle(x)
+        want = rounding.fixed_point(x, frac_bits).value
+        got = as_array(call(fn, x, frac_bits), x.shape, f"to_fixed(x, {frac_bits})")
         if np.allclose(got, want, rtol=0, atol=1e-12):
             trials += 1
             continue
-        step = 2.0 ** -int(frac_bits)
         if np.allclose(got, want / step, atol=1e-9):
             raise Wrong(
                 f"you returned the integer codes x·2^{frac_bits}; return the values they stand for, code / 2**frac_bits"
             )
-        if np.allclose(got, rounding.fixed_point(x, int(frac_bits), "truncate").value, atol=1e-12):
-            raise Wrong("your values are truncated toward zero: round to the *nearest* multiple of 2**-frac_bits")
+        for mode, why in [
+            ("truncate", "your values are truncated toward zero: round to the *nearest* multiple of 2**-frac_bits"),
+            ("half_up", "ties go up here (floor(v + 0.5)): a value exactly halfway goes to the *even* multiple"),
+            ("half_away", "ties go away from zero here (C's roundf): a value exactly halfway goes to the *even* one"),
+        ]:
+            if np.allclose(got, rounding.fixed_point(x, frac_bits, mode).value, atol=1e-12):
+                raise Wrong(why)
         if np.allclose(got, np.floor(x / step) * step, atol=1e-12):
             raise Wrong("your values are rounded down (floor): round to the *nearest* multiple of 2**-frac_bits")
+        bad = ~np.isclose(got, want, rtol=0, atol=1e-12)
+        if np.all(np.isin(np.flatnonzero(bad), np.flatnonzero(np.abs(x / step % 1 - 0.5) < 1e-12))):
+            raise Wrong(f"to_fixed(x, {frac_bits}) is right except at exact ties: a tie goes to the even multiple")
         worst = int(np.argmax(np.abs(got - want)))
         raise Wrong(
             f"to_fixed({x[worst]:.6f}, {frac_bits}) gave {got[worst]!r}: not the nearest multiple of 2**-{frac_bits}"
@@ -32,7 +44,7 @@ def _check_to_fixed(fn, rng):
     pi3 = as_number(call(fn, np.pi, 3), "to_fixed(np.pi, 3)")
     if pi3 != 3.125:
         raise Wrong(f"to_fixed(np.pi, 3) gave {pi3}, but π·8 = 25.13 rounds to 25, which stands for 25/8")
-    return f"to_fixed agrees with exact rounding on {trials} random arrays and on π"
+    return f"to_fixed agrees with exact rounding on {trials} random arrays, exact ties included, and on π"
 
 
 q1 = Exercise(
@@ -49,6 +61,8 @@ q1 = Exercise(
     step = 2.0 ** -frac_bits
     return np.rint(np.asarray(x) / step) * step
     """,
+    forbidden=(rounding.fixed_point, rounding.round_to_int),
+    task="the rounding to a multiple of 2**-frac_bits",
 )
 
 
@@ -88,6 +102,8 @@ q2 = Exercise(
     v = np.asarray(v, dtype=np.float64)
     return np.copysign(np.floor(np.abs(v) + 0.5), v)
     """,
+    forbidden=(rounding.round_to_int, roundf),
+    task="the rounding rule",
 )
 
 
@@ -95,20 +111,33 @@ def _fp16_reference(x) -> str:
     return rounding.float_bits(x, "float16").bits
 
 
+# Fixed cases with the mistake each one exposes: a float16 is more than a sign, 5 + 10 bits cut from a float.
+_FP16_CASES = [
+    (-0.0, "−0.0 is stored with its sign bit set; a test like x < 0 misses it (np.signbit does not)"),
+    (2.0**-24, "the smallest float16 above 0 is 2**-24, a subnormal: exponent field 00000 and no implicit 1"),
+    (3.0e-6, "numbers below 2**-14 are subnormal in float16: exponent field 00000 and no implicit leading 1"),
+    (65504.0, "65504 is the largest float16: exponent 11110 and every mantissa bit set"),
+    (1.0e5, "numbers beyond float16's range are stored as infinity: exponent 11111, mantissa 0"),
+    (1.0 + 2.0**-11, "1 + 2**-11 lies exactly halfway between two float16 values: the tie goes to the even one"),
+    (1.0 + 3 * 2.0**-11, "the 10-bit mantissa is *rounded* to nearest, ties to even, not truncated"),
+    (0.1, "0.1 is not exact in binary: its mantissa is rounded to the nearest 10 bits"),
+]
+
+
 def _check_fp16_bits(fn, rng):
     magnitudes = np.exp(rng.uniform(np.log(1e-4), np.log(6e4), 30))
-    xs = [np.pi, 1.0, -2.0, 0.1, *(magnitudes * rng.choice([-1, 1], 30))]
-    for x in xs:
+    xs = [(np.pi, None), (1.0, None), (-2.0, None)] + _FP16_CASES
+    xs += [(float(np.float32(v)), None) for v in magnitudes * rng.choice([-1, 1], 30)]
+    for x, why in xs:
         got = call(fn, float(x))
-        if isinstance(got, (int, np.integer)):
+        if isinstance(got, (int, np.integer)) and not isinstance(got, (bool, np.bool_)):
             raise Wrong(
                 "return the bits as a string of 16 '0'/'1' characters, e.g. format(code, '016b'), not an integer"
             )
-        if not isinstance(got, str):
-            raise Wrong(f"fp16_bits should return a str of 16 '0'/'1' characters, got {type(got).__name__}")
+        got = as_text(got, f"fp16_bits({x!r})", "0100001001001000")
         bits = got.replace(" ", "").replace("_", "").removeprefix("0b")
         if len(bits) != 16 or set(bits) - {"0", "1"}:
-            raise Wrong(f"fp16_bits({x!r}) gave {got!r}: expected exactly 16 characters, each '0' or '1'")
+            raise Wrong(f"fp16_bits({x!r}) gave {got[:40]!r}: expected exactly 16 characters, each '0' or '1'")
         if bits != _fp16_reference(x):
             if bits == rounding.float_bits(x, "float32").bits[:16]:
                 raise Wrong(
@@ -117,8 +146,10 @@ def _check_fp16_bits(fn, rng):
                 )
             if bits == rounding.float_bits(x, "bfloat16").bits:
                 raise Wrong("those are bfloat16's bits (8 exponent bits); float16 has 5 exponent and 10 mantissa bits")
+            if why:
+                raise Wrong(f"fp16_bits({x!r}) is wrong: {why}")
             raise Wrong(f"fp16_bits({x!r}) gave {bits}, which is not how float16 stores it")
-    return f"the float16 bit fields are right for {len(xs)} numbers from 1e-4 to 6e4, both signs"
+    return f"the float16 bit fields are right for {len(xs)} numbers: −0, subnormals, overflow and ties included"
 
 
 q3 = Exercise(
@@ -134,6 +165,8 @@ q3 = Exercise(
     code = int(np.float16(x).view(np.uint16))
     return format(code, "016b")
     """,
+    forbidden=(rounding.float_bits, rounding.bit_string),
+    task="the float16 bit fields",
 )
 
 
@@ -169,4 +202,6 @@ q4 = Exercise(
     solution="""
     return n_params * bits_per_weight / 8 / 2**30
     """,
+    forbidden=(memory.weight_bytes, memory.gib, memory.gb),
+    task="the size in GiB",
 )

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from kquant.exercises.core import Exercise, Wrong, as_array, as_number, call
+from kquant.exercises.core import Exercise, Wrong, as_array, as_number, as_tuple, call
 from kquant.lessons import metrics, scale_zero_point
 
 
@@ -32,12 +32,7 @@ def _levels_match(got_q, want: scale_zero_point.Quantized, w, what: str) -> None
 
 
 def _unpack(result, n: int, names: str, what: str):
-    if not isinstance(result, (tuple, list)) or len(result) != n:
-        raise Wrong(
-            f"{what} should return a tuple ({names}), got {type(result).__name__}"
-            + (f" of length {len(result)}" if isinstance(result, (tuple, list)) else "")
-        )
-    return result
+    return as_tuple(result, n, names, what)
 
 
 def _check_absmax(fn, rng):
@@ -87,6 +82,8 @@ q1 = Exercise(
     q = np.clip(np.rint(w / scale), -qmax, qmax)
     return q, scale
     """,
+    forbidden=(scale_zero_point.absmax_quantize, scale_zero_point.fake_quantize, scale_zero_point.zero_point_quantize),
+    task="absmax quantization",
 )
 
 
@@ -149,12 +146,16 @@ q2 = Exercise(
     q = np.clip(np.rint(w / scale) + zero, 0, top)
     return q, scale, zero
     """,
+    forbidden=(scale_zero_point.zero_point_quantize, scale_zero_point.fake_quantize, scale_zero_point.absmax_quantize),
+    task="zero-point quantization",
 )
 
 
 def _check_sqnr(fn, rng):
-    for _ in range(6):
+    for k in range(6):
         w = rng.standard_normal(500) * rng.uniform(0.01, 10)
+        if k == 0:
+            w = w + 3 * np.abs(w).max()  # far from zero on average: variance and power differ
         w_hat = w + rng.standard_normal(500) * np.abs(w).mean() * rng.uniform(0.001, 0.5)
         got = as_number(call(fn, w, w_hat), "sqnr_db(w, w_hat)")
         want = metrics.sqnr_db(w, w_hat)
@@ -170,7 +171,12 @@ def _check_sqnr(fn, rng):
             raise Wrong("the ratio is upside down: signal power over noise power")
         if np.isclose(got, want * np.log(10), rtol=1e-6):
             raise Wrong("that is a natural log: decibels use log10")
-        raise Wrong(f"sqnr_db gave {got:.4g} dB, expected 10·log10(Σw² / Σ(w − ŵ)²)")
+        err = w - w_hat
+        if np.isclose(got, 10 * np.log10(np.var(w) / np.sum(err**2) * len(w)), rtol=1e-6) or np.isclose(
+            got, 10 * np.log10(np.var(w) / np.var(err)), rtol=1e-6
+        ):
+            raise Wrong("that subtracts the mean (np.var / np.std): signal power is the plain mean (or sum) of w²")
+        raise Wrong(f"sqnr_db gave {got:.4g} dB: that is not 10·log10(Σw² / Σ(w − ŵ)²)")
     return "10·log10 of signal power over error power, right on 6 fresh pairs"
 
 
@@ -187,4 +193,6 @@ q3 = Exercise(
     w, w_hat = np.asarray(w, dtype=np.float64), np.asarray(w_hat, dtype=np.float64)
     return 10 * np.log10(np.sum(w**2) / np.sum((w - w_hat) ** 2))
     """,
+    forbidden=(metrics.sqnr_db,),
+    task="the SQNR",
 )

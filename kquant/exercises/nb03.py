@@ -2,8 +2,9 @@
 
 import numpy as np
 
-from kquant.exercises.core import Exercise, Wrong, as_array, as_bytes, call, same_bytes
-from kquant.formats import q4_0
+from kquant import reference
+from kquant.exercises.core import LLAMA_CPP, Exercise, Wrong, as_array, as_bytes, call, same_bytes
+from kquant.formats import dequantize, q4_0, quantize
 from kquant.lessons import scale_zero_point
 
 
@@ -15,6 +16,11 @@ def _check_blockwise(fn, rng):
         want = scale_zero_point.fake_quantize(w, bits, "absmax", block_size)
         if np.allclose(got, want, rtol=1e-9, atol=1e-12):
             continue
+        if np.allclose(got, scale_zero_point.fake_quantize(w, bits, "absmax", w.shape[1]), rtol=1e-9, atol=1e-12):
+            raise Wrong(
+                f"{what}: this uses one scale per row; a row holds {w.shape[1] // block_size} blocks of {block_size}"
+                " weights, each with its own scale"
+            )
         if np.allclose(got, scale_zero_point.fake_quantize(w, bits, "absmax"), rtol=1e-9, atol=1e-12):
             raise Wrong(
                 f"{what}: this uses one scale for the whole tensor; give each run of {block_size} weights along a "
@@ -61,6 +67,84 @@ q1 = Exercise(
     scale = np.abs(blocks).max(axis=1, keepdims=True) / qmax
     return (np.rint(blocks / scale) * scale).reshape(np.shape(w))
     """,
+    forbidden=(scale_zero_point.fake_quantize, scale_zero_point.absmax_quantize, scale_zero_point.zero_point_quantize),
+    task="blockwise absmax quantization",
+)
+
+
+_FLOAT64_TRAP = np.array(  # levels computed in float64 differ from ggml's at 8 weights
+    [
+        1.2677323818206787,
+        -0.713099479675293,
+        -1.188499093055725,
+        1.188499093055725,
+        0.8715659976005554,
+        -0.8715659976005554,
+        -1.188499093055725,
+        0.713099479675293,
+        0.5546329021453857,
+        -0.8715659976005554,
+        0.23769982159137726,
+        0.5546329021453857,
+        -0.8715659976005554,
+        0.5546329021453857,
+        0.23769982159137726,
+        -0.3961663842201233,
+        -0.07923327386379242,
+        1.0300325155258179,
+        1.188499093055725,
+        -0.8715659976005554,
+        -0.713099479675293,
+        -0.8715659976005554,
+        -0.07923327386379242,
+        -0.8715659976005554,
+        0.3961663842201233,
+        0.07923327386379242,
+        -0.713099479675293,
+        1.0300325155258179,
+        0.5546329021453857,
+        1.0300325155258179,
+        0.07923327386379242,
+        -1.188499093055725,
+    ],
+    dtype=np.float32,
+)
+_DIVIDE_TRAP = np.array(  # x / d differs from x * (1/d) in float32 at 4 weights
+    [
+        1.1386046409606934,
+        -0.6404651403427124,
+        0.6404651403427124,
+        -0.6404651403427124,
+        0.49813953042030334,
+        0.07116279006004333,
+        0.49813953042030334,
+        0.6404651403427124,
+        0.7827906608581543,
+        -0.07116279006004333,
+        -0.49813953042030334,
+        0.07116279006004333,
+        0.07116279006004333,
+        0.6404651403427124,
+        -1.0674418210983276,
+        0.6404651403427124,
+        -0.07116279006004333,
+        -1.0674418210983276,
+        -0.6404651403427124,
+        -0.3558139503002167,
+        -0.49813953042030334,
+        0.07116279006004333,
+        0.3558139503002167,
+        0.3558139503002167,
+        0.3558139503002167,
+        -0.3558139503002167,
+        1.0674418210983276,
+        -0.6404651403427124,
+        -0.21348837018013,
+        0.49813953042030334,
+        0.21348837018013,
+        0.21348837018013,
+    ],
+    dtype=np.float32,
 )
 
 
@@ -72,6 +156,9 @@ def _q4_0_blocks(rng):
     )  # d = 1: x/d + 8.5 hits .0 exactly
     yield "a block of exact ties", ties
     yield "an all-zero block", np.zeros(32, np.float32)
+    # Found by search: blocks where the textbook formula, computed another way, gives other levels.
+    yield "a block where float64 arithmetic gives other levels", _FLOAT64_TRAP
+    yield "a block where x / d and x · (1/d) differ in float32", _DIVIDE_TRAP
     for k in range(6):
         yield f"random block {k + 1}", (rng.standard_t(3, 32) * rng.uniform(1e-3, 10)).astype(np.float32)
 
@@ -98,14 +185,30 @@ def _check_q4_0_levels(fn, rng):
             )
         if np.array_equal(got, np.clip(np.rint(x * (np.float32(1) / (_signed_max(x) / np.float32(-8)))) + 8, 0, 15)):
             raise Wrong(f"{what}: ties differ: ggml computes trunc(x/d + 8.5), which rounds halves *up*, not to even")
+        x64 = x.astype(np.float64)
+        d64 = _signed_max(x64) / -8
+        if d64 and np.array_equal(got, np.minimum(15, np.trunc(x64 / d64 + 8.5))):
+            raise Wrong(
+                f"{what}: these are the levels float64 arithmetic gives; ggml computes in float32, and near a "
+                "rounding boundary the two differ"
+            )
+        d32 = _signed_max(x) / np.float32(-8)
+        if d32 and np.array_equal(got, np.minimum(15, np.trunc(x / d32 + np.float32(8.5)))):
+            raise Wrong(
+                f"{what}: ggml does not divide by d: it computes id = 1/d once and multiplies, x * id, and in "
+                "float32 the two can differ"
+            )
         if np.abs(got - want).max() == 1 and np.count_nonzero(got != want) <= 2:
             raise Wrong(
-                f"{what}: {np.count_nonzero(got != want)} level(s) off by one: compute in float32 like ggml (x * "
-                "np.float32(1) / d + np.float32(8.5))"
+                f"{what}: {np.count_nonzero(got != want)} level(s) off by one: compute every step in float32, as ggml"
+                " does"
             )
         i = int(np.flatnonzero(got != want)[0])
         raise Wrong(f"{what}: weight {i} ({x[i]:.5g}) got level {got[i]:g}; ggml stores a different one")
-    return f"the same 32 levels as llama.cpp's Q4_0 on {n} blocks, exact ties and an all-zero block included"
+    return (
+        f"the same 32 levels as llama.cpp's Q4_0 on {n} blocks: exact ties, an all-zero block and two blocks where"
+        " float64 or division would differ included"
+    )
 
 
 def _signed_max(x):
@@ -127,6 +230,8 @@ q2 = Exercise(
     inv = np.float32(1) / d if d != 0 else np.float32(0)
     return np.minimum(15, np.trunc(x * inv + np.float32(8.5))).astype(np.uint8)
     """,
+    forbidden=(q4_0.encode, q4_0.encode_impl, q4_0.quantize_blocks, quantize, reference, *LLAMA_CPP),
+    task="Q4_0's levels",
 )
 
 
@@ -163,6 +268,8 @@ q3 = Exercise(
     nibbles = q[:16] | (q[16:] << 4)
     return np.array([d], dtype="<f2").tobytes() + nibbles.astype(np.uint8).tobytes()
     """,
+    forbidden=(q4_0.pack, q4_0.pack_nibbles, q4_0.quantize_blocks, quantize, reference, *LLAMA_CPP),
+    task="the Q4_0 packing",
 )
 
 
@@ -176,6 +283,11 @@ def _check_dequantize(fn, rng):
         want = q4_0.decode(q4_0.unpack(block[None, :]))[0]
         if np.array_equal(got.astype(np.float32), want):
             continue
+        q16 = q4_0.unpack(block[None, :]).q[0].astype(np.float16)
+        if not np.array_equal(got.astype(np.float32), want) and np.array_equal(
+            got.astype(np.float32), ((q16 - np.float16(8)) * np.float16(d)).astype(np.float32)
+        ):
+            raise Wrong(f"{what}: that multiplies in float16; ggml turns d into float32 first and computes in float32")
         if np.allclose(got, -want):
             raise Wrong(f"{what}: the sign is flipped: a weight is (q - 8) · d")
         if np.allclose(got, q4_0.unpack(block[None, :]).q[0] * np.float32(d)):
@@ -203,4 +315,14 @@ q4 = Exercise(
     q = np.concatenate([b & 15, b >> 4]).astype(np.float32)
     return (q - 8) * d
     """,
+    forbidden=(
+        q4_0.decode,
+        q4_0.unpack,
+        q4_0.unpack_nibbles,
+        q4_0.dequantize_blocks,
+        dequantize,
+        reference,
+        *LLAMA_CPP,
+    ),
+    task="the Q4_0 decoder",
 )

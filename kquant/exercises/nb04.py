@@ -4,17 +4,19 @@ import numpy as np
 
 from kquant import reference
 from kquant.exercises.core import (
+    LLAMA_CPP,
     Exercise,
     Wrong,
     as_array,
     as_bytes,
     as_number,
+    as_tuple,
     call,
     digest,
     random_k_block,
     same_bytes,
 )
-from kquant.formats import q4_k
+from kquant.formats import dequantize, q4_k, quantize
 
 
 def _random_scale_bytes(rng) -> np.ndarray:
@@ -22,14 +24,16 @@ def _random_scale_bytes(rng) -> np.ndarray:
 
 
 def _check_get_scale_min(fn, rng):
-    for _ in range(6):
-        scales = _random_scale_bytes(rng)
+    fixed = [
+        np.full(12, 255, np.uint8),  # every bit set: a bit lost anywhere shows
+        np.array([192] * 8 + [0] * 4, np.uint8),  # only the top 2 bits of bytes 0-7: sub-blocks 4-7 are 48, 0-3 are 0
+        np.array([63] * 8 + [255] * 4, np.uint8),  # no top bits: sub-blocks 4-7 are 15
+    ]
+    for scales in fixed + [_random_scale_bytes(rng) for _ in range(5)]:
         sc, m = q4_k.unpack_scales(scales[None, :])
         for j in range(8):
             what = f"get_scale_min_k4({j}, scales)"
-            got = call(fn, j, scales.copy())
-            if not isinstance(got, (tuple, list)) or len(got) != 2:
-                raise Wrong(f"{what} should return a tuple (sc, m), got {type(got).__name__}")
+            got = as_tuple(call(fn, j, scales.copy()), 2, "sc, m", what)
             got_sc, got_m = as_number(got[0], f"{what}: sc"), as_number(got[1], f"{what}: m")
             if (got_sc, got_m) == (sc[0, j], m[0, j]):
                 continue
@@ -42,8 +46,21 @@ def _check_get_scale_min(fn, rng):
                     f"{what}: that is only the low 4 bits; the top 2 are bits 6-7 of byte {j - 4} (scale) and byte "
                     f"{j} (min)"
                 )
+            if j >= 4 and (got_sc, got_m) == (
+                (scales[j + 4] & 15) | ((scales[j] >> 6) << 4),
+                (scales[j + 4] >> 4) | ((scales[j - 4] >> 6) << 4),
+            ):
+                raise Wrong(
+                    f"{what}: the top bits come from the wrong bytes: the scale's from byte j - 4 = {j - 4}, the min's"
+                    f" from byte j = {j}"
+                )
+            if j >= 4 and (got_sc, got_m) == (
+                (scales[j + 4] >> 4) | ((scales[j - 4] >> 6) << 4),
+                (scales[j + 4] & 15) | ((scales[j] >> 6) << 4),
+            ):
+                raise Wrong(f"{what}: in byte j + 4 the scale is the *low* nibble and the min the high one")
             raise Wrong(f"{what} gave ({got_sc:g}, {got_m:g}); those are not the 6-bit scale and min of sub-block {j}")
-    return "the right 6-bit scale and min for all 8 sub-blocks of 6 random scale fields"
+    return "the right 6-bit scale and min for all 8 sub-blocks of 8 scale fields, all bits set included"
 
 
 q1 = Exercise(
@@ -64,6 +81,8 @@ q1 = Exercise(
     m = (scales[j + 4] >> 4) | ((scales[j] >> 6) << 4)
     return sc, m
     """,
+    forbidden=(q4_k.unpack_scales, q4_k.unpack, q4_k.dequantize_blocks, dequantize, reference, *LLAMA_CPP),
+    task="the 6-bit unpacking",
 )
 
 
@@ -79,6 +98,8 @@ def _check_pack_scales(fn, rng):
             continue
         if got[:4] == want[4:8] and got[4:8] == want[:4] and want[:4] != want[4:8]:
             raise Wrong(f"{what}: bytes 0-3 hold the scales sc[0..3], bytes 4-7 the mins m[0..3]")
+        if got[:8] == bytes(np.concatenate([sc[:4], m[:4]])) and want[:8] != got[:8]:
+            raise Wrong(f"{what}: bytes 0-7 also carry the top 2 bits of sc[4..7] and m[4..7], in their bits 6-7")
         if got[8:] == bytes(((sc[4:] >> 4) | ((m[4:] & 15) << 4)).astype(np.uint8)):
             raise Wrong(f"{what}: bytes 8-11 take the *low* 4 bits of sc[4..7] (low nibble) and m[4..7] (high nibble)")
         same_bytes(got, want, f"the bytes of {what}")
@@ -102,6 +123,8 @@ q2 = Exercise(
     out[8:12] = (sc[4:8] & 15) | ((m[4:8] & 15) << 4)
     return out.tobytes()
     """,
+    forbidden=(q4_k.pack_scales, q4_k.pack, q4_k.quantize_blocks, quantize, reference, *LLAMA_CPP),
+    task="the 12-byte packing",
 )
 
 
@@ -158,6 +181,8 @@ q3 = Exercise(
     q = np.concatenate([qs & 15, qs >> 4], axis=1).reshape(8, 32)
     return (q * (d * sc[0])[:, None] - (dmin * m[0])[:, None]).reshape(256)
     """,
+    forbidden=(q4_k.dequantize_blocks, q4_k.decode, q4_k.unpack, dequantize, reference, *LLAMA_CPP),
+    task="the Q4_K decoder",
 )
 
 
@@ -167,14 +192,47 @@ def _check_block(fn, rng):
         ("a heavy-tailed block", rng.standard_t(3, 256) * 0.05),
         ("an all-positive block", np.abs(rng.standard_normal(256))),
         ("a block with one zero sub-block", np.where(np.arange(256) // 32 == 3, 0.0, rng.standard_normal(256))),
+        ("a block with one loud sub-block", np.where(np.arange(256) // 32 == 5, 40.0, 1.0) * rng.standard_normal(256)),
     ]
     for label, x in blocks:
         x = x.astype(np.float32)
         what = f"my_q4_k_block({label})"
         got = as_bytes(call(fn, x.copy()), 144, what)
-        want = reference.quantize(x[None, :], "Q4_K")[0].tobytes()
-        same_bytes(got, want, f"the bytes of {what}")
-    return "your 144 bytes are llama.cpp's own, byte for byte, on 4 fresh blocks"
+        want = reference.quantize(x[None, :], "Q4_K")[0]
+        if digest(got) != digest(want.tobytes()):
+            _diagnose_block(np.frombuffer(got, np.uint8), want, what)
+            same_bytes(got, want.tobytes(), f"the bytes of {what}")
+    return "your 144 bytes are llama.cpp's own, byte for byte, on 5 fresh blocks"
+
+
+def _diagnose_block(got: np.ndarray, want: np.ndarray, what: str) -> None:
+    """Name the step whose field differs: d and dmin, the 6-bit scales and mins, or the levels."""
+    g, w = q4_k.unpack(got[None, :]), q4_k.unpack(want[None, :])
+    if got[0:2].tobytes() != want[0:2].tobytes() or got[2:4].tobytes() != want[2:4].tobytes():
+        which = [name for name, a, b in (("d", 0, 2), ("dmin", 2, 4)) if got[a:b].tobytes() != want[a:b].tobytes()]
+        raise Wrong(
+            f"{what}: the super-block scale(s) {' and '.join(which)} (bytes 0-3) differ from llama.cpp's: they come"
+            " from the 8 sub-block fits through quantize_scales (section 3); check the fit (section 2) first"
+        )
+    sub = sorted(set(np.flatnonzero(g.sc[0] != w.sc[0])) | set(np.flatnonzero(g.m[0] != w.m[0])))
+    if sub:
+        raise Wrong(
+            f"{what}: d and dmin match, but the 6-bit scales or mins of sub-block(s) {', '.join(map(str, sub))} differ"
+            " (bytes 4-15): check the fit of each sub-block (its 32 weights are a column of x.reshape(8, 32).T) and"
+            " the 6-bit quantization of scales and mins (section 3) and their 12-byte packing (section 5)"
+        )
+    gq, wq = g.q[0], w.q[0]
+    if np.array_equal(np.sort(gq.reshape(4, 64), axis=1), np.sort(wq.reshape(4, 64), axis=1)):
+        raise Wrong(
+            f"{what}: d, dmin, scales, mins and the levels match, but the levels sit in the wrong nibbles: byte 16 +"
+            " 32c + l holds weight 64c + l in its low nibble and weight 64c + 32 + l in its high one (section 5)"
+        )
+    first = int(np.flatnonzero(gq != wq)[0])
+    raise Wrong(
+        f"{what}: d, dmin, scales and mins match, but {int(np.count_nonzero(gq != wq))} of 256 levels differ (the"
+        f" first in sub-block {first // 32}): the levels must be recomputed from the *quantized* scales and mins"
+        " (requantize, section 4)"
+    )
 
 
 q4 = Exercise(
@@ -196,4 +254,7 @@ q4 = Exercise(
     fields = q4_k.Fields(d, dmin, sc, m, np.ascontiguousarray(L.T).reshape(1, 256))
     return q4_k.pack(fields)[0].tobytes()
     """,
+    forbidden=(q4_k.encode, q4_k.encode_impl, q4_k.quantize_blocks, quantize, reference, *LLAMA_CPP),
+    task="the Q4_K encoder, step by step,",
+    time_limit=20,
 )

@@ -5,29 +5,66 @@ import math
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
 from kquant import mixes
-from kquant.exercises.core import Exercise, Wrong, as_number, call
+from kquant.exercises.core import Exercise, Wrong, as_bool, as_number, as_text, call
+from kquant.gguf import summary
+from kquant.mixes import rules
 
 KINDS = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
 
 
+# Plausible rules a reader may infer from a few printed depths, each with what it gets wrong.
+_MORE_BITS_MISREADINGS = [
+    (
+        lambda i, n: i < n // 8 or (i - n // 8) % 3 == 2,
+        "the last eighth of the layers (from 7 * n // 8 on) gets more bits too",
+    ),
+    (
+        lambda i, n: i >= 7 * n // 8 or (i - n // 8) % 3 == 2,
+        "the first eighth of the layers (below n // 8) gets more bits too",
+    ),
+    (
+        lambda i, n: i < n // 8 or i >= 7 * n // 8 or i % 3 == 2,
+        "'every third' counts from the end of the first eighth (layer n // 8), not from layer 0",
+    ),
+    (
+        lambda i, n: i < n // 8 or i >= 7 * n // 8 or (i - n // 8) % 3 == 0,
+        "the every-third run is shifted: compare where its first bump after the first eighth falls in the lists",
+    ),
+    (
+        lambda i, n: i < n // 8 or i >= 7 * n // 8 or (i - n // 8) % 3 == 1,
+        "the every-third run is shifted by one: compare where its first bump after the first eighth falls",
+    ),
+    (
+        lambda i, n: i < n // 8 or i >= 7 * (n // 8) or (i - n // 8) % 3 == 2,
+        "the last eighth starts elsewhere when n is not a multiple of 8: C multiplies 7 * n before it divides",
+    ),
+    (
+        lambda i, n: i < n / 8 or i >= 7 * n / 8 or (i - n // 8) % 3 == 2,
+        "the eighths are whole layers: llama.cpp's C code divides integers and rounds down (n // 8, 7 * n // 8)",
+    ),
+    (
+        lambda i, n: i < n // 8 or i >= 7 * n // 8 or (i - n // 8) % 2 == 1,
+        "between the eighths it is every *third* layer, not every other one",
+    ),
+]
+
+
 def _check_use_more_bits(fn, rng):
-    sizes = [8, 16, 32, 80] + [int(n) for n in rng.integers(2, 100, 4)]
+    sizes = [8, 32, 80, 20, 5, 3, 1, 12, 26] + [int(n) for n in rng.integers(2, 100, 4)]
     for n in sizes:
-        for i in range(n):
-            what = f"use_more_bits({i}, {n})"
-            got = call(fn, i, n)
-            if not isinstance(got, (bool, int)) or isinstance(got, int) and got not in (0, 1):
-                raise Wrong(f"{what} should return True or False, got {got!r}")
-            want = mixes.use_more_bits(i, n)
-            if bool(got) == want:
-                continue
-            if i >= 7 * n // 8 and not got:
-                raise Wrong(f"{what} is False: the last eighth of the layers (i >= 7n // 8) gets more bits too")
-            if n // 8 <= i < 7 * n // 8 and (i - n // 8) % 3 == 0 and got:
-                raise Wrong(
-                    f"{what} is True: 'every third' counts from the end of the first eighth, (i - n // 8) % 3 == 2"
-                )
-            raise Wrong(f"{what} is {bool(got)}; llama.cpp says {want}")
+        got = [as_bool(call(fn, i, n), f"use_more_bits({i}, {n})") for i in range(n)]
+        want = [mixes.use_more_bits(i, n) for i in range(n)]
+        if got == want:
+            continue
+        wrong = [i for i in range(n) if got[i] != want[i]]
+        for rule, why in _MORE_BITS_MISREADINGS:
+            if got == [bool(rule(i, n)) for i in range(n)]:
+                raise Wrong(f"for n = {n} layers your rule picks other layers: {why}")
+        i = wrong[0]
+        raise Wrong(
+            f"use_more_bits({i}, {n}) is {got[i]}, and {len(wrong)} of the {n} layers of that model are wrong; "
+            f"print [i for i in range({n}) if mixes.use_more_bits(i, {n})] and compare"
+        )
     return f"right for every layer of {len(sizes)} model depths, from {min(sizes)} to {max(sizes)} layers"
 
 
@@ -37,13 +74,17 @@ q1 = Exercise(
     "use_more_bits(i, n)",
     _check_use_more_bits,
     hints=[
-        "Three cases get more bits: the first eighth (i < n // 8), the last eighth (i >= 7 * n // 8), and every "
-        "third layer between.",
-        "The 'every third' is (i - n // 8) % 3 == 2, with integer division as in C.",
+        "Look at the lists printed above: for n = 32, layers 0-3 are the first eighth and 28-31 the last. Which "
+        "layers are picked in between, and where does the run start?",
+        "Print the list for n = 20 and n = 5 too: the eighths of such models are not whole, and C's integer "
+        "division decides (n // 8, 7 * n // 8).",
+        "In between, a layer is picked when (i - n // 8) % 3 == 2.",
     ],
     solution="""
     return i < n // 8 or i >= 7 * n // 8 or (i - n // 8) % 3 == 2
     """,
+    forbidden=(mixes.use_more_bits, rules.more_bits_words, mixes.plan),
+    task="the rule",
 )
 
 
@@ -74,10 +115,8 @@ def _check_q4_k_m_type(fn, rng):
         for i in range(n):
             for kind in KINDS:
                 what = f"q4_k_m_type({kind!r}, {i}, {n})"
-                got = call(fn, kind, i, n)
+                got = as_text(call(fn, kind, i, n), what, "Q4_K")
                 want = planned[f"blk.{i}.{kind}.weight"]
-                if not isinstance(got, str):
-                    raise Wrong(f"{what} should return a type name such as 'Q4_K', got {type(got).__name__}")
                 if got.upper() == want:
                     continue
                 if kind in ("attn_q", "attn_k", "attn_output") and got.upper() != "Q4_K":
@@ -104,6 +143,15 @@ q2 = Exercise(
         return "Q6_K"
     return "Q4_K"
     """,
+    forbidden=(
+        mixes.plan,
+        rules.Rules.choose,
+        rules.Rules.pick,
+        rules.Rules.mix_rule,
+        rules.Rules.attn_v_rule,
+        rules.Rules.ffn_down_rule,
+    ),
+    task="the choice of type",
 )
 
 
@@ -161,4 +209,6 @@ q3 = Exercise(
         total_weights += n
     return total_bits / total_weights
     """,
+    forbidden=(summary.FileSummary.bpw.fget, summary.plan_summary),
+    task="the average",
 )

@@ -15,13 +15,17 @@ def _random_header(rng) -> bytes:
 
 
 def _check_read_header(fn, rng):
-    headers = [_random_header(rng) for _ in range(8)]
+    headers = [
+        struct.pack("<4sIQQ", b"GGUF", 3, 2**32 + 5, 7),  # a count above 2**32: 32-bit reads lose it
+        struct.pack("<4sIQQ", b"GGUF", 3, 291, 2**33 + 1),
+    ] + [_random_header(rng) for _ in range(8)]
     for k, raw in enumerate(headers):
         what = f"read_header(<24 bytes>) (header {k + 1})"
         got = call(fn, raw)
         want = tuple(anatomy.parse_header(raw)[1:])
         if not isinstance(got, (tuple, list)):
-            raise Wrong(f"{what} should return a tuple (version, tensor_count, kv_count), got {type(got).__name__}")
+            as_number(got, what)  # None and other odd values get their own message
+            raise Wrong(f"{what} should return a tuple (version, tensor_count, kv_count), not a single number")
         if len(got) == 4 and isinstance(got[0], (bytes, bytearray)) and bytes(got[0]) == b"GGUF":
             raise Wrong(f"{what}: leave the magic out, return the three numbers (version, tensor_count, kv_count)")
         if len(got) != 3:
@@ -53,6 +57,8 @@ q1 = Exercise(
     magic, version, tensor_count, kv_count = struct.unpack("<4sIQQ", bytes(first24[:24]))
     return version, tensor_count, kv_count
     """,
+    forbidden=(anatomy.parse_header, anatomy.read_layout, "gguf.gguf_reader"),
+    task="the header parsing",
 )
 
 
@@ -100,6 +106,8 @@ q2 = Exercise(
     start = infos_end + (-infos_end) % alignment
     return start + offset
     """,
+    forbidden=(anatomy.align, anatomy.read_layout),
+    task="the alignment arithmetic",
 )
 
 
@@ -138,11 +146,15 @@ q3 = Exercise(
     block, type_size = GGML_QUANT_SIZES[GGMLQuantizationType[type_name]]
     return math.prod(ne) // block * type_size
     """,
+    forbidden=(anatomy.tensor_nbytes, anatomy.TensorInfo.nbytes, "gguf.quants"),
+    task="the size computation",
 )
 
 
 def _check_tensor_info_bytes(fn, rng):
     kinds = ["attn_q", "attn_v", "ffn_down", "attn_norm"]
+    cases = [("blk.0.ffn_up.weight", (256, 2**33 + 3), "Q4_K", 32 * 2**30)]  # ne and offset above 32 bits
+    cases.append(("blk.7.attn_k.wéight", (512, 64), "F16", 0))  # a non-ASCII name: its length in bytes
     for k in range(6):
         kind = kinds[k % len(kinds)]
         name = f"blk.{int(rng.integers(0, 40))}.{kind}.weight"
@@ -152,7 +164,8 @@ def _check_tensor_info_bytes(fn, rng):
             else (256 * int(rng.integers(1, 9)), int(rng.integers(1, 3000)))
         )
         t = "F32" if kind == "attn_norm" else str(rng.choice(["F16", "Q4_K", "Q6_K"]))
-        offset = 32 * int(rng.integers(0, 10**6))
+        cases.append((name, ne, t, 32 * int(rng.integers(0, 10**6))))
+    for name, ne, t, offset in cases:
         what = f"tensor_info_bytes({name!r}, {ne}, {t!r}, {offset})"
         want = anatomy.encode_tensor_info(name, ne, t, offset)
         got = as_bytes(call(fn, name, ne, t, offset), len(want), what)
@@ -160,10 +173,25 @@ def _check_tensor_info_bytes(fn, rng):
             continue
         if len(ne) > 1 and digest(got) == digest(anatomy.encode_tensor_info(name, ne[::-1], t, offset)):
             raise Wrong(f"{what}: ne is written as given, ne[0] first (ggml order), not reversed")
-        if got[:8] != want[:8]:
-            raise Wrong(f"{what}: the record starts with the name's length in bytes as a little-endian uint64")
-        same_bytes(got, want, f"the bytes of {what}")
-    return "your records are the bytes a GGUF writer puts in the file, for 6 random tensors"
+        _diagnose_record(got, want, name, ne, what)
+        same_bytes(got, want, f"the bytes of {what}", whose="the record a GGUF writer puts in the file")
+    return f"your records are the bytes a GGUF writer puts in the file, for {len(cases)} tensors"
+
+
+def _diagnose_record(got: bytes, want: bytes, name: str, ne, what: str) -> None:
+    """Name the first field of the record that differs: length, name, n_dims, ne, type or offset."""
+    n = len(name.encode("utf-8"))
+    fields = [
+        ("the name's length (uint64, little-endian, counted in UTF-8 bytes)", 0, 8),
+        ("the name (its UTF-8 bytes, no terminating zero)", 8, 8 + n),
+        ("n_dims (uint32)", 8 + n, 12 + n),
+        ("the dimensions ne (uint64 each, little-endian)", 12 + n, 12 + n + 8 * len(ne)),
+        ("the type (uint32: the number of the GGMLQuantizationType)", 12 + n + 8 * len(ne), 16 + n + 8 * len(ne)),
+        ("the offset (uint64, little-endian)", 16 + n + 8 * len(ne), 24 + n + 8 * len(ne)),
+    ]
+    for label, a, b in fields:
+        if got[a:b] != want[a:b]:
+            raise Wrong(f"{what}: the record is the right length, but {label} at bytes {a}-{b - 1} is wrong")
 
 
 q4 = Exercise(
@@ -183,4 +211,6 @@ q4 = Exercise(
     out += struct.pack(f"<{len(ne)}Q", *ne)
     return out + struct.pack("<IQ", int(GGMLQuantizationType[type_name]), offset)
     """,
+    forbidden=(anatomy.encode_tensor_info, "gguf.gguf_writer"),
+    task="the tensor-info record",
 )

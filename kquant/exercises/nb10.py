@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from kquant.exercises.core import Exercise, Wrong, as_array, as_number, call
+from kquant.exercises.core import Exercise, Foreign, Wrong, as_array, as_number, call
 from kquant.imatrix import Entry
 
 
@@ -63,6 +63,8 @@ def _check_from_file(fn, rng):
             counts[rng.integers(n_mat)] = 0  # an expert that no token was routed to
         what = f"importance_from_file(<in_sum2 {in_sum2.shape}>, <counts {counts.tolist()}>) (case {k + 1})"
         raw = call(fn, in_sum2.copy(), counts.copy())
+        if raw is None or isinstance(raw, (Foreign, str, bytes)):
+            as_array(raw, (n_mat * cols,), what)  # says what is wrong with it
         if np.shape(raw) == (n_mat, cols):
             raise Wrong(
                 f"{what} has shape {(n_mat, cols)}: llama-quantize hands ggml one flat vector, ({n_mat * cols},)"
@@ -102,6 +104,8 @@ q2 = Exercise(
     out[seen] = in_sum2[seen] / counts[seen, None].astype(np.float32)
     return out.reshape(-1)
     """,
+    forbidden=(Entry.importance,),
+    task="the importance vector",
 )
 
 
@@ -123,7 +127,7 @@ def _check_weighted_error(fn, rng):
             raise Wrong(f"{what} = {got:.4g}: return the sum, not a mean")
         if np.isclose(got, float((np.abs(w - w_hat) * imp).sum()), rtol=1e-5):
             raise Wrong(f"{what} = {got:.4g}: square the errors (the output error grows with their square)")
-        raise Wrong(f"{what} = {got:.4g}, expected about {want:.4g}")
+        raise Wrong(f"{what} = {got:.4g}: that is not Σ importance[j] · (w − ŵ)² over every row and column j")
     return "the importance-weighted squared error of 5 random matrices"
 
 

@@ -168,8 +168,10 @@ interact(viz.quant_error_view, w=fixed(W), bits=IntSlider(value=4, min=2, max=8,
 """
 ### Exercise 3 (SQNR)
 
-Complete `sqnr_db(w, w_hat)`: the signal-to-quantization-noise ratio in decibels,
-10 · log<sub>10</sub>(Σ *w*² / Σ (*w* − *ŵ*)²), the measure used in every table above.
+Complete `sqnr_db(w, w_hat)`: the signal-to-quantization-noise ratio of `w_hat` as a copy of
+`w`, in decibels, the measure used in every table above. Decide first what the "signal" and
+the "noise" are, and that both are *powers* (what do decibels of a power ratio use, 10 or 20?);
+the check tries tensors whose mean is far from 0 too.
 """
 
 # %% answer q3

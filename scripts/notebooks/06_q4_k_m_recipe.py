@@ -83,8 +83,12 @@ for n in [model.params.n_layer, 32, 80]:
 """
 ### Exercise 1 (which layers get more bits)
 
-Complete `use_more_bits(i, n)`: True for the layers llama.cpp gives more bits: `i < n // 8`,
-`i >= 7 * n // 8`, or `(i - n // 8) % 3 == 2` (integer division, as in C).
+Work out llama.cpp's rule from the lists above, and complete `use_more_bits(i, n)`: True for
+exactly the layers `i` (0 to n − 1) of an n-layer model that get more bits, for *any* n. Look
+at more depths first: `[i for i in range(20) if mixes.use_more_bits(i, 20)]` shows n = 20,
+whose eighths are not whole layers (llama.cpp is C, and C divides integers). Studying
+`mixes.use_more_bits` that way is allowed; calling it inside your function is not: the check
+runs your rule on depths from 1 to 99 layers.
 """
 
 # %% answer q1
@@ -295,8 +299,9 @@ the claimed range, about 70 % (the lines above), and against F32 it is too modes
 ### Exercise 3 (the average bits per weight of a file)
 
 Complete `average_bpw(rows)`: `rows` is a list of `(shape, type_name)` pairs, one per tensor
-(for example `((256, 768), "Q6_K")`); return the file's average bits per weight, as
-`summary.FileSummary.bpw` computes it: 8 × all tensor bytes / all weights.
+(for example `((256, 768), "Q6_K")`); return the file's average bits per weight, the number
+`summary.FileSummary.bpw` reports for a whole file. Think about what "average" must mean for
+a file whose tensors have very different sizes.
 `GGML_QUANT_SIZES[GGMLQuantizationType[t]]` is `(weights per block, bytes per block)`.
 """
 

@@ -287,8 +287,8 @@ ex.q3.check(tensor_nbytes)
 ### Exercise 4 (write a tensor info record)
 
 Complete `tensor_info_bytes(name, ne, type_name, offset)`: the bytes of the record, in the
-order of section 4. The check compares your bytes by their SHA-256 and says where the first
-difference is.
+order of section 4. The check compares your bytes by their SHA-256 and names the first field
+that differs (a non-ASCII name and numbers above 2³² included).
 """
 
 # %% answer q4
