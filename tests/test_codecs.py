@@ -197,6 +197,17 @@ def test_more_bits_means_less_error():
 
 
 @pytest.mark.parametrize("qtype", TYPES)
+def test_every_format_module_has_the_documented_steps_and_kquant_quantize_is_them(qtype):
+    """encode then pack (the steps a notebook shows) are exactly what kquant.quantize runs."""
+    mod = FORMATS[gguf.GGMLQuantizationType[qtype]].module
+    for name in ("QK", "TYPE_SIZE", "encode", "encode_impl", "pack", "unpack", "decode", "dequantize_blocks"):
+        assert hasattr(mod, name), f"{mod.__name__} lacks {name}"
+    x = _weights("heavy_tailed", rows=4, n=512)
+    by_steps = mod.pack(mod.encode(x.reshape(-1, mod.QK))).reshape(4, -1)
+    np.testing.assert_array_equal(by_steps, kquant.quantize(x, qtype))
+
+
+@pytest.mark.parametrize("qtype", TYPES)
 def test_fields_unpack_and_pack_back_to_the_same_bytes(qtype):
     mod = FORMATS[gguf.GGMLQuantizationType[qtype]].module
     b = reference.quantize(_weights("heavy_tailed", rows=4, n=512), qtype).reshape(-1, mod.TYPE_SIZE)

@@ -230,7 +230,7 @@ q2 = Exercise(
     inv = np.float32(1) / d if d != 0 else np.float32(0)
     return np.minimum(15, np.trunc(x * inv + np.float32(8.5))).astype(np.uint8)
     """,
-    forbidden=(q4_0.encode, q4_0.encode_impl, q4_0.quantize_blocks, quantize, reference, *LLAMA_CPP),
+    forbidden=(q4_0.encode, q4_0.encode_impl, quantize, reference, *LLAMA_CPP),
     task="Q4_0's levels",
 )
 
@@ -268,7 +268,7 @@ q3 = Exercise(
     nibbles = q[:16] | (q[16:] << 4)
     return np.array([d], dtype="<f2").tobytes() + nibbles.astype(np.uint8).tobytes()
     """,
-    forbidden=(q4_0.pack, q4_0.pack_nibbles, q4_0.quantize_blocks, quantize, reference, *LLAMA_CPP),
+    forbidden=(q4_0.pack, q4_0.pack_nibbles, quantize, reference, *LLAMA_CPP),
     task="the Q4_0 packing",
 )
 

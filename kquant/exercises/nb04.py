@@ -123,7 +123,7 @@ q2 = Exercise(
     out[8:12] = (sc[4:8] & 15) | ((m[4:8] & 15) << 4)
     return out.tobytes()
     """,
-    forbidden=(q4_k.pack_scales, q4_k.pack, q4_k.quantize_blocks, quantize, reference, *LLAMA_CPP),
+    forbidden=(q4_k.pack_scales, q4_k.pack, quantize, reference, *LLAMA_CPP),
     task="the 12-byte packing",
 )
 
@@ -254,7 +254,7 @@ q4 = Exercise(
     fields = q4_k.Fields(d, dmin, sc, m, np.ascontiguousarray(L.T).reshape(1, 256))
     return q4_k.pack(fields)[0].tobytes()
     """,
-    forbidden=(q4_k.encode, q4_k.encode_impl, q4_k.quantize_blocks, quantize, reference, *LLAMA_CPP),
+    forbidden=(q4_k.encode, q4_k.encode_impl, quantize, reference, *LLAMA_CPP),
     task="the Q4_K encoder, step by step,",
     time_limit=20,
 )

@@ -4,14 +4,16 @@ Every format module has the same small surface, named after ggml's C code:
 
     QK                    weights per block (32, or QK_K = 256 for the K-quants)
     TYPE_SIZE             bytes per block (sizeof(block_q4_K) == 144, ...)
-    quantize_blocks(x)    (n_blocks, QK) float32  -> (n_blocks, TYPE_SIZE) uint8
+    encode(x)             (n_blocks, QK) float32 -> the unpacked fields (scales, levels, ...)
+    encode_impl(x, w)     the same for whole rows weighted by an importance vector (ggml's _impl)
+    pack(fields)          fields -> (n_blocks, TYPE_SIZE) uint8, the bytes ggml writes
+    unpack(b), decode(f)  bytes -> fields -> (n_blocks, QK) float32
     dequantize_blocks(b)  (n_blocks, TYPE_SIZE) uint8 -> (n_blocks, QK) float32
 
-plus, for teaching, the steps in between (``encode`` to the unpacked fields,
-``pack`` / ``unpack`` between fields and bytes).
-
-``quantize`` and ``dequantize`` below check their input, flatten it into blocks,
-and hand it to the module in cache-sized chunks.
+``quantize`` below checks its input, flattens it into blocks, and in cache-sized chunks
+calls ``encode``, checks that every fp16 scale fits (as llama.cpp validates rows), and
+calls ``pack``; ``dequantize`` calls ``dequantize_blocks``. The steps are separate so the
+notebooks can show each one.
 
 Notebooks 03-05 use it.
 """

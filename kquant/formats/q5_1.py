@@ -84,9 +84,5 @@ def decode(f: Fields, out: np.ndarray | None = None) -> np.ndarray:
     return _decode_q4_1(f, out)
 
 
-def quantize_blocks(x: np.ndarray) -> np.ndarray:
-    return pack(encode(x))
-
-
 def dequantize_blocks(b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     return decode(unpack(b), out)
