@@ -23,7 +23,7 @@ from notebook_tools import NOTEBOOKS, import_namespace, notebook_of, solution_fu
 
 import kquant
 from kquant import mixes
-from kquant.exercises import core
+from kquant.exercises import core, mode
 from kquant.exercises.core import CORRECT, INCORRECT, NOT_ATTEMPTED, Exercise, Wrong, call
 from kquant.formats import q4_k
 from kquant.gguf import anatomy
@@ -105,13 +105,13 @@ def test_the_readers_inputs_are_copies():
 
 
 def test_check_never_raises_outside_grading(monkeypatch):
-    monkeypatch.setattr(core, "_GRADING", False)
+    monkeypatch.setattr(mode, "_GRADING", False)
     assert TOY.check(lambda x: 1 / 0).status == INCORRECT
     assert TOY.check(stub).status == NOT_ATTEMPTED
 
 
 def test_under_nbgrader_a_failed_check_raises_so_it_scores_zero(monkeypatch, capsys):
-    monkeypatch.setattr(core, "_GRADING", True)
+    monkeypatch.setattr(mode, "_GRADING", True)
     with pytest.raises(AssertionError, match="not attempted yet"):
         TOY.check(stub)
     with pytest.raises(AssertionError, match="should be 2"):
@@ -122,7 +122,7 @@ def test_under_nbgrader_a_failed_check_raises_so_it_scores_zero(monkeypatch, cap
 
 
 def test_a_student_cannot_switch_grading_off_through_the_environment(monkeypatch):
-    monkeypatch.setattr(core, "_GRADING", True)
+    monkeypatch.setattr(mode, "_GRADING", True)
 
     def flips(x):
         os.environ["NBGRADER_EXECUTION"] = "off"
