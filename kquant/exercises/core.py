@@ -11,8 +11,8 @@ convention makes the three ways of using the workbook agree:
 * classroom: when the kernel was started by nbgrader to autograde or validate, a check
   that does not pass raises ``AssertionError``, which is how nbgrader's autograder awards
   0 points; one that passes prints its message and returns nothing, which earns the
-  cell's points. Which of the two is decided once, when this module is imported, from
-  the environment the kernel *process was started with* (see :func:`grading`): a student
+  cell's points. Which of the two is decided once, when the exercises are imported, from
+  the environment the kernel *process was started with* (kquant.exercises.mode): a student
   who sets ``os.environ["NBGRADER_EXECUTION"]`` later changes nothing.
 
 A check never lets a student's mistake escape, and cannot be fooled from inside the
