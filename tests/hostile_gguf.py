@@ -214,19 +214,34 @@ def variants(base: Path, folder: Path) -> list[tuple[str, Path, str]]:
     add("end padding removed", honest[:end_of_data], "accept")
 
     # Lying lengths and counts.
-    add("key length 2^40", edit(lambda g: g.kvs.insert(0, (b"x", b""))).to_bytes().replace(
-        gstr(b"x"), u64(2**40) + b"x", 1), "refuse")  # fmt: skip
+    add(
+        "key length 2^40",
+        edit(lambda g: g.kvs.insert(0, (b"x", b""))).to_bytes().replace(gstr(b"x"), u64(2**40) + b"x", 1),
+        "refuse",
+    )
     add("string value length 2^40", edit(lambda g: g.set("general.name", i32(V.STRING) + gstr(b"x", 2**40))), "refuse")
-    add("string value length 2^64-1", edit(lambda g: g.set("general.name", i32(V.STRING) + gstr(b"x", 2**64 - 1))),
-        "refuse")  # fmt: skip
+    add(
+        "string value length 2^64-1",
+        edit(lambda g: g.set("general.name", i32(V.STRING) + gstr(b"x", 2**64 - 1))),
+        "refuse",
+    )
     add("u8 array count 2^40", edit(lambda g: g.set("kquant.test.lie", array(V.UINT8, [1, 2], count=2**40))), "refuse")
     add("u64 array count 2^62", edit(lambda g: g.set("kquant.test.lie", array(V.UINT64, [1], count=2**62))), "refuse")
-    add("string array count 2^40", edit(lambda g: g.set("kquant.test.lie", array(V.STRING, ["a"], count=2**40))),
-        "refuse")  # fmt: skip
-    add("string array item length lies", edit(lambda g: g.set("kquant.test.lie",
-        i32(V.ARRAY) + i32(V.STRING) + u64(2) + gstr(b"a") + gstr(b"b", 2**40))), "refuse")  # fmt: skip
-    add("array count one too many", edit(lambda g: g.set("kquant.test.lie", array(V.UINT32, [1, 2], count=3))),
-        "refuse")  # fmt: skip
+    add(
+        "string array count 2^40",
+        edit(lambda g: g.set("kquant.test.lie", array(V.STRING, ["a"], count=2**40))),
+        "refuse",
+    )
+    add(
+        "string array item length lies",
+        edit(
+            lambda g: g.set("kquant.test.lie", i32(V.ARRAY) + i32(V.STRING) + u64(2) + gstr(b"a") + gstr(b"b", 2**40))
+        ),
+        "refuse",
+    )
+    add(
+        "array count one too many", edit(lambda g: g.set("kquant.test.lie", array(V.UINT32, [1, 2], count=3))), "refuse"
+    )
 
     # Types: invalid, nested arrays, empty and duplicate keys.
     add("value type 13", edit(lambda g: g.set("kquant.test.bad", i32(13) + u32(0))), "refuse")
@@ -238,20 +253,32 @@ def variants(base: Path, folder: Path) -> list[tuple[str, Path, str]]:
     add("empty key", edit(lambda g: g.kvs.insert(0, (b"", scalar(V.UINT8, 1)))), "refuse")
     add("duplicate key", edit(lambda g: g.kvs.append(g.kvs[0])), "refuse")
     add("bool value 7", edit(lambda g: g.set("kquant.test.bool", i32(V.BOOL) + b"\x07")), "accept")
-    add("empty arrays", edit(lambda g: g.set("kquant.test.e1", array(V.UINT8, [])).set(
-        "kquant.test.e2", array(V.STRING, []))), "accept")  # fmt: skip
+    add(
+        "empty arrays",
+        edit(lambda g: g.set("kquant.test.e1", array(V.UINT8, [])).set("kquant.test.e2", array(V.STRING, []))),
+        "accept",
+    )
     add("invalid utf-8 string", edit(lambda g: g.set("general.name", scalar(V.STRING, b"\xff\xfe"))), "accept")
 
     # general.alignment: u32, a power of two.
-    add("alignment 64", edit(lambda g: (g.set("general.alignment", scalar(V.UINT32, 64)),
-        setattr(g, "alignment", 64))), "accept")  # fmt: skip
+    add(
+        "alignment 64",
+        edit(lambda g: (g.set("general.alignment", scalar(V.UINT32, 64)), setattr(g, "alignment", 64))),
+        "accept",
+    )
     add("alignment as u64", edit(lambda g: g.set("general.alignment", scalar(V.UINT64, 32))), "refuse")
     add("alignment 0", edit(lambda g: g.set("general.alignment", scalar(V.UINT32, 0))), "refuse")
-    add("alignment 1", edit(lambda g: (g.set("general.alignment", scalar(V.UINT32, 1)),
-        setattr(g, "alignment", 1))), "accept")  # fmt: skip
+    add(
+        "alignment 1",
+        edit(lambda g: (g.set("general.alignment", scalar(V.UINT32, 1)), setattr(g, "alignment", 1))),
+        "accept",
+    )
     add("alignment 2^31", edit(lambda g: g.set("general.alignment", scalar(V.UINT32, 2**31))), "refuse")
-    add("alignment 48", edit(lambda g: (g.set("general.alignment", scalar(V.UINT32, 48)),
-        setattr(g, "alignment", 48))), "refuse")  # fmt: skip
+    add(
+        "alignment 48",
+        edit(lambda g: (g.set("general.alignment", scalar(V.UINT32, 48)), setattr(g, "alignment", 48))),
+        "refuse",
+    )
 
     # The llama hyper-parameters: wrong types and absurd values.
     L = "llama."
@@ -327,19 +354,53 @@ def variants(base: Path, folder: Path) -> list[tuple[str, Path, str]]:
     shadow = (b"llama.block_count\0x", scalar(V.STRING, "2"))
     add("a bad key shadowing block_count up to a NUL", edit(lambda g: g.kvs.insert(0, shadow)), "refuse")
     add("key starting with a NUL", edit(lambda g: g.kvs.append((b"\0kquant", scalar(V.UINT8, 1)))), "refuse")
-    add("general.alignment NUL x as a string", edit(lambda g: g.kvs.append((b"general.alignment\0x",
-        scalar(V.STRING, "32")))), "refuse")  # fmt: skip
-    add("architecture llama NUL junk", edit(lambda g: g.set("general.architecture", scalar(V.STRING, b"llama\0junk"))),
-        "accept")  # fmt: skip
-    add("tokens as a string with vocab_size", edit(lambda g: g.set("tokenizer.ggml.tokens", scalar(V.STRING, "a")).set(
-        "llama.vocab_size", scalar(V.UINT32, 300))), "accept")  # fmt: skip
+    add(
+        "general.alignment NUL x as a string",
+        edit(lambda g: g.kvs.append((b"general.alignment\0x", scalar(V.STRING, "32")))),
+        "refuse",
+    )
+    add(
+        "architecture llama NUL junk",
+        edit(lambda g: g.set("general.architecture", scalar(V.STRING, b"llama\0junk"))),
+        "accept",
+    )
+    add(
+        "tokens as a string with vocab_size",
+        edit(
+            lambda g: g.set("tokenizer.ggml.tokens", scalar(V.STRING, "a")).set(
+                "llama.vocab_size", scalar(V.UINT32, 300)
+            )
+        ),
+        "accept",
+    )
     add("split.count 0", edit(lambda g: g.set("split.count", scalar(V.UINT16, 0))), "accept")
-    add("experts 4, 2 used", edit(lambda g: g.set("llama.expert_count", scalar(V.UINT32, 4)).set(
-        "llama.expert_used_count", scalar(V.UINT32, 2))), "accept")  # fmt: skip
-    add("experts 4, 5 used", edit(lambda g: g.set("llama.expert_count", scalar(V.UINT32, 4)).set(
-        "llama.expert_used_count", scalar(V.UINT32, 5))), "refuse")  # fmt: skip
-    add("expert_used_count array of 2", edit(lambda g: g.set("llama.expert_count", scalar(V.UINT32, 4)).set(
-        "llama.expert_used_count", array(V.INT32, [2, 2]))), "accept")  # fmt: skip
+    add(
+        "experts 4, 2 used",
+        edit(
+            lambda g: g.set("llama.expert_count", scalar(V.UINT32, 4)).set(
+                "llama.expert_used_count", scalar(V.UINT32, 2)
+            )
+        ),
+        "accept",
+    )
+    add(
+        "experts 4, 5 used",
+        edit(
+            lambda g: g.set("llama.expert_count", scalar(V.UINT32, 4)).set(
+                "llama.expert_used_count", scalar(V.UINT32, 5)
+            )
+        ),
+        "refuse",
+    )
+    add(
+        "expert_used_count array of 2",
+        edit(
+            lambda g: g.set("llama.expert_count", scalar(V.UINT32, 4)).set(
+                "llama.expert_used_count", array(V.INT32, [2, 2])
+            )
+        ),
+        "accept",
+    )
     add("tokens as a string", edit(lambda g: g.set("tokenizer.ggml.tokens", scalar(V.STRING, "a"))), "refuse")
 
     # Tensor infos.

@@ -431,8 +431,10 @@ def _parse(path: str, shown: str, buf: np.ndarray, mm) -> GGUFFile:
         raise c.fail(f"negative counts in the header ({n_tensors} tensors, {n_kv} key-value pairs)")
     # gguf.cpp finds a lying count when its reads run out; kquant refuses it before looping.
     if n_kv * _MIN_KV_BYTES + n_tensors * _MIN_TENSOR_INFO_BYTES > c.remaining:
-        raise c.fail(f"truncated or corrupt: the header claims {n_kv} key-value pairs and {n_tensors} tensors, "
-                     f"more than the {c.size} bytes of the file can hold")  # fmt: skip
+        raise c.fail(
+            f"truncated or corrupt: the header claims {n_kv} key-value pairs and {n_tensors} tensors, "
+            f"more than the {c.size} bytes of the file can hold"
+        )
 
     fields = _read_kvs(c, n_kv)
 
