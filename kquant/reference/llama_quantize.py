@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import io
+import sys
 
 import numpy as np
 
@@ -58,13 +59,13 @@ def model_quantize(
         params.tt_overrides = ctypes.cast(table, ctypes.POINTER(llama_cpp.llama_model_tensor_override))
     keep = imatrix_params(params, imatrix, llama_cpp)  # the C arrays must outlive the call
     # llama-cpp-python prints llama.cpp's log lines with print(file=sys.stderr): a model whose rows do not
-    # fit the K-quants gets one warning per tensor (180 for SmolLM2), so the log is kept, and shown on failure.
+    # fit the K-quants gets one warning per tensor (180 for SmolLM2), so the log is held back, and shown on failure.
     log = io.StringIO()
     with contextlib.redirect_stderr(log):
         failed = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params)) != 0
     if failed:
-        last = (log.getvalue().strip().splitlines() or ["no log"])[-1]
-        raise KQuantError(f"llama.cpp could not quantize {src} to {mix}: {last}")
+        print(log.getvalue(), end="", file=sys.stderr, flush=True)
+        raise KQuantError(f"llama.cpp could not quantize {src} to {mix}: see its log above")
     del keep
     return dst
 
