@@ -117,3 +117,24 @@ def test_the_requantization_trap(smol):
     assert rows["Q4_1"].on_grid == 0 and rows["Q4_1"].off_grid > 0.05
     assert 3 < rows["Q4_K"].ratio < 5 and 1.5 < rows["Q5_K"].ratio < 2.5 and rows["Q5_1"].ratio < 1
     assert 0.9 < rows["Q6_K"].ratio < 1.1
+
+
+def test_the_kv_cache_gives_the_full_passes_logits_on_the_bundled_model():
+    model = forward.Llama.load(hub.bundled())
+    ids = [1, 71, 300, 12, 5, 44, 9, 120, 33, 7]
+    full = model.logits(ids)
+    cache = model.cache()
+    stepwise = np.concatenate(
+        [model.forward(ids[:4], cache=cache).logits] + [model.forward([t], cache=cache).logits for t in ids[4:]]
+    )
+    assert cache.n_past == len(ids)
+    np.testing.assert_allclose(stepwise, full, atol=2e-4, rtol=0)
+
+
+def test_numpy_generation_with_a_kv_cache_follows_llama_cpps_greedy_choices_on_the_f32_copy(smol, f32):
+    chat = runner.load(smol, n_ctx=128)
+    prompt = chat.tokenize(chat.chat_prompt([{"role": "user", "content": "Name three colors."}]))
+    made = forward.Llama.load(smol).generate(prompt, 12)
+    theirs = runner.load(f32, n_ctx=128).logits(prompt + made)
+    assert [int(t) for t in theirs[len(prompt) - 1 : -1].argmax(-1)] == made
+    assert "Red" in chat.detokenize(made), chat.detokenize(made)
