@@ -462,6 +462,13 @@ def _claims_11(text):
     kl_f32 = float(re.search(r"F32 copy +KL\(numpy ‖ llama.cpp\) ([\d.e+-]+) nats", text)[1])
     kl_q41 = float(re.search(r"Q4_1 file +KL\(numpy ‖ llama.cpp\) ([\d.e+-]+) nats", text)[1])
     assert kl_f32 < 1e-9 and kl_q41 > 1e-4, (kl_f32, kl_q41)
+    # §6: the Q4_K_M spends more bytes than the download and scores a higher perplexity on real text.
+    grow, worse = re.search(
+        r"the Q4_K_M: ([+-][\d.]+)% bytes against the download, perplexity ([+-][\d.]+)%", text
+    ).groups()
+    assert float(grow) > 0 and float(worse) > 0, (grow, worse)
+    # §7: the numpy model, generating with its KV cache, answers as llama.cpp did in §2.
+    assert "'1. Red\\n2. Blue\\n3. Green'" in text
 
 
 CLAIMS_06_10 = {
