@@ -2,7 +2,7 @@
 
     python benchmarks/widgets.py [--repeat R]
 
-Every interactive view of notebooks 00-10 (the ``*_view`` functions in kquant.viz, listed
+Every interactive view of notebooks 00-11 (the ``*_view`` functions in kquant.viz, listed
 once in tests/views.py, which the tests draw too) is called with the values its slider
 produces, on the data its notebook uses, and its figure is rendered exactly as Jupyter's inline backend renders it (PNG,
 ``bbox_inches="tight"``, default dpi). The printed time is that whole redraw: compute,

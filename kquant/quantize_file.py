@@ -61,7 +61,7 @@ from gguf import (
 from gguf.quants import quant_shape_to_byte_shape
 
 from kquant.errors import KQuantError
-from kquant.formats import FORMATS, quantize
+from kquant.formats import FORMATS, dequantize, quantize
 from kquant.gguf.llama_keys import check_llama
 from kquant.gguf.reader import GGUFFile, StringArray, open_gguf, shape_of, weights
 from kquant.gguf.summary import FileSummary, TensorRow
@@ -369,3 +369,41 @@ def _copy_metadata(model: SourceModel, writer: GGUFWriter, file_type: int, extra
     writer.add_file_type(int(file_type))
     for key, value, vtype in extra:
         writer.add_key_value(key, value, vtype)
+
+
+def dequantize_gguf(src, dst, *, overwrite: bool = False) -> Path:
+    """Write the llama GGUF ``src`` with every tensor as F32 (quantized ones decoded with kquant.dequantize).
+
+    The way to quantize a file that is already quantized: its F32 copy holds exactly the weights
+    llama.cpp computes with, and ``quantize_gguf`` (or llama-quantize) starts from it. Metadata is
+    copied as llama-quantize copies it, with general.file_type 0 (all F32). ``src`` is never replaced.
+    """
+    f = open_gguf(src)
+    arch = f.get(Keys.General.ARCHITECTURE)
+    if arch not in SUPPORTED_ARCHS:
+        raise KQuantError(f"{src}: architecture {arch!r} is not supported ({', '.join(SUPPORTED_ARCHS)} only)")
+    model = SourceModel(Path(src), f, arch, ModelParams(n_layer=0, n_head=0, n_head_kv=0), [])
+    try:
+        with atomic_output(dst, overwrite=overwrite, protect=[model.path]) as tmp:
+            writer = GGUFWriter(tmp, arch)
+            try:
+                _copy_metadata(model, writer, 0)
+                for t in f.tensors:
+                    writer.add_tensor_info(t.name, shape_of(t), np.dtype(np.float32), math.prod(shape_of(t)) * 4)
+                writer.write_header_to_file()
+                writer.write_kv_data_to_file()
+                writer.write_ti_data_to_file()
+                for t in f.tensors:
+                    if t.type in SOURCE_TYPES:
+                        x = weights(t)
+                    elif t.type in FORMATS:
+                        x = dequantize(np.ascontiguousarray(t.data), t.type.name)
+                    else:
+                        raise KQuantError(f"{t.name} has type {t.type.name}, which kquant cannot decode")
+                    writer.write_tensor_data(np.ascontiguousarray(x, dtype=np.float32).reshape(shape_of(t)))
+                    f.release(t)
+            finally:
+                writer.close()
+    except OSError as e:
+        raise KQuantError(f"could not write {dst}: {e.strerror or e}; nothing was written") from e
+    return Path(dst)

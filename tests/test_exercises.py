@@ -893,10 +893,39 @@ def _mistakes():
             (lambda w, wh, imp: float(np.mean(imp * (w - wh) ** 2)), "not a mean"),
             (lambda w, wh, imp: float(np.sum(imp * np.abs(w - wh))), "square the errors"),
         ],
+        "nb11-q1": [
+            (lambda s: s[0] % 256 == 0, "tests the number of rows"),
+            (lambda s: int(np.prod(s)) % 256 == 0, "never spans two rows"),
+            (lambda s: s[-1] % 32 == 0, "super-blocks of 256"),
+            (lambda s: int(s[-1] % 256 == 0), "not the number"),
+        ],
+        "nb11-q2": [
+            (lambda shapes: float(np.mean([s[-1] % 256 == 0 for s in shapes])), "the share of tensors"),
+            (lambda shapes: 100 * _k_share(shapes), "a percentage"),
+            (lambda shapes: 1 - _k_share(shapes), "CANNOT take K-quants"),
+            (lambda shapes: _k_share(shapes, axis=0), "not the number of rows shape[0]"),
+        ],
+        "nb11-q3": [
+            (lambda x, t: float(np.sqrt(np.mean(_roundtrip(x, t) ** 2))), "the RMS error itself"),
+            (lambda x, t: float(np.sum(_roundtrip(x, t) ** 2) / np.sum(x.astype(np.float64) ** 2)), "squared ratio"),
+            (lambda x, t: float(np.abs(_roundtrip(x, t)).max()), "the largest error"),
+            (lambda x, t: abs(_roundtrip(x, t).mean()) / float(np.sqrt(np.mean(x.astype(np.float64) ** 2))), "cancel"),
+        ],
     }
 
 
 # --- the students' own code that the mistakes are made of (none calls an answer key) -------
+
+
+def _k_share(shapes, axis=-1):
+    """The share of weights in tensors whose axis ``axis`` is a multiple of 256 (the row length when -1)."""
+    sizes = [int(np.prod(s)) for s in shapes]
+    return sum(n for n, s in zip(sizes, shapes) if s[axis] % 256 == 0) / sum(sizes)
+
+
+def _roundtrip(x, qtype):
+    """The format's error on x, in float64."""
+    return (kquant.dequantize(kquant.quantize(x, qtype), qtype) - x).astype(np.float64)
 
 
 class _Always:
@@ -1138,7 +1167,7 @@ def _delegations():
     from kquant.formats import q4_0, q5_k
     from kquant.gguf import summary
     from kquant.imatrix import Entry
-    from kquant.lessons import memory, metrics, rounding
+    from kquant.lessons import memory, metrics, requantize, rounding
 
     Q = GGMLQuantizationType
     return {
@@ -1232,6 +1261,7 @@ def _delegations():
         "nb09-q2": [lambda n, bpw: memory.gb(memory.weight_bytes(n, bpw))],
         "nb09-q3": [lambda L, h, d, c, b: memory.kv_cache_bytes(L, h, d, c, b)],
         "nb10-q2": [lambda s, c: Entry(s, c).importance()],
+        "nb11-q3": [lambda x, t: requantize.relative_error(x, t)],
     }
 
 
@@ -1244,6 +1274,8 @@ USES_THE_LIBRARY = {
     "nb05-q3": "choosing a format is the point; quantizing with kquant is how",
     "nb10-q1": "a one-line numpy reduction; kquant has no function for it",
     "nb10-q3": "a one-line numpy reduction; kquant has no function for it",
+    "nb11-q1": "a one-line test of the row length; kquant's rules do it inside the plan",
+    "nb11-q2": "a sum over shapes; kquant has no function for it",
 }
 
 

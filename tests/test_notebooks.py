@@ -34,8 +34,8 @@ def _nbgrader(cell):
     return cell.get("metadata", {}).get("nbgrader")
 
 
-def test_notebooks_00_to_10_are_there_in_order():
-    assert [n[:2] for n in NAMES] == [f"{i:02d}" for i in range(11)]
+def test_notebooks_00_to_11_are_there_in_order():
+    assert [n[:2] for n in NAMES] == [f"{i:02d}" for i in range(12)]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=NAMES)
@@ -435,4 +435,47 @@ def _claims_10(text):
     assert len(counts) == 3 and min(counts) >= 20 and max(counts) - min(counts) <= 2
 
 
-CLAIMS_06_10 = {"06": _claims_06, "07": _claims_07, "08": _claims_08, "09": _claims_09, "10": _claims_10}
+def _claims_11(text):
+    # §3: Q4_1 is 5 bpw and the Q8_0 embedding and F32 norms bring the average up; only ffn_down fits.
+    assert float(re.search(r"M weights, ([\d.]+) bits per weight on average", text)[1]) > 5.0
+    assert "fit: ['ffn_down']," in text
+    # §4: Q5_0 stands in for Q4_K and Q8_0 for Q6_K; the F32 copy is about 540 MB; the Q4_K_M is larger than
+    # the Q4_1 download and the Q2_K "only a little smaller"; kquant's Q4_K_M is llama.cpp's.
+    fallbacks = ast.literal_eval(re.search(r"tensors fall back; what they get: (\{.*\})", text)[1])
+    assert set(fallbacks) == {"Q5_0", "Q8_0"}, fallbacks
+    assert 535 < numbers_after(text, "F32 copy")[0] < 545
+    mb = {
+        m: numbers_after(text, label)[-2]
+        for m, label in [("Q4_1", "Q4_1 (the download)"), ("Q4_K_M", "Q4_K_M  "), ("Q2_K", "Q2_K  ")]
+    }
+    assert mb["Q4_K_M"] > mb["Q4_1"] > mb["Q2_K"] > 0.8 * mb["Q4_1"], mb
+    assert "kquant's Q4_K_M = llama.cpp's (sha256): True" in text
+    # §5: Q4_1 again is byte for byte; Q4_K flatters several times, Q5_K about 2×, Q5_1 looks worse,
+    # Q6_K and Q8_0 hardly care.
+    n_same, n_all = map(int, re.search(r"(\d+) of (\d+) tensors come back byte for byte", text).groups())
+    assert n_same == n_all == 210
+    trap = {m: tuple(map(float, v)) for m, *v in re.findall(r"^(Q\w+) +([\d.]+) +([\d.]+) +([\d.inf]+)×$", text, re.M)}
+    assert trap["Q4_1"][0] == 0 and trap["Q4_1"][1] > 0
+    assert trap["Q4_K"][2] > 3 and 1.5 < trap["Q5_K"][2] < 2.5 and trap["Q5_1"][2] < 1
+    assert all(0.9 < trap[m][2] < 1.1 for m in ("Q6_K", "Q8_0")), trap
+    # §6: on the F32 copy llama.cpp agrees with numpy to float32's rounding; on the Q4_1 file it does not.
+    kl_f32 = float(re.search(r"F32 copy +KL\(numpy ‖ llama.cpp\) ([\d.e+-]+) nats", text)[1])
+    kl_q41 = float(re.search(r"Q4_1 file +KL\(numpy ‖ llama.cpp\) ([\d.e+-]+) nats", text)[1])
+    assert kl_f32 < 1e-9 and kl_q41 > 1e-4, (kl_f32, kl_q41)
+    # §6: the Q4_K_M spends more bytes than the download and scores a higher perplexity on real text.
+    grow, worse = re.search(
+        r"the Q4_K_M: ([+-][\d.]+)% bytes against the download, perplexity ([+-][\d.]+)%", text
+    ).groups()
+    assert float(grow) > 0 and float(worse) > 0, (grow, worse)
+    # §7: the numpy model, generating with its KV cache, answers as llama.cpp did in §2.
+    assert "'1. Red\\n2. Blue\\n3. Green'" in text
+
+
+CLAIMS_06_10 = {
+    "06": _claims_06,
+    "07": _claims_07,
+    "08": _claims_08,
+    "09": _claims_09,
+    "10": _claims_10,
+    "11": _claims_11,
+}

@@ -19,8 +19,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from kquant.formats import q4_k
+from kquant.formats import quantize as kquant_quantize
 from kquant.gguf import anatomy
-from kquant.lessons import metrics, published, samples, scale_zero_point
+from kquant.lessons import metrics, published, requantize, samples, scale_zero_point
 from kquant.mixes import Choice, plan
 from kquant.model import calibrate, evaluate, hub, runner
 from kquant.quantize_file import read_model
@@ -55,6 +56,8 @@ def views() -> list[View]:
     loaded = {m: runner.load(hub.bundled(), n_ctx=256) for m in ("F16", "Q8_0", "Q4_0")}
     bpw = {m: published.LLAMA31_8B_SIZES[m]["bpw"] for m in ["F16", "Q8_0", "Q4_K_M", "Q2_K"]}
     vectors = calibrate.collect(hub.bundled(), calibrate.calibration_text(), n_chunks=2).vectors()
+    # Notebook 11 re-quantizes a Q4_1 file's weights; Q4_1 bytes of the sample weights stand in for them.
+    grid_pair = requantize.off_grid(kquant_quantize(w[:4, :512], "Q4_1"), np.random.default_rng(0))
     # Placeholder scores and layer errors: the plots' inputs in shape only (the notebooks pass measured ones).
     n = np.array([100.0, 150.0, 200.0])  # positions of three documents
 
@@ -137,5 +140,11 @@ def views() -> list[View]:
             lambda _: models.layer_errors_plot({"Q4_K_M": layers}, "errors"),
             [0],
             slider=False,
+        ),
+        View(
+            "11",
+            "requantization_view",
+            lambda t: models.requantization_view(*grid_pair, t),
+            ["Q4_1", "Q4_K", "Q5_K", "Q5_1", "Q6_K", "Q8_0"],
         ),
     ]

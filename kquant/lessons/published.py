@@ -101,3 +101,14 @@ MAX_CONTEXT = {"Llama-3.1-8B": 131072, "Qwen2.5-14B": 32768, "Llama-2-70B": 4096
 K_QUANTS_PR = "https://github.com/ggml-org/llama.cpp/pull/1684"
 # QLoRA: fine-tuning low-rank adapters on top of a frozen 4-bit model (Dettmers et al., 2023).
 QLORA_PAPER = "https://arxiv.org/abs/2305.14314"
+
+# Widths of small public models (hidden_size, intermediate_size in each model's config.json on the
+# Hugging Face Hub), for notebook 11's "which model takes K-quants everywhere": a K-quant needs rows
+# of whole 256-weight blocks, so both widths must be multiples of 256. Licences as published.
+MODEL_WIDTHS = {
+    "SmolLM2-135M (Apache-2.0)": (576, 1536),  # HuggingFaceTB/SmolLM2-135M-Instruct; also read from its GGUF
+    "SmolLM2-360M (Apache-2.0)": (960, 2560),  # HuggingFaceTB/SmolLM2-360M-Instruct
+    "Qwen2.5-0.5B (Apache-2.0)": (896, 4864),  # Qwen/Qwen2.5-0.5B-Instruct
+    "TinyLlama-1.1B (Apache-2.0)": (2048, 5632),  # TinyLlama/TinyLlama-1.1B-Chat-v1.0
+    "SmolLM2-1.7B (Apache-2.0)": (2048, 8192),  # HuggingFaceTB/SmolLM2-1.7B-Instruct
+}

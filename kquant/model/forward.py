@@ -26,7 +26,8 @@ Two ways to look inside:
   (n_tokens, n_embd): compare a quantized file's layers with the F16 file's to see where
   the error enters and how it grows (``layer_errors(f16_model, q_model, tokens)``).
 
-It is a specification, not an engine: one sequence, no cache, float32 throughout.
+It is a specification, not an engine: one sequence, float32 throughout; ``generate`` keeps a KV
+cache (``forward(tokens, cache=...)``) so that each new token costs one position, not the whole text.
 Its job is to prove that an exported file means what its trainer meant (tests/test_model.py
 compares it with llama.cpp's logits) and to let a reader look inside. With quantized weights
 it is not bit-for-bit llama.cpp: llama.cpp's CPU kernels also round the *activations*
@@ -69,6 +70,18 @@ class Forward:
 
     logits: np.ndarray  # (n_tokens, n_vocab)
     layers: list[np.ndarray] = field(repr=False)  # layers[i]: (n_tokens, n_embd), x after block i
+
+
+@dataclass
+class KVCache:
+    """The keys (after RoPE) and values of every position so far, per layer: (n_past, n_head_kv, head_dim)."""
+
+    keys: list[np.ndarray]
+    values: list[np.ndarray]
+
+    @property
+    def n_past(self) -> int:
+        return len(self.keys[0]) if self.keys else 0
 
 
 @dataclass
@@ -138,16 +151,25 @@ class Llama:
         """Logits (len(tokens), n_vocab) for every position of one sequence."""
         return self.forward(tokens, observe).logits
 
-    def forward(self, tokens, observe: Observer | None = None) -> Forward:
-        """The logits and the residual stream after each block; ``observe`` sees every matmul input."""
+    def forward(self, tokens, observe: Observer | None = None, cache: KVCache | None = None) -> Forward:
+        """The logits and the residual stream after each block; ``observe`` sees every matmul input.
+
+        With a ``cache``, ``tokens`` continue the sequence it holds (their positions start at
+        ``cache.n_past``) and their keys and values are appended to it.
+        """
         tokens = self._check_tokens(tokens)
         c, w = self.cfg, self.weights
+        n_past = 0 if cache is None else cache.n_past
+        if n_past + len(tokens) > c.n_ctx:
+            raise KQuantError(f"{n_past + len(tokens)} positions: the model's context is {c.n_ctx}")
         x = w["token_embd.weight"][tokens]  # (n, n_embd): a row lookup, not a matmul
-        cos, sin = rope_tables(len(tokens), c.head_dim, c.rope_base)
+        cos, sin = rope_tables(n_past + len(tokens), c.head_dim, c.rope_base)
+        cos, sin = cos[n_past:], sin[n_past:]
         layers = []
         for i in range(c.n_layer):
             b = f"blk.{i}."
-            x = x + self._attention(rms_norm(x, w[b + "attn_norm.weight"], c.norm_eps), b, cos, sin, observe)
+            h = rms_norm(x, w[b + "attn_norm.weight"], c.norm_eps)
+            x = x + self._attention(h, b, cos, sin, observe, None if cache is None else (cache, i))
             x = x + self._ffn(rms_norm(x, w[b + "ffn_norm.weight"], c.norm_eps), b, observe)
             layers.append(x)
         x = rms_norm(x, w["output_norm.weight"], c.norm_eps)
@@ -155,23 +177,52 @@ class Llama:
         out = "output.weight" if "output.weight" in w else "token_embd.weight"
         return Forward(self._mul_mat(out, x, observe), layers)
 
+    def cache(self) -> KVCache:
+        """An empty KV cache for ``forward(tokens, cache=...)`` and ``generate``."""
+        empty = np.zeros((0, self.cfg.n_head_kv, self.cfg.head_dim), dtype=np.float32)
+        return KVCache([empty] * self.cfg.n_layer, [empty] * self.cfg.n_layer)
+
+    def generate(self, tokens, max_tokens: int, stop=()) -> list[int]:
+        """Greedy continuation of ``tokens``: up to ``max_tokens`` new ids, ending early at one in ``stop``.
+
+        The prompt runs once; then each new token is one position through the model, its keys and
+        values appended to a KV cache (llama.cpp does the same), instead of the whole sequence again.
+        """
+        cache = self.cache()
+        logits = self.forward(tokens, cache=cache).logits[-1]
+        out: list[int] = []
+        for _ in range(max_tokens):
+            nxt = int(np.argmax(logits))
+            out.append(nxt)
+            if nxt in stop or cache.n_past >= self.cfg.n_ctx:
+                break
+            logits = self.forward([nxt], cache=cache).logits[-1]
+        return out
+
     def _mul_mat(self, name: str, x: np.ndarray, observe: Observer | None) -> np.ndarray:
         """x @ W.T for the weight ``name``: (n, n_cols) -> (n, n_rows); the one place activations meet weights."""
         if observe is not None:
             observe(name, x)
         return x @ self.weights[name].T
 
-    def _attention(self, h, b, cos, sin, observe):
+    def _attention(self, h, b, cos, sin, observe, cached=None):
         c = self.cfg
         n, hd = len(h), c.head_dim
         q = rope(self._mul_mat(b + "attn_q.weight", h, observe).reshape(n, c.n_head, hd), cos, sin)
         k = rope(self._mul_mat(b + "attn_k.weight", h, observe).reshape(n, c.n_head_kv, hd), cos, sin)
         v = self._mul_mat(b + "attn_v.weight", h, observe).reshape(n, c.n_head_kv, hd)
+        n_past = 0
+        if cached is not None:  # the earlier positions' keys and values, kept instead of recomputed
+            cache, layer = cached
+            n_past = len(cache.keys[layer])
+            k = cache.keys[layer] = np.concatenate([cache.keys[layer], k])
+            v = cache.values[layer] = np.concatenate([cache.values[layer], v])
         group = c.n_head // c.n_head_kv
         k, v = np.repeat(k, group, axis=1), np.repeat(v, group, axis=1)  # query head h reads kv head h // group
         q, k, v = (a.transpose(1, 0, 2) for a in (q, k, v))  # (n_head, n, hd): one matrix per head
-        scores = q @ k.transpose(0, 2, 1) / np.float32(np.sqrt(hd))  # (n_head, n, n): query i · key j
-        scores = scores + np.triu(np.full((n, n), -np.inf, dtype=np.float32), 1)  # causal: no peeking ahead
+        scores = q @ k.transpose(0, 2, 1) / np.float32(np.sqrt(hd))  # (n_head, n, n_past + n): query i · key j
+        # causal: query i sits at position n_past + i and sees the keys up to it, no peeking ahead
+        scores = scores + np.triu(np.full((n, n_past + n), -np.inf, dtype=np.float32), 1 + n_past)
         p = np.exp(scores - scores.max(-1, keepdims=True))
         p /= p.sum(-1, keepdims=True)
         out = (p @ v).transpose(1, 0, 2).reshape(n, c.n_head * hd)  # back to (n, n_head * hd)

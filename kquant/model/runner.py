@@ -76,6 +76,49 @@ class LlamaCppModel:
         )
         return out["choices"][0]["text"]
 
+    def chat_prompt(self, messages: list[dict]) -> str:
+        """The text ``chat`` feeds the model: ``messages`` through the chat template in the file's metadata.
+
+        llama-cpp-python renders ``tokenizer.chat_template`` (a Jinja template) with the file's own
+        BOS and EOS token texts, as its ``create_chat_completion`` does when the file has a template.
+        """
+        template = self.llm.metadata.get("tokenizer.chat_template")
+        if template is None:
+            raise KQuantError(f"{self.path.name} has no tokenizer.chat_template: it is not a chat model")
+        special = [self.llm.detokenize([t], special=True).decode(errors="replace") for t in self._bos_eos()]
+        formatter = llamacpp.load().llama_chat_format.Jinja2ChatFormatter(
+            template=template, bos_token=special[0], eos_token=special[1]
+        )
+        return formatter(messages=messages).prompt
+
+    def chat(self, messages: list[dict] | str, max_tokens: int = 80, temperature: float = 0.0, seed: int = 0) -> str:
+        """The model's reply to ``messages`` ([{"role": "user", "content": ...}, ...], or one user message).
+
+        ``create_chat_completion`` applies the file's chat template (``chat_prompt`` shows the text) and
+        stops at the template's end-of-turn token. Greedy by default, so a rerun gives the same reply.
+        """
+        if isinstance(messages, str):
+            messages = [{"role": "user", "content": messages}]
+        self.llm.set_seed(seed)
+        out = self.llm.create_chat_completion(
+            messages=messages,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            top_k=0 if temperature else 1,
+            top_p=1.0,
+            min_p=0.0,
+            repeat_penalty=1.0,
+            seed=seed,
+        )
+        return out["choices"][0]["message"]["content"]
+
+    def close(self) -> None:
+        """Free the model and its context now (a 135 M-weight F32 model holds 540 MB), not when Python gets to it."""
+        self.llm.close()
+
+    def _bos_eos(self) -> tuple[int, int]:
+        return self.llm.token_bos(), self.llm.token_eos()
+
     def tokens_per_second(self, n: int = 64, prompt: str = "Once upon a time") -> float:
         """Generation speed: ``n`` greedy tokens, one at a time, after ``prompt`` (its few tokens included)."""
         self.llm.reset()

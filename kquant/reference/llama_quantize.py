@@ -8,7 +8,10 @@ The tests write the same model with both and compare sha256. Notebook 07 does it
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import io
+import sys
 
 import numpy as np
 
@@ -55,7 +58,13 @@ def model_quantize(
             slot.type = int(ggml_type(qtype))
         params.tt_overrides = ctypes.cast(table, ctypes.POINTER(llama_cpp.llama_model_tensor_override))
     keep = imatrix_params(params, imatrix, llama_cpp)  # the C arrays must outlive the call
-    if llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params)) != 0:
+    # llama-cpp-python prints llama.cpp's log lines with print(file=sys.stderr): a model whose rows do not
+    # fit the K-quants gets one warning per tensor (180 for SmolLM2), so the log is held back, and shown on failure.
+    log = io.StringIO()
+    with contextlib.redirect_stderr(log):
+        failed = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params)) != 0
+    if failed:
+        print(log.getvalue(), end="", file=sys.stderr, flush=True)
         raise KQuantError(f"llama.cpp could not quantize {src} to {mix}: see its log above")
     del keep
     return dst

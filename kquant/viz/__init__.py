@@ -7,13 +7,20 @@ slider values and ends with ``plt.show()``, which is what makes ipywidgets put t
 figure in its output area. ``kquant.viz.gallery`` lists every view with the inputs the
 notebooks give it; the tests draw each once and ``benchmarks/widgets.py`` times them.
 
-* ``numbers``: notebooks 00-03   * ``kquants``: 04-05   * ``files``: 06-07   * ``models``: 08-10
+* ``numbers``: notebooks 00-03   * ``kquants``: 04-05   * ``files``: 06-07   * ``models``: 08-11
 * ``style``: what they share (colours, spacing, fast histograms, byte grids)
 """
 
 from kquant.viz.files import gguf_map_view, mix_view, plan_picture
 from kquant.viz.kquants import k_block_view, scale_bits_view, scale_search_view
-from kquant.viz.models import importance_view, layer_errors_plot, memory_view, next_token_view, scores_vs_bpw
+from kquant.viz.models import (
+    importance_view,
+    layer_errors_plot,
+    memory_view,
+    next_token_view,
+    requantization_view,
+    scores_vs_bpw,
+)
 from kquant.viz.numbers import (
     block_bytes,
     block_view,
@@ -46,6 +53,7 @@ __all__ = [
     "pi_grid_view",
     "plan_picture",
     "quant_error_view",
+    "requantization_view",
     "scale_bits_view",
     "scale_search_view",
     "scores_vs_bpw",

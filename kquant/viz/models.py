@@ -1,4 +1,4 @@
-"""Notebooks 08-10: next-token distributions, scores against bits, memory, importance, layer errors.
+"""Notebooks 08-11: next-token distributions, scores against bits, memory, importance, layer errors, re-quantizing.
 
 Each ``*_view`` is a widget callback: it draws one complete figure and ends with ``plt.show()``.
 """
@@ -9,7 +9,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullLocator
 
+from kquant.formats import dequantize, quantize
 from kquant.lessons.memory import gb, kv_cache_bytes, weight_bytes
+from kquant.lessons.requantize import relative_error
 from kquant.model.runner import next_token_logits
 from kquant.model.scores import kl_divergence, log_softmax
 from kquant.viz.style import EXPONENT, FIELD_COLORS, MANTISSA, SIGN, tidy
@@ -198,5 +200,25 @@ def layer_errors_plot(curves: dict, title: str, ylabel: str = "‖x − x_F16‖
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
+    tidy(fig)
+    plt.show()
+
+
+def requantization_view(x: np.ndarray, stand_in: np.ndarray, qtype: str, n: int = 96):
+    """Re-quantizing a Q4_1 file's weights ``x`` and a stand-in for the originals with ``qtype``: the errors.
+
+    ``x`` and ``stand_in`` are rows of weights (kquant.lessons.requantize.off_grid); the first ``n`` weights of
+    the first row are drawn, the title gives each one's relative error over all the rows.
+    """
+    fig, ax = plt.subplots(figsize=(9, 3.4))
+    i = np.arange(n)
+    for v, color, label in [(x, EXPONENT, "the file's weights (on the Q4_1 grid)"), (stand_in, SIGN, "the stand-in")]:
+        err = dequantize(quantize(v, qtype), qtype)[0, :n] - v[0, :n]
+        ax.plot(i, err, "o", color=color, markersize=3.5, label=f"{label}: {relative_error(v, qtype):.4f}")
+    ax.axhline(0, color="0.6", lw=0.8)
+    ax.set_xlabel(f"weight (the first {n} of row 0)")
+    ax.set_ylabel(f"{qtype} value − weight")
+    ax.set_title(f"re-quantized as {qtype}; relative error over all rows in the legend", fontsize=10)
+    ax.legend(fontsize=8, loc="upper right")
     tidy(fig)
     plt.show()
