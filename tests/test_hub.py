@@ -126,3 +126,20 @@ def test_a_file_that_is_not_gguf_is_refused(hub_env, monkeypatch):
         monkeypatch.setenv("HF_ENDPOINT", stand_in.url)
         with pytest.raises(KQuantError, match="not a GGUF file"):
             hub.fetch(REPO, FILE)
+
+
+def test_a_model_whose_rows_do_not_fit_k_quant_blocks_comes_with_a_note(hub_env, monkeypatch, capsys):
+    """A width that is not a multiple of 256 (SmolLM2's 576, the default's) means K-quant fallbacks: say so."""
+    from tiny_llama import write_tiny_llama
+
+    narrow = write_tiny_llama(hub_env / "w576.gguf", n_embd=576, n_head=4, n_ff=512, rows=8)
+    with StandIn(narrow.read_bytes()) as stand_in:
+        monkeypatch.setenv("HF_ENDPOINT", stand_in.url)
+        hub.fetch(REPO, FILE)
+    note = capsys.readouterr().out.strip().splitlines()
+    assert len(note) == 1 and "rows of 576 weights, not a multiple of 256" in note[0]
+    with StandIn(hub.bundled().read_bytes()) as stand_in:  # 256 wide: nothing to say
+        monkeypatch.setenv("HF_ENDPOINT", stand_in.url)
+        monkeypatch.setenv("HF_HUB_CACHE", str(hub_env / "cache2"))
+        hub.fetch(REPO, FILE)
+    assert capsys.readouterr().out == ""

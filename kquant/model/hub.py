@@ -134,11 +134,19 @@ def fetch(
 def _checked(path: Path, repo_id: str, filename: str) -> Path:
     """The downloaded file, if it is a GGUF file the one reader accepts."""
     try:
-        open_gguf(path).close()
+        with open_gguf(path) as f:
+            arch = f.get("general.architecture")
+            width = f.get(f"{arch}.embedding_length")
     except KQuantError as e:
         raise KQuantError(
             f"{repo_id}/{filename} is not a GGUF file kquant can read ({e}); choose a .gguf file from the repository"
         ) from None
+    if isinstance(width, int) and width % 256:
+        # Notebook 11 measures what this costs: most matrices fall back from K-quants to Q5_0 / Q8_0.
+        print(
+            f"note: {repo_id}/{filename} has rows of {width} weights, not a multiple of 256: most of its "
+            "matrices cannot take K-quants and fall back to larger types (notebook 11)"
+        )
     return path
 
 
