@@ -8,7 +8,8 @@ figure in its output area. ``kquant.viz.gallery`` lists every view with the inpu
 notebooks give it; the tests draw each once and ``benchmarks/widgets.py`` times them.
 
 * ``numbers``: notebooks 00-03   * ``kquants``: 04-05   * ``files``: 06-07   * ``models``: 08-10
-* ``style``: what they share (colours, spacing, fast histograms, byte grids)
+* ``style``: what they share (colours, spacing, fast histograms, byte grids); ``setup()``, which every
+  notebook's import cell calls, renders figures at 80 dpi without the inline backend's "tight" crop
 """
 
 from kquant.viz.files import gguf_map_view, mix_view, plan_picture
@@ -27,6 +28,7 @@ from kquant.viz.numbers import (
     tradeoff_plot,
     weight_histogram,
 )
+from kquant.viz.style import setup
 
 __all__ = [
     "block_bytes",
@@ -49,6 +51,7 @@ __all__ = [
     "scale_bits_view",
     "scale_search_view",
     "scores_vs_bpw",
+    "setup",
     "tradeoff_plot",
     "weight_histogram",
 ]

@@ -69,7 +69,7 @@ def float_fields_view(x: float, formats=("float32", "float16", "bfloat16")):
         fb = rounding.float_bits(x, fmt)
         _draw_bit_row(ax, fb)
     fig.suptitle(f"{x!r} stored in three float formats (sign | exponent | mantissa)", fontsize=11)
-    tidy(fig)
+    tidy(fig, right=0.6)  # room for the "32 bits" beside the rows
     plt.show()
 
 

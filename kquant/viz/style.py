@@ -31,10 +31,67 @@ TYPE_COLORS = {
 }
 
 
-def tidy(fig, wspace: float = 0.3, hspace: float = 0.75):
-    """Space the panels apart. Fixed spacing instead of tight_layout: that would cost each
-    redraw an extra layout pass, and the notebook crops the margins anyway (bbox "tight")."""
-    fig.subplots_adjust(wspace=wspace, hspace=hspace)
+# How the notebooks render figures. Jupyter's inline backend defaults to bbox_inches="tight", which lays
+# every figure out twice (once to find the crop, once to draw); tidy() sizes the margins so no crop is
+# needed. 80 dpi: a 11-inch figure is 880 px, about the width of a notebook's output area (more pixels
+# would be scaled down by the browser, and each costs encoding time).
+PRINT_FIGURE_KWARGS = {"bbox_inches": None}
+RC = {"figure.dpi": 80, "savefig.dpi": "figure"}
+
+
+def setup() -> None:
+    """Render the notebook's figures without a second layout pass (every notebook's import cell calls this)."""
+    import matplotlib
+
+    matplotlib.rcParams.update(RC)
+    try:
+        from IPython import get_ipython
+    except ImportError:  # plain Python: nothing to configure
+        return
+    shell = get_ipython()
+    if shell is not None:  # a notebook's kernel (or IPython): its inline backend renders with these
+        shell.run_line_magic("config", f"InlineBackend.print_figure_kwargs = {PRINT_FIGURE_KWARGS!r}")
+
+
+def _lines(text: str) -> int:
+    return text.count("\n") + 1 if text else 0
+
+
+def tidy(fig, wspace: float = 0.3, hspace: float = 0.75, bottom: float = 0.55, right: float = 0.0):
+    """Space the panels apart and leave margins, in inches, for the labels, titles and outside legends.
+
+    Fixed margins instead of tight_layout or a "tight" crop: either would cost each redraw an extra
+    layout pass. The sizes follow what the figure holds (title lines, a suptitle, a legend beside the
+    axes); tests/test_viz.py checks that nothing falls outside the figure. ``bottom``: inches below the
+    axes (more for rotated tick labels); ``right``: inches kept free on the right (text or a figure
+    legend beside the axes)."""
+    w, h = fig.get_size_inches()
+    top_axes = [ax for ax in fig.axes if ax.get_subplotspec() and ax.get_subplotspec().is_first_row()]
+    title_lines = max((_lines(ax.get_title()) for ax in top_axes), default=0)
+    top = 0.12 + 0.2 * title_lines
+    if fig._suptitle is not None and fig._suptitle.get_text():
+        top += 0.1 + 0.22 * _lines(fig._suptitle.get_text())
+    ylabel_lines = max((_lines(ax.get_ylabel()) for ax in fig.axes), default=1)
+    left = 0.45 + 0.18 * ylabel_lines + 0.12 * _wide_ticks(fig)
+    right = max(0.2, right)
+    renderer = None
+    for ax in fig.axes:
+        legend = ax.get_legend()
+        if legend is not None and legend.get_bbox_to_anchor().x0 >= ax.get_window_extent().x1 - 1:
+            renderer = renderer or fig.canvas.get_renderer()
+            right = max(right, 0.3 + legend.get_window_extent(renderer).width / fig.dpi)
+    fig.subplots_adjust(
+        left=left / w, right=1 - right / w, bottom=bottom / h, top=1 - top / h, wspace=wspace, hspace=hspace
+    )
+
+
+def _wide_ticks(fig) -> int:
+    """Extra tenths of an inch for long y tick labels (counted from the labels set so far)."""
+    longest = 0
+    for ax in fig.axes:
+        labels = [t.get_text() for t in ax.get_yticklabels()]
+        longest = max([longest] + [len(t) for t in labels])
+    return max(0, longest - 4)
 
 
 def log_y(ax):

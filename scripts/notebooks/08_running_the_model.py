@@ -32,6 +32,8 @@ from kquant.model import corpus, evaluate, hub, runner, scores
 from kquant import viz
 from kquant.exercises import nb08 as ex
 
+viz.setup()  # figures sized to need no "tight" crop: one layout pass per redraw, not two
+
 # %% [markdown]
 """
 ## 1. The F16 model, talking

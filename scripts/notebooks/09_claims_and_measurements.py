@@ -37,6 +37,8 @@ from kquant.lessons import kfamily, memory, metrics, published, samples
 from kquant import mixes, reference, viz
 from kquant.exercises import nb09 as ex
 
+viz.setup()  # figures sized to need no "tight" crop: one layout pass per redraw, not two
+
 # %% [markdown]
 """
 ## 0. The measurements, once

@@ -38,6 +38,8 @@ from kquant.gguf import reader, summary
 from kquant import imatrix, reference, viz
 from kquant.lessons import published
 from kquant.exercises import nb10 as ex
+
+viz.setup()  # figures sized to need no "tight" crop: one layout pass per redraw, not two
 from kquant.model import calibrate
 
 # %% [markdown]
