@@ -6,8 +6,10 @@ Drawing only; each notebook group's views are in kquant.viz.numbers, .kquants, .
 from __future__ import annotations
 
 import numpy as np
+from matplotlib.collections import PatchCollection
+from matplotlib.colors import to_rgba
 from matplotlib.patches import Rectangle
-from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
+from matplotlib.ticker import AutoLocator, FuncFormatter, LogLocator, MaxNLocator, NullLocator
 
 SIGN, EXPONENT, MANTISSA = "#d62728", "#1f77b4", "#2ca02c"
 
@@ -72,10 +74,13 @@ def tidy(fig, wspace: float = 0.3, hspace: float = 0.75, bottom: float = 0.55, r
     if fig._suptitle is not None and fig._suptitle.get_text():
         top += 0.1 + 0.22 * _lines(fig._suptitle.get_text())
     ylabel_lines = max((_lines(ax.get_ylabel()) for ax in fig.axes), default=1)
-    left = 0.45 + 0.18 * ylabel_lines + 0.12 * _wide_ticks(fig)
-    right = max(0.2, right)
+    left = 0.55 + 0.18 * ylabel_lines
+    right = max(0.3, right)
     renderer = None
     for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            if type(axis.get_major_locator()) is AutoLocator:  # 5 ticks, not ~9: each tick label costs a text layout
+                axis.set_major_locator(MaxNLocator(nbins=5, steps=[1, 2, 2.5, 5, 10]))
         legend = ax.get_legend()
         if legend is not None and legend.get_bbox_to_anchor().x0 >= ax.get_window_extent().x1 - 1:
             renderer = renderer or fig.canvas.get_renderer()
@@ -83,15 +88,6 @@ def tidy(fig, wspace: float = 0.3, hspace: float = 0.75, bottom: float = 0.55, r
     fig.subplots_adjust(
         left=left / w, right=1 - right / w, bottom=bottom / h, top=1 - top / h, wspace=wspace, hspace=hspace
     )
-
-
-def _wide_ticks(fig) -> int:
-    """Extra tenths of an inch for long y tick labels (counted from the labels set so far)."""
-    longest = 0
-    for ax in fig.axes:
-        labels = [t.get_text() for t in ax.get_yticklabels()]
-        longest = max([longest] + [len(t) for t in labels])
-    return max(0, longest - 4)
 
 
 def log_y(ax):
@@ -115,11 +111,13 @@ def byte_grid(ax, block: np.ndarray, fields: list, per_row: int, base: int = 0):
     """Bytes as hex values in rows of ``per_row``, each field a colour; row labels count from ``base``."""
     block = np.asarray(block, dtype=np.uint8)
     rows = -(-block.size // per_row)
+    cells, faces = [], []
     for k, (name, start, end) in enumerate(fields):
         color = FIELD_COLORS[k % len(FIELD_COLORS)]
         for i in range(start, end):
             r, c = divmod(i, per_row)
-            ax.add_patch(Rectangle((c, -r - 1), 1, 1, facecolor=color, alpha=0.35, edgecolor="white"))
+            cells.append(Rectangle((c, -r - 1), 1, 1))
+            faces.append(to_rgba(color, 0.35))
             ax.text(
                 c + 0.5,
                 -r - 0.5,
@@ -131,6 +129,8 @@ def byte_grid(ax, block: np.ndarray, fields: list, per_row: int, base: int = 0):
                 in_layout=False,
             )
         ax.add_patch(Rectangle((0, 0), 0, 0, facecolor=color, alpha=0.35, label=f"{name}: bytes {start}–{end - 1}"))
+    # One collection, not a patch per byte: adding and drawing hundreds of artists is most of a redraw.
+    ax.add_collection(PatchCollection(cells, facecolors=faces, edgecolors="white"))
     ax.set_xlim(0, per_row)
     ax.set_ylim(-rows, 0)
     ax.set_xticks(np.arange(per_row) + 0.5, [str(i) for i in range(per_row)], fontsize=7)
