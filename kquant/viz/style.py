@@ -38,7 +38,9 @@ TYPE_COLORS = {
 # needed. 80 dpi: a 11-inch figure is 880 px, about the width of a notebook's output area (more pixels
 # would be scaled down by the browser, and each costs encoding time).
 PRINT_FIGURE_KWARGS = {"bbox_inches": None}
-RC = {"figure.dpi": 80, "savefig.dpi": "figure"}
+# axes.titley fixed: with the default (None) every draw measures the tick labels to move each
+# title clear of labels on top, which no view has.
+RC = {"figure.dpi": 80, "savefig.dpi": "figure", "axes.titley": 1.0}
 
 
 def setup() -> None:
@@ -74,7 +76,7 @@ def tidy(fig, wspace: float = 0.3, hspace: float = 0.75, bottom: float = 0.55, r
     if fig._suptitle is not None and fig._suptitle.get_text():
         top += 0.1 + 0.22 * _lines(fig._suptitle.get_text())
     ylabel_lines = max((_lines(ax.get_ylabel()) for ax in fig.axes), default=1)
-    left = 0.55 + 0.18 * ylabel_lines
+    left = 0.65 + 0.18 * ylabel_lines
     right = max(0.3, right)
     renderer = None
     for ax in fig.axes:
