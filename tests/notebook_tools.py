@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import atexit
 import datetime
 import logging
 import os
 import pathlib
+import shutil
 import sys
+import tempfile
 import textwrap
 
 import nbformat
@@ -21,7 +24,19 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 # widget stall (below). Cells that run a model on the held-out text, quantize every mix or
 # collect an imatrix take 20-60 s on a loaded 2-core machine (notebooks 08-10).
 CELL_TIMEOUT_S = 120
-SLOW_CELL_TIMEOUT_S, SLOW_CELLS = 600, ("evaluate.compare(", "calibrate.collect(")
+SLOW_CELL_TIMEOUT_S = 600
+SLOW_CELLS = ("evaluate.compare(", "cache.compare(", "cache.quantized(", "calibrate.collect(")
+# The notebooks keep quantized files and scores in kquant's cache folder (kquant.model.cache): the tests
+# give them one of their own, made afresh per test run, so the cold path runs and ~/.cache stays untouched.
+_CACHE = None
+
+
+def _test_cache() -> str:
+    global _CACHE
+    if _CACHE is None:
+        _CACHE = tempfile.mkdtemp(prefix="kquant-test-cache-")
+        atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
+    return _CACHE
 
 
 def _cell_timeout(cell) -> int:
@@ -53,8 +68,9 @@ def execute(nb: dict) -> tuple[nbformat.NotebookNode, float]:
 
 def _execute_once(nb: dict) -> tuple[nbformat.NotebookNode, bool]:
     node = nbformat.from_dict(nb)
-    saved = {k: os.environ.get(k) for k in ("PYTHONPATH", "MPLBACKEND")}
+    saved = {k: os.environ.get(k) for k in ("PYTHONPATH", "MPLBACKEND", "KQUANT_DATA")}
     os.environ["PYTHONPATH"] = str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")
+    os.environ.setdefault("KQUANT_DATA", _test_cache())
     os.environ.pop("MPLBACKEND", None)  # let ipykernel choose its (headless) inline backend
     warnings = _Warnings()
     log = logging.getLogger("kquant-notebook-tests")

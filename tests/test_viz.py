@@ -32,6 +32,23 @@ def test_every_view_draws_a_titled_labelled_figure_and_shows_it(name, monkeypatc
     plt.close("all")
 
 
+@pytest.mark.parametrize("name", list(VIEWS))
+def test_every_view_fits_its_figure_without_a_tight_crop(name, monkeypatch):
+    """The notebooks render without bbox_inches="tight" (viz.setup()): the margins must hold every label."""
+    shown = []
+    monkeypatch.setattr(plt, "show", lambda *a, **k: shown.append(plt.gcf()))
+    viz.setup()
+    VIEWS[name].draw(VIEWS[name].values[-1])  # the last value: the other end of the slider from the test above
+    fig = shown[0]
+    fig.canvas.draw()
+    box = fig.get_tightbbox(fig.canvas.get_renderer())  # inches: everything drawn, labels and legends included
+    width, height = fig.get_size_inches()
+    slack = 0.03  # inches: antialiasing at the edge
+    cut = {"left": -box.x0, "right": box.x1 - width, "bottom": -box.y0, "top": box.y1 - height}
+    assert max(cut.values()) < slack, f"{name}: drawn outside the figure by {cut} (inches)"
+    plt.close("all")
+
+
 def test_the_q4_k_bit_drawing_accounts_for_all_96_bits_exactly_once():
     owners = viz.kquants.scale_bit_owners()
     assert owners.shape == (12, 8) and all(o is not None for o in owners.ravel())

@@ -4,11 +4,12 @@ Drawing only: the numbers are computed by the rest of kquant (and, in the notebo
 in front of the reader), then handed here. Functions named ``*_view`` are the
 callbacks of the notebooks' widgets: each draws one complete figure from the
 slider values and ends with ``plt.show()``, which is what makes ipywidgets put the
-figure in its output area. ``kquant.viz.gallery`` lists every view with the inputs the
-notebooks give it; the tests draw each once and ``benchmarks/widgets.py`` times them.
+figure in its output area. ``tests/views.py`` lists every view with inputs like its
+notebook's; the tests draw each once and ``benchmarks/widgets.py`` times them.
 
 * ``numbers``: notebooks 00-03   * ``kquants``: 04-05   * ``files``: 06-07   * ``models``: 08-11
-* ``style``: what they share (colours, spacing, fast histograms, byte grids)
+* ``style``: what they share (colours, spacing, fast histograms, byte grids); ``setup()``, which every
+  notebook's import cell calls, renders figures at 80 dpi without the inline backend's "tight" crop
 """
 
 from kquant.viz.files import gguf_map_view, mix_view, plan_picture
@@ -34,6 +35,7 @@ from kquant.viz.numbers import (
     tradeoff_plot,
     weight_histogram,
 )
+from kquant.viz.style import setup
 
 __all__ = [
     "block_bytes",
@@ -57,6 +59,7 @@ __all__ = [
     "scale_bits_view",
     "scale_search_view",
     "scores_vs_bpw",
+    "setup",
     "tradeoff_plot",
     "weight_histogram",
 ]

@@ -64,8 +64,8 @@ def plan_picture(plans: dict, suptitle: str):
         Rectangle((0, 0), 1, 1, facecolor=TYPE_COLORS.get(t, "white"), label=t) for t in TYPE_COLORS if t in used
     ]
     fig.legend(handles=handles, loc="center right", fontsize=8, title="type")
-    fig.suptitle(suptitle, fontsize=11, y=1.02)
-    fig.subplots_adjust(wspace=0.45, right=1 - 1.1 / fig.get_figwidth())
+    fig.suptitle(suptitle, fontsize=11)
+    tidy(fig, wspace=0.45, bottom=1.0, right=1.1)  # rotated tensor kinds below, the type legend on the right
     plt.show()
 
 
@@ -73,7 +73,7 @@ def mix_view(tensors, params, mix: str):
     """The plan of one mix for a model (``tensors``: mixes.TensorSpec list), with the file's average bits per weight."""
     choices = plan(tensors, params, mix)
     bpw = plan_summary("", choices).bpw
-    plan_picture({mix: choices}, f"{mix}: {bpw:.3f} bits per weight on average over the whole file (tensor data)")
+    plan_picture({mix: choices}, f"{mix}: {bpw:.3f} bits per weight on average\nover the whole file (tensor data)")
 
 
 def _file_map(ax, y: float, layout, name: str, min_mb: float):

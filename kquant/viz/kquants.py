@@ -191,6 +191,6 @@ def k_block_view(w, name: str, group: int = 0, row: int = 0):
     sl = slice(group * lay.group, (group + 1) * lay.group)
     weights_on_levels(right, x[sl], y[sl], levels[group], "decoded", f"weight index in group {group}")
     step = float(np.abs(np.diff(levels[group])).mean()) if lay.level_bits else 0.0
-    right.set_title(f"group {group}: {2**lay.level_bits} evenly spaced levels (grey), step {step:.3g}", fontsize=10)
+    right.set_title(f"group {group}: {2**lay.level_bits} evenly spaced levels (grey),\nstep {step:.3g}", fontsize=10)
     tidy(fig)
     plt.show()

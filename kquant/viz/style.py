@@ -6,8 +6,10 @@ Drawing only; each notebook group's views are in kquant.viz.numbers, .kquants, .
 from __future__ import annotations
 
 import numpy as np
+from matplotlib.collections import PatchCollection
+from matplotlib.colors import to_rgba
 from matplotlib.patches import Rectangle
-from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
+from matplotlib.ticker import AutoLocator, FuncFormatter, LogLocator, MaxNLocator, NullLocator
 
 SIGN, EXPONENT, MANTISSA = "#d62728", "#1f77b4", "#2ca02c"
 
@@ -31,10 +33,63 @@ TYPE_COLORS = {
 }
 
 
-def tidy(fig, wspace: float = 0.3, hspace: float = 0.75):
-    """Space the panels apart. Fixed spacing instead of tight_layout: that would cost each
-    redraw an extra layout pass, and the notebook crops the margins anyway (bbox "tight")."""
-    fig.subplots_adjust(wspace=wspace, hspace=hspace)
+# How the notebooks render figures. Jupyter's inline backend defaults to bbox_inches="tight", which lays
+# every figure out twice (once to find the crop, once to draw); tidy() sizes the margins so no crop is
+# needed. 80 dpi: a 11-inch figure is 880 px, about the width of a notebook's output area (more pixels
+# would be scaled down by the browser, and each costs encoding time).
+PRINT_FIGURE_KWARGS = {"bbox_inches": None}
+# axes.titley fixed: with the default (None) every draw measures the tick labels to move each
+# title clear of labels on top, which no view has.
+RC = {"figure.dpi": 80, "savefig.dpi": "figure", "axes.titley": 1.0}
+
+
+def setup() -> None:
+    """Render the notebook's figures without a second layout pass (every notebook's import cell calls this)."""
+    import matplotlib
+
+    matplotlib.rcParams.update(RC)
+    try:
+        from IPython import get_ipython
+    except ImportError:  # plain Python: nothing to configure
+        return
+    shell = get_ipython()
+    if shell is not None:  # a notebook's kernel (or IPython): its inline backend renders with these
+        shell.run_line_magic("config", f"InlineBackend.print_figure_kwargs = {PRINT_FIGURE_KWARGS!r}")
+
+
+def _lines(text: str) -> int:
+    return text.count("\n") + 1 if text else 0
+
+
+def tidy(fig, wspace: float = 0.3, hspace: float = 0.75, bottom: float = 0.55, right: float = 0.0):
+    """Space the panels apart and leave margins, in inches, for the labels, titles and outside legends.
+
+    Fixed margins instead of tight_layout or a "tight" crop: either would cost each redraw an extra
+    layout pass. The sizes follow what the figure holds (title lines, a suptitle, a legend beside the
+    axes); tests/test_viz.py checks that nothing falls outside the figure. ``bottom``: inches below the
+    axes (more for rotated tick labels); ``right``: inches kept free on the right (text or a figure
+    legend beside the axes)."""
+    w, h = fig.get_size_inches()
+    top_axes = [ax for ax in fig.axes if ax.get_subplotspec() and ax.get_subplotspec().is_first_row()]
+    title_lines = max((_lines(ax.get_title()) for ax in top_axes), default=0)
+    top = 0.12 + 0.2 * title_lines
+    if fig._suptitle is not None and fig._suptitle.get_text():
+        top += 0.1 + 0.22 * _lines(fig._suptitle.get_text())
+    ylabel_lines = max((_lines(ax.get_ylabel()) for ax in fig.axes), default=1)
+    left = 0.65 + 0.18 * ylabel_lines
+    right = max(0.3, right)
+    renderer = None
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            if type(axis.get_major_locator()) is AutoLocator:  # 5 ticks, not ~9: each tick label costs a text layout
+                axis.set_major_locator(MaxNLocator(nbins=5, steps=[1, 2, 2.5, 5, 10]))
+        legend = ax.get_legend()
+        if legend is not None and legend.get_bbox_to_anchor().x0 >= ax.get_window_extent().x1 - 1:
+            renderer = renderer or fig.canvas.get_renderer()
+            right = max(right, 0.3 + legend.get_window_extent(renderer).width / fig.dpi)
+    fig.subplots_adjust(
+        left=left / w, right=1 - right / w, bottom=bottom / h, top=1 - top / h, wspace=wspace, hspace=hspace
+    )
 
 
 def log_y(ax):
@@ -58,11 +113,13 @@ def byte_grid(ax, block: np.ndarray, fields: list, per_row: int, base: int = 0):
     """Bytes as hex values in rows of ``per_row``, each field a colour; row labels count from ``base``."""
     block = np.asarray(block, dtype=np.uint8)
     rows = -(-block.size // per_row)
+    cells, faces = [], []
     for k, (name, start, end) in enumerate(fields):
         color = FIELD_COLORS[k % len(FIELD_COLORS)]
         for i in range(start, end):
             r, c = divmod(i, per_row)
-            ax.add_patch(Rectangle((c, -r - 1), 1, 1, facecolor=color, alpha=0.35, edgecolor="white"))
+            cells.append(Rectangle((c, -r - 1), 1, 1))
+            faces.append(to_rgba(color, 0.35))
             ax.text(
                 c + 0.5,
                 -r - 0.5,
@@ -74,6 +131,8 @@ def byte_grid(ax, block: np.ndarray, fields: list, per_row: int, base: int = 0):
                 in_layout=False,
             )
         ax.add_patch(Rectangle((0, 0), 0, 0, facecolor=color, alpha=0.35, label=f"{name}: bytes {start}–{end - 1}"))
+    # One collection, not a patch per byte: adding and drawing hundreds of artists is most of a redraw.
+    ax.add_collection(PatchCollection(cells, facecolors=faces, edgecolors="white"))
     ax.set_xlim(0, per_row)
     ax.set_ylim(-rows, 0)
     ax.set_xticks(np.arange(per_row) + 0.5, [str(i) for i in range(per_row)], fontsize=7)

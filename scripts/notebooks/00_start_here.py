@@ -106,6 +106,8 @@ from ipywidgets import FloatSlider, IntSlider, interact
 from kquant import viz
 from kquant.exercises import nb00 as ex
 
+viz.setup()  # figures sized to need no "tight" crop: one layout pass per redraw, not two
+
 # %% [markdown]
 """
 ## 3. The idea in one picture

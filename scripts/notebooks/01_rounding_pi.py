@@ -30,6 +30,8 @@ from kquant.lessons import memory, metrics, rounding
 from kquant import reference, viz
 from kquant.exercises import nb01 as ex
 
+viz.setup()  # figures sized to need no "tight" crop: one layout pass per redraw, not two
+
 # %% [markdown]
 """
 ## 1. π in fixed point

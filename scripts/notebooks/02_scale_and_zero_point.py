@@ -25,6 +25,8 @@ from kquant.lessons import scale_zero_point, metrics, samples
 from kquant import viz
 from kquant.exercises import nb02 as ex
 
+viz.setup()  # figures sized to need no "tight" crop: one layout pass per redraw, not two
+
 # %% [markdown]
 """
 ## 1. The weights

@@ -27,6 +27,8 @@ from kquant import reference, viz
 from kquant.formats import q4_0
 from kquant.exercises import nb03 as ex
 
+viz.setup()  # figures sized to need no "tight" crop: one layout pass per redraw, not two
+
 # %% [markdown]
 """
 ## 1. One scale per block

@@ -32,6 +32,8 @@ from kquant import reference, viz
 from kquant.formats import q4_k
 from kquant.exercises import nb04 as ex
 
+viz.setup()  # figures sized to need no "tight" crop: one layout pass per redraw, not two
+
 # %% [markdown]
 """
 ## 1. The layout

@@ -35,6 +35,8 @@ from kquant.model import hub
 from kquant import mixes, viz
 from kquant.exercises import nb06 as ex
 
+viz.setup()  # figures sized to need no "tight" crop: one layout pass per redraw, not two
+
 # %% [markdown]
 """
 ## 1. The bundled model

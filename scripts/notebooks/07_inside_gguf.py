@@ -39,6 +39,8 @@ from kquant.gguf import anatomy, summary
 from kquant import mixes, reference, viz
 from kquant.exercises import nb07 as ex
 
+viz.setup()  # figures sized to need no "tight" crop: one layout pass per redraw, not two
+
 # %% [markdown]
 """
 ## 1. The header: the first 24 bytes

@@ -22,15 +22,16 @@ Words such as *KV cache*, *perplexity*, *KL divergence* and *95 % interval* are 
 
 # %%
 import os
-import tempfile
 
 import numpy as np
 from ipywidgets import Dropdown, fixed, interact
 
 import kquant
-from kquant.model import corpus, evaluate, hub, runner, scores
+from kquant.model import cache, corpus, evaluate, hub, runner, scores
 from kquant import viz
 from kquant.exercises import nb08 as ex
+
+viz.setup()  # figures sized to need no "tight" crop: one layout pass per redraw, not two
 
 # %% [markdown]
 """
@@ -59,15 +60,17 @@ in eight sums is held out by a fixed rule), and the 128 facts it memorised.
 ## 2. Seven quantized files
 
 `kquant.quantize_gguf` writes each mix (notebook 07 showed the bytes are llama-quantize's).
-Writing all seven takes a few seconds:
+`cache.quantized` calls it once per mix and keeps the file in kquant's cache folder, keyed by the
+sha256 of the source model, the mix and the versions of kquant and llama.cpp, so notebooks 09 and
+10 (and a second run of this one) reuse the files instead of writing them again; a changed model
+gets new files. Writing all seven takes a few seconds the first time:
 """
 
 # %%
 MIXES = ["Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q4_0", "Q3_K_M", "Q2_K"]
-out = tempfile.mkdtemp(prefix="kquant-08-")
 files = {"F16": hub.bundled()}
 for mix in MIXES:
-    files[mix] = kquant.quantize_gguf(hub.bundled(), os.path.join(out, f"tiny-{mix}.gguf"), mix, progress=False).path
+    files[mix] = cache.quantized(hub.bundled(), mix, f"tiny-{mix}.gguf")  # quantize_gguf, once
 for label, path in files.items():
     print(f"{label:<7} {os.path.getsize(path) / 1e6:6.2f} MB   {evaluate.bits_per_weight(path):5.2f} bits per weight")
 
@@ -192,8 +195,11 @@ print(f"KL(F16 ‖ Q2_K) = {scores.kl_divergence(ref_logits, q2_logits):.2e} nat
 `evaluate.compare` does the same on 24 held-out documents, asks every file 200 held-out sums and
 all 128 facts (greedy; an answer is right only if every token of it is the model's first
 choice), counts the answers that *change* (right in one file, wrong in the other), and times
-generation. The first file is the reference. Every number below is measured now, on this
-machine. The **KV cache** (the keys and values of every earlier position, which llama.cpp keeps
+generation. The first file is the reference. Every number below is measured on this machine:
+`cache.compare` runs `evaluate.compare`'s scoring once per file and keeps each file's scores in
+kquant's cache folder, keyed by the sha256 of the file and of the reference, the settings and the
+versions, so notebooks 09-10 and a second run reuse them (delete `kquant.model.cache.folder()` to
+measure again). The **KV cache** (the keys and values of every earlier position, which llama.cpp keeps
 so that each new token costs one step instead of rereading the whole text) is F32 in every run,
 so only the weights differ.
 
@@ -207,7 +213,7 @@ as independent, `mean_and_uncertainty` in `tools/perplexity/perplexity.cpp`.)
 """
 
 # %%
-table = evaluate.compare(list(files.values()), n_docs=24, n_sums=200, speed_tokens=32)  # about 20 s
+table = cache.compare(list(files.values()), n_docs=24, n_sums=200, speed_tokens=32)  # about 20 s the first time
 for r, label in zip(table.rows, files):
     r.path = r.path.with_name(f"tiny-{label}.gguf")
 print(table)
@@ -317,8 +323,8 @@ except kquant.KQuantError as e:
     print(f"skipped: {e}")
     public = None
 if public is not None:
-    hub_files = [public] + [kquant.quantize_gguf(public, os.path.join(out, f"{public.stem}-{m}.gguf"), m).path for m in ["Q8_0", "Q4_K_M", "Q2_K"]]
-    print(evaluate.compare(hub_files, n_docs=16, n_sums=100))
+    hub_files = [public] + [cache.quantized(public, m) for m in ["Q8_0", "Q4_K_M", "Q2_K"]]
+    print(cache.compare(hub_files, n_docs=16, n_sums=100))
 
 # %% [markdown]
 """

@@ -33,11 +33,13 @@ import numpy as np
 from ipywidgets import Dropdown, fixed, interact
 
 import kquant
-from kquant.model import corpus, evaluate, forward, hub
+from kquant.model import cache, corpus, evaluate, forward, hub
 from kquant.gguf import reader, summary
 from kquant import imatrix, reference, viz
 from kquant.lessons import published
 from kquant.exercises import nb10 as ex
+
+viz.setup()  # figures sized to need no "tight" crop: one layout pass per redraw, not two
 from kquant.model import calibrate
 
 # %% [markdown]
@@ -211,19 +213,19 @@ for qtype in ["Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "Q4_0", "Q4_1", "Q5_0", "Q
 
 Now whole files: Q2_K, Q3_K_M and Q4_K_M, each written without and with the imatrix
 (`quantize_gguf(..., imatrix=path)`, llama-quantize's `--imatrix`), checked against llama.cpp's own file once,
-and scored against F16 on the held-out text and tasks of notebook 08 (about 20 seconds):
+and scored against F16 on the held-out text and tasks of notebook 08 (about 20 seconds the first time; files and scores are
+kept in kquant's cache, `kquant.model.cache`, keyed by the content of the model and the imatrix):
 """
 
 # %%
 files = {"F16": hub.bundled()}
 for mix in ["Q4_K_M", "Q3_K_M", "Q2_K"]:
     for tag, use in [("", None), ("+imatrix", path)]:
-        files[mix + tag] = kquant.quantize_gguf(hub.bundled(), os.path.join(out, f"tiny-{mix}{tag}.gguf"), mix,
-                                                imatrix=use, progress=False).path
+        files[mix + tag] = cache.quantized(hub.bundled(), mix, f"tiny-{mix}{tag}.gguf", imatrix=use)  # keyed by the imatrix too
 theirs = reference.model_quantize(hub.bundled(), os.path.join(out, "llama.cpp-Q2_K+imatrix.gguf"), "Q2_K", imatrix=path)
 print("kquant's Q2_K+imatrix file = llama.cpp's (llama_model_quantize with the same imatrix file):",
       summary.sha256(files["Q2_K+imatrix"]) == summary.sha256(theirs))
-table = evaluate.compare(list(files.values()), n_docs=24, n_sums=200, speed_tokens=8)
+table = cache.compare(list(files.values()), n_docs=24, n_sums=200, speed_tokens=32)  # notebook 08's settings: its scores are reused
 by_mix = dict(zip(files, table.rows))
 print(table)
 

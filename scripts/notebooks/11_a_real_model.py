@@ -41,6 +41,8 @@ from kquant.model import forward, hub, runner, scores
 from kquant.quantize_file import dequantize_gguf
 from kquant.exercises import nb11 as ex
 
+viz.setup()  # figures sized to need no "tight" crop: one layout pass per redraw, not two
+
 # %% [markdown]
 """
 ## 1. Getting the model, offline-first
