@@ -220,5 +220,5 @@ def requantization_view(x: np.ndarray, stand_in: np.ndarray, qtype: str, n: int 
     ax.set_ylabel(f"{qtype} value − weight")
     ax.set_title(f"re-quantized as {qtype}; relative error over all rows in the legend", fontsize=10)
     ax.legend(fontsize=8, loc="upper right")
-    tidy(fig)
+    tidy(fig, left=1.05)  # tick labels such as -0.0050 are wider than the default margin
     plt.show()

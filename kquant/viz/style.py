@@ -61,14 +61,14 @@ def _lines(text: str) -> int:
     return text.count("\n") + 1 if text else 0
 
 
-def tidy(fig, wspace: float = 0.3, hspace: float = 0.75, bottom: float = 0.55, right: float = 0.0):
+def tidy(fig, wspace: float = 0.3, hspace: float = 0.75, bottom: float = 0.55, right: float = 0.0, left: float = 0.0):
     """Space the panels apart and leave margins, in inches, for the labels, titles and outside legends.
 
     Fixed margins instead of tight_layout or a "tight" crop: either would cost each redraw an extra
     layout pass. The sizes follow what the figure holds (title lines, a suptitle, a legend beside the
     axes); tests/test_viz.py checks that nothing falls outside the figure. ``bottom``: inches below the
     axes (more for rotated tick labels); ``right``: inches kept free on the right (text or a figure
-    legend beside the axes)."""
+    legend beside the axes); ``left``: at least this many inches on the left (long tick labels)."""
     w, h = fig.get_size_inches()
     top_axes = [ax for ax in fig.axes if ax.get_subplotspec() and ax.get_subplotspec().is_first_row()]
     title_lines = max((_lines(ax.get_title()) for ax in top_axes), default=0)
@@ -76,7 +76,7 @@ def tidy(fig, wspace: float = 0.3, hspace: float = 0.75, bottom: float = 0.55, r
     if fig._suptitle is not None and fig._suptitle.get_text():
         top += 0.1 + 0.22 * _lines(fig._suptitle.get_text())
     ylabel_lines = max((_lines(ax.get_ylabel()) for ax in fig.axes), default=1)
-    left = 0.65 + 0.18 * ylabel_lines
+    left = max(left, 0.65 + 0.18 * ylabel_lines)
     right = max(0.3, right)
     renderer = None
     for ax in fig.axes:
