@@ -1322,3 +1322,30 @@ def test_a_str_that_claims_to_equal_everything_does_not_pass(ex):
     for text in ("anything", "0" * 16, "Q9_X"):
         result = ex.evaluate(lambda *a, text=text: _EqualStr(text), seed=0)
         assert result.status == INCORRECT, result
+
+
+def test_every_solution_passes_the_lint_gate_as_code():
+    """The solutions are strings in kquant/exercises/nbXX.py, which ruff cannot see: here they are checked as code
+    (the function each one completes, as the instructor version shows it). Names the notebook defines are F821."""
+    import shutil
+    import subprocess
+    import sys
+    import textwrap
+    from pathlib import Path
+
+    from kquant.exercises.notebook import exercises_of
+
+    ruff = shutil.which("ruff") or str(Path(sys.executable).parent / "ruff")
+    for nb in [f"nb{i:02d}" for i in range(12)]:
+        for ex in exercises_of(nb):
+            src = (
+                f"def {ex.signature}:\n" + textwrap.indent(textwrap.dedent(ex.solution_code).strip("\n"), "    ") + "\n"
+            )
+            r = subprocess.run(
+                [ruff, "check", "--quiet", "--ignore", "F821", "--stdin-filename", f"{ex.grade_id}.py", "-"],
+                input=src,
+                capture_output=True,
+                text=True,
+                cwd=Path(__file__).resolve().parents[1],
+            )
+            assert r.returncode == 0, f"{ex.grade_id}: {r.stdout}{r.stderr}"
