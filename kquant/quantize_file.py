@@ -206,6 +206,8 @@ def quantize_gguf(
     output_type=None,
     token_embd_type=None,
     imatrix=None,
+    weights=None,
+    blocks=None,
     progress: bool = True,
 ) -> FileSummary:
     """Quantize the F32 / F16 / BF16 llama GGUF ``src`` into ``dst`` with a llama.cpp mix.
@@ -215,6 +217,13 @@ def quantize_gguf(
     (--token-embedding-type), ``imatrix`` (--imatrix: a kquant.imatrix.Imatrix, the path of
     an imatrix file, or a dict tensor name -> importance vector). ``dst`` is replaced only if
     ``overwrite``; ``src`` never is.
+
+    Two doors for the methods of notebooks 11-16, which change what is written but not how
+    the file is laid out: ``weights`` ({tensor name: float array of the tensor's shape})
+    replaces a tensor's values before it is converted (AWQ's rescaled matrices and norms,
+    a merged LoRA); ``blocks`` ({tensor name: uint8 array}) supplies a quantized tensor's
+    bytes, which must have the size its planned type gives (GPTQ's blocks). Each name must
+    be a tensor of ``src``; ``plan_gguf`` tells which type each one gets.
     Returns a FileSummary: per tensor its type, bytes, bits per weight, time and reason.
     """
     model = read_model(src)
@@ -225,6 +234,7 @@ def quantize_gguf(
     _check_required_entries(choices, mix, importance)
     dst = check_destination(dst, overwrite=overwrite, protect=[model.path])
     source = {t.name: t for t in model.file.tensors}
+    weights, blocks = _check_replacements(choices, weights, blocks)
 
     start = time.perf_counter()
     rows = []
@@ -243,7 +253,10 @@ def quantize_gguf(
                 with progress_bar(total, f"{model.path.name} → {mix.name}", progress) as bar:
                     for c in choices:
                         t0 = time.perf_counter()
-                        data = _encode(source[c.name], c, importance)
+                        if c.name in blocks:
+                            data = blocks[c.name]
+                        else:
+                            data = _encode(source[c.name], c, importance, weights.get(c.name))
                         model.file.release(source[c.name])  # memory bounded by a tensor, not the file
                         writer.write_tensor_data(data)  # pads to 32 bytes after the tensor
                         reason = c.reason + ("; weighted by its imatrix entry" if _weighted(c, importance) else "")
@@ -283,11 +296,46 @@ def _plan(model: SourceModel, mix, pure, overrides, output_type, token_embd_type
     return choices
 
 
-def _encode(t, c: Choice, importance: dict) -> np.ndarray:
+def _check_replacements(choices: list[Choice], new_weights, new_blocks) -> tuple[dict, dict]:
+    """quantize_gguf's ``weights`` and ``blocks``, checked against the plan before anything is written."""
+    by_name = {c.name: c for c in choices}
+    out_w, out_b = {}, {}
+    for name, x in (new_weights or {}).items():
+        c = by_name.get(name)
+        if c is None:
+            raise KQuantError(f"weights= names {name!r}, which is not a tensor of the source model")
+        x = np.asarray(x, dtype=np.float32)
+        if x.shape != tuple(c.shape):
+            raise KQuantError(f"weights= gives {name} the shape {x.shape}; the tensor's shape is {tuple(c.shape)}")
+        if not np.isfinite(x).all():
+            raise KQuantError(f"weights= gives {name} NaN or Inf values; llama.cpp refuses such a tensor")
+        out_w[name] = x
+    for name, b in (new_blocks or {}).items():
+        c = by_name.get(name)
+        if c is None:
+            raise KQuantError(f"blocks= names {name!r}, which is not a tensor of the source model")
+        if name in out_w:
+            raise KQuantError(f"{name} is given both weights= and blocks=: give one")
+        b = np.ascontiguousarray(b).reshape(-1).view(np.uint8)
+        size = math.prod(quant_shape_to_byte_shape(c.shape, c.type))
+        if b.size != size:
+            raise KQuantError(
+                f"blocks= gives {name} {b.size} bytes; as {c.type.name} it takes {size} (see plan_gguf for its type)"
+            )
+        out_b[name] = b
+    return out_w, out_b
+
+
+def _encode(t, c: Choice, importance: dict, replaced=None) -> np.ndarray:
     """The bytes of one output tensor: a copy, a float conversion, or kquant.quantize."""
-    x = weights(t)  # float32; also refuses NaN and Inf, as llama.cpp does for every tensor it reads
-    if c.type == c.source:
-        return np.ascontiguousarray(t.data).reshape(-1).view(np.uint8)
+    if replaced is None:
+        if c.type == c.source:
+            return np.ascontiguousarray(t.data).reshape(-1).view(np.uint8)
+        x = weights(t)  # float32; also refuses NaN and Inf, as llama.cpp does for every tensor it reads
+    else:
+        x = replaced  # quantize_gguf(weights=): checked float32 of the tensor's shape
+        if c.type == T.BF16:
+            return _to_bf16(x).reshape(-1).view(np.uint8)
     qw = _importance_for(c, importance)  # checked for every converted tensor, F16 targets included
     if c.type == T.F32:
         return x.reshape(-1).view(np.uint8)
@@ -309,6 +357,12 @@ def _encode(t, c: Choice, importance: dict) -> np.ndarray:
         )
     except KQuantError as e:
         raise KQuantError(f"{c.name} as {c.type.name}: {e}") from None
+
+
+def _to_bf16(x: np.ndarray) -> np.ndarray:
+    """float32 -> bfloat16 bits, rounding to nearest even as ggml_fp32_to_bf16 does (finite input)."""
+    u = x.view(np.uint32)
+    return ((u + (0x7FFF + ((u >> 16) & 1))) >> 16).astype(np.uint16)
 
 
 def _check_required_entries(choices, mix, importance: dict) -> None:

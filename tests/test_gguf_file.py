@@ -16,6 +16,7 @@ from tiny_llama import write_tiny_llama
 
 import kquant.quantize_file
 from kquant.errors import KQuantError
+from kquant.formats import dequantize
 from kquant.gguf.summary import sha256
 from kquant.mixes import MIXES
 from kquant.quantize_file import plan_gguf, quantize_gguf
@@ -297,3 +298,47 @@ def test_memory_stays_bounded_by_a_tensor_not_by_the_file(tmp_path):
     size = src.stat().st_size
     print(f"input {size / 1e6:.0f} MB, peak memory {base / 1e6:.0f} -> {peak / 1e6:.0f} MB")
     assert peak - base < 0.5 * size
+
+
+@pytest.mark.parametrize(
+    "model", ["4 layers, GQA 4, tied, F32", "8 layers, GQA 2, untied, F16", "rows of 480 and 200, BF16"]
+)
+def test_weights_and_blocks_that_restate_the_source_give_the_same_file(model, models, tmp_path):
+    # The doors GPTQ, AWQ and LoRA use change nothing when they pass the source's own values.
+    src = models[model]
+    plain = quantize_gguf(src, tmp_path / "plain.gguf", "Q4_K_M", progress=False)
+    same = {t.name: kquant.gguf.reader.weights(t) for t in kquant.gguf.reader.open_gguf(src).tensors}
+    via_weights = quantize_gguf(src, tmp_path / "w.gguf", "Q4_K_M", weights=same, progress=False)
+    assert sha256(via_weights.path) == sha256(plain.path)
+    written = {t.name: np.array(t.data) for t in GGUFReader(plain.path).tensors if t.tensor_type.value >= 2}
+    via_blocks = quantize_gguf(src, tmp_path / "b.gguf", "Q4_K_M", blocks=written, progress=False)
+    assert sha256(via_blocks.path) == sha256(plain.path)
+
+
+def test_replaced_weights_are_what_gets_written(small_model, tmp_path):
+    choices = {c.name: c for c in plan_gguf(small_model, "Q8_0")}
+    name, norm = "blk.0.attn_q.weight", "blk.0.attn_norm.weight"
+    new = {name: np.full(choices[name].shape, 0.5, np.float32), norm: np.full(choices[norm].shape, 3.0, np.float32)}
+    out = quantize_gguf(small_model, tmp_path / "x.gguf", "Q8_0", weights=new, progress=False)
+    f = kquant.gguf.reader.open_gguf(out.path)
+    got = {t.name: t for t in f.tensors}
+    assert np.allclose(dequantize(np.ascontiguousarray(got[name].data), "Q8_0"), 0.5, rtol=1e-3)  # Q8_0's fp16 scale
+    assert np.all(kquant.gguf.reader.weights(got[norm]) == 3.0)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(weights={"nope.weight": np.zeros(3)}), "not a tensor of the source"),
+        (dict(weights={"blk.0.attn_q.weight": np.zeros(3)}), "the tensor's shape is"),
+        (dict(blocks={"blk.0.attn_q.weight": np.zeros(3, np.uint8)}), "see plan_gguf"),
+        (dict(weights={"blk.0.attn_norm.weight": np.full(64, np.nan)}), "NaN or Inf"),
+    ],
+)
+def test_bad_replacements_are_one_clear_error_before_anything_is_written(kwargs, message, small_model, tmp_path):
+    if "NaN" in message:
+        shape = {c.name: c.shape for c in plan_gguf(small_model)}["blk.0.attn_norm.weight"]
+        kwargs = dict(weights={"blk.0.attn_norm.weight": np.full(shape, np.nan, np.float32)})
+    with pytest.raises(KQuantError, match=message):
+        quantize_gguf(small_model, tmp_path / "x.gguf", "Q4_K_M", **kwargs, progress=False)
+    assert not (tmp_path / "x.gguf").exists()
