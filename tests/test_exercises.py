@@ -893,19 +893,19 @@ def _mistakes():
             (lambda w, wh, imp: float(np.mean(imp * (w - wh) ** 2)), "not a mean"),
             (lambda w, wh, imp: float(np.sum(imp * np.abs(w - wh))), "square the errors"),
         ],
-        "nb11-q1": [
+        "nb17-q1": [
             (lambda s: s[0] % 256 == 0, "tests the number of rows"),
             (lambda s: int(np.prod(s)) % 256 == 0, "never spans two rows"),
             (lambda s: s[-1] % 32 == 0, "super-blocks of 256"),
             (lambda s: int(s[-1] % 256 == 0), "not the number"),
         ],
-        "nb11-q2": [
+        "nb17-q2": [
             (lambda shapes: float(np.mean([s[-1] % 256 == 0 for s in shapes])), "the share of tensors"),
             (lambda shapes: 100 * _k_share(shapes), "a percentage"),
             (lambda shapes: 1 - _k_share(shapes), "CANNOT take K-quants"),
             (lambda shapes: _k_share(shapes, axis=0), "not the number of rows shape[0]"),
         ],
-        "nb11-q3": [
+        "nb17-q3": [
             (lambda x, t: float(np.sqrt(np.mean(_roundtrip(x, t) ** 2))), "the RMS error itself"),
             (lambda x, t: float(np.sum(_roundtrip(x, t) ** 2) / np.sum(x.astype(np.float64) ** 2)), "squared ratio"),
             (lambda x, t: float(np.abs(_roundtrip(x, t)).max()), "the largest error"),
@@ -1261,7 +1261,7 @@ def _delegations():
         "nb09-q2": [lambda n, bpw: memory.gb(memory.weight_bytes(n, bpw))],
         "nb09-q3": [lambda L, h, d, c, b: memory.kv_cache_bytes(L, h, d, c, b)],
         "nb10-q2": [lambda s, c: Entry(s, c).importance()],
-        "nb11-q3": [lambda x, t: requantize.relative_error(x, t)],
+        "nb17-q3": [lambda x, t: requantize.relative_error(x, t)],
     }
 
 
@@ -1274,8 +1274,8 @@ USES_THE_LIBRARY = {
     "nb05-q3": "choosing a format is the point; quantizing with kquant is how",
     "nb10-q1": "a one-line numpy reduction; kquant has no function for it",
     "nb10-q3": "a one-line numpy reduction; kquant has no function for it",
-    "nb11-q1": "a one-line test of the row length; kquant's rules do it inside the plan",
-    "nb11-q2": "a sum over shapes; kquant has no function for it",
+    "nb17-q1": "a one-line test of the row length; kquant's rules do it inside the plan",
+    "nb17-q2": "a sum over shapes; kquant has no function for it",
 }
 
 
@@ -1336,7 +1336,8 @@ def test_every_solution_passes_the_lint_gate_as_code():
     from kquant.exercises.notebook import exercises_of
 
     ruff = shutil.which("ruff") or str(Path(sys.executable).parent / "ruff")
-    for nb in [f"nb{i:02d}" for i in range(12)]:
+    modules = sorted(Path(__file__).resolve().parents[1].glob("kquant/exercises/nb[0-9][0-9].py"))
+    for nb in [m.stem for m in modules]:
         for ex in exercises_of(nb):
             src = (
                 f"def {ex.signature}:\n" + textwrap.indent(textwrap.dedent(ex.solution_code).strip("\n"), "    ") + "\n"

@@ -35,6 +35,9 @@ LAYERS = [
     ("oracle", ["kquant.reference"]),
     # 5. The model: corpus, tokenizer, export, numpy forward pass, llama.cpp runner, scores.
     ("model", ["kquant.model"]),
+    # 5b. Methods beyond round-to-nearest (GPTQ, AWQ, bit budgets, QLoRA): they need the model's
+    #     activations or gradients and write files through the whole-file layer.
+    ("methods", ["kquant.methods"]),
     # 6. What only the notebooks need: small lesson modules and the plots.
     ("lessons", ["kquant.lessons", "kquant.viz"]),
     # 7. What a person runs: exercises, the command line, the demo, the self-test.

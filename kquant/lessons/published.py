@@ -103,7 +103,7 @@ K_QUANTS_PR = "https://github.com/ggml-org/llama.cpp/pull/1684"
 QLORA_PAPER = "https://arxiv.org/abs/2305.14314"
 
 # Widths of small public models (hidden_size, intermediate_size in each model's config.json on the
-# Hugging Face Hub), for notebook 11's "which model takes K-quants everywhere": a K-quant needs rows
+# Hugging Face Hub), for notebook 17's "which model takes K-quants everywhere": a K-quant needs rows
 # of whole 256-weight blocks, so both widths must be multiples of 256. Licences as published.
 MODEL_WIDTHS = {
     "SmolLM2-135M (Apache-2.0)": (576, 1536),  # HuggingFaceTB/SmolLM2-135M-Instruct; also read from its GGUF

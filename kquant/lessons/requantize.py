@@ -1,4 +1,4 @@
-"""Re-quantizing a file that is already quantized (11): why its errors are not the original weights'.
+"""Re-quantizing a file that is already quantized (17): why its errors are not the original weights'.
 
 A Q4_1 file holds, per block of 32 weights, a step ``d`` and a minimum ``m``; every weight
 it gives back is ``m + q·d`` with q in 0..15: the weights *sit on a grid*. Quantizing them

