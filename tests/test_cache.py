@@ -104,3 +104,24 @@ def test_cached_scores_equal_freshly_computed_ones_and_follow_the_files_content(
     fresh = evaluate.compare([ref, q8], **SMALL)
     assert [r.perplexity for r in changed.rows] == [r.perplexity for r in fresh.rows]
     assert [r.kl for r in changed.rows] == [r.kl for r in fresh.rows]
+
+
+def test_made_and_arrays_compute_once_and_follow_their_parts(cache_folder):
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {"h": np.arange(6.0).reshape(2, 3)}
+
+    first = cache.arrays("hessian", compute, src="a", layer=0)
+    again = cache.arrays("hessian", compute, src="a", layer=0)
+    other = cache.arrays("hessian", compute, src="b", layer=0)
+    assert len(calls) == 2 and np.array_equal(first["h"], again["h"]) and np.array_equal(other["h"], first["h"])
+
+    def make(path):
+        calls.append(2)
+        path.write_bytes(b"x")
+
+    p = cache.made("gptq", make, "m.gguf", src="a")
+    assert cache.made("gptq", make, "m.gguf", src="a") == p and calls.count(2) == 1
+    assert cache.made("gptq", make, "m.gguf", src="c") != p and calls.count(2) == 2

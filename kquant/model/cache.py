@@ -5,7 +5,10 @@ the same files on the same held-out text; each would otherwise redo that work. H
 computed once, when missing, and found again by its key:
 
 * ``quantized(src, mix, name, **options)``: the file ``quantize_gguf(src, …, mix, **options)`` writes;
-* ``compare(paths, **kwargs)``: ``evaluate.compare``'s table, each file's scores kept separately.
+* ``compare(paths, **kwargs)``: ``evaluate.compare``'s table, each file's scores kept separately;
+* ``made(kind, make, name, **parts)`` and ``arrays(kind, compute, **parts)``: any other file or
+  named arrays (the methods of notebooks 11-16: Hessians, sensitivities, GPTQ's files), keyed by
+  ``parts``, which must name everything the result depends on (``sha256(file)`` for a file).
 
 A key is the sha256 of everything the result depends on: the bytes of the input files (the
 source model, an imatrix file, the scored file and its reference), the mix and options, and the
@@ -73,6 +76,35 @@ def quantized(src, mix: str, name: str | None = None, *, imatrix=None, **options
         # quantize_gguf writes through atomic_output; overwrite: another process may have made it meanwhile.
         quantize_gguf(src, path, mix, imatrix=imatrix, overwrite=True, progress=False, **options)
     return path
+
+
+def made(kind: str, make, name: str, **parts) -> Path:
+    """The file ``make(path)`` writes at ``path``, from the cache (made when missing).
+
+    ``make`` must write ``path`` atomically (``quantize_gguf`` and ``atomic_output`` do) and may
+    overwrite it: another process may have made the same entry meanwhile.
+    """
+    path = folder() / key(kind, **parts)[:32] / name
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        make(path)
+        if not path.exists():
+            raise RuntimeError(f"cache.made({kind!r}): make() did not write {path}")
+    return path
+
+
+def arrays(kind: str, compute, **parts) -> dict[str, np.ndarray]:
+    """``compute()``'s {name: array} from the cache (computed when missing); stored as .npz, no pickles."""
+    entry = folder() / kind / f"{key(kind, **parts)}.npz"
+    if entry.exists():
+        with np.load(entry, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    result = {k: np.asarray(v) for k, v in compute().items()}
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_output(entry, overwrite=True) as tmp:
+        with open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to a name
+            np.savez(f, **result)
+    return result
 
 
 def scores(path, reference: evaluate.Scores | None = None, *, reference_key: str | None = None, **kwargs):
