@@ -43,11 +43,12 @@ Notebooks 06-10 quantize with it.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import multiprocessing as mp
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -327,7 +328,7 @@ class _Job:
     importance: dict
     weights: dict
     blocks: dict
-    source: dict = field(init=False)  # tensor name -> the source's Tensor
+    source: dict = dataclasses.field(init=False)  # tensor name -> the source's Tensor
 
     def __post_init__(self):
         self.source = {t.name: t for t in self.model.file.tensors}
