@@ -559,6 +559,21 @@ def test_every_exercise_has_hints_and_a_solution(ex):
     assert repr(ex.solution()).startswith(f"def {ex.signature}:\n")
 
 
+def _paired_ddof1(a, b, ddof=1):
+    d = b - a
+    half = 1.96 * d.std(ddof=ddof) / np.sqrt(d.size)
+    return d.mean() - half, d.mean() + half
+
+
+def _paired_ddof0(a, b):
+    return _paired_ddof1(a, b, ddof=0)
+
+
+def _unpaired(a, b):
+    half = 1.96 * np.sqrt(a.var(ddof=1) / a.size + b.var(ddof=1) / b.size)
+    return (b - a).mean() - half, (b - a).mean() + half
+
+
 def _mistakes():
     """Plausible wrong answers, per exercise, and what the check must say about each.
 
@@ -892,6 +907,33 @@ def _mistakes():
             (lambda w, wh, imp: float(np.sum((w - wh) ** 2)), "the plain squared error"),
             (lambda w, wh, imp: float(np.mean(imp * (w - wh) ** 2)), "not a mean"),
             (lambda w, wh, imp: float(np.sum(imp * np.abs(w - wh))), "square the errors"),
+        ],
+        "nb16-q1": [
+            (lambda rows: [min(rows, key=lambda r: r[2])[0]], "one row is not the front"),
+            (lambda rows: [a for a, b, k in rows if not any(b2 < b and k2 < k for _, b2, k2 in rows)], "another beats"),
+            (
+                lambda rows: [a for a, b, k in rows if not any(b2 <= b and k2 <= k and x != a for x, b2, k2 in rows)],
+                "leaves out a row that no other row beats",
+            ),
+            (lambda rows: [r for r in rows], "labels"),
+        ],
+        "nb16-q2": [
+            (lambda lo, hi, low: "better" if ((lo + hi) / 2 < 0) == low else "worse", "the middle of the interval"),
+            (lambda lo, hi, low: "within noise" if lo <= 0 <= hi else ("better" if hi < 0 else "worse"), "direction"),
+            (
+                lambda lo, hi, low: "within noise" if lo < 0 < hi else ("better" if (hi <= 0) == low else "worse"),
+                "the interval holds 0",
+            ),
+            (lambda lo, hi, low: "same", "answer 'better', 'worse' or 'within noise'"),
+        ],
+        "nb16-q3": [
+            (lambda a, b: _unpaired(a, b), "independent samples"),
+            (
+                lambda a, b: ((b - a).mean() - 1.96 * (b - a).std(ddof=1), (b - a).mean() + 1.96 * (b - a).std(ddof=1)),
+                "spread of single documents",
+            ),
+            (lambda a, b: _paired_ddof0(a, b), "ddof=1"),
+            (lambda a, b: tuple(-v for v in _paired_ddof1(a, b)[::-1]), "sign is reversed"),
         ],
         "nb17-q1": [
             (lambda s: s[0] % 256 == 0, "tests the number of rows"),
@@ -1274,6 +1316,9 @@ USES_THE_LIBRARY = {
     "nb05-q3": "choosing a format is the point; quantizing with kquant is how",
     "nb10-q1": "a one-line numpy reduction; kquant has no function for it",
     "nb10-q3": "a one-line numpy reduction; kquant has no function for it",
+    "nb16-q1": "a Pareto front: kquant has no function for it",
+    "nb16-q2": "kquant's evaluate.verdict writes a sentence; which direction is better for each metric is the point",
+    "nb16-q3": "a numpy one-liner; kquant's own intervals are bootstrap ones (evaluate.difference)",
     "nb17-q1": "a one-line test of the row length; kquant's rules do it inside the plan",
     "nb17-q2": "a sum over shapes; kquant has no function for it",
 }
