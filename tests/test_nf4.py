@@ -176,7 +176,7 @@ def bnb():
     import torch
 
     assert bitsandbytes.__version__ == BNB_VERSION, f"the oracle is bitsandbytes {BNB_VERSION}"
-    torch.set_num_threads(1)  # torch.mean's last bit depends on the thread count over 32768 blocks
+    torch.set_num_threads(1)  # quantize_nf4's default; torch.mean's last bit depends on it from 32768 blocks
     return bitsandbytes.functional
 
 
@@ -274,9 +274,17 @@ def test_the_absmax_mean_is_torchs_to_the_bit(bnb):
     import torch
 
     rng = np.random.default_rng(8)
-    for n in (1, 5, 8, 15, 16, 17, 63, 64, 65, 100, 257, 1000, 4099, 20000, 33000):
-        a = rng.uniform(0, 3, n).astype(f32)
-        assert bits(torch.from_numpy(a).mean().numpy()) == bits(nf4.torch_mean(a)), n
+    try:
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            for n in (1, 5, 8, 15, 16, 17, 63, 64, 65, 100, 257, 1000, 4099, 20000, 32768, 40000, 100003):
+                a = rng.uniform(0, 3, n).astype(f32)
+                assert bits(torch.from_numpy(a).mean().numpy()) == bits(nf4.torch_mean(a, threads=threads)), (
+                    n,
+                    threads,
+                )
+    finally:
+        torch.set_num_threads(1)
 
 
 def test_bitsandbytes_avx512_dequantizer_takes_blocks_per_row(bnb):
