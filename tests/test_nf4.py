@@ -34,6 +34,8 @@ def test_the_levels_are_normal_quantiles_to_the_bit():
     assert levels[0] == -1 and levels[7] == 0 and levels[15] == 1 and (np.diff(levels) > 0).all()
     assert (levels > 0).sum() == 8 and (levels < 0).sum() == 7, "one more level above zero than below"
     assert not np.array_equal(nf4.normal_levels(0.99), levels), "the offset moves the levels"
+    symmetric = nf4.normal_levels(use_extra_value=False)
+    assert symmetric.size == 15 and np.array_equal(symmetric, -symmetric[::-1])
 
 
 def test_the_thresholds_are_the_float32_midpoints_of_the_tree():
@@ -259,6 +261,15 @@ def test_the_tables_and_the_thresholds_are_bitsandbytes(bnb):
     assert np.array_equal(bits(bnb.create_dynamic_map().numpy()), bits(nf4.DYNAMIC_MAP))
     bounds, _order = _get_4bit_quantize_bounds("nf4", __import__("torch").device("cpu"))
     assert np.array_equal(bits(bounds.numpy()), bits(nf4.NF4_THRESHOLDS))
+
+
+@pytest.mark.parametrize("use_extra_value", [True, False])
+@pytest.mark.parametrize("offset", [0.9677083, 0.99, 0.95])
+def test_normal_levels_are_create_normal_map(bnb, offset, use_extra_value):
+    table = bnb.create_normal_map(offset, use_extra_value).numpy()  # 256 values, padded with zeros
+    levels = nf4.normal_levels(offset, use_extra_value)
+    assert levels.size == (16 if use_extra_value else 15)
+    assert np.array_equal(bits(np.unique(table)), bits(levels))
 
 
 def test_on_a_threshold_bitsandbytes_takes_the_lower_level_where_nearest_search_does_not(bnb):

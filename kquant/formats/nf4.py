@@ -124,16 +124,17 @@ def _norm_ppf(p: np.ndarray) -> np.ndarray:
 def normal_levels(offset: float = 0.9677083, use_extra_value: bool = True) -> np.ndarray:
     """bitsandbytes' ``create_normal_map``: the 16 NF4 levels from normal quantiles, float32.
 
-    8 positive quantiles between ``offset`` and 0.5, 7 negative ones, and 0, each rounded to
-    float32 and divided by the largest. ``offset`` is the outermost quantile: 0.9677083 puts
-    the top level at norm.ppf(0.9677083) = 1.848 standard deviations before scaling to 1.
+    8 positive quantiles between ``offset`` and 0.5 (7 with ``use_extra_value=False``), 7 negative
+    ones, and 0, each rounded to float32 and divided by the largest. ``offset`` is the outermost
+    quantile: 0.9677083 puts the top level at norm.ppf(0.9677083) = 1.848 standard deviations before
+    scaling to 1. bitsandbytes pads the list to 256 with zeros (an 8-bit table); here the distinct levels.
     """
     if not 0.5 < offset < 1:
         raise KQuantError(f"offset {offset} is not a quantile above the median: pass 0.5 < offset < 1")
     pos, neg = (9, 8) if use_extra_value else (8, 8)
     v1 = _norm_ppf(_linspace_f32(offset, 0.5, pos)[:-1])
     v3 = -_norm_ppf(_linspace_f32(offset, 0.5, neg)[:-1])
-    values = np.sort(np.concatenate([v1, [0.0], v3]).astype(f32))  # the 241 padding zeros: one 0 level
+    values = np.sort(np.concatenate([v1, [0.0], v3]).astype(f32))  # bitsandbytes' padding zeros: one level
     return (values / values.max()).astype(f32)
 
 
@@ -166,7 +167,7 @@ def create_dynamic_map(signed: bool = True, max_exponent_bits: int = 7, total_bi
 DYNAMIC_MAP = create_dynamic_map()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # arrays inside: compare the fields, e.g. np.array_equal(a.packed, b.packed)
 class NF4Tensor:
     """A tensor in NF4, as bitsandbytes' ``quantize_4bit(..., quant_type="nf4")`` leaves it.
 
@@ -215,7 +216,7 @@ def _check(x, blocksize: int) -> np.ndarray:
     if a.size == 0:
         raise KQuantError("nothing to quantize: pass an array with at least one weight")
     if not np.isfinite(a).all():
-        raise KQuantError("x holds NaN or inf: bitsandbytes would code them as 1.0 or -1.0 silently; clean them first")
+        raise KQuantError("x holds NaN or inf, which NF4 has no code for: replace them before quantizing")
     return a.astype(f32).reshape(-1)
 
 
