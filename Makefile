@@ -47,7 +47,7 @@ bench: $(TESTS)
 	$(BIN)/python benchmarks/notebooks.py
 
 # The NF4 oracle: tests/test_nf4.py against bitsandbytes itself, in a venv of its own (.venv/bnb:
-# torch's CPU build and bitsandbytes, about 1.3 GB) so that `make test` downloads none of it; there
+# torch's CPU build and bitsandbytes, about 1.4 GB) so that `make test` downloads none of it; there
 # those tests skip, here they must run (KQUANT_NF4_ORACLE=1 turns a missing bitsandbytes into a
 # failure). CI runs it after `make test` (.ci/run). pip must resolve torch==2.13.0 to its CPU build:
 # elsewhere add PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu.
