@@ -318,13 +318,21 @@ def quantize_model(
     everything = None if sequential else hessians(llama, sequences)
     for i in range(llama.cfg.n_layer):
         Hs = hessians(work, sequences, i) if sequential else {k: v for k, v in everything.items() if f"blk.{i}." in k}
-        for name, H in Hs.items():
-            W = llama.weights[name]
-            r = quantize(W, H, g.qtype, percdamp=percdamp, blocksize=blocksize)
-            rtn = formats.dequantize(formats.quantize(W, g.qtype), g.qtype)
-            out[name] = r.blocks
-            out["proxy/" + name] = np.array([output_error(W, r.values, H), output_error(W, rtn, H)])
-            work.weights[name] = r.values
+        for src_name in sorted({f"blk.{i}.{m}.weight" for m in SHARED_INPUT.values()}):
+            # Matrices that share an input share H, and GPTQ treats rows independently: one stacked run.
+            names = [f"blk.{i}.{m}.weight" for m, s in SHARED_INPUT.items() if f"blk.{i}.{s}.weight" == src_name]
+            H = Hs[src_name]
+            r = quantize(np.concatenate([llama.weights[n] for n in names]), H, g.qtype, percdamp=percdamp,
+                         blocksize=blocksize)
+            start = 0
+            for name in names:
+                W = llama.weights[name]
+                rows = slice(start, start + len(W))
+                start += len(W)
+                rtn = formats.dequantize(formats.quantize(W, g.qtype), g.qtype)
+                out[name] = r.blocks[rows]
+                out["proxy/" + name] = np.array([output_error(W, r.values[rows], H), output_error(W, rtn, H)])
+                work.weights[name] = r.values[rows]
     return out
 
 
