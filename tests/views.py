@@ -22,8 +22,8 @@ from kquant.formats import q4_k
 from kquant.formats import quantize as kquant_quantize
 from kquant.gguf import anatomy
 from kquant.lessons import metrics, published, requantize, samples, scale_zero_point
-from kquant.mixes import Choice, plan
 from kquant.methods import gptq as gptq_method
+from kquant.mixes import Choice, plan
 from kquant.model import calibrate, evaluate, forward, hub, runner
 from kquant.quantize_file import read_model
 from kquant.viz import files, gptq, kquants, models, numbers

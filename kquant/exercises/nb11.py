@@ -30,7 +30,9 @@ def _check_hessian(fn, rng):
         if np.allclose(got, want * n, rtol=1e-5) or np.allclose(got, want * n / 2, rtol=1e-5):
             raise Wrong(f"{what}: that is a sum over tokens; divide by the token count, so H does not grow with it")
         if np.allclose(got, 2 * np.cov(x64, rowvar=False, bias=True), rtol=1e-5):
-            raise Wrong(f"{what}: that subtracts the mean (a covariance); the layer multiplies x itself, offset included")
+            raise Wrong(
+                f"{what}: that subtracts the mean (a covariance); the layer multiplies x itself, offset included"
+            )
         if np.allclose(np.diag(got), np.diag(want), rtol=1e-5):
             raise Wrong(f"{what}: the diagonal is right but not the rest: every pair of columns j, k gets Σ x_j x_k")
         raise Wrong(f"{what} differs from 2·XᵀX / n")
@@ -63,7 +65,9 @@ def _check_column_step(fn, rng):
         what = f"column_step(<w {rows}×{cols}>, <q ({rows},)>, <u ({cols},)>) (case {k + 1})"
         raw = call(fn, w.copy(), q.copy(), U[0].copy())
         if np.shape(raw) == (rows, cols - 1):
-            raise Wrong(f"{what} has shape {(rows, cols - 1)}: return the whole block, column 0 included (it becomes q)")
+            raise Wrong(
+                f"{what} has shape {(rows, cols - 1)}: return the whole block, column 0 included (it becomes q)"
+            )
         got = as_array(raw, (rows, cols), what)
         err = (w[:, 0] - q) / U[0, 0]
         want = w - np.outer(err, U[0])

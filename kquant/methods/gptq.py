@@ -50,8 +50,8 @@ from pathlib import Path
 import numpy as np
 from gguf import GGMLQuantizationType
 
-from kquant.errors import KQuantError
 from kquant import formats
+from kquant.errors import KQuantError
 from kquant.formats import q4_0, q4_k
 from kquant.formats.cops import c_float_to_int8, c_semantics, c_to_uint8, f32, fp16_value, signed_absmax
 from kquant.formats.search import requantize_levels
@@ -322,8 +322,9 @@ def quantize_model(
             # Matrices that share an input share H, and GPTQ treats rows independently: one stacked run.
             names = [f"blk.{i}.{m}.weight" for m, s in SHARED_INPUT.items() if f"blk.{i}.{s}.weight" == src_name]
             H = Hs[src_name]
-            r = quantize(np.concatenate([llama.weights[n] for n in names]), H, g.qtype, percdamp=percdamp,
-                         blocksize=blocksize)
+            r = quantize(
+                np.concatenate([llama.weights[n] for n in names]), H, g.qtype, percdamp=percdamp, blocksize=blocksize
+            )
             start = 0
             for name in names:
                 W = llama.weights[name]
@@ -349,8 +350,9 @@ def quantize_file(src, dst, qtype="Q4_0", *, overwrite: bool = False, **options)
     pure mix of that type (``token_embd`` round-to-nearest, norms F32). Returns quantize_gguf's FileSummary."""
     made = quantize_model(src, qtype, **options)
     blocks = {k: v for k, v in made.items() if not k.startswith("proxy/")}
-    return quantize_gguf(src, dst, MIXES[grid(qtype).qtype.name], pure=True, blocks=blocks, overwrite=overwrite,
-                         progress=False)
+    return quantize_gguf(
+        src, dst, MIXES[grid(qtype).qtype.name], pure=True, blocks=blocks, overwrite=overwrite, progress=False
+    )
 
 
 def cached_model(src, qtype="Q4_0", **options) -> dict[str, np.ndarray]:
