@@ -44,13 +44,16 @@ Notebook 11 uses it.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from gguf import GGMLQuantizationType
 
-from kquant import formats
+from kquant import formats, imatrix
 from kquant.errors import KQuantError
 from kquant.formats import q4_0, q4_k
 from kquant.formats.cops import c_float_to_int8, c_semantics, c_to_uint8, f32, fp16_value, signed_absmax
@@ -152,6 +155,43 @@ def grid(qtype) -> _Q4_0 | _Q4_K:
     return GRIDS[name]
 
 
+# --- BLAS threads ---------------------------------------------------------------------------------------------
+
+
+@functools.cache
+def _openblas():
+    """numpy's own OpenBLAS (the PyPI wheels bundle scipy-openblas), or None (another BLAS: left alone)."""
+    libs = Path(np.__file__).resolve().parent.parent / "numpy.libs"
+    for lib in sorted(libs.glob("libscipy_openblas*.so*")) if libs.is_dir() else []:
+        try:
+            so = ctypes.CDLL(str(lib))
+            return so.scipy_openblas_get_num_threads64_, so.scipy_openblas_set_num_threads64_
+        except (OSError, AttributeError):
+            continue
+    return None
+
+
+@contextlib.contextmanager
+def one_blas_thread():
+    """Run numpy's linear algebra on one thread meanwhile.
+
+    GPTQ's matrices here are small (256 to 768 columns): OpenBLAS's worker threads then mostly
+    wait for each other, and on a shared 2-core machine with other work on it a matrix took 7-10×
+    longer with them than on one thread (2.2-3.3 s against 0.34 s measured for a 256 × 768 matrix).
+    """
+    calls = _openblas()
+    if calls is None:
+        yield
+        return
+    get, put = calls
+    before = get()
+    put(1)
+    try:
+        yield
+    finally:
+        put(before)
+
+
 # --- one matrix ---------------------------------------------------------------------------------------------
 
 
@@ -194,7 +234,11 @@ def quantize(
 
     ``H = I`` (no correlation, no compensation) gives ``kquant.quantize(W, qtype)``'s bytes exactly.
     """
-    g = grid(qtype)
+    with one_blas_thread():
+        return _quantize(W, H, grid(qtype), percdamp, blocksize)
+
+
+def _quantize(W, H, g, percdamp: float, blocksize: int) -> Result:
     W = np.array(W, dtype=np.float64)
     if W.ndim != 2 or W.shape[1] % g.group or not np.isfinite(W).all():
         raise KQuantError(
@@ -273,12 +317,13 @@ def hessians(llama: Llama, sequences, layer: int | None = None) -> dict[str, np.
         if name == last:
             raise _Done
 
-    for seq in sequences:
-        try:
-            llama.forward(seq, observe)
-        except _Done:
-            pass
-        count += len(seq)
+    with one_blas_thread():
+        for seq in sequences:
+            try:
+                llama.forward(seq, observe)
+            except _Done:
+                pass
+            count += len(seq)
     out = {}
     for name in sorted(sums):
         i = name.split(".")[1]
@@ -318,23 +363,80 @@ def quantize_model(
     everything = None if sequential else hessians(llama, sequences)
     for i in range(llama.cfg.n_layer):
         Hs = hessians(work, sequences, i) if sequential else {k: v for k, v in everything.items() if f"blk.{i}." in k}
-        for src_name in sorted({f"blk.{i}.{m}.weight" for m in SHARED_INPUT.values()}):
-            # Matrices that share an input share H, and GPTQ treats rows independently: one stacked run.
-            names = [f"blk.{i}.{m}.weight" for m, s in SHARED_INPUT.items() if f"blk.{i}.{s}.weight" == src_name]
-            H = Hs[src_name]
-            r = quantize(
-                np.concatenate([llama.weights[n] for n in names]), H, g.qtype, percdamp=percdamp, blocksize=blocksize
-            )
-            start = 0
-            for name in names:
-                W = llama.weights[name]
-                rows = slice(start, start + len(W))
-                start += len(W)
-                rtn = formats.dequantize(formats.quantize(W, g.qtype), g.qtype)
-                out[name] = r.blocks[rows]
-                out["proxy/" + name] = np.array([output_error(W, r.values[rows], H), output_error(W, rtn, H)])
-                work.weights[name] = r.values[rows]
+        for name, r in quantize_block(llama.weights, Hs, g.qtype, percdamp=percdamp, blocksize=blocksize).items():
+            W, H = llama.weights[name], Hs[name]
+            rtn = formats.dequantize(formats.quantize(W, g.qtype), g.qtype)
+            out[name] = r.blocks
+            out["proxy/" + name] = np.array([output_error(W, r.values, H), output_error(W, rtn, H)])
+            work.weights[name] = r.values
     return out
+
+
+def quantize_block(weights: dict, Hs: dict, qtype="Q4_0", **options) -> dict[str, Result]:
+    """GPTQ of the matrices named in ``Hs`` ({name: H}, one transformer block's, as ``hessians`` gives them).
+
+    Matrices that share an input share H, and GPTQ treats rows independently: q, k, v run as one
+    stacked matrix, gate and up as another (the same result as one by one, with a third of the work on H).
+    """
+    out = {}
+    for names in _shared(Hs):
+        r = quantize(np.concatenate([weights[n] for n in names]), Hs[names[0]], qtype, **options)
+        start = 0
+        for name in names:
+            rows = slice(start, start + len(weights[name]))
+            start = rows.stop
+            out[name] = Result(r.blocks[rows], r.values[rows], r.losses[rows])
+    return out
+
+
+def _shared(Hs: dict) -> list[list[str]]:
+    """The names in ``Hs`` grouped by the input they read (attn_q's group holds q, k, v; ffn_gate's gate, up)."""
+    groups: dict[str, list[str]] = {}
+    for name in Hs:
+        parts = name.split(".")
+        source = ".".join(parts[:2] + [SHARED_INPUT.get(parts[2], parts[2])] + parts[3:])
+        groups.setdefault(source, []).append(name)
+    return list(groups.values())
+
+
+def cached_hessians(src, layer: int, n_chunks: int = 8, n_ctx: int | None = None) -> dict[str, np.ndarray]:
+    """``hessians`` of one block of the unquantized model ``src``, from kquant's cache (computed when missing)."""
+
+    def compute():
+        llama = Llama.load(src)
+        return hessians(llama, calibration(llama, n_chunks, n_ctx), layer)
+
+    return cache.arrays(
+        "gptq-hessians",
+        compute,
+        src=sha256(src),
+        layer=layer,
+        n_chunks=n_chunks,
+        n_ctx=n_ctx,
+        calibration_seed=calibrate.CALIBRATION_SEED,
+    )
+
+
+def cached_imatrix(src, n_chunks: int = 8) -> Path:
+    """Notebook 10's imatrix file of ``src`` (the same calibration text, ``n_chunks`` chunks), from kquant's cache.
+
+    GPTQ's comparison quantizes with it: the same calibration tokens, used the imatrix way.
+    """
+
+    def make(path):
+        im = calibrate.collect(
+            src, calibrate.calibration_text(), n_chunks=n_chunks, dataset=calibrate.CALIBRATION_DATASET
+        )
+        imatrix.save(im, path)
+
+    return cache.made(
+        "imatrix",
+        make,
+        f"{Path(src).stem}.imatrix.gguf",
+        src=sha256(src),
+        n_chunks=n_chunks,
+        calibration_seed=calibrate.CALIBRATION_SEED,
+    )
 
 
 def settings(qtype="Q4_0", **options) -> dict:

@@ -25,17 +25,15 @@ Words such as *imatrix*, *block*, *KL divergence* and *95 % interval* are define
 """
 
 # %%
-import os
-import tempfile
 import time
 
 import numpy as np
 from ipywidgets import IntSlider, SelectionSlider, fixed, interact
 
 import kquant
-from kquant import imatrix, viz
+from kquant import viz
 from kquant.methods import gptq
-from kquant.model import cache, calibrate, evaluate, forward, hub
+from kquant.model import cache, evaluate, forward, hub
 from kquant.exercises import nb11 as ex
 
 viz.setup()  # figures sized to need no "tight" crop: one layout pass per redraw, not two
@@ -68,23 +66,24 @@ ex.q1.check(hessian)
 # %% [markdown]
 """
 Here is the real one: the input of layer 4's attention (attn_q, attn_k and attn_v all read it)
-on 4 chunks of the calibration text of notebook 10, through kquant's numpy forward pass.
+on 8 chunks of the calibration text of notebook 10, through kquant's numpy forward pass.
 The check below computes the output error both ways, for the round-to-nearest Q4_0 of `attn_k`:
 """
 
 # %%
 f16 = forward.Llama.load(hub.bundled())
-chunks = gptq.calibration(f16, n_chunks=4, n_ctx=None)
 NAME = "blk.4.attn_k.weight"
-H = gptq.hessians(f16, chunks, layer=4)[NAME]
+H = gptq.cached_hessians(hub.bundled(), layer=4, n_chunks=8)[NAME]  # kept in kquant's cache after the first run
 W = f16.weights[NAME]
 seen = {}
-f16.forward(chunks[0], observe=lambda name, x: seen.setdefault(name, x))
+chunk = gptq.calibration(f16, n_chunks=1, n_ctx=None)[0]
+f16.forward(chunk, observe=lambda name, x: seen.setdefault(name, x))
 x = seen[NAME].astype(np.float64)
 E = kquant.dequantize(kquant.quantize(W, "Q4_0"), "Q4_0") - W
 h1 = 2 * x.T @ x / len(x)  # the Hessian of this one chunk
-print(f"{NAME}: W {W.shape}, H {H.shape} from {sum(map(len, chunks))} tokens")
-print(f"one chunk: ‖E Xᵀ‖² = {np.sum((E @ x.T) ** 2):.4f},  tr(E H Eᵀ)·n/2 = {gptq.output_error(W, W + E, h1) * len(x) / 2:.4f}")
+print(f"{NAME}: W {W.shape}, H {H.shape} from 8 chunks of {len(chunk)} tokens")
+print(f"one chunk of {len(x)} tokens: ‖E Xᵀ‖² = {np.sum((E @ x.T) ** 2):.4f}, "
+      f"tr(E H Eᵀ)·n/2 = {gptq.output_error(W, W + E, h1) * len(x) / 2:.4f}")
 d = np.sqrt(np.diag(H))
 corr = H / np.outer(d, d)
 off = np.abs(corr[~np.eye(len(H), dtype=bool)])
@@ -252,8 +251,7 @@ sha256 and the settings); scoring uses notebook 08's held-out text and tasks.
 """
 
 # %%
-im = calibrate.collect(f16, calibrate.calibration_text(), n_chunks=8, dataset=calibrate.CALIBRATION_DATASET)
-im_path = imatrix.save(im, os.path.join(tempfile.mkdtemp(prefix="kquant-11-"), "tiny.imatrix.gguf"))
+im_path = gptq.cached_imatrix(hub.bundled(), n_chunks=8)  # notebook 10's imatrix, kept in kquant's cache
 files = {
     "F16": hub.bundled(),
     "Q4_0 RTN": cache.quantized(hub.bundled(), "Q4_0", "tiny-Q4_0-pure.gguf", pure=True),
@@ -298,8 +296,7 @@ start = time.perf_counter()
 H0 = gptq.hessians(f16, gptq.calibration(f16, n_chunks=8, n_ctx=None), layer=0)
 t_h = time.perf_counter() - start
 start = time.perf_counter()
-for name, Hn in H0.items():
-    gptq.quantize(f16.weights[name], Hn, "Q4_0")
+gptq.quantize_block(f16.weights, H0, "Q4_0")  # q, k, v as one stacked matrix, gate and up as another
 t_q = time.perf_counter() - start
 n_weights = sum(f16.weights[n].size for n in H0)
 print(f"block 0: Hessians {t_h:.1f} s, GPTQ of its {len(H0)} matrices ({n_weights:,} weights) {t_q:.1f} s, on the CPU")
