@@ -283,6 +283,13 @@ print(f"on its own calibration inputs, GPTQ's output error tr(E H Eᵀ) is below
 
 # %% [markdown]
 """
+On this model and this held-out text, GPTQ's KL divergence from F16 is lower than round-to-nearest's
+*and* lower than the imatrix's, with paired intervals that exclude 0 (the first and fourth lines),
+at the same 4.52 bits per weight; the other lines say which of the smaller differences are more
+than noise. The gain comes from the matrices: the last line counts those whose own output error
+GPTQ lowered on its calibration inputs. The sample is small (24 documents, 200 sums): a larger
+`n_docs` narrows every interval.
+
 ## 5. "GPTQ needs a GPU"
 
 A common claim. GPTQ's work per matrix is a Cholesky factorisation of H (columns³) and the column
@@ -303,7 +310,7 @@ print(f"block 0: Hessians {t_h:.1f} s, GPTQ of its {len(H0)} matrices ({n_weight
 
 # %% [markdown]
 """
-Seconds per block on a CPU for this 6.5M-parameter model. The cost grows with the width (the
+That is this machine's time for one block of this 6.5M-parameter model, on a CPU. The cost grows with the width (the
 factorisation with columns³, the loop with rows × columns²) and with the number of blocks and of
 calibration tokens, which is why large models are run on GPUs: for speed, not because the method
 requires one.
