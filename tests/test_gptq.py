@@ -186,3 +186,19 @@ def test_the_file_loads_and_runs_in_llama_cpp(bundled_gptq):
         assert np.corrcoef(ref[-1], logits[-1])[0, 1] > 0.99
     finally:
         m.close()
+
+
+def test_damping_pulls_gptq_towards_round_to_nearest():
+    """percdamp · mean(diag H) on the diagonal: the steps shrink, and the output error climbs to round-to-nearest's."""
+    rng = np.random.default_rng(10)
+    W = rng.standard_normal((32, 256)).astype(np.float32)
+    X = correlated_inputs(256, seed=11)
+    H = 2 * X.T @ X / len(X)
+    rtn = gptq.output_error(W, kquant.dequantize(kquant.quantize(W, "Q4_0"), "Q4_0"), H)
+    errors, steps = [], []
+    for percdamp in [0.01, 1.0, 100.0, 1e5]:
+        errors.append(gptq.output_error(W, gptq.quantize(W, H, "Q4_0", percdamp=percdamp).values, H))
+        U, _ = gptq.inverse_factor(H, percdamp)
+        steps.append(np.abs(np.triu(U / np.diag(U)[:, None], 1)).max())
+    assert errors[0] < errors[2] < errors[3] and errors[3] > 0.95 * rtn
+    assert steps == sorted(steps, reverse=True) and steps[-1] < 1e-3
