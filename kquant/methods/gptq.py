@@ -6,7 +6,9 @@ reference implementation, IST-DASLab/gptq ``gptq.py``, ``GPTQ.add_batch`` and
 ``GPTQ.fasterquant``:
 
 * ``H = 2 XᵀX / n`` from the inputs X (one row per token) that a matrix meets on calibration
-  text (``add_batch``); the layer's output error ``‖(Ŵ − W) Xᵀ‖²`` is ``tr((Ŵ − W) H (Ŵ − W)ᵀ) / 2 · n``;
+  text (``add_batch``); the layer's output error ``‖(Ŵ − W) Xᵀ‖²`` is ``tr((Ŵ − W) H (Ŵ − W)ᵀ) / 2 · n``.
+  (``add_batch`` counts n in sequences, not tokens: a constant factor, which changes nothing below,
+  since the damping is relative to H's own diagonal);
 * dead inputs (``H_ii = 0``) get ``H_ii = 1`` and their weights are set to 0, as the reference does;
 * damping: ``percdamp · mean(diag H)`` added to the diagonal (``percdamp = 0.01``);
 * ``Hinv = cholesky(H⁻¹, upper)``: row i of that factor holds what column i's error does to the

@@ -314,7 +314,10 @@ That is this machine's time for one block of this 6.5M-parameter model, on a CPU
 factorisation with columns³, the loop with rows × columns²) and with the number of blocks and of
 calibration tokens, which is why large models are run on GPUs: for speed, not because the method
 requires one.
+"""
 
+# %% [markdown]
+"""
 ## Summary
 
 * `H = 2·XᵀX / n` of a layer's inputs turns the output error into `tr(E H Eᵀ)`; its off-diagonal
