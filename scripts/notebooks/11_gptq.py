@@ -246,8 +246,9 @@ three files below have the same types, tensor for tensor, and the same size:
 * **imatrix**: the same with notebook 10's importance matrix (8 chunks of the same calibration text);
 * **GPTQ**: 8 chunks of the same calibration text.
 
-The first run takes a few minutes (the GPTQ file is kept in kquant's cache, keyed by the model's
-sha256 and the settings); scoring uses notebook 08's held-out text and tasks.
+The first run makes the GPTQ file, this notebook's slowest step; then it is kept in kquant's cache,
+keyed by the model's sha256 and the settings. Scoring uses notebook 08's held-out text and tasks.
+(`gptq.cached_file(src, "Q4_K")` makes the same kind of file with Q4_K blocks.)
 """
 
 # %%
