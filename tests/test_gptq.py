@@ -140,26 +140,28 @@ def test_bad_input_is_one_clear_error():
         gptq.quantize(W, np.eye(64), "Q4_0", blocksize=48)
 
 
-@pytest.fixture(scope="module")
-def bundled_gptq(tmp_path_factory):
-    """The bundled model GPTQ'd to Q4_0 with the default settings (a fresh cache: the cold path runs)."""
+@pytest.fixture(scope="module", params=TYPES)
+def bundled_gptq(request, tmp_path_factory):
+    """The bundled model GPTQ'd with the default settings (a fresh cache: the cold path runs)."""
     mp = pytest.MonkeyPatch()
     mp.setenv("KQUANT_DATA", str(tmp_path_factory.mktemp("cache")))
     try:
-        yield gptq.cached_file(hub.bundled(), "Q4_0"), gptq.cached_model(hub.bundled(), "Q4_0")
+        qtype = request.param
+        yield qtype, gptq.cached_file(hub.bundled(), qtype), gptq.cached_model(hub.bundled(), qtype)
     finally:
         mp.undo()
 
 
 def test_the_whole_model_file_is_gptq_blocks_in_llama_cpp_plan(bundled_gptq):
-    path, made = bundled_gptq
-    rtn = cache.quantized(hub.bundled(), "Q4_0", pure=True)
+    qtype, path, made = bundled_gptq
+    rtn = cache.quantized(hub.bundled(), gptq.MIXES[qtype], pure=True)
     ours, theirs = open_gguf(path), open_gguf(rtn)
     by_name = {t.name: t for t in theirs.tensors}
     assert [t.name for t in ours.tensors] == [t.name for t in theirs.tensors]
     n_layer = Llama.load(hub.bundled()).cfg.n_layer
     for t in ours.tensors:
         assert t.type == by_name[t.name].type
+        assert t.type.name in (qtype, "F32")
         data = np.asarray(t.data).reshape(-1)
         if t.name.startswith("blk.") and t.name.split(".")[2] in gptq.SHARED_INPUT:
             assert np.array_equal(data, made[t.name].reshape(-1))
@@ -170,13 +172,13 @@ def test_the_whole_model_file_is_gptq_blocks_in_llama_cpp_plan(bundled_gptq):
 
 
 def test_every_matrix_output_error_is_below_round_to_nearest(bundled_gptq):
-    _, made = bundled_gptq
+    _, _, made = bundled_gptq
     proxies = {k: v for k, v in made.items() if k.startswith("proxy/")}
     assert proxies and all(g < r for g, r in proxies.values())
 
 
 def test_the_file_loads_and_runs_in_llama_cpp(bundled_gptq):
-    path, _ = bundled_gptq
+    _, path, _ = bundled_gptq
     m = runner.load(path)
     try:
         ids = m.tokenize("Once upon a time", bos=True)
