@@ -87,7 +87,7 @@ print(f"one chunk of {len(x)} tokens: ‖E Xᵀ‖² = {np.sum((E @ x.T) ** 2):.
 d = np.sqrt(np.diag(H))
 corr = H / np.outer(d, d)
 off = np.abs(corr[~np.eye(len(H), dtype=bool)])
-print(f"inputs are correlated: |correlation| between two input columns, median {np.median(off):.2f}, "
+print(f"how the inputs go together: |correlation| between two input columns, median {np.median(off):.2f}, "
       f"above 0.5 for {np.mean(off > 0.5):.1%} of the pairs, largest {off.max():.2f}")
 
 # %% [markdown]
@@ -125,8 +125,8 @@ print(f"after column 0, column 1 moved from {w[1]} to {moved[1]:.3f} before its 
 # %% [markdown]
 """
 GPTQ's weights are *further* from w (`[0, 1]` against `[0.4, 0.4]`), and its output is much closer:
-since `x₂ ≈ x₁`, the output `0·x₁ + 1·x₂` is nearly `0.4·x₁ + 0.4·x₂ + 0.2·x₁`, a far smaller miss
-than `0`.
+since `x₂ ≈ x₁`, the true output `0.4·x₁ + 0.4·x₂` is about `0.8·x₁`; GPTQ's `x₂` misses it by about
+`0.2·x₁`, round-to-nearest's `0` by `0.8·x₁`.
 
 The reference code does not invert H for every column. It takes the **upper Cholesky factor** U
 of H⁻¹ (`H⁻¹ = UᵀU`) once: row i of U, divided by its diagonal, is exactly the step above for
@@ -179,8 +179,8 @@ for qtype in ["Q4_0", "Q4_K"]:
 
 Before the factor, the reference adds a small constant to H's diagonal, `percdamp · mean(diag H)`
 with `percdamp = 0.01`: H from a finite sample can be nearly singular (an input that barely varies),
-and its inverse then sends huge corrections. Damping is a pull towards `H = I`, that is, towards
-round-to-nearest: with an enormous damping nothing is moved at all.
+and its inverse then sends huge corrections. Damping is a pull towards a multiple of `I`, that is,
+towards round-to-nearest: with an enormous damping almost nothing is moved.
 
 ### Exercise 3 (the damped inverse factor)
 
@@ -218,7 +218,7 @@ The weight error goes *up* and the output error comes *down*: GPTQ spends weight
 inputs cannot see it. (The output error here is measured on the same calibration tokens H came
 from; the whole-file test in section 4 scores held-out text.)
 
-Pick a column and see where its error goes: the bars are `Δw_j` per unit of error in the rounded
+Pick a column of `attn_k` (its first 32 rows) and see where its error goes: the bars are `Δw_j` per unit of error in the rounded
 column (row c of the factor over its diagonal), the dots the correlation of input c with input j.
 Raise the damping and the bars shrink while the output error climbs towards round-to-nearest's:
 """
