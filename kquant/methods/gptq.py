@@ -286,7 +286,7 @@ def _quantize(W, H, g, percdamp: float, blocksize: int) -> Result:
 def output_error(W: np.ndarray, Q: np.ndarray, H: np.ndarray) -> float:
     """``tr((Q − W) H (Q − W)ᵀ)``: the layer's summed squared output error per token, times 2 (H = 2XᵀX/n)."""
     E = np.asarray(Q, dtype=np.float64) - np.asarray(W, dtype=np.float64)
-    return float(np.einsum("ij,jk,ik->", E, np.asarray(H, dtype=np.float64), E))
+    return float(np.sum((E @ np.asarray(H, dtype=np.float64)) * E))  # a matrix product: einsum's loop is ~50x slower
 
 
 # --- Hessians from calibration text -------------------------------------------------------------------------
@@ -362,15 +362,19 @@ def quantize_model(
     sequences = calibration(llama, n_chunks, n_ctx)
     work = Llama(llama.cfg, dict(llama.weights), llama.path)  # its block weights become GPTQ's, block by block
     out: dict[str, np.ndarray] = {}
-    everything = None if sequential else hessians(llama, sequences)
-    for i in range(llama.cfg.n_layer):
-        Hs = hessians(work, sequences, i) if sequential else {k: v for k, v in everything.items() if f"blk.{i}." in k}
-        for name, r in quantize_block(llama.weights, Hs, g.qtype, percdamp=percdamp, blocksize=blocksize).items():
-            W, H = llama.weights[name], Hs[name]
-            rtn = formats.dequantize(formats.quantize(W, g.qtype), g.qtype)
-            out[name] = r.blocks
-            out["proxy/" + name] = np.array([output_error(W, r.values, H), output_error(W, rtn, H)])
-            work.weights[name] = r.values
+    with one_blas_thread():
+        everything = None if sequential else hessians(llama, sequences)
+        for i in range(llama.cfg.n_layer):
+            if sequential:
+                Hs = hessians(work, sequences, i)
+            else:
+                Hs = {k: v for k, v in everything.items() if k.startswith(f"blk.{i}.")}
+            for name, r in quantize_block(llama.weights, Hs, g.qtype, percdamp=percdamp, blocksize=blocksize).items():
+                W, H = llama.weights[name], Hs[name]
+                rtn = formats.dequantize(formats.quantize(W, g.qtype), g.qtype)
+                out[name] = r.blocks
+                out["proxy/" + name] = np.array([output_error(W, r.values, H), output_error(W, rtn, H)])
+                work.weights[name] = r.values
     return out
 
 
