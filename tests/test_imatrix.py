@@ -29,7 +29,7 @@ from kquant.model import calibrate, hub
 from kquant.model.forward import Llama, rms_norm
 from kquant.quantize_file import plan_gguf, quantize_gguf
 
-MIXES = ["Q2_K", "Q3_K_M", "Q4_K_M", "Q4_0"]
+MIXES = ["Q2_K", "Q3_K_M", "Q4_K_M", "Q4_0", "IQ4_NL"]
 
 
 @pytest.fixture(scope="module")

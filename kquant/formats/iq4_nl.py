@@ -80,8 +80,10 @@ def best_index_c(x: np.ndarray) -> np.ndarray:
     1 and 13 gives 13). Below -127 or above 113 it clamps to the ends; NaN lands on 15, as C's
     bisection does (every ``x < val`` is false). ``best_index`` is the fast equivalent.
     """
+    x = np.asarray(x, dtype=f32)
     mu = np.searchsorted(_VALUES, x, side="right")  # first value > x: C's mu; NaN sorts last
-    np.clip(mu, 1, 15, out=mu)  # the clamps need no branch: the comparison below picks the end
+    mu = np.asarray(mu)
+    mu = np.clip(mu, 1, 15)  # the clamps need no branch: the comparison below picks the end
     lo, hi = _VALUES[mu - 1], _VALUES[mu]
     return mu - ((x - lo) < (hi - x))  # float32 differences, as C computes them
 
@@ -111,7 +113,8 @@ def _lookup(x: np.ndarray, table: np.ndarray) -> np.ndarray:
 
 def best_index(x: np.ndarray) -> np.ndarray:
     """ggml's ``best_index_int8(16, kvalues_iq4nl, x)`` for float32 x -> uint8 indices (ties go up)."""
-    return _lookup(np.asarray(x, dtype=f32), _INDEX)
+    x = np.asarray(x, dtype=f32)
+    return _lookup(x.reshape(-1), _INDEX).reshape(x.shape)
 
 
 def _sums(xt: np.ndarray, w: np.ndarray, inv_d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
