@@ -171,3 +171,15 @@ def test_the_iq4_nl_rules_name_their_reasons(tmp_path):
     # ... and the 2-GQA model keeps attn_v at IQ4_NL
     src2 = write_tiny_llama(tmp_path / "m2.gguf", n_layer=2, n_head=4, n_head_kv=2, n_ff=256, rows=32)
     assert {c.name: c.type.name for c in plan_gguf(src2, "IQ4_NL")}["blk.1.attn_v.weight"] == "IQ4_NL"
+
+
+def test_the_search_laid_out_step_by_step_chooses_what_the_encoder_chooses():
+    rng = np.random.default_rng(9)
+    x = (rng.standard_t(4, (40, 32)) * 0.02).astype(np.float32)
+    x[3, :] = np.resize(np.array(VALUES, np.float32), 32)  # exact table values: ties between candidates' scores
+    for w in (x * x, iq4_nl.block_importance(x.T.copy(), np.ones((32, 40), np.float32)).T):
+        d = iq4_nl.search(x.T.copy(), np.ascontiguousarray(w.T))
+        for b in range(len(x)):
+            steps = iq4_nl.search_steps(x[b], w[b])
+            assert steps.d[steps.chosen] == d[b]
+            assert steps.score[steps.chosen] >= steps.score.max() * (1 - 1e-6)

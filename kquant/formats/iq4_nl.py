@@ -147,6 +147,41 @@ def search(xt: np.ndarray, w: np.ndarray) -> np.ndarray:
     return d
 
 
+class Steps(NamedTuple):
+    """The 16 candidates of one block's search, in the order C tries them (notebook 15 draws them)."""
+
+    inv_d: np.ndarray  # (16,) the candidate 1/d: 127/max first, then (itry - 127)/max for itry = -7..7
+    q: np.ndarray  # (16, 32) the table value each weight gets under that candidate
+    d: np.ndarray  # (16,) the least-squares d = sum(w q x) / sum(w q q) of those values
+    score: np.ndarray  # (16,) sum(w q x)**2 / sum(w q q): how much of the weighted signal that d explains
+    chosen: int  # the winner: C keeps a later candidate only if its score is strictly larger
+
+
+ITRY = np.arange(-NTRY, NTRY + 1)  # the candidates after the first
+
+
+@c_semantics
+def search_steps(x: np.ndarray, w: np.ndarray) -> Steps:
+    """One block's search laid out candidate by candidate: x, w (32,) float32 -> Steps (``search`` on one block).
+
+    The same arithmetic as ``search``: the 16 candidates become 16 columns side by side.
+    """
+    x, w = np.asarray(x, dtype=f32), np.asarray(w, dtype=f32)
+    max_ = signed_absmax(x[:, None])[0]
+    inv_d = np.concatenate([[f32(1) / (-max_ / f32(-127))], (ITRY - 127).astype(f32) / max_]).astype(f32)
+    xt = np.repeat(x[:, None], 16, axis=1)  # (32, 16): one column per candidate
+    q = _lookup(inv_d * xt, _VALUE)
+    wq = w[:, None] * q
+    sumqx, sumq2 = seqsum(wq * xt), seqsum(wq * q)
+    d = np.where(sumq2 > 0, sumqx / sumq2, f32(0))
+    score = d * sumqx
+    chosen, best = 0, score[0]
+    for k in range(1, 16):
+        if sumq2[k] > 0 and sumqx[k] * sumqx[k] > best * sumq2[k]:
+            chosen, best = k, score[k]
+    return Steps(inv_d, np.ascontiguousarray(q.T), d, score, chosen)
+
+
 @c_semantics
 def levels(xt: np.ndarray, d: np.ndarray) -> np.ndarray:
     """The final indices: ``best_index_int8(id * x)`` with ``id = d ? 1/d : 0`` of the unrounded d -> (32, n) uint8.
