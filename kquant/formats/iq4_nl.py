@@ -4,7 +4,7 @@
     y = d * kvalues_iq4nl[q]        q in 0..15
 
 ``kvalues_iq4nl`` (ggml-common.h) = -127 -104 -83 -65 -49 -35 -22 -10 1 13 25 38 53 69 89 113:
-the gaps are 10-13 near zero and 23-24 at the ends, because weights are dense near zero and
+the gaps are 11-13 near zero and 20-24 at the ends, because weights are dense near zero and
 sparse in the tails. 4.5 bits per weight, the size of Q4_0.
 
 The encoder mirrors ggml's ``quantize_iq4_nl``, which ``ggml_quantize_chunk`` calls with or
