@@ -12,7 +12,7 @@ from kquant.viz.style import EXPONENT, FIELD_COLORS, SIGN, hist, tidy, weights_o
 
 
 def table_plot(u: np.ndarray, levels: dict, bins: int = 161):
-    """The weights of every block divided by the block's signed max (the largest itself, at +1, left out), and level sets.
+    """Every block's weights over its signed max (the largest itself, at +1, left out), and level sets.
 
     ``levels``: label -> the values a format can give, in the same units (IQ4_NL's table mirrored
     so that -127 meets +1; Q4_0's 16 even steps of 1/8).
