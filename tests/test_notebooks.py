@@ -443,7 +443,7 @@ def _claims_15(text):
     assert "kvalues_iq4nl: [-127," in text and ", 113]" in text and "gguf-py's copy is the same: True" in text
     # ... the weights crowd the middle (more than an even spread's 25 %), where IQ4_NL has more levels,
     # and its table rounds them with less error than the even grid.
-    assert numbers_after(text, "blocks:")[0] > 25
+    assert float(re.search(r"blocks: (\d+)% of the weights lie within ±0.25 of 0", text)[1]) > 25
     n_levels = dict(re.findall(r"^(IQ4_NL|Q4_0) +levels within ±0.25: (\d+) of 16", text, re.M))
     assert int(n_levels["IQ4_NL"]) > int(n_levels["Q4_0"]), n_levels
     mse = dict(re.findall(r"^(IQ4_NL|Q4_0) +mean squared rounding error ([\d.e+-]+)", text, re.M))

@@ -24,6 +24,7 @@ Words such as *block*, *scale*, *imatrix*, *KL* and *95 % interval* are defined 
 """
 
 # %%
+import os
 import time
 
 import gguf
@@ -229,7 +230,8 @@ every block of the model:
 """
 
 # %%
-fields_all = iq4_nl.unpack(np.concatenate([kquant.quantize(w, "IQ4_NL").reshape(-1, 18) for w in mats.values()]))
+q_plain = {name: kquant.quantize(w, "IQ4_NL") for name, w in mats.items()}  # every matrix, kept for sections 5-7
+fields_all = iq4_nl.unpack(np.concatenate([b.reshape(-1, 18) for b in q_plain.values()]))
 d_all = fields_all.d.astype(np.float32)
 long_end = float(np.mean((d_all * big < 0)[big != 0]))
 print(f"{long_end:.0%} of the {len(d_all):,} blocks store a d whose sign is opposite to their largest weight's:"
@@ -277,8 +279,8 @@ for name, w in mats.items():
     if name not in vectors:
         continue
     imp = vectors[name]
-    err = {use: np.sum(imp * (kquant.dequantize(kquant.quantize(w, "IQ4_NL", imatrix=imp if use else None), "IQ4_NL") - w) ** 2)
-           for use in (False, True)}
+    err = {use: np.sum(imp * (kquant.dequantize(b, "IQ4_NL") - w) ** 2)
+           for use, b in [(False, q_plain[name]), (True, kquant.quantize(w, "IQ4_NL", imatrix=imp))]}
     lower += bool(err[True] < err[False])
     rows.append(err[True] / err[False])
 print(f"with the imatrix the weighted error is lower for {lower} of {len(rows)} matrices;"
@@ -301,7 +303,8 @@ the model (signal-to-quantization-noise ratio: higher is better), all three enco
 allw = np.concatenate([w.ravel() for w in mats.values()])
 sqnr = {}
 for t in ["Q4_0", "IQ4_NL", "Q4_K"]:
-    y = np.concatenate([kquant.dequantize(kquant.quantize(w, t), t).ravel() for w in mats.values()])
+    qs = q_plain if t == "IQ4_NL" else {name: kquant.quantize(w, t) for name, w in mats.items()}
+    y = np.concatenate([kquant.dequantize(qs[name], t).ravel() for name in mats])
     sqnr[t] = metrics.sqnr_db(allw, y)
     print(f"{t:<7} {kquant.get_format(t).bits_per_weight} bits per weight, SQNR {sqnr[t]:.2f} dB")
 
@@ -320,7 +323,13 @@ for t in ["Q4_0", "IQ4_NL", "Q4_K"]:
     files[t] = cache.quantized(hub.bundled(), mix, f"tiny-{t}-pure.gguf", pure=True)
 files["IQ4_NL+imatrix"] = cache.quantized(hub.bundled(), "IQ4_NL", "tiny-IQ4_NL-pure+imatrix.gguf", pure=True,
                                           imatrix=im_path)
-theirs = reference.model_quantize(hub.bundled(), files["IQ4_NL"].with_name("llama.cpp.gguf"), "IQ4_NL", pure=True)
+def llama_quantize(path):  # llama.cpp's own file, written aside and then renamed (the cache keeps whole files only)
+    reference.model_quantize(hub.bundled(), path.with_suffix(".part"), "IQ4_NL", pure=True)
+    os.replace(path.with_suffix(".part"), path)
+
+
+theirs = cache.made("llama.cpp-quantized", llama_quantize, "llama.cpp-IQ4_NL-pure.gguf",
+                    src=summary.sha256(hub.bundled()), mix="IQ4_NL", pure=True)
 print("kquant's pure IQ4_NL file = llama.cpp's (sha256):", summary.sha256(files["IQ4_NL"]) == summary.sha256(theirs))
 table = cache.compare(list(files.values()), n_docs=24, n_sums=200, speed_tokens=32)
 by = dict(zip(files, table.rows))
@@ -341,11 +350,11 @@ weight; the KL differences are measurements on 24 documents, and only those whos
 
 Decoding an even grid is a subtraction and a multiply; a table adds a lookup. Timing kquant's numpy
 decoder, ggml's C decoder (through `kquant.reference`) and gguf-py's numpy one on every matrix of the
-model, best of 5 (your machine's numbers; they vary from run to run):
+model, best of 3 (your machine's numbers; they vary from run to run):
 """
 
 # %%
-def best_time(fn, repeat=5):
+def best_time(fn, repeat=3):
     best = float("inf")
     for _ in range(repeat):
         t0 = time.perf_counter()
@@ -356,7 +365,7 @@ def best_time(fn, repeat=5):
 
 n = allw.size
 for t in ["Q4_0", "IQ4_NL"]:
-    qs = [kquant.quantize(w, t) for w in mats.values()]
+    qs = list(q_plain.values()) if t == "IQ4_NL" else [kquant.quantize(w, t) for w in mats.values()]
     qt = gguf.GGMLQuantizationType[t]
     speed = {
         "kquant": best_time(lambda: [kquant.dequantize(b, t) for b in qs]),
@@ -369,7 +378,10 @@ for t in ["Q4_0", "IQ4_NL"]:
 """
 The tok/s column of the table above is llama.cpp running each file, where the decode happens
 inside its matrix multiplications.
+"""
 
+# %% [markdown]
+"""
 ## Summary
 
 * IQ4_NL is Q4_0's block with its 16 levels taken from a table, closer together near zero where
