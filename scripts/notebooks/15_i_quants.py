@@ -60,7 +60,7 @@ The gaps are 11 to 13 in the middle and 20 to 24 at the ends, and the table is n
 reaches −127 on one side and only 113 on the other. Why that shape? Take every block of 32 weights
 of the bundled model and divide it by its largest weight (with its sign), so that weight lands on +1.
 Q4_0 puts that weight on its level −8 (`d = max / −8`), and its 16 levels become the even steps
-1, 7/8, …, −7/8. IQ4_NL's search usually puts it on −127, the long end (section 4 shows why), so
+1, 7/8, …, −7/8. IQ4_NL's search usually puts it on −127, the long end (section 4 counts how often), so
 its levels in the same units are the table divided by −127:
 """
 
@@ -103,8 +103,8 @@ print(f"IQ4_NL's table rounds these weights with {1 - mse['IQ4_NL'] / mse['Q4_0'
 # %% [markdown]
 """
 That is the whole idea of a non-linear code: the same 16 levels, placed by the distribution.
-(ggml's table was chosen by its author for real models' weights; the bundled model's weights
-are a random-initialised, briefly trained llama, and the table still fits them.)
+(The values are fixed in ggml's `ggml-common.h`, the same for every model; the measurement above is
+on the bundled model's weights.)
 
 ## 2. The nearest value
 
@@ -392,6 +392,6 @@ inside its matrix multiplications.
 * The scale is searched: 16 candidates, each fitted by weighted least squares and scored; most
   blocks put their largest weight on the table's long end, −127. An importance matrix changes the
   weights of the fit, not the search.
-* At 4.5 bits per weight the weight error orders Q4_0 < IQ4_NL < Q4_K (section 6), and the whole-file
-  KL differences carry paired 95 % intervals: read which exclude 0.
+* At 4.5 bits per weight the SQNR orders Q4_0 < IQ4_NL < Q4_K (higher is less error; section 6),
+  and the whole-file KL differences carry paired 95 % intervals: read which exclude 0.
 """
