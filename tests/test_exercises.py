@@ -25,7 +25,7 @@ import kquant
 from kquant import mixes
 from kquant.exercises import core, mode
 from kquant.exercises.core import CORRECT, INCORRECT, NOT_ATTEMPTED, Exercise, Wrong, call
-from kquant.formats import q4_k
+from kquant.formats import iq4_nl, q4_k
 from kquant.gguf import anatomy
 from kquant.lessons import kfamily, scale_zero_point
 from kquant.model import scores
@@ -914,6 +914,25 @@ def _mistakes():
             (lambda H, p: np.linalg.cholesky(np.linalg.inv(H)).T, "no damping"),
             (lambda H, p: np.linalg.inv(np.linalg.cholesky(H + p * np.mean(np.diag(H)) * np.eye(len(H)))), "L⁻¹"),
         ],
+        "nb15-q1": [
+            (lambda v: int(np.argmin(np.abs(IQ4_TABLE - v))), "a tie goes to the upper value"),
+            (lambda v: int(IQ4_TABLE[_iq4_nearest(v)]), "return its index"),
+            (lambda v: _iq4_nearest(v) + 1, "indices start at 0"),
+            (lambda v: int(np.clip(np.rint(v / 16) + 8, 0, 15)), "not the index of the table value nearest"),
+        ],
+        "nb15-q2": [
+            (lambda b: (_iq4_nibbles(b) - 8) * _iq4_d(b), "that is Q4_0's"),
+            (lambda b: _iq4_d(b) * IQ4_TABLE[_iq4_nibbles(b, interleaved=True)], "not interleaved"),
+            (lambda b: _iq4_d(b) * IQ4_TABLE[np.roll(_iq4_nibbles(b), 16)], "low nibbles first"),
+            (lambda b: -_iq4_d(b) * IQ4_TABLE[_iq4_nibbles(b)], "the sign is flipped"),
+        ],
+        "nb15-q3": [
+            (lambda x, w, q: float(np.sum(q * x) / np.sum(q * q)), "ignores w"),
+            (lambda x, w, q: float(np.sum(w * q * q) / np.sum(w * q * x)), "that is 1/d"),
+            (lambda x, w, q: float(x[np.argmax(np.abs(x))] / -127), "the starting guess"),
+            (lambda x, w, q: float(np.sum(w * q * x) / np.sum(w * q * q)), "every weight w is 0"),
+            (lambda x, w, q: float(np.sum(w * x) / np.sum(w * q)), "its derivative"),
+        ],
         "nb17-q1": [
             (lambda s: s[0] % 256 == 0, "tests the number of rows"),
             (lambda s: int(np.prod(s)) % 256 == 0, "never spans two rows"),
@@ -936,6 +955,25 @@ def _mistakes():
 
 
 # --- the students' own code that the mistakes are made of (none calls an answer key) -------
+
+
+IQ4_TABLE = np.array([-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113])
+
+
+def _iq4_nearest(v) -> int:
+    mid = (IQ4_TABLE[:-1] + IQ4_TABLE[1:]) / 2
+    return int(np.searchsorted(mid, v, side="right"))
+
+
+def _iq4_d(block) -> np.float32:
+    return np.frombuffer(block[:2], "<f2")[0].astype(np.float32)
+
+
+def _iq4_nibbles(block, interleaved=False) -> np.ndarray:
+    b = np.frombuffer(block[2:18], np.uint8).astype(np.int64)
+    if interleaved:
+        return np.stack([b & 15, b >> 4], axis=1).reshape(-1)
+    return np.concatenate([b & 15, b >> 4])
 
 
 def _k_share(shapes, axis=-1):
@@ -1284,6 +1322,14 @@ def _delegations():
         "nb09-q3": [lambda L, h, d, c, b: memory.kv_cache_bytes(L, h, d, c, b)],
         "nb10-q2": [lambda s, c: Entry(s, c).importance()],
         "nb11-q3": [lambda H, p: gptq.inverse_factor(H, p)[0]],
+        "nb15-q1": [lambda v: int(iq4_nl.best_index(np.float32(v))), lambda v: int(iq4_nl.best_index_c(v))],
+        "nb15-q2": [
+            lambda b: iq4_nl.decode(iq4_nl.unpack(np.frombuffer(b, np.uint8)[None]))[0],
+            lambda b: kquant.dequantize(np.frombuffer(b, np.uint8), "IQ4_NL"),
+            lambda b: reference.dequantize(np.frombuffer(b, np.uint8), "IQ4_NL"),
+            lambda b: gguf.quants.dequantize(np.frombuffer(b, np.uint8), Q.IQ4_NL),
+        ],
+        "nb15-q3": [lambda x, w, q: float(iq4_nl.search(x[:, None], w[:, None])[0])],
         "nb17-q3": [lambda x, t: requantize.relative_error(x, t)],
     }
 
