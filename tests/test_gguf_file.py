@@ -18,7 +18,7 @@ import kquant.quantize_file
 from kquant.errors import KQuantError
 from kquant.formats import dequantize
 from kquant.gguf.summary import sha256
-from kquant.mixes import MIXES
+from kquant.mixes import IQUANT_MIXES, MIXES
 from kquant.quantize_file import plan_gguf, quantize_gguf
 from kquant.reference import model_quantize as llama_quantize
 
@@ -45,7 +45,7 @@ def small_model(models):
 @pytest.mark.parametrize("model", MODELS)
 def test_every_mix_gives_the_same_file_as_llama_quantize(model, models, tmp_path):
     src = models[model]
-    for mix in MIXES:
+    for mix in [*MIXES, *IQUANT_MIXES]:
         theirs = llama_quantize(src, tmp_path / f"{mix}.llama.gguf", mix)
         ours = tmp_path / f"{mix}.kquant.gguf"
         quantize_gguf(src, ours, mix, progress=False)
