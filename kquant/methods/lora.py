@@ -32,12 +32,13 @@ frozen base it was trained on. Notebook 14 writes the merged weights with
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from kquant.errors import KQuantError
-from kquant.model import corpus
+from kquant.model import cache, corpus
 from kquant.model.forward import Llama, rms_norm, silu
 
 TARGETS = ("ffn_gate", "ffn_up", "ffn_down")
@@ -142,8 +143,25 @@ class Frozen:
         return {"resid": self.resid, "h": self.h, "target": self.target, "starts": self.starts}
 
 
-def frozen(model: Llama, sequences, layer: int | None = None) -> Frozen:
-    """Run the frozen model over token ``sequences`` once, keeping the adapted FFN's inputs."""
+def digest(sequences) -> str:
+    """sha256 of token sequences: part of a cache key."""
+    h = hashlib.sha256()
+    for s in sequences:
+        h.update(np.asarray(s, dtype=np.int64).tobytes() + b"|")
+    return h.hexdigest()
+
+
+def frozen(model: Llama, sequences, layer: int | None = None, *, model_key: str | None = None) -> Frozen:
+    """Run the frozen model over token ``sequences`` once, keeping the adapted FFN's inputs.
+
+    ``model_key`` (a string naming the frozen weights, e.g. the file's sha256 and how it was
+    quantized): keep the result in kquant's cache (``kquant.model.cache.arrays``) under it.
+    """
+    if model_key is not None:
+        a = cache.arrays(
+            "lora-frozen", lambda: frozen(model, sequences, layer).arrays(), model=model_key, tokens=digest(sequences)
+        )
+        return Frozen(a["resid"], a["h"], a["target"], a["starts"])
     layer = model.cfg.n_layer - 1 if layer is None else layer
     if layer != model.cfg.n_layer - 1:
         raise KQuantError(f"layer {layer}: only the last block ({model.cfg.n_layer - 1}) can be adapted here")
@@ -294,6 +312,38 @@ def train(
         opt.step(params, grads)
         losses.append(loss)
     return np.array(losses)
+
+
+def teach(
+    model: Llama,
+    sequences,
+    *,
+    model_key: str | None = None,
+    rank: int = 8,
+    alpha: float = 16.0,
+    targets=TARGETS,
+    steps: int = 120,
+    lr: float = 2e-3,
+    batch: int = 512,
+    seed: int = 0,
+) -> tuple[LoRA, np.ndarray]:
+    """Fresh adapters trained on token ``sequences``: (the LoRA, the loss at every step).
+
+    With ``model_key`` (see ``frozen``) the result is kept in kquant's cache, keyed by the
+    frozen weights, the tokens and every option, so a rerun loads it instead of training.
+    """
+    options = dict(rank=rank, alpha=alpha, targets=list(targets), steps=steps, lr=lr, batch=batch, seed=seed)
+
+    def compute():
+        lo = init(model, rank, alpha, targets, seed=seed)
+        losses = train(model, lo, frozen(model, sequences), steps=steps, lr=lr, batch=batch, seed=seed)
+        return {**lo.arrays(), "losses": losses}
+
+    if model_key is None:
+        out = compute()
+    else:
+        out = cache.arrays("lora", compute, model=model_key, tokens=digest(sequences), options=options)
+    return LoRA.from_arrays(out), out["losses"]
 
 
 def merge(weights: dict[str, np.ndarray], lora: LoRA) -> dict[str, np.ndarray]:
