@@ -893,6 +893,24 @@ def _mistakes():
             (lambda w, wh, imp: float(np.mean(imp * (w - wh) ** 2)), "not a mean"),
             (lambda w, wh, imp: float(np.sum(imp * np.abs(w - wh))), "square the errors"),
         ],
+        "nb14-q1": [
+            (lambda b, b2: 4.0, "also stores its scale"),
+            (lambda b, b2: 4 + 32 / b, "without double quantization"),
+            (lambda b, b2: 4 + 8 / b, "their own float32 scale"),
+            (lambda b, b2: 4 + 8 / b + 32 / b2, "is shared by"),
+        ],
+        "nb14-q2": [
+            (lambda x, A, dy, s: s * dy.T @ x, "full matrix's gradient"),
+            (lambda x, A, dy, s: s * (x @ A.T).T @ dy, "(transpose)"),
+            (lambda x, A, dy, s: dy.T @ (x @ A.T), "B's gradient has it too"),
+            (lambda x, A, dy, s: s * dy.T @ (x @ A.T) / len(x), "do not average"),
+        ],
+        "nb14-q3": [
+            (lambda W, A, B, a, r: a / r * B @ A, "the adapter alone"),
+            (lambda W, A, B, a, r: W + B @ A, "must scale it too"),
+            (lambda W, A, B, a, r: W + a * B @ A, "not α"),
+            (lambda W, A, B, a, r: W + r / a * B @ A, "not r/α"),
+        ],
         "nb17-q1": [
             (lambda s: s[0] % 256 == 0, "tests the number of rows"),
             (lambda s: int(np.prod(s)) % 256 == 0, "never spans two rows"),
@@ -1168,6 +1186,7 @@ def _delegations():
     from kquant.gguf import summary
     from kquant.imatrix import Entry
     from kquant.lessons import memory, metrics, requantize, rounding
+    from kquant.methods import lora
 
     Q = GGMLQuantizationType
     return {
@@ -1261,6 +1280,12 @@ def _delegations():
         "nb09-q2": [lambda n, bpw: memory.gb(memory.weight_bytes(n, bpw))],
         "nb09-q3": [lambda L, h, d, c, b: memory.kv_cache_bytes(L, h, d, c, b)],
         "nb10-q2": [lambda s, c: Entry(s, c).importance()],
+        "nb14-q3": [
+            lambda W, A, B, a, r: lora.merge(
+                {"blk.0.ffn_up.weight": W}, lora.LoRA(0, r, a, {"ffn_up": A}, {"ffn_up": B})
+            )["blk.0.ffn_up.weight"],
+            lambda W, A, B, a, r: W + lora.LoRA(0, r, a, {"ffn_up": A}, {"ffn_up": B}).delta("ffn_up"),
+        ],
         "nb17-q3": [lambda x, t: requantize.relative_error(x, t)],
     }
 
@@ -1274,6 +1299,8 @@ USES_THE_LIBRARY = {
     "nb05-q3": "choosing a format is the point; quantizing with kquant is how",
     "nb10-q1": "a one-line numpy reduction; kquant has no function for it",
     "nb10-q3": "a one-line numpy reduction; kquant has no function for it",
+    "nb14-q1": "a count of bits; nf4.bits_per_weight needs a quantized tensor and counts its offset too",
+    "nb14-q2": "one line of lora.loss_and_grads, which takes a whole model: no kquant function takes (x, A, dy)",
     "nb17-q1": "a one-line test of the row length; kquant's rules do it inside the plan",
     "nb17-q2": "a sum over shapes; kquant has no function for it",
 }

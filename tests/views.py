@@ -25,7 +25,7 @@ from kquant.lessons import metrics, published, requantize, samples, scale_zero_p
 from kquant.mixes import Choice, plan
 from kquant.model import calibrate, evaluate, hub, runner
 from kquant.quantize_file import read_model
-from kquant.viz import files, kquants, models, numbers
+from kquant.viz import files, kquants, models, numbers, qlora
 
 
 @dataclass(frozen=True)
@@ -138,6 +138,20 @@ def views() -> list[View]:
             "10",
             "layer_errors_plot",
             lambda _: models.layer_errors_plot({"Q4_K_M": layers}, "errors"),
+            [0],
+            slider=False,
+        ),
+        View("14", "levels_plot", lambda _: qlora.levels_plot({"uniform": qlora.UNIFORM_LEVELS}), [0], slider=False),
+        View(
+            "14",
+            "nf4_view",
+            lambda v: qlora.nf4_view(w, "weights", *v),
+            [(64, "NF4"), (64, "uniform"), (128, "NF4"), (256, "uniform")],
+        ),
+        View(
+            "14",
+            "loss_curves",
+            lambda _: qlora.loss_curves({"a": np.geomspace(3, 0.1, 50), "b": np.geomspace(2, 0.3, 50)}, "losses"),
             [0],
             slider=False,
         ),

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from kquant.errors import KQuantError
+from kquant.formats import nf4
 from kquant.model import cache, corpus
 from kquant.model.forward import Llama, rms_norm, silu
 
@@ -74,6 +75,13 @@ class LoRA:
     def delta(self, target: str) -> np.ndarray:
         """(α/r)·B A: what the adapter adds to the frozen matrix (n_out × n_in)."""
         return (self.scale * (self.B[target] @ self.A[target])).astype(np.float32)
+
+    def digest(self) -> str:
+        """sha256 of the adapters' numbers: a cache key for what is made from them (a merged file)."""
+        h = hashlib.sha256()
+        for k, v in sorted(self.arrays().items()):
+            h.update(k.encode() + np.ascontiguousarray(v).tobytes())
+        return h.hexdigest()
 
     def n_params(self) -> int:
         return int(sum(self.A[t].size + self.B[t].size for t in self.targets))
@@ -120,6 +128,25 @@ def init(
         A[t] = (rng.standard_normal((rank, n_in)) / np.sqrt(n_in)).astype(np.float32)
         B[t] = np.zeros((n_out, rank), dtype=np.float32)  # B = 0: the adapted model starts as the base model
     return LoRA(layer, int(rank), float(alpha), A, B)
+
+
+def nf4_weights(model: Llama, blocksize: int = 64, double_quant: bool = True) -> dict[str, np.ndarray]:
+    """QLoRA's frozen matrices: every block's weight matrix through NF4 and back (float32), by name.
+
+    As QLoRA's ``BitsAndBytesConfig(load_in_4bit=True)`` does, only the linear layers inside the
+    blocks are quantized; the (tied) embedding, which is also the output matrix, and the norms stay
+    as they are (bitsandbytes skips the output head; here the embedding is the output head).
+    """
+    return {
+        name: nf4.dequantize_nf4(nf4.quantize_nf4(w, blocksize, double_quant))
+        for name, w in model.weights.items()
+        if name.startswith("blk.") and w.ndim == 2
+    }
+
+
+def nf4_base(model: Llama, blocksize: int = 64, double_quant: bool = True) -> Llama:
+    """``model`` with ``nf4_weights`` in place of its block matrices: the frozen base QLoRA trains beside."""
+    return Llama(model.cfg, {**model.weights, **nf4_weights(model, blocksize, double_quant)}, model.path)
 
 
 # ---------------------------------------------------------------------------- the frozen part
