@@ -127,9 +127,11 @@ def test_ci_runs_exactly_the_readme_test_command():
     ci = (ROOT / ".ci" / "run").read_text()
     assert "make test" in readme.split("\n## ")[0], "the README must open with the test command"
     commands = [line for line in ci.splitlines() if line and not line.startswith(("#", "set ", "cd "))]
-    assert commands == [CI_INSTALLS_CHROMIUM, "make test"], (
-        "CI installs Chromium if missing, then runs `make test`, nothing else"
+    assert commands == [CI_INSTALLS_CHROMIUM, "make test", "make oracle-nf4"], (
+        "CI installs Chromium if missing, runs `make test`, then the NF4 oracle (too big for `make test`), nothing else"
     )
+    test_recipe = (ROOT / "Makefile").read_text().split("\ntest:")[1].split("\n\n")[0]
+    assert "ORACLE" not in test_recipe, "`make test` must not download the NF4 oracle's GBs"
 
 
 def test_without_llama_cpp_whatever_needs_it_says_pip_install_kquant_llama_in_one_line(monkeypatch, capsys):
