@@ -103,3 +103,14 @@ def test_bad_input(model64):
         L.init(model64, rank=0)
     with pytest.raises(KQuantError, match="last block"):
         L.init(model64, layer=0)
+
+
+def test_one_blas_thread_restores_the_thread_count():
+    calls = L._openblas()
+    if calls is None:
+        pytest.skip("numpy here does not use its bundled OpenBLAS")
+    get, _ = calls
+    before = get()
+    with L.one_blas_thread():
+        assert get() == 1
+    assert get() == before

@@ -32,7 +32,12 @@ frozen base it was trained on. Notebook 14 writes the merged weights with
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import functools
+import glob
 import hashlib
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -43,6 +48,49 @@ from kquant.model import cache, corpus
 from kquant.model.forward import Llama, rms_norm, silu
 
 TARGETS = ("ffn_gate", "ffn_up", "ffn_down")
+
+
+@functools.cache
+def _openblas():
+    """numpy's own OpenBLAS (the wheels bundle scipy-openblas) and its thread-count calls, or None."""
+    libs = glob.glob(os.path.join(os.path.dirname(np.__file__), os.pardir, "numpy.libs", "*openblas*"))
+    for path in libs:
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for prefix, suffix in [
+            ("scipy_openblas", "64_"),
+            ("scipy_openblas", ""),
+            ("openblas", "64_"),
+            ("openblas", ""),
+        ]:
+            get, set_ = f"{prefix}_get_num_threads{suffix}", f"{prefix}_set_num_threads{suffix}"
+            if hasattr(lib, get) and hasattr(lib, set_):
+                return getattr(lib, get), getattr(lib, set_)
+    return None
+
+
+@contextlib.contextmanager
+def one_blas_thread():
+    """Run numpy's matrix products on one thread inside the block (the thread count is restored after).
+
+    The products here are small (a few hundred rows of 256 to 846 columns). On a machine whose cores
+    are shared, OpenBLAS's extra threads spin waiting for each other: on 2 busy cores, training took
+    403 s of wall time with them and about 15 s without (the runner's one llama.cpp thread has the
+    same reason). Without numpy's bundled OpenBLAS (another BLAS), this does nothing.
+    """
+    calls = _openblas()
+    if calls is None:
+        yield
+        return
+    get, set_ = calls
+    before = get()
+    set_(1)
+    try:
+        yield
+    finally:
+        set_(before)
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -144,6 +192,15 @@ def nf4_weights(model: Llama, blocksize: int = 64, double_quant: bool = True) ->
     }
 
 
+def weights_digest(model: Llama) -> str:
+    """sha256 of a model's weights (names, shapes, float32 bytes): the ``model_key`` of weights made in memory."""
+    h = hashlib.sha256()
+    for name in sorted(model.weights):
+        w = np.ascontiguousarray(model.weights[name], dtype=np.float32)
+        h.update(f"{name}{w.shape}".encode() + w.tobytes())
+    return h.hexdigest()
+
+
 def nf4_base(model: Llama, blocksize: int = 64, double_quant: bool = True) -> Llama:
     """``model`` with ``nf4_weights`` in place of its block matrices: the frozen base QLoRA trains beside."""
     return Llama(model.cfg, {**model.weights, **nf4_weights(model, blocksize, double_quant)}, model.path)
@@ -192,6 +249,11 @@ def frozen(model: Llama, sequences, layer: int | None = None, *, model_key: str 
     layer = model.cfg.n_layer - 1 if layer is None else layer
     if layer != model.cfg.n_layer - 1:
         raise KQuantError(f"layer {layer}: only the last block ({model.cfg.n_layer - 1}) can be adapted here")
+    with one_blas_thread():
+        return _frozen(model, sequences, layer)
+
+
+def _frozen(model: Llama, sequences, layer: int) -> Frozen:
     w = model.weights
     b = f"blk.{layer}."
     resid, hs, targets, starts, n = [], [], [], [], 0
@@ -333,11 +395,12 @@ def train(
     rng = np.random.default_rng(seed)
     usable = np.flatnonzero(fz.target >= 0)
     opt, params, losses = Adam(lr=lr), _params(lora), []
-    for _ in range(steps):
-        idx = rng.choice(usable, size=min(batch, len(usable)), replace=False)
-        loss, grads = loss_and_grads(model, lora, fz, idx)
-        opt.step(params, grads)
-        losses.append(loss)
+    with one_blas_thread():
+        for _ in range(steps):
+            idx = rng.choice(usable, size=min(batch, len(usable)), replace=False)
+            loss, grads = loss_and_grads(model, lora, fz, idx)
+            opt.step(params, grads)
+            losses.append(loss)
     return np.array(losses)
 
 
@@ -461,7 +524,8 @@ def task_results(model: Llama, lora: LoRA | None, ts: TaskSet, fz: Frozen) -> np
 
     ``fz`` is ``frozen(model, ts.sequences)``: the base model's part, computed once for any adapters.
     """
-    guess = logits(model, lora, fz).argmax(-1)
+    with one_blas_thread():
+        guess = logits(model, lora, fz).argmax(-1)
     return np.array(
         [bool((guess[fz.starts[s] + p : fz.starts[s] + p + len(ans)] == ans).all()) for s, p, ans in ts.spans]
     )

@@ -7,7 +7,7 @@ slider values and ends with ``plt.show()``, which is what makes ipywidgets put t
 figure in its output area. ``tests/views.py`` lists every view with inputs like its
 notebook's; the tests draw each once and ``benchmarks/widgets.py`` times them.
 
-* ``numbers``: notebooks 00-03   * ``kquants``: 04-05   * ``files``: 06-07   * ``models``: 08-11
+* ``numbers``: notebooks 00-03   * ``kquants``: 04-05   * ``files``: 06-07   * ``models``: 08-11   * ``qlora``: 14
 * ``style``: what they share (colours, spacing, fast histograms, byte grids); ``setup()``, which every
   notebook's import cell calls, renders figures at 80 dpi without the inline backend's "tight" crop
 """

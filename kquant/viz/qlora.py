@@ -66,6 +66,7 @@ def levels_plot(levels: dict):
     ax.set_yticks(range(len(levels)), list(levels))
     ax.set_ylim(-0.6, len(levels) - 0.4)
     ax.set_xlabel("level (fraction of the block's absmax)")
+    ax.set_ylabel("grid")
     ax.set_title("16 levels each: NF4 crowds them near 0, where most weights are", fontsize=10)
     ax.grid(axis="x", alpha=0.3)
     tidy(fig, left=1.6)

@@ -23,9 +23,6 @@ Words such as *block*, *absmax*, *bits per weight* and *95 % interval* are defin
 """
 
 # %%
-import tempfile
-from pathlib import Path
-
 import numpy as np
 from gguf import GGMLQuantizationType
 from ipywidgets import Dropdown, fixed, interact
@@ -147,20 +144,25 @@ n_weights = sum(w.size for w in mats.values())
 
 
 def sq_error(decode):
-    return sum(np.sum((decode(w) - w).astype(np.float64) ** 2) for w in mats.values())
+    """Summed squared error of every matrix through ``decode`` (a round trip)."""
+    return sum(np.sum((decode(n, w) - w).astype(np.float64) ** 2) for n, w in mats.items())
 
 
-rows = {}
-for bs in (64, 32):
-    nf4_tensors = {n: nf4.quantize_nf4(w, bs) for n, w in mats.items()}
-    rows[f"NF4, blocks of {bs}"] = (
-        sum(nf4.bits_per_weight(q) * q.size for q in nf4_tensors.values()) / n_weights,
-        sum(np.sum((nf4.dequantize_nf4(nf4_tensors[n]) - w).astype(np.float64) ** 2) for n, w in mats.items()),
-    )
-# NF4's recipe with 16 evenly spaced levels instead (QLoRA's "Int4"), float32 absmax per 64: 4.5 bits
-rows["evenly spaced, blocks of 64"] = (4 + 32 / 64, sq_error(lambda w: qviz.uniform_roundtrip(w, 64)))
-for qtype in ["Q4_0", "Q4_K"]:
-    rows[qtype] = (kquant.get_format(qtype).bits_per_weight, sq_error(lambda w: kquant.dequantize(kquant.quantize(w, qtype), qtype)))
+def error_table():
+    rows = {}
+    for bs in (64, 32):
+        coded = {n: nf4.quantize_nf4(w, bs) for n, w in mats.items()}
+        bpw = sum(nf4.bits_per_weight(t) * t.size for t in coded.values()) / n_weights
+        rows[f"NF4, blocks of {bs}"] = (bpw, sq_error(lambda n, w: nf4.dequantize_nf4(coded[n])))
+    # NF4's recipe with 16 evenly spaced levels instead (QLoRA's "Int4"), float32 absmax per 64: 4.5 bits
+    rows["evenly spaced, blocks of 64"] = (4 + 32 / 64, sq_error(lambda n, w: qviz.uniform_roundtrip(w, 64)))
+    for qtype in ["Q4_0", "Q4_K"]:
+        err = sq_error(lambda n, w: kquant.dequantize(kquant.quantize(w, qtype), qtype))
+        rows[qtype] = (kquant.get_format(qtype).bits_per_weight, err)
+    return {k: np.array(v) for k, v in rows.items()}
+
+
+rows = cache.arrays("nf4-vs-ggml-errors", error_table, src=sha256(hub.bundled()))  # computed once, then kept
 print(f"{'format':<30}{'bits/weight':>12}{'rel. RMS error':>16}")
 for label, (bpw, err) in rows.items():
     print(f"{label:<30}{bpw:>12.3f}{np.sqrt(err / total):>16.4f}")
@@ -194,8 +196,8 @@ F16 file in llama.cpp (NF4's values, here float32, rounded to F16 on the way), b
 """
 
 # %%
-out = Path(tempfile.mkdtemp(prefix="kquant-14-"))
 nf4_model = lora.nf4_base(f16)
+key = lora.weights_digest(nf4_model)  # the cache key of everything computed from the NF4 model
 f16_of_nf4 = cache.made(
     "nf4-as-f16",
     lambda p: kquant.quantize_gguf(
@@ -209,19 +211,23 @@ f16_of_nf4 = cache.made(
         progress=False,
     ),
     "tiny-nf4-as-F16.gguf",
-    src=sha256(hub.bundled()),
-    how="block matrices NF4 (blocks of 64, double quant) then F16; token_embd F16",
+    nf4=key,
+    how="block matrices NF4 then F16; token_embd F16",
 )
 held_out = evaluate.held_out_tasks(200)
 kinds = np.array([t.kind for t in held_out])
 
 
 def llama_cpp_counts(path):
-    """Right answers in llama.cpp: the 8 new facts, the 128 old ones, 200 held-out sums."""
-    m = runner.load(path, n_ctx=256)
-    new, old = evaluate.task_results(m, lora.fact_tasks()), evaluate.task_results(m, held_out)
-    m.close()
-    return int(new["facts"].sum()), int(old["facts"].sum()), int(old["sums"].sum())
+    """Right answers in llama.cpp: the 8 new facts, the 128 old ones, 200 held-out sums (kept in the cache)."""
+
+    def count():
+        m = runner.load(path, n_ctx=256)
+        new, old = evaluate.task_results(m, lora.fact_tasks()), evaluate.task_results(m, held_out)
+        m.close()
+        return {"counts": np.array([new["facts"].sum(), old["facts"].sum(), old["sums"].sum()])}
+
+    return tuple(int(c) for c in cache.arrays("lora-counts", count, file=sha256(path), n_sums=200)["counts"])
 
 
 for label, path in [("F16 (the bundled model)", hub.bundled()), ("NF4 → F16", f16_of_nf4)]:
@@ -251,7 +257,6 @@ optimiser is Adam, also in numpy.
 """
 
 # %%
-key = f"{sha256(hub.bundled())} NF4 blocksize 64, double quant; embedding F16"
 fresh = lora.init(nf4_model, rank=8, alpha=16)
 print(f"adapted: {[fresh.name(t) for t in fresh.targets]}, rank {fresh.rank}, α {fresh.alpha:g}, scale α/r = {fresh.scale:g}")
 full = sum(nf4_model.weights[fresh.name(t)].size for t in fresh.targets)
@@ -373,6 +378,7 @@ for label, base in [("merged into F16", f16.weights), ("merged into NF4", {**f16
         lambda p, w=weights: kquant.quantize_gguf(hub.bundled(), p, "Q4_K_M", weights=w, overwrite=True, progress=False),
         "tiny-lora-Q4_K_M.gguf",
         src=sha256(hub.bundled()),
+        nf4=key,
         adapters=adapters.digest(),
         base=label,
     )
@@ -392,7 +398,10 @@ and the new facts are still answered there, the counts above say how many of the
 merges differ by at most a question or two on 8 new facts and 128 old ones, too few to tell them
 apart; the argument for merging into F16 is the one above (no second rounding of the matrices that
 were not trained), not a measured difference.
+"""
 
+# %% [markdown]
+"""
 ## Summary
 
 * NF4's 16 levels are normal quantiles (with an exact zero), so they are dense where weights are
