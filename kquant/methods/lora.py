@@ -76,9 +76,10 @@ def one_blas_thread():
     """Run numpy's matrix products on one thread inside the block (the thread count is restored after).
 
     The products here are small (a few hundred rows of 256 to 846 columns). On a machine whose cores
-    are shared, OpenBLAS's extra threads spin waiting for each other: on 2 busy cores, training took
-    403 s of wall time with them and about 15 s without (the runner's one llama.cpp thread has the
-    same reason). Without numpy's bundled OpenBLAS (another BLAS), this does nothing.
+    are shared, OpenBLAS's extra threads spin waiting for each other: on 2 busy cores, notebook 14's
+    frozen pass and two trainings took 403 s of wall time with them and 33 s on one thread (the
+    runner's one llama.cpp thread has the same reason). With another BLAS than numpy's bundled
+    OpenBLAS, this does nothing.
     """
     calls = _openblas()
     if calls is None:

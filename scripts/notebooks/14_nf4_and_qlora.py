@@ -19,7 +19,8 @@ forgets, and writes the result as a Q4_K_M file that llama.cpp runs.
 * measure fine-tuning honestly: what the model learned, what it forgot, and what replaying a
   few old examples saves.
 
-Words such as *block*, *absmax*, *bits per weight* and *95 % interval* are defined in the [glossary](../docs/glossary.md).
+Words such as *NF4*, *double quantization*, *LoRA*, *bits per weight*, *re-quantization* and *95 % interval*
+are defined in the [glossary](../docs/glossary.md).
 """
 
 # %%
@@ -189,7 +190,7 @@ print("ggml's 4-bit types:", [t.name for t in GGMLQuantizationType if t.name.sta
 # %% [markdown]
 """
 So an NF4 model reaches llama.cpp only **dequantized**: its values written as F16 (16 bits a weight,
-four times the size it had in memory for training), and then, if you want a small file, quantized
+about four times the 4.127 bits it had in memory for training), and then, if you want a small file, quantized
 again with one of ggml's own types. That is what the rest of this notebook does with the
 fine-tuned model. Here is the NF4 base model itself, every block matrix through NF4 and back, as an
 F16 file in llama.cpp (NF4's values, here float32, rounded to F16 on the way), beside the bundled F16 model:
