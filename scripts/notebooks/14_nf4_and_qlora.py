@@ -46,7 +46,8 @@ viz.setup()  # figures sized to need no "tight" crop: one layout pass per redraw
 """
 ## 1. Sixteen levels from the normal distribution
 
-A 4-bit code has 16 values. Q4_0 spreads them evenly between `-absmax` and `+absmax` of each block.
+A 4-bit code has 16 values. Q4_0 spreads them evenly, in steps of absmax/8 from `-absmax` to
+`+7/8·absmax` (or the mirror image: the block's extreme always lands on the end level).
 But trained weights are not spread evenly: most sit near zero, few near the block's largest one.
 NF4 ("4-bit NormalFloat") puts its levels where a **standard normal** puts equal amounts of
 probability: the levels are normal quantiles, scaled so that the outermost is ±1. bitsandbytes
@@ -57,7 +58,7 @@ negative side, and an exact 0 (so zero weights stay zero), which is why the tabl
 
 # %%
 levels = nf4.normal_levels()
-print("NF4 levels:", np.round(nf4.NF4_LEVELS, 4).tolist())
+print("NF4 levels:", [round(float(v), 4) for v in nf4.NF4_LEVELS])
 print("normal_levels() == bitsandbytes' table:", bool(np.array_equal(levels, nf4.NF4_LEVELS)))
 print(f"{int((nf4.NF4_LEVELS > 0).sum())} levels above 0, {int((nf4.NF4_LEVELS < 0).sum())} below, and 0 itself")
 q4_0_grid = np.arange(-8, 8) / 8  # Q4_0: q·d with d = (the signed extreme) / -8, as a fraction of absmax
@@ -71,8 +72,8 @@ NF4 cuts the weights (row after row, flat) into blocks of 64, divides each block
 absolute value (its **absmax**), and codes every weight as the level nearest to the result.
 Below, the weights of one matrix of the bundled model, divided by their block's absmax, with the
 levels on top. Switch to the uniform grid: the same blocks and bits, a larger error, because
-the levels out in the tails serve few weights. The ±1 ends always hold exactly one weight per
-block, the absmax itself.
+the levels out in the tails serve few weights. The spikes at ±1 are one weight per
+block: the absmax itself.
 """
 
 # %%
@@ -92,7 +93,8 @@ t = nf4.quantize_nf4(W, blocksize=64, double_quant=False)
 first = W.ravel()[:64]
 print(f"block 0: absmax {t.absmax[0]:.5f} (= max |w| {np.abs(first).max():.5f})")
 print("codes  :", t.codes[:16].tolist(), "…")
-print("decoded:", np.round(nf4.dequantize_nf4(t).ravel()[:6], 5).tolist(), "… weights:", np.round(first[:6], 5).tolist())
+print("decoded:", [round(float(v), 5) for v in nf4.dequantize_nf4(t).ravel()[:6]], "…")
+print("weights:", [round(float(v), 5) for v in first[:6]], "…")
 
 # %% [markdown]
 """
