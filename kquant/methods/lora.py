@@ -239,8 +239,8 @@ def digest(sequences) -> str:
 def frozen(model: Llama, sequences, layer: int | None = None, *, model_key: str | None = None) -> Frozen:
     """Run the frozen model over token ``sequences`` once, keeping the adapted FFN's inputs.
 
-    ``model_key`` (a string naming the frozen weights, e.g. the file's sha256 and how it was
-    quantized): keep the result in kquant's cache (``kquant.model.cache.arrays``) under it.
+    ``model_key`` (a string naming the frozen weights: ``weights_digest(model)``): keep the result
+    in kquant's cache (``kquant.model.cache.arrays``) under it and the tokens' digest.
     """
     if model_key is not None:
         a = cache.arrays(
@@ -499,8 +499,11 @@ class TaskSet:
     spans: list[tuple[int, np.ndarray]]  # per task: (sequence index, position predicting its first token), answer ids
 
 
-def task_set(tokenize, tasks) -> TaskSet:
-    """Lay out ``tasks`` as ``kquant.model.evaluate.task_results`` does: ``<s>`` then prompt + answer lines."""
+def task_set(tokenize, tasks, bos: int = 0) -> TaskSet:
+    """Lay out ``tasks`` as ``kquant.model.evaluate.task_results`` does: ``<s>`` then prompt + answer lines.
+
+    ``tokenize(text)``: the model's tokenizer without BOS; ``bos``: its BOS id (0 in the bundled model).
+    """
     seqs, spans = [], []
     by_kind: dict[str, list] = {}
     for t in tasks:
@@ -509,7 +512,7 @@ def task_set(tokenize, tasks) -> TaskSet:
     for kind, ts in by_kind.items():
         per = PER_DOCUMENT.get(kind, 1)
         for i in range(0, len(ts), per):
-            ids = [0]  # BOS (id 0 in the bundled model's vocabulary)
+            ids = [bos]
             for t in ts[i : i + per]:
                 ids += tokenize(t.prompt)
                 answer = np.array(tokenize(t.answer))
