@@ -114,3 +114,24 @@ def test_one_blas_thread_restores_the_thread_count():
     with L.one_blas_thread():
         assert get() == 1
     assert get() == before
+
+
+def test_numpy_task_checks_agree_with_llama_cpp_on_the_bundled_model():
+    """lora.task_set / task_results lay tasks out as kquant.model.evaluate does: same answers as llama.cpp's."""
+    from kquant.llamacpp import Tokenizer
+    from kquant.model import evaluate, hub, runner
+
+    model = Llama.load(hub.bundled())
+    tasks = L.fact_tasks() + evaluate.held_out_tasks(60)[:60] + list(corpus.tasks(0, 0))[:40]
+    with Tokenizer(hub.bundled()) as tok:
+        ts = L.task_set(lambda s: tok.tokenize(s, add_special=False, parse_special=True), tasks)
+    mine = L.task_results(model, None, ts, L.frozen(model, ts.sequences))
+    m = runner.load(hub.bundled(), n_ctx=256)
+    theirs = evaluate.task_results(m, ts.tasks)
+    m.close()
+    kinds = np.array([t.kind for t in ts.tasks])
+    for kind, right in theirs.items():
+        agree = (mine[kinds == kind] == right).mean()
+        assert agree >= 0.95, (kind, agree)
+    assert mine[:8].sum() == 0  # the new facts are new to the model
+    assert mine[kinds == "facts"][8:].all()  # and it knows its own
