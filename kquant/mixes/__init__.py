@@ -19,8 +19,8 @@ This package is pure logic: names, shapes and hyper-parameters in, a plan out;
 
 from kquant.mixes.catalog import (
     ALIASES,
-    IMATRIX_MIXES,
     FLOAT_MIXES,
+    IMATRIX_MIXES,
     IQUANT_MIXES,
     LLAMA_CPP_VERSION,
     MIXES,
