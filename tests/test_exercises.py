@@ -25,7 +25,7 @@ import kquant
 from kquant import mixes
 from kquant.exercises import core, mode
 from kquant.exercises.core import CORRECT, INCORRECT, NOT_ATTEMPTED, Exercise, Wrong, call
-from kquant.formats import q4_k
+from kquant.formats import iq4_nl, q4_k
 from kquant.gguf import anatomy
 from kquant.lessons import kfamily, scale_zero_point
 from kquant.model import scores
@@ -893,6 +893,27 @@ def _mistakes():
             (lambda w, wh, imp: float(np.mean(imp * (w - wh) ** 2)), "not a mean"),
             (lambda w, wh, imp: float(np.sum(imp * np.abs(w - wh))), "square the errors"),
         ],
+        "nb11-q1": [
+            (lambda x: x.T.astype(np.float64) @ x / len(x), "a factor 2"),
+            (lambda x: 2 * x.astype(np.float64) @ x.T / len(x), "XᵀX, not XXᵀ"),
+            (lambda x: 2 * x.T.astype(np.float64) @ x, "divide by the token count"),
+            (lambda x: 2 * np.cov(x.astype(np.float64), rowvar=False, bias=True), "a covariance"),
+            (lambda x: np.diag(2 * (x.astype(np.float64) ** 2).mean(axis=0)), "every pair of columns"),
+        ],
+        "nb11-q2": [
+            (lambda w, q, u: w - np.outer(w[:, 0] - q, u), "divide the rounding error by u[0]"),
+            (lambda w, q, u: w + np.outer((w[:, 0] - q) / u[0], u), "the sign is reversed"),
+            (lambda w, q, u: (w - np.outer((w[:, 0] - q) / u[0], u))[:, 1:], "return the whole block"),
+            (lambda w, q, u: np.c_[w[:, :1], (w - np.outer((w[:, 0] - q) / u[0], u))[:, 1:]], "come out as q"),
+            (lambda w, q, u: w, "returned w unchanged"),
+        ],
+        "nb11-q3": [
+            (lambda H, p: np.linalg.cholesky(np.linalg.inv(H + p * np.mean(np.diag(H)) * np.eye(len(H)))), "lower"),
+            (lambda H, p: np.linalg.cholesky(H + p * np.mean(np.diag(H)) * np.eye(len(H))).T, "factors H itself"),
+            (lambda H, p: np.linalg.cholesky(np.linalg.inv(H + p * np.eye(len(H)))).T, "the MEAN of H's diagonal"),
+            (lambda H, p: np.linalg.cholesky(np.linalg.inv(H)).T, "no damping"),
+            (lambda H, p: np.linalg.inv(np.linalg.cholesky(H + p * np.mean(np.diag(H)) * np.eye(len(H)))), "L⁻¹"),
+        ],
         "nb14-q1": [
             (lambda b, b2: 4.0, "also stores its scale"),
             (lambda b, b2: 4 + 32 / b, "without double quantization"),
@@ -910,6 +931,25 @@ def _mistakes():
             (lambda W, A, B, a, r: W + B @ A, "must scale it too"),
             (lambda W, A, B, a, r: W + a * B @ A, "not α"),
             (lambda W, A, B, a, r: W + r / a * B @ A, "not r/α"),
+        ],
+        "nb15-q1": [
+            (lambda v: int(np.argmin(np.abs(IQ4_TABLE - v))), "a tie goes to the upper value"),
+            (lambda v: int(IQ4_TABLE[_iq4_nearest(v)]), "return its index"),
+            (lambda v: _iq4_nearest(v) + 1, "indices start at 0"),
+            (lambda v: int(np.clip(np.rint(v / 16) + 8, 0, 15)), "not the index of the table value nearest"),
+        ],
+        "nb15-q2": [
+            (lambda b: (_iq4_nibbles(b) - 8) * _iq4_d(b), "that is Q4_0's"),
+            (lambda b: _iq4_d(b) * IQ4_TABLE[_iq4_nibbles(b, interleaved=True)], "not interleaved"),
+            (lambda b: _iq4_d(b) * IQ4_TABLE[np.roll(_iq4_nibbles(b), 16)], "low nibbles first"),
+            (lambda b: -_iq4_d(b) * IQ4_TABLE[_iq4_nibbles(b)], "the sign is flipped"),
+        ],
+        "nb15-q3": [
+            (lambda x, w, q: float(np.sum(q * x) / np.sum(q * q)), "ignores w"),
+            (lambda x, w, q: float(np.sum(w * q * q) / np.sum(w * q * x)), "that is 1/d"),
+            (lambda x, w, q: float(x[np.argmax(np.abs(x))] / -127), "the starting guess"),
+            (lambda x, w, q: float(np.sum(w * q * x) / np.sum(w * q * q)), "every weight w is 0"),
+            (lambda x, w, q: float(np.sum(w * x) / np.sum(w * q)), "its derivative"),
         ],
         "nb17-q1": [
             (lambda s: s[0] % 256 == 0, "tests the number of rows"),
@@ -933,6 +973,25 @@ def _mistakes():
 
 
 # --- the students' own code that the mistakes are made of (none calls an answer key) -------
+
+
+IQ4_TABLE = np.array([-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113])
+
+
+def _iq4_nearest(v) -> int:
+    mid = (IQ4_TABLE[:-1] + IQ4_TABLE[1:]) / 2
+    return int(np.searchsorted(mid, v, side="right"))
+
+
+def _iq4_d(block) -> np.float32:
+    return np.frombuffer(block[:2], "<f2")[0].astype(np.float32)
+
+
+def _iq4_nibbles(block, interleaved=False) -> np.ndarray:
+    b = np.frombuffer(block[2:18], np.uint8).astype(np.int64)
+    if interleaved:
+        return np.stack([b & 15, b >> 4], axis=1).reshape(-1)
+    return np.concatenate([b & 15, b >> 4])
 
 
 def _k_share(shapes, axis=-1):
@@ -1186,7 +1245,7 @@ def _delegations():
     from kquant.gguf import summary
     from kquant.imatrix import Entry
     from kquant.lessons import memory, metrics, requantize, rounding
-    from kquant.methods import lora
+    from kquant.methods import gptq, lora
 
     Q = GGMLQuantizationType
     return {
@@ -1280,12 +1339,21 @@ def _delegations():
         "nb09-q2": [lambda n, bpw: memory.gb(memory.weight_bytes(n, bpw))],
         "nb09-q3": [lambda L, h, d, c, b: memory.kv_cache_bytes(L, h, d, c, b)],
         "nb10-q2": [lambda s, c: Entry(s, c).importance()],
+        "nb11-q3": [lambda H, p: gptq.inverse_factor(H, p)[0]],
         "nb14-q3": [
             lambda W, A, B, a, r: lora.merge(
                 {"blk.0.ffn_up.weight": W}, lora.LoRA(0, r, a, {"ffn_up": A}, {"ffn_up": B})
             )["blk.0.ffn_up.weight"],
             lambda W, A, B, a, r: W + lora.LoRA(0, r, a, {"ffn_up": A}, {"ffn_up": B}).delta("ffn_up"),
         ],
+        "nb15-q1": [lambda v: int(iq4_nl.best_index(np.float32(v))), lambda v: int(iq4_nl.best_index_c(v))],
+        "nb15-q2": [
+            lambda b: iq4_nl.decode(iq4_nl.unpack(np.frombuffer(b, np.uint8)[None]))[0],
+            lambda b: kquant.dequantize(np.frombuffer(b, np.uint8), "IQ4_NL"),
+            lambda b: reference.dequantize(np.frombuffer(b, np.uint8), "IQ4_NL"),
+            lambda b: gguf.quants.dequantize(np.frombuffer(b, np.uint8), Q.IQ4_NL),
+        ],
+        "nb15-q3": [lambda x, w, q: float(iq4_nl.search(x[:, None], w[:, None])[0])],
         "nb17-q3": [lambda x, t: requantize.relative_error(x, t)],
     }
 
@@ -1299,6 +1367,8 @@ USES_THE_LIBRARY = {
     "nb05-q3": "choosing a format is the point; quantizing with kquant is how",
     "nb10-q1": "a one-line numpy reduction; kquant has no function for it",
     "nb10-q3": "a one-line numpy reduction; kquant has no function for it",
+    "nb11-q1": "a one-line numpy product; kquant.methods.gptq accumulates it inside hessians()",
+    "nb11-q2": "one rank-1 update; kquant.methods.gptq does it inside its column loop",
     "nb14-q1": "a count of bits; nf4.bits_per_weight needs a quantized tensor and counts its offset too",
     "nb14-q2": "one line of lora.loss_and_grads, which takes a whole model: no kquant function takes (x, A, dy)",
     "nb17-q1": "a one-line test of the row length; kquant's rules do it inside the plan",

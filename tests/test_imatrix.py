@@ -29,7 +29,7 @@ from kquant.model import calibrate, hub
 from kquant.model.forward import Llama, rms_norm
 from kquant.quantize_file import plan_gguf, quantize_gguf
 
-MIXES = ["Q2_K", "Q3_K_M", "Q4_K_M", "Q4_0"]
+MIXES = ["Q2_K", "Q3_K_M", "Q4_K_M", "Q4_0", "IQ4_NL"]
 
 
 @pytest.fixture(scope="module")
@@ -497,7 +497,13 @@ def test_the_bundled_model_quantized_with_an_imatrix_is_llama_quantizes_file(mix
 
 @pytest.mark.parametrize(
     "model, mix",
-    [("tied, 8 layers", "Q4_0"), ("tied, 8 layers", "Q2_K"), ("untied, F16", "Q3_K_M"), ("untied, F16", "Q4_K_M")],
+    [
+        ("tied, 8 layers", "Q4_0"),
+        ("tied, 8 layers", "Q2_K"),
+        ("tied, 8 layers", "IQ4_NL"),  # 8 layers: ffn_down of layer 0 is Q5_K only without the imatrix
+        ("untied, F16", "Q3_K_M"),
+        ("untied, F16", "Q4_K_M"),
+    ],
 )
 def test_tiny_models_quantized_with_a_collected_imatrix_equal_llama_quantize(model, mix, tiny, tmp_path):
     src = tiny[model]

@@ -213,15 +213,15 @@ def test_the_forward_pass_refuses_types_it_cannot_decode(tmp_path):
     for key, value, vtype, sub in metadata(open_gguf(hub.bundled())):
         w.add_key_value(key, value, vtype, sub_type=sub)
     for t in src.tensors:
-        if t.name == "blk.0.ffn_up.weight":  # 768 rows of 256: IQ4_NL blocks are 32 weights in 18 bytes
-            w.add_tensor(t.name, np.zeros((768, 256 // 32 * 18), np.uint8), raw_dtype=GGMLQuantizationType.IQ4_NL)
+        if t.name == "blk.0.ffn_up.weight":  # 768 rows of 256: one IQ4_XS block of 136 bytes each
+            w.add_tensor(t.name, np.zeros((768, 136), np.uint8), raw_dtype=GGMLQuantizationType.IQ4_XS)
         else:
             w.add_tensor(t.name, np.asarray(t.data), raw_dtype=t.tensor_type)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
-    with pytest.raises(KQuantError, match="blk.0.ffn_up.weight is IQ4_NL, which kquant cannot decode"):
+    with pytest.raises(KQuantError, match="blk.0.ffn_up.weight is IQ4_XS, which kquant cannot decode"):
         Llama.load(tmp_path / "iq.gguf")
 
 

@@ -436,6 +436,31 @@ def _claims_10(text):
     assert len(counts) == 3 and min(counts) >= 20 and max(counts) - min(counts) <= 2
 
 
+def _claims_11(text):
+    # §1: the output error is tr(E H Eᵀ)·n/2, to the digits printed.
+    a, b = map(float, re.search(r"‖E Xᵀ‖² = ([\d.]+), tr\(E H Eᵀ\)·n/2 = ([\d.]+)", text).groups())
+    assert a == b
+    # §2: round-to-nearest gives [0, 0], GPTQ [0, 1], with a much smaller output error.
+    rtn = re.search(r"round to nearest +q = \[0\. 0\.\], output error per token ([\d.]+)", text)
+    got = re.search(r"GPTQ +q = \[0\. 1\.\], output error per token ([\d.]+)", text)
+    assert rtn and got and float(got[1]) < float(rtn[1]) / 3
+    # §3: H = I gives round-to-nearest's bytes; on the real H the weight error rises and the output error falls.
+    assert text.count("GPTQ with H = I gives kquant.quantize's bytes: True") == 4
+    assert "gives kquant.quantize's bytes: False" not in text
+    rows = re.findall(r"^(Q4_0|Q4_K) +(blk\.\S+) +([\d.]+) +([\d.]+) +([\d.]+) +([\d.]+)$", text, re.M)
+    assert len(rows) == 4
+    for _, _, out_rtn, out_gptq, w_rtn, w_gptq in rows:
+        assert float(out_gptq) < float(out_rtn) and float(w_gptq) > float(w_rtn)
+    # §4: the three files have the same size; GPTQ's KL is below both, beyond the noise; every matrix improved.
+    bpw = re.findall(r"^Q4_0 (?:RTN|imatrix|GPTQ) +([\d.]+) bpw", text, re.M)
+    assert len(bpw) == 3 and len(set(bpw)) == 1 and bpw[0] == "4.52"
+    for other in ("RTN", "imatrix"):
+        line = re.search(rf"^GPTQ +− {other} +kl +the difference is (-[\d.e-]+) .*excludes 0", text, re.M)
+        assert line, f"GPTQ − {other} KL is not a negative difference beyond the noise"
+    lower, total = map(int, re.search(r"below round-to-nearest's for (\d+) of the (\d+) matrices", text).groups())
+    assert lower == total == 56
+
+
 def _claims_14(text):
     # §1: bitsandbytes' table is normal quantiles, 8 above 0, 7 below and 0 itself.
     assert "normal_levels() == bitsandbytes' table: True" in text
@@ -482,6 +507,39 @@ def _claims_14(text):
     assert "the others: ['blk.7.ffn_down.weight', 'blk.7.ffn_gate.weight', 'blk.7.ffn_up.weight']" in text
 
 
+def _claims_15(text):
+    # §1: the gaps, 11-13 in the middle and 20-24 at the ends; -127 on one side, 113 on the other.
+    gaps = ast.literal_eval(re.search(r"^gaps: +(\[.*\])$", text, re.M)[1])
+    assert min(gaps[5:10]) == 11 and max(gaps[5:10]) == 13 and min(gaps[:2] + gaps[-2:]) == 20 and max(gaps) == 24
+    assert "kvalues_iq4nl: [-127," in text and ", 113]" in text and "gguf-py's copy is the same: True" in text
+    # ... the weights crowd the middle (more than an even spread's 25 %), where IQ4_NL has more levels,
+    # and its table rounds them with less error than the even grid.
+    assert float(re.search(r"blocks: (\d+)% of the weights lie within ±0.25 of 0", text)[1]) > 25
+    n_levels = dict(re.findall(r"^(IQ4_NL|Q4_0) +levels within ±0.25: (\d+) of 16", text, re.M))
+    assert int(n_levels["IQ4_NL"]) > int(n_levels["Q4_0"]), n_levels
+    mse = dict(re.findall(r"^(IQ4_NL|Q4_0) +mean squared rounding error ([\d.e+-]+)", text, re.M))
+    assert float(mse["IQ4_NL"]) < float(mse["Q4_0"]), mse
+    # §3, §5, §6: kquant's bytes are ggml's, with and without the importance, and the whole file is llama.cpp's.
+    assert "same bytes as ggml (ggml_quantize_chunk) for the whole matrix: True" in text
+    assert "with its importance: same bytes as ggml: True" in text
+    assert "kquant's pure IQ4_NL file = llama.cpp's (sha256): True" in text
+    # §4: the slider's block is one whose winner is not the first candidate; its stored d is the winner's in fp16;
+    # most blocks put their largest weight on the long end.
+    chosen = re.findall(r"← chosen", text)
+    assert len(chosen) == 1 and not re.search(r"^0 .*← chosen$", text, re.M)
+    stored = re.search(r"= ([-\d.e]+); the block's bytes \(kquant's = ggml's\) say ([-\d.e]+)", text)
+    assert stored[1] == stored[2]
+    long_end = float(re.search(r"^(\d+)% of the [\d,]+ blocks store a d whose sign is opposite", text, re.M)[1])
+    assert long_end > 50
+    # §5: "nearly every matrix": the importance lowers the weighted error of at least 90 % of them.
+    lower, total = map(int, re.search(r"weighted error is lower for (\d+) of (\d+) matrices", text).groups())
+    assert lower >= 0.9 * total
+    # §6 and the summary: at 4.5 bits the weight error orders Q4_0 < IQ4_NL < Q4_K (SQNR, higher is better).
+    sqnr = dict(re.findall(r"^(Q4_0|IQ4_NL|Q4_K) +4.5 bits per weight, SQNR ([\d.]+) dB", text, re.M))
+    assert float(sqnr["Q4_0"]) < float(sqnr["IQ4_NL"]) < float(sqnr["Q4_K"]), sqnr
+    assert len(re.findall(r"^KL .* − .*: the difference is", text, re.M)) == 3
+
+
 def _claims_17(text):
     # §3: Q4_1 is 5 bpw and the Q8_0 embedding and F32 norms bring the average up; only ffn_down fits.
     assert float(re.search(r"M weights, ([\d.]+) bits per weight on average", text)[1]) > 5.0
@@ -524,6 +582,8 @@ CLAIMS_06_10 = {
     "08": _claims_08,
     "09": _claims_09,
     "10": _claims_10,
+    "11": _claims_11,
     "14": _claims_14,
+    "15": _claims_15,
     "17": _claims_17,
 }

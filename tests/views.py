@@ -18,14 +18,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kquant.formats import q4_k
+from kquant.formats import iq4_nl, q4_k
 from kquant.formats import quantize as kquant_quantize
 from kquant.gguf import anatomy
 from kquant.lessons import metrics, published, requantize, samples, scale_zero_point
+from kquant.methods import gptq as gptq_method
 from kquant.mixes import Choice, plan
-from kquant.model import calibrate, evaluate, hub, runner
+from kquant.model import calibrate, evaluate, forward, hub, runner
 from kquant.quantize_file import read_model
-from kquant.viz import files, kquants, models, numbers, qlora
+from kquant.viz import files, gptq, iquants, kquants, models, numbers, qlora
+
+TABLE = iq4_nl.KVALUES.astype(np.int64)
 
 
 @dataclass(frozen=True)
@@ -57,7 +60,17 @@ def views() -> list[View]:
     bpw = {m: published.LLAMA31_8B_SIZES[m]["bpw"] for m in ["F16", "Q8_0", "Q4_K_M", "Q2_K"]}
     vectors = calibrate.collect(hub.bundled(), calibrate.calibration_text(), n_chunks=2).vectors()
     # Notebook 17 re-quantizes a Q4_1 file's weights; Q4_1 bytes of the sample weights stand in for them.
+    # Notebook 15: a block of the sample weights and its IQ4_NL search; weights over their block max.
+    iq4_x = w[0, :32].astype(np.float32)
+    iq4_steps = iq4_nl.search_steps(iq4_x, iq4_x * iq4_x)
+    blocks = w.reshape(-1, 32)
+    iq4_u = (blocks / blocks[np.arange(len(blocks)), np.abs(blocks).argmax(axis=1)][:, None]).ravel()
+    iq4_levels = {"IQ4_NL": TABLE / -127.0, "Q4_0": (8 - np.arange(16)) / 8.0}
     grid_pair = requantize.off_grid(kquant_quantize(w[:4, :512], "Q4_1"), np.random.default_rng(0))
+    # Notebook 11 spreads one matrix's rounding errors: layer 4's attn_k (32 rows) and its Hessian on 2 chunks.
+    llama = forward.Llama.load(hub.bundled())
+    hessian = gptq_method.hessians(llama, gptq_method.calibration(llama, 2, None), 4)["blk.4.attn_k.weight"]
+    w11 = llama.weights["blk.4.attn_k.weight"][:32]
     # Placeholder scores and layer errors: the plots' inputs in shape only (the notebooks pass measured ones).
     n = np.array([100.0, 150.0, 200.0])  # positions of three documents
 
@@ -141,6 +154,8 @@ def views() -> list[View]:
             [0],
             slider=False,
         ),
+        View("11", "gptq_view", lambda c: gptq.gptq_view(w11, hessian, c, 0.01), [0, 40, 130, 255]),
+        View("11", "gptq_view (damping)", lambda p: gptq.gptq_view(w11, hessian, 40, p), [0.001, 0.1, 1.0, 10.0]),
         View("14", "levels_plot", lambda _: qlora.levels_plot({"uniform": qlora.UNIFORM_LEVELS}), [0], slider=False),
         View(
             "14",
@@ -155,6 +170,8 @@ def views() -> list[View]:
             [0],
             slider=False,
         ),
+        View("15", "table_plot", lambda _: iquants.table_plot(iq4_u, iq4_levels), [0], slider=False),
+        View("15", "search_view", lambda k: iquants.search_view(iq4_x, iq4_x * iq4_x, iq4_steps, k, TABLE), range(16)),
         View(
             "17",
             "requantization_view",

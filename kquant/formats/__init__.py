@@ -15,7 +15,7 @@ calls ``encode``, checks that every fp16 scale fits (as llama.cpp validates rows
 calls ``pack``; ``dequantize`` calls ``dequantize_blocks``. The steps are separate so the
 notebooks can show each one.
 
-Notebooks 03-05 use it.
+Notebooks 03-05 and 15 use it.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ _MODULES = {
     "Q4_K": "q4_k",
     "Q5_K": "q5_k",
     "Q6_K": "q6_k",
+    "IQ4_NL": "iq4_nl",
 }
 
 

@@ -124,16 +124,17 @@ def _norm_ppf(p: np.ndarray) -> np.ndarray:
 def normal_levels(offset: float = 0.9677083, use_extra_value: bool = True) -> np.ndarray:
     """bitsandbytes' ``create_normal_map``: the 16 NF4 levels from normal quantiles, float32.
 
-    8 positive quantiles between ``offset`` and 0.5, 7 negative ones, and 0, each rounded to
-    float32 and divided by the largest. ``offset`` is the outermost quantile: 0.9677083 puts
-    the top level at norm.ppf(0.9677083) = 1.848 standard deviations before scaling to 1.
+    8 positive quantiles between ``offset`` and 0.5 (7 with ``use_extra_value=False``), 7 negative
+    ones, and 0, each rounded to float32 and divided by the largest. ``offset`` is the outermost
+    quantile: 0.9677083 puts the top level at norm.ppf(0.9677083) = 1.848 standard deviations before
+    scaling to 1. bitsandbytes pads the list to 256 with zeros (an 8-bit table); here the distinct levels.
     """
     if not 0.5 < offset < 1:
         raise KQuantError(f"offset {offset} is not a quantile above the median: pass 0.5 < offset < 1")
     pos, neg = (9, 8) if use_extra_value else (8, 8)
     v1 = _norm_ppf(_linspace_f32(offset, 0.5, pos)[:-1])
     v3 = -_norm_ppf(_linspace_f32(offset, 0.5, neg)[:-1])
-    values = np.sort(np.concatenate([v1, [0.0], v3]).astype(f32))  # the 241 padding zeros: one 0 level
+    values = np.sort(np.concatenate([v1, [0.0], v3]).astype(f32))  # bitsandbytes' padding zeros: one level
     return (values / values.max()).astype(f32)
 
 
@@ -166,7 +167,7 @@ def create_dynamic_map(signed: bool = True, max_exponent_bits: int = 7, total_bi
 DYNAMIC_MAP = create_dynamic_map()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # arrays inside: compare the fields, e.g. np.array_equal(a.packed, b.packed)
 class NF4Tensor:
     """A tensor in NF4, as bitsandbytes' ``quantize_4bit(..., quant_type="nf4")`` leaves it.
 
@@ -215,7 +216,7 @@ def _check(x, blocksize: int) -> np.ndarray:
     if a.size == 0:
         raise KQuantError("nothing to quantize: pass an array with at least one weight")
     if not np.isfinite(a).all():
-        raise KQuantError("x holds NaN or inf: bitsandbytes would code them as 1.0 or -1.0 silently; clean them first")
+        raise KQuantError("x holds NaN or inf, which NF4 has no code for: replace them before quantizing")
     return a.astype(f32).reshape(-1)
 
 
@@ -316,15 +317,11 @@ def _row_sum(items: np.ndarray) -> np.ndarray:
     return partial[0]
 
 
-def torch_sum(a: np.ndarray, lanes: int = 8) -> np.float32:
-    """torch.sum of a 1-D contiguous float32 tensor on CPU, one thread: ATen's cascade_sum.
+GRAIN_SIZE = 32768  # at::internal::GRAIN_SIZE: shorter reductions run on one thread
 
-    Runs of ``lanes`` floats are summed lane by lane (``lanes`` = Vectorized<float>::size(): 8 is
-    what torch 2.13.0 used on this project's x86 CPU, an AVX-512 one), the tail left to right, then
-    the lanes in order. (With several threads, tensors over 32768 floats are split first, and
-    CUDA sums differently again: the offset may then differ in its last bit, and it is stored.)
-    """
-    a = np.ascontiguousarray(a, dtype=f32).reshape(-1)
+
+def _cascade_sum(a: np.ndarray, lanes: int) -> np.float32:
+    """ATen's cascade_sum over one contiguous run: lanes, then the tail, then the lanes in order."""
     if a.size < lanes:
         return f32(_row_sum(a[:, None])[0])
     n_vec = a.size // lanes
@@ -337,9 +334,28 @@ def torch_sum(a: np.ndarray, lanes: int = 8) -> np.float32:
     return total
 
 
-def torch_mean(a: np.ndarray, lanes: int = 8) -> np.float32:
+def torch_sum(a: np.ndarray, lanes: int = 8, threads: int = 1) -> np.float32:
+    """torch.sum of a 1-D contiguous float32 tensor on CPU, bit for bit: ATen's cascade_sum.
+
+    Runs of ``lanes`` floats are summed lane by lane (``lanes`` = Vectorized<float>::size(): 8 is
+    what torch 2.13.0 used on this project's x86 CPU, an AVX-512 one), the tail left to right, then
+    the lanes in order. From GRAIN_SIZE floats on, torch's ``threads`` (torch.get_num_threads())
+    each sum an equal contiguous share (parallel_for's chunks), and the shares are added in order.
+    CUDA sums in yet another order: a GPU's offset may differ in its last bit (it is stored).
+    """
+    a = np.ascontiguousarray(a, dtype=f32).reshape(-1)
+    n = a.size
+    parts = 1 if n < GRAIN_SIZE else max(1, min(threads, -(-n // GRAIN_SIZE)))
+    chunk = -(-n // parts)
+    total = f32(0)
+    for start in range(0, n, chunk):
+        total = f32(total + _cascade_sum(a[start : start + chunk], lanes))
+    return total
+
+
+def torch_mean(a: np.ndarray, lanes: int = 8, threads: int = 1) -> np.float32:
     """torch.mean of a float32 tensor on CPU: the cascade sum, then one float32 division."""
-    return f32(torch_sum(a, lanes) / f32(a.size))
+    return f32(torch_sum(a, lanes, threads) / f32(a.size))
 
 
 def quantize_lut(code: np.ndarray) -> np.ndarray:
@@ -386,11 +402,12 @@ def quantize_blockwise(a: np.ndarray, blocksize: int = ABSMAX_BLOCKSIZE) -> tupl
     return q.astype(np.uint8), absmax.astype(f32)
 
 
-def quantize_nf4(x, blocksize: int = 64, double_quant: bool = True, *, lanes: int = 8) -> NF4Tensor:
+def quantize_nf4(x, blocksize: int = 64, double_quant: bool = True, *, lanes: int = 8, threads: int = 1) -> NF4Tensor:
     """x (any shape, float32 or float16) -> NF4Tensor, as bitsandbytes' quantize_4bit on CPU.
 
-    ``double_quant`` is compress_statistics. ``lanes`` only matters then: the width of torch's
-    vectorised sum for the absmaxes' mean (16 on an AVX-512 CPU, else 8), see ``torch_sum``.
+    ``double_quant`` is compress_statistics. ``lanes`` and ``threads`` matter only then, and only
+    to the last bit of the absmaxes' mean ``offset`` (torch sums in an order they set, see
+    ``torch_sum``; ``threads`` from 32768 blocks on, i.e. tensors of 2M weights and more).
     """
     flat = _check(x, blocksize)
     absmax = block_absmax(flat, blocksize)
@@ -400,7 +417,7 @@ def quantize_nf4(x, blocksize: int = 64, double_quant: bool = True, *, lanes: in
     shape = tuple(int(d) for d in np.shape(x))
     if not double_quant:
         return NF4Tensor(packed, absmax, shape, blocksize)
-    offset = torch_mean(absmax, lanes)
+    offset = torch_mean(absmax, lanes, threads)
     q, absmax2 = quantize_blockwise(absmax - offset, ABSMAX_BLOCKSIZE)
     return NF4Tensor(packed, q, shape, blocksize, offset, absmax2)
 

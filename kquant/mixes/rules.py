@@ -4,8 +4,10 @@ The rules are those of ``llama_tensor_get_type`` and ``llama_tensor_get_type_imp
 src/llama-quant.cpp of llama.cpp 0c1e57098 (the copy vendored by llama-cpp-python 0.3.36),
 for the "llama" architecture, with or without an importance matrix (``has_imatrix``: for
 the mixes here it changes one rule, Q4_0 / Q5_0 give ffn_down of the first n_layer/8
-layers Q4_1 / Q5_1). Left out on purpose: the Falcon, GLM5-NEXT and BailingMoE3 branches
-(other architectures) and the IQ/TQ/MXFP4 file types (kquant does not encode them).
+layers Q4_1 / Q5_1; IQ4_NL gives them Q5_K only *without* one). Of the i-quant file types only
+IQ4_NL is here (every branch that names LLAMA_FTYPE_MOSTLY_IQ4_NL). Left out on purpose: the
+Falcon, GLM5-NEXT and BailingMoE3 branches (other architectures) and the other IQ/TQ/MXFP4 file
+types (kquant does not encode them).
 
 The code below is the decision; the words are in ``REASONS``, one template per rule, so a
 rule reads like the C it mirrors and its explanation can be read (or translated) apart
@@ -33,6 +35,7 @@ REASONS = {
     "output_type": "output_tensor_type {new} was asked for",
     "override": "matches the override {pattern!r} → {new}",
     "pure": "pure {mix}: every matrix gets the default {default}",
+    "float": "a {mix} file: every matrix is converted to {default}, with no per-tensor rules",
     "default": "{what}: the {mix} default {default}",
     # the output layer (and a tied token_embd, which doubles as it)
     "output.asked": "{role}: output_tensor_type {new} was asked for",
@@ -49,6 +52,7 @@ REASONS = {
     "attn_v.q3_k_l": "{what}: Q3_K_L gives attn_v Q5_K",
     "attn_v.more_bits": "{what}: {more_bits} → {new}",
     "attn_v.first_4": "{what}: one of the first 4 attn_v tensors → Q5_K",
+    "attn_v.iq4_nl.gqa": "{what}: IQ4_NL gives attn_v Q5_K when {n_gqa} query heads share a kv head (GQA ≥ 4)",
     "attn_v.70b": "{why}; 70B model: attn_v is 8x smaller than attn_q (GQA), so it gets Q5_K",
     "attn.8_experts": "{what}: 8-expert model (Mixtral-like): {cat} → Q8_0, a small price for quality",
     # ffn_down: the largest matrices' output side
@@ -58,6 +62,9 @@ REASONS = {
     "ffn_down.q3_k_m": "{what}: Q3_K_M gives ffn_down Q4_K (Q5_K only in the first sixteenth)",
     "ffn_down.q3_k_l": "{what}: Q3_K_L gives ffn_down Q5_K",
     "ffn_down.more_bits": "{what}: {more_bits} → {new}",
+    "ffn_down.iq4_nl": (
+        "{what}: without an importance matrix, IQ4_NL gives ffn_down of the first eighth of {n} layers Q5_K (layer {i})"
+    ),
     "ffn_down.imatrix": (
         "{what}: with an importance matrix, {mix} gives ffn_down of the first eighth "
         "of {n} layers {new} (layer {i} < {n8})"
@@ -136,6 +143,8 @@ class Rules:
             return say("token_embd_type", self.token_embd_type)
         if self.output_type is not None and cat == "output":
             return say("output_type", self.output_type)
+        if GGML_QUANT_SIZES[self.mix.default][0] == 1:  # F16 / BF16 / F32: no overrides, rules or fallback
+            return say("float", self.mix.default, mix=self.mix.name, default=self.mix.default.name)
         override = next(((p, q) for p, q in self.overrides if p.search(t.name)), None)
         if override:
             new, why = say("override", override[1], pattern=override[0].pattern)
@@ -166,7 +175,7 @@ class Rules:
         return fallback, why
 
     def mix_rule(self, t: TensorSpec, cat: str) -> tuple[GGMLQuantizationType, str]:
-        """llama_tensor_get_type_impl for the llama architecture and the mixes in MIXES."""
+        """llama_tensor_get_type_impl for the llama architecture and the mixes in MIXES (and IQ4_NL, Q2_K_S)."""
         mix, default = self.mix.name, self.mix.default
         words = dict(what=what(t, cat), mix=mix, default=default.name)
         if cat == "output" or (self.tied and cat == "token_embd"):
@@ -182,7 +191,7 @@ class Rules:
         if cat in ("ffn_gate", "ffn_up"):
             self.ffn_layer(t, None)  # llama.cpp checks the layer of expert tensors here too
         if cat == "attn_output":
-            if self.model.n_expert == 8 and mix in ("Q2_K", "Q3_K_S", "Q3_K_M", "Q4_K_S", "Q4_K_M"):
+            if self.model.n_expert == 8 and mix in ("Q2_K", "Q3_K_S", "Q3_K_M", "IQ4_NL", "Q4_K_S", "Q4_K_M"):
                 return say("attn_output.8_experts", T.Q5_K, **words)
             if self.model.n_expert != 8 and mix in ("Q2_K", "Q3_K_M", "Q3_K_L"):
                 return say("attn_output.one_step", {"Q2_K": T.Q3_K, "Q3_K_M": T.Q4_K, "Q3_K_L": T.Q5_K}[mix], **words)
@@ -215,6 +224,8 @@ class Rules:
             new, why = say("attn_v.q3_k_m", T.Q4_K, **words)
         elif mix == "Q3_K_L":
             new, why = say("attn_v.q3_k_l", T.Q5_K, **words)
+        elif mix == "IQ4_NL" and m.n_gqa >= 4:
+            new, why = say("attn_v.iq4_nl.gqa", T.Q5_K, n_gqa=m.n_gqa, **words)
         elif mix in ("Q4_K_M", "Q5_K_M"):
             new = T.Q6_K if use_more_bits(i, n) else self.mix.default
             new, why = say("attn_v.more_bits", new, more_bits=more_bits_words(i, n), **words)
@@ -239,7 +250,12 @@ class Rules:
             return say("ffn_down.q3_k_m", T.Q4_K, **words)
         if mix == "Q3_K_L":
             return say("ffn_down.q3_k_l", T.Q5_K, **words)
-        if mix in ("Q4_K_M", "Q5_K_M"):
+        if mix == "Q4_K_M":
+            new = T.Q6_K if use_more_bits(i, n) else default
+            return say("ffn_down.more_bits", new, more_bits=more_bits_words(i, n), **words)
+        if mix == "IQ4_NL" and not self.has_imatrix and i < n // 8:
+            return say("ffn_down.iq4_nl", T.Q5_K, i=i, n=n, **words)
+        if mix == "Q5_K_M":
             new = T.Q6_K if use_more_bits(i, n) else default
             return say("ffn_down.more_bits", new, more_bits=more_bits_words(i, n), **words)
         if mix == "Q4_K_S" and i < n // 8:

@@ -218,7 +218,7 @@ def dequantize(q, qtype) -> np.ndarray:
 
 
 def quantize_iq4_nl(x) -> np.ndarray:
-    """IQ4_NL bytes from ggml, for comparison only: kquant implements no i-quant.
+    """IQ4_NL bytes from ggml (``quantize(x, "IQ4_NL")`` without an imatrix; kquant.formats.iq4_nl is the numpy one).
 
     IQ4_NL ("non-linear") keeps Q4_0's layout (blocks of 32, one fp16 scale, 4-bit
     indices: 4.5 bits per weight) but an index picks one of 16 unevenly spaced values,

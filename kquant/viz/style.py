@@ -30,6 +30,7 @@ TYPE_COLORS = {
     "Q5_K": "#41ab5d",
     "Q6_K": "#fd8d3c",
     "Q8_0": "#d62728",
+    "IQ4_NL": "#bcbddc",
 }
 
 
