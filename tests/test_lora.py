@@ -105,17 +105,6 @@ def test_bad_input(model64):
         L.init(model64, layer=0)
 
 
-def test_one_blas_thread_restores_the_thread_count():
-    calls = L._openblas()
-    if calls is None:
-        pytest.skip("numpy here does not use its bundled OpenBLAS")
-    get, _ = calls
-    before = get()
-    with L.one_blas_thread():
-        assert get() == 1
-    assert get() == before
-
-
 def test_numpy_task_checks_agree_with_llama_cpp_on_the_bundled_model():
     """lora.task_set / task_results lay tasks out as kquant.model.evaluate does: same answers as llama.cpp's."""
     from kquant.llamacpp import Tokenizer

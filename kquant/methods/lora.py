@@ -32,66 +32,18 @@ frozen base it was trained on. Notebook 14 writes the merged weights with
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import functools
-import glob
 import hashlib
-import os
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from kquant.blas import one_blas_thread
 from kquant.errors import KQuantError
 from kquant.formats import nf4
 from kquant.model import cache, corpus
 from kquant.model.forward import Llama, rms_norm, silu
 
 TARGETS = ("ffn_gate", "ffn_up", "ffn_down")
-
-
-@functools.cache
-def _openblas():
-    """numpy's own OpenBLAS (the wheels bundle scipy-openblas) and its thread-count calls, or None."""
-    libs = glob.glob(os.path.join(os.path.dirname(np.__file__), os.pardir, "numpy.libs", "*openblas*"))
-    for path in libs:
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for prefix, suffix in [
-            ("scipy_openblas", "64_"),
-            ("scipy_openblas", ""),
-            ("openblas", "64_"),
-            ("openblas", ""),
-        ]:
-            get, set_ = f"{prefix}_get_num_threads{suffix}", f"{prefix}_set_num_threads{suffix}"
-            if hasattr(lib, get) and hasattr(lib, set_):
-                return getattr(lib, get), getattr(lib, set_)
-    return None
-
-
-@contextlib.contextmanager
-def one_blas_thread():
-    """Run numpy's matrix products on one thread inside the block (the thread count is restored after).
-
-    The products here are small (a few hundred rows of 256 to 846 columns). On a machine whose cores
-    are shared, OpenBLAS's extra threads spin waiting for each other: on 2 busy cores, notebook 14's
-    frozen pass and two trainings took 403 s of wall time with them and 33 s on one thread (the
-    runner's one llama.cpp thread has the same reason). With another BLAS than numpy's bundled
-    OpenBLAS, this does nothing.
-    """
-    calls = _openblas()
-    if calls is None:
-        yield
-        return
-    get, set_ = calls
-    before = get()
-    set_(1)
-    try:
-        yield
-    finally:
-        set_(before)
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
