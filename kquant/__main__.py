@@ -19,7 +19,7 @@ import sys
 
 from kquant import __version__
 from kquant.errors import KQuantError
-from kquant.mixes import IMATRIX_MIXES, IQUANT_MIXES, LLAMA_CPP_VERSION, MIXES
+from kquant.mixes import FLOAT_MIXES, IMATRIX_MIXES, IQUANT_MIXES, LLAMA_CPP_VERSION, MIXES
 
 
 def main(argv=None) -> int:
@@ -64,7 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"kquant {__version__} (llama.cpp {LLAMA_CPP_VERSION})")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    mixes = ", ".join([*MIXES, *IQUANT_MIXES]) + f" ({', '.join(IMATRIX_MIXES)} with --imatrix)"
+    mixes = ", ".join([*MIXES, *IQUANT_MIXES, *FLOAT_MIXES]) + f" ({', '.join(IMATRIX_MIXES)} with --imatrix)"
 
     q = sub.add_parser(
         "quantize",

@@ -403,10 +403,10 @@ def _plan(model: SourceModel, mix, pure, overrides, output_type, token_embd_type
         has_imatrix=has_imatrix,
     )
     for c in choices:
-        if c.type != c.source and c.type not in FORMATS and c.type not in (T.F32, T.F16):
+        if c.type != c.source and c.type not in FORMATS and c.type not in (T.F32, T.F16, T.BF16):
             raise KQuantError(
                 f"{c.name} would become {c.type.name}, which kquant cannot write; choose one of "
-                f"{', '.join(f.name for f in FORMATS)}, F16 or F32"
+                f"{', '.join(f.name for f in FORMATS)}, F16, BF16 or F32"
             )
         block = GGML_QUANT_SIZES[c.type][0]
         if c.shape[-1] % block:
@@ -461,11 +461,11 @@ def _encode(t, c: Choice, importance: dict, replaced=None, rows: slice | None = 
         x = weights(t, rows)  # float32; also refuses NaN and Inf, as llama.cpp does for every tensor it reads
     else:
         x = replaced  # quantize_gguf(weights=): checked float32 rows of the tensor
-        if c.type == T.BF16:
-            return _to_bf16(np.ascontiguousarray(x)).reshape(-1).view(np.uint8)
     qw = _importance_for(c, importance)  # checked for every converted tensor, F16 targets included
     if c.type == T.F32:
         return np.ascontiguousarray(x).reshape(-1).view(np.uint8)
+    if c.type == T.BF16:
+        return _to_bf16(np.ascontiguousarray(x)).reshape(-1).view(np.uint8)
     if c.type == T.F16:
         h = x.astype(np.float16)  # round to nearest even, as ggml_fp32_to_fp16_row
         if not np.isfinite(h).all():

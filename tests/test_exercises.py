@@ -956,6 +956,24 @@ def _mistakes():
             (lambda H, p: np.linalg.cholesky(np.linalg.inv(H)).T, "no damping"),
             (lambda H, p: np.linalg.inv(np.linalg.cholesky(H + p * np.mean(np.diag(H)) * np.eye(len(H)))), "L⁻¹"),
         ],
+        "nb14-q1": [
+            (lambda b, b2: 4.0, "also stores its scale"),
+            (lambda b, b2: 4 + 32 / b, "without double quantization"),
+            (lambda b, b2: 4 + 8 / b, "their own float32 scale"),
+            (lambda b, b2: 4 + 8 / b + 32 / b2, "is shared by"),
+        ],
+        "nb14-q2": [
+            (lambda x, A, dy, s: s * dy.T @ x, "full matrix's gradient"),
+            (lambda x, A, dy, s: s * (x @ A.T).T @ dy, "(transpose)"),
+            (lambda x, A, dy, s: dy.T @ (x @ A.T), "B's gradient has it too"),
+            (lambda x, A, dy, s: s * dy.T @ (x @ A.T) / len(x), "do not average"),
+        ],
+        "nb14-q3": [
+            (lambda W, A, B, a, r: a / r * B @ A, "the adapter alone"),
+            (lambda W, A, B, a, r: W + B @ A, "must scale it too"),
+            (lambda W, A, B, a, r: W + a * B @ A, "not α"),
+            (lambda W, A, B, a, r: W + r / a * B @ A, "not r/α"),
+        ],
         "nb15-q1": [
             (lambda v: int(np.argmin(np.abs(IQ4_TABLE - v))), "a tie goes to the upper value"),
             (lambda v: int(IQ4_TABLE[_iq4_nearest(v)]), "return its index"),
@@ -1269,7 +1287,7 @@ def _delegations():
     from kquant.gguf import summary
     from kquant.imatrix import Entry
     from kquant.lessons import memory, metrics, requantize, rounding
-    from kquant.methods import gptq
+    from kquant.methods import gptq, lora
 
     Q = GGMLQuantizationType
     return {
@@ -1364,6 +1382,12 @@ def _delegations():
         "nb09-q3": [lambda L, h, d, c, b: memory.kv_cache_bytes(L, h, d, c, b)],
         "nb10-q2": [lambda s, c: Entry(s, c).importance()],
         "nb11-q3": [lambda H, p: gptq.inverse_factor(H, p)[0]],
+        "nb14-q3": [
+            lambda W, A, B, a, r: lora.merge(
+                {"blk.0.ffn_up.weight": W}, lora.LoRA(0, r, a, {"ffn_up": A}, {"ffn_up": B})
+            )["blk.0.ffn_up.weight"],
+            lambda W, A, B, a, r: W + lora.LoRA(0, r, a, {"ffn_up": A}, {"ffn_up": B}).delta("ffn_up"),
+        ],
         "nb15-q1": [lambda v: int(iq4_nl.best_index(np.float32(v))), lambda v: int(iq4_nl.best_index_c(v))],
         "nb15-q2": [
             lambda b: iq4_nl.decode(iq4_nl.unpack(np.frombuffer(b, np.uint8)[None]))[0],
@@ -1390,6 +1414,8 @@ USES_THE_LIBRARY = {
     "nb16-q3": "a numpy one-liner; kquant's own intervals are bootstrap ones (evaluate.difference)",
     "nb11-q1": "a one-line numpy product; kquant.methods.gptq accumulates it inside hessians()",
     "nb11-q2": "one rank-1 update; kquant.methods.gptq does it inside its column loop",
+    "nb14-q1": "a count of bits; nf4.bits_per_weight needs a quantized tensor and counts its offset too",
+    "nb14-q2": "one line of lora.loss_and_grads, which takes a whole model: no kquant function takes (x, A, dy)",
     "nb17-q1": "a one-line test of the row length; kquant's rules do it inside the plan",
     "nb17-q2": "a sum over shapes; kquant has no function for it",
 }

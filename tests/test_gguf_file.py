@@ -365,3 +365,16 @@ def test_worker_processes_write_the_same_file_as_one_process(model, models, tmp_
 def test_threads_must_be_a_whole_number_of_at_least_one(threads, small_model, tmp_path):
     with pytest.raises(KQuantError, match="threads must be"):
         quantize_gguf(small_model, tmp_path / "x.gguf", threads=threads, progress=False)
+
+
+@pytest.mark.parametrize("model", list(MODELS)[:4])
+@pytest.mark.parametrize("mix", ["F16", "BF16", "F32"])
+def test_float_file_types_give_the_same_file_as_llama_quantize(mix, model, models, tmp_path):
+    # llama.cpp applies no rule, override or fallback when the file type is a float one: only
+    # --token-embedding-type and --output-tensor-type still count (an override here is ignored).
+    src = models[model]
+    options = dict(overrides={"attn_q": "Q8_0"}, token_embd_type="Q8_0")
+    theirs = llama_quantize(src, tmp_path / "llama.gguf", mix, **options)
+    ours = quantize_gguf(src, tmp_path / "kquant.gguf", mix, progress=False, **options)
+    assert sha256(ours.path) == sha256(theirs)
+    assert all(c.type.name in (mix, c.source.name) for c in plan_gguf(src, mix))  # converted, or kept as it was

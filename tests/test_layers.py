@@ -24,7 +24,10 @@ PACKAGE = ROOT / "kquant"
 LAYERS = [
     # 0. No kquant imports but these: errors, the C arithmetic and one module per block format,
     #    and the thin doors to the outside (llama.cpp's bindings, Colab, a progress bar).
-    ("foundation", ["kquant.errors", "kquant.formats", "kquant.llamacpp", "kquant.colab", "kquant.progress"]),
+    (
+        "foundation",
+        ["kquant.errors", "kquant.formats", "kquant.llamacpp", "kquant.colab", "kquant.progress", "kquant.blas"],
+    ),
     # 1. GGUF files: the one reader, the one atomic writer, the byte-by-byte anatomy, summaries.
     ("gguf", ["kquant.gguf"]),
     # 2. Importance matrices as data: statistics and llama.cpp's file formats.

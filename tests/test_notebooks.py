@@ -461,6 +461,52 @@ def _claims_11(text):
     assert lower == total == 56
 
 
+def _claims_14(text):
+    # §1: bitsandbytes' table is normal quantiles, 8 above 0, 7 below and 0 itself.
+    assert "normal_levels() == bitsandbytes' table: True" in text
+    assert "8 levels above 0, 7 below, and 0 itself" in text
+    # §3: double quantization: 4.127 bits per weight instead of 4.5.
+    assert "NF4, float32 absmax     : 4.5000 bits per weight" in text
+    assert "NF4, double-quantized   : 4.1271 bits per weight" in text
+    # §4: NF4 beats evenly spaced levels with the same blocks, not Q4_0 (even with blocks of 32), not Q4_K.
+    err = {
+        k: (float(b), float(e))
+        for k, b, e in re.findall(
+            r"^(NF4, blocks of \d+|evenly spaced, blocks of 64|Q4_0|Q4_K) +([\d.]+) +([\d.]+)$", text, re.M
+        )
+    }
+    assert len(err) == 5, err
+    assert err["NF4, blocks of 64"][1] < err["evenly spaced, blocks of 64"][1]
+    assert err["Q4_K"][1] < err["Q4_0"][1] < err["NF4, blocks of 32"][1] < err["NF4, blocks of 64"][1]
+    assert "an NF4 type in ggml: none" in text
+    # §7: the base knows no new fact and every old one; alone, the new facts (all 8) erase most old
+    # capitals; with replay all 8 are learned and most, not all, old ones kept; sums rise with replay.
+    table = {
+        k: tuple(map(int, v))
+        for k, *v in re.findall(r"^(NF4 base|new facts only|with replay) +(\d+)/8 +(\d+)/128 +(\d+)/200$", text, re.M)
+    }
+    assert table["NF4 base"][:2] == (0, 128), table
+    assert table["new facts only"][0] == 8 and table["new facts only"][1] < 64, table
+    assert table["with replay"][0] == 8 and 64 < table["with replay"][1] < 128, table
+    assert table["with replay"][2] > table["NF4 base"][2], table
+    for pair in ["new facts only − NF4 base", "with replay − NF4 base", "with replay − new facts only"]:
+        assert re.search(rf"^facts {pair}: .*excludes 0: more than noise$", text, re.M), pair
+    # §8: llama.cpp answers the new facts from the merged Q4_K_M files; the two merges differ by at most
+    # two answers; merged into F16, only the three adapted tensors differ from the plain Q4_K_M.
+    files = {
+        k: tuple(map(int, v))
+        for k, *v in re.findall(
+            r"^Q4_K_M, (no fine-tuning|merged into F16|merged into NF4) +[\d.]+ +(\d+)/8 +(\d+)/128 +(\d+)/200$",
+            text,
+            re.M,
+        )
+    }
+    assert files["no fine-tuning"][:2] == (0, 128), files
+    a, b = files["merged into F16"], files["merged into NF4"]
+    assert min(a[0], b[0]) >= 6 and abs(a[0] - b[0]) <= 2 and abs(a[1] - b[1]) <= 2, files
+    assert "the others: ['blk.7.ffn_down.weight', 'blk.7.ffn_gate.weight', 'blk.7.ffn_up.weight']" in text
+
+
 def _claims_15(text):
     # §1: the gaps, 11-13 in the middle and 20-24 at the ends; -127 on one side, 113 on the other.
     gaps = ast.literal_eval(re.search(r"^gaps: +(\[.*\])$", text, re.M)[1])
@@ -537,6 +583,7 @@ CLAIMS_06_10 = {
     "09": _claims_09,
     "10": _claims_10,
     "11": _claims_11,
+    "14": _claims_14,
     "15": _claims_15,
     "17": _claims_17,
 }

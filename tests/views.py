@@ -26,7 +26,7 @@ from kquant.methods import gptq as gptq_method
 from kquant.mixes import Choice, plan
 from kquant.model import calibrate, evaluate, forward, hub, runner
 from kquant.quantize_file import read_model
-from kquant.viz import files, gptq, iquants, kquants, models, numbers
+from kquant.viz import files, gptq, iquants, kquants, models, numbers, qlora
 
 TABLE = iq4_nl.KVALUES.astype(np.int64)
 
@@ -156,6 +156,20 @@ def views() -> list[View]:
         ),
         View("11", "gptq_view", lambda c: gptq.gptq_view(w11, hessian, c, 0.01), [0, 40, 130, 255]),
         View("11", "gptq_view (damping)", lambda p: gptq.gptq_view(w11, hessian, 40, p), [0.001, 0.1, 1.0, 10.0]),
+        View("14", "levels_plot", lambda _: qlora.levels_plot({"uniform": qlora.UNIFORM_LEVELS}), [0], slider=False),
+        View(
+            "14",
+            "nf4_view",
+            lambda v: qlora.nf4_view(w, "weights", *v),
+            [(64, "NF4"), (64, "uniform"), (128, "NF4"), (256, "uniform")],
+        ),
+        View(
+            "14",
+            "loss_curves",
+            lambda _: qlora.loss_curves({"a": np.geomspace(3, 0.1, 50), "b": np.geomspace(2, 0.3, 50)}, "losses"),
+            [0],
+            slider=False,
+        ),
         View("15", "table_plot", lambda _: iquants.table_plot(iq4_u, iq4_levels), [0], slider=False),
         View("15", "search_view", lambda k: iquants.search_view(iq4_x, iq4_x * iq4_x, iq4_steps, k, TABLE), range(16)),
         View(

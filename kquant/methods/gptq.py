@@ -46,9 +46,6 @@ Notebook 11 uses it.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,6 +53,7 @@ import numpy as np
 from gguf import GGMLQuantizationType
 
 from kquant import formats, imatrix
+from kquant.blas import one_blas_thread
 from kquant.errors import KQuantError
 from kquant.formats import q4_0, q4_k
 from kquant.formats.cops import c_float_to_int8, c_semantics, c_to_uint8, f32, fp16_value, signed_absmax
@@ -155,43 +153,6 @@ def grid(qtype) -> _Q4_0 | _Q4_K:
     if name not in GRIDS:
         raise KQuantError(f"GPTQ here writes {', '.join(GRIDS)} blocks; got {qtype!r}: pick one of those")
     return GRIDS[name]
-
-
-# --- BLAS threads ---------------------------------------------------------------------------------------------
-
-
-@functools.cache
-def _openblas():
-    """numpy's own OpenBLAS (the PyPI wheels bundle scipy-openblas), or None (another BLAS: left alone)."""
-    libs = Path(np.__file__).resolve().parent.parent / "numpy.libs"
-    for lib in sorted(libs.glob("libscipy_openblas*.so*")) if libs.is_dir() else []:
-        try:
-            so = ctypes.CDLL(str(lib))
-            return so.scipy_openblas_get_num_threads64_, so.scipy_openblas_set_num_threads64_
-        except (OSError, AttributeError):
-            continue
-    return None
-
-
-@contextlib.contextmanager
-def one_blas_thread():
-    """Run numpy's linear algebra on one thread meanwhile.
-
-    GPTQ's matrices here are small (256 to 768 columns): OpenBLAS's worker threads then mostly
-    wait for each other, and on a shared 2-core machine with other work on it a matrix took 7-10×
-    longer with them than on one thread (2.2-3.3 s against 0.34 s measured for a 256 × 768 matrix).
-    """
-    calls = _openblas()
-    if calls is None:
-        yield
-        return
-    get, put = calls
-    before = get()
-    put(1)
-    try:
-        yield
-    finally:
-        put(before)
 
 
 # --- one matrix ---------------------------------------------------------------------------------------------

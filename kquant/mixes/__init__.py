@@ -8,7 +8,7 @@ the mix's default (Q4_K), a few sensitive ones get more bits (Q6_K), norms stay 
     >>> plan = mixes.plan(tensors, mixes.ModelParams(n_layer=16, n_head=4, n_head_kv=4), "Q4_K_M")
 
 * ``catalog``: the mixes (``MIXES``; ``IMATRIX_MIXES`` for Q2_K_S, which llama.cpp writes only
-  with an importance matrix; ``IQUANT_MIXES`` for IQ4_NL) and ``get_mix``;
+  with an importance matrix; ``IQUANT_MIXES`` for IQ4_NL; ``FLOAT_MIXES`` F16 / BF16 / F32) and ``get_mix``;
 * ``tensors``: what the rules see of a model, and which tensors are never quantized;
 * ``rules``: llama.cpp's ``llama_tensor_get_type``, with every reason as data in ``REASONS``;
 * ``plan``: the whole model, in llama.cpp's order.
@@ -19,6 +19,7 @@ This package is pure logic: names, shapes and hyper-parameters in, a plan out;
 
 from kquant.mixes.catalog import (
     ALIASES,
+    FLOAT_MIXES,
     IMATRIX_MIXES,
     IQUANT_MIXES,
     LLAMA_CPP_VERSION,
@@ -34,6 +35,7 @@ from kquant.mixes.tensors import ModelParams, TensorSpec, category, is_attn_v, k
 __all__ = [
     "ALIASES",
     "IMATRIX_MIXES",
+    "FLOAT_MIXES",
     "IQUANT_MIXES",
     "LLAMA_CPP_VERSION",
     "MIXES",

@@ -65,6 +65,16 @@ IQUANT_MIXES: dict[str, Mix] = {
     "IQ4_NL": Mix("IQ4_NL", LlamaFileType.MOSTLY_IQ4_NL, T.IQ4_NL, " 4.50 bpw non-linear quantization"),
 }
 
+# Float file types: every matrix converted to one float type, no per-tensor rules, overrides or
+# fallbacks (llama_tensor_get_type applies them only when the default type is quantized); only
+# --token-embedding-type and --output-tensor-type still apply. Notebooks 12, 14 and 16 write their
+# rescaled, merged or dequantized weights this way, so a file says what it holds (general.file_type).
+FLOAT_MIXES: dict[str, Mix] = {
+    "F16": Mix("F16", LlamaFileType.MOSTLY_F16, T.F16, "14.00G, +0.0020 ppl @ Mistral-7B"),
+    "BF16": Mix("BF16", LlamaFileType.MOSTLY_BF16, T.BF16, "14.00G, -0.0050 ppl @ Mistral-7B"),
+    "F32": Mix("F32", LlamaFileType.ALL_F32, T.F32, "26.00G              @ 7B"),
+}
+
 # llama-quantize accepts these short names too.
 ALIASES = {"Q3_K": "Q3_K_M", "Q4_K": "Q4_K_M", "Q5_K": "Q5_K_M"}
 
@@ -79,8 +89,11 @@ def get_mix(mix: str | Mix) -> Mix:
         return IMATRIX_MIXES[name]
     if name in IQUANT_MIXES:
         return IQUANT_MIXES[name]
+    if name in FLOAT_MIXES:
+        return FLOAT_MIXES[name]
     if name not in MIXES:
-        raise KQuantError(f"unknown mix {mix!r}: use one of {', '.join([*MIXES, *IMATRIX_MIXES, *IQUANT_MIXES])}")
+        every = [*MIXES, *IMATRIX_MIXES, *IQUANT_MIXES, *FLOAT_MIXES]
+        raise KQuantError(f"unknown mix {mix!r}: use one of {', '.join(every)}")
     return MIXES[name]
 
 

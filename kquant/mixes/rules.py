@@ -35,6 +35,7 @@ REASONS = {
     "output_type": "output_tensor_type {new} was asked for",
     "override": "matches the override {pattern!r} → {new}",
     "pure": "pure {mix}: every matrix gets the default {default}",
+    "float": "a {mix} file: every matrix is converted to {default}, with no per-tensor rules",
     "default": "{what}: the {mix} default {default}",
     # the output layer (and a tied token_embd, which doubles as it)
     "output.asked": "{role}: output_tensor_type {new} was asked for",
@@ -142,6 +143,8 @@ class Rules:
             return say("token_embd_type", self.token_embd_type)
         if self.output_type is not None and cat == "output":
             return say("output_type", self.output_type)
+        if GGML_QUANT_SIZES[self.mix.default][0] == 1:  # F16 / BF16 / F32: no overrides, rules or fallback
+            return say("float", self.mix.default, mix=self.mix.name, default=self.mix.default.name)
         override = next(((p, q) for p, q in self.overrides if p.search(t.name)), None)
         if override:
             new, why = say("override", override[1], pattern=override[0].pattern)
