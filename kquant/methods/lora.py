@@ -34,14 +34,17 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from kquant.blas import one_blas_thread
 from kquant.errors import KQuantError
 from kquant.formats import nf4
+from kquant.gguf.summary import sha256
 from kquant.model import cache, corpus
 from kquant.model.forward import Llama, rms_norm, silu
+from kquant.quantize_file import quantize_gguf
 
 TARGETS = ("ffn_gate", "ffn_up", "ffn_down")
 
@@ -157,6 +160,29 @@ def weights_digest(model: Llama) -> str:
 def nf4_base(model: Llama, blocksize: int = 64, double_quant: bool = True) -> Llama:
     """``model`` with ``nf4_weights`` in place of its block matrices: the frozen base QLoRA trains beside."""
     return Llama(model.cfg, {**model.weights, **nf4_weights(model, blocksize, double_quant)}, model.path)
+
+
+def nf4_file(src, blocksize: int = 64, double_quant: bool = True) -> Path:
+    """The NF4 model as a file llama.cpp runs (cached): ``nf4_weights`` written with the F16 file type.
+
+    ggml has no NF4 type, so NF4's values reach llama.cpp only dequantized: every block matrix
+    through NF4 and back, rounded to F16 (norms F32; the tied embedding F16 as it was).
+    Notebooks 14 and 16 run it.
+    """
+    model = Llama.load(src)
+
+    def make(path):
+        weights = nf4_weights(model, blocksize, double_quant)
+        quantize_gguf(src, path, "F16", weights=weights, overwrite=True, progress=False)
+
+    return cache.made(
+        "nf4-as-f16",
+        make,
+        f"{Path(src).stem}-nf4-as-F16.gguf",
+        src=sha256(src),
+        blocksize=blocksize,
+        double_quant=double_quant,
+    )
 
 
 # ---------------------------------------------------------------------------- the frozen part

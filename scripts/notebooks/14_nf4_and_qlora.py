@@ -201,20 +201,7 @@ F16 file in llama.cpp (NF4's values, here float32, rounded to F16 on the way), b
 # %%
 nf4_model = lora.nf4_base(f16)
 key = lora.weights_digest(nf4_model)  # the cache key of everything computed from the NF4 model
-f16_of_nf4 = cache.made(
-    "nf4-as-f16",
-    lambda p: kquant.quantize_gguf(
-        hub.bundled(),
-        p,
-        "F16",  # llama-quantize's F16 file type: every matrix F16, the norms F32
-        weights=lora.nf4_weights(f16),
-        overwrite=True,
-        progress=False,
-    ),
-    "tiny-nf4-as-F16.gguf",
-    nf4=key,
-    how="F16 file type",
-)
+f16_of_nf4 = lora.nf4_file(hub.bundled())  # every block matrix through NF4 and back, as the F16 file type
 held_out = evaluate.held_out_tasks(200)
 kinds = np.array([t.kind for t in held_out])
 
