@@ -22,10 +22,12 @@ from kquant.formats import q4_k
 from kquant.formats import quantize as kquant_quantize
 from kquant.gguf import anatomy
 from kquant.lessons import metrics, published, requantize, samples, scale_zero_point
+from kquant.methods import awq as awq_method
 from kquant.mixes import Choice, plan
-from kquant.model import calibrate, evaluate, hub, runner
+from kquant.model import calibrate, evaluate, hub, runner, scores
+from kquant.model.forward import Llama
 from kquant.quantize_file import read_model
-from kquant.viz import files, kquants, models, numbers
+from kquant.viz import awq, files, kquants, models, numbers
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,11 @@ def views() -> list[View]:
     vectors = calibrate.collect(hub.bundled(), calibrate.calibration_text(), n_chunks=2).vectors()
     # Notebook 17 re-quantizes a Q4_1 file's weights; Q4_1 bytes of the sample weights stand in for them.
     grid_pair = requantize.off_grid(kquant_quantize(w[:4, :512], "Q4_1"), np.random.default_rng(0))
+    # Notebook 12: a real matrix and its real inputs on one calibration chunk, and its α search curve.
+    llama = Llama.load(hub.bundled())
+    seen = awq_method.calibration_inputs(llama, calibrate.chunks(llama, calibrate.calibration_text(), 256, 2)[:1])
+    awq_w, awq_x = llama.weights["blk.2.ffn_down.weight"], seen["blk.2.ffn_down.weight"][0]
+    _, alphas, losses = awq_method.search_matrix(awq_w, awq_x, "Q4_0")
     # Placeholder scores and layer errors: the plots' inputs in shape only (the notebooks pass measured ones).
     n = np.array([100.0, 150.0, 200.0])  # positions of three documents
 
@@ -138,6 +145,38 @@ def views() -> list[View]:
             "10",
             "layer_errors_plot",
             lambda _: models.layer_errors_plot({"Q4_K_M": layers}, "errors"),
+            [0],
+            slider=False,
+        ),
+        View(
+            "12",
+            "alpha_view",
+            lambda a: awq.alpha_view(awq_w, awq_x, "Q4_0", alphas, losses, a),
+            [float(a) for a in alphas],
+        ),
+        View(
+            "12",
+            "channel_magnitudes_plot",
+            lambda _: awq.channel_magnitudes_plot({"ffn_down": np.abs(awq_x).mean(0)}, "channels"),
+            [0],
+            slider=False,
+        ),
+        View(
+            "12",
+            "search_curves_plot",
+            lambda _: awq.search_curves_plot({"ffn_down": (alphas, losses)}, "search"),
+            [0],
+            slider=False,
+        ),
+        View(
+            "12",
+            "outlier_plot",
+            lambda _: awq.outlier_plot(
+                [1, 10, 100],
+                [scores.Interval(0.06, 0.05, 0.07)] * 3,
+                [scores.Interval(0.05, 0.04, 0.06)] * 3,
+                "outliers",
+            ),
             [0],
             slider=False,
         ),

@@ -7,11 +7,12 @@ slider values and ends with ``plt.show()``, which is what makes ipywidgets put t
 figure in its output area. ``tests/views.py`` lists every view with inputs like its
 notebook's; the tests draw each once and ``benchmarks/widgets.py`` times them.
 
-* ``numbers``: notebooks 00-03   * ``kquants``: 04-05   * ``files``: 06-07   * ``models``: 08-11
+* ``numbers``: notebooks 00-03   * ``kquants``: 04-05   * ``files``: 06-07   * ``models``: 08-11   * ``awq``: 12
 * ``style``: what they share (colours, spacing, fast histograms, byte grids); ``setup()``, which every
   notebook's import cell calls, renders figures at 80 dpi without the inline backend's "tight" crop
 """
 
+from kquant.viz.awq import alpha_view, channel_magnitudes_plot, outlier_plot, search_curves_plot
 from kquant.viz.files import gguf_map_view, mix_view, plan_picture
 from kquant.viz.kquants import k_block_view, scale_bits_view, scale_search_view
 from kquant.viz.models import (
@@ -38,6 +39,10 @@ from kquant.viz.numbers import (
 from kquant.viz.style import setup
 
 __all__ = [
+    "alpha_view",
+    "channel_magnitudes_plot",
+    "outlier_plot",
+    "search_curves_plot",
     "block_bytes",
     "block_view",
     "error_along_row",
