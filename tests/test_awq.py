@@ -84,7 +84,11 @@ def test_the_bundled_model_has_three_groups_per_layer_because_of_grouped_query_a
 def test_folding_preserves_the_bundled_models_function(bundled, result_q4_k_m):
     new = awq.apply(bundled.weights, result_q4_k_m)
     assert any(n.endswith("attn_norm.weight") for n in new) and any(n.endswith("ffn_up.weight") for n in new)
-    assert all(not np.array_equal(new[n], bundled.weights[n]) for n in new)  # every group really rescaled
+    for g in result_q4_k_m.searches:  # every group with α > 0 really rescaled its tensors (α = 0: s = 1)
+        if g.alpha > 0:
+            assert not any(np.array_equal(new[n], bundled.weights[n]) for n in (g.group.prev, *g.group.layers))
+        elif g.group.prev.endswith("norm.weight"):
+            assert np.array_equal(new[g.group.prev], bundled.weights[g.group.prev])
     rescaled = Llama(bundled.cfg, {**bundled.weights, **new})
     tokens = RNG.integers(0, bundled.cfg.n_vocab, 64)
     a, b = bundled.logits(tokens), rescaled.logits(tokens)

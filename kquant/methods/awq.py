@@ -222,6 +222,26 @@ def search_model(model: Llama, sequences, types: dict, grid: int = GRID, progres
     return Result(found)
 
 
+def group_errors(model: Llama, result: Result, sequences, types: dict) -> dict[str, tuple[float, float]]:
+    """Per group (keyed by ``prev``), the inspected output's mean squared error on ``sequences``: (RTN, AWQ).
+
+    The loss the search minimised, measured on other text (held-out sequences): round-to-nearest
+    is α = 0 (s = 1), AWQ the scales the search chose. Inputs come from the float model.
+    """
+    inputs = calibration_inputs(model, sequences)
+    out = {}
+    for g in result.searches:
+        xs = inputs[g.group.layers[0]]
+        reference = _block_output(model, g.group, {}, xs)
+        errors = []
+        for s in (np.ones_like(g.scales), g.scales):
+            replaced = {n: scaled_round_trip(model.weights[n], s, types[n]) for n in g.group.layers}
+            d = (_block_output(model, g.group, replaced, xs) - reference).astype(np.float64)
+            errors.append(float(np.mean(d * d)))
+        out[g.group.prev] = (errors[0], errors[1])
+    return out
+
+
 def apply(weights: dict[str, np.ndarray], result: Result) -> dict[str, np.ndarray]:
     """apply_scale: the rescaled matrices and norm vectors, {name: float32 array} (``weights`` is not changed).
 
@@ -318,6 +338,35 @@ def quantized(src, mix: str = "Q4_K_M", *, pure: bool = False, n_chunks: int = N
         pure=pure,
         n_chunks=n_chunks,
     )
+
+
+def held_out_errors(src, mix: str = "Q4_K_M", *, pure: bool = False, tokens, n_chunks: int = N_CHUNKS) -> dict:
+    """What AWQ changes inside, on held-out ``tokens``, from the cache (computed when missing).
+
+    ``"group/<prev>"``: (RTN, AWQ) mean squared error of each group's inspected output
+    (``group_errors``); ``"rtn/<matrix>"`` and ``"awq/<matrix>"``: each matrix's own relative output
+    error (``forward.matmul_errors``) in the round-to-nearest file and in the AWQ file with its
+    scales undone.
+    """
+    from kquant.model.forward import matmul_errors
+
+    src = Path(src)
+    tokens = np.asarray(tokens)
+
+    def compute():
+        f16 = Llama.load(src)
+        result = search(src, mix, pure=pure, n_chunks=n_chunks)
+        out = {
+            f"group/{k}": np.array(v) for k, v in group_errors(f16, result, [tokens], types_for(src, mix, pure)).items()
+        }
+        rtn = Llama.load(cache.quantized(src, mix, pure=pure))
+        awq = undo(Llama.load(quantized(src, mix, pure=pure, n_chunks=n_chunks)), result)
+        for label, model in [("rtn", rtn), ("awq", awq)]:
+            out.update({f"{label}/{k}": np.array(v) for k, v in matmul_errors(f16, model, tokens).items()})
+        return out
+
+    parts = dict(src=sha256(src), mix=mix, pure=pure, n_chunks=n_chunks, tokens=tokens.tolist())
+    return cache.arrays("awq-held-out", compute, **parts)
 
 
 def undo(model: Llama, result: Result) -> Llama:
