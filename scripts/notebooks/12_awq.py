@@ -412,7 +412,10 @@ was built for. The bundled model, trained small and briefly on simple text, has 
 in the SwiGLU product (section 1), where AWQ's block error fell most (section 4), and none behind its
 RMSNorms, where LLM.int8 found the outliers of large models; on the whole file that was not enough
 to move KL beyond the noise.
+"""
 
+# %% [markdown]
+"""
 ## Summary
 
 * AWQ's salient channels are those that meet the largest mean |activation|; measured here, keeping
