@@ -77,6 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_mix_options(q)
     q.add_argument("--force", action="store_true", help="replace the output file if it exists")
     q.add_argument("--quiet", action="store_true", help="no progress bar and no table")
+    q.add_argument("--threads", type=int, metavar="N", help="worker processes (default: every CPU, as llama-quantize)")
     q.set_defaults(run=_quantize)
 
     i = sub.add_parser(
@@ -146,7 +147,13 @@ def _quantize(args) -> None:
     from kquant.quantize_file import quantize_gguf
 
     summary = quantize_gguf(
-        args.input, args.output, args.mix, overwrite=args.force, progress=not args.quiet, **_mix_options(args)
+        args.input,
+        args.output,
+        args.mix,
+        overwrite=args.force,
+        progress=not args.quiet,
+        threads=args.threads,
+        **_mix_options(args),
     )
     if not args.quiet:
         print(summary.table())

@@ -43,7 +43,10 @@ Notebooks 06-10 quantize with it.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import multiprocessing as mp
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -208,6 +211,7 @@ def quantize_gguf(
     imatrix=None,
     weights=None,
     blocks=None,
+    threads: int | None = None,
     progress: bool = True,
 ) -> FileSummary:
     """Quantize the F32 / F16 / BF16 llama GGUF ``src`` into ``dst`` with a llama.cpp mix.
@@ -224,6 +228,10 @@ def quantize_gguf(
     a merged LoRA); ``blocks`` ({tensor name: uint8 array}) supplies a quantized tensor's
     bytes, which must have the size its planned type gives (GPTQ's blocks). Each name must
     be a tensor of ``src``; ``plan_gguf`` tells which type each one gets.
+
+    ``threads`` (llama-quantize's --threads; default: every CPU, as llama-quantize) worker
+    processes encode row ranges at once and write them at offsets the plan fixes; the bytes do
+    not depend on it. Small models are done in this process (forking would cost more).
     Returns a FileSummary: per tensor its type, bytes, bits per weight, time and reason.
     """
     model = read_model(src)
@@ -233,11 +241,11 @@ def quantize_gguf(
     choices = _plan(model, mix, pure, overrides, output_type, token_embd_type, has_imatrix=bool(importance))
     _check_required_entries(choices, mix, importance)
     dst = check_destination(dst, overwrite=overwrite, protect=[model.path])
-    source = {t.name: t for t in model.file.tensors}
     weights, blocks = _check_replacements(choices, weights, blocks)
 
+    threads = _threads(threads)
+
     start = time.perf_counter()
-    rows = []
     try:
         with atomic_output(dst, overwrite=overwrite, protect=[model.path]) as tmp:
             writer = GGUFWriter(tmp, model.arch)
@@ -249,24 +257,138 @@ def quantize_gguf(
                 writer.write_header_to_file()
                 writer.write_kv_data_to_file()
                 writer.write_ti_data_to_file()
-                total = sum(math.prod(c.shape) for c in choices)
-                with progress_bar(total, f"{model.path.name} → {mix.name}", progress) as bar:
-                    for c in choices:
-                        t0 = time.perf_counter()
-                        if c.name in blocks:
-                            data = blocks[c.name]
-                        else:
-                            data = _encode(source[c.name], c, importance, weights.get(c.name))
-                        model.file.release(source[c.name])  # memory bounded by a tensor, not the file
-                        writer.write_tensor_data(data)  # pads to 32 bytes after the tensor
-                        reason = c.reason + ("; weighted by its imatrix entry" if _weighted(c, importance) else "")
-                        rows.append(TensorRow(c.name, c.shape, c.type, data.nbytes, reason, time.perf_counter() - t0))
-                        bar.update(math.prod(c.shape))
+                writer.fout[0].flush()
+                data_start = GGUFWriter.ggml_pad(writer.fout[0].tell(), GGUF_DEFAULT_ALIGNMENT)
             finally:
                 writer.close()
+            units, end = _units(choices, data_start)
+            os.truncate(tmp, end)  # the zero padding after every tensor, and room for all of them
+            job = _Job(tmp, model, choices, importance, weights, blocks)
+            seconds = _run(job, units, threads, f"{model.path.name} → {mix.name}", progress)
     except OSError as e:
         raise KQuantError(f"could not write {dst}: {e.strerror or e}; nothing was written") from e
+    rows = []
+    for i, c in enumerate(choices):
+        reason = c.reason + ("; weighted by its imatrix entry" if _weighted(c, importance) else "")
+        nbytes = math.prod(quant_shape_to_byte_shape(c.shape, c.type))
+        rows.append(TensorRow(c.name, c.shape, c.type, nbytes, reason, seconds[i]))
     return FileSummary(dst, rows, seconds=time.perf_counter() - start, mix=mix.name)
+
+
+# Whole-file work is cut into units of about this many weights: large enough that numpy's per-call
+# cost vanishes, small enough that workers share a large tensor and memory stays bounded.
+_UNIT_WEIGHTS = 1 << 20
+# Below this many weights in all, forking workers costs more than it saves.
+_PARALLEL_MIN_WEIGHTS = 1 << 22
+
+
+def _threads(threads) -> int:
+    if threads is None:
+        return os.cpu_count() or 1  # llama-quantize: std::thread::hardware_concurrency()
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise KQuantError(f"threads must be a whole number ≥ 1, not {threads!r}")
+    return threads
+
+
+@dataclass(frozen=True)
+class _Unit:
+    """Rows [row0, row1) of choices[index] (inside one matrix of it), written at ``offset`` of the output."""
+
+    index: int
+    matrix: int  # which expert matrix of a 3-D tensor (0 for a 2-D one): its slice of the imatrix entry
+    row0: int
+    row1: int
+    offset: int
+
+
+def _units(choices: list[Choice], data_start: int) -> tuple[list[_Unit], int]:
+    """Every tensor's rows in units, and where the data ends; each tensor starts 32-byte aligned."""
+    units, offset = [], data_start
+    for i, c in enumerate(choices):
+        ncols = c.shape[-1]
+        row_bytes = quant_shape_to_byte_shape(c.shape, c.type)[-1]
+        per_matrix = c.shape[-2] if len(c.shape) > 1 else 1
+        n_matrices = math.prod(c.shape[:-2]) if len(c.shape) > 2 else 1
+        step = max(1, _UNIT_WEIGHTS // ncols)
+        for m in range(n_matrices):
+            for r0 in range(m * per_matrix, (m + 1) * per_matrix, step):
+                r1 = min(r0 + step, (m + 1) * per_matrix)
+                units.append(_Unit(i, m, r0, r1, offset + r0 * row_bytes))
+        offset = GGUFWriter.ggml_pad(offset + per_matrix * n_matrices * row_bytes, GGUF_DEFAULT_ALIGNMENT)
+    return units, offset
+
+
+@dataclass
+class _Job:
+    """What every unit needs; a forked worker inherits it (and the source's memory map) as it is."""
+
+    path: Path  # the temporary output file
+    model: SourceModel
+    choices: list[Choice]
+    importance: dict
+    weights: dict
+    blocks: dict
+    source: dict = dataclasses.field(init=False)  # tensor name -> the source's Tensor
+
+    def __post_init__(self):
+        self.source = {t.name: t for t in self.model.file.tensors}
+
+    def encode(self, u: _Unit) -> np.ndarray:
+        c = self.choices[u.index]
+        rows = slice(u.row0, u.row1)
+        if c.name in self.blocks:
+            return self.blocks[c.name].reshape(math.prod(c.shape[:-1]), -1)[rows].reshape(-1)
+        t = self.source[c.name]
+        replaced = self.weights.get(c.name)
+        if replaced is not None:
+            replaced = replaced.reshape(-1, c.shape[-1])[rows]
+        data = _encode(t, c, self.importance, replaced, rows, u.matrix)
+        self.model.file.release(t)  # memory bounded by a unit, not by the file
+        return data
+
+
+_JOB: _Job | None = None  # set before the workers fork, so each inherits it
+
+
+def _work(u: _Unit) -> tuple[int, int, float]:
+    """Encode one unit and write it at its offset (in a worker, or in this process)."""
+    t0 = time.perf_counter()
+    data = _JOB.encode(u)
+    fd = os.open(_JOB.path, os.O_WRONLY)
+    try:
+        view = memoryview(data)
+        written = 0
+        while written < len(view):  # pwrite may write less than asked
+            written += os.pwrite(fd, view[written:], u.offset + written)
+    finally:
+        os.close(fd)
+    return u.index, (u.row1 - u.row0) * _JOB.choices[u.index].shape[-1], time.perf_counter() - t0
+
+
+def _run(job: _Job, units: list[_Unit], threads: int, label: str, progress: bool) -> list[float]:
+    """Do every unit, in ``threads`` forked workers when worth it; the seconds spent on each tensor."""
+    global _JOB
+    seconds = [0.0] * len(job.choices)
+    total = sum((u.row1 - u.row0) * job.choices[u.index].shape[-1] for u in units)
+    parallel = threads > 1 and total >= _PARALLEL_MIN_WEIGHTS and "fork" in mp.get_all_start_methods()
+    _JOB = job
+    try:
+        with progress_bar(total, label, progress) as bar:
+            if parallel:
+                # fork: the workers start at once with the job and the memory map; each reads the rows
+                # of its units from the page cache and writes its bytes with pwrite.
+                with mp.get_context("fork").Pool(threads) as pool:
+                    for index, n, sec in pool.imap_unordered(_work, units, chunksize=1):
+                        seconds[index] += sec
+                        bar.update(n)
+            else:
+                for u in units:
+                    index, n, sec = _work(u)
+                    seconds[index] += sec
+                    bar.update(n)
+    finally:
+        _JOB = None
+    return seconds
 
 
 def _plan(model: SourceModel, mix, pure, overrides, output_type, token_embd_type, has_imatrix=False) -> list[Choice]:
@@ -326,19 +448,24 @@ def _check_replacements(choices: list[Choice], new_weights, new_blocks) -> tuple
     return out_w, out_b
 
 
-def _encode(t, c: Choice, importance: dict, replaced=None) -> np.ndarray:
-    """The bytes of one output tensor: a copy, a float conversion, or kquant.quantize."""
+def _encode(t, c: Choice, importance: dict, replaced=None, rows: slice | None = None, matrix: int = 0) -> np.ndarray:
+    """The bytes of some rows of one output tensor: a copy, a float conversion, or kquant.quantize.
+
+    ``rows`` of the tensor seen as (rows, last axis), all inside expert matrix ``matrix``.
+    """
+    rows = slice(None) if rows is None else rows
     if replaced is None:
         if c.type == c.source:
-            return np.ascontiguousarray(t.data).reshape(-1).view(np.uint8)
-        x = weights(t)  # float32; also refuses NaN and Inf, as llama.cpp does for every tensor it reads
+            data = np.ascontiguousarray(t.data)
+            return np.ascontiguousarray(data.reshape(-1, data.shape[-1])[rows]).reshape(-1).view(np.uint8)
+        x = weights(t, rows)  # float32; also refuses NaN and Inf, as llama.cpp does for every tensor it reads
     else:
-        x = replaced  # quantize_gguf(weights=): checked float32 of the tensor's shape
+        x = replaced  # quantize_gguf(weights=): checked float32 rows of the tensor
         if c.type == T.BF16:
-            return _to_bf16(x).reshape(-1).view(np.uint8)
+            return _to_bf16(np.ascontiguousarray(x)).reshape(-1).view(np.uint8)
     qw = _importance_for(c, importance)  # checked for every converted tensor, F16 targets included
     if c.type == T.F32:
-        return x.reshape(-1).view(np.uint8)
+        return np.ascontiguousarray(x).reshape(-1).view(np.uint8)
     if c.type == T.F16:
         h = x.astype(np.float16)  # round to nearest even, as ggml_fp32_to_fp16_row
         if not np.isfinite(h).all():
@@ -349,12 +476,8 @@ def _encode(t, c: Choice, importance: dict, replaced=None) -> np.ndarray:
         # ggml_validate_row_data does after quantizing.
         if qw is None:
             return quantize(x, c.type).reshape(-1)
-        # One slice of the entry per expert matrix (a dense 2-D tensor is a single "expert").
-        experts = x.reshape(-1, *x.shape[-2:])
-        ncols = x.shape[-1]
-        return np.concatenate(
-            [quantize(e, c.type, imatrix=qw[i * ncols : (i + 1) * ncols]).reshape(-1) for i, e in enumerate(experts)]
-        )
+        ncols = c.shape[-1]  # one slice of the entry per expert matrix (a dense 2-D tensor is one "expert")
+        return quantize(x, c.type, imatrix=qw[matrix * ncols : (matrix + 1) * ncols]).reshape(-1)
     except KQuantError as e:
         raise KQuantError(f"{c.name} as {c.type.name}: {e}") from None
 

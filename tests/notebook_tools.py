@@ -30,6 +30,7 @@ SLOW_CELLS = (
     "cache.compare(",
     "cache.quantized(",
     "calibrate.collect(",
+    "gptq.cached_file(",
     "awq.search(",
     "awq.quantized(",
 )

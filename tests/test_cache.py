@@ -125,3 +125,26 @@ def test_made_and_arrays_compute_once_and_follow_their_parts(cache_folder):
     p = cache.made("gptq", make, "m.gguf", src="a")
     assert cache.made("gptq", make, "m.gguf", src="a") == p and calls.count(2) == 1
     assert cache.made("gptq", make, "m.gguf", src="c") != p and calls.count(2) == 2
+
+
+def test_the_cache_evicts_the_least_recently_used_entries_but_never_recent_ones(cache_folder, monkeypatch):
+    import os
+    import time
+
+    def old(days):
+        return time.time() - days * 86400
+
+    sizes = {}
+    for i, days in enumerate([3, 2, 1]):  # three old 1 MB entries, the oldest first
+        path = cache.made("x", lambda p: p.write_bytes(b"\0" * 2**20), "f.bin", n=i)
+        for p in (path, path.parent):
+            os.utime(p, (old(days), old(days)))
+        sizes[days] = path
+    fresh = cache.arrays("y", lambda: {"a": np.zeros(2**18)}, n=0)  # 2 MB, used just now
+    assert fresh["a"].size == 2**18
+    freed = cache.evict(limit_mb=3.5)  # 5 MB held: the two oldest must go, nothing recent
+    assert freed >= 2 * 2**20
+    assert not sizes[3].exists() and not sizes[2].exists() and sizes[1].exists()
+    cache.evict(limit_mb=0)  # everything may go, but not what was used in the last hour
+    assert not sizes[1].exists()
+    assert list((cache_folder / "results" / "y").glob("*.npz"))

@@ -32,6 +32,14 @@ def test_quantize_takes_llama_quantizes_argument_order_and_writes_its_file(model
     assert sha256(tmp_path / "q.gguf") == sha256(llama_quantize(model, tmp_path / "llama.gguf", "Q4_K_M"))
 
 
+def test_quantize_takes_threads_and_refuses_a_bad_count_in_one_line(model, tmp_path, capsys):
+    code, _, err = run(capsys, "quantize", model, tmp_path / "q.gguf", "Q4_K_M", "--quiet", "--threads", "2")
+    assert (code, err) == (0, "")
+    assert sha256(tmp_path / "q.gguf") == sha256(llama_quantize(model, tmp_path / "llama.gguf", "Q4_K_M"))
+    code, _, err = run(capsys, "quantize", model, tmp_path / "r.gguf", "Q4_K_M", "--threads", "0")
+    assert code == 1 and err.count("\n") == 1 and "threads must be" in err
+
+
 def test_quantize_prints_the_tensor_table_and_passes_llama_quantizes_options(model, tmp_path, capsys):
     dst = tmp_path / "q.gguf"
     code, out, _ = run(capsys, "quantize", model, dst, "q3_k_m", "--tensor-type", r"blk\.0\.attn_v=q8_0", "--pure")

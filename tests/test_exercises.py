@@ -903,6 +903,27 @@ def _mistakes():
             (lambda w, wh, imp: float(np.mean(imp * (w - wh) ** 2)), "not a mean"),
             (lambda w, wh, imp: float(np.sum(imp * np.abs(w - wh))), "square the errors"),
         ],
+        "nb11-q1": [
+            (lambda x: x.T.astype(np.float64) @ x / len(x), "a factor 2"),
+            (lambda x: 2 * x.astype(np.float64) @ x.T / len(x), "XᵀX, not XXᵀ"),
+            (lambda x: 2 * x.T.astype(np.float64) @ x, "divide by the token count"),
+            (lambda x: 2 * np.cov(x.astype(np.float64), rowvar=False, bias=True), "a covariance"),
+            (lambda x: np.diag(2 * (x.astype(np.float64) ** 2).mean(axis=0)), "every pair of columns"),
+        ],
+        "nb11-q2": [
+            (lambda w, q, u: w - np.outer(w[:, 0] - q, u), "divide the rounding error by u[0]"),
+            (lambda w, q, u: w + np.outer((w[:, 0] - q) / u[0], u), "the sign is reversed"),
+            (lambda w, q, u: (w - np.outer((w[:, 0] - q) / u[0], u))[:, 1:], "return the whole block"),
+            (lambda w, q, u: np.c_[w[:, :1], (w - np.outer((w[:, 0] - q) / u[0], u))[:, 1:]], "come out as q"),
+            (lambda w, q, u: w, "returned w unchanged"),
+        ],
+        "nb11-q3": [
+            (lambda H, p: np.linalg.cholesky(np.linalg.inv(H + p * np.mean(np.diag(H)) * np.eye(len(H)))), "lower"),
+            (lambda H, p: np.linalg.cholesky(H + p * np.mean(np.diag(H)) * np.eye(len(H))).T, "factors H itself"),
+            (lambda H, p: np.linalg.cholesky(np.linalg.inv(H + p * np.eye(len(H)))).T, "the MEAN of H's diagonal"),
+            (lambda H, p: np.linalg.cholesky(np.linalg.inv(H)).T, "no damping"),
+            (lambda H, p: np.linalg.inv(np.linalg.cholesky(H + p * np.mean(np.diag(H)) * np.eye(len(H)))), "L⁻¹"),
+        ],
         "nb12-q1": [
             (lambda w, x, k: np.argsort(-np.abs(w).mean(0))[:k], "the largest *weights*"),
             (lambda w, x, k: np.argsort(-np.abs(x).max(0))[:k], "not the max"),
@@ -1199,6 +1220,7 @@ def _delegations():
     from kquant.gguf import summary
     from kquant.imatrix import Entry
     from kquant.lessons import memory, metrics, requantize, rounding
+    from kquant.methods import gptq
 
     Q = GGMLQuantizationType
     return {
@@ -1292,6 +1314,7 @@ def _delegations():
         "nb09-q2": [lambda n, bpw: memory.gb(memory.weight_bytes(n, bpw))],
         "nb09-q3": [lambda L, h, d, c, b: memory.kv_cache_bytes(L, h, d, c, b)],
         "nb10-q2": [lambda s, c: Entry(s, c).importance()],
+        "nb11-q3": [lambda H, p: gptq.inverse_factor(H, p)[0]],
         "nb12-q1": [lambda w, x, k: np.argsort(-awq.activation_scale(x))[:k]],
         "nb12-q3": [lambda w, x, a, q: a[int(np.argmin(awq.search_matrix(w, x, "Q4_0", len(a))[2]))]],
         "nb17-q3": [lambda x, t: requantize.relative_error(x, t)],
@@ -1307,6 +1330,8 @@ USES_THE_LIBRARY = {
     "nb05-q3": "choosing a format is the point; quantizing with kquant is how",
     "nb10-q1": "a one-line numpy reduction; kquant has no function for it",
     "nb10-q3": "a one-line numpy reduction; kquant has no function for it",
+    "nb11-q1": "a one-line numpy product; kquant.methods.gptq accumulates it inside hessians()",
+    "nb11-q2": "one rank-1 update; kquant.methods.gptq does it inside its column loop",
     "nb12-q2": "a two-line fold; kquant's awq.apply does it for a whole model from a search result",
     "nb17-q1": "a one-line test of the row length; kquant's rules do it inside the plan",
     "nb17-q2": "a sum over shapes; kquant has no function for it",

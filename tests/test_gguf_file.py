@@ -342,3 +342,26 @@ def test_bad_replacements_are_one_clear_error_before_anything_is_written(kwargs,
     with pytest.raises(KQuantError, match=message):
         quantize_gguf(small_model, tmp_path / "x.gguf", "Q4_K_M", **kwargs, progress=False)
     assert not (tmp_path / "x.gguf").exists()
+
+
+@pytest.mark.parametrize("model", ["8 layers, GQA 2, untied, F16", "8 experts", "rows of 480 and 200, BF16"])
+def test_worker_processes_write_the_same_file_as_one_process(model, models, tmp_path, monkeypatch):
+    # Tiny models are normally done in-process; lower the thresholds so that forked workers
+    # split every tensor into many row ranges and write them at their offsets.
+    monkeypatch.setattr(kquant.quantize_file, "_PARALLEL_MIN_WEIGHTS", 0)
+    monkeypatch.setattr(kquant.quantize_file, "_UNIT_WEIGHTS", 1000)
+    src = models[model]
+    imatrix = {
+        c.name: np.linspace(0.5, 2.0, c.shape[-1] * (c.shape[0] if len(c.shape) > 2 else 1))
+        for c in plan_gguf(src)
+        if len(c.shape) > 1
+    }
+    theirs = llama_quantize(src, tmp_path / "llama.gguf", "Q4_K_M", nthread=2, imatrix=imatrix)
+    ours = quantize_gguf(src, tmp_path / "kquant.gguf", "Q4_K_M", imatrix=imatrix, threads=2, progress=False)
+    assert sha256(ours.path) == sha256(theirs)
+
+
+@pytest.mark.parametrize("threads", [0, -1, 1.5, True, "2"])
+def test_threads_must_be_a_whole_number_of_at_least_one(threads, small_model, tmp_path):
+    with pytest.raises(KQuantError, match="threads must be"):
+        quantize_gguf(small_model, tmp_path / "x.gguf", threads=threads, progress=False)

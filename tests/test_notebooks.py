@@ -436,6 +436,31 @@ def _claims_10(text):
     assert len(counts) == 3 and min(counts) >= 20 and max(counts) - min(counts) <= 2
 
 
+def _claims_11(text):
+    # §1: the output error is tr(E H Eᵀ)·n/2, to the digits printed.
+    a, b = map(float, re.search(r"‖E Xᵀ‖² = ([\d.]+), tr\(E H Eᵀ\)·n/2 = ([\d.]+)", text).groups())
+    assert a == b
+    # §2: round-to-nearest gives [0, 0], GPTQ [0, 1], with a much smaller output error.
+    rtn = re.search(r"round to nearest +q = \[0\. 0\.\], output error per token ([\d.]+)", text)
+    got = re.search(r"GPTQ +q = \[0\. 1\.\], output error per token ([\d.]+)", text)
+    assert rtn and got and float(got[1]) < float(rtn[1]) / 3
+    # §3: H = I gives round-to-nearest's bytes; on the real H the weight error rises and the output error falls.
+    assert text.count("GPTQ with H = I gives kquant.quantize's bytes: True") == 4
+    assert "gives kquant.quantize's bytes: False" not in text
+    rows = re.findall(r"^(Q4_0|Q4_K) +(blk\.\S+) +([\d.]+) +([\d.]+) +([\d.]+) +([\d.]+)$", text, re.M)
+    assert len(rows) == 4
+    for _, _, out_rtn, out_gptq, w_rtn, w_gptq in rows:
+        assert float(out_gptq) < float(out_rtn) and float(w_gptq) > float(w_rtn)
+    # §4: the three files have the same size; GPTQ's KL is below both, beyond the noise; every matrix improved.
+    bpw = re.findall(r"^Q4_0 (?:RTN|imatrix|GPTQ) +([\d.]+) bpw", text, re.M)
+    assert len(bpw) == 3 and len(set(bpw)) == 1 and bpw[0] == "4.52"
+    for other in ("RTN", "imatrix"):
+        line = re.search(rf"^GPTQ +− {other} +kl +the difference is (-[\d.e-]+) .*excludes 0", text, re.M)
+        assert line, f"GPTQ − {other} KL is not a negative difference beyond the noise"
+    lower, total = map(int, re.search(r"below round-to-nearest's for (\d+) of the (\d+) matrices", text).groups())
+    assert lower == total == 56
+
+
 def _claims_12(text):
     # §1: the RMSNorm outputs are nearly flat; the SwiGLU product has channels an order of magnitude louder.
     spread = {
@@ -537,6 +562,7 @@ CLAIMS_06_10 = {
     "08": _claims_08,
     "09": _claims_09,
     "10": _claims_10,
+    "11": _claims_11,
     "12": _claims_12,
     "17": _claims_17,
 }

@@ -23,11 +23,11 @@ from kquant.formats import quantize as kquant_quantize
 from kquant.gguf import anatomy
 from kquant.lessons import metrics, published, requantize, samples, scale_zero_point
 from kquant.methods import awq as awq_method
+from kquant.methods import gptq as gptq_method
 from kquant.mixes import Choice, plan
-from kquant.model import calibrate, evaluate, hub, runner, scores
-from kquant.model.forward import Llama
+from kquant.model import calibrate, evaluate, forward, hub, runner, scores
 from kquant.quantize_file import read_model
-from kquant.viz import awq, files, kquants, models, numbers
+from kquant.viz import awq, files, gptq, kquants, models, numbers
 
 
 @dataclass(frozen=True)
@@ -60,8 +60,11 @@ def views() -> list[View]:
     vectors = calibrate.collect(hub.bundled(), calibrate.calibration_text(), n_chunks=2).vectors()
     # Notebook 17 re-quantizes a Q4_1 file's weights; Q4_1 bytes of the sample weights stand in for them.
     grid_pair = requantize.off_grid(kquant_quantize(w[:4, :512], "Q4_1"), np.random.default_rng(0))
+    # Notebook 11 spreads one matrix's rounding errors: layer 4's attn_k (32 rows) and its Hessian on 2 chunks.
+    llama = forward.Llama.load(hub.bundled())
+    hessian = gptq_method.hessians(llama, gptq_method.calibration(llama, 2, None), 4)["blk.4.attn_k.weight"]
+    w11 = llama.weights["blk.4.attn_k.weight"][:32]
     # Notebook 12: a real matrix and its real inputs on one calibration chunk, and its α search curve.
-    llama = Llama.load(hub.bundled())
     seen = awq_method.calibration_inputs(llama, calibrate.chunks(llama, calibrate.calibration_text(), 256, 2)[:1])
     awq_w, awq_x = llama.weights["blk.2.ffn_down.weight"], seen["blk.2.ffn_down.weight"][0]
     _, alphas, losses = awq_method.search_matrix(awq_w, awq_x, "Q4_0")
@@ -148,6 +151,8 @@ def views() -> list[View]:
             [0],
             slider=False,
         ),
+        View("11", "gptq_view", lambda c: gptq.gptq_view(w11, hessian, c, 0.01), [0, 40, 130, 255]),
+        View("11", "gptq_view (damping)", lambda p: gptq.gptq_view(w11, hessian, 40, p), [0.001, 0.1, 1.0, 10.0]),
         View(
             "12",
             "alpha_view",

@@ -685,18 +685,21 @@ def shape_of(t: Tensor) -> tuple[int, ...]:
     return tuple(reversed(ne))
 
 
-def weights(t: Tensor) -> np.ndarray:
+def weights(t: Tensor, rows: slice | None = None) -> np.ndarray:
     """A float tensor's values as float32, numpy order (exact: F16 and BF16 widen without rounding).
 
-    NaN and Inf are refused, as llama.cpp refuses a model whose data holds them.
+    ``rows``: only these rows of the tensor seen as (rows, last axis), as a 2-D array; a
+    whole-file quantizer reads a large tensor a slice at a time. NaN and Inf are refused, as
+    llama.cpp refuses a model whose data holds them.
     """
+    data = t.data if rows is None else t.data.reshape(-1, t.data.shape[-1])[rows]
     if t.type == T.F32:
-        x = np.array(t.data, dtype=np.float32)
+        x = np.array(data, dtype=np.float32)
     elif t.type == T.F16:
-        x = t.data.astype(np.float32)
+        x = data.astype(np.float32)
     elif t.type == T.BF16:
         # bf16 is the top half of a float32: shift its 16 bits back into place.
-        x = (t.data.astype(np.uint32) << 16).view(np.float32)
+        x = (data.astype(np.uint32) << 16).view(np.float32)
     else:
         raise KQuantError(
             f"tensor {show_name(t.name)} has type {t.type.name}; kquant reads F32, F16 and BF16 tensors here"

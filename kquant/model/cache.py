@@ -15,12 +15,19 @@ source model, an imatrix file, the scored file and its reference), the mix and o
 versions of kquant and of llama.cpp (llama-cpp-python), so an edited model, another imatrix or
 an upgrade never gets an old result. Entries are written with the one atomic writer, so an
 interrupted run leaves no half-written entry. Delete the folder (``cache_dir()``) to start over.
+
+The cache keeps itself under ``KQUANT_CACHE_MB`` megabytes (default 1024): after a new entry is
+written, the least recently used entries are deleted until it fits, except those used in the
+last hour, which a running notebook may still be reading.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
+import time
 from importlib import metadata
 from pathlib import Path
 
@@ -33,6 +40,8 @@ from kquant.model import evaluate
 from kquant.quantize_file import quantize_gguf
 
 _FORMAT = 1  # bump when what is stored changes shape
+LIMIT_MB = 1024  # KQUANT_CACHE_MB overrides
+_RECENT_S = 3600  # entries used this recently are never evicted
 
 
 def folder() -> Path:
@@ -75,7 +84,8 @@ def quantized(src, mix: str, name: str | None = None, *, imatrix=None, **options
         path.parent.mkdir(parents=True, exist_ok=True)
         # quantize_gguf writes through atomic_output; overwrite: another process may have made it meanwhile.
         quantize_gguf(src, path, mix, imatrix=imatrix, overwrite=True, progress=False, **options)
-    return path
+        evict(keep=path.parent)
+    return _used(path)
 
 
 def made(kind: str, make, name: str, **parts) -> Path:
@@ -90,20 +100,22 @@ def made(kind: str, make, name: str, **parts) -> Path:
         make(path)
         if not path.exists():
             raise RuntimeError(f"cache.made({kind!r}): make() did not write {path}")
-    return path
+        evict(keep=path.parent)
+    return _used(path)
 
 
 def arrays(kind: str, compute, **parts) -> dict[str, np.ndarray]:
     """``compute()``'s {name: array} from the cache (computed when missing); stored as .npz, no pickles."""
     entry = folder() / kind / f"{key(kind, **parts)}.npz"
     if entry.exists():
-        with np.load(entry, allow_pickle=False) as z:
+        with np.load(_used(entry), allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
     result = {k: np.asarray(v) for k, v in compute().items()}
     entry.parent.mkdir(parents=True, exist_ok=True)
     with atomic_output(entry, overwrite=True) as tmp:
         with open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to a name
             np.savez(f, **result)
+    evict(keep=entry)
     return result
 
 
@@ -116,12 +128,13 @@ def scores(path, reference: evaluate.Scores | None = None, *, reference_key: str
     k = key("scores", file=sha256(path), reference=reference_key, kwargs=kwargs)
     entry = folder() / "scores" / f"{k}.npz"
     if entry.exists():
-        return _load(entry, Path(path)), k
+        return _load(_used(entry), Path(path)), k
     s = evaluate.evaluate(path, reference, **kwargs)
     entry.parent.mkdir(parents=True, exist_ok=True)
     with atomic_output(entry, overwrite=True) as tmp:
         with open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to a name
             np.savez(f, **_arrays(s))
+    evict(keep=entry)
     return s, k
 
 
@@ -132,6 +145,57 @@ def compare(paths, **kwargs) -> evaluate.ComparisonTable:
         return evaluate.compare(paths, **kwargs)  # its error message
     ref, ref_key = scores(paths[0], **kwargs)
     return evaluate.ComparisonTable([ref] + [scores(p, ref, reference_key=ref_key, **kwargs)[0] for p in paths[1:]])
+
+
+def entries() -> list[Path]:
+    """Every entry: a folder holding one cached file, or one .npz of arrays or scores."""
+    root = folder()
+    if not root.is_dir():
+        return []
+    out = []
+    for p in root.iterdir():
+        if p.is_dir() and len(p.name) == 32:
+            out.append(p)  # made / quantized: <key>/<name>
+        elif p.is_dir():
+            out += list(p.glob("*.npz"))  # arrays / scores: <kind>/<key>.npz
+    return out
+
+
+def evict(limit_mb: float | None = None, keep: Path | None = None) -> int:
+    """Delete the least recently used entries until the cache holds at most ``limit_mb``; bytes freed.
+
+    Never deleted: ``keep`` and entries used within the last hour (a notebook may hold their path).
+    """
+    if limit_mb is None:
+        limit_mb = float(os.environ.get("KQUANT_CACHE_MB") or LIMIT_MB)
+    sized = [(e, _size(e), e.stat().st_mtime) for e in entries()]
+    total, freed = sum(size for _, size, _ in sized), 0
+    now = time.time()
+    for e, size, used in sorted(sized, key=lambda t: t[2]):  # oldest use first
+        if total - freed <= limit_mb * 2**20:
+            break
+        if e == keep or now - used < _RECENT_S:
+            continue
+        if e.is_dir():
+            shutil.rmtree(e, ignore_errors=True)
+        else:
+            e.unlink(missing_ok=True)
+        freed += size
+    return freed
+
+
+def _size(entry: Path) -> int:
+    return sum(f.stat().st_size for f in entry.iterdir()) if entry.is_dir() else entry.stat().st_size
+
+
+def _used(path: Path) -> Path:
+    """Mark an entry as just used (its mtime, and its folder's for a cached file), for ``evict``."""
+    for p in (path, path.parent) if path.parent.name and len(path.parent.name) == 32 else (path,):
+        try:
+            os.utime(p)
+        except OSError:
+            pass  # a read-only cache still serves its entries
+    return path
 
 
 # What a Scores holds, as arrays for np.savez (no pickles): the numbers as JSON, every array by name.

@@ -7,13 +7,15 @@ slider values and ends with ``plt.show()``, which is what makes ipywidgets put t
 figure in its output area. ``tests/views.py`` lists every view with inputs like its
 notebook's; the tests draw each once and ``benchmarks/widgets.py`` times them.
 
-* ``numbers``: notebooks 00-03   * ``kquants``: 04-05   * ``files``: 06-07   * ``models``: 08-11   * ``awq``: 12
+* ``numbers``: notebooks 00-03   * ``kquants``: 04-05   * ``files``: 06-07   * ``models``: 08-10, 17
+* ``gptq``: 11   * ``awq``: 12
 * ``style``: what they share (colours, spacing, fast histograms, byte grids); ``setup()``, which every
   notebook's import cell calls, renders figures at 80 dpi without the inline backend's "tight" crop
 """
 
 from kquant.viz.awq import alpha_view, channel_magnitudes_plot, outlier_plot, search_curves_plot
 from kquant.viz.files import gguf_map_view, mix_view, plan_picture
+from kquant.viz.gptq import gptq_view
 from kquant.viz.kquants import k_block_view, scale_bits_view, scale_search_view
 from kquant.viz.models import (
     importance_view,
@@ -49,6 +51,7 @@ __all__ = [
     "error_vs_bits",
     "float_fields_view",
     "gguf_map_view",
+    "gptq_view",
     "importance_view",
     "k_block_view",
     "layer_errors_plot",

@@ -1,0 +1,54 @@
+"""Notebook 11's pictures: where GPTQ sends one column's rounding error, and what damping does to the total."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from kquant.formats import dequantize, quantize
+from kquant.methods import gptq
+from kquant.viz.style import EXPONENT, MANTISSA, SIGN, tidy
+
+_SHOWN = 48  # later columns drawn to the right of the rounded one
+
+
+def gptq_view(W: np.ndarray, H: np.ndarray, column: int, percdamp: float, qtype: str = "Q4_0"):
+    """Left: when column ``column`` is rounded, how much of its error each later column absorbs
+    (row ``column`` of the upper Cholesky factor of the damped H⁻¹, divided by its diagonal),
+    beside the correlation of input ``column`` with each later input. Right: the layer's output
+    error ``tr(E H Eᵀ)`` of round-to-nearest and of GPTQ at this damping, on the same ggml grid.
+    """
+    W = np.asarray(W, dtype=np.float32)
+    H = np.asarray(H, dtype=np.float64)
+    n = H.shape[0]
+    column = int(np.clip(column, 0, n - 1))
+    U, _ = gptq.inverse_factor(H, percdamp)
+    stop = min(n, column + 1 + _SHOWN)
+    later = np.arange(column + 1, stop)
+    spread = -U[column, column + 1 : stop] / U[column, column]  # Δw_j per unit of error in the rounded column
+    d = np.sqrt(np.diag(H))
+    corr = H[column, column + 1 : stop] / (d[column] * d[column + 1 : stop] + 1e-30)
+
+    got = gptq.quantize(W, H, qtype, percdamp=percdamp)
+    rtn = dequantize(quantize(W, qtype), qtype)
+    e_rtn, e_gptq = gptq.output_error(W, rtn, H), gptq.output_error(W, got.values, H)
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.4), gridspec_kw={"width_ratios": [2.2, 1]})
+    left.bar(later, spread, color=EXPONENT, width=0.8, label="Δw_j per unit error of column c")
+    left.plot(later, corr, "o", color=SIGN, markersize=3, label="correlation of input c with input j")
+    left.axhline(0, color="grey", linewidth=0.8)
+    left.set_xlim(column + 0.5, column + 1 + _SHOWN)
+    top = 1.1 * max(np.abs(spread).max(initial=0), np.abs(corr).max(initial=0), 1e-3)
+    left.set_ylim(-top, top)
+    left.set_xlabel("later input column j")
+    left.set_ylabel("per unit error / correlation")
+    left.set_title(f"column c = {column} rounded: where its error goes (damping {percdamp:g})", fontsize=10)
+    left.legend(fontsize=8, loc="lower right")
+    right.bar([0, 1], [e_rtn, e_gptq], color=[MANTISSA, EXPONENT])
+    right.set_xticks([0, 1], ["round to\nnearest", "GPTQ"])
+    right.set_xlabel("same grid, same bytes")
+    right.set_ylabel("output error tr(E H Eᵀ)")
+    right.set_title(f"{qtype}, both: GPTQ at {e_gptq / e_rtn:.0%} of RTN", fontsize=10)
+    right.grid(alpha=0.3, axis="y")
+    tidy(fig, bottom=0.75, left=0.95)
+    plt.show()
