@@ -50,7 +50,7 @@ from kquant.errors import KQuantError
 from kquant.formats import dequantize, quantize
 from kquant.gguf.summary import sha256
 from kquant.model import cache, calibrate
-from kquant.model.forward import Llama, rope_tables
+from kquant.model.forward import Llama, matmul_errors, rope_tables
 from kquant.quantize_file import plan_gguf, quantize_gguf
 
 GRID = 20  # auto_scale.py: n_grid = 20, ratios 0, 0.05, …, 0.95
@@ -348,8 +348,6 @@ def held_out_errors(src, mix: str = "Q4_K_M", *, pure: bool = False, tokens, n_c
     error (``forward.matmul_errors``) in the round-to-nearest file and in the AWQ file with its
     scales undone.
     """
-    from kquant.model.forward import matmul_errors
-
     src = Path(src)
     tokens = np.asarray(tokens)
 
