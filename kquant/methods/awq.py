@@ -321,11 +321,8 @@ def quantized(src, mix: str = "Q4_K_M", *, pure: bool = False, n_chunks: int = N
     new = apply(model.weights, result)
 
     def make(path):
-        if out_mix == "F16":  # no llama.cpp mix is F16; every matrix overridden to F16 (norms stay F32) is
-            options = {"pure": True, "overrides": {".*": "F16"}}  # what convert_hf_to_gguf writes
-            quantize_gguf(src, path, "Q8_0", weights=new, overwrite=True, progress=False, **options)
-        else:
-            quantize_gguf(src, path, out_mix, weights=new, pure=pure, overwrite=True, progress=False)
+        # out_mix "F16": llama-quantize's F16 file type, every matrix F16 and the norms F32
+        quantize_gguf(src, path, out_mix, weights=new, pure=pure, overwrite=True, progress=False)
 
     tag = f"{out_mix}{'-pure' if pure else ''}"
     return cache.made(
