@@ -25,7 +25,15 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 # collect an imatrix take 20-60 s on a loaded 2-core machine (notebooks 08-10).
 CELL_TIMEOUT_S = 120
 SLOW_CELL_TIMEOUT_S = 600
-SLOW_CELLS = ("evaluate.compare(", "cache.compare(", "cache.quantized(", "calibrate.collect(", "gptq.cached_file(")
+SLOW_CELLS = (
+    "evaluate.compare(",
+    "cache.compare(",
+    "cache.quantized(",
+    "calibrate.collect(",
+    "gptq.cached_file(",
+    "awq.search(",
+    "awq.quantized(",
+)
 # The notebooks keep quantized files and scores in kquant's cache folder (kquant.model.cache): the tests
 # give them one of their own, made afresh per test run, so the cold path runs and ~/.cache stays untouched.
 _CACHE = None

@@ -28,6 +28,7 @@ from kquant.exercises.core import CORRECT, INCORRECT, NOT_ATTEMPTED, Exercise, W
 from kquant.formats import iq4_nl, q4_k
 from kquant.gguf import anatomy
 from kquant.lessons import kfamily, scale_zero_point
+from kquant.methods import awq
 from kquant.model import scores
 
 NOTEBOOK_IDS = ["nb" + p.name[:2] for p in NOTEBOOKS]
@@ -574,6 +575,15 @@ def _unpaired(a, b):
     return (b - a).mean() - half, (b - a).mean() + half
 
 
+def _awq_loss(w, x, a, quantize, divide=True, on="output", stat=None):
+    """One α's loss in notebook 12's search, right or with one of the plausible mistakes."""
+    m = np.abs(x).mean(0) if stat is None else stat(np.abs(x), axis=0)
+    s = np.maximum(m**a, 1e-4)
+    s = s / np.sqrt(s.max() * s.min())
+    q = quantize(w * s) / (s if divide else 1)
+    return np.mean((q - w) ** 2) if on == "weights" else np.mean((x @ q.T - x @ w.T) ** 2)
+
+
 def _mistakes():
     """Plausible wrong answers, per exercise, and what the check must say about each.
 
@@ -993,6 +1003,27 @@ def _mistakes():
             (lambda x, w, q: float(np.sum(w * q * x) / np.sum(w * q * q)), "every weight w is 0"),
             (lambda x, w, q: float(np.sum(w * x) / np.sum(w * q)), "its derivative"),
         ],
+        "nb12-q1": [
+            (lambda w, x, k: np.argsort(-np.abs(w).mean(0))[:k], "the largest *weights*"),
+            (lambda w, x, k: np.argsort(-np.abs(x).max(0))[:k], "not the max"),
+            (lambda w, x, k: np.argsort(-x.mean(0))[:k], "cancel in mean(x)"),
+            (lambda w, x, k: np.argsort(np.abs(x).mean(0))[:k], "the quietest"),
+            (lambda w, x, k: np.argsort(-np.abs(x).mean(1))[:k], "channel indices"),
+        ],
+        "nb12-q2": [
+            (lambda n, w, s: (n * s, w / s), "the wrong way round"),
+            (lambda n, w, s: (n / s, w * s[:, None]), "scales the rows"),
+            (lambda n, w, s: (n / s, w), "the output changes"),
+            (lambda n, w, s: (n, w * s), "divide the norm's weight"),
+            (lambda n, w, s: n / s, "should return a tuple"),
+        ],
+        "nb12-q3": [
+            (lambda w, x, a, q: a[int(np.argmin([_awq_loss(w, x, t, q, divide=False) for t in a]))], "divided back"),
+            (lambda w, x, a, q: a[int(np.argmin([_awq_loss(w, x, t, q, on="weights") for t in a]))], "weight error"),
+            (lambda w, x, a, q: a[int(np.argmin([_awq_loss(w, x, t, q, stat=np.max) for t in a]))], "not its max"),
+            (lambda w, x, a, q: a[int(np.argmax([_awq_loss(w, x, t, q) for t in a]))], "largest output error"),
+            (lambda w, x, a, q: 0.55, "one of the α values"),
+        ],
         "nb17-q1": [
             (lambda s: s[0] % 256 == 0, "tests the number of rows"),
             (lambda s: int(np.prod(s)) % 256 == 0, "never spans two rows"),
@@ -1396,6 +1427,8 @@ def _delegations():
             lambda b: gguf.quants.dequantize(np.frombuffer(b, np.uint8), Q.IQ4_NL),
         ],
         "nb15-q3": [lambda x, w, q: float(iq4_nl.search(x[:, None], w[:, None])[0])],
+        "nb12-q1": [lambda w, x, k: np.argsort(-awq.activation_scale(x))[:k]],
+        "nb12-q3": [lambda w, x, a, q: a[int(np.argmin(awq.search_matrix(w, x, "Q4_0", len(a))[2]))]],
         "nb17-q3": [lambda x, t: requantize.relative_error(x, t)],
     }
 
@@ -1416,6 +1449,7 @@ USES_THE_LIBRARY = {
     "nb11-q2": "one rank-1 update; kquant.methods.gptq does it inside its column loop",
     "nb14-q1": "a count of bits; nf4.bits_per_weight needs a quantized tensor and counts its offset too",
     "nb14-q2": "one line of lora.loss_and_grads, which takes a whole model: no kquant function takes (x, A, dy)",
+    "nb12-q2": "a two-line fold; kquant's awq.apply does it for a whole model from a search result",
     "nb17-q1": "a one-line test of the row length; kquant's rules do it inside the plan",
     "nb17-q2": "a sum over shapes; kquant has no function for it",
 }

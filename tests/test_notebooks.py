@@ -540,6 +540,65 @@ def _claims_15(text):
     assert len(re.findall(r"^KL .* − .*: the difference is", text, re.M)) == 3
 
 
+def _claims_12(text):
+    # §1: the RMSNorm outputs are nearly flat; the SwiGLU product has channels an order of magnitude louder.
+    spread = {
+        k: (float(a), float(b)) for k, a, b in re.findall(r"input of (\w+) .*channel +([\d.]+) … +([\d.]+)×", text)
+    }
+    assert spread["attn_q"][1] < 2 and spread["ffn_gate"][1] < 2 and spread["ffn_down"][1] >= 10, spread
+    # §1: kept exact by activation beats by weight (paired interval excludes 0); the gain is a few percent.
+    rows = re.findall(
+        r"^(blk\.\d\.ffn_down\.weight) +([\d.]+) +([\d.]+) +([\d.]+) +([\d.]+) .*excludes 0: (\w+)", text, re.M
+    )
+    assert len(rows) == 2
+    for _, rtn, act, weight, _rnd, excl in rows:
+        assert float(act) < float(weight) and excl == "True" and 0.85 < float(act) / float(rtn) < 0.95  # "a tenth"
+    # §2: the scale trick and the fold preserve the function, in numpy and in llama.cpp.
+    assert float(re.search(r"x @ W.T\| = ([\d.e+-]+)", text)[1]) < 1e-4
+    numpy_diff = re.search(r"numpy: max \|logit difference\| ([\d.e+-]+) .* same next token at ([\d.]+)%", text)
+    assert float(numpy_diff[1]) < 1e-3 and float(numpy_diff[2]) == 100.0
+    cpp = re.search(
+        r"llama.cpp: max \|logit difference\| ([\d.e+-]+), KL ([\d.e+-]+), same next token at ([\d.]+)%", text
+    )
+    assert float(cpp[2]) < 1e-6 and float(cpp[3]) >= 99.0
+    # §3: the search lowers every group's calibration error, most for ffn_down, least behind the RMSNorms.
+    gains = re.findall(r"after (\w+) *: [\d. ]+ mean error at the best α: ([\d.]+)×", text)
+    assert len(gains) == 6
+    for i in (0, 3):
+        g = {k: float(v) for k, v in gains[i : i + 3]}
+        assert all(v <= 1 for v in g.values()) and g["ffn_up"] < min(g["attn_norm"], g["ffn_norm"]), g
+    # §4: KL and top-1 within the noise for both formats; perplexity differs by less than 0.01.
+    verdicts = re.findall(r"^  (kl|top1|ppl) +AWQ − RTN: (\S+) .*→ (.*)$", text, re.M)
+    assert len(verdicts) == 6
+    for metric, value, verdict in verdicts:
+        assert metric == "ppl" or verdict == "within the noise", (metric, verdict)
+        assert metric != "ppl" or abs(float(value)) < 0.01
+    # §4: on held-out text the search's gain carries over, most for ffn_down; ffn_down's own error falls.
+    held = re.findall(
+        r"^(Q4_0|Q4_K_M) +(.+?) *: AWQ's held-out error lower in (\d) of 8 blocks, .* ([\d.]+)$", text, re.M
+    )
+    assert len(held) == 6
+    for mix in ("Q4_0", "Q4_K_M"):
+        r = {what: (int(n), float(g)) for m, what, n, g in held if m == mix}
+        assert r["ffn_down"][0] >= 6 and r["ffn_down"][1] < min(v[1] for k, v in r.items() if k != "ffn_down") < 1, r
+        before, after = re.search(mix + r" +ffn_down : .* mean ([\d.]+) → ([\d.]+)", text).groups()
+        assert float(after) < float(before)
+    # §4: on blk.2.ffn_down the mean square falls and the typical token's relative error rises.
+    # §3: "the curve has its minimum in the middle" (the same search as the slider's: blk.2.ffn_down, Q4_0).
+    assert 0.2 <= float(re.search(r"; α chosen ([\d.]+)", text)[1]) <= 0.7
+    largest = re.search(r"held-out output norms: median ([\d.]+), largest ([\d.]+)", text)
+    assert float(largest[2]) > 10 * float(largest[1])
+    (mse_r, rel_r), (mse_a, rel_a) = re.findall(
+        r"^(?:RTN|AWQ): mean squared output error ([\d.e+-]+), mean per-token relative error ([\d.]+)", text, re.M
+    )
+    assert float(mse_a) < float(mse_r) and float(rel_a) > float(rel_r)
+    # §5: without outliers the gain is about 1 %; with channels 20-100× larger AWQ's error is far below RTN's.
+    runs = re.findall(r"outliers ×(\d+) +α [\d.]+: .* AWQ / RTN ([\d.]+), paired difference (.*)$", text, re.M)
+    ratios = {int(f): float(r) for f, r, _ in runs}
+    assert 0.97 <= ratios[1] <= 1.0 and all(ratios[f] < 0.6 for f in (20, 50, 100)), ratios
+    assert ratios[20] > ratios[50] > ratios[100]
+
+
 def _claims_17(text):
     # §3: Q4_1 is 5 bpw and the Q8_0 embedding and F32 norms bring the average up; only ffn_down fits.
     assert float(re.search(r"M weights, ([\d.]+) bits per weight on average", text)[1]) > 5.0
@@ -583,6 +642,7 @@ CLAIMS_06_10 = {
     "09": _claims_09,
     "10": _claims_10,
     "11": _claims_11,
+    "12": _claims_12,
     "14": _claims_14,
     "15": _claims_15,
     "17": _claims_17,

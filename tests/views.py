@@ -22,11 +22,12 @@ from kquant.formats import iq4_nl, q4_k
 from kquant.formats import quantize as kquant_quantize
 from kquant.gguf import anatomy
 from kquant.lessons import metrics, published, requantize, samples, scale_zero_point
+from kquant.methods import awq as awq_method
 from kquant.methods import gptq as gptq_method
 from kquant.mixes import Choice, plan
-from kquant.model import calibrate, evaluate, forward, hub, runner
+from kquant.model import calibrate, evaluate, forward, hub, runner, scores
 from kquant.quantize_file import read_model
-from kquant.viz import files, gptq, iquants, kquants, models, numbers, qlora
+from kquant.viz import awq, files, gptq, iquants, kquants, models, numbers, qlora
 
 TABLE = iq4_nl.KVALUES.astype(np.int64)
 
@@ -71,6 +72,10 @@ def views() -> list[View]:
     llama = forward.Llama.load(hub.bundled())
     hessian = gptq_method.hessians(llama, gptq_method.calibration(llama, 2, None), 4)["blk.4.attn_k.weight"]
     w11 = llama.weights["blk.4.attn_k.weight"][:32]
+    # Notebook 12: a real matrix and its real inputs on one calibration chunk, and its α search curve.
+    seen = awq_method.calibration_inputs(llama, calibrate.chunks(llama, calibrate.calibration_text(), 256, 2)[:1])
+    awq_w, awq_x = llama.weights["blk.2.ffn_down.weight"], seen["blk.2.ffn_down.weight"][0]
+    _, alphas, losses = awq_method.search_matrix(awq_w, awq_x, "Q4_0")
     # Placeholder scores and layer errors: the plots' inputs in shape only (the notebooks pass measured ones).
     n = np.array([100.0, 150.0, 200.0])  # positions of three documents
 
@@ -172,6 +177,38 @@ def views() -> list[View]:
         ),
         View("15", "table_plot", lambda _: iquants.table_plot(iq4_u, iq4_levels), [0], slider=False),
         View("15", "search_view", lambda k: iquants.search_view(iq4_x, iq4_x * iq4_x, iq4_steps, k, TABLE), range(16)),
+        View(
+            "12",
+            "alpha_view",
+            lambda a: awq.alpha_view(awq_w, awq_x, "Q4_0", alphas, losses, a),
+            [float(a) for a in alphas],
+        ),
+        View(
+            "12",
+            "channel_magnitudes_plot",
+            lambda _: awq.channel_magnitudes_plot({"ffn_down": np.abs(awq_x).mean(0)}, "channels"),
+            [0],
+            slider=False,
+        ),
+        View(
+            "12",
+            "search_curves_plot",
+            lambda _: awq.search_curves_plot({"ffn_down": (alphas, losses)}, "search"),
+            [0],
+            slider=False,
+        ),
+        View(
+            "12",
+            "outlier_plot",
+            lambda _: awq.outlier_plot(
+                [1, 10, 100],
+                [scores.Interval(0.06, 0.05, 0.07)] * 3,
+                [scores.Interval(0.05, 0.04, 0.06)] * 3,
+                "outliers",
+            ),
+            [0],
+            slider=False,
+        ),
         View(
             "17",
             "requantization_view",

@@ -8,11 +8,12 @@ figure in its output area. ``tests/views.py`` lists every view with inputs like 
 notebook's; the tests draw each once and ``benchmarks/widgets.py`` times them.
 
 * ``numbers``: notebooks 00-03   * ``kquants``: 04-05   * ``files``: 06-07   * ``models``: 08-10, 17
-* ``gptq``: 11   * ``qlora``: 14   * ``iquants``: 15
+* ``gptq``: 11   * ``awq``: 12   * ``qlora``: 14   * ``iquants``: 15
 * ``style``: what they share (colours, spacing, fast histograms, byte grids); ``setup()``, which every
   notebook's import cell calls, renders figures at 80 dpi without the inline backend's "tight" crop
 """
 
+from kquant.viz.awq import alpha_view, channel_magnitudes_plot, outlier_plot, search_curves_plot
 from kquant.viz.files import gguf_map_view, mix_view, plan_picture
 from kquant.viz.gptq import gptq_view
 from kquant.viz.iquants import search_view, table_plot
@@ -41,6 +42,10 @@ from kquant.viz.numbers import (
 from kquant.viz.style import setup
 
 __all__ = [
+    "alpha_view",
+    "channel_magnitudes_plot",
+    "outlier_plot",
+    "search_curves_plot",
     "block_bytes",
     "block_view",
     "error_along_row",
