@@ -162,6 +162,21 @@ def nf4_base(model: Llama, blocksize: int = 64, double_quant: bool = True) -> Ll
     return Llama(model.cfg, {**model.weights, **nf4_weights(model, blocksize, double_quant)}, model.path)
 
 
+def memory_bits_per_weight(model: Llama, blocksize: int = 64, double_quant: bool = True) -> float:
+    """Bits per weight of the NF4 model as QLoRA keeps it in memory: ``nf4_weights``' matrices at NF4's
+    own bits (``nf4.bits_per_weight``: codes, block scales and their double quantization), every other
+    tensor as stored in the F16 model (the embedding F16, the norms F32). Notebook 16 plots NF4 there."""
+    quantized = {n for n, w in model.weights.items() if n.startswith("blk.") and w.ndim == 2}  # as nf4_weights
+    total_bits = n = 0
+    for name, w in model.weights.items():
+        if name in quantized:
+            total_bits += nf4.bits_per_weight(nf4.quantize_nf4(w, blocksize, double_quant)) * w.size
+        else:
+            total_bits += (16 if w.ndim == 2 else 32) * w.size
+        n += w.size
+    return total_bits / n
+
+
 def nf4_file(src, blocksize: int = 64, double_quant: bool = True) -> Path:
     """The NF4 model as a file llama.cpp runs (cached): ``nf4_weights`` written with the F16 file type.
 
