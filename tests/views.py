@@ -13,6 +13,7 @@ only the drawing is under test here.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -27,7 +28,7 @@ from kquant.methods import gptq as gptq_method
 from kquant.mixes import Choice, plan
 from kquant.model import calibrate, evaluate, forward, hub, runner, scores
 from kquant.quantize_file import read_model
-from kquant.viz import awq, files, gptq, iquants, kquants, models, numbers, qlora
+from kquant.viz import awq, compare, files, gptq, iquants, kquants, models, numbers, qlora
 
 TABLE = iq4_nl.KVALUES.astype(np.int64)
 
@@ -87,6 +88,12 @@ def views() -> list[View]:
         evaluate.Scores(hub.bundled(), 13.1, b, 1.42, kl, 1 - kl * 10, {"sums": 0.4}, 0.0, 100.0, per_doc=per_doc(kl))
         for b, kl in [(16.0, 0.0), (8.5, 1.6e-5), (4.9, 1.6e-4), (3.1, 2.9e-3)]
     ]
+    # Notebook 16: the same synthetic scores under method names, with task results for the sums panel.
+    methods = {
+        label: dataclasses.replace(r, results={"sums": np.arange(40) % (2 + i) == 0})
+        for i, (label, r) in enumerate(zip(["F16", "Q8_0", "Q4_K_M", "Q2_K"], rows))
+    }
+    method_bits = {label: r.bpw for label, r in methods.items()}
     layers = np.geomspace(1e-3, 1e-1, model.params.n_layer)
     return [
         View("00", "levels_view", lambda b: numbers.levels_view(b), range(1, 9)),
@@ -143,6 +150,7 @@ def views() -> list[View]:
             "08", "next_token_view", lambda m: models.next_token_view(loaded, "Once upon a time", m), ["Q8_0", "Q4_0"]
         ),
         View("08", "scores_vs_bpw", lambda _: models.scores_vs_bpw(rows, "scores"), [0], slider=False),
+        View("16", "methods_view", lambda m: compare.methods_view(methods, method_bits, m), list(compare.METRICS)),
         View(
             "09",
             "memory_view",

@@ -36,37 +36,55 @@ def front(points: dict[str, tuple[float, float]]) -> list[str]:
 
 
 def methods_view(rows: dict, bits: dict[str, float], metric: str = "kl", reference: str = "F16"):
-    """One point per file: ``metric`` (95 % interval as a bar) against its bits per weight.
+    """One row per file, smallest first: ``metric`` with its 95 % interval, the file's size in its label.
 
-    ``rows``: label -> evaluate.Scores; ``bits``: label -> the bits per weight to plot (the file's,
-    or the format's own where the file is a stand-in, as NF4 run as F16). The line joins the Pareto
-    front of the measured values: files no other file beats on both size and quality.
+    ``rows``: label -> evaluate.Scores; ``bits``: label -> the bits per weight to show (the file's,
+    or the format's own where the file is a stand-in, as NF4 run as F16). Filled markers: the Pareto
+    front of the measured values, the files no other file beats on both size and quality.
+    A row per file, not a scatter against size: many files share one size here, and their labels
+    and intervals would sit on top of each other.
     """
     title, _ = METRICS[metric]
-    fig, ax = plt.subplots(figsize=(10, 4.6))
-    shown = {k: r for k, r in rows.items() if k != reference}
-    values = {}
-    for label, r in shown.items():
-        v, lo, hi = point(r, metric)
-        values[label] = (bits[label], v)
-        ax.errorbar(bits[label], v, yerr=[[v - lo], [hi - v]], fmt="o", color=EXPONENT, capsize=3, markersize=5)
-        ax.annotate(label, (bits[label], v), textcoords="offset points", xytext=(6, 3), fontsize=8)
-    best = front(values)
-    ax.plot([values[k][0] for k in best], [values[k][1] for k in best], "-", color=SIGN, alpha=0.6, zorder=0)
+    shown = [k for k in rows if k != reference]
+    values = {k: (bits[k], point(rows[k], metric)[0]) for k in shown}
+    best = set(front(values))
+    order = sorted(shown, key=lambda k: (bits[k], values[k][1]))
+    fig, ax = plt.subplots(figsize=(10, 0.42 * len(order) + 1.6))
+    for y, k in enumerate(order):
+        v, lo, hi = point(rows[k], metric)
+        on = k in best
+        ax.errorbar(
+            v,
+            y,
+            xerr=[[v - lo], [hi - v]],
+            fmt="o",
+            capsize=3,
+            markersize=7 if on else 5,
+            color=SIGN if on else EXPONENT,
+            markerfacecolor=SIGN if on else "white",
+        )
+    ax.set_yticks(range(len(order)), [f"{k}  ({bits[k]:.2f} bits)" for k in order], fontsize=8)
+    ax.invert_yaxis()  # smallest file on top
     if metric == "ppl":
-        v = rows[reference].perplexity
-        ax.axhline(v, color="grey", linestyle=":", linewidth=1)
-        ax.annotate(f"{reference}: {v:.4f}", (ax.get_xlim()[0], v), xytext=(4, 4), textcoords="offset points")
+        ax.axvline(rows[reference].perplexity, color="grey", linestyle=":", linewidth=1)
+        ax.annotate(
+            f"{reference}",
+            (rows[reference].perplexity, 1.0),
+            xycoords=("data", "axes fraction"),
+            xytext=(3, -12),
+            textcoords="offset points",
+            fontsize=8,
+            color="grey",
+        )
     else:
-        ax.set_yscale("log")
-        log_axis_labelled(ax)
-    ax.set_xlabel("bits per weight")
-    ax.set_ylabel(title, fontsize=9)
-    ax.grid(alpha=0.3)
+        ax.set_xscale("log")
+        log_axis_labelled(ax, axis="x")
+    ax.set_xlabel(f"{title}  (lower is better)", fontsize=9)
+    ax.grid(alpha=0.3, axis="x")
     ax.set_title(
-        f"{title} against size; the line joins the files no other file beats on both\n"
-        "(bars: 95 % intervals, bootstrap over the held-out documents or tasks)",
+        f"{title}, each file with its 95 % interval; filled: on the Pareto front\n"
+        "(no other file is as small or smaller and as good or better)",
         fontsize=10,
     )
-    tidy(fig)
+    tidy(fig, left=2.2)
     plt.show()

@@ -100,9 +100,10 @@ for label, r in rows.items():
 ## 3. Size against quality
 
 A method is better than another only if it is **no larger and no worse**, and strictly one of
-the two. The files that no other file beats that way form the *Pareto front*: the line in the plot.
-A file off the line has some other file that is as small and at least as close to F16. Switch the
-metric to see whether the front holds for top-1, perplexity and the sums.
+the two. The files that no other file beats that way form the *Pareto front*. The plot gives each
+file a row, smallest first (many files here share one size, so a scatter against size would pile
+them up): its value with its 95 % interval, filled when it is on the front. Switch the metric to
+see whether the front holds for top-1, perplexity and the sums, and how much the intervals overlap.
 """
 
 # %%
@@ -208,7 +209,8 @@ print(f"  half-width of the 95 % interval, unpaired {half:.2e}, paired {paired_h
 """
 The per-document KLs of the two files rise and fall together (some documents are harder for every
 file), so the paired interval is narrower than the unpaired one by the factor printed above: the
-same data, read honestly, says more.
+same data, read honestly, says more. (This mean difference weighs every document alike, short or
+long; the table's KL is a total over all positions, so the two numbers differ.)
 
 ## 5. What the table says, and what it cannot
 
@@ -226,6 +228,11 @@ print("on the KL Pareto front:    ", ", ".join(on_front))
 
 # %% [markdown]
 """
+Two things the table's construction decides, not the methods: NF4 quantizes only the blocks'
+matrices, as bitsandbytes does, so its tied embedding, which is also the output layer, stays at 16
+bits (its point on the bits axis counts them); and Q4_K_M gives that same matrix Q6_K, where the
+`--pure` files give it their 4-bit type.
+
 Read these lines with the model in mind. It is tiny (6.5 M weights, 256 wide) and trained on
 generated text: its activations have no outlier channels, which is the case AWQ was built for
 (notebook 12 measured it and showed the gain appear once a few channels are 20-100× louder);
