@@ -635,6 +635,29 @@ def _claims_17(text):
     assert "'1. Red\\n2. Blue\\n3. Green'" in text
 
 
+def _claims_16(text):
+    # §1: eleven files; the NF4 point is at NF4's own bits (under 5), the --pure 4-bit files at 4.52.
+    sizes = dict(re.findall(r"^(.+?) +([\d.]+) bits per weight +\S+\.gguf$", text, re.M))
+    assert len(sizes) == 11 and float(sizes["F16"]) > 16 and 4.1 < float(sizes["NF4 (run as F16)"]) < 5
+    assert all(sizes[k] == "4.518" for k in ["Q4_0", "Q4_0 GPTQ", "Q4_0 AWQ", "IQ4_NL", "Q4_K"])
+    # ... the size of the model and of an NF4 block matrix; the tied output matrix's type in Q4_K_M.
+    m = re.search(r"the bundled model: ([\d.]+) M weights, (\d+) wide; an NF4 block matrix holds ([\d.]+) bits", text)
+    assert m and m[2] == "256" and m[3] == "4.127"
+    assert "the tied token_embd / output matrix: Q6_K in Q4_K_M" in text
+    # §3 and §5: the front printed twice, the same; the budget file spends no more than Q4_K_M.
+    front = re.search(r"^on the KL front, smallest first: (.+)$", text, re.M)[1]
+    assert re.search(r"^on the KL Pareto front: +(.+)$", text, re.M)[1] == front
+    assert float(sizes["Q4_K_M-size budget"]) <= float(sizes["Q4_K_M"])
+    # §4: eight paired verdicts; the paired interval is narrower than the unpaired one.
+    assert len(re.findall(r"^KL .+ − .+\]  (better|worse|within noise)$", text, re.M)) == 8
+    assert float(re.search(r"\(([\d.]+)× narrower\)", text)[1]) > 1
+    # §5's three lines gather exactly the eight verdicts.
+    gathered = re.findall(
+        r"^(lower KL, beyond the noise|within the noise|higher KL, beyond the noise): +(.+)$", text, re.M
+    )
+    assert sum(0 if v == "none" else v.count("(vs ") for _, v in gathered) == 8
+
+
 CLAIMS_06_10 = {
     "06": _claims_06,
     "07": _claims_07,
@@ -645,5 +668,6 @@ CLAIMS_06_10 = {
     "12": _claims_12,
     "14": _claims_14,
     "15": _claims_15,
+    "16": _claims_16,
     "17": _claims_17,
 }

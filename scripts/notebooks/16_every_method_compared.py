@@ -22,8 +22,10 @@ Words such as *bits per weight*, *KL divergence*, *top-1* and *95 % interval* ar
 import numpy as np
 from ipywidgets import Dropdown, fixed, interact
 
+import kquant
 from kquant import viz
 from kquant.exercises import nb16 as ex
+from kquant.formats import nf4
 from kquant.methods import awq, budget, gptq, lora
 from kquant.model import cache, evaluate, forward, hub
 from kquant.viz import compare
@@ -69,9 +71,15 @@ files = {
 }
 
 bits = {label: evaluate.bits_per_weight(path) for label, path in files.items()}
-bits["NF4 (run as F16)"] = lora.memory_bits_per_weight(forward.Llama.load(src))  # NF4's own bits, not the F16 file's
+f16 = forward.Llama.load(src)
+bits["NF4 (run as F16)"] = lora.memory_bits_per_weight(f16)  # NF4's own bits, not the F16 file's
 for label, path in files.items():
     print(f"{label:<20} {bits[label]:6.3f} bits per weight   {path.name}")
+w = f16.weights["blk.0.ffn_down.weight"]
+print(f"\nthe bundled model: {sum(w.size for w in f16.weights.values()) / 1e6:.1f} M weights, {f16.cfg.n_embd} wide; "
+      f"an NF4 block matrix holds {nf4.bits_per_weight(nf4.quantize_nf4(w)):.3f} bits per weight")
+output = {c.name: c.type.name for c in kquant.plan_gguf(src, "Q4_K_M")}["token_embd.weight"]
+print(f"the tied token_embd / output matrix: {output} in Q4_K_M, the 4-bit type in the --pure files, F16 in NF4's")
 
 # %% [markdown]
 """
@@ -233,7 +241,7 @@ matrices, as bitsandbytes does, so its tied embedding, which is also the output 
 bits (its point on the bits axis counts them); and Q4_K_M gives that same matrix Q6_K, where the
 `--pure` files give it their 4-bit type.
 
-Read these lines with the model in mind. It is tiny (6.5 M weights, 256 wide) and trained on
+Read these lines with the model in mind. It is tiny (section 1 printed its size) and trained on
 generated text: its activations have no outlier channels, which is the case AWQ was built for
 (notebook 12 measured it and showed the gain appear once a few channels are 20-100× louder);
 llama.cpp's published figures for Llama-3-8B put the importance matrix's gain at 10-25 % of KL
