@@ -114,8 +114,8 @@ def setup_cell(llama: bool = True) -> str:
             "import importlib.util, runpy, sys, urllib.request",
             'if "google.colab" in sys.modules:  # install what Colab lacks (kquant/colab.py; minutes, once)',
             f'    try: urllib.request.urlretrieve("{colab.raw_url(repo, "kquant/colab.py")}", "/tmp/kquant_colab.py")',
-            '    except OSError as e: raise SystemExit(f"kquant: could not download the setup ({e}): '
-            f"is {repo} the workbook's repository?\") from None",
+            '    except OSError as e: raise SystemExit(f"kquant: could not download the setup ({e}): check the network '
+            f"and that {repo} is the workbook's repository, then run this cell again\") from None",
             f'    runpy.run_path("/tmp/kquant_colab.py")["setup"]("{repo}", llama={llama})',
             'elif importlib.util.find_spec("kquant") is None:',
             '    print("kquant is not installed: run `make lab` from the repository")',

@@ -385,4 +385,17 @@ def test_the_cell_on_colab_says_in_one_line_when_the_repository_address_is_wrong
         with pytest.raises(SystemExit) as stop:
             exec(compile(cell, "<setup cell>", "exec"), {})
     message = str(stop.value)
-    assert "\n" not in message and "404" in message and "the workbook's repository?" in message
+    assert "\n" not in message and "404" in message and "is the workbook's repository" in message
+    assert message.endswith("then run this cell again")
+
+
+def test_the_cell_on_colab_says_in_one_line_when_the_network_is_down(on_colab, tmp_path):
+    with GitHub(tmp_path / "github", MODEL_BYTES) as github:
+        url = github.url  # closed once the block ends: nothing answers there
+    cell = _builder().setup_cell(llama=False).replace("/tmp/kquant_colab.py", str(tmp_path / "kquant_colab.py"))
+    cell = cell.replace("https://raw.githubusercontent.com/", f"{url}/")
+    with pytest.raises(SystemExit) as stop:
+        exec(compile(cell, "<setup cell>", "exec"), {})
+    message = str(stop.value)
+    assert "\n" not in message and message.startswith("kquant: could not download the setup (")
+    assert "check the network" in message and message.endswith("then run this cell again")
