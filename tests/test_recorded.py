@@ -27,8 +27,11 @@ from kquant.reference import recorded
 NO_LLAMA = ROOT / "tests" / "no_llama"
 STAND_IN = "(llama.cpp is not installed: "
 RECORDED_FROM = f"whose sha256 equals the one recorded from {llamacpp.PIN}'s output for this input"
-COMPARING = {"01", "03", "04", "05", "07"}  # the notebooks that compare kquant's bytes with llama.cpp's
-RUNNING = {"08", "09", "10", "17"}  # the notebooks that run models in llama.cpp throughout
+SOURCES = {p.name[:2]: p.read_text() for p in (ROOT / "scripts" / "notebooks").glob("[0-9][0-9]_*.py")}
+# The notebooks that compare kquant's bytes with llama.cpp's (through kquant.reference.recorded), and those that
+# run models in llama.cpp throughout (guarded by llamacpp.notebook_needs), read from their sources.
+COMPARING = {n for n, text in SOURCES.items() if "recorded." in text}
+RUNNING = {n for n, text in SOURCES.items() if "llamacpp.notebook_needs(" in text}
 FIRST = [p for p in NOTEBOOKS if p.name[:2] <= "07"]
 
 
@@ -102,7 +105,11 @@ def test_every_recorded_digest_is_what_llama_cpp_gives_now():
     stored = json.loads(recorded.FILE.read_text())
     assert stored["llama-cpp-python"] == llamacpp.PIN.split("==")[1]
     used = {nb[:2] for entry in stored["digests"].values() for nb in entry["notebooks"]}
-    assert used == COMPARING
+    assert used == COMPARING and {"01", "03", "04", "05", "07"} <= used
+
+
+def test_the_notebooks_that_run_models_in_llama_cpp_are_guarded():
+    assert {"08", "09", "10", "17"} <= RUNNING
 
 
 def test_without_llama_cpp_a_cell_guard_and_a_notebook_guard_say_one_line(offline, capsys):
