@@ -162,3 +162,24 @@ def test_notebooks_that_run_models_in_llama_cpp_say_what_to_install_and_run_to_t
     (line,) = printed_text(nb).strip().splitlines()
     assert line.startswith("llama.cpp is not installed: this notebook ") and 'pip install "kquant[llama]"' in line
     assert all(c.get("execution_count") for c in code), "every cell ran (skipped), to the last"
+
+
+def test_the_check_names_every_missing_stale_and_unused_digest(monkeypatch, capsys):
+    """What --check prints when llama.cpp now gives other digests than the package holds (no llama.cpp needed)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("record_digests", ROOT / "scripts" / "record_digests.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    stored = json.loads(recorded.FILE.read_text())
+    keys = sorted(stored["digests"])
+    fresh = {**stored, "digests": {k: dict(v) for k, v in stored["digests"].items() if k != keys[0]}}
+    fresh["digests"][keys[1]]["sha256"] = "0" * 64
+    fresh["digests"]["f" * 64] = {"sha256": "1" * 64, "what": "Q4_0 of a new input", "notebooks": ["03_blocks"]}
+    monkeypatch.setattr(script, "record", lambda: fresh)
+    assert script.main(["--check"]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert sorted(line.split(":")[0] for line in out[:-1]) == ["missing", "no longer used", "stale"]
+    assert out[-1] == "run python scripts/record_digests.py"
+    monkeypatch.setattr(script, "record", lambda: stored)
+    assert script.main(["--check"]) == 0
