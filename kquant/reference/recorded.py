@@ -91,8 +91,8 @@ def _stand_in(key: str, ours_digest: str, what: str, theirs: str):
     entry = digests().get(key)
     if entry is None:
         raise NotRecorded(
-            f"llama.cpp is not installed, and kquant records its output only for the notebooks' own inputs; "
-            f"{what} is not one of them: {INSTALL_HINT}"
+            f"llama.cpp is not installed, and the package records llama.cpp's output only for the notebooks' own "
+            f"inputs; {what} is not one of them: {INSTALL_HINT}"
         )
     if entry["sha256"] != ours_digest:
         raise KQuantError(
@@ -100,7 +100,7 @@ def _stand_in(key: str, ours_digest: str, what: str, theirs: str):
             "report this as a bug"
         )
     print(
-        f"(llama.cpp is not installed: {theirs} is kquant's, whose sha256 equals the one recorded from "
+        f"(llama.cpp is not installed: {theirs} kquant's, whose sha256 equals the one recorded from "
         f"{PIN}'s output for this input; {INSTALL_HINT.split(' (')[0]} to compare live)",
         flush=True,
     )
@@ -119,7 +119,7 @@ def quantize(x, qtype, imatrix=None) -> np.ndarray:
         _record(key, _array_sha256(out), what)
         return out
     out = formats.quantize(x, qtype, imatrix=imatrix)
-    _stand_in(key, _array_sha256(out), what, f"the {fmt.name} bytes")
+    _stand_in(key, _array_sha256(out), what, f"the {fmt.name} bytes are")
     return out
 
 
@@ -133,7 +133,7 @@ def dequantize(q, qtype) -> np.ndarray:
         _record(key, _array_sha256(out), what)
         return out
     out = formats.dequantize(q, qtype)
-    _stand_in(key, _array_sha256(out), what, "the decoded float32 weights")
+    _stand_in(key, _array_sha256(out), what, "the decoded float32 weights are")
     return out
 
 
@@ -149,6 +149,6 @@ def model_quantize(src, dst, mix="Q4_K_M", *, pure=False):
     with tempfile.TemporaryDirectory(dir=pathlib.Path(dst).resolve().parent) as tmp:
         part = pathlib.Path(tmp) / pathlib.Path(dst).name
         quantize_gguf(src, part, mix, pure=pure, progress=False)
-        _stand_in(key, file_sha256(part), what, f"the {mix} file")
+        _stand_in(key, file_sha256(part), what, f"the {mix} file is")
         os.replace(part, dst)
     return dst
