@@ -140,8 +140,9 @@ Ties look rare, but they happen whenever a scaled weight is an exact odd multipl
 half, as in blocks of small integers or of values already rounded to a coarse grid.
 Build a Q8_0 block of 32 weights in which *every* weight but the first is a tie. Q8_0 stores
 `d = max|x| / 127` and levels `q = round(x / d)`; the first weight, 127, makes `d` exactly 1,
-so `x / d` is `x` itself. Then ask llama.cpp's own C code (through `kquant.reference.recorded`: without llama.cpp, kquant's
-bytes, checked against the sha256 recorded from llama.cpp's) for the bytes, and compare its 32 levels with each rounding rule:
+so `x / d` is `x` itself. Then ask llama.cpp's own C code for the bytes (`kquant.reference.recorded`;
+without llama.cpp installed, it hands back kquant's bytes, checked against the sha256 recorded from
+llama.cpp's), and compare its 32 levels with each rounding rule:
 """
 
 # %%

@@ -126,9 +126,9 @@ is 0, and a fit that would want a positive min is redone with min = 0.
 Does the moving origin matter? Write the search out in numpy with one switch,
 `move_origin`, run it on every sub-block of the whole matrix, finish each Q4_K block with
 the package's own steps 2–4 (sections 3–5 below), and compare the bytes with the ones
-llama.cpp's C code writes (`kquant.reference.recorded.quantize`). With the origin moving, as in C,
-every super-block must come out identical, which checks the transcription. With the origin
-frozen at the data min, the only change, count the super-blocks that differ:
+llama.cpp's C code writes (`kquant.reference.recorded.quantize`). With the origin moving, as
+in C, every super-block must come out identical, which checks the transcription. With the
+origin frozen at the data min, the only change, count the super-blocks that differ:
 """
 
 # %%
