@@ -85,12 +85,12 @@ $(BASE): pyproject.toml
 	$(BIN)/python -m pip install --progress-bar off "llama-cpp-python==$$version"
 	@touch $@
 
-# The student set: JupyterLab, with its first-run news prompt off for this workbook (jupyter/overrides.json).
-$(LAB): $(BASE) jupyter/overrides.json
+# The student set: JupyterLab, with its first-run news prompt off for this workbook (jupyter/overrides.json, put in
+# place by postBuild, which Binder runs too).
+$(LAB): $(BASE) jupyter/overrides.json postBuild
 	@echo "kquant: installing JupyterLab (about a minute)"
 	$(BIN)/python -m pip install --quiet -e ".[lab]"
-	mkdir -p $(VENV)/share/jupyter/lab/settings
-	cp jupyter/overrides.json $(VENV)/share/jupyter/lab/settings/overrides.json
+	PATH="$(CURDIR)/$(BIN):$$PATH" ./postBuild
 	@touch $@
 
 # The test set: the student set, the test tools and nbgrader.

@@ -3,16 +3,19 @@
 Every notebook's first code cell (written by scripts/build_notebooks.py) downloads this
 file from the repository's main branch and calls its ``setup``, on Colab only:
 
-    runpy.run_path("/tmp/kquant_colab.py")["setup"]("https://github.com/OWNER/REPO")
+    runpy.run_path("/tmp/kquant_colab.py")["setup"]("https://github.com/OWNER/REPO", llama=False)
 
 It uses nothing but the standard library, so it works before kquant is installed. On
 Colab (``"google.colab" in sys.modules``) it installs, each only if missing:
 
 1. kquant itself from the repository, without its dependencies (Colab has numpy,
    matplotlib, ipywidgets 7.7 and a Jupyter stack; jupyterlab is not wanted there);
-2. gguf and llama-cpp-python at the versions pinned in pyproject.toml (read from kquant's
-   installed metadata); llama-cpp-python first as a prebuilt wheel from the project's
-   CPU wheel index only, then, if there is none for this Python, by compiling llama.cpp;
+2. gguf at the version pinned in pyproject.toml (read from kquant's installed metadata), and,
+   only for a notebook that runs llama.cpp (``llama=True``, which the notebook builder derives
+   from the modules the notebook imports), llama-cpp-python at the ``llama`` extra's pin: first
+   as a prebuilt wheel from the project's CPU wheel index only, then, if there is none for this
+   Python, by compiling llama.cpp (minutes); the other notebooks compare with llama.cpp's
+   recorded digests instead (kquant.reference.recorded);
 3. the bundled model ``kquant/data/kquant-tiny-f16.gguf``: it is package data, so installing
    kquant brings it; only if the installed package lacks it (an install made without
    its data) is it downloaded from the repository's main branch into ``cache_dir()`` and
@@ -130,26 +133,38 @@ def requirements(extras: tuple[str, ...] = ("llama",)) -> dict[str, str]:
     return found
 
 
-def pins() -> dict:
+def pins(names=("gguf", "llama-cpp-python")) -> dict:
     """{"gguf": "0.19.0", "llama-cpp-python": "0.3.36"}: the exact pins of kquant's installed metadata
-    (gguf a dependency, llama-cpp-python the ``llama`` extra's)."""
+    (gguf a dependency, llama-cpp-python the ``llama`` extra's), for the ``names`` asked."""
     found = {name: spec[2:] for name, spec in requirements().items() if spec.startswith("==")}
-    missing = {"gguf", "llama-cpp-python"} - set(found)
+    missing = set(names) - set(found)
     if missing:
-        raise SetupError(f"kquant's metadata pins no version of {', '.join(sorted(missing))}: reinstall kquant")
-    return {name: found[name] for name in ("gguf", "llama-cpp-python")}
+        raise SetupError(
+            f"kquant's metadata pins no version of {', '.join(sorted(missing))}: reinstall kquant "
+            "(pip install --force-reinstall kquant) and run the cell again"
+        )
+    return {name: found[name] for name in names}
 
 
-def install(repository: str, pip=run_pip, have=installed) -> None:
-    """Install kquant, gguf and llama-cpp-python, each only if it is not there at the right version."""
+def install(repository: str, pip=run_pip, have=installed, llama: bool = True) -> None:
+    """Install kquant, gguf and (if ``llama``) llama-cpp-python, each only if it is not there at the right version."""
     if have("kquant") is None:
         print("kquant: installing kquant from", repository, flush=True)
         if pip(["--quiet", "--no-deps", f"kquant @ git+{repository.rstrip('/')}@main"]) != 0:
-            raise SetupError(f"pip could not install kquant from {repository}: see pip's message above")
-    versions = pins()
+            raise SetupError(
+                f"pip could not install kquant from {repository} (pip's message is above): check the network and "
+                "that this is the workbook's repository ([project.urls] Repository in pyproject.toml), then run the "
+                "cell again"
+            )
+    versions = pins(("gguf", "llama-cpp-python") if llama else ("gguf",))
     if have("gguf") != versions["gguf"]:
         if pip(["--quiet", f"gguf=={versions['gguf']}"]) != 0:
-            raise SetupError(f"pip could not install gguf=={versions['gguf']}: see pip's message above")
+            raise SetupError(
+                f"pip could not install gguf=={versions['gguf']} (pip's message is above): check the network, then run "
+                "the cell again"
+            )
+    if not llama:
+        return
     llama = f"llama-cpp-python=={versions['llama-cpp-python']}"
     if have("llama-cpp-python") != versions["llama-cpp-python"]:
         if pip(["--quiet", "--only-binary=:all:", "--extra-index-url", WHEELS, llama]) != 0:
@@ -161,7 +176,11 @@ def install(repository: str, pip=run_pip, have=installed) -> None:
             )
             # PyPI publishes llama-cpp-python as source only: pip compiles it, on every CPU.
             if pip(["--quiet", llama], env={"CMAKE_BUILD_PARALLEL_LEVEL": str(os.cpu_count() or 2)}) != 0:
-                raise SetupError(f"pip could not build {llama}: see pip's message above")
+                raise SetupError(
+                    f"pip could not build {llama} (pip's message is above): check the network and run the cell "
+                    "again; the notebooks that do not run llama.cpp (their first cell installs no llama-cpp-python) "
+                    "work without it"
+                )
 
 
 def model_path() -> Path | None:
@@ -211,15 +230,16 @@ def fetch_model(base_url: str, dest: Path | None = None) -> Path:
     return dest / MODEL
 
 
-def setup(repository: str, pip=run_pip, have=installed, base_url: str | None = None) -> bool:
+def setup(repository: str, pip=run_pip, have=installed, base_url: str | None = None, llama: bool = True) -> bool:
     """On Colab: install what is missing and fetch the model, printing one line per step. Elsewhere: nothing.
 
-    True when everything is in place (or not on Colab); on a failure, one line saying what to do, and False.
+    ``llama``: install llama-cpp-python too (the notebook runs llama.cpp). True when everything is in
+    place (or not on Colab); on a failure, one line saying what to do, and False.
     """
     if not on_colab():
         return True
     try:
-        install(repository, pip=pip, have=have)
+        install(repository, pip=pip, have=have, llama=llama)
         model = model_path() or fetch_model(base_url or data_url(repository))
     except SetupError as e:
         print(f"kquant setup failed: {e}", file=sys.stderr, flush=True)

@@ -7,10 +7,18 @@ the training script) gets the module from ``load()``, which turns that log down 
 The import is slow (it loads the shared library), so nothing imports it at module level.
 
 Notebooks 08-10 reach llama.cpp through it (via kquant.model.runner and calibrate).
+
+llama-cpp-python is an extra (``pip install "kquant[llama]"``), so a notebook may run
+without it. ``available()`` says whether it is here; ``needed(what)`` guards one cell (one
+line saying what to install and what the cell would show); ``notebook_needs(what)`` guards
+a notebook that runs models in llama.cpp throughout (08-10, 17): one line, and every later
+cell is skipped so that Run All still reaches the end. Comparisons with llama.cpp's bytes
+need none of these: kquant.reference.recorded checks them against recorded sha256s.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 
 from kquant.errors import KQuantError
@@ -22,6 +30,51 @@ INSTALL_HINT = f'pip install "kquant[llama]" ({PIN}: compiles llama.cpp once, wi
 
 class LlamaCppMissing(KQuantError):
     """llama-cpp-python is not installed."""
+
+
+def available() -> bool:
+    """True when llama-cpp-python is installed (found without importing it: that loads the library, slowly)."""
+    try:
+        return importlib.util.find_spec("llama_cpp") is not None
+    except (ImportError, ValueError):  # a broken or half-imported install counts as missing
+        return False
+
+
+def _missing(what: str, then: str) -> None:
+    print(f"llama.cpp is not installed: {what}. To see it: {INSTALL_HINT}, then restart the kernel; {then}", flush=True)
+
+
+def needed(what: str) -> bool:
+    """Guard one cell: True if llama.cpp is here; else one printed line (install what, to see ``what``) and False."""
+    if available():
+        return True
+    _missing(what, "this cell is skipped")
+    return False
+
+
+def notebook_needs(what: str) -> bool:
+    """Guard a notebook that runs models in llama.cpp throughout: True if llama.cpp is here.
+
+    Without it, one printed line says what to install and what the notebook would show, and
+    every later cell this IPython kernel runs is skipped (replaced by ``pass``), so Run All
+    reaches the end instead of stopping at the first cell that loads a model. Restarting the
+    kernel after the install undoes it. Outside IPython only the line is printed.
+    """
+    if available():
+        return True
+    _missing(what, "until then the cells below are skipped")
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    if shell is not None and _skip not in shell.input_transformers_post:
+        shell.input_transformers_post.append(_skip)
+    return False
+
+
+def _skip(lines: list[str]) -> list[str]:
+    return ["pass\n"]
 
 
 def load():

@@ -47,6 +47,7 @@ import dataclasses
 import math
 import multiprocessing as mp
 import os
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -278,8 +279,9 @@ def quantize_gguf(
 # Whole-file work is cut into units of about this many weights: large enough that numpy's per-call
 # cost vanishes, small enough that workers share a large tensor and memory stays bounded.
 _UNIT_WEIGHTS = 1 << 20
-# Below this many weights in all, forking workers costs more than it saves.
-_PARALLEL_MIN_WEIGHTS = 1 << 22
+# Below this many weights in all (the bundled model has 6.5 M), forking workers costs more than it
+# saves, and a notebook's kernel is not forked for it.
+_PARALLEL_MIN_WEIGHTS = 1 << 24
 
 
 def _threads(threads) -> int:
@@ -365,6 +367,13 @@ def _work(u: _Unit) -> tuple[int, int, float]:
     return u.index, (u.row1 - u.row0) * _JOB.choices[u.index].shape[-1], time.perf_counter() - t0
 
 
+def _worker_signals() -> None:
+    """In a forked worker: the default SIGTERM / SIGINT. It inherits the atomic writer's handlers, which
+    would turn the pool's own SIGTERM into a traceback; the parent removes the temporary file."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which stops the pool
+
+
 def _run(job: _Job, units: list[_Unit], threads: int, label: str, progress: bool) -> list[float]:
     """Do every unit, in ``threads`` forked workers when worth it; the seconds spent on each tensor."""
     global _JOB
@@ -377,10 +386,15 @@ def _run(job: _Job, units: list[_Unit], threads: int, label: str, progress: bool
             if parallel:
                 # fork: the workers start at once with the job and the memory map; each reads the rows
                 # of its units from the page cache and writes its bytes with pwrite.
-                with mp.get_context("fork").Pool(threads) as pool:
+                pool = mp.get_context("fork").Pool(threads, initializer=_worker_signals)
+                try:
                     for index, n, sec in pool.imap_unordered(_work, units, chunksize=1):
                         seconds[index] += sec
                         bar.update(n)
+                    pool.close()  # done: let the workers exit on their own
+                finally:
+                    pool.terminate()  # on an error or Ctrl-C: stop them (a no-op after close and exit)
+                    pool.join()
             else:
                 for u in units:
                     index, n, sec = _work(u)

@@ -145,7 +145,7 @@ def check_oracle() -> Check:
         return Check(
             "llama.cpp's quantizer",
             MISSING,
-            "not installed (the notebooks compare kquant's bytes with it)"
+            "not installed (08-10 and 17 run models in it; 01-07 check kquant's bytes against its recorded digests)"
             if missing
             else f"cannot be called ({type(e).__name__}: {e})",
             LLAMA_FIX,

@@ -30,7 +30,9 @@ Every notebook also gets, from the build and never from its source, an "Open in 
 badge under the title of its first markdown cell and the setup cell (``setup_cell``) as
 its first code cell: on Colab it runs kquant/colab.py, which installs what Colab lacks
 and fetches the bundled model; elsewhere it does nothing. Both are made from the
-repository's address in pyproject.toml (``[project.urls] Repository``).
+repository's address in pyproject.toml (``[project.urls] Repository``). The cell installs
+llama-cpp-python (a prebuilt wheel, or minutes of compiling) only in a notebook that runs
+llama.cpp: one whose code imports a module of ``NEEDS_LLAMA`` (``needs_llama``).
 """
 
 from __future__ import annotations
@@ -79,8 +81,30 @@ def badge(notebook: str) -> str:
     return f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({colab_url(notebook)})"
 
 
-def setup_cell() -> str:
-    """The first code cell of every notebook.
+# The kquant modules that run llama.cpp: a notebook importing one gets llama-cpp-python on Colab. Not in the list:
+# kquant.reference.recorded, whose comparisons work without llama.cpp (against its recorded digests), and the
+# modules that only write or read files. kquant.selftest checks llama.cpp's quantizer (notebook 00).
+NEEDS_LLAMA = {
+    "kquant.llamacpp",
+    "kquant.reference",
+    "kquant.reference.ggml",
+    "kquant.reference.llama_quantize",
+    "kquant.model.runner",
+    "kquant.model.evaluate",
+    "kquant.model.cache",
+    "kquant.model.calibrate",
+    "kquant.demo",
+    "kquant.selftest",
+}
+
+
+def needs_llama(modules: list[str]) -> bool:
+    """Does a notebook importing ``modules`` (``modules_used``) run llama.cpp?"""
+    return bool(NEEDS_LLAMA & set(modules))
+
+
+def setup_cell(llama: bool = True) -> str:
+    """The first code cell of every notebook; ``llama``: it runs llama.cpp, so Colab installs llama-cpp-python.
 
     On Colab it runs kquant/colab.py (the steps are there); elsewhere it does nothing.
     """
@@ -90,9 +114,9 @@ def setup_cell() -> str:
             "import importlib.util, runpy, sys, urllib.request",
             'if "google.colab" in sys.modules:  # install what Colab lacks (kquant/colab.py; minutes, once)',
             f'    try: urllib.request.urlretrieve("{colab.raw_url(repo, "kquant/colab.py")}", "/tmp/kquant_colab.py")',
-            '    except OSError as e: raise SystemExit(f"kquant: could not download the setup ({e}): '
-            f"is {repo} the workbook's repository?\") from None",
-            f'    runpy.run_path("/tmp/kquant_colab.py")["setup"]("{repo}")',
+            '    except OSError as e: raise SystemExit(f"kquant: could not download the setup ({e}): check the network '
+            f"and that {repo} is the workbook's repository, then run this cell again\") from None",
+            f'    runpy.run_path("/tmp/kquant_colab.py")["setup"]("{repo}", llama={llama})',
             'elif importlib.util.find_spec("kquant") is None:',
             '    print("kquant is not installed: run `make lab` from the repository")',
         ]
@@ -216,7 +240,8 @@ def build(source: pathlib.Path) -> dict:
     if not cells or cells[0]["cell_type"] != "markdown":
         raise ValueError(f"{source.name}: a notebook opens with a markdown cell (its title)")
     title, _, rest = cells[0]["source"].partition("\n")
-    used = ", ".join(f"`{m}`" for m in modules_used(cells))
+    modules = modules_used(cells)
+    used = ", ".join(f"`{m}`" for m in modules)
     cells[0]["source"] = (
         f"{title}\n\n{badge(target_of(source).name)}\n\n{rest.lstrip(chr(10))}".rstrip("\n")
         + f"\n\n*The kquant modules this notebook uses:* {used}."
@@ -227,7 +252,7 @@ def build(source: pathlib.Path) -> dict:
         "id": f"{notebook_id}-setup",
         "metadata": {},
         "outputs": [],
-        "source": setup_cell(),
+        "source": setup_cell(llama=needs_llama(modules)),
     }
     cells.insert(1, setup)
     return {"cells": cells, "metadata": KERNEL, "nbformat": 4, "nbformat_minor": 5}

@@ -62,16 +62,33 @@ def test_the_first_markdown_cell_has_an_open_in_colab_badge_for_its_own_notebook
     assert first.count("colab.research.google.com/github/") == 1
 
 
-def test_every_notebook_opens_with_the_same_setup_cell_made_from_pyprojects_address():
+def test_every_notebook_opens_with_the_setup_cell_made_from_pyprojects_address_and_what_it_imports():
+    builder = _builder()
     firsts = {
         path.name: source_of(next(c for c in load(path)["cells"] if c["cell_type"] == "code")) for path in NOTEBOOKS
     }
-    cell = _builder().setup_cell()
-    assert firsts == {name: cell for name in firsts}
-    assert f'"https://raw.githubusercontent.com/{OWNER_REPO}/main/kquant/colab.py"' in cell
-    assert f'["setup"]("{REPOSITORY}")' in cell
-    assert '"google.colab" in sys.modules' in cell and len(cell.splitlines()) <= 8
-    assert "%" not in cell and "!" not in cell, "plain Python: no IPython magic"
+    for path in NOTEBOOKS:
+        llama = builder.needs_llama(builder.modules_used(load(path)["cells"]))
+        assert firsts[path.name] == builder.setup_cell(llama=llama), path.name
+    for llama in (True, False):
+        cell = builder.setup_cell(llama=llama)
+        assert f'"https://raw.githubusercontent.com/{OWNER_REPO}/main/kquant/colab.py"' in cell
+        assert f'["setup"]("{REPOSITORY}", llama={llama})' in cell
+        assert '"google.colab" in sys.modules' in cell and len(cell.splitlines()) <= 8
+        assert "%" not in cell and "!" not in cell, "plain Python: no IPython magic"
+
+
+def test_only_the_notebooks_that_run_llama_cpp_install_it_on_colab():
+    """Comparing with llama.cpp's bytes needs no llama.cpp (recorded digests); running, tokenizing, the self-test do."""
+    builder = _builder()
+    installs = {
+        path.name[:2]: "llama=True" in source_of(next(c for c in load(path)["cells"] if c["cell_type"] == "code"))
+        for path in NOTEBOOKS
+    }
+    assert {n for n, llama in installs.items() if not llama} >= {"01", "02", "03", "04", "05", "07"}
+    assert {n for n, llama in installs.items() if llama} >= {"00", "08", "09", "10", "17"}
+    assert not builder.needs_llama(["kquant.reference.recorded", "kquant.gguf.anatomy", "kquant.quantize_file"])
+    assert builder.needs_llama(["kquant.model.runner"]) and builder.needs_llama(["kquant.reference"])
 
 
 def test_no_notebook_source_writes_its_own_colab_cell_and_the_build_refuses_one(tmp_path):
@@ -197,6 +214,28 @@ def test_a_failed_source_build_stops_with_one_line_and_fetches_nothing(on_colab,
     assert github.requests == 0 and not cache.exists()
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "could not build llama-cpp-python" in err[0]
+
+
+def test_a_notebook_that_runs_no_llama_cpp_installs_kquant_and_gguf_only(on_colab, cache, tmp_path, capsys):
+    pip = Pip()
+    with GitHub(tmp_path / "github", MODEL_BYTES) as github:
+        assert colab.setup(REPOSITORY, pip=pip, have=nothing_installed, base_url=github.data_url, llama=False)
+    assert pip.args == _expected_installs()[:2]
+    assert "llama" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("failing", "says"),
+    [
+        ("kquant @ git+", f"could not install kquant from {REPOSITORY} (pip's message is above): check the network"),
+        ("gguf==", f"could not install gguf=={PINS['gguf']} (pip's message is above): check the network, then run"),
+    ],
+)
+def test_each_failed_install_is_one_line_that_says_what_to_do(on_colab, cache, failing, says, capsys):
+    pip = Pip(fail=lambda args: any(a.startswith(failing) for a in args))
+    assert not colab.setup(REPOSITORY, pip=pip, have=nothing_installed, base_url="http://127.0.0.1:1/data")
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("kquant setup failed: pip ") and says in line and line.endswith("the cell again"), line
 
 
 def test_it_installs_only_what_is_missing_or_at_another_version(on_colab, cache, tmp_path):
@@ -346,4 +385,17 @@ def test_the_cell_on_colab_says_in_one_line_when_the_repository_address_is_wrong
         with pytest.raises(SystemExit) as stop:
             exec(compile(cell, "<setup cell>", "exec"), {})
     message = str(stop.value)
-    assert "\n" not in message and "404" in message and "the workbook's repository?" in message
+    assert "\n" not in message and "404" in message and "is the workbook's repository" in message
+    assert message.endswith("then run this cell again")
+
+
+def test_the_cell_on_colab_says_in_one_line_when_the_network_is_down(on_colab, tmp_path):
+    with GitHub(tmp_path / "github", MODEL_BYTES) as github:
+        url = github.url  # closed once the block ends: nothing answers there
+    cell = _builder().setup_cell(llama=False).replace("/tmp/kquant_colab.py", str(tmp_path / "kquant_colab.py"))
+    cell = cell.replace("https://raw.githubusercontent.com/", f"{url}/")
+    with pytest.raises(SystemExit) as stop:
+        exec(compile(cell, "<setup cell>", "exec"), {})
+    message = str(stop.value)
+    assert "\n" not in message and message.startswith("kquant: could not download the setup (")
+    assert "check the network" in message and message.endswith("then run this cell again")

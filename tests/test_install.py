@@ -1,20 +1,25 @@
 """kquant as a user gets it: ``python -m build``, then the wheel in a fresh venv outside the checkout.
 
-One venv, in three steps, as a user would take them (the tests run in this order; each
+One venv, in four steps, as a user would take them (the tests run in this order; each
 adds to the venv of the one before):
 
 1. ``pip install kquant-*.whl``, the light core: the codecs work, the bundled model is
-   there (package data), and whatever needs llama.cpp says ``pip install "kquant[llama]"``
-   in one line: the self-test marks it ✘, ``kquant demo`` exits 1 before any work.
-2. ``pip install "kquant-*.whl[llama]"``: the self-test passes, every codec equals llama.cpp's
+   there (package data), kquant's bytes and whole file have the sha256s recorded from
+   llama.cpp's output (kquant.reference.recorded), and whatever needs llama.cpp says
+   ``pip install "kquant[llama]"`` in one line: the self-test marks it ✘, ``kquant demo``
+   exits 1 before any work.
+2. ``pip install "kquant-*.whl[lab]"``, still without llama.cpp: notebook 07, which compares
+   kquant's Q4_K_M file with llama.cpp's, runs under ``jupyter nbconvert --execute`` against
+   the recorded digest and says so.
+3. ``pip install "kquant-*.whl[llama]"``: the self-test passes, every codec equals llama.cpp's
    bytes, and ``kquant demo --mixes Q4_K_M`` runs.
-3. ``pip install "kquant-*.whl[lab]"`` too (the student set, what ``make lab`` installs):
-   notebook 00, self-test included, runs there under ``jupyter nbconvert --execute``.
+4. With both (the student set, what ``make lab`` installs): notebook 00, self-test included,
+   runs there under ``jupyter nbconvert --execute``.
 
 The dependencies come from the package index through pip's cache; llama-cpp-python (source
 only on PyPI, so compiled) from the wheel pip built and cached when ``make test`` installed it,
 so nothing is compiled here. The install times and venv sizes are written to
-tests/artifacts/install.txt. About 3 minutes on 2 cores.
+tests/artifacts/install.txt. About 4 minutes on 2 cores.
 """
 
 from __future__ import annotations
@@ -61,6 +66,21 @@ try:
 except kquant.KQuantError as e:
     print("oracle:", e)
 """
+# kquant.quantize and quantize_gguf on notebook 05's weights and notebook 07's model, against llama.cpp's recorded
+# sha256s: recorded.quantize raises unless kquant's bytes are the ones llama.cpp wrote (one printed line each).
+CHECK_RECORDED = """
+import numpy as np
+from kquant.lessons import samples
+from kquant.model import hub
+from kquant.reference import recorded
+assert not recorded.live()
+weights = samples.model_weights().weights
+W = np.concatenate([w.ravel() for w in weights.values()]).reshape(-1, 256)
+for name in ("Q2_K", "Q6_K", "Q4_0"):
+    recorded.quantize(W, name)
+recorded.model_quantize(hub.bundled(), "kquant-Q4_K_M.gguf", "Q4_K_M")
+"""
+STAND_IN = "(llama.cpp is not installed: "
 
 
 def _clean_env() -> dict:
@@ -138,6 +158,7 @@ def test_the_sdist_is_the_whole_workbook_and_the_wheel_the_package_with_its_mode
         "notebooks/00_start_here.ipynb",
         "scripts/build_notebooks.py",
         "jupyter/overrides.json",
+        "postBuild",
         ".ci/run",
         "LICENSE",
         "Makefile",
@@ -147,6 +168,7 @@ def test_the_sdist_is_the_whole_workbook_and_the_wheel_the_package_with_its_mode
     with zipfile.ZipFile(wheel) as whl:
         names = set(whl.namelist())
         metadata = whl.read(f"kquant-{__version__}.dist-info/METADATA").decode()
+    assert "kquant/data/llama_cpp_digests.json" in names
     assert "kquant/data/kquant-tiny-f16.gguf" in names and f"kquant-{__version__}.dist-info/licenses/LICENSE" in names
     assert not [n for n in names if n.startswith(("tests/", "data/", "notebooks/"))]
     assert "License-Expression: MIT" in metadata
@@ -179,6 +201,24 @@ def test_the_core_install_quantizes_has_the_model_and_names_the_llama_extra_wher
     helptext = _python(home, "-m", "kquant", "demo", "--help").stdout
     assert "usage: kquant demo" in helptext and "``" not in helptext and ":func:" not in helptext
 
+    said = _python(home, "-c", CHECK_RECORDED).stdout.splitlines()
+    assert len(said) == 4 and all(
+        line.startswith(STAND_IN) and "recorded from llama-cpp-python" in line for line in said
+    )
+
+
+def test_with_the_lab_extra_and_no_llama_cpp_a_notebook_compares_with_the_recorded_digests(venv):
+    """Notebook 07 without llama.cpp: its Q4_K_M file is checked against the sha256 recorded from llama.cpp's."""
+    home, wheel, times, sizes = venv
+    start = time.perf_counter()
+    _run([home / "venv" / "bin" / "python", "-m", "pip", "install", "--quiet", f"{wheel}[lab]"], cwd=home)
+    times['pip install "kquant[lab]"'] = time.perf_counter() - start
+    sizes["with kquant[lab]"] = _size_mb(home / "venv")
+    texts = _notebook(home, "07_inside_gguf.ipynb", times)
+    (line,) = [t for t in texts if t.startswith(STAND_IN)]
+    assert "the Q4_K_M file is kquant's, whose sha256 equals the one recorded from llama-cpp-python" in line
+    assert any("the same file: True" in t for t in texts)
+
 
 def test_with_the_llama_extra_the_self_test_codecs_and_demo_pass(venv):
     home, wheel, times, sizes = venv
@@ -196,7 +236,7 @@ def test_with_the_llama_extra_the_self_test_codecs_and_demo_pass(venv):
         cwd=home,
     )
     times['pip install "kquant[llama]" (cached llama.cpp wheel)'] = time.perf_counter() - start
-    sizes["with kquant[llama]"] = _size_mb(home / "venv")
+    sizes["with kquant[lab,llama]"] = _size_mb(home / "venv")
 
     report = _python(home, "-m", "kquant.selftest")
     assert report.stdout.strip().splitlines()[-1] == "everything the notebooks need is here", report.stdout
@@ -213,14 +253,9 @@ def test_with_the_llama_extra_the_self_test_codecs_and_demo_pass(venv):
     _write_report(wheel, times, sizes)
 
 
-def test_with_the_lab_extra_too_a_notebook_runs_there(venv):
-    """The student set (`make lab`'s .[lab,llama]): notebook 00, with its self-test, run by Jupyter's own nbconvert."""
-    home, wheel, times, sizes = venv
-    start = time.perf_counter()
-    _run([home / "venv" / "bin" / "python", "-m", "pip", "install", "--quiet", f"{wheel}[lab]"], cwd=home)
-    times['pip install "kquant[lab]"'] = time.perf_counter() - start
-    sizes["with kquant[llama,lab]"] = _size_mb(home / "venv")
-    shutil.copy(ROOT / "notebooks" / "00_start_here.ipynb", home)
+def _notebook(home: Path, name: str, times: dict) -> list[str]:
+    """Run notebooks/``name`` in the venv with Jupyter's own nbconvert; the texts its cells printed or displayed."""
+    shutil.copy(ROOT / "notebooks" / name, home)
     start = time.perf_counter()
     _python(
         home,
@@ -231,14 +266,20 @@ def test_with_the_lab_extra_too_a_notebook_runs_there(venv):
         "notebook",
         "--execute",
         "--output",
-        "ran.ipynb",
+        f"ran-{name}",
         "--ExecutePreprocessor.timeout=300",
-        "00_start_here.ipynb",
+        name,
     )
-    times["notebook 00 (nbconvert --execute)"] = time.perf_counter() - start
-    outputs = [o for c in json.loads((home / "ran.ipynb").read_text())["cells"] for o in c.get("outputs", [])]
+    times[f"notebook {name[:2]} (nbconvert --execute)"] = time.perf_counter() - start
+    outputs = [o for c in json.loads((home / f"ran-{name}").read_text())["cells"] for o in c.get("outputs", [])]
     assert not [o for o in outputs if o["output_type"] == "error"]
-    texts = ["".join(o.get("text", "")) + "".join(o.get("data", {}).get("text/plain", "")) for o in outputs]
+    return ["".join(o.get("text", "")) + "".join(o.get("data", {}).get("text/plain", "")) for o in outputs]
+
+
+def test_with_lab_and_llama_the_student_set_notebook_00_runs_there(venv):
+    """The student set (`make lab`'s .[lab,llama]): notebook 00, with its self-test, run by Jupyter's own nbconvert."""
+    home, wheel, times, sizes = venv
+    texts = _notebook(home, "00_start_here.ipynb", times)
     (report,) = [t for t in texts if t.startswith("✔ Python")]
     assert report.strip().splitlines()[-1] == "everything the notebooks need is here" and "✘" not in report, report
     _write_report(wheel, times, sizes)
@@ -250,5 +291,8 @@ def _write_report(wheel: Path, times: dict, sizes: dict) -> None:
     REPORT.write_text(
         f"wheel {wheel.name}: {wheel.stat().st_size / 1e6:.1f} MB\n"
         + "".join(f"{what}: {seconds:.1f} s\n" for what, seconds in times.items())
-        + "".join(f"venv {what}: {mb:.0f} MB\n" for what, mb in sizes.items())
+        + "".join(
+            f"venv {what}: {mb:.0f} MB" + (f" (+{mb - before:.0f} MB)\n" if before else "\n")
+            for (what, mb), before in zip(sizes.items(), [0, *sizes.values()])
+        )
     )

@@ -1,5 +1,6 @@
 """The repository's promises about installation, checked."""
 
+import json
 import pathlib
 import re
 import sys
@@ -80,6 +81,34 @@ def test_environment_yml_is_what_binder_needs():
     )
     minimum = _pyproject()["project"]["requires-python"]  # ">=3.10"
     assert SpecifierSet(minimum).contains(python[0].split("=")[1]), f"{python[0]} outside requires-python {minimum}"
+
+
+def test_binder_and_make_lab_turn_jupyterlabs_news_prompt_off_with_the_same_postbuild(tmp_path):
+    """repo2docker runs an executable ./postBuild after building environment.yml's environment (a binder/ or
+    .binder/ folder would hide both); `make lab` runs the same file. It puts jupyter/overrides.json where the
+    JupyterLab of the `python` first on PATH reads it: its application folder's settings/ (get_app_dir)."""
+    import os
+    import subprocess
+
+    from jupyterlab.commands import get_app_dir
+
+    post = ROOT / "postBuild"
+    assert post.is_file() and os.access(post, os.X_OK), "repo2docker runs postBuild only if it is executable"
+    assert not (ROOT / "binder").exists() and not (ROOT / ".binder").exists()
+    assert pathlib.Path(get_app_dir()) == pathlib.Path(sys.prefix) / "share" / "jupyter" / "lab", (
+        "postBuild writes to <sys.prefix>/share/jupyter/lab/settings: JupyterLab must read its settings there"
+    )
+    prefix = tmp_path / "env"  # a stand-in for the image's environment: a venv whose python postBuild asks
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", prefix], check=True)
+    env = {**os.environ, "PATH": f"{prefix / 'bin'}{os.pathsep}{os.environ['PATH']}"}
+    done = subprocess.run([post], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+    written = prefix / "share" / "jupyter" / "lab" / "settings" / "overrides.json"
+    assert written.read_bytes() == (ROOT / "jupyter" / "overrides.json").read_bytes(), done.stderr
+    settings = json.loads(written.read_text())["@jupyterlab/apputils-extension:notification"]
+    assert settings["fetchNews"] == "false" and settings["checkForUpdates"] is False
+    makefile = (ROOT / "Makefile").read_text()
+    lab_rule = makefile.split("\n$(LAB):", 1)[1].split("\n\n", 1)[0]
+    assert "./postBuild" in lab_rule and "$(BIN)" in lab_rule.split("./postBuild")[0].splitlines()[-1]
 
 
 def test_the_core_is_light_and_the_heavy_parts_are_extras():

@@ -41,10 +41,14 @@ KV cache, …) are explained where a notebook first uses them, and collected in 
   model, JupyterLab, and llama-cpp-python, which compiles llama.cpp once: it says so before
   it starts, and takes several minutes) and opens this folder. `make test` runs every test.
 * **Colab**: click the "Open in Colab" badge under a notebook's title. The notebook's first
-  code cell installs what Colab lacks (kquant with its bundled model, and the pinned `gguf`
-  and `llama-cpp-python`): about a minute, or about ten if no prebuilt llama-cpp-python fits
-  Colab's Python and llama.cpp has to be compiled. Anywhere else that cell does nothing. Its
-  steps are in `kquant/colab.py`.
+  code cell installs what Colab lacks (kquant with its bundled model, the pinned `gguf`, and,
+  in the notebooks that run llama.cpp, `llama-cpp-python`): about a minute, or about ten if no
+  prebuilt llama-cpp-python fits Colab's Python and llama.cpp has to be compiled. Anywhere else
+  that cell does nothing. Its steps are in `kquant/colab.py`.
+* **Without llama.cpp** (`pip install kquant` without the `llama` extra): notebooks 01-07 run
+  to the end, and where they compare kquant's bytes with llama.cpp's they use the sha256 of
+  llama.cpp's output recorded in the package, and say so; the notebooks that run models in
+  llama.cpp say in one line what to install.
 * **Classroom**: every exercise is also an nbgrader assignment. How to generate, release,
   collect and autograde them is in the instructor guide, `docs/teaching.md`.
 

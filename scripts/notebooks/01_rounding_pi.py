@@ -27,7 +27,8 @@ from ipywidgets import FloatText, IntSlider, fixed, interact
 
 import kquant
 from kquant.lessons import memory, metrics, rounding
-from kquant import reference, viz
+from kquant import viz
+from kquant.reference import recorded
 from kquant.exercises import nb01 as ex
 
 viz.setup()  # figures sized to need no "tight" crop: one layout pass per redraw, not two
@@ -139,13 +140,14 @@ Ties look rare, but they happen whenever a scaled weight is an exact odd multipl
 half, as in blocks of small integers or of values already rounded to a coarse grid.
 Build a Q8_0 block of 32 weights in which *every* weight but the first is a tie. Q8_0 stores
 `d = max|x| / 127` and levels `q = round(x / d)`; the first weight, 127, makes `d` exactly 1,
-so `x / d` is `x` itself. Then ask llama.cpp's own C code (through `kquant.reference`) for
-the bytes, and compare its 32 levels with each rounding rule:
+so `x / d` is `x` itself. Then ask llama.cpp's own C code for the bytes (`kquant.reference.recorded`;
+without llama.cpp installed, it hands back kquant's bytes, checked against the sha256 recorded from
+llama.cpp's), and compare its 32 levels with each rounding rule:
 """
 
 # %%
 block = np.concatenate([[127.0], np.arange(-15, 16) + 0.5]).astype(np.float32)
-ggml_bytes = reference.quantize(block[None, :], "Q8_0")[0]
+ggml_bytes = recorded.quantize(block[None, :], "Q8_0")[0]
 d = ggml_bytes[:2].view(np.float16)[0]
 ggml_levels = ggml_bytes[2:].view(np.int8)
 print(f"llama.cpp's block: {len(ggml_bytes)} bytes, d = {d}, first levels {ggml_levels[:6]}")

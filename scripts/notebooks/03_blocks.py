@@ -23,7 +23,8 @@ from ipywidgets import IntSlider, SelectionSlider, fixed, interact
 
 import kquant
 from kquant.lessons import scale_zero_point, metrics, samples
-from kquant import reference, viz
+from kquant import viz
+from kquant.reference import recorded  # llama.cpp's bytes; without it, checked against its recorded sha256
 from kquant.formats import q4_0
 from kquant.exercises import nb03 as ex
 
@@ -216,12 +217,12 @@ The 18 bytes: first *d* as a little-endian float16, then 16 bytes of nibbles. By
 holds weight *j* in its low 4 bits and weight *j* + 16 in its high 4 bits (not neighbours:
 that pairing lets the decoder split a byte into two halves of the block with one mask and
 one shift each). `q4_0.pack` writes that layout; compare its bytes with the ones llama.cpp's
-C code writes for the same block (`kquant.reference` calls it):
+C code writes for the same block (`kquant.reference.recorded` calls it):
 """
 
 # %%
 ours = q4_0.pack(fields)[0]
-ggml = reference.quantize(x[None, :], "Q4_0")[0]
+ggml = recorded.quantize(x[None, :], "Q4_0")[0]
 print("ours:     ", ours.tobytes().hex(" "))
 print("llama.cpp:", ggml.tobytes().hex(" "))
 print("identical:", np.array_equal(ours, ggml))
@@ -234,7 +235,7 @@ And not just this block: every block of `W` matches.
 """
 
 # %%
-print(f"all {W.size // 32} blocks of W, byte for byte:", np.array_equal(kquant.quantize(W, "Q4_0"), reference.quantize(W, "Q4_0")))
+print(f"all {W.size // 32} blocks of W, byte for byte:", np.array_equal(kquant.quantize(W, "Q4_0"), recorded.quantize(W, "Q4_0")))
 
 # %% [markdown]
 """

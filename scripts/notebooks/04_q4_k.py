@@ -28,7 +28,8 @@ from ipywidgets import IntSlider, fixed, interact
 
 import kquant
 from kquant.lessons import metrics, samples, scale_search
-from kquant import reference, viz
+from kquant import viz
+from kquant.reference import recorded  # llama.cpp's bytes; without it, checked against its recorded sha256
 from kquant.formats import q4_k
 from kquant.exercises import nb04 as ex
 
@@ -125,9 +126,9 @@ is 0, and a fit that would want a positive min is redone with min = 0.
 Does the moving origin matter? Write the search out in numpy with one switch,
 `move_origin`, run it on every sub-block of the whole matrix, finish each Q4_K block with
 the package's own steps 2–4 (sections 3–5 below), and compare the bytes with the ones
-llama.cpp's C code writes (`kquant.reference.quantize`). With the origin moving, as in C,
-every super-block must come out identical, which checks the transcription. With the origin
-frozen at the data min, the only change, count the super-blocks that differ:
+llama.cpp's C code writes (`kquant.reference.recorded.quantize`). With the origin moving, as
+in C, every super-block must come out identical, which checks the transcription. With the
+origin frozen at the data min, the only change, count the super-blocks that differ:
 """
 
 # %%
@@ -178,7 +179,7 @@ def q4_k_blocks(W, move_origin):
 
 
 W = sample.weights
-ggml_blocks = reference.quantize(W, "Q4_K").reshape(-1, 144)
+ggml_blocks = recorded.quantize(W, "Q4_K").reshape(-1, 144)
 for move_origin in (True, False):
     blocks = q4_k_blocks(W, move_origin)
     differ = np.any(blocks != ggml_blocks, axis=1)
@@ -280,7 +281,7 @@ llama.cpp's own C encoder writes for the same 256 weights:
 
 # %%
 block = q4_k.pack(fields)[0]
-ggml = reference.quantize(x[None, :], "Q4_K")[0]
+ggml = recorded.quantize(x[None, :], "Q4_K")[0]
 print("our block equals llama.cpp's:", np.array_equal(block, ggml))
 viz.block_bytes(block, [("d", 0, 2), ("dmin", 2, 4), ("scales and mins", 4, 16), ("levels, 2 per byte", 16, 144)], "One Q4_K super-block: 144 bytes for 256 weights")
 
@@ -348,7 +349,7 @@ q_e = block[16 + 32 * 0 + 5] >> 4
 by_hand = d_ * sc_1 * q_e - dmin_ * m_1
 print(f"d = {d_}, dmin = {dmin_}, sc_1 = {sc_1}, m_1 = {m_1}, q_37 = {q_e}")
 print(f"y_37 = d·sc·q − dmin·m = {by_hand:.7f}")
-print(f"kquant.dequantize: {kquant.dequantize(block[None, :], 'Q4_K')[0, e]:.7f};  llama.cpp: {reference.dequantize(ggml[None, :], 'Q4_K')[0, e]:.7f};  the weight was {x[e]:.7f}")
+print(f"kquant.dequantize: {kquant.dequantize(block[None, :], 'Q4_K')[0, e]:.7f};  llama.cpp: {recorded.dequantize(ggml[None, :], 'Q4_K')[0, e]:.7f};  the weight was {x[e]:.7f}")
 
 # %% [markdown]
 """
@@ -397,7 +398,7 @@ formats compare on these weights?
 W = sample.weights
 for name in ["Q4_0", "Q4_K"]:
     q = kquant.quantize(W, name)
-    print(f"{name}: {kquant.get_format(name).bits_per_weight} bits/weight, equals llama.cpp's bytes: {np.array_equal(q, reference.quantize(W, name))}, SQNR {metrics.sqnr_db(W, kquant.dequantize(q, name)):.1f} dB")
+    print(f"{name}: {kquant.get_format(name).bits_per_weight} bits/weight, equals llama.cpp's bytes: {np.array_equal(q, recorded.quantize(W, name))}, SQNR {metrics.sqnr_db(W, kquant.dequantize(q, name)):.1f} dB")
 
 # %% [markdown]
 """

@@ -28,7 +28,8 @@ from ipywidgets import Dropdown, IntSlider, fixed, interact
 
 import kquant
 from kquant.lessons import kfamily, metrics, samples
-from kquant import reference, viz
+from kquant import viz
+from kquant.reference import recorded  # llama.cpp's bytes; without it, checked against its recorded sha256
 from kquant.formats import q4_k
 from kquant.exercises import nb05 as ex
 
@@ -113,7 +114,7 @@ for name in legacy + k_family:
     q = kquant.quantize(W, name)
     results[name] = (kquant.get_format(name).bits_per_weight, metrics.sqnr_db(W, kquant.dequantize(q, name)))
 print(f"\nggml's C encoder gives the same bytes (Q2_K, Q6_K, Q4_0): "
-      f"{all(np.array_equal(kquant.quantize(W, n), reference.quantize(W, n)) for n in ['Q2_K', 'Q6_K', 'Q4_0'])}")
+      f"{all(np.array_equal(kquant.quantize(W, n), recorded.quantize(W, n)) for n in ['Q2_K', 'Q6_K', 'Q4_0'])}")
 print(f"{'type':<5} {'bits/weight':>12} {'SQNR (dB)':>10}")
 for name, (bpw, db) in sorted(results.items(), key=lambda kv: kv[1][0]):
     print(f"{name:<5} {bpw:>12g} {db:>10.2f}")

@@ -208,19 +208,21 @@ multiplied by a few very loud input columns is more sensitive to rounding there:
 """
 
 # %%
+from kquant import llamacpp
 from kquant.model import calibrate, forward
 
 sizes = {t.name: math.prod(t.shape) for t in model.tensors}
 for kind in ["attn_q", "attn_v", "ffn_down"]:
     n = next(v for k, v in sizes.items() if f".{kind}." in k)
     print(f"{kind:<9} one layer: {n:,} weights ({n / sizes['blk.0.attn_q.weight']:.2f}× attn_q)")
-im = calibrate.collect(forward.Llama.load(model.path), calibrate.calibration_text(), n_chunks=2)
-loud = {}
-for name, v in im.vectors().items():
-    v = np.sort(np.asarray(v))[::-1]
-    loud.setdefault(name.split(".")[2], []).append(v[: len(v) // 10].sum() / v.sum())
-for kind, shares in loud.items():
-    print(f"{kind:<12} the loudest 10 % of input columns hold {min(shares):.0%}–{max(shares):.0%} of the importance")
+if llamacpp.needed("how unevenly each kind of matrix's inputs are spread (the text is cut by llama.cpp's tokenizer)"):
+    im = calibrate.collect(forward.Llama.load(model.path), calibrate.calibration_text(), n_chunks=2)
+    loud = {}
+    for name, v in im.vectors().items():
+        v = np.sort(np.asarray(v))[::-1]
+        loud.setdefault(name.split(".")[2], []).append(v[: len(v) // 10].sum() / v.sum())
+    for kind, shares in loud.items():
+        print(f"{kind:<12} the loudest 10 % of input columns hold {min(shares):.0%}–{max(shares):.0%} of the importance")
 
 # %% [markdown]
 """

@@ -28,10 +28,11 @@ from ipywidgets import Dropdown, fixed, interact
 
 import kquant
 from kquant.model import cache, corpus, evaluate, hub, runner, scores
-from kquant import viz
+from kquant import llamacpp, viz
 from kquant.exercises import nb08 as ex
 
 viz.setup()  # figures sized to need no "tight" crop: one layout pass per redraw, not two
+llamacpp.notebook_needs("this notebook runs the bundled model and seven mixes in llama.cpp and shows their answers, perplexity, KL divergence, top-1 and task accuracy side by side");  # without llama.cpp: one line, the rest skipped
 
 # %% [markdown]
 """

@@ -32,10 +32,11 @@ from kquant import quantize_file
 from kquant.gguf import reader
 from kquant.model import cache, evaluate, hub
 from kquant.lessons import kfamily, memory, metrics, published, samples
-from kquant import mixes, reference, viz
+from kquant import llamacpp, mixes, reference, viz
 from kquant.exercises import nb09 as ex
 
 viz.setup()  # figures sized to need no "tight" crop: one layout pass per redraw, not two
+llamacpp.notebook_needs("this notebook tests sixteen claims against measurements of the bundled model's mixes in llama.cpp (and its IQ4_NL encoder)");  # without llama.cpp: one line, the rest skipped
 
 # %% [markdown]
 """

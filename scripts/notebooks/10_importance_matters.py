@@ -35,11 +35,12 @@ from ipywidgets import Dropdown, fixed, interact
 import kquant
 from kquant.model import cache, corpus, evaluate, forward, hub
 from kquant.gguf import reader, summary
-from kquant import imatrix, reference, viz
+from kquant import imatrix, llamacpp, reference, viz
 from kquant.lessons import published
 from kquant.exercises import nb10 as ex
 
 viz.setup()  # figures sized to need no "tight" crop: one layout pass per redraw, not two
+llamacpp.notebook_needs("this notebook collects an importance matrix on text cut by llama.cpp's tokenizer and measures in llama.cpp what it buys at Q2_K, Q3_K_M and Q4_K_M");  # without llama.cpp: one line, the rest skipped
 from kquant.model import calibrate
 
 # %% [markdown]

@@ -31,12 +31,13 @@ import numpy as np
 from ipywidgets import IntSlider, SelectionSlider, fixed, interact
 
 import kquant
-from kquant import viz
+from kquant import llamacpp, viz
 from kquant.methods import gptq
 from kquant.model import cache, evaluate, forward, hub
 from kquant.exercises import nb11 as ex
 
 viz.setup()  # figures sized to need no "tight" crop: one layout pass per redraw, not two
+llamacpp.notebook_needs("this notebook collects GPTQ's Hessians on text cut by llama.cpp's tokenizer and measures the GPTQ file in llama.cpp");  # without llama.cpp: one line, the rest skipped
 
 # %% [markdown]
 """

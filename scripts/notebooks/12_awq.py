@@ -28,12 +28,13 @@ Words such as *imatrix*, *block*, *round-to-nearest* and *95 % interval* are def
 import numpy as np
 from ipywidgets import FloatSlider, fixed, interact
 
-from kquant import viz
+from kquant import llamacpp, viz
 from kquant.exercises import nb12 as ex
 from kquant.methods import awq
 from kquant.model import cache, calibrate, corpus, evaluate, forward, hub, runner, scores
 
 viz.setup()  # figures sized to need no "tight" crop: one layout pass per redraw, not two
+llamacpp.notebook_needs("this notebook collects activations on text cut by llama.cpp's tokenizer and runs the AWQ files in llama.cpp");  # without llama.cpp: one line, the rest skipped
 
 # %% [markdown]
 """

@@ -29,7 +29,7 @@ from gguf import GGMLQuantizationType
 from ipywidgets import Dropdown, fixed, interact
 
 import kquant
-from kquant import viz
+from kquant import llamacpp, viz
 from kquant.exercises import nb14 as ex
 from kquant.formats import nf4
 from kquant.gguf import reader
@@ -41,6 +41,7 @@ from kquant.model.scores import paired_difference
 from kquant.viz import qlora as qviz
 
 viz.setup()  # figures sized to need no "tight" crop: one layout pass per redraw, not two
+llamacpp.notebook_needs("this notebook tokenizes its facts with llama.cpp's tokenizer and runs the fine-tuned files in llama.cpp");  # without llama.cpp: one line, the rest skipped
 
 # %% [markdown]
 """

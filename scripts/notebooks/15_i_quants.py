@@ -32,7 +32,7 @@ import numpy as np
 from ipywidgets import IntSlider, fixed, interact
 
 import kquant
-from kquant import imatrix, reference, viz
+from kquant import imatrix, llamacpp, reference, viz
 from kquant.formats import iq4_nl
 from kquant.gguf import summary
 from kquant.lessons import metrics
@@ -40,6 +40,7 @@ from kquant.model import cache, calibrate, evaluate, forward, hub
 from kquant.exercises import nb15 as ex
 
 viz.setup()  # figures sized to need no "tight" crop: one layout pass per redraw, not two
+llamacpp.notebook_needs("this notebook compares IQ4_NL with ggml's own encoder and runs the IQ4_NL files in llama.cpp");  # without llama.cpp: one line, the rest skipped
 TABLE = ex.TABLE  # kvalues_iq4nl from ggml-common.h, as int64
 
 # %% [markdown]

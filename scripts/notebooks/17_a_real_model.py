@@ -33,7 +33,7 @@ import numpy as np
 from ipywidgets import Dropdown, fixed, interact
 
 import kquant
-from kquant import reference, viz
+from kquant import llamacpp, reference, viz
 from kquant.gguf.reader import open_gguf
 from kquant.gguf.summary import inspect_gguf, sha256
 from kquant.lessons import published, requantize
@@ -42,6 +42,7 @@ from kquant.quantize_file import dequantize_gguf
 from kquant.exercises import nb17 as ex
 
 viz.setup()  # figures sized to need no "tight" crop: one layout pass per redraw, not two
+llamacpp.notebook_needs("this notebook chats with SmolLM2-135M-Instruct in llama.cpp and compares its mixes, written by kquant and by llama.cpp, run in llama.cpp");  # without llama.cpp: one line, the rest skipped
 
 # %% [markdown]
 """
