@@ -23,7 +23,7 @@ import numpy as np
 from ipywidgets import Dropdown, fixed, interact
 
 import kquant
-from kquant import viz
+from kquant import llamacpp, viz
 from kquant.exercises import nb16 as ex
 from kquant.formats import nf4
 from kquant.methods import awq, budget, gptq, lora
@@ -31,6 +31,7 @@ from kquant.model import cache, evaluate, forward, hub
 from kquant.viz import compare
 
 viz.setup()  # figures sized to need no "tight" crop: one layout pass per redraw, not two
+llamacpp.notebook_needs("this notebook scores every method's file in llama.cpp");  # without llama.cpp: one line, the rest skipped
 
 # %% [markdown]
 """
