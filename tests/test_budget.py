@@ -1,4 +1,4 @@
-"""Measured bit allocation (kquant.methods.budget) and the VRAM arithmetic (kquant.lessons.offload), as specifications."""
+"""Measured bit allocation (kquant.methods.budget) and VRAM arithmetic (kquant.lessons.offload), as specifications."""
 
 import itertools
 import math

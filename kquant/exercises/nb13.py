@@ -41,7 +41,8 @@ q1 = Exercise(
     "matrix_bits(shape, type_name)",
     _check_matrix_bits,
     hints=[
-        "SIZES[type_name] gives (weights per block, bytes per block); a row of cols weights holds cols // block blocks.",
+        "SIZES[type_name] gives (weights per block, bytes per block); a row of cols weights holds "
+        "cols // block blocks.",
         "rows × (cols // block) blocks × bytes per block × 8 bits.",
     ],
     solution="""
@@ -93,7 +94,9 @@ def _check_greedy_step(fn, rng):
         if got == int(np.flatnonzero(fits)[np.argmax(saved[fits])]):
             raise Wrong(f"{what} = {got:.0f}: that saves the most cost, but not per bit; divide by the extra bits")
         if got == int(np.flatnonzero(fits)[np.argmin(extra[fits])]):
-            raise Wrong(f"{what} = {got:.0f}: the cheapest upgrade in bits is not the best buy; compare cost saved per bit")
+            raise Wrong(
+                f"{what} = {got:.0f}: the cheapest upgrade in bits is not the best buy; compare cost saved per bit"
+            )
         raise Wrong(f"{what} = {got:.0f}: pick the matrix whose next step saves the most cost per extra bit and fits")
     return "8 greedy steps, some where the best buy per bit does not fit, one where nothing does"
 

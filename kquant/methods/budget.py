@@ -111,7 +111,7 @@ class Measurement:
         return math.floor(bpw * self.total_weights + 1e-6) - self.fixed_bits
 
 
-def measure(path, *, n_ctx: int = 128, n_chunks: int = 2) -> Measurement:
+def measure(path, *, n_ctx: int = 128, n_chunks: int = 1) -> Measurement:
     """Measure every 2-D tensor of a llama GGUF at every type in ``TYPES`` (cached, keyed by the file's sha256).
 
     Calibration tokens: ``n_chunks`` chunks of ``n_ctx`` tokens of ``calibrate.calibration_text()``
@@ -314,7 +314,7 @@ def cached_file(src, a: Allocation, name: str) -> Path:
     )
 
 
-def additivity(path, a: Allocation, *, n_ctx: int = 128, n_chunks: int = 2) -> tuple[float, float]:
+def additivity(path, a: Allocation, *, n_ctx: int = 128, n_chunks: int = 1) -> tuple[float, float]:
     """(predicted Σ single-matrix KLs, measured KL of the model with every chosen type at once), numpy, cached."""
 
     def compute():

@@ -27,8 +27,10 @@ def sensitivity_map(m: budget.Measurement, which: str = "kl", title: str = ""):
     ax.set_xticks(range(len(m.types)), m.types)
     ax.set_yticks(range(len(m.names)), [_short(n) for n in m.names], fontsize=7)
     label = "KL(F16 ‖ only this matrix quantized), nats/token" if which == "kl" else "relative output error ‖ΔY‖²/‖Y‖²"
-    fig.colorbar(im, ax=ax, label=f"log10 {label}", shrink=0.6)
-    ax.set_title(title or f"{which}: every matrix at every type")
+    fig.colorbar(im, ax=ax, label=f"log10 {label}", orientation="horizontal", fraction=0.04, pad=0.06)
+    ax.set_xlabel("type")
+    ax.set_ylabel("matrix")
+    fig.suptitle(title or f"{which}: every matrix at every type")
     fig.tight_layout()
     plt.show()
 
@@ -58,6 +60,8 @@ def allocation_view(m: budget.Measurement, bpw: float, cost: str = "kl"):
             ax.text(k, r, m.types[j], ha="center", va="center", fontsize=8)
     ax.set_xticks(range(len(KINDS)), KINDS)
     ax.set_yticks(range(grid.shape[0]), [f"layer {i}" for i in range(grid.shape[0] - 1)] + ["token_embd"])
+    ax.set_xlabel("matrix")
+    ax.set_ylabel("layer")
     ax.set_title(
         f"budget {bpw:.2f} bpw → file {a.bpw:.3f} bpw; predicted Σ KL {a.predicted('kl'):.2e}, "
         f"Σ output error {a.predicted('output_error'):.2e} (allocated for {cost})",
