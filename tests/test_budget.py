@@ -41,6 +41,16 @@ def test_exact_is_the_brute_force_optimum_at_every_budget():
         assert used <= limit and c == pytest.approx(c_opt)
 
 
+def test_exact_sets_an_odd_sized_matrix_aside_and_stays_exact():
+    # Three matrices sized in multiples of 8, one (like a 958-row embedding) of odd sizes: the table runs in
+    # units of 8 and the odd one is tried option by option.
+    bits = [[8, 16, 24], [16, 24, 40], [8, 24, 32], [7, 13, 19]]
+    cost = [[9.0, 4.0, 1.0], [7.0, 3.0, 0.5], [8.0, 2.0, 1.5], [6.0, 2.5, 0.2]]
+    for limit in range(39, 120, 3):
+        used, c = total(bits, cost, budget.exact(bits, cost, limit))
+        assert used <= limit and c == pytest.approx(brute_force(bits, cost, limit)[0]), limit
+
+
 def test_greedy_never_exceeds_the_budget_and_never_beats_the_optimum():
     rng = np.random.default_rng(0)
     for _ in range(200):
@@ -131,7 +141,7 @@ def test_written_file_measures_within_budget(tmp_path, measured):
     s = inspect_gguf(path)
     assert s.bpw <= 4.65
     assert s.bpw == pytest.approx(a.bpw)
-    assert {t.name: t.type.name for t in s.tensors if t.name in a.types} == a.types
+    assert {t.name: t.type.name for t in s.rows if t.name in a.types} == a.types
 
 
 def test_unknown_cost_or_method_is_one_clear_error(measured):

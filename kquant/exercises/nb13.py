@@ -41,12 +41,12 @@ q1 = Exercise(
     "matrix_bits(shape, type_name)",
     _check_matrix_bits,
     hints=[
-        "SIZES[type_name] gives (weights per block, bytes per block); a row of cols weights holds "
+        "ex.SIZES[type_name] gives (weights per block, bytes per block); a row of cols weights holds "
         "cols // block blocks.",
         "rows × (cols // block) blocks × bytes per block × 8 bits.",
     ],
     solution="""
-    block, nbytes = SIZES[type_name]
+    block, nbytes = ex.SIZES[type_name]
     rows, cols = shape
     return rows * (cols // block) * nbytes * 8
     """,

@@ -45,12 +45,14 @@ multipliers, 1963). When an upgrade does not fit and smaller ones after it are t
 can miss the optimum (tests/test_budget.py has a three-matrix case), and a type off the hull is
 never chosen even where the exact optimum would use it.
 ``method="exact"`` solves the knapsack exactly by dynamic programming over the budget in units of
-the greatest common divisor of all sizes (the tiny model: 2,048 bits, about 15,000 states), to
-show how far the greedy is from the optimum.
+the greatest common divisor of the sizes (the tiny model's layers: 2,048 bits, about 15,000
+states; its odd-sized embedding is tried type by type beside the table), to show how far the
+greedy is from the optimum.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from dataclasses import dataclass
@@ -211,20 +213,53 @@ def greedy(bits, cost, budget: int) -> np.ndarray:
 
 
 def exact(bits, cost, budget: int, max_states: int = 2_000_000) -> np.ndarray:
-    """The optimum of the same problem by dynamic programming over the budget (in units of the sizes' gcd)."""
+    """The optimum of the same problem: dynamic programming over the budget, in units of the sizes' gcd.
+
+    A matrix whose sizes share only a small gcd with the rest (the bundled model's 958-row
+    embedding) would make the unit tiny and the table huge; such matrices are set aside, each
+    combination of their types tried (6 for one matrix), and the table of the others looked up
+    for the bits left over. Still exact: every combination is covered.
+    """
     bits, cost = _check_problem(bits, cost)
-    unit = reduce(math.gcd, bits.ravel().tolist())
-    n = budget // unit
     if bits.min(axis=1).sum() > budget:
         raise KQuantError(f"even the smallest type everywhere takes {bits.min(axis=1).sum()} bits, over {budget}")
-    if n + 1 > max_states:
+    row_gcd = np.array([reduce(math.gcd, row.tolist()) for row in bits])
+    n_types = bits.shape[1]
+
+    def work(u):  # table cells plus combinations tried, for the unit u
+        return (budget // u) * int((row_gcd % u == 0).sum()) + n_types ** int((row_gcd % u != 0).sum())
+
+    unit = min({reduce(math.gcd, row_gcd[row_gcd % d == 0].tolist()) for d in set(row_gcd.tolist())}, key=work)
+    main = np.flatnonzero(row_gcd % unit == 0)
+    aside = np.flatnonzero(row_gcd % unit != 0)
+    n = budget // unit
+    if n + 1 > max_states or n_types ** len(aside) > max_states:
         raise KQuantError(f"{n + 1} states for the exact allocation: too many; use method='greedy'")
-    size = bits // unit
-    best = np.zeros(n + 1)  # best[u]: least cost of the matrices so far within u units
-    picks = np.zeros((len(bits), n + 1), dtype=np.int16)
-    for i in range(len(bits)):
+    best, picks = _table(bits[main] // unit, cost[main], n)
+    choice = np.zeros(len(bits), dtype=int)
+    best_total, best_combo = np.inf, None
+    for combo in itertools.product(range(n_types), repeat=len(aside)):
+        left = budget - int(bits[aside, combo].sum()) if len(aside) else budget
+        if left < 0 or not np.isfinite(best[left // unit]):
+            continue
+        total = best[left // unit] + (float(cost[aside, combo].sum()) if len(aside) else 0.0)
+        if total < best_total:
+            best_total, best_combo = total, combo
+    choice[aside] = best_combo
+    u = (budget - int(bits[aside, best_combo].sum())) // unit if len(aside) else n
+    for k in range(len(main) - 1, -1, -1):
+        choice[main[k]] = picks[k, u]
+        u -= int(bits[main[k], choice[main[k]]] // unit)
+    return choice
+
+
+def _table(size: np.ndarray, cost: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """best[u]: least summed cost of these matrices within u units; picks[i, u]: matrix i's option there."""
+    best = np.zeros(n + 1)
+    picks = np.zeros((len(size), n + 1), dtype=np.int16)
+    for i in range(len(size)):
         new = np.full(n + 1, np.inf)
-        for j in range(bits.shape[1]):
+        for j in range(size.shape[1]):
             s = int(size[i, j])
             if s > n:
                 continue
@@ -233,12 +268,7 @@ def exact(bits, cost, budget: int, max_states: int = 2_000_000) -> np.ndarray:
             better = cand < new
             new[better], picks[i, better] = cand[better], j
         best = new
-    u = n
-    choice = np.zeros(len(bits), dtype=int)
-    for i in range(len(bits) - 1, -1, -1):
-        choice[i] = picks[i, u]
-        u -= int(size[i, choice[i]])
-    return choice
+    return best, picks
 
 
 def _check_problem(bits, cost):

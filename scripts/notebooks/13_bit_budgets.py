@@ -30,7 +30,7 @@ from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 from ipywidgets import Dropdown, FloatSlider, fixed, interact
 
 from kquant.exercises import nb13 as ex
-from kquant.lessons import offload
+from kquant.lessons import offload, published
 from kquant.lessons.memory import GB, kv_cache_bytes
 from kquant import plan_gguf
 from kquant.methods import budget
@@ -58,12 +58,8 @@ for t in budget.TYPES:
 ### Exercise 1 (the bits of a type choice)
 
 Complete `matrix_bits(shape, type_name)`: the exact number of bits a `(rows, cols)` matrix takes
-as `type_name`. `SIZES[type_name]` (in `ex.SIZES`, the table above) gives
-`(weights per block, bytes per block)`.
+as `type_name`. `ex.SIZES[type_name]` (the table above) gives `(weights per block, bytes per block)`.
 """
-
-# %%
-SIZES = ex.SIZES
 
 # %% answer q1
 def matrix_bits(shape, type_name):
@@ -309,8 +305,6 @@ and not measurements: 1,000 GB/s for the GPU's memory, 60 GB/s for the CPU's.
 """
 
 # %%
-from kquant.lessons import published
-
 bpw = published.LLAMA31_8B_SIZES["Q4_K_M"]["bpw"]
 side = 128256 * 4096
 layer_b = (n_params - 2 * side) * bpw / 8 / n_layer
