@@ -181,3 +181,10 @@ def test_seconds_per_token_adds_the_devices():
     assert offload.seconds_per_token([1e9, 2e9], [1e12, 50e9]) == pytest.approx(1e-3 + 4e-2)
     with pytest.raises(KQuantError):
         offload.seconds_per_token([1e9], [0.0])
+
+
+def test_summed_single_matrix_kls_predict_a_whole_allocation(measured):
+    # The additivity assumption, checked: all chosen types at once against the sum of their KLs alone.
+    predicted, measured_kl = budget.additivity(hub.bundled(), budget.allocate(measured, 4.0, "kl"))
+    assert predicted == pytest.approx(budget.allocate(measured, 4.0, "kl").predicted("kl"))
+    assert 0.5 < measured_kl / predicted < 2.0

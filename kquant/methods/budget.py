@@ -15,7 +15,7 @@ overrides (``quantize_gguf(…, overrides={regex: type})``), that any llama.cpp 
 
     >>> m = measure(hub.bundled())                          # every matrix × every type, cached
     >>> a = allocate(m, 4.65, cost="kl")                    # at most 4.65 bits per weight, whole file
-    >>> quantize_gguf(hub.bundled(), "tiny-4.65.gguf", "Q4_K_M", overrides=a.overrides(), pure=True)
+    >>> write(hub.bundled(), "tiny-4.65.gguf", a)             # quantize_gguf(…, overrides=a.overrides())
 
 **Measuring** (``measure``). For each matrix W and type t, with Ŵ = dequantize(quantize(W, t)):
 
@@ -326,7 +326,11 @@ def allocate(m: Measurement, bpw: float, cost: str = "kl", method: str = "greedy
 
 
 def write(src, dst, a: Allocation, *, overwrite: bool = False) -> Path:
-    """Write the allocation as a GGUF (llama-quantize's --tensor-type overrides); check its bpw is within budget."""
+    """Write the allocation as a GGUF (llama-quantize's --tensor-type overrides); check its bpw is within budget.
+
+    The mix named is Q4_K_M (its general.file_type); every matrix matches an override, so the mix's own
+    rules decide nothing but the 1-D tensors, which stay F32 in every mix.
+    """
     summary = quantize_gguf(src, dst, "Q4_K_M", overrides=a.overrides(), overwrite=overwrite, progress=False)
     if summary.bpw > a.budget_bpw + 1e-9:
         raise KQuantError(f"{dst} has {summary.bpw:.4f} bpw, over the budget of {a.budget_bpw}")
