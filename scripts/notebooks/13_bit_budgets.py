@@ -300,7 +300,8 @@ ex.q3.check(layers_that_fit)
 """
 Llama-3.1-8B at Q4_K_M's published size (notebook 09) on an 8 GB card, with the layer sizes from its
 config (`hidden_size` 4096, `vocab_size` 128256: an embedding and an output of 0.53·10⁹ weights each,
-the rest spread evenly over 32 layers), and two bandwidths that are **assumptions**, round figures
+the rest spread evenly over 32 layers at the file's average bits per weight, an approximation; the
+output at Q6_K, as Q4_K_M gives it), and two bandwidths that are **assumptions**, round figures
 and not measurements: 1,000 GB/s for the GPU's memory, 60 GB/s for the CPU's.
 """
 
