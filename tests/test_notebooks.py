@@ -562,7 +562,7 @@ CLAIMS_06_10 = {
     "09": _claims_09,
     "10": _claims_10,
     "11": _claims_11,
-    "15": _claims_15,
     "13": _claims_13,
+    "15": _claims_15,
     "17": _claims_17,
 }

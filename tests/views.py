@@ -159,11 +159,11 @@ def views() -> list[View]:
         ),
         View("11", "gptq_view", lambda c: gptq.gptq_view(w11, hessian, c, 0.01), [0, 40, 130, 255]),
         View("11", "gptq_view (damping)", lambda p: gptq.gptq_view(w11, hessian, 40, p), [0.001, 0.1, 1.0, 10.0]),
-        View("15", "table_plot", lambda _: iquants.table_plot(iq4_u, iq4_levels), [0], slider=False),
-        View("15", "search_view", lambda k: iquants.search_view(iq4_x, iq4_x * iq4_x, iq4_steps, k, TABLE), range(16)),
         View("13", "sensitivity_map", lambda _: budget_views.sensitivity_map(measured, "kl"), [0], slider=False),
         View("13", "allocation_view", lambda b: budget_views.allocation_view(measured, b, "kl"), [3.0, 4.65, 6.0, 8.3]),
         View("13", "costs_compared", lambda _: budget_views.costs_compared(measured, "Q4_K"), [0], slider=False),
+        View("15", "table_plot", lambda _: iquants.table_plot(iq4_u, iq4_levels), [0], slider=False),
+        View("15", "search_view", lambda k: iquants.search_view(iq4_x, iq4_x * iq4_x, iq4_steps, k, TABLE), range(16)),
         View(
             "17",
             "requantization_view",

@@ -66,6 +66,7 @@ from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 from kquant.errors import KQuantError
 from kquant.formats import dequantize, quantize
 from kquant.gguf.summary import sha256
+from kquant.methods.gptq import one_blas_thread  # the model's small matrices run faster on one BLAS thread
 from kquant.model import cache, calibrate
 from kquant.model.forward import Llama
 from kquant.model.scores import kl_per_position
@@ -155,7 +156,11 @@ def measure(path, *, n_ctx: int = 128, n_chunks: int = 1) -> Measurement:
             model.weights[name] = w
         return {"kl": np.maximum(kl, 0.0), "output_error": err}
 
-    got = cache.arrays("budget.measure", compute, model=sha256(path), types=TYPES, n_ctx=n_ctx, n_chunks=n_chunks)
+    def on_one_thread():
+        with one_blas_thread():
+            return compute()
+
+    got = cache.arrays("budget.measure", on_one_thread, model=sha256(path), types=TYPES, n_ctx=n_ctx, n_chunks=n_chunks)
     return Measurement(
         names=names,
         types=TYPES,
@@ -390,9 +395,13 @@ def additivity(path, a: Allocation, *, n_ctx: int = 128, n_chunks: int = 1) -> t
         kl = np.mean(np.concatenate([kl_per_position(r, model.logits(s)) for r, s in zip(ref, seqs)]))
         return {"kl": np.array(kl)}
 
+    def on_one_thread():
+        with one_blas_thread():
+            return compute()
+
     got = cache.arrays(
         "budget.additivity",
-        compute,
+        on_one_thread,
         model=sha256(path),
         types=sorted(a.types.items()),
         n_ctx=n_ctx,
