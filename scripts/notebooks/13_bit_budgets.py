@@ -5,9 +5,11 @@
 llama.cpp's Q4_K_M is a hand-written rule (notebook 06): Q4_K almost everywhere, Q6_K for the
 embedding and for `attn_v` and `ffn_down` of some layers. ExLlamaV2's **EXL2** format does it the
 other way round: it *measures* what every choice costs, then spends a bit budget where the
-measurements say it buys the most, which is how an EXL2 file can be exactly 4.65 bits per weight.
-This notebook does the same with ggml's own types, one type per matrix, and writes the result as a
-normal GGUF file that llama.cpp runs.
+measurements say it buys the most, which is how an EXL2 file can be exactly 4.65 bits per weight
+(turboderp/exllamav2: `conversion/measure.py` measures every module at every setting,
+`conversion/optimize.py` picks the settings for the budget). This notebook does the same with ggml's
+own types and writes the result as a normal GGUF file that llama.cpp runs. One difference to keep in
+mind: EXL2 also mixes bit widths *inside* a matrix; here the unit of choice is a whole matrix.
 
 **After this notebook you will be able to**
 
