@@ -149,6 +149,11 @@ def test_unknown_cost_or_method_is_one_clear_error(measured):
         budget.allocate(measured, 4.0, "mse")
     with pytest.raises(KQuantError, match="method"):
         budget.allocate(measured, 4.0, method="anneal")
+    for bad in (float("nan"), -1.0, "4.65"):
+        with pytest.raises(KQuantError, match="bits per weight"):
+            budget.allocate(measured, bad)
+    with pytest.raises(KQuantError, match="smallest type"):
+        budget.allocate(measured, 2.0)  # below Q2_K everywhere
 
 
 # --- VRAM arithmetic ---------------------------------------------------------------------

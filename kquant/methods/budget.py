@@ -351,6 +351,8 @@ def allocate(m: Measurement, bpw: float, cost: str = "kl", method: str = "greedy
     """The types that minimise the summed ``cost`` within ``bpw`` bits per weight of the whole file."""
     if method not in ("greedy", "exact"):
         raise KQuantError(f"method must be 'greedy' or 'exact', got {method!r}")
+    if not isinstance(bpw, (int, float)) or not math.isfinite(bpw) or bpw <= 0:
+        raise KQuantError(f"the budget must be a positive number of bits per weight, got {bpw!r}")
     c = m.cost(cost)
     solve = greedy if method == "greedy" else exact
     a = Allocation(m, solve(m.bits, c, m.budget_bits(bpw)), cost, bpw)
