@@ -22,7 +22,8 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 # Guards against a true hang only, never a budget (budgets live in benchmarks/): a busy machine
 # must not fail a test. Ordinary cells take about a second; the cap also bounds nbclient's
 # widget stall (below). Cells that run a model on the held-out text, quantize every mix or
-# collect an imatrix take 20-60 s on a loaded 2-core machine (notebooks 08-10).
+# collect an imatrix take 20-60 s on a loaded 2-core machine (notebooks 08-10); measuring every matrix at
+# every type (budget.measure, notebook 13) about as long.
 CELL_TIMEOUT_S = 120
 SLOW_CELL_TIMEOUT_S = 600
 SLOW_CELLS = (
@@ -33,6 +34,7 @@ SLOW_CELLS = (
     "gptq.cached_file(",
     "awq.search(",
     "awq.quantized(",
+    "budget.measure(",
 )
 # The notebooks keep quantized files and scores in kquant's cache folder (kquant.model.cache): the tests
 # give them one of their own, made afresh per test run, so the cold path runs and ~/.cache stays untouched.

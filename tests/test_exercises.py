@@ -584,6 +584,28 @@ def _awq_loss(w, x, a, quantize, divide=True, on="output", stat=None):
     return np.mean((q - w) ** 2) if on == "weights" else np.mean((x @ q.T - x @ w.T) ** 2)
 
 
+_SIZES13 = {"Q2_K": (256, 84), "Q3_K": (256, 110), "Q4_K": (256, 144), "Q5_K": (256, 176), "Q6_K": (256, 210)}
+_SIZES13["Q8_0"] = (32, 34)
+
+
+def _greedy13(mistake):
+    """One greedy step with one wrong idea: ignoring the room, or ranking by cost saved or by fewest bits."""
+
+    def step(bits, cost, choice, room):
+        idx = np.arange(len(choice))
+        extra = bits[idx, choice + 1] - bits[idx, choice]
+        saved = cost[idx, choice] - cost[idx, choice + 1]
+        if mistake == "ignores room":
+            return int(np.argmax(saved / extra))
+        fits = np.flatnonzero(extra <= room)
+        if len(fits) == 0:
+            return None
+        key = saved[fits] if mistake == "most saved" else -extra[fits]
+        return int(fits[np.argmax(key)])
+
+    return step
+
+
 def _mistakes():
     """Plausible wrong answers, per exercise, and what the check must say about each.
 
@@ -1024,6 +1046,22 @@ def _mistakes():
             (lambda w, x, a, q: a[int(np.argmax([_awq_loss(w, x, t, q) for t in a]))], "largest output error"),
             (lambda w, x, a, q: 0.55, "one of the α values"),
         ],
+        "nb13-q1": [
+            (lambda s, t: s[0] * s[1] * _SIZES13[t][1] // _SIZES13[t][0], "that is bytes"),
+            (lambda s, t: s[0] * s[1] * int(t[1]), "is not"),
+            (lambda s, t: s[0] * (s[1] // 32) * _SIZES13[t][1] * 8, "not 32"),
+        ],
+        "nb13-q2": [
+            (_greedy13("ignores room"), "more bits than the room"),
+            (_greedy13("most saved"), "not per bit"),
+            (_greedy13("fewest bits"), "cheapest upgrade"),
+        ],
+        "nb13-q3": [
+            (lambda layers, out, v: int((np.cumsum(layers) <= v).sum()), "not layer 0 onwards"),
+            (lambda layers, out, v: int((np.cumsum(layers[::-1]) <= v).sum()), "output layer is a slot"),
+            (lambda layers, out, v: int((np.cumsum(np.append(layers, out)[::-1]) < v).sum()), "exactly still fits"),
+            (lambda layers, out, v: int(v // np.mean(layers)), "add them up one by one"),
+        ],
         "nb17-q1": [
             (lambda s: s[0] % 256 == 0, "tests the number of rows"),
             (lambda s: int(np.prod(s)) % 256 == 0, "never spans two rows"),
@@ -1317,8 +1355,8 @@ def _delegations():
     from kquant.formats import q4_0, q5_k
     from kquant.gguf import summary
     from kquant.imatrix import Entry
-    from kquant.lessons import memory, metrics, requantize, rounding
-    from kquant.methods import gptq, lora
+    from kquant.lessons import memory, metrics, offload, requantize, rounding
+    from kquant.methods import budget, gptq, lora
 
     Q = GGMLQuantizationType
     return {
@@ -1429,6 +1467,9 @@ def _delegations():
         "nb15-q3": [lambda x, w, q: float(iq4_nl.search(x[:, None], w[:, None])[0])],
         "nb12-q1": [lambda w, x, k: np.argsort(-awq.activation_scale(x))[:k]],
         "nb12-q3": [lambda w, x, a, q: a[int(np.argmin(awq.search_matrix(w, x, "Q4_0", len(a))[2]))]],
+        "nb13-q1": [lambda s, t: budget.tensor_bits(s, t)],
+        "nb13-q2": [lambda b, c, ch, r: int(budget.greedy(b, c, 10**9)[0])],
+        "nb13-q3": [lambda layers, out, v: offload.layers_that_fit(layers, out, v)],
         "nb17-q3": [lambda x, t: requantize.relative_error(x, t)],
     }
 

@@ -24,11 +24,13 @@ from kquant.formats import quantize as kquant_quantize
 from kquant.gguf import anatomy
 from kquant.lessons import metrics, published, requantize, samples, scale_zero_point
 from kquant.methods import awq as awq_method
+from kquant.methods import budget
 from kquant.methods import gptq as gptq_method
 from kquant.mixes import Choice, plan
 from kquant.model import calibrate, evaluate, forward, hub, runner, scores
 from kquant.quantize_file import read_model
 from kquant.viz import awq, compare, files, gptq, iquants, kquants, models, numbers, qlora
+from kquant.viz import budget as budget_views
 
 TABLE = iq4_nl.KVALUES.astype(np.int64)
 
@@ -95,6 +97,7 @@ def views() -> list[View]:
     }
     method_bits = {label: r.bpw for label, r in methods.items()}
     layers = np.geomspace(1e-3, 1e-1, model.params.n_layer)
+    measured = _placeholder_measurement(q4_k_m)
     return [
         View("00", "levels_view", lambda b: numbers.levels_view(b), range(1, 9)),
         View("01", "pi_grid_view", lambda f: numbers.pi_grid_view(f), range(0, 21)),
@@ -183,6 +186,9 @@ def views() -> list[View]:
             [0],
             slider=False,
         ),
+        View("13", "sensitivity_map", lambda _: budget_views.sensitivity_map(measured, "kl"), [0], slider=False),
+        View("13", "allocation_view", lambda b: budget_views.allocation_view(measured, b, "kl"), [3.0, 4.65, 6.0, 8.3]),
+        View("13", "costs_compared", lambda _: budget_views.costs_compared(measured, "Q4_K"), [0], slider=False),
         View("15", "table_plot", lambda _: iquants.table_plot(iq4_u, iq4_levels), [0], slider=False),
         View("15", "search_view", lambda k: iquants.search_view(iq4_x, iq4_x * iq4_x, iq4_steps, k, TABLE), range(16)),
         View(
@@ -224,3 +230,15 @@ def views() -> list[View]:
             ["Q4_1", "Q4_K", "Q5_K", "Q5_1", "Q6_K", "Q8_0"],
         ),
     ]
+
+
+def _placeholder_measurement(choices) -> budget.Measurement:
+    """Notebook 13's measurement in shape only: the bundled model's matrices and exact bits, made-up costs."""
+    mats = [c for c in choices if len(c.shape) == 2]
+    rest = [c for c in choices if len(c.shape) != 2]
+    bits = np.array([[budget.tensor_bits(c.shape, t) for t in budget.TYPES] for c in mats])
+    n = np.array([c.shape[0] * c.shape[1] for c in mats])
+    scale = np.geomspace(1e-5, 1e-3, len(mats))[:, None]
+    cost = scale * np.exp(-1.4 * (bits / n[:, None] - 2.6))  # about 4x less error per extra bit, as measured
+    fixed = sum(int(np.prod(c.shape)) for c in rest)
+    return budget.Measurement([c.name for c in mats], budget.TYPES, n, bits, cost, cost[::-1] * 3, 32 * fixed, fixed)
