@@ -945,7 +945,7 @@ def _mistakes():
             (lambda rows: [a for a, b, k in rows if not any(b2 < b and k2 < k for _, b2, k2 in rows)], "another beats"),
             (
                 lambda rows: [a for a, b, k in rows if not any(b2 <= b and k2 <= k and x != a for x, b2, k2 in rows)],
-                "leaves out a row that no other row beats",
+                "identical twin",
             ),
             (lambda rows: [r for r in rows], "labels"),
         ],

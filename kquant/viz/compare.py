@@ -65,6 +65,7 @@ def methods_view(rows: dict, bits: dict[str, float], metric: str = "kl", referen
         )
     ax.set_yticks(range(len(order)), [f"{k}  ({bits[k]:.2f} bits)" for k in order], fontsize=8)
     ax.invert_yaxis()  # smallest file on top
+    ax.set_ylabel("file (bits per weight)", fontsize=9)
     if metric == "ppl":
         ax.axvline(rows[reference].perplexity, color="grey", linestyle=":", linewidth=1)
         ax.annotate(
