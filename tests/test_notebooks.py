@@ -478,6 +478,8 @@ def _claims_14(text):
     assert len(err) == 5, err
     assert err["NF4, blocks of 64"][1] < err["evenly spaced, blocks of 64"][1]
     assert err["Q4_K"][1] < err["Q4_0"][1] < err["NF4, blocks of 32"][1] < err["NF4, blocks of 64"][1]
+    # ... and blocks of 32 close most of NF4's gap to Q4_0.
+    assert err["NF4, blocks of 64"][1] - err["NF4, blocks of 32"][1] > err["NF4, blocks of 32"][1] - err["Q4_0"][1]
     assert "an NF4 type in ggml: none" in text
     # §7: the base knows no new fact and every old one; alone, the new facts (all 8) erase most old
     # capitals; with replay all 8 are learned and most, not all, old ones kept; sums rise with replay.
@@ -669,6 +671,7 @@ def _claims_16(text):
     m = re.search(r"the bundled model: ([\d.]+) M weights, (\d+) wide; an NF4 block matrix holds ([\d.]+) bits", text)
     assert m and m[2] == "256" and m[3] == "4.127"
     assert "the tied token_embd / output matrix: Q6_K in Q4_K_M" in text
+    assert re.search(r"^calibration tokens: GPTQ \d+, the importance matrix \d+, AWQ \d+, the budget's", text, re.M)
     # §3 and §5: the front printed twice, the same; the budget file spends no more than Q4_K_M.
     front = re.search(r"^on the KL front, smallest first: (.+)$", text, re.M)[1]
     assert re.search(r"^on the KL Pareto front: +(.+)$", text, re.M)[1] == front

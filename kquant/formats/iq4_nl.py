@@ -90,7 +90,7 @@ def best_index_c(x: np.ndarray) -> np.ndarray:
 # best_index_int8 is "x >= midpoint m_k" counted over the 15 midpoints: near a midpoint both
 # float differences are exact (multiples of x's ulp, far below 2**24 ulps), so C's comparison is
 # the exact x < m_k there, a tie going up; away from it rounding cannot reorder them. The
-# midpoints are half-integers, so x >= m_k  <=>  floor(2x) >= 2 m_k, an integer: a table
+# midpoints are multiples of 1/2, so x >= m_k  <=>  floor(2x) >= 2 m_k, an integer: a table
 # indexed by floor(2x) answers for every float (4 fast passes; the bisection's searchsorted
 # runs ~4x slower). Tests check it against best_index_c on every midpoint's neighbours.
 _TWICE_MID = (KVALUES[:-1].astype(np.int64) + KVALUES[1:]).astype(np.int64)  # 2 m_k: -231, -187, ..., 202

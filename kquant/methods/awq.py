@@ -447,7 +447,7 @@ def outlier_experiment(
     """A controlled experiment: make ``n_outliers`` input channels ``factor`` times larger, then compare.
 
     LLM.int8 (Dettmers et al. 2022) and AWQ report that large models have a few input channels
-    20-100× larger than the rest. Here the same few channels (drawn with ``seed``) of real
+    far larger than the rest. Here the same few channels (drawn with ``seed``) of real
     inputs are multiplied by each factor, in the calibration inputs (which choose α) and in
     the held-out inputs (which measure), and round-to-nearest and AWQ quantize the same ``w``.
     """

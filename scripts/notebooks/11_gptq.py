@@ -239,7 +239,9 @@ interact(viz.gptq_view, W=fixed(W[:32]), H=fixed(H),
 blocks 0 … i−1 *already quantized*, so each block also repairs what the blocks before it broke;
 within a block all Hessians are taken before any of its matrices is quantized. q, k, v share one
 Hessian, and gate and up another. `token_embd.weight` (the model's tied embedding and output) is
-not a block matrix: it keeps llama.cpp's round-to-nearest, as the reference leaves the embeddings alone.
+not a block matrix: GPTQ leaves it alone, as the reference leaves the embeddings and the output head
+(which it keeps in 16 bits); here it gets llama.cpp's round-to-nearest Q4_0, like every other matrix
+of the pure Q4_0 plan, so the three files below differ only in their block matrices.
 The blocks are written with `quantize_gguf(..., blocks=...)` into llama.cpp's pure Q4_0 plan, so the
 three files below have the same types, tensor for tensor, and the same size:
 

@@ -10,8 +10,9 @@ meet large activations by a factor `s > 1`, divides the activations by the same 
 that division into the layer in front, so the file is still a plain llama GGUF that llama.cpp runs.
 
 This notebook builds AWQ on the bundled model (`kquant.methods.awq`, which mirrors the reference
-implementation, mit-han-lab/llm-awq's `auto_scale.py`), measures it against round-to-nearest at the
-same size, and then asks why the gain is small here and large in the paper.
+implementation, mit-han-lab/llm-awq's `auto_scale.py`; the reference's second step, the clipping
+search of `auto_clip.py`, is left out, and the paper's figures include it), measures it against
+round-to-nearest at the same size, and then asks why the gain is small here and large in the paper.
 
 **After this notebook you will be able to**
 
@@ -384,9 +385,9 @@ distribution is what section 4's KL measured.
 
 ## 5. Why so little here: no outlier channels
 
-AWQ's premise, and LLM.int8's before it (Dettmers et al. 2022), is that large language models have a
-few input channels whose activations are 20-100× larger than the rest: protect those and most of the
-damage is avoided. Section 1 measured this model: behind every RMSNorm the loudest channel is less
+AWQ's premise, and LLM.int8's before it (Dettmers et al. 2022, who found such channels emerging in
+models from about 6.7 B parameters on), is that large language models have a few input channels
+whose activations are far larger than the rest: protect those and most of the damage is avoided. Section 1 measured this model: behind every RMSNorm the loudest channel is less
 than twice the median, and only the SwiGLU product has loud channels. A controlled experiment shows
 what changes when outliers exist: take `blk.3.ffn_gate.weight` and its real inputs (flat ones),
 multiply the same 4 of its 256 input channels by a factor, in the calibration inputs that choose α

@@ -3,9 +3,9 @@
 # 13 · Bit budgets
 
 llama.cpp's Q4_K_M is a hand-written rule (notebook 06): Q4_K almost everywhere, Q6_K for the
-embedding and for `attn_v` and `ffn_down` of some layers. ExLlamaV2's **EXL2** format does it the
+output layer (here the tied embedding) and for `attn_v` and `ffn_down` of some layers. ExLlamaV2's **EXL2** format does it the
 other way round: it *measures* what every choice costs, then spends a bit budget where the
-measurements say it buys the most, which is how an EXL2 file can be exactly 4.65 bits per weight
+measurements say it buys the most, which is how an EXL2 file can hit a fractional target such as 4.65 bits per weight
 (turboderp/exllamav2: `conversion/measure.py` measures every module at every setting,
 `conversion/optimize.py` picks the settings for the budget). This notebook does the same with ggml's
 own types and writes the result as a normal GGUF file that llama.cpp runs. One difference to keep in
@@ -115,12 +115,14 @@ independent errors; section 4 tests it.
 
 `budget.allocate` uses the greedy of marginal cost per bit: every matrix starts at its smallest
 type; each possible upgrade (one matrix, one type up) saves some cost for some extra bits; take the
-upgrades in order of cost saved per bit, best first, while they fit. First each matrix's types are
+upgrades in order of cost saved per bit, best first; an upgrade that no longer fits is skipped and
+the next ones are still tried. First each matrix's types are
 reduced to the lower convex hull of its (bits, cost) points (a type that saves less per bit than
 the next one up is skipped), so a matrix's upgrades come out of the sort in order. When it never
-passes over an upgrade for lack of room, this greedy is exactly optimal (it minimises
-`cost + λ · bits` for a price λ of a bit, and that minimiser is the best choice of its size); when it
-does, it can miss, and `method="exact"` (dynamic programming over the budget) gives the optimum.
+skips an upgrade for lack of room, the greedy's choice is optimal among all choices that use no more
+bits than it does (it minimises `cost + λ · bits` for a price λ of a bit, and that minimiser is the
+best choice of its size), which may leave part of the budget unspent; when it skips, it can miss,
+and `method="exact"` (dynamic programming over the budget) gives the optimum.
 """
 
 # %% [markdown]

@@ -174,11 +174,13 @@ for label, (bpw, err) in rows.items():
 # %% [markdown]
 """
 What the table says. With the same blocks of 64, NF4's levels beat 16 evenly spaced ones: that is
-the comparison QLoRA made (NF4 against "Int4"), and it holds on these weights too. But NF4 does
-**not** beat llama.cpp's 4-bit formats here. Q4_0 has blocks of 32 and lets its scale's sign put
-the block's extreme exactly on a level; even NF4 with blocks of 32 does not reach Q4_0's error.
-Q4_K, with 6-bit sub-block scales and minimums searched for the least error, is lower still. NF4
-was designed to be cheap to dequantize on a GPU during training, not to be the best 4-bit code.
+the comparison QLoRA made, and it holds on these weights too. But NF4 does **not** beat llama.cpp's
+4-bit formats here. Part of Q4_0's lead is its smaller blocks: 32 weights share a scale, against
+NF4's 64, and NF4 with blocks of 32 closes most of the gap. The rest is what the levels assume.
+NF4's levels are the quantiles of a normal distribution, "information-theoretically optimal" in the
+QLoRA paper's sense that each level is used equally often by normally distributed weights; that is
+not the same as the least squared error. Q4_K, with 6-bit sub-block scales and minimums searched
+for the least error, is lower still.
 
 ## 5. Why llama.cpp cannot run NF4
 

@@ -2,9 +2,11 @@
 """
 # 15 · I-quants: a 16-value lookup table
 
-Every format so far put its levels on an **even grid**: Q4_0's weights are `d · (q − 8)`, sixteen
+Every ggml format so far put its levels on an **even grid**: Q4_0's weights are `d · (q − 8)`, sixteen
 steps of equal size. But weights are not spread evenly: most sit near zero, a few are large. The
-**i-quants** of llama.cpp spend their levels where the weights are. The simplest is **IQ4_NL**
+**i-quants** of llama.cpp spend their levels where the weights are. (NF4, notebook 14, did the same with a normal distribution's
+quantiles; the 1- to 3-bit i-quants pick whole groups of values from larger code books, notebook 09.)
+The simplest is **IQ4_NL**
 ("non-linear"): Q4_0's block exactly (32 weights, one fp16 scale, 4-bit indices: 4.5 bits per
 weight), but an index picks one of 16 *uneven* values from a table, `kvalues_iq4nl`.
 
@@ -130,7 +132,7 @@ ex.q1.check(nearest_index)
 # %% [markdown]
 """
 kquant's `iq4_nl.best_index` gets the same answer without a bisection: the ties fall exactly on the
-midpoints between table values, which are half-integers, so `floor(2x)` indexes a small table of
+midpoints between table values, which are all multiples of ½, so `floor(2x)` indexes a small table of
 answers. A test checks it against a literal transcription of the C on every midpoint's neighbours.
 
 ## 3. A block, byte by byte

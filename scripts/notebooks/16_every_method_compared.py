@@ -2,9 +2,8 @@
 """
 # 16 · Every method on one table
 
-Notebooks 10 to 15 each measured one idea against plain round-to-nearest: an importance matrix,
-GPTQ, AWQ, a measured bit budget, NF4, IQ4_NL. Each answered its own question on its own
-terms. This notebook puts them side by side, on the same model, the same held-out text and the
+Notebooks 10 to 15 each measured one idea against its own baseline: an importance matrix, GPTQ,
+AWQ, a measured bit budget, NF4, IQ4_NL. Each answered its own question on its own terms. This notebook puts them side by side, on the same model, the same held-out text and the
 same tasks, every file run by llama.cpp, so that one question can be asked of all of them:
 **for the bits it spends, how close does each stay to F16?**
 
@@ -19,6 +18,8 @@ Words such as *bits per weight*, *KL divergence*, *top-1* and *95 % interval* ar
 """
 
 # %%
+import inspect
+
 import numpy as np
 from ipywidgets import Dropdown, fixed, interact
 
@@ -45,7 +46,10 @@ again, the same bytes, if the cache was emptied). Two families:
   Q4_0 (notebook 11), AWQ's rescaled weights rounded to Q4_0 (notebook 12), IQ4_NL's 16-value
   table (notebook 15), and Q4_K (`--pure`);
 * **llama.cpp's Q4_K_M mix**, about 4.9 bits: plain, with the importance matrix, and notebook 13's
-  allocation that spends exactly Q4_K_M's bits by measured sensitivity.
+  allocation that spends at most Q4_K_M's bits, by measured sensitivity.
+
+The methods that learn from text did not all see the same amount of it, each as its own notebook
+chose (printed below; none of it is the held-out text scored in section 2).
 
 NF4 (notebook 14) has no ggml type: llama.cpp runs it only dequantized, so its file is F16. Its
 point is placed at the bits NF4 keeps in memory (block matrices at 4.127 bits, the embedding and
@@ -54,7 +58,8 @@ norms as they are), computed below, not at the F16 file's 16.
 
 # %%
 src = hub.bundled()
-im_path = gptq.cached_imatrix(src, n_chunks=8)  # notebook 10's calibration, kept in kquant's cache
+im_chunks = 8
+im_path = gptq.cached_imatrix(src, n_chunks=im_chunks)  # notebook 10's calibration, kept in kquant's cache
 q4km = cache.quantized(src, "Q4_K_M", "tiny-Q4_K_M.gguf")
 allocation = budget.allocate(budget.measure(src), evaluate.bits_per_weight(q4km), "kl")
 files = {
@@ -79,6 +84,11 @@ for label, path in files.items():
 w = f16.weights["blk.0.ffn_down.weight"]
 print(f"\nthe bundled model: {sum(w.size for w in f16.weights.values()) / 1e6:.1f} M weights, {f16.cfg.n_embd} wide; "
       f"an NF4 block matrix holds {nf4.bits_per_weight(nf4.quantize_nf4(w)):.3f} bits per weight")
+measure = inspect.signature(budget.measure).parameters
+n_ctx = f16.cfg.n_ctx
+print(f"calibration tokens: GPTQ {gptq.settings()['n_chunks'] * n_ctx}, the importance matrix {im_chunks * n_ctx}, "
+      f"AWQ {awq.N_CHUNKS * n_ctx}, the budget's sensitivities "
+      f"{measure['n_chunks'].default * measure['n_ctx'].default}")
 output = {c.name: c.type.name for c in kquant.plan_gguf(src, "Q4_K_M")}["token_embd.weight"]
 print(f"the tied token_embd / output matrix: {output} in Q4_K_M, the 4-bit type in the --pure files, F16 in NF4's")
 
@@ -129,8 +139,8 @@ print("on the KL front, smallest first:", ", ".join(on_front))
 
 Complete `pareto_front(rows)`: `rows` is a list of `(label, bits per weight, KL)`; return the
 labels of the rows no other row beats (as small or smaller *and* as close or closer, one of them
-strictly). Once it passes, try it on the measured table,
-`pareto_front([(k, bits[k], rows[k].kl) for k in rows if k != "F16"])`: it must give the line above.
+strictly), in any order. Once it passes, try it on the measured table,
+`pareto_front([(k, bits[k], rows[k].kl) for k in rows if k != "F16"])`: it must give the labels above.
 """
 
 # %% answer q1
@@ -184,7 +194,8 @@ ex.q2.check(verdict)
 
 `evaluate.difference` resamples the documents (a bootstrap). The simplest paired interval is the
 normal one: complete `paired_interval(a, b)`, where `a[i]` and `b[i]` are one document's KL on two
-files; return `(lo, hi)` = mean(b − a) ± 1.96 · sd(b − a) / √n.
+files; return `(lo, hi)` = mean(b − a) ± 1.96 · sd(b − a) / √n, where sd is the sample standard
+deviation (`ddof=1`).
 """
 
 # %% answer q3
@@ -231,14 +242,16 @@ print("on the KL Pareto front:    ", ", ".join(on_front))
 
 # %% [markdown]
 """
-Two things the table's construction decides, not the methods: NF4 quantizes only the blocks'
+Three things the table's construction decides, not the methods: NF4 quantizes only the blocks'
 matrices, as bitsandbytes does, so its tied embedding, which is also the output layer, stays at 16
-bits (its point on the bits axis counts them); and Q4_K_M gives that same matrix Q6_K, where the
-`--pure` files give it their 4-bit type.
+bits (its point on the bits axis counts them); NF4's file runs on llama.cpp's F16 path, where the
+quantized files' matrix products round the activations to 8 bits (notebook 17 measures that floor);
+and Q4_K_M gives the output matrix Q6_K, where the `--pure` files give it their 4-bit type.
 
 Read these lines with the model in mind. It is tiny (section 1 printed its size) and trained on
-generated text: its activations have no outlier channels, which is the case AWQ was built for
-(notebook 12 measured it and showed the gain appear once a few channels are 20-100× louder);
+generated text: behind its RMSNorms its activations have no outlier channels, and only ffn_down's
+input has moderately loud ones, while AWQ was built for large models' outliers (notebook 12
+measured both and showed the gain appear once a few channels are 20-100× louder);
 llama.cpp's published figures for Llama-3-8B put the importance matrix's gain at 10-25 % of KL
 (notebook 10). Rankings measured here are facts about this model and this text; they are the
 method for checking a claim on yours, not a verdict on every model.
