@@ -322,7 +322,7 @@ for kind, n in [("facts", 128), ("sums", 200)]:
 # %% [markdown]
 """
 Read the table from the top. The base model knew none of the new facts and all the old ones.
-Trained on the new facts alone, it learned all eight and **forgot most of the old capitals**: the
+Trained on the new facts alone, it learned all eight and **forgot most of the old facts**: the
 adapters are free to move the last layer's answer to "What is the capital of …?" toward the eight
 new capitals, and nothing in the training text tells them to leave the other 128 alone. Replay puts
 that back in the text: the same eight facts are learned, and most old ones survive, though not
@@ -335,8 +335,9 @@ interval; it is a count.
 
 The adapters can be folded into the weights: `W' = W + (α/r)·B A` computes the same thing as the
 adapted layer, with no adapter left. Which `W`? The adapters were trained beside `W_NF4`, so
-`W_NF4 + (α/r)·B A` is exactly the model measured above. Unsloth's GGUF export merges into the
-**16-bit** weights instead, `W_F16 + (α/r)·B A`. Both are then quantized once more, to Q4_K_M,
+`W_NF4 + (α/r)·B A` is exactly the model measured above. The other choice merges into the
+**16-bit** weights, `W_F16 + (α/r)·B A`: the route of exporting a merged 16-bit model and then
+converting it to GGUF, which fine-tuning tools offer. Both are then quantized once more, to Q4_K_M,
 for llama.cpp. Merging into F16 leaves every matrix that was not adapted exactly as in the plain
 Q4_K_M file (one rounding, F16 → Q4_K); merging into NF4 rounds every matrix twice (F16 → NF4 →
 Q4_K). kquant's export is Unsloth's; the other is written too, to measure the difference.

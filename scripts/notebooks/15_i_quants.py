@@ -250,7 +250,7 @@ print(f"|d| over the first guess |max|/127: median {np.median(ratio):.3f}, 5-95 
 With an imatrix (notebook 10), ggml weighs each weight by `qw_j · sqrt(σ² + x_j²)`: `qw_j` the
 importance of its column, σ² twice the block's mean square (so small weights still count). The
 search is the same; the weights change, and so can the winner. The imatrix below is collected as in
-notebook 10, on calibration text, and kept in kquant's cache:
+notebook 10 (here on 4 chunks of calibration text) and kept in kquant's cache:
 """
 
 # %%
