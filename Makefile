@@ -27,10 +27,10 @@ LAB_FLAGS := $(if $(filter 0,$(shell id -u)),--allow-root)
 lab: $(LAB)
 	$(BIN)/jupyter lab $(LAB_FLAGS) notebooks/
 
-# KQUANT_NF4_ORACLE=1 (set by .ci/run) also checks NF4 against bitsandbytes: 1.4 GB a reader need not download.
+# WITH_ORACLES=1 (set by .ci/run) also checks NF4 against bitsandbytes: 1.4 GB a reader need not download.
 test: $(TESTS) lint
 	$(BIN)/python -m pytest
-	@if [ -n "$$KQUANT_NF4_ORACLE" ]; then $(MAKE) --no-print-directory oracle-nf4; fi
+	@if [ -n "$$WITH_ORACLES" ]; then $(MAKE) --no-print-directory oracle-nf4; fi
 
 # The lint gate (config in pyproject.toml): mistakes and a stale noqa fail it, and so does unformatted code.
 lint: $(TESTS)

@@ -156,13 +156,13 @@ def test_ci_runs_exactly_the_readme_test_command():
     ci = (ROOT / ".ci" / "run").read_text()
     assert "make test" in readme.split("\n## ")[0], "the README must open with the test command"
     commands = [line for line in ci.splitlines() if line and not line.startswith(("#", "set ", "cd "))]
-    assert commands == [CI_INSTALLS_CHROMIUM, "KQUANT_NF4_ORACLE=1 make test"], (
+    assert commands == [CI_INSTALLS_CHROMIUM, "WITH_ORACLES=1 make test"], (
         "CI installs Chromium if missing and runs `make test` with the NF4 oracle switched on, nothing else"
     )
     test_recipe = (ROOT / "Makefile").read_text().split("\ntest:")[1].split("\n\n")[0]
     oracle_lines = [line for line in test_recipe.splitlines() if "oracle" in line.lower()]
-    assert oracle_lines == ['\t@if [ -n "$$KQUANT_NF4_ORACLE" ]; then $(MAKE) --no-print-directory oracle-nf4; fi'], (
-        "`make test` must reach the NF4 oracle's GBs only when KQUANT_NF4_ORACLE is set"
+    assert oracle_lines == ['\t@if [ -n "$$WITH_ORACLES" ]; then $(MAKE) --no-print-directory oracle-nf4; fi'], (
+        "`make test` must reach the NF4 oracle's GBs only when WITH_ORACLES is set"
     )
 
 
