@@ -126,3 +126,20 @@ def test_a_sum_of_negative_zeros_keeps_its_sign_as_in_c(qtype):
     qw = np.zeros(256, np.float32)
     qw[64] = 23.0
     assert_same_bytes(kquant.quantize(x, qtype, imatrix=qw), reference.quantize(x, qtype, imatrix=qw), qtype)
+
+
+def test_q4_k_levels_use_the_scales_as_read_back_from_their_6_bit_fields():
+    # Found by the generated test: with almost every column's importance 0, the weighted search gives a
+    # sub-block a negative scale; ggml stores it unclamped into a 6-bit field, where it wraps and its top
+    # bits spill into another sub-block's scale, and the final levels use the scales as read back.
+    runs = [(0.0, 1), (998.0, 1), (1000.0, 1), (940.15625, 1), (0.0, 2), (433.3125, 1), (0.0, 1), (127.25, 1)]
+    runs += [(0.0, 1), (-633.0, 87), (-731.0, 1), (-490.0, 1), (-633.0, 29), (789.875, 1), (0.0, 1)]
+    runs += [(-633.0, 94), (234.125, 1), (-633.0, 31)]
+    x = np.concatenate([np.full(n, v, np.float32) for v, n in runs])[None, :]
+    qw = np.zeros(256, np.float32)
+    qw[96] = 223.0
+    ours, theirs = kquant.quantize(x, "Q4_K", imatrix=qw), reference.quantize(x, "Q4_K", imatrix=qw)
+    assert_same_bytes(ours, theirs, "Q4_K")
+    from kquant.formats import q4_k
+
+    assert (q4_k.unpack(ours).sc > 63).sum() == 0  # the fields hold what the decoder reads

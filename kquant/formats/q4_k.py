@@ -171,6 +171,10 @@ def encode_impl(rows: np.ndarray, imatrix: np.ndarray) -> Fields:
     n = x.shape[0]
     xs, scales, mins, L, sw = subblock_fit_impl(x, qw, nmax=15)
     d, dmin, sc, m = fit_block_scales(scales.reshape(n, 8), mins.reshape(n, 8), sw.reshape(n, 8))
+    # ggml stores Ls / Lm into the 6-bit fields unclamped (Q5_K clamps them), then reads them back for
+    # the final levels. A sub-block the weighted search gave a negative scale wraps past 63 there, and
+    # its top bits spill into another sub-block's: the levels must use what the decoder will read.
+    sc, m = unpack_scales(pack_scales(sc, m))
     q = requantize_rows(x.reshape(-1, 32), L, d, dmin, sc, m, nmax=15)
     return Fields(d, dmin, sc, m, q.reshape(n, 256))
 
