@@ -32,7 +32,7 @@ from kquant import llamacpp, viz
 from kquant.exercises import nb08 as ex
 
 viz.setup()  # figures sized to need no "tight" crop: one layout pass per redraw, not two
-llamacpp.notebook_needs("this notebook runs the bundled model and seven mixes in llama.cpp and shows their answers, perplexity, KL divergence, top-1 and task accuracy side by side");  # without llama.cpp: one line, the rest skipped
+llamacpp.notebook_needs("this notebook runs the bundled model and seven mixes in llama.cpp and shows their answers and scores (ppl, KL divergence, top-1, task accuracy) side by side");  # without llama.cpp: one line, the rest skipped
 
 # %% [markdown]
 """
