@@ -5,6 +5,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 
+from kquant.blas import one_blas_thread
 from kquant.formats import dequantize, quantize
 from kquant.methods import gptq
 from kquant.viz.style import EXPONENT, MANTISSA, SIGN, tidy
@@ -22,7 +23,8 @@ def gptq_view(W: np.ndarray, H: np.ndarray, column: int, percdamp: float, qtype:
     H = np.asarray(H, dtype=np.float64)
     n = H.shape[0]
     column = int(np.clip(column, 0, n - 1))
-    U, _ = gptq.inverse_factor(H, percdamp)
+    with one_blas_thread():  # small matrices: OpenBLAS's second thread only waits (kquant.blas)
+        U, _ = gptq.inverse_factor(H, percdamp)
     stop = min(n, column + 1 + _SHOWN)
     later = np.arange(column + 1, stop)
     spread = -U[column, column + 1 : stop] / U[column, column]  # Δw_j per unit of error in the rounded column
@@ -31,7 +33,8 @@ def gptq_view(W: np.ndarray, H: np.ndarray, column: int, percdamp: float, qtype:
 
     got = gptq.quantize(W, H, qtype, percdamp=percdamp)
     rtn = dequantize(quantize(W, qtype), qtype)
-    e_rtn, e_gptq = gptq.output_error(W, rtn, H), gptq.output_error(W, got.values, H)
+    with one_blas_thread():
+        e_rtn, e_gptq = gptq.output_error(W, rtn, H), gptq.output_error(W, got.values, H)
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.4), gridspec_kw={"width_ratios": [2.2, 1]})
     left.bar(later, spread, color=EXPONENT, width=0.8, label="Δw_j per unit error of column c")
