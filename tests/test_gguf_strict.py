@@ -313,6 +313,9 @@ _CHILD = textwrap.dedent(
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    # ... and a signal mask inherited with these blocked (a job-control shell may leave one) would keep the
+    # signal pending forever: the child would sleep through it.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
     with atomic_output(sys.argv[1]) as tmp:
         tmp.write_bytes(b"half a model")
         print("writing", flush=True)
