@@ -34,7 +34,9 @@ llama-quant.cpp and tools/quantize/quantize.cpp do it:
   of the file) and quantize.imatrix.chunks_count (uint32, imatrix.chunk_count, if > 0).
   A plain dict {name: vector} is what ``llama_model_quantize`` itself takes: no keys then.
 
-gguf-py's GGUFWriter writes all of it; the only nudge it needs is in ``_copy_metadata``.
+gguf-py's GGUFWriter writes the header, metadata and tensor infos (the only nudge it needs is in
+``_copy_metadata``); the tensor data is then written at the offsets those fix, row range by row
+range (``_units``), by this process or by worker processes (``threads``).
 The output goes to a temporary file in the destination folder, renamed over the
 destination only once complete, so a crash, Ctrl-C or a full disk leaves no partial file.
 
