@@ -292,6 +292,23 @@ def test_bad_input_to_quantize_raises_one_clear_error(x, qtype, message):
     assert "\n" not in str(info.value) and ":" in str(info.value)  # one line: problem, then the fix
 
 
+@pytest.mark.parametrize("qtype", TYPES)
+@pytest.mark.parametrize("bad", ["nan", "+inf", "-inf", "both infs", "nan beside inf"])
+def test_every_format_names_a_nonfinite_weight_wherever_it_is(qtype, bad):
+    # Some encoders find NaN/Inf through the scales they check anyway (NONFINITE_REACHES_SCALES),
+    # not by a separate pass: whatever the route, the error names the weight, in any chunk.
+    values = {"nan": [np.nan], "+inf": [np.inf], "-inf": [-np.inf], "both infs": [np.inf, -np.inf]}
+    values["nan beside inf"] = [np.inf, np.nan]
+    x = _weights("gaussian", rows=300, n=4096)  # 1.2 M weights: several encode chunks
+    for where in (0, x.size - len(values[bad]), 700_001):  # the first weight, the last, a later chunk
+        y = x.copy().reshape(-1)
+        y[where : where + len(values[bad])] = values[bad]
+        with pytest.raises(kquant.KQuantError, match="NaN or Inf"):
+            kquant.quantize(y.reshape(x.shape), qtype)
+    with pytest.raises(kquant.KQuantError, match="NaN or Inf"):
+        kquant.quantize(y.reshape(x.shape), qtype, imatrix=np.ones(4096, np.float32))
+
+
 @pytest.mark.parametrize(
     "q, qtype, message",
     [

@@ -135,10 +135,14 @@ def quantize(x, qtype, imatrix=None) -> np.ndarray:
     # (a separate pass over the whole input reads it cold from memory: ~10 % of a Q4_0 encode).
     x = check_weights(x, fmt, finite=False)
     n_per_row = x.shape[-1]
+    # Formats whose scales turn NaN or inf when a weight is (NONFINITE_REACHES_SCALES) skip the
+    # search: _check_scales, which reads every scale anyway, sends such a chunk to check_weights.
+    look_for_nonfinite = True
     if imatrix is None:
         blocks = x.reshape(-1, fmt.block_size)
         step = getattr(fmt.module, "ENCODE_CHUNK", _ENCODE_CHUNK) // fmt.block_size  # blocks per chunk
         encode = fmt.module.encode
+        look_for_nonfinite = not getattr(fmt.module, "NONFINITE_REACHES_SCALES", False)
     else:
         blocks = x.reshape(-1, n_per_row)  # the imatrix paths work row by row
         imatrix = check_importance(imatrix, n_per_row)
@@ -150,10 +154,10 @@ def quantize(x, qtype, imatrix=None) -> np.ndarray:
     per_item = fmt.type_size * (blocks.shape[1] // fmt.block_size)
     out = np.empty((blocks.shape[0], per_item), dtype=np.uint8)
     for i in range(0, blocks.shape[0], step):
-        if not np.isfinite(blocks[i : i + step]).all():
+        if look_for_nonfinite and not np.isfinite(blocks[i : i + step]).all():
             check_weights(x, fmt)  # raises, naming the first bad weight of the whole input
         fields = encode(blocks[i : i + step])
-        _check_scales(fields, fmt, first_block=i * per_item // fmt.type_size)
+        _check_scales(fields, fmt, first_block=i * per_item // fmt.type_size, weights=(x, fmt))
         out[i : i + step] = fmt.module.pack(fields).reshape(-1, per_item)
     return out.reshape(*x.shape[:-1], fmt.row_bytes(n_per_row))
 
@@ -176,12 +180,18 @@ def check_importance(imatrix, n_per_row: int) -> np.ndarray:
     return qw
 
 
-def _check_scales(fields, fmt: Format, first_block: int) -> None:
-    """Refuse blocks whose fp16 scale overflowed: ggml would write inf, and llama.cpp then rejects the file."""
+def _check_scales(fields, fmt: Format, first_block: int, weights=None) -> None:
+    """Refuse blocks whose fp16 scale overflowed: ggml would write inf, and llama.cpp then rejects the file.
+
+    ``weights`` = (x, fmt): the input, checked for NaN/inf first when a scale is bad, so that
+    a bad weight is named as such rather than as an overflow.
+    """
     for name, value in fields._asdict().items():
         # inf and NaN are the fp16 values with all exponent bits set (an integer test: numpy's
         # float16 arithmetic is not vectorised)
         if value.dtype == np.float16 and ((value.view(np.uint16) & 0x7C00) == 0x7C00).any():
+            if weights is not None:
+                check_weights(*weights)  # raises if a weight is NaN or inf
             block = first_block + int(np.flatnonzero(~np.isfinite(value))[0])
             raise KQuantError(
                 f"block {block}: weights too large for {fmt.name}'s fp16 {name} (it overflows past 65504):"

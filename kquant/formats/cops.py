@@ -100,13 +100,58 @@ def columns(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(tiles.transpose(1, 0, 2)).reshape(k, n)
 
 
+LANES = 4  # neighbouring weights lanes() moves as one item: 4 float32 = one 16-byte complex128
+
+
+def lanes(x: np.ndarray) -> np.ndarray:
+    """(n, k) blocks -> (k // 4, n, 4): the blocks side by side, four neighbouring weights kept together.
+
+    The legacy encoders' layout: weight j of block b sits at ``[j // 4, b, j % 4]``. As with
+    ``columns``, a per-block reduction then runs down axis 0 over long rows, leaving only the
+    4 lanes to combine (``lane_max_min``). Moving 4 floats as one 16-byte item is ~2.5x
+    cheaper than ``columns``' one float at a time: numpy's transposing copy pays per item.
+    Always a copy.
+    """
+    n, k = x.shape
+    items = np.ascontiguousarray(x).view(np.complex128)  # (n, k // 4): only a view of the floats
+    return items.T.copy().view(f32).reshape(k // LANES, n, LANES)
+
+
+def lanes_to_rows(q: np.ndarray) -> np.ndarray:
+    """(k // 4, n, 4) bytes laid out as ``lanes`` -> (n, k) C-contiguous rows: four bytes (a uint32) moved at a time."""
+    m, n, _ = q.shape
+    return q.view(np.uint32).reshape(m, n).T.copy().view(np.uint8)
+
+
+def per_lane(v: np.ndarray) -> np.ndarray:
+    """(n,) per-block values -> (n, 4), each repeated for its block's 4 lanes: broadcasts over a lanes() array."""
+    return np.repeat(v, LANES).reshape(-1, LANES)
+
+
+def lane_max_min(xl: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each block's maximum and minimum from its ``lanes`` layout (k // 4, n, 4) -> two (n,) arrays.
+
+    Exact, except for the sign of a zero (numpy may return either): callers look zeros up.
+    NaN propagates, so a block holding one shows it in both.
+    """
+    hi, lo = np.max(xl, axis=0), np.min(xl, axis=0)  # (n, 4): down the long rows
+    top, bottom = hi[:, 0].copy(), lo[:, 0].copy()
+    for lane in range(1, LANES):  # then across the lanes, one strided column at a time
+        np.maximum(top, hi[:, lane], out=top)
+        np.minimum(bottom, lo[:, lane], out=bottom)
+    return top, bottom
+
+
 def fp16_bytes(v: np.ndarray) -> np.ndarray:
     """``GGML_FP32_TO_FP16`` as little-endian bytes, shape (..., 2).
 
     ggml rounds to nearest, ties to even; numpy's cast does the same for every
     non-NaN float32 (encoders never see NaN: the input is checked first).
     """
-    return np.ascontiguousarray(np.asarray(v, dtype=f32).astype("<f2")).view(np.uint8).reshape(*np.shape(v), 2)
+    v = np.asarray(v)
+    if v.dtype != np.float16:  # an fp16 field (an encoder's d) is already rounded: no round trip through float32
+        v = v.astype(f32).astype("<f2")
+    return np.ascontiguousarray(v, dtype="<f2").view(np.uint8).reshape(*v.shape, 2)
 
 
 def put_bytes(out: np.ndarray, start: int, b: np.ndarray) -> None:
@@ -128,7 +173,9 @@ def put_bytes(out: np.ndarray, start: int, b: np.ndarray) -> None:
         pairs |= bt[1::2].astype("<u2") << 8
         words[...] = pairs.T
     else:
-        words[...] = np.ascontiguousarray(b).view("<u2")
+        bw = np.ascontiguousarray(b).view("<u2")
+        for c in range(bw.shape[1]):  # column by column: 1-D copies, where copying rows of a few words pays per row
+            words[:, c] = bw[:, c]
 
 
 def fp16_value(v: np.ndarray) -> np.ndarray:
@@ -218,16 +265,24 @@ def signed_absmax(x: np.ndarray, axis: int = 0) -> np.ndarray:
     """
     if axis != 0:  # numpy reduces a short contiguous axis ~30x slower than axis 0 of the transpose
         x = np.ascontiguousarray(np.moveaxis(x, axis, 0))
-    # A max and a min reduction run at memory speed, where argmax(|x|) crawls (~10x slower):
-    # the answer is whichever of max and min is larger in magnitude.
-    hi, lo = np.max(x, axis=0), np.min(x, axis=0)
+    flat = x.reshape(x.shape[0], -1)
+    # A max and a min reduction run at memory speed, where argmax(|x|) crawls (~10x slower).
+    return absmax_of(np.max(x, axis=0), np.min(x, axis=0), lambda cols: flat[:, cols].T)
+
+
+def absmax_of(hi: np.ndarray, lo: np.ndarray, groups) -> np.ndarray:
+    """``signed_absmax`` from each group's max and min: whichever is larger in magnitude.
+
+    ``groups(idx)`` returns those groups' values in order, shape (len(idx), k); it is called
+    only for groups holding both +a and -a as extremes, where the first one wins, as in C's scan.
+    """
     picked = np.where(-lo > hi, lo, hi)
-    tie = (-lo == hi) & (hi != 0)  # both +a and -a occur: the first of them wins, as in C's scan
+    tie = (-lo == hi) & (hi != 0)
     if tie.any():
         cols = np.flatnonzero(tie)
-        xs = x.reshape(x.shape[0], -1)[:, cols]
-        picked.reshape(-1)[cols] = xs[np.argmax(np.abs(xs), axis=0), np.arange(cols.size)]
-    return np.where(picked != 0, picked, f32(0))
+        xs = groups(cols)  # (m, k)
+        picked.reshape(-1)[cols] = xs[np.arange(cols.size), np.argmax(np.abs(xs), axis=1)]
+    return picked + f32(0)  # -0.0 + 0.0 is +0.0 (C's initial max); every other value is unchanged
 
 
 def first_min_max(x: np.ndarray, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -237,11 +292,19 @@ def first_min_max(x: np.ndarray, axis: int = 0) -> tuple[np.ndarray, np.ndarray]
     """
     if axis != 0:  # numpy reduces a short contiguous axis ~30x slower than axis 0 of the transpose
         x = np.ascontiguousarray(np.moveaxis(x, axis, 0))
-    lo, hi = np.min(x, axis=0), np.max(x, axis=0)
+    flat = x.reshape(x.shape[0], -1)
+    return first_zeros(np.min(x, axis=0), np.max(x, axis=0), lambda cols: flat[:, cols].T)
+
+
+def first_zeros(lo: np.ndarray, hi: np.ndarray, groups) -> tuple[np.ndarray, np.ndarray]:
+    """``first_min_max`` from numpy's min and max: a zero extreme becomes the first zero of its group.
+
+    ``groups(idx)`` returns those groups' values in order, shape (len(idx), k). Works in place.
+    """
     for v in (lo, hi):
         zero = v == 0  # numpy may return either zero: look up the first one, as C's scan keeps it
         if zero.any():
             cols = np.flatnonzero(zero)
-            xs = x.reshape(x.shape[0], -1)[:, cols]
-            v.reshape(-1)[cols] = xs[np.argmax(xs == 0, axis=0), np.arange(cols.size)]
+            xs = groups(cols)
+            v.reshape(-1)[cols] = xs[np.arange(cols.size), np.argmax(xs == 0, axis=1)]
     return lo, hi

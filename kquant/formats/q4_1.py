@@ -13,12 +13,15 @@ import numpy as np
 from kquant.formats.cops import (
     as_float,
     c_semantics,
-    columns,
     f32,
-    first_min_max,
+    first_zeros,
     fp16_bytes,
     fp16_field,
     fp16_value,
+    lane_max_min,
+    lanes,
+    lanes_to_rows,
+    per_lane,
     per_weight,
     put_bytes,
 )
@@ -27,6 +30,7 @@ from kquant.formats.search import make_qkx3_quants
 
 QK = 32  # QK4_1
 TYPE_SIZE = 20
+NONFINITE_REACHES_SCALES = True  # a NaN or inf weight makes d or m non-finite (see q4_0.py)
 
 # block_q4_1, 20 bytes:
 #
@@ -44,13 +48,14 @@ class Fields(NamedTuple):
 @c_semantics
 def encode(x: np.ndarray) -> Fields:
     """quantize_row_q4_1_ref: x (n, 32) float32 -> Fields."""
-    xt = columns(x)  # blocks side by side, as in Q4_0 (our own copy: worked on in place)
-    lo, hi = first_min_max(xt, axis=0)
+    xl = lanes(x)  # (8, n, 4): blocks side by side, as in Q4_0 (our own copy: worked on in place)
+    lo, hi = first_zeros(*lane_max_min(xl)[::-1], lambda rows: x[rows])
     d = (hi - lo) / f32(15)
     id_ = np.where(d != 0, f32(1) / d, f32(0))
-    v = np.subtract(xt, lo, out=xt)
-    v *= id_
-    return Fields(d.astype(np.float16), lo.astype(np.float16), truncate_levels(v, 0.5, 15, np.isfinite(id_).all()).T)
+    v = np.subtract(xl, per_lane(lo), out=xl)
+    v *= per_lane(id_)
+    q = truncate_levels(v, 0.5, 15, np.isfinite(id_).all())
+    return Fields(d.astype(np.float16), lo.astype(np.float16), lanes_to_rows(q))
 
 
 @c_semantics

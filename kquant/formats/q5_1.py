@@ -12,11 +12,14 @@ import numpy as np
 from kquant.formats.cops import (
     c_float_to_uint8,
     c_semantics,
-    columns,
     f32,
-    first_min_max,
+    first_zeros,
     fp16_bytes,
     fp16_field,
+    lane_max_min,
+    lanes,
+    lanes_to_rows,
+    per_lane,
     put_bytes,
 )
 from kquant.formats.q4_0 import pack_nibbles, row_importance, unpack_nibbles
@@ -26,6 +29,7 @@ from kquant.formats.search import make_qkx3_quants
 
 QK = 32  # QK5_1
 TYPE_SIZE = 24
+NONFINITE_REACHES_SCALES = True  # a NaN or inf weight makes d or m non-finite (see q4_0.py)
 
 # block_q5_1, 24 bytes:
 #
@@ -43,19 +47,19 @@ class Fields(NamedTuple):
 @c_semantics
 def encode(x: np.ndarray) -> Fields:
     """quantize_row_q5_1_ref: x (n, 32) float32 -> Fields."""
-    xt = columns(x)  # blocks side by side, as in Q4_0 (our own copy: worked on in place)
-    lo, hi = first_min_max(xt, axis=0)
+    xl = lanes(x)  # (8, n, 4): blocks side by side, as in Q4_0 (our own copy: worked on in place)
+    lo, hi = first_zeros(*lane_max_min(xl)[::-1], lambda rows: x[rows])
     d = (hi - lo) / f32(31)
     id_ = np.where(d != 0, f32(1) / d, f32(0))
-    v = np.subtract(xt, lo, out=xt)
-    v *= id_
+    v = np.subtract(xl, per_lane(lo), out=xl)
+    v *= per_lane(id_)
     # (uint8_t)(x + 0.5f): no MIN here in C; with every id finite the value cannot pass 31.5
     if np.isfinite(id_).all():
         q = np.empty(v.shape, dtype=np.uint8)
         np.add(v, f32(0.5), out=q, casting="unsafe")  # float32 sum, truncated into bytes: one pass
     else:
         q = c_float_to_uint8(v + f32(0.5)).astype(np.uint8)
-    return Fields(d.astype(np.float16), lo.astype(np.float16), q.T)
+    return Fields(d.astype(np.float16), lo.astype(np.float16), lanes_to_rows(q))
 
 
 @c_semantics
