@@ -13,7 +13,7 @@ from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator, NullLocator
 
 from kquant.lessons import metrics, rounding, scale_zero_point
-from kquant.viz.style import EXPONENT, FIELD_COLORS, MANTISSA, SIGN, byte_grid, hist, log_y, tidy
+from kquant.viz.style import EXPONENT, FIELD_COLORS, MANTISSA, SIGN, byte_grid, hist, log_y, stairs, tidy
 
 
 def levels_view(bits: int, x: float = 0.3):
@@ -175,7 +175,7 @@ def _abs_error_histogram(ax, err, half_step: float, what: str = "half a step") -
     # axis: the legend counts them instead.
     exact = a < _ERR_BINS[0]
     counts, edges = np.histogram(np.minimum(a[~exact], _ERR_BINS[-1]), bins=_ERR_BINS)
-    ax.stairs(counts, edges, fill=True, color=SIGN, alpha=0.8, label=f"{exact.sum():,} stored exactly: not drawn")
+    stairs(ax, counts, edges, fill=True, color=SIGN, alpha=0.8, label=f"{exact.sum():,} stored exactly: not drawn")
     ax.axvline(half_step, color="black", ls="--", lw=1, label=f"{what} = {half_step:.2g}")
     ax.set_xscale("log", base=2)
     ax.set_xlim(_ERR_BINS[0], _ERR_BINS[-1])
@@ -255,8 +255,8 @@ def block_view(w, block_size: int, bits: int = 4, row: int = 0, show: int = 256)
     edges = np.arange(0, show + 1, min(block_size, show))
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.6), gridspec_kw={"width_ratios": [1.4, 1]})
     left.plot(np.arange(show), x, ".", ms=3, color="0.4", label="weights")
-    left.stairs(amax, edges, color=SIGN, label="block's max|w|")
-    left.stairs(-amax, edges, color=SIGN)
+    stairs(left, amax, edges, color=SIGN, label="block's max|w|")
+    stairs(left, -amax, edges, color=SIGN)
     left.set_xlabel(f"weight index in row {row} (first {show})")
     left.set_ylabel("weight value")
     left.set_title(f"one scale per {block_size} weights", fontsize=10)
@@ -287,7 +287,7 @@ def error_along_row(curves: dict, outlier_at: int, title: str, block: int = 32):
         ax.plot(np.where(err > 0, err, np.nan), lw=0.5, color=color, alpha=0.45)
         n = err.size // block * block
         rms = np.sqrt(np.mean(err[:n].reshape(-1, block) ** 2, axis=1))
-        ax.stairs(rms, np.arange(0, n + 1, block), baseline=None, color=color, lw=2, label=f"{name}: RMS per block")
+        stairs(ax, rms, np.arange(0, n + 1, block), baseline=None, color=color, lw=2, label=f"{name}: RMS per block")
     ax.axvline(outlier_at, color=SIGN, ls=":", lw=1, label="the outlier")
     log_y(ax)
     top = max(float(np.abs(np.asarray(e)).max()) for e in curves.values())

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.collections import PatchCollection
 from matplotlib.colors import to_rgba
-from matplotlib.patches import Rectangle
+from matplotlib.patches import Rectangle, StepPatch
 from matplotlib.ticker import AutoLocator, FuncFormatter, LogLocator, MaxNLocator, NullLocator
 
 SIGN, EXPONENT, MANTISSA = "#d62728", "#1f77b4", "#2ca02c"
@@ -101,10 +101,30 @@ def log_y(ax):
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.0e}" if v < 1e-3 or v >= 1e5 else f"{v:g}"))
 
 
+def stairs(ax, values, edges, *, color, fill=False, baseline=0, **kwargs):
+    """``ax.stairs(values, edges, ...)``: the same outline, drawn the same, added faster.
+
+    ``ax.stairs`` finds the new data limits by walking the outline segment by segment in Python,
+    several ms for a 200-bin histogram on every redraw; the outline is straight lines, so the box
+    around its vertices is the same limits, computed at once."""
+    if fill:
+        kwargs.setdefault("linewidth", 0)
+        kwargs.setdefault("facecolor", color)
+    else:
+        kwargs.setdefault("edgecolor", color)
+    patch = StepPatch(values, edges, baseline=baseline, fill=fill, **kwargs)
+    ax.add_artist(patch)
+    ax.update_datalim(patch.get_path().vertices)
+    if baseline is not None:  # as ax.stairs: autoscaling adds no margin below the baseline
+        patch.sticky_edges.y.append(np.min(baseline))
+    ax.autoscale_view()
+    return patch
+
+
 def hist(ax, values, bins, color, alpha=0.8, label=None, log=True):
     """A histogram drawn as one filled outline: many times faster to render than ax.hist's bars."""
     counts, edges = np.histogram(np.asarray(values).ravel(), bins=bins)
-    ax.stairs(counts, edges, fill=True, color=color, alpha=alpha, label=label)
+    stairs(ax, counts, edges, fill=True, color=color, alpha=alpha, label=label)
     if log:
         log_y(ax)
         ax.set_ylim(0.8, None)
