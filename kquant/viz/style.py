@@ -37,15 +37,17 @@ TYPE_COLORS = {
 # How the notebooks render figures. Jupyter's inline backend defaults to bbox_inches="tight", which lays
 # every figure out twice (once to find the crop, once to draw); tidy() sizes the margins so no crop is
 # needed. 80 dpi: a 11-inch figure is 880 px, about the width of a notebook's output area (more pixels
-# would be scaled down by the browser, and each costs encoding time).
-PRINT_FIGURE_KWARGS = {"bbox_inches": None}
+# would be scaled down by the browser, and each costs encoding time). PNG compression level 3, not
+# PIL's default 6: the same pixels (PNG is lossless), files within a few % of the size, and a
+# third less encoding time on every redraw of a widget (about 3 ms of a typical figure's ~70).
+PRINT_FIGURE_KWARGS = {"bbox_inches": None, "pil_kwargs": {"compress_level": 3}}
 # axes.titley fixed: with the default (None) every draw measures the tick labels to move each
 # title clear of labels on top, which no view has.
 RC = {"figure.dpi": 80, "savefig.dpi": "figure", "axes.titley": 1.0}
 
 
 def setup() -> None:
-    """Render the notebook's figures without a second layout pass (every notebook's import cell calls this)."""
+    """Render figures with one layout pass and a faster PNG encoder (every notebook's import cell calls this)."""
     import matplotlib
 
     matplotlib.rcParams.update(RC)
