@@ -13,7 +13,7 @@ from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator, NullLocator
 
 from kquant.lessons import metrics, rounding, scale_zero_point
-from kquant.viz.style import EXPONENT, FIELD_COLORS, MANTISSA, SIGN, byte_grid, hist, log_y, stairs, tidy
+from kquant.viz.style import EXPONENT, FIELD_COLORS, MANTISSA, SIGN, byte_grid, hist, labels, log_y, stairs, tidy
 
 
 def levels_view(bits: int, x: float = 0.3):
@@ -82,10 +82,11 @@ def _draw_bit_row(ax, fb: rounding.FloatBits) -> None:
     for i, bit in enumerate(fb.bits):
         color = SIGN if i == 0 else EXPONENT if i <= fb.exponent_bits else MANTISSA
         faces.append(to_rgba(color, 0.25 + 0.5 * (bit == "1")))
-        ax.text(i + 0.5, 0.5, bit, ha="center", va="center", fontsize=9, family="monospace", in_layout=False)
-    # One collection, not a patch per bit: far fewer artists to add and draw on every redraw.
+    # One collection of cells and one of digits, not a patch and a Text per bit: far fewer artists to
+    # add and draw on every redraw.
     cells = [Rectangle((i, 0), 1, 1) for i in range(n)]
     ax.add_collection(PatchCollection(cells, facecolors=faces, edgecolors="white"))
+    labels(ax, np.arange(n) + 0.5, 0.5, list(fb.bits), fontsize=9, family="monospace")
     ax.set_xlim(0, width)
     ax.set_ylim(0, 1)
     ax.set_yticks([])

@@ -5,11 +5,16 @@ Drawing only; each notebook group's views are in kquant.viz.numbers, .kquants, .
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
-from matplotlib.collections import PatchCollection
+from matplotlib.collections import PatchCollection, PathCollection
 from matplotlib.colors import to_rgba
+from matplotlib.font_manager import FontProperties
 from matplotlib.patches import Rectangle, StepPatch
+from matplotlib.textpath import TextPath, text_to_path
 from matplotlib.ticker import AutoLocator, FuncFormatter, LogLocator, MaxNLocator, NullLocator
+from matplotlib.transforms import Affine2D
 
 SIGN, EXPONENT, MANTISSA = "#d62728", "#1f77b4", "#2ca02c"
 
@@ -132,30 +137,60 @@ def hist(ax, values, bins, color, alpha=0.8, label=None, log=True):
         ax.set_ylim(0.8, None)
 
 
+@functools.lru_cache(maxsize=4096)
+def _label_path(text: str, fontsize: float, family: str, weight: str, ha: str):
+    """``text``'s outline in points, placed as ax.text(..., ha=ha, va="center") places it about its anchor."""
+    prop = FontProperties(family=family, weight=weight, size=fontsize)
+    w, h, d = text_to_path.get_text_width_height_descent(text, prop, ismath=False)
+    _, lp_h, lp_d = text_to_path.get_text_width_height_descent("lp", prop, ismath=False)
+    h, d = max(h, lp_h), max(d, lp_d)  # a line's box, as Text lays out one: same baseline for "ac" and "13"
+    dx = {"left": 0.0, "center": -w / 2, "right": -w}[ha]
+    path = TextPath((0, 0), text, size=fontsize, prop=prop)
+    return path.transformed(Affine2D().translate(dx, d - h / 2))
+
+
+def labels(ax, x, y, texts, *, fontsize: float, color="black", family="sans-serif", weight="normal", ha="center"):
+    """Many short labels at data points (x, y), each centred vertically like ``ax.text(..., va="center")``.
+
+    One artist for all: the glyph outlines of each label, filled. ax.text per label costs about half a
+    millisecond of layout and glyph rendering on every redraw, and byte and bit grids have a hundred."""
+    paths = [_label_path(str(t), float(fontsize), family, weight, ha) for t in texts]
+    points_to_pixels = Affine2D().scale(1 / 72) + ax.figure.dpi_scale_trans  # follows the figure's dpi
+    collection = PathCollection(
+        paths,
+        offsets=np.column_stack([np.broadcast_to(x, len(paths)), np.broadcast_to(y, len(paths))]),
+        offset_transform=ax.transData,
+        transform=points_to_pixels,
+        facecolors=color,
+        edgecolors="none",
+        linewidths=0,
+        zorder=3,  # above patches and lines, as text is
+        clip_on=False,
+        in_layout=False,  # inside the axes, as the grid cells they label
+    )
+    ax.add_collection(collection, autolim=False)
+    return collection
+
+
 def byte_grid(ax, block: np.ndarray, fields: list, per_row: int, base: int = 0):
     """Bytes as hex values in rows of ``per_row``, each field a colour; row labels count from ``base``."""
     block = np.asarray(block, dtype=np.uint8)
     rows = -(-block.size // per_row)
-    cells, faces = [], []
+    cells, faces, where = [], [], []
     for k, (name, start, end) in enumerate(fields):
         color = FIELD_COLORS[k % len(FIELD_COLORS)]
         for i in range(start, end):
             r, c = divmod(i, per_row)
             cells.append(Rectangle((c, -r - 1), 1, 1))
             faces.append(to_rgba(color, 0.35))
-            ax.text(
-                c + 0.5,
-                -r - 0.5,
-                f"{block[i]:02x}",
-                ha="center",
-                va="center",
-                fontsize=8,
-                family="monospace",
-                in_layout=False,
-            )
+            where.append((c + 0.5, -r - 0.5))
         ax.add_patch(Rectangle((0, 0), 0, 0, facecolor=color, alpha=0.35, label=f"{name}: bytes {start}–{end - 1}"))
-    # One collection, not a patch per byte: adding and drawing hundreds of artists is most of a redraw.
+    # One collection of cells and one of hex values, not a patch and a Text per byte: adding and
+    # drawing hundreds of artists is most of a redraw.
     ax.add_collection(PatchCollection(cells, facecolors=faces, edgecolors="white"))
+    if where:
+        index = [i for _, start, end in fields for i in range(start, end)]
+        labels(ax, *zip(*where), [f"{block[i]:02x}" for i in index], fontsize=8, family="monospace")
     ax.set_xlim(0, per_row)
     ax.set_ylim(-rows, 0)
     ax.set_xticks(np.arange(per_row) + 0.5, [str(i) for i in range(per_row)], fontsize=7)
