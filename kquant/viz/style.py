@@ -5,15 +5,17 @@ Drawing only; each notebook group's views are in kquant.viz.numbers, .kquants, .
 
 from __future__ import annotations
 
+import collections
 import functools
+import hashlib
 
 import numpy as np
-from matplotlib.collections import PatchCollection, PathCollection
+from matplotlib.collections import PatchCollection, PathCollection, PolyCollection
 from matplotlib.colors import to_rgba
 from matplotlib.font_manager import FontProperties
 from matplotlib.patches import Rectangle, StepPatch
 from matplotlib.textpath import TextPath, text_to_path
-from matplotlib.ticker import AutoLocator, FuncFormatter, LogLocator, MaxNLocator, NullLocator
+from matplotlib.ticker import AutoLocator, FuncFormatter, LogFormatterSciNotation, LogLocator, MaxNLocator, NullLocator
 from matplotlib.transforms import Affine2D
 
 SIGN, EXPONENT, MANTISSA = "#d62728", "#1f77b4", "#2ca02c"
@@ -65,6 +67,48 @@ def setup() -> None:
         shell.run_line_magic("config", f"InlineBackend.print_figure_kwargs = {PRINT_FIGURE_KWARGS!r}")
 
 
+def _content_key(arg):
+    """An argument as a cache key: an array by its dtype, shape and a hash of its bytes (so an array
+    changed in place is a new key), anything else as itself (it must be hashable)."""
+    if isinstance(arg, np.ndarray):
+        data = np.ascontiguousarray(arg)
+        return ("ndarray", data.dtype.str, data.shape, hashlib.blake2b(data.view(np.uint8), digest_size=16).digest())
+    return arg
+
+
+def _read_only(value):
+    if isinstance(value, np.ndarray):
+        value.flags.writeable = False
+    elif isinstance(value, tuple):
+        for v in value:
+            _read_only(v)
+    return value
+
+
+def by_content(fn, maxsize: int = 8):
+    """``fn`` remembering its last ``maxsize`` results, keyed by the content of its arguments.
+
+    A widget redraws its whole figure on every slider move, but part of a view's work depends on the
+    data only (a histogram of the weights, a quantization at fixed settings): computed once per
+    content, not once per redraw. Hashing the arrays costs well under a millisecond for the
+    notebooks' sizes. Cached arrays are returned read-only, so no caller can change them."""
+    cache: collections.OrderedDict = collections.OrderedDict()
+
+    @functools.wraps(fn)
+    def cached(*args):
+        key = tuple(_content_key(a) for a in args)
+        if key in cache:
+            cache.move_to_end(key)
+            return cache[key]
+        value = _read_only(fn(*args))
+        cache[key] = value
+        if len(cache) > maxsize:
+            cache.popitem(last=False)
+        return value
+
+    return cached
+
+
 def _lines(text: str) -> int:
     return text.count("\n") + 1 if text else 0
 
@@ -76,7 +120,9 @@ def tidy(fig, wspace: float = 0.3, hspace: float = 0.75, bottom: float = 0.55, r
     layout pass. The sizes follow what the figure holds (title lines, a suptitle, a legend beside the
     axes); tests/test_viz.py checks that nothing falls outside the figure. ``bottom``: inches below the
     axes (more for rotated tick labels); ``right``: inches kept free on the right (text or a figure
-    legend beside the axes); ``left``: at least this many inches on the left (long tick labels)."""
+    legend beside the axes); ``left``: at least this many inches on the left (long tick labels).
+    Default tick locators become cheaper ones: about 5 ticks on linear axes; on log axes no minor
+    ticks and plain labels (each tick is several artists, each mathtext label a parse, every redraw)."""
     w, h = fig.get_size_inches()
     top_axes = [ax for ax in fig.axes if ax.get_subplotspec() and ax.get_subplotspec().is_first_row()]
     title_lines = max((_lines(ax.get_title()) for ax in top_axes), default=0)
@@ -91,6 +137,11 @@ def tidy(fig, wspace: float = 0.3, hspace: float = 0.75, bottom: float = 0.55, r
         for axis in (ax.xaxis, ax.yaxis):
             if type(axis.get_major_locator()) is AutoLocator:  # 5 ticks, not ~9: each tick label costs a text layout
                 axis.set_major_locator(MaxNLocator(nbins=5, steps=[1, 2, 2.5, 5, 10]))
+            if axis.get_scale() == "log":  # as log_y: a tick object per minor tick, mathtext labels, are slow
+                if type(axis.get_minor_locator()) is LogLocator:
+                    axis.set_minor_locator(NullLocator())
+                if type(axis.get_major_formatter()) is LogFormatterSciNotation:
+                    axis.set_major_formatter(_plain_log())
         legend = ax.get_legend()
         if legend is not None and legend.get_bbox_to_anchor().x0 >= ax.get_window_extent().x1 - 1:
             renderer = renderer or fig.canvas.get_renderer()
@@ -100,12 +151,17 @@ def tidy(fig, wspace: float = 0.3, hspace: float = 0.75, bottom: float = 0.55, r
     )
 
 
+def _plain_log() -> FuncFormatter:
+    """Log-axis tick labels as plain numbers (0.01, 1, 1e-05), not mathtext powers of ten: parsing those is slow."""
+    return FuncFormatter(lambda v, _: f"{v:.0e}" if v < 1e-3 or v >= 1e5 else f"{v:g}")
+
+
 def log_y(ax):
     """Log y axis with few, plainly labelled ticks: mathtext tick labels make redraws slow."""
     ax.set_yscale("log")
     ax.yaxis.set_major_locator(LogLocator(numticks=6))
     ax.yaxis.set_minor_locator(NullLocator())
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.0e}" if v < 1e-3 or v >= 1e5 else f"{v:g}"))
+    ax.yaxis.set_major_formatter(_plain_log())
 
 
 def stairs(ax, values, edges, *, color, fill=False, baseline=0, **kwargs):
@@ -126,6 +182,22 @@ def stairs(ax, values, edges, *, color, fill=False, baseline=0, **kwargs):
         patch.sticky_edges.y.append(np.min(baseline))
     ax.autoscale_view()
     return patch
+
+
+def bars(ax, x, height, *, width=0.8, color, label=None, **kwargs):
+    """``ax.bar(x, height, width, color=color, label=label)`` as one collection of the same rectangles.
+
+    ax.bar makes a Rectangle artist per bar, and adding and drawing each costs a redraw time; one
+    collection is one artist. Colours may be one or one per bar (``edgecolor``, ``linewidth`` too)."""
+    x, height = np.broadcast_arrays(np.asarray(x, dtype=float), np.asarray(height, dtype=float))
+    x0, x1 = x - width / 2, x + width / 2
+    zero = np.zeros_like(height)
+    verts = np.stack([np.column_stack(c) for c in [(x0, zero), (x0, height), (x1, height), (x1, zero)]], axis=1)
+    kwargs.setdefault("edgecolor", "none")
+    collection = PolyCollection(verts, facecolors=color, label=label, **kwargs)
+    collection.sticky_edges.y.append(0)  # as ax.bar: no margin below the bars' base
+    ax.add_collection(collection)
+    return collection
 
 
 def hist(ax, values, bins, color, alpha=0.8, label=None, log=True):
