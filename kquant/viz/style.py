@@ -200,9 +200,15 @@ def bars(ax, x, height, *, width=0.8, color, label=None, **kwargs):
     return collection
 
 
+@functools.partial(by_content, maxsize=4)
+def _histogram(values: np.ndarray, bins) -> tuple[np.ndarray, np.ndarray]:
+    """np.histogram, once per content: most histograms of a widget show the same weights at every slider value."""
+    return np.histogram(values, bins=bins)
+
+
 def hist(ax, values, bins, color, alpha=0.8, label=None, log=True):
     """A histogram drawn as one filled outline: many times faster to render than ax.hist's bars."""
-    counts, edges = np.histogram(np.asarray(values).ravel(), bins=bins)
+    counts, edges = _histogram(np.asarray(values).ravel(), bins)
     stairs(ax, counts, edges, fill=True, color=color, alpha=alpha, label=label)
     if log:
         log_y(ax)
