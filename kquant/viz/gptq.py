@@ -14,6 +14,13 @@ _SHOWN = 48  # later columns drawn to the right of the rounded one
 
 
 @by_content
+def _inverse_factor(H: np.ndarray, percdamp: float) -> np.ndarray:
+    """The upper Cholesky factor of the damped H⁻¹: the same for every column the slider picks."""
+    with one_blas_thread():  # small matrices: OpenBLAS's second thread only waits (kquant.blas)
+        return gptq.inverse_factor(H, percdamp)[0]
+
+
+@by_content
 def _errors(W: np.ndarray, H: np.ndarray, qtype: str, percdamp: float) -> tuple[float, float]:
     """The output error of round-to-nearest and of GPTQ: the same for every column the slider picks."""
     got = gptq.quantize(W, H, qtype, percdamp=percdamp)
@@ -32,8 +39,7 @@ def gptq_view(W: np.ndarray, H: np.ndarray, column: int, percdamp: float, qtype:
     H = np.asarray(H, dtype=np.float64)
     n = H.shape[0]
     column = int(np.clip(column, 0, n - 1))
-    with one_blas_thread():  # small matrices: OpenBLAS's second thread only waits (kquant.blas)
-        U, _ = gptq.inverse_factor(H, percdamp)
+    U = _inverse_factor(H, percdamp)
     stop = min(n, column + 1 + _SHOWN)
     later = np.arange(column + 1, stop)
     spread = -U[column, column + 1 : stop] / U[column, column]  # Δw_j per unit of error in the rounded column

@@ -150,8 +150,16 @@ def k_block_view(w, name: str, group: int = 0, row: int = 0):
     left.plot(idx, x, ".", ms=3, color="0.45", label="weight")
     left.plot(idx, y, "_", ms=4, color=EXPONENT, label="decoded")
     left.axvspan(group * lay.group - 0.5, (group + 1) * lay.group - 0.5, color=SIGN, alpha=0.12, label=f"group {group}")
-    for b in range(lay.group, 256, lay.group):
-        left.axvline(b - 0.5, color="0.85", lw=0.5, zorder=0)
+    # The group boundaries, full height: one collection, not an axvline (a Line2D) each.
+    left.vlines(
+        np.arange(lay.group, 256, lay.group) - 0.5,
+        0,
+        1,
+        transform=left.get_xaxis_transform(),
+        color="0.85",
+        lw=0.5,
+        zorder=0,
+    )
     left.set_xlabel(f"weight index in the super-block ({lay.groups} groups of {lay.group})")
     left.set_ylabel("weight value")
     left.set_title(
