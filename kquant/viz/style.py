@@ -193,7 +193,8 @@ def bars(ax, x, height, *, width=0.8, color, label=None, **kwargs):
     ax.bar makes a Rectangle artist per bar, and adding and drawing each costs a redraw time; one
     collection is one artist. Colours may be one or one per bar (``edgecolor``, ``linewidth`` too)."""
     x, height = np.broadcast_arrays(np.asarray(x, dtype=float), np.asarray(height, dtype=float))
-    x0, x1 = x - width / 2, x + width / 2
+    x0 = x - width / 2
+    x1 = x0 + width  # as a Rectangle at x0 of this width ends: the same floats as ax.bar
     zero = np.zeros_like(height)
     verts = np.stack([np.column_stack(c) for c in [(x0, zero), (x0, height), (x1, height), (x1, zero)]], axis=1)
     kwargs.setdefault("edgecolor", "none")
