@@ -92,9 +92,10 @@ def by_content(fn, maxsize: int = 8):
     """``fn`` remembering its last ``maxsize`` results, keyed by the content of its arguments.
 
     A widget redraws its whole figure on every slider move, but part of a view's work depends on the
-    data only (a histogram of the weights, a quantization at fixed settings): computed once per
-    content, not once per redraw. Hashing the arrays costs well under a millisecond for the
-    notebooks' sizes. Cached arrays are returned read-only, so no caller can change them."""
+    data only (a factorisation, a quantization at fixed settings): computed once per content, not
+    once per redraw. Hashing costs about 1 ms per MB of array, so this pays only for work slower
+    than that (a histogram of 200k weights is not). Cached arrays are returned read-only, so no
+    caller can change them."""
     cache: collections.OrderedDict = collections.OrderedDict()
 
     @functools.wraps(fn)
@@ -204,15 +205,9 @@ def bars(ax, x, height, *, width=0.8, color, label=None, **kwargs):
     return collection
 
 
-@functools.partial(by_content, maxsize=4)
-def _histogram(values: np.ndarray, bins) -> tuple[np.ndarray, np.ndarray]:
-    """np.histogram, once per content: most histograms of a widget show the same weights at every slider value."""
-    return np.histogram(values, bins=bins)
-
-
 def hist(ax, values, bins, color, alpha=0.8, label=None, log=True):
     """A histogram drawn as one filled outline: many times faster to render than ax.hist's bars."""
-    counts, edges = _histogram(np.asarray(values).ravel(), bins)
+    counts, edges = np.histogram(np.asarray(values).ravel(), bins=bins)
     stairs(ax, counts, edges, fill=True, color=color, alpha=alpha, label=label)
     if log:
         log_y(ax)
