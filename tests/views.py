@@ -59,6 +59,7 @@ def views() -> list[View]:
     model = read_model(hub.bundled())
     q4_k_m: list[Choice] = plan(model.tensors, model.params, "Q4_K_M")
     bundled = hub.bundled().read_bytes()
+    gguf_files = {"bundled": (bundled, anatomy.read_layout(bundled))}  # read once, as notebook 07 does
     # Notebook 08 compares F16 with quantized files; copies of the model stand in for them (the view reads logits).
     loaded = {m: runner.load(hub.bundled(), n_ctx=256) for m in ("F16", "Q8_0", "Q4_0")}
     bpw = {m: published.LLAMA31_8B_SIZES[m]["bpw"] for m in ["F16", "Q8_0", "Q4_K_M", "Q2_K"]}
@@ -146,7 +147,7 @@ def views() -> list[View]:
         View(
             "07",
             "gguf_map_view",
-            lambda n: files.gguf_map_view({"bundled": (bundled, anatomy.read_layout(bundled))}, n),
+            lambda n: files.gguf_map_view(gguf_files, n),
             ["blk.0.attn_q.weight", "output_norm.weight"],
         ),
         View(

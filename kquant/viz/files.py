@@ -13,7 +13,7 @@ from matplotlib.patches import Rectangle
 from kquant.gguf.summary import plan_summary
 from kquant.mixes import layer_of, plan
 from kquant.model.config import BLOCK_TENSORS
-from kquant.viz.style import SIGN, TYPE_COLORS, byte_grid, tidy
+from kquant.viz.style import SIGN, TYPE_COLORS, byte_grid, labels, tidy
 
 
 def _plan_grid(ax, choices, title: str):
@@ -31,7 +31,7 @@ def _plan_grid(ax, choices, title: str):
     order = [k for k in BLOCK_TENSORS if k in kinds]
     kinds = order + [k for k in kinds if k not in order]
     n_layer = max(layers) + 1 if layers else 0
-    cells, faces = [], []
+    cells, faces, names = [], [], []
     for c in choices:
         i = layer_of(c.name)
         if i < 0:
@@ -39,8 +39,10 @@ def _plan_grid(ax, choices, title: str):
         col = kinds.index(c.name.split(".")[2])
         cells.append(Rectangle((col, -i - 1), 1, 1))
         faces.append(TYPE_COLORS.get(c.type.name, "white"))
-        ax.text(col + 0.5, -i - 0.5, c.type.name, ha="center", va="center", fontsize=7, in_layout=False)
+        names.append((col + 0.5, -i - 0.5, c.type.name))
     ax.add_collection(PatchCollection(cells, facecolors=faces, edgecolors="white", linewidths=1))
+    if names:  # one artist for every cell's type name, not a Text each
+        labels(ax, *zip(*names), fontsize=7)
     ax.set_xlim(0, len(kinds))
     ax.set_ylim(-n_layer, 0)
     ax.set_xticks(np.arange(len(kinds)) + 0.5, kinds, rotation=45, ha="right", fontsize=7)

@@ -8,9 +8,25 @@ import numpy as np
 from kquant.blas import one_blas_thread
 from kquant.formats import dequantize, quantize
 from kquant.methods import gptq
-from kquant.viz.style import EXPONENT, MANTISSA, SIGN, tidy
+from kquant.viz.style import EXPONENT, MANTISSA, SIGN, bars, by_content, tidy
 
 _SHOWN = 48  # later columns drawn to the right of the rounded one
+
+
+@by_content
+def _inverse_factor(H: np.ndarray, percdamp: float) -> np.ndarray:
+    """The upper Cholesky factor of the damped H⁻¹: the same for every column the slider picks."""
+    with one_blas_thread():  # small matrices: OpenBLAS's second thread only waits (kquant.blas)
+        return gptq.inverse_factor(H, percdamp)[0]
+
+
+@by_content
+def _errors(W: np.ndarray, H: np.ndarray, qtype: str, percdamp: float) -> tuple[float, float]:
+    """The output error of round-to-nearest and of GPTQ: the same for every column the slider picks."""
+    got = gptq.quantize(W, H, qtype, percdamp=percdamp)
+    rtn = dequantize(quantize(W, qtype), qtype)
+    with one_blas_thread():
+        return gptq.output_error(W, rtn, H), gptq.output_error(W, got.values, H)
 
 
 def gptq_view(W: np.ndarray, H: np.ndarray, column: int, percdamp: float, qtype: str = "Q4_0"):
@@ -23,21 +39,17 @@ def gptq_view(W: np.ndarray, H: np.ndarray, column: int, percdamp: float, qtype:
     H = np.asarray(H, dtype=np.float64)
     n = H.shape[0]
     column = int(np.clip(column, 0, n - 1))
-    with one_blas_thread():  # small matrices: OpenBLAS's second thread only waits (kquant.blas)
-        U, _ = gptq.inverse_factor(H, percdamp)
+    U = _inverse_factor(H, percdamp)
     stop = min(n, column + 1 + _SHOWN)
     later = np.arange(column + 1, stop)
     spread = -U[column, column + 1 : stop] / U[column, column]  # Δw_j per unit of error in the rounded column
     d = np.sqrt(np.diag(H))
     corr = H[column, column + 1 : stop] / (d[column] * d[column + 1 : stop] + 1e-30)
 
-    got = gptq.quantize(W, H, qtype, percdamp=percdamp)
-    rtn = dequantize(quantize(W, qtype), qtype)
-    with one_blas_thread():
-        e_rtn, e_gptq = gptq.output_error(W, rtn, H), gptq.output_error(W, got.values, H)
+    e_rtn, e_gptq = _errors(W, H, qtype, percdamp)
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.4), gridspec_kw={"width_ratios": [2.2, 1]})
-    left.bar(later, spread, color=EXPONENT, width=0.8, label="Δw_j per unit error of column c")
+    bars(left, later, spread, color=EXPONENT, width=0.8, label="Δw_j per unit error of column c")
     left.plot(later, corr, "o", color=SIGN, markersize=3, label="correlation of input c with input j")
     left.axhline(0, color="grey", linewidth=0.8)
     left.set_xlim(column + 0.5, column + 1 + _SHOWN)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 
-from kquant.viz.style import EXPONENT, FIELD_COLORS, SIGN, hist, tidy, weights_on_levels
+from kquant.viz.style import EXPONENT, FIELD_COLORS, SIGN, bars, hist, tidy, weights_on_levels
 
 
 def table_plot(u: np.ndarray, levels: dict, bins: int = 161):
@@ -52,7 +52,8 @@ def search_view(x: np.ndarray, w: np.ndarray, steps, k: int, table: np.ndarray):
     left.set_title(f"candidate {k}: {label}, least-squares d = {d:.3g}", fontsize=10)
     n = len(err)
     colors = [SIGN if i == steps.chosen else "0.7" for i in range(n)]
-    right.bar(np.arange(n), err, color=colors, edgecolor=["k" if i == k else "none" for i in range(n)], linewidth=1.5)
+    edges = ["k" if i == k else "none" for i in range(n)]
+    bars(right, np.arange(n), err, color=colors, edgecolor=edges, linewidth=1.5)  # one artist, not 16 Rectangles
     right.set_xticks([0, 4, 8, 12, 15], ["max/127", "-4", "0", "+4", "+7"])
     right.set_xlabel("candidate (itry)")
     right.set_ylabel("Σ w (x − d q)², / the winner's")

@@ -16,7 +16,7 @@ from matplotlib.ticker import MaxNLocator
 
 from kquant.formats import dequantize, get_format, q4_k, quantize
 from kquant.lessons import kfamily, metrics, scale_search
-from kquant.viz.style import EXPONENT, FIELD_COLORS, SIGN, tidy, weights_on_levels
+from kquant.viz.style import EXPONENT, FIELD_COLORS, SIGN, labels, tidy, weights_on_levels
 
 
 def scale_search_view(x, j: int):
@@ -96,6 +96,7 @@ def scale_bits_view(sc, m, j: int = 0):
     owners = scale_bit_owners()
     fig, ax = plt.subplots(figsize=(9, 6.2))
     cells, faces, edges, widths = [], [], [], []
+    ours, others, names = [], [], []  # (x, y, text) of the outlined sub-block's bits, the other bits, their names
     for byte in range(12):
         for pos in range(8):
             field, k, bit = owners[byte, pos]
@@ -106,50 +107,19 @@ def scale_bits_view(sc, m, j: int = 0):
             edges.append("black" if k == j else "white")
             widths.append(2.2 if k == j else 0.5)
             if k == j:  # name the outlined sub-block's bits; the colours say whose the others are
-                ax.text(
-                    col + 0.5,
-                    -byte - 0.38,
-                    str(value),
-                    ha="center",
-                    va="center",
-                    fontsize=11,
-                    family="monospace",
-                    weight="bold",
-                    in_layout=False,
-                )
-                ax.text(
-                    col + 0.5,
-                    -byte - 0.8,
-                    f"{field}{k} bit {bit}",
-                    ha="center",
-                    va="center",
-                    fontsize=6.5,
-                    in_layout=False,
-                )
+                ours.append((col + 0.5, -byte - 0.38, str(value)))
+                names.append((col + 0.5, -byte - 0.8, f"{field}{k} bit {bit}"))
             else:
-                ax.text(
-                    col + 0.5,
-                    -byte - 0.5,
-                    str(value),
-                    ha="center",
-                    va="center",
-                    fontsize=10,
-                    family="monospace",
-                    color="0.3",
-                    in_layout=False,
-                )
-        ax.text(
-            8.15,
-            -byte - 0.5,
-            f"byte {4 + byte:2d} = 0x{packed[byte]:02x}",
-            va="center",
-            fontsize=8,
-            family="monospace",
-            in_layout=False,
-        )
+                others.append((col + 0.5, -byte - 0.5, str(value)))
     ax.add_collection(
         PatchCollection(cells, facecolors=faces, edgecolors=edges, linewidths=widths, zorder=0)
     )  # one artist: fast
+    # 96 bits and their captions as three label collections, not 120 Text artists (each costs ~0.4 ms a redraw).
+    labels(ax, *zip(*ours), fontsize=11, family="monospace", weight="bold")
+    labels(ax, *zip(*others), fontsize=10, family="monospace", color="0.3")
+    labels(ax, *zip(*names), fontsize=6.5)
+    bytes_text = [f"byte {4 + byte:2d} = 0x{packed[byte]:02x}" for byte in range(12)]
+    labels(ax, 8.15, -np.arange(12) - 0.5, bytes_text, fontsize=8, family="monospace", ha="left")
     ax.set_xlim(0, 10.2)
     ax.set_ylim(-12, 0)
     ax.set_xticks(np.arange(8) + 0.5, [f"bit {7 - c}" for c in range(8)], fontsize=7)
@@ -180,8 +150,16 @@ def k_block_view(w, name: str, group: int = 0, row: int = 0):
     left.plot(idx, x, ".", ms=3, color="0.45", label="weight")
     left.plot(idx, y, "_", ms=4, color=EXPONENT, label="decoded")
     left.axvspan(group * lay.group - 0.5, (group + 1) * lay.group - 0.5, color=SIGN, alpha=0.12, label=f"group {group}")
-    for b in range(lay.group, 256, lay.group):
-        left.axvline(b - 0.5, color="0.85", lw=0.5, zorder=0)
+    # The group boundaries, full height: one collection, not an axvline (a Line2D) each.
+    left.vlines(
+        np.arange(lay.group, 256, lay.group) - 0.5,
+        0,
+        1,
+        transform=left.get_xaxis_transform(),
+        color="0.85",
+        lw=0.5,
+        zorder=0,
+    )
     left.set_xlabel(f"weight index in the super-block ({lay.groups} groups of {lay.group})")
     left.set_ylabel("weight value")
     left.set_title(

@@ -13,7 +13,7 @@ from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator, NullLocator
 
 from kquant.lessons import metrics, rounding, scale_zero_point
-from kquant.viz.style import EXPONENT, FIELD_COLORS, MANTISSA, SIGN, byte_grid, hist, log_y, tidy
+from kquant.viz.style import EXPONENT, FIELD_COLORS, MANTISSA, SIGN, byte_grid, hist, labels, log_y, stairs, tidy
 
 
 def levels_view(bits: int, x: float = 0.3):
@@ -82,10 +82,11 @@ def _draw_bit_row(ax, fb: rounding.FloatBits) -> None:
     for i, bit in enumerate(fb.bits):
         color = SIGN if i == 0 else EXPONENT if i <= fb.exponent_bits else MANTISSA
         faces.append(to_rgba(color, 0.25 + 0.5 * (bit == "1")))
-        ax.text(i + 0.5, 0.5, bit, ha="center", va="center", fontsize=9, family="monospace", in_layout=False)
-    # One collection, not a patch per bit: far fewer artists to add and draw on every redraw.
+    # One collection of cells and one of digits, not a patch and a Text per bit: far fewer artists to
+    # add and draw on every redraw.
     cells = [Rectangle((i, 0), 1, 1) for i in range(n)]
     ax.add_collection(PatchCollection(cells, facecolors=faces, edgecolors="white"))
+    labels(ax, np.arange(n) + 0.5, 0.5, list(fb.bits), fontsize=9, family="monospace")
     ax.set_xlim(0, width)
     ax.set_ylim(0, 1)
     ax.set_yticks([])
@@ -146,7 +147,9 @@ def quant_error_view(w, bits: int, scheme: str = "absmax", block_size=None):
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.6))
     hist(left, w, 201, "0.6", alpha=1.0)
     if block_size is None:  # one grid for the whole tensor: draw its levels
-        levels = (np.unique(qz.q) - qz.zero[0, 0]) * qz.scale[0, 0]
+        lo = int(qz.q.min())  # the codes in use, by counting (np.unique sorts all 200k of them)
+        used = np.flatnonzero(np.bincount((qz.q - lo).ravel())) + lo
+        levels = (used - qz.zero[0, 0]) * qz.scale[0, 0]
         left.vlines(levels, 0.8, left.get_ylim()[1], color=EXPONENT, lw=0.6, alpha=0.7)
         left.set_title(f"{scheme}, {bits} bits: {levels.size} levels in use, step {qz.scale[0, 0]:.2g}", fontsize=10)
     else:
@@ -168,14 +171,25 @@ _ERR_OCTAVES = (-24, 0)
 _ERR_BINS = 2.0 ** np.arange(_ERR_OCTAVES[0], _ERR_OCTAVES[1] + 0.125, 0.25)
 
 
+def _log2_histogram(a: np.ndarray) -> np.ndarray:
+    """``np.histogram(a, bins=_ERR_BINS)[0]`` for ``a`` within the bins, without its sort (a few ms
+    for a 200k-weight tensor on every redraw): each value's bin from its log2, then moved by one
+    where float rounding put it on the wrong side of an edge, so the counts are np.histogram's."""
+    n = len(_ERR_BINS) - 1
+    k = np.clip(np.floor((np.log2(a) - _ERR_OCTAVES[0]) * 4).astype(np.intp), 0, n - 1)
+    k -= a < _ERR_BINS[k]
+    k += (a >= _ERR_BINS[k + 1]) & (k < n - 1)  # the last bin holds its right edge, as np.histogram's
+    return np.bincount(k, minlength=n)
+
+
 def _abs_error_histogram(ax, err, half_step: float, what: str = "half a step") -> None:
     """Histogram of |error| on a fixed log2 axis, with the worst case (half a step) marked."""
     a = np.abs(np.asarray(err, dtype=np.float64)).ravel()
     # Weights stored exactly (error 0, or float rounding below 2^-24) have no place on a log
     # axis: the legend counts them instead.
     exact = a < _ERR_BINS[0]
-    counts, edges = np.histogram(np.minimum(a[~exact], _ERR_BINS[-1]), bins=_ERR_BINS)
-    ax.stairs(counts, edges, fill=True, color=SIGN, alpha=0.8, label=f"{exact.sum():,} stored exactly: not drawn")
+    counts, edges = _log2_histogram(np.minimum(a[~exact], _ERR_BINS[-1])), _ERR_BINS
+    stairs(ax, counts, edges, fill=True, color=SIGN, alpha=0.8, label=f"{exact.sum():,} stored exactly: not drawn")
     ax.axvline(half_step, color="black", ls="--", lw=1, label=f"{what} = {half_step:.2g}")
     ax.set_xscale("log", base=2)
     ax.set_xlim(_ERR_BINS[0], _ERR_BINS[-1])
@@ -255,8 +269,8 @@ def block_view(w, block_size: int, bits: int = 4, row: int = 0, show: int = 256)
     edges = np.arange(0, show + 1, min(block_size, show))
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.6), gridspec_kw={"width_ratios": [1.4, 1]})
     left.plot(np.arange(show), x, ".", ms=3, color="0.4", label="weights")
-    left.stairs(amax, edges, color=SIGN, label="block's max|w|")
-    left.stairs(-amax, edges, color=SIGN)
+    stairs(left, amax, edges, color=SIGN, label="block's max|w|")
+    stairs(left, -amax, edges, color=SIGN)
     left.set_xlabel(f"weight index in row {row} (first {show})")
     left.set_ylabel("weight value")
     left.set_title(f"one scale per {block_size} weights", fontsize=10)
@@ -287,7 +301,7 @@ def error_along_row(curves: dict, outlier_at: int, title: str, block: int = 32):
         ax.plot(np.where(err > 0, err, np.nan), lw=0.5, color=color, alpha=0.45)
         n = err.size // block * block
         rms = np.sqrt(np.mean(err[:n].reshape(-1, block) ** 2, axis=1))
-        ax.stairs(rms, np.arange(0, n + 1, block), baseline=None, color=color, lw=2, label=f"{name}: RMS per block")
+        stairs(ax, rms, np.arange(0, n + 1, block), baseline=None, color=color, lw=2, label=f"{name}: RMS per block")
     ax.axvline(outlier_at, color=SIGN, ls=":", lw=1, label="the outlier")
     log_y(ax)
     top = max(float(np.abs(np.asarray(e)).max()) for e in curves.values())

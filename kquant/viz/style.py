@@ -1,15 +1,26 @@
 """What every figure of the workbook shares: colours, spacing, fast histograms, byte grids.
 
 Drawing only; each notebook group's views are in kquant.viz.numbers, .kquants, .files, .models.
+A widget redraws its whole figure on every slider move, so the views draw with one-artist
+stand-ins for matplotlib calls that make an artist per item (``labels`` for many short texts,
+``bars``, ``stairs``), and keep slider-independent work out of the redraw (``by_content``).
+benchmarks/widgets.py times every view against an empty figure.
 """
 
 from __future__ import annotations
 
+import collections
+import functools
+import hashlib
+
 import numpy as np
-from matplotlib.collections import PatchCollection
+from matplotlib.collections import PatchCollection, PathCollection, PolyCollection
 from matplotlib.colors import to_rgba
-from matplotlib.patches import Rectangle
-from matplotlib.ticker import AutoLocator, FuncFormatter, LogLocator, MaxNLocator, NullLocator
+from matplotlib.font_manager import FontProperties
+from matplotlib.patches import Rectangle, StepPatch
+from matplotlib.textpath import TextPath, text_to_path
+from matplotlib.ticker import AutoLocator, FuncFormatter, LogFormatterSciNotation, LogLocator, MaxNLocator, NullLocator
+from matplotlib.transforms import Affine2D, ScaledTranslation
 
 SIGN, EXPONENT, MANTISSA = "#d62728", "#1f77b4", "#2ca02c"
 
@@ -37,15 +48,20 @@ TYPE_COLORS = {
 # How the notebooks render figures. Jupyter's inline backend defaults to bbox_inches="tight", which lays
 # every figure out twice (once to find the crop, once to draw); tidy() sizes the margins so no crop is
 # needed. 80 dpi: a 11-inch figure is 880 px, about the width of a notebook's output area (more pixels
-# would be scaled down by the browser, and each costs encoding time).
-PRINT_FIGURE_KWARGS = {"bbox_inches": None}
+# would be scaled down by the browser, and each costs encoding time). PNG compression level 3, not
+# PIL's default 6: the same pixels (PNG is lossless), files within a few % of the size, and a
+# third less encoding time on every redraw of a widget (about 3 ms of a typical figure's ~70).
+PRINT_FIGURE_KWARGS = {"bbox_inches": None, "pil_kwargs": {"compress_level": 3}}
 # axes.titley fixed: with the default (None) every draw measures the tick labels to move each
-# title clear of labels on top, which no view has.
-RC = {"figure.dpi": 80, "savefig.dpi": "figure", "axes.titley": 1.0}
+# title clear of labels on top, which no view has. text.hinting "no_hinting": FreeType draws each
+# glyph from its outline as is, without fitting it to the pixel grid first; a third less time per
+# glyph, and text is much of a figure's drawing time (titles, tick labels, legends). At 80 dpi the
+# unhinted glyphs are as legible (the small ones less smeared) and a little narrower.
+RC = {"figure.dpi": 80, "savefig.dpi": "figure", "axes.titley": 1.0, "text.hinting": "no_hinting"}
 
 
 def setup() -> None:
-    """Render the notebook's figures without a second layout pass (every notebook's import cell calls this)."""
+    """Render figures with one layout pass and a faster PNG encoder (every notebook's import cell calls this)."""
     import matplotlib
 
     matplotlib.rcParams.update(RC)
@@ -56,6 +72,49 @@ def setup() -> None:
     shell = get_ipython()
     if shell is not None:  # a notebook's kernel (or IPython): its inline backend renders with these
         shell.run_line_magic("config", f"InlineBackend.print_figure_kwargs = {PRINT_FIGURE_KWARGS!r}")
+
+
+def _content_key(arg):
+    """An argument as a cache key: an array by its dtype, shape and a hash of its bytes (so an array
+    changed in place is a new key), anything else as itself (it must be hashable)."""
+    if isinstance(arg, np.ndarray):
+        data = np.ascontiguousarray(arg)
+        return ("ndarray", data.dtype.str, data.shape, hashlib.blake2b(data.view(np.uint8), digest_size=16).digest())
+    return arg
+
+
+def _read_only(value):
+    if isinstance(value, np.ndarray):
+        value.flags.writeable = False
+    elif isinstance(value, tuple):
+        for v in value:
+            _read_only(v)
+    return value
+
+
+def by_content(fn, maxsize: int = 8):
+    """``fn`` remembering its last ``maxsize`` results, keyed by the content of its arguments.
+
+    A widget redraws its whole figure on every slider move, but part of a view's work depends on the
+    data only (a factorisation, a quantization at fixed settings): computed once per content, not
+    once per redraw. Hashing costs about 1 ms per MB of array, so this pays only for work slower
+    than that (a histogram of 200k weights is not). Cached arrays are returned read-only, so no
+    caller can change them."""
+    cache: collections.OrderedDict = collections.OrderedDict()
+
+    @functools.wraps(fn)
+    def cached(*args):
+        key = tuple(_content_key(a) for a in args)
+        if key in cache:
+            cache.move_to_end(key)
+            return cache[key]
+        value = _read_only(fn(*args))
+        cache[key] = value
+        if len(cache) > maxsize:
+            cache.popitem(last=False)
+        return value
+
+    return cached
 
 
 def _lines(text: str) -> int:
@@ -69,7 +128,9 @@ def tidy(fig, wspace: float = 0.3, hspace: float = 0.75, bottom: float = 0.55, r
     layout pass. The sizes follow what the figure holds (title lines, a suptitle, a legend beside the
     axes); tests/test_viz.py checks that nothing falls outside the figure. ``bottom``: inches below the
     axes (more for rotated tick labels); ``right``: inches kept free on the right (text or a figure
-    legend beside the axes); ``left``: at least this many inches on the left (long tick labels)."""
+    legend beside the axes); ``left``: at least this many inches on the left (long tick labels).
+    Default tick locators become cheaper ones: about 5 ticks on linear axes; on log axes no minor
+    ticks and plain labels (each tick is several artists, each mathtext label a parse, every redraw)."""
     w, h = fig.get_size_inches()
     top_axes = [ax for ax in fig.axes if ax.get_subplotspec() and ax.get_subplotspec().is_first_row()]
     title_lines = max((_lines(ax.get_title()) for ax in top_axes), default=0)
@@ -84,6 +145,11 @@ def tidy(fig, wspace: float = 0.3, hspace: float = 0.75, bottom: float = 0.55, r
         for axis in (ax.xaxis, ax.yaxis):
             if type(axis.get_major_locator()) is AutoLocator:  # 5 ticks, not ~9: each tick label costs a text layout
                 axis.set_major_locator(MaxNLocator(nbins=5, steps=[1, 2, 2.5, 5, 10]))
+            if axis.get_scale() == "log":  # as log_y: a tick object per minor tick, mathtext labels, are slow
+                if type(axis.get_minor_locator()) is LogLocator:
+                    axis.set_minor_locator(NullLocator())
+                if type(axis.get_major_formatter()) is LogFormatterSciNotation:
+                    axis.set_major_formatter(_plain_log())
         legend = ax.get_legend()
         if legend is not None and legend.get_bbox_to_anchor().x0 >= ax.get_window_extent().x1 - 1:
             renderer = renderer or fig.canvas.get_renderer()
@@ -93,50 +159,141 @@ def tidy(fig, wspace: float = 0.3, hspace: float = 0.75, bottom: float = 0.55, r
     )
 
 
+def _plain_log() -> FuncFormatter:
+    """Log-axis tick labels as plain numbers (0.01, 1, 1e-05), not mathtext powers of ten: parsing those is slow."""
+    return FuncFormatter(lambda v, _: f"{v:.0e}" if v < 1e-3 or v >= 1e5 else f"{v:g}")
+
+
 def log_y(ax):
     """Log y axis with few, plainly labelled ticks: mathtext tick labels make redraws slow."""
     ax.set_yscale("log")
     ax.yaxis.set_major_locator(LogLocator(numticks=6))
     ax.yaxis.set_minor_locator(NullLocator())
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.0e}" if v < 1e-3 or v >= 1e5 else f"{v:g}"))
+    ax.yaxis.set_major_formatter(_plain_log())
+
+
+def stairs(ax, values, edges, *, color, fill=False, baseline=0, **kwargs):
+    """``ax.stairs(values, edges, ...)``: the same outline, drawn the same, added faster.
+
+    ``ax.stairs`` finds the new data limits by walking the outline segment by segment in Python,
+    several ms for a 200-bin histogram on every redraw; the outline is straight lines, so the box
+    around its vertices is the same limits, computed at once."""
+    if fill:
+        kwargs.setdefault("linewidth", 0)
+        kwargs.setdefault("facecolor", color)
+    else:
+        kwargs.setdefault("edgecolor", color)
+    patch = StepPatch(values, edges, baseline=baseline, fill=fill, **kwargs)
+    ax.add_artist(patch)
+    ax.update_datalim(patch.get_path().vertices)
+    if baseline is not None:  # as ax.stairs: autoscaling adds no margin below the baseline
+        patch.sticky_edges.y.append(np.min(baseline))
+    ax.autoscale_view()
+    return patch
+
+
+def bars(ax, x, height, *, width=0.8, color, label=None, **kwargs):
+    """``ax.bar(x, height, width, color=color, label=label)`` as one collection of the same rectangles.
+
+    ax.bar makes a Rectangle artist per bar, and adding and drawing each costs a redraw time; one
+    collection is one artist. Colours may be one or one per bar (``edgecolor``, ``linewidth`` too)."""
+    x, height = np.broadcast_arrays(np.asarray(x, dtype=float), np.asarray(height, dtype=float))
+    x0 = x - width / 2
+    x1 = x0 + width  # as a Rectangle at x0 of this width ends: the same floats as ax.bar
+    zero = np.zeros_like(height)
+    verts = np.stack([np.column_stack(c) for c in [(x0, zero), (x0, height), (x1, height), (x1, zero)]], axis=1)
+    kwargs.setdefault("edgecolor", "none")
+    collection = PolyCollection(verts, facecolors=color, label=label, **kwargs)
+    collection.sticky_edges.y.append(0)  # as ax.bar: no margin below the bars' base
+    ax.add_collection(collection)
+    return collection
 
 
 def hist(ax, values, bins, color, alpha=0.8, label=None, log=True):
     """A histogram drawn as one filled outline: many times faster to render than ax.hist's bars."""
     counts, edges = np.histogram(np.asarray(values).ravel(), bins=bins)
-    ax.stairs(counts, edges, fill=True, color=color, alpha=alpha, label=label)
+    stairs(ax, counts, edges, fill=True, color=color, alpha=alpha, label=label)
     if log:
         log_y(ax)
         ax.set_ylim(0.8, None)
+
+
+@functools.lru_cache(maxsize=4096)
+def _label_path(text: str, fontsize: float, family: str, weight: str, ha: str, va: str):
+    """``text``'s outline in points, placed as ax.text(..., ha=ha, va=va) places it about its anchor."""
+    prop = FontProperties(family=family, weight=weight, size=fontsize)
+    w, h, d = text_to_path.get_text_width_height_descent(text, prop, ismath=False)
+    _, lp_h, lp_d = text_to_path.get_text_width_height_descent("lp", prop, ismath=False)
+    h, d = max(h, lp_h), max(d, lp_d)  # a line's box, as Text lays out one: same baseline for "ac" and "13"
+    dx = {"left": 0.0, "center": -w / 2, "right": -w}[ha]
+    dy = {"center": d - h / 2, "top": d - h}[va]
+    path = TextPath((0, 0), text, size=fontsize, prop=prop)
+    return path.transformed(Affine2D().translate(dx, dy))
+
+
+def labels(
+    ax,
+    x,
+    y,
+    texts,
+    *,
+    fontsize: float,
+    color="black",
+    family="sans-serif",
+    weight="normal",
+    ha="center",
+    va="center",
+    transform=None,
+):
+    """Many short labels at points (x, y) (data coordinates, or ``transform``'s), placed like ``ax.text``'s.
+
+    One artist for all: the glyph outlines of each label, filled. ax.text per label costs about half a
+    millisecond of layout and glyph rendering on every redraw, and byte and bit grids have a hundred."""
+    paths = [_label_path(str(t), float(fontsize), family, weight, ha, va) for t in texts]
+    points_to_pixels = Affine2D().scale(1 / 72) + ax.figure.dpi_scale_trans  # follows the figure's dpi
+    collection = PathCollection(
+        paths,
+        offsets=np.column_stack([np.broadcast_to(x, len(paths)), np.broadcast_to(y, len(paths))]),
+        offset_transform=ax.transData if transform is None else transform,
+        transform=points_to_pixels,
+        facecolors=color,
+        edgecolors="none",
+        linewidths=0,
+        zorder=3,  # above patches and lines, as text is
+        clip_on=False,
+        in_layout=False,  # inside the axes, as the grid cells they label
+    )
+    ax.add_collection(collection, autolim=False)
+    return collection
 
 
 def byte_grid(ax, block: np.ndarray, fields: list, per_row: int, base: int = 0):
     """Bytes as hex values in rows of ``per_row``, each field a colour; row labels count from ``base``."""
     block = np.asarray(block, dtype=np.uint8)
     rows = -(-block.size // per_row)
-    cells, faces = [], []
+    cells, faces, where = [], [], []
     for k, (name, start, end) in enumerate(fields):
         color = FIELD_COLORS[k % len(FIELD_COLORS)]
         for i in range(start, end):
             r, c = divmod(i, per_row)
             cells.append(Rectangle((c, -r - 1), 1, 1))
             faces.append(to_rgba(color, 0.35))
-            ax.text(
-                c + 0.5,
-                -r - 0.5,
-                f"{block[i]:02x}",
-                ha="center",
-                va="center",
-                fontsize=8,
-                family="monospace",
-                in_layout=False,
-            )
+            where.append((c + 0.5, -r - 0.5))
         ax.add_patch(Rectangle((0, 0), 0, 0, facecolor=color, alpha=0.35, label=f"{name}: bytes {start}–{end - 1}"))
-    # One collection, not a patch per byte: adding and drawing hundreds of artists is most of a redraw.
+    # One collection of cells and one of hex values, not a patch and a Text per byte: adding and
+    # drawing hundreds of artists is most of a redraw.
     ax.add_collection(PatchCollection(cells, facecolors=faces, edgecolors="white"))
+    if where:
+        index = [i for _, start, end in fields for i in range(start, end)]
+        labels(ax, *zip(*where), [f"{block[i]:02x}" for i in index], fontsize=8, family="monospace")
     ax.set_xlim(0, per_row)
     ax.set_ylim(-rows, 0)
-    ax.set_xticks(np.arange(per_row) + 0.5, [str(i) for i in range(per_row)], fontsize=7)
+    # Column numbers under the cells where tick labels would be, as one label collection: a tick and
+    # its label per column (24 of them) would be most of the grid's drawing time.
+    ax.set_xticks([])
+    under = ax.get_xaxis_transform() + ScaledTranslation(0, -3.5 / 72, ax.figure.dpi_scale_trans)
+    labels(ax, np.arange(per_row) + 0.5, 0, range(per_row), fontsize=7, va="top", transform=under)
+    ax.xaxis.labelpad = 16  # points: the axis label goes below those numbers, as below tick labels
     ax.set_yticks(-np.arange(rows) - 0.5, [str(base + r * per_row) for r in range(rows)], fontsize=7)
     ax.set_xlabel("byte offset within the row (hex values shown)")
     ax.set_ylabel("row starts at byte")

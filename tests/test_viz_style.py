@@ -1,0 +1,120 @@
+"""Specification of kquant.viz.style's fast stand-ins: each draws what the matplotlib call it replaces draws.
+
+The views use them because a widget redraws its whole figure on every slider move (benchmarks/widgets.py
+times that); these tests hold them to the same picture, limits and counts as the slow originals.
+"""
+
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+from PIL import Image
+
+from kquant.viz import numbers, style
+
+
+def _ink(fig) -> np.ndarray:
+    """Bounding box (rows, columns) of the pixels that are not white."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    img = np.asarray(Image.open(buf).convert("L"))
+    rows, cols = np.nonzero(img < 250)
+    return np.array([rows.min(), rows.max(), cols.min(), cols.max()])
+
+
+def _bare_axes():
+    fig = plt.figure(figsize=(2, 1), dpi=80)
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.set_axis_off()
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    return fig, ax
+
+
+@pytest.mark.parametrize("text", ["13", "ac", "ff", "0", "Q4_K", "byte  4 = 0xbf"])
+@pytest.mark.parametrize("ha", ["center", "left"])
+@pytest.mark.parametrize("va", ["center", "top"])
+def test_labels_put_the_glyphs_where_ax_text_puts_them(text, ha, va):
+    with matplotlib.rc_context(style.RC):
+        boxes = []
+        for draw in (
+            lambda ax: ax.text(0.5, 0.5, text, ha=ha, va=va, fontsize=9, family="monospace"),
+            lambda ax: style.labels(ax, [0.5], [0.5], [text], fontsize=9, family="monospace", ha=ha, va=va),
+        ):
+            fig, ax = _bare_axes()
+            draw(ax)
+            boxes.append(_ink(fig))
+            plt.close(fig)
+    assert np.abs(boxes[0] - boxes[1]).max() <= 1, f"text box {boxes[0]}, labels box {boxes[1]} (pixels)"
+
+
+def test_labels_are_one_artist_for_any_number_of_labels():
+    fig, ax = _bare_axes()
+    before = len(ax.get_children())
+    style.labels(ax, np.arange(96) / 96, 0.5, ["0", "1"] * 48, fontsize=9)
+    assert len(ax.get_children()) == before + 1
+    plt.close(fig)
+
+
+def test_stairs_draws_and_autoscales_as_ax_stairs():
+    counts, edges = np.array([3.0, 0.0, 7.0, 1.0]), np.array([-1.0, 0.0, 0.5, 2.0, 4.0])
+    fig, (a, b) = plt.subplots(1, 2)
+    ours = style.stairs(a, counts, edges, fill=True, color="C1", alpha=0.5, label="x")
+    theirs = b.stairs(counts, edges, fill=True, color="C1", alpha=0.5, label="x")
+    np.testing.assert_array_equal(ours.get_path().vertices, theirs.get_path().vertices)
+    assert a.get_xlim() == b.get_xlim() and a.get_ylim() == b.get_ylim()
+    assert (ours.get_facecolor(), ours.get_linewidth()) == (theirs.get_facecolor(), theirs.get_linewidth())
+    a.set_yscale("log")  # and minpos for a log axis: the smallest positive vertex, as ax.stairs leaves it
+    b.set_yscale("log")
+    assert a.get_ylim() == b.get_ylim()
+    plt.close(fig)
+
+
+def test_bars_are_ax_bars_rectangles_with_its_limits():
+    x, h = np.arange(10), np.array([3, -1, 2, 5, 0, 1, 2, 3, 4, -2.0])
+    for heights in (h, np.abs(h)):  # the base at 0 is sticky, as ax.bar's
+        fig, (a, b) = plt.subplots(1, 2)
+        container = a.bar(x, heights, width=0.6)
+        ours = style.bars(b, x, heights, width=0.6, color="C0")
+        for rect, path in zip(container, ours.get_paths()):
+            np.testing.assert_allclose(path.get_extents().get_points(), np.sort(rect.get_bbox().get_points(), axis=0))
+        assert a.get_xlim() == b.get_xlim() and a.get_ylim() == b.get_ylim()
+        plt.close(fig)
+
+
+def test_the_log2_error_histogram_counts_as_np_histogram_does_on_and_beside_every_edge():
+    edges = numbers._ERR_BINS
+    rng = np.random.default_rng(0)
+    a = np.concatenate(
+        [
+            2.0 ** rng.uniform(-24, 0, 20_000),
+            edges,
+            np.nextafter(edges, 0)[1:],
+            np.nextafter(edges, 2)[:-1],
+        ]
+    )
+    np.testing.assert_array_equal(numbers._log2_histogram(a), np.histogram(a, edges)[0])
+
+
+def test_by_content_recomputes_when_an_array_changes_in_place_and_hands_out_read_only_results():
+    calls = []
+
+    @style.by_content
+    def double(x, k):
+        calls.append(k)
+        return x * 2
+
+    x = np.arange(5.0)
+    first = double(x, 1)
+    assert double(x.copy(), 1) is first and calls == [1]  # same content: computed once
+    x[0] = 10.0
+    assert double(x, 1)[0] == 20.0 and calls == [1, 1]  # changed in place: a new key
+    double(x, 2)
+    assert calls == [1, 1, 2]
+    with pytest.raises(ValueError):
+        first[0] = 1.0
