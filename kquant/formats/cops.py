@@ -135,8 +135,8 @@ def lane_max_min(xl: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     NaN propagates, so a block holding one shows it in both.
     """
     hi, lo = np.max(xl, axis=0), np.min(xl, axis=0)  # (n, 4): down the long rows
-    top, bottom = hi[:, 0].copy(), lo[:, 0].copy()
-    for lane in range(1, LANES):  # then across the lanes, one strided column at a time
+    top, bottom = np.maximum(hi[:, 0], hi[:, 1]), np.minimum(lo[:, 0], lo[:, 1])
+    for lane in range(2, LANES):  # then across the lanes, one strided column at a time
         np.maximum(top, hi[:, lane], out=top)
         np.minimum(bottom, lo[:, lane], out=bottom)
     return top, bottom
@@ -276,8 +276,9 @@ def absmax_of(hi: np.ndarray, lo: np.ndarray, groups) -> np.ndarray:
     ``groups(idx)`` returns those groups' values in order, shape (len(idx), k); it is called
     only for groups holding both +a and -a as extremes, where the first one wins, as in C's scan.
     """
-    picked = np.where(-lo > hi, lo, hi)
-    tie = (-lo == hi) & (hi != 0)
+    minus_lo = -lo
+    picked = np.where(minus_lo > hi, lo, hi)
+    tie = minus_lo == hi  # +a and -a (or an all-zero group, harmless: its first zero is +-0 too)
     if tie.any():
         cols = np.flatnonzero(tie)
         xs = groups(cols)  # (m, k)
