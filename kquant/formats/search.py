@@ -134,12 +134,12 @@ def make_q3_quants(x: np.ndarray, nmax: int = 4) -> tuple[np.ndarray, np.ndarray
     suml2 = seqsum(Q)
     # C stops a group after a sweep that changes nothing. Such a sweep leaves the state
     # as it was, so every later sweep would change nothing too: each sweep need only
-    # visit the groups the previous sweep changed (the first visits all, in place).
-    active = None
-    for _ in range(5):
-        cols = slice(None) if active is None else active
-        xa, wa, wxa, La, Pa, Qa = x[:, cols], w[:, cols], wx[:, cols], L[:, cols], P[:, cols], Q[:, cols]
-        slx_a, sl2_a = sumlx[cols], suml2[cols]
+    # visit the groups the previous sweep changed (in real weights about 1 in 5, then 1 in
+    # 4 of those...). The first sweep works in place; each later one on compact copies.
+    lo, hi = f32(-nmax), f32(nmax - 1)
+    active = np.arange(x.shape[1])
+    xa, wa, wxa, La, Pa, Qa, slx_a, sl2_a = x, w, wx, L, P, Q, sumlx, suml2
+    for sweep in range(5):
         changed = np.zeros(xa.shape[1], dtype=bool)
         for i in range(x.shape[0]):
             slx = slx_a - Pa[i]
@@ -148,27 +148,39 @@ def make_q3_quants(x: np.ndarray, nmax: int = 4) -> tuple[np.ndarray, np.ndarray
             # A level can only move where rint(v) differs from it, in a group with slx > 0: about
             # 5 groups in 100 (NaN and v beyond nearest_int's range land here too). The rest of
             # the step runs on those groups alone, with C's exact rounding.
-            j = np.flatnonzero((np.rint(v) != La[i]) & (slx > 0))
+            # (Up to 80 steps per chunk: each uses ufuncs and array methods, not np.clip,
+            # np.max or np.flatnonzero, whose Python wrappers cost more than the work here.)
+            j = ((np.rint(v) != La[i]) & (slx > f32(0))).nonzero()[0]
             if j.size == 0:
                 continue
-            new_l = _clamped_nearest_int(v[j], -nmax, nmax - 1)
-            p = wxa[i, j] * new_l
-            q = (wa[i, j] * new_l) * new_l
+            vj = v[j]
+            if np.maximum.reduce(np.abs(vj)) <= _RINT_SAFE:  # False for NaN: that takes C's exact path
+                new_l = np.minimum(np.maximum(np.rint(vj), lo), hi)
+            else:
+                new_l = np.clip(nearest_int(vj), lo, hi).astype(f32)
+            Li, Pi, Qi = La[i], Pa[i], Qa[i]  # rows first: row[j] is ~4x cheaper than array[i, j]
+            p = wxa[i][j] * new_l
+            q = (wa[i][j] * new_l) * new_l
             slx_new = slx[j] + p
             sl2_new = sl2[j] + q
             slx_j = slx_a[j]
-            take = (new_l != La[i, j]) & (sl2_new > 0) & ((slx_new * slx_new) * sl2_a[j] > (slx_j * slx_j) * sl2_new)
+            take = (new_l != Li[j]) & (sl2_new > f32(0)) & ((slx_new * slx_new) * sl2_a[j] > (slx_j * slx_j) * sl2_new)
             j = j[take]
-            La[i, j], Pa[i, j], Qa[i, j] = new_l[take], p[take], q[take]
+            Li[j], Pi[j], Qi[j] = new_l[take], p[take], q[take]
             slx_a[j], sl2_a[j] = slx_new[take], sl2_new[take]
             changed[j] = True
-        if active is None:
-            active = np.flatnonzero(changed)
-        else:
-            L[:, active], P[:, active], Q[:, active], sumlx[active], suml2[active] = La, Pa, Qa, slx_a, sl2_a
-            active = active[changed]
-        if active.size == 0:
+        if sweep > 0:  # the copies' levels and sums go back (the first sweep worked in place)
+            L[:, active], sumlx[active], suml2[active] = La, slx_a, sl2_a
+        keep = changed.nonzero()[0]
+        if keep.size == 0:
             break
+        # The next sweep's copies, cut from this sweep's (smaller than the full arrays); the
+        # weights and terms are recomputed from x and L (same arithmetic, fewer gathers).
+        active, xa, La, slx_a, sl2_a = active[keep], xa[:, keep], La[:, keep], slx_a[keep], sl2_a[keep]
+        wa = xa * xa
+        wxa = wa * xa
+        Pa = wxa * La
+        Qa = (wa * La) * La
     scale = np.where(suml2 > 0, sumlx / suml2, f32(0))
     L += f32(nmax)
     L[:, zero] = 0
