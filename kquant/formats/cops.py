@@ -131,8 +131,15 @@ def put_bytes(out: np.ndarray, start: int, b: np.ndarray) -> None:
         words[...] = np.ascontiguousarray(b).view("<u2")
 
 
+# Every fp16 bit pattern's float32 value, by numpy's own cast: looking an fp16 array up here
+# runs ~2.5x faster than numpy's fp16 -> float32 cast (a decoder converts one d per block).
+_FP16_TO_F32 = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(f32)
+
+
 def fp16_value(v: np.ndarray) -> np.ndarray:
     """The float32 a value becomes after a round trip through fp16 (what the decoder will see)."""
+    if isinstance(v, np.ndarray) and v.dtype == np.float16:  # already fp16 (a decoded field): no round trip
+        return _FP16_TO_F32.take(v.view(np.uint16))
     return np.asarray(v, dtype=f32).astype(np.float16).astype(f32)
 
 

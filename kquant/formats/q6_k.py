@@ -107,8 +107,9 @@ def unpack(b: np.ndarray) -> Fields:
     # Per half h, split_nibbles gives ql[64h : 64h + 64]'s low nibbles, then its high ones:
     # weights k = 0, 1 (low), then k = 2, 3 (high) of the layout above, already in order.
     lo = split_nibbles(b[:, 0:128], 64)
-    hi = bit_planes(b[:, 128:192], 2, 32)  # per half: bits 0-1 of qh[32h + l] (k = 0), then 2-3, 4-5, 6-7
-    q = lo | (hi << 4)
+    q = bit_planes(b[:, 128:192], 2, 32)  # per half: bits 0-1 of qh[32h + l] (k = 0), then 2-3, 4-5, 6-7
+    q <<= 4  # lo | (hi << 4), in place on the fresh array (two byte passes, no temporaries)
+    q |= lo
     return Fields(fp16_field(b[:, 208:210]), b[:, 192:208].view(np.int8), q)
 
 
