@@ -27,7 +27,7 @@ from kquant.formats.cops import (
     signed_absmax,
     split_nibbles,
 )
-from kquant.formats.search import GROUP_MAX_EPS, blocks_and_importance, make_qx_quants, requantize_levels
+from kquant.formats.search import GROUP_MAX_EPS, blocks_and_importance, make_qx_scale, qx_levels, requantize_levels
 
 QK = 256  # QK_K
 TYPE_SIZE = 210
@@ -56,8 +56,8 @@ class Fields(NamedTuple):
 def encode(x: np.ndarray) -> Fields:
     """quantize_row_q6_K_ref: x (n, 256) float32 -> Fields."""
     xt = columns(x.reshape(-1, 16))  # (16, G): groups side by side
-    scale, L = make_qx_quants(xt, nmax=32)  # weights x**2
-    return _quantize_scales_and_requantize(x, scale, L)
+    scale, iscale = make_qx_scale(xt, nmax=32)  # make_qx_quants, weights x**2; its levels below
+    return _quantize_scales_and_requantize(x, xt, scale, iscale)
 
 
 @c_semantics
@@ -65,25 +65,27 @@ def encode_impl(rows: np.ndarray, imatrix: np.ndarray) -> Fields:
     """quantize_row_q6_K_impl: as the reference, but each group's fit is weighted by the raw imatrix."""
     x, qw = blocks_and_importance(rows, imatrix, QK)
     xt = columns(x.reshape(-1, 16))
-    scale, L = make_qx_quants(xt, nmax=32, qw=columns(qw.reshape(-1, 16)))
-    return _quantize_scales_and_requantize(x, scale, L)
+    scale, iscale = make_qx_scale(xt, nmax=32, qw=columns(qw.reshape(-1, 16)))
+    return _quantize_scales_and_requantize(x, xt, scale, iscale)
 
 
-def _quantize_scales_and_requantize(x: np.ndarray, scale: np.ndarray, L: np.ndarray) -> Fields:
+def _quantize_scales_and_requantize(x: np.ndarray, xt: np.ndarray, scale: np.ndarray, iscale: np.ndarray) -> Fields:
     """The 16 group scales of a block -> int8 under one fp16 d; then every weight rounded again.
 
-    x: (n, 256) blocks; scale (16n,) and L (16, 16n) from the search.
+    x: (n, 256) blocks, xt (16, 16n) its groups side by side; scale and iscale (16n,) from the search.
     """
     n = x.shape[0]
     scale = scale.reshape(n, 16)
     max_scale = signed_absmax(scale, axis=1)
     empty = np.abs(max_scale) < GROUP_MAX_EPS  # C writes an all-zero block
-    iscale = f32(-128) / max_scale
-    d = np.where(empty, f32(0), f32(1) / iscale).astype(np.float16)
-    scales = c_to_int8(np.minimum(127, nearest_int(iscale[:, None] * scale)))  # stored in int8_t
+    iscale_block = f32(-128) / max_scale
+    d = np.where(empty, f32(0), f32(1) / iscale_block).astype(np.float16)
+    scales = c_to_int8(np.minimum(127, nearest_int(iscale_block[:, None] * scale)))  # stored in int8_t
     scales[empty] = 0
-    # Requantize against the decoder's scale; a group whose scale is 0 keeps its levels.
+    # Requantize against the decoder's scale; a group whose scale is 0 keeps the search's
+    # levels (computed only then: for most tensors no group has a zero scale).
     dq = (fp16_value(d)[:, None] * scales).reshape(-1)  # (G,)
+    L = qx_levels(xt, iscale, 32) if (dq == 0).any() else None
     q = requantize_levels(x.reshape(-1, 16), dq, None, -32, 31, L).reshape(n, 256)
     q[empty] = 0
     return Fields(d, scales, q)

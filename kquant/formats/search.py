@@ -47,21 +47,46 @@ def make_qx_quants(x: np.ndarray, nmax: int, qw: np.ndarray | None = None) -> tu
     Tries 19 scales around ``nmax/max`` and keeps the one whose least-squares fit
     explains most of the weighted signal (``sumlx**2 / suml2`` largest).
     """
+    scale, iscale = make_qx_scale(x, nmax, qw)
+    return scale, qx_levels(x, iscale, nmax)
+
+
+def qx_levels(x: np.ndarray, iscale: np.ndarray, nmax: int) -> np.ndarray:
+    """make_qx_quants' levels from its winning iscale: clamp(nearest_int(iscale * x), -nmax, nmax - 1) + nmax.
+
+    x: (n, G); iscale: (G,), 0 for an all-zero group (C returns early with L = 0). Returns (n, G) uint8.
+    """
+    l = x * iscale  # |l| <= nmax + 0.9 (+ rounding): np.rint is nearest_int here
+    L = np.clip(np.rint(l, out=l), f32(-nmax), f32(nmax - 1), out=l) + f32(nmax)
+    L[:, iscale == 0] = 0
+    return L.astype(np.uint8)
+
+
+@c_semantics
+def make_qx_scale(x: np.ndarray, nmax: int, qw: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """make_qx_quants' search without its levels: (scale (G,), iscale (G,)), iscale 0 for an all-zero group.
+
+    For a caller that needs the levels of a few groups only (Q6_K rounds every weight again
+    against its stored scales, and uses the search's levels only where that scale is 0):
+    ``qx_levels(x, iscale, nmax)`` gives them.
+    """
     max_ = signed_absmax(x, axis=0)
     zero = np.abs(max_) < GROUP_MAX_EPS
     # C returns early for an all-zero group; here it goes through the search with max 1
     # (its result is overwritten below), so that every candidate maps |x| to at most
     # nmax + 1 and np.rint is exactly nearest_int: no inf or NaN to guard against.
     max_[zero] = 1
-    w = x * x if qw is None else qw
     lo, hi = f32(-nmax), f32(nmax - 1)
     # Buffers reused by all 19 candidates; wx and w stacked so one multiply serves both sums.
     l = np.empty_like(x)
     W = np.empty((2, *x.shape), dtype=f32)
-    np.multiply(w, x, out=W[0])
-    W[1] = w
+    if qw is None:
+        np.multiply(x, x, out=W[1])  # w = x*x, written in place (a fresh array costs one more pass)
+    else:
+        W[1] = qw
+    np.multiply(W[1], x, out=W[0])
     T = np.empty_like(W)
-
+    S = np.empty((2, x.shape[1]), dtype=f32)  # [sumlx, suml2], reduced into (no fresh array per candidate)
     top = np.full_like(x, hi)  # np.minimum with an array runs ~3x faster than with a scalar
 
     def fit(iscale, is_=0):
@@ -76,8 +101,10 @@ def make_qx_quants(x: np.ndarray, nmax: int, qw: np.ndarray | None = None) -> tu
             np.minimum(l, top, out=l)
         np.multiply(W, l, out=T)  # [w*x*l, w*l]
         np.multiply(T[1], l, out=T[1])  # (w*l)*l
-        sumlx, suml2 = seqsum(T, axis=1)  # both sums in C order, down the n axis
-        return sumlx, suml2
+        # Both sums in C order, down the n axis, from 0 (seqsum's rule; a single group takes seqsum).
+        if x.shape[1] == 1:
+            return seqsum(T, axis=1)
+        return np.add.reduce(T, axis=1, initial=0.0, out=S)
 
     best_iscale = f32(-nmax) / max_
     sumlx, suml2 = fit(best_iscale)
@@ -88,15 +115,13 @@ def make_qx_quants(x: np.ndarray, nmax: int, qw: np.ndarray | None = None) -> tu
             continue
         iscale = -(f32(nmax) + f32(0.1) * f32(is_)) / max_
         sumlx, suml2 = fit(iscale, is_)
-        better = (suml2 > 0) & (sumlx * sumlx > best * suml2)
+        better = (suml2 > f32(0)) & (sumlx * sumlx > best * suml2)
         np.copyto(best_iscale, iscale, where=better)
         np.copyto(scale, sumlx / suml2, where=better)
         np.copyto(best, scale * sumlx, where=better)
-    np.multiply(x, best_iscale, out=l)
-    L = np.clip(np.rint(l, out=l), lo, hi, out=l) + f32(nmax)
-    L[:, zero] = 0  # C returns early: all-zero groups get L = 0 (not nmax) and scale 0
-    scale[zero] = 0
-    return scale, L.astype(np.uint8)
+    scale[zero] = 0  # C returns early: all-zero groups get L = 0 (not nmax) and scale 0
+    best_iscale[zero] = 0
+    return scale, best_iscale
 
 
 def _clamped_nearest_int(v: np.ndarray, lo: float, hi: float) -> np.ndarray:
@@ -291,13 +316,14 @@ def make_qkx2_quants(
 
 
 @c_semantics
-def requantize_levels(x: np.ndarray, dq: np.ndarray, dm: np.ndarray | None, lo: int, hi: int, L: np.ndarray):
+def requantize_levels(x: np.ndarray, dq: np.ndarray, dm: np.ndarray | None, lo: int, hi: int, L: np.ndarray | None):
     """The final level of every weight against the scale (and min) the decoder will use.
 
     ``clamp(nearest_int((x + dm) / dq), lo, hi) - lo`` as uint8, as every K-quant's C code
     ends. x: (G, n), one group per ROW (the blocks' own layout, so the levels need no
     transpose back); dq, dm: (G,), dm None for the symmetric types. A group whose dq is 0
-    keeps its levels from the search, L ((n, G), already offset by -lo): C skips it.
+    keeps its levels from the search, L ((n, G), already offset by -lo): C skips it. (L may
+    be None where no dq is 0.)
     """
     skip = dq == 0
     v = x if dm is None else x + dm[:, None]
