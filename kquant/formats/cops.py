@@ -180,6 +180,33 @@ def bit_planes(b: np.ndarray, bits: int, run: int) -> np.ndarray:
     return planes.reshape(n, -1)
 
 
+def join_planes(fields: np.ndarray, bits: int, run: int) -> np.ndarray:
+    """bit_planes' inverse: (n, m) fields of ``bits`` bits -> (n, m * bits // 8) bytes.
+
+    For every run of ``run`` bytes (a multiple of 8), field run 0 of the fields goes to bit 0
+    of its bytes, field run 1 to bit ``bits``, and so on. The fields must be below 2**bits.
+    Each run of fields is cut out as one item and the runs are joined 8 bytes at a time
+    (little-endian uint64 words): a few 1-D passes, where shifting bytes along short rows
+    pays per row.
+    """
+    n, m = fields.shape
+    per = 8 // bits
+    items = np.ascontiguousarray(fields).reshape(-1, per, run).view(f"V{run}")  # (m', per, 1)
+    words = np.ascontiguousarray(items[:, 0]).view("<u8")
+    for p in range(1, per):
+        words |= np.ascontiguousarray(items[:, p]).view("<u8") << np.uint64(p * bits)
+    return words.view(np.uint8).reshape(n, m // per)
+
+
+def put_field(out: np.ndarray, start: int, b: np.ndarray) -> None:
+    """``out[:, start:start + k] = b`` for (n, k) bytes b, copied as one k-byte item per row.
+
+    ~10x faster than numpy's row-by-row copy of short rows (as byte_field, the other way).
+    """
+    k = b.shape[1]
+    out[:, start : start + k].view(f"V{k}")[:, 0] = np.ascontiguousarray(b).view(f"V{k}")[:, 0]
+
+
 def split_nibbles(qs: np.ndarray, run: int) -> np.ndarray:
     """(n, k) bytes -> (n, 2k) 4-bit values: for every run of bytes, its low nibbles, then its high ones."""
     return bit_planes(qs, 4, run)

@@ -24,6 +24,7 @@ from kquant.formats.cops import (
     fp16_value,
     nearest_int,
     per_weight,
+    put_field,
     seqsum,
     signed_absmax,
 )
@@ -134,8 +135,8 @@ def unpack_scales(b: np.ndarray) -> np.ndarray:
 
 def pack(f: Fields) -> np.ndarray:
     out = np.empty((f.q.shape[0], TYPE_SIZE), dtype=np.uint8)
-    out[:, 0:32] = pack_high_bits(f.q >> 2)  # bit set when the level is >= 0 (q >= 4)
-    out[:, 32:96] = pack_crumbs(f.q & 3)
+    put_field(out, 0, pack_high_bits(f.q >> 2))  # bit set when the level is >= 0 (q >= 4)
+    put_field(out, 32, pack_crumbs(f.q & 3))  # put_field: one item copy per block, not a row copy
     out[:, 96:108] = pack_scales(f.scales)
     out[:, 108:110] = fp16_bytes(f.d)
     return out

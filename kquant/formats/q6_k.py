@@ -22,8 +22,10 @@ from kquant.formats.cops import (
     fp16_bytes,
     fp16_field,
     fp16_value,
+    join_planes,
     nearest_int,
     per_weight,
+    put_field,
     signed_absmax,
     split_nibbles,
 )
@@ -92,14 +94,11 @@ def _quantize_scales_and_requantize(x: np.ndarray, xt: np.ndarray, scale: np.nda
 
 
 def pack(f: Fields) -> np.ndarray:
-    n = f.q.shape[0]
-    q = f.q.reshape(n, 2, 4, 32)  # [h, k, l]
-    lo, hi = q & 0xF, q >> 4
-    out = np.empty((n, TYPE_SIZE), dtype=np.uint8)
-    ql = out[:, 0:128].reshape(n, 2, 2, 32)
-    ql[:, :, 0] = lo[:, :, 0] | (lo[:, :, 2] << 4)
-    ql[:, :, 1] = lo[:, :, 1] | (lo[:, :, 3] << 4)
-    out[:, 128:192] = (hi[:, :, 0] | (hi[:, :, 1] << 2) | (hi[:, :, 2] << 4) | (hi[:, :, 3] << 6)).reshape(n, 64)
+    out = np.empty((f.q.shape[0], TYPE_SIZE), dtype=np.uint8)
+    # Per half (128 weights): ql takes the low nibbles of weights 0-63, with those of 64-127
+    # above them; qh the high 2 bits of the four runs of 32 weights, at bits 0, 2, 4, 6.
+    put_field(out, 0, join_planes(f.q & np.uint8(0xF), 4, 64))
+    put_field(out, 128, join_planes(f.q >> np.uint8(4), 2, 32))
     out[:, 192:208] = f.scales.view(np.uint8)
     out[:, 208:210] = fp16_bytes(f.d)
     return out
