@@ -26,6 +26,7 @@ from kquant.formats.cops import (
     per_weight,
     put_field,
     seqsum,
+    shift_bytes,
     signed_absmax,
 )
 from kquant.formats.q2_k import pack_crumbs, unpack_crumbs
@@ -135,7 +136,7 @@ def unpack_scales(b: np.ndarray) -> np.ndarray:
 
 def pack(f: Fields) -> np.ndarray:
     out = np.empty((f.q.shape[0], TYPE_SIZE), dtype=np.uint8)
-    put_field(out, 0, pack_high_bits(f.q >> 2))  # bit set when the level is >= 0 (q >= 4)
+    put_field(out, 0, pack_high_bits(shift_bytes(f.q, -2)))  # bit set when the level is >= 0 (q >= 4)
     put_field(out, 32, pack_crumbs(f.q & 3))  # put_field: one item copy per block, not a row copy
     out[:, 96:108] = pack_scales(f.scales)
     out[:, 108:110] = fp16_bytes(f.d)
@@ -143,7 +144,8 @@ def pack(f: Fields) -> np.ndarray:
 
 
 def unpack(b: np.ndarray) -> Fields:
-    q = unpack_crumbs(b[:, 32:96]) | (unpack_high_bits(b[:, 0:32]) << 2)
+    q = shift_bytes(unpack_high_bits(b[:, 0:32]), 2)  # the third bit (8 bytes at a time) ...
+    q |= unpack_crumbs(b[:, 32:96])  # ... over the low two
     return Fields(fp16_field(b[:, 108:110]), unpack_scales(b[:, 96:108]), q)
 
 

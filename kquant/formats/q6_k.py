@@ -26,6 +26,7 @@ from kquant.formats.cops import (
     nearest_int,
     per_weight,
     put_field,
+    shift_bytes,
     signed_absmax,
     split_nibbles,
 )
@@ -98,7 +99,7 @@ def pack(f: Fields) -> np.ndarray:
     # Per half (128 weights): ql takes the low nibbles of weights 0-63, with those of 64-127
     # above them; qh the high 2 bits of the four runs of 32 weights, at bits 0, 2, 4, 6.
     put_field(out, 0, join_planes(f.q & np.uint8(0xF), 4, 64))
-    put_field(out, 128, join_planes(f.q >> np.uint8(4), 2, 32))
+    put_field(out, 128, join_planes(shift_bytes(f.q, -4), 2, 32))
     out[:, 192:208] = f.scales.view(np.uint8)
     out[:, 208:210] = fp16_bytes(f.d)
     return out
@@ -108,8 +109,8 @@ def unpack(b: np.ndarray) -> Fields:
     # Per half h, split_nibbles gives ql[64h : 64h + 64]'s low nibbles, then its high ones:
     # weights k = 0, 1 (low), then k = 2, 3 (high) of the layout above, already in order.
     lo = split_nibbles(b[:, 0:128], 64)
-    q = bit_planes(b[:, 128:192], 2, 32)  # per half: bits 0-1 of qh[32h + l] (k = 0), then 2-3, 4-5, 6-7
-    q <<= 4  # lo | (hi << 4), in place on the fresh array (two byte passes, no temporaries)
+    hi = bit_planes(b[:, 128:192], 2, 32)  # per half: bits 0-1 of qh[32h + l] (k = 0), then 2-3, 4-5, 6-7
+    q = shift_bytes(hi, 4)  # hi << 4 (8 bytes at a time)
     q |= lo
     return Fields(fp16_field(b[:, 208:210]), b[:, 192:208].view(np.int8), q)
 
