@@ -6,6 +6,11 @@ A super-block of QK_K = 256 weights has 16 groups of 16. Weight e of group j dec
 
 Symmetric (no min). The low 2 bits of each level are packed like Q2_K's, the third
 bit goes to ``hmask``. 3.4375 bits per weight.
+
+ggml's C encodes Q3_K faster than this numpy code (unlike the other K-quants) because its
+scale search ends in a coordinate descent of up to 80 steps per group that each depend on
+the one before, a few scalar operations in C but several numpy calls here, so numpy's fixed
+cost per call, paid 80 times over ever fewer groups, outweighs the arithmetic.
 """
 
 from typing import NamedTuple
@@ -67,9 +72,8 @@ class Fields(NamedTuple):
 def encode(x: np.ndarray) -> Fields:
     """quantize_row_q3_K_ref: x (n, 256) float32 -> Fields.
 
-    The slowest K-quant here relative to C (~0.5x on big tensors, ~0.35x on a small model's):
-    its coordinate descent (make_q3_quants) is up to 80 dependent steps per group, each a
-    few scalar operations in C but a dozen numpy calls here, whatever the chunk size.
+    The slowest K-quant here relative to C (~0.75x on big tensors, ~0.5x on a small model's,
+    benchmarks/codecs.py): see the module docstring.
     """
     n = x.shape[0]
     xt = columns(x.reshape(n * 16, 16))  # (16, G)
