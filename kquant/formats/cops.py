@@ -138,7 +138,7 @@ _FP16_TO_F32 = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.flo
 
 def fp16_value(v: np.ndarray) -> np.ndarray:
     """The float32 a value becomes after a round trip through fp16 (what the decoder will see)."""
-    if isinstance(v, np.ndarray) and v.dtype == np.float16:  # already fp16 (a decoded field): no round trip
+    if isinstance(v, np.ndarray) and v.dtype == np.float16 and v.ndim:  # already fp16 (a decoded field)
         return _FP16_TO_F32.take(v.view(np.uint16))
     return np.asarray(v, dtype=f32).astype(np.float16).astype(f32)
 
