@@ -127,13 +127,6 @@ def make_qx_scale(x: np.ndarray, nmax: int, qw: np.ndarray | None = None) -> tup
     return scale, best_iscale
 
 
-def _clamped_nearest_int(v: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    """clamp(nearest_int(v), lo, hi) as float32: np.rint unless some |v| is beyond nearest_int's range."""
-    if np.max(np.abs(v)) <= _RINT_SAFE:  # False for NaN: that takes C's exact integer path
-        return np.clip(np.rint(v), f32(lo), f32(hi))
-    return np.clip(nearest_int(v), lo, hi).astype(f32)
-
-
 @c_semantics
 def make_q3_quants(x: np.ndarray, nmax: int = 4) -> tuple[np.ndarray, np.ndarray]:
     """Q3_K's symmetric fit with weights x**2, refined by coordinate descent (do_rmse = true).
