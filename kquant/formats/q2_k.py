@@ -23,6 +23,7 @@ from kquant.formats.cops import (
     fp16_bytes,
     fp16_field,
     fp16_value,
+    join_planes,
     nearest_int,
     per_weight,
     seqsum,
@@ -112,8 +113,9 @@ def _requantize(x: np.ndarray, L: np.ndarray, d: np.ndarray, dmin: np.ndarray, s
 
 def pack_crumbs(q: np.ndarray) -> np.ndarray:
     """(n, 256) 2-bit values -> (n, 64) bytes (layout above). Shared with Q3_K."""
-    q = q.reshape(-1, 2, 4, 32)  # [h, k, l]
-    return (q[:, :, 0] | (q[:, :, 1] << 2) | (q[:, :, 2] << 4) | (q[:, :, 3] << 6)).reshape(-1, 64)
+    # Per 32 bytes (one half, 128 weights), weights 32k + l go to bits 2k of byte l: q[:, h, 0] |
+    # q[:, h, 1] << 2 | ..., joined 8 bytes at a time (~3x faster than on rows of 32 bytes).
+    return join_planes(q, 2, 32)
 
 
 def unpack_crumbs(qs: np.ndarray) -> np.ndarray:

@@ -6,6 +6,11 @@ A super-block of QK_K = 256 weights has 16 groups of 16. Weight e of group j dec
 
 Symmetric (no min). The low 2 bits of each level are packed like Q2_K's, the third
 bit goes to ``hmask``. 3.4375 bits per weight.
+
+ggml's C encodes Q3_K faster than this numpy code (unlike the other K-quants) because its
+scale search ends in a coordinate descent of up to 80 steps per group that each depend on
+the one before, a few scalar operations in C but several numpy calls here, so numpy's fixed
+cost per call, paid 80 times over ever fewer groups, outweighs the arithmetic.
 """
 
 from typing import NamedTuple
@@ -24,7 +29,9 @@ from kquant.formats.cops import (
     fp16_value,
     nearest_int,
     per_weight,
+    put_field,
     seqsum,
+    shift_bytes,
     signed_absmax,
 )
 from kquant.formats.q2_k import pack_crumbs, unpack_crumbs
@@ -65,9 +72,8 @@ class Fields(NamedTuple):
 def encode(x: np.ndarray) -> Fields:
     """quantize_row_q3_K_ref: x (n, 256) float32 -> Fields.
 
-    The slowest K-quant here relative to C (~0.5x on big tensors, ~0.35x on a small model's):
-    its coordinate descent (make_q3_quants) is up to 80 dependent steps per group, each a
-    few scalar operations in C but a dozen numpy calls here, whatever the chunk size.
+    The slowest K-quant here relative to C (~0.75x on big tensors, ~0.5x on a small model's,
+    benchmarks/codecs.py): see the module docstring.
     """
     n = x.shape[0]
     xt = columns(x.reshape(n * 16, 16))  # (16, G)
@@ -134,15 +140,16 @@ def unpack_scales(b: np.ndarray) -> np.ndarray:
 
 def pack(f: Fields) -> np.ndarray:
     out = np.empty((f.q.shape[0], TYPE_SIZE), dtype=np.uint8)
-    out[:, 0:32] = pack_high_bits(f.q >> 2)  # bit set when the level is >= 0 (q >= 4)
-    out[:, 32:96] = pack_crumbs(f.q & 3)
+    put_field(out, 0, pack_high_bits(shift_bytes(f.q, -2)))  # bit set when the level is >= 0 (q >= 4)
+    put_field(out, 32, pack_crumbs(f.q & 3))  # put_field: one item copy per block, not a row copy
     out[:, 96:108] = pack_scales(f.scales)
     out[:, 108:110] = fp16_bytes(f.d)
     return out
 
 
 def unpack(b: np.ndarray) -> Fields:
-    q = unpack_crumbs(b[:, 32:96]) | (unpack_high_bits(b[:, 0:32]) << 2)
+    q = shift_bytes(unpack_high_bits(b[:, 0:32]), 2)  # the third bit (8 bytes at a time) ...
+    q |= unpack_crumbs(b[:, 32:96])  # ... over the low two
     return Fields(fp16_field(b[:, 108:110]), unpack_scales(b[:, 96:108]), q)
 
 

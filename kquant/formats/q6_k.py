@@ -22,12 +22,15 @@ from kquant.formats.cops import (
     fp16_bytes,
     fp16_field,
     fp16_value,
+    join_planes,
     nearest_int,
     per_weight,
+    put_field,
+    shift_bytes,
     signed_absmax,
     split_nibbles,
 )
-from kquant.formats.search import GROUP_MAX_EPS, blocks_and_importance, make_qx_quants, requantize_levels
+from kquant.formats.search import GROUP_MAX_EPS, blocks_and_importance, make_qx_scale, qx_levels, requantize_levels
 
 QK = 256  # QK_K
 TYPE_SIZE = 210
@@ -56,8 +59,8 @@ class Fields(NamedTuple):
 def encode(x: np.ndarray) -> Fields:
     """quantize_row_q6_K_ref: x (n, 256) float32 -> Fields."""
     xt = columns(x.reshape(-1, 16))  # (16, G): groups side by side
-    scale, L = make_qx_quants(xt, nmax=32)  # weights x**2
-    return _quantize_scales_and_requantize(x, scale, L)
+    scale, iscale = make_qx_scale(xt, nmax=32)  # make_qx_quants, weights x**2; its levels below
+    return _quantize_scales_and_requantize(x, xt, scale, iscale)
 
 
 @c_semantics
@@ -65,39 +68,38 @@ def encode_impl(rows: np.ndarray, imatrix: np.ndarray) -> Fields:
     """quantize_row_q6_K_impl: as the reference, but each group's fit is weighted by the raw imatrix."""
     x, qw = blocks_and_importance(rows, imatrix, QK)
     xt = columns(x.reshape(-1, 16))
-    scale, L = make_qx_quants(xt, nmax=32, qw=columns(qw.reshape(-1, 16)))
-    return _quantize_scales_and_requantize(x, scale, L)
+    scale, iscale = make_qx_scale(xt, nmax=32, qw=columns(qw.reshape(-1, 16)))
+    return _quantize_scales_and_requantize(x, xt, scale, iscale)
 
 
-def _quantize_scales_and_requantize(x: np.ndarray, scale: np.ndarray, L: np.ndarray) -> Fields:
+def _quantize_scales_and_requantize(x: np.ndarray, xt: np.ndarray, scale: np.ndarray, iscale: np.ndarray) -> Fields:
     """The 16 group scales of a block -> int8 under one fp16 d; then every weight rounded again.
 
-    x: (n, 256) blocks; scale (16n,) and L (16, 16n) from the search.
+    x: (n, 256) blocks, xt (16, 16n) its groups side by side; scale and iscale (16n,) from the search.
     """
     n = x.shape[0]
     scale = scale.reshape(n, 16)
     max_scale = signed_absmax(scale, axis=1)
     empty = np.abs(max_scale) < GROUP_MAX_EPS  # C writes an all-zero block
-    iscale = f32(-128) / max_scale
-    d = np.where(empty, f32(0), f32(1) / iscale).astype(np.float16)
-    scales = c_to_int8(np.minimum(127, nearest_int(iscale[:, None] * scale)))  # stored in int8_t
+    iscale_block = f32(-128) / max_scale
+    d = np.where(empty, f32(0), f32(1) / iscale_block).astype(np.float16)
+    scales = c_to_int8(np.minimum(127, nearest_int(iscale_block[:, None] * scale)))  # stored in int8_t
     scales[empty] = 0
-    # Requantize against the decoder's scale; a group whose scale is 0 keeps its levels.
+    # Requantize against the decoder's scale; a group whose scale is 0 keeps the search's
+    # levels (computed only then: for most tensors no group has a zero scale).
     dq = (fp16_value(d)[:, None] * scales).reshape(-1)  # (G,)
+    L = qx_levels(xt, iscale, 32) if (dq == 0).any() else None
     q = requantize_levels(x.reshape(-1, 16), dq, None, -32, 31, L).reshape(n, 256)
     q[empty] = 0
     return Fields(d, scales, q)
 
 
 def pack(f: Fields) -> np.ndarray:
-    n = f.q.shape[0]
-    q = f.q.reshape(n, 2, 4, 32)  # [h, k, l]
-    lo, hi = q & 0xF, q >> 4
-    out = np.empty((n, TYPE_SIZE), dtype=np.uint8)
-    ql = out[:, 0:128].reshape(n, 2, 2, 32)
-    ql[:, :, 0] = lo[:, :, 0] | (lo[:, :, 2] << 4)
-    ql[:, :, 1] = lo[:, :, 1] | (lo[:, :, 3] << 4)
-    out[:, 128:192] = (hi[:, :, 0] | (hi[:, :, 1] << 2) | (hi[:, :, 2] << 4) | (hi[:, :, 3] << 6)).reshape(n, 64)
+    out = np.empty((f.q.shape[0], TYPE_SIZE), dtype=np.uint8)
+    # Per half (128 weights): ql takes the low nibbles of weights 0-63, with those of 64-127
+    # above them; qh the high 2 bits of the four runs of 32 weights, at bits 0, 2, 4, 6.
+    put_field(out, 0, join_planes(f.q & np.uint8(0xF), 4, 64))
+    put_field(out, 128, join_planes(shift_bytes(f.q, -4), 2, 32))
     out[:, 192:208] = f.scales.view(np.uint8)
     out[:, 208:210] = fp16_bytes(f.d)
     return out
@@ -108,7 +110,8 @@ def unpack(b: np.ndarray) -> Fields:
     # weights k = 0, 1 (low), then k = 2, 3 (high) of the layout above, already in order.
     lo = split_nibbles(b[:, 0:128], 64)
     hi = bit_planes(b[:, 128:192], 2, 32)  # per half: bits 0-1 of qh[32h + l] (k = 0), then 2-3, 4-5, 6-7
-    q = lo | (hi << 4)
+    q = shift_bytes(hi, 4)  # hi << 4 (8 bytes at a time)
+    q |= lo
     return Fields(fp16_field(b[:, 208:210]), b[:, 192:208].view(np.int8), q)
 
 

@@ -47,21 +47,46 @@ def make_qx_quants(x: np.ndarray, nmax: int, qw: np.ndarray | None = None) -> tu
     Tries 19 scales around ``nmax/max`` and keeps the one whose least-squares fit
     explains most of the weighted signal (``sumlx**2 / suml2`` largest).
     """
+    scale, iscale = make_qx_scale(x, nmax, qw)
+    return scale, qx_levels(x, iscale, nmax)
+
+
+def qx_levels(x: np.ndarray, iscale: np.ndarray, nmax: int) -> np.ndarray:
+    """make_qx_quants' levels from its winning iscale: clamp(nearest_int(iscale * x), -nmax, nmax - 1) + nmax.
+
+    x: (n, G); iscale: (G,), 0 for an all-zero group (C returns early with L = 0). Returns (n, G) uint8.
+    """
+    l = x * iscale  # |l| <= nmax + 0.9 (+ rounding): np.rint is nearest_int here
+    L = np.clip(np.rint(l, out=l), f32(-nmax), f32(nmax - 1), out=l) + f32(nmax)
+    L[:, iscale == 0] = 0
+    return L.astype(np.uint8)
+
+
+@c_semantics
+def make_qx_scale(x: np.ndarray, nmax: int, qw: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """make_qx_quants' search without its levels: (scale (G,), iscale (G,)), iscale 0 for an all-zero group.
+
+    For a caller that needs the levels of a few groups only (Q6_K rounds every weight again
+    against its stored scales, and uses the search's levels only where that scale is 0):
+    ``qx_levels(x, iscale, nmax)`` gives them.
+    """
     max_ = signed_absmax(x, axis=0)
     zero = np.abs(max_) < GROUP_MAX_EPS
     # C returns early for an all-zero group; here it goes through the search with max 1
     # (its result is overwritten below), so that every candidate maps |x| to at most
     # nmax + 1 and np.rint is exactly nearest_int: no inf or NaN to guard against.
     max_[zero] = 1
-    w = x * x if qw is None else qw
     lo, hi = f32(-nmax), f32(nmax - 1)
     # Buffers reused by all 19 candidates; wx and w stacked so one multiply serves both sums.
     l = np.empty_like(x)
     W = np.empty((2, *x.shape), dtype=f32)
-    np.multiply(w, x, out=W[0])
-    W[1] = w
+    if qw is None:
+        np.multiply(x, x, out=W[1])  # w = x*x, written in place (a fresh array costs one more pass)
+    else:
+        W[1] = qw
+    np.multiply(W[1], x, out=W[0])
     T = np.empty_like(W)
-
+    S = np.empty((2, x.shape[1]), dtype=f32)  # [sumlx, suml2], reduced into (no fresh array per candidate)
     top = np.full_like(x, hi)  # np.minimum with an array runs ~3x faster than with a scalar
 
     def fit(iscale, is_=0):
@@ -76,8 +101,10 @@ def make_qx_quants(x: np.ndarray, nmax: int, qw: np.ndarray | None = None) -> tu
             np.minimum(l, top, out=l)
         np.multiply(W, l, out=T)  # [w*x*l, w*l]
         np.multiply(T[1], l, out=T[1])  # (w*l)*l
-        sumlx, suml2 = seqsum(T, axis=1)  # both sums in C order, down the n axis
-        return sumlx, suml2
+        # Both sums in C order, down the n axis, from 0 (seqsum's rule; a single group takes seqsum).
+        if x.shape[1] == 1:
+            return seqsum(T, axis=1)
+        return np.add.reduce(T, axis=1, initial=0.0, out=S)
 
     best_iscale = f32(-nmax) / max_
     sumlx, suml2 = fit(best_iscale)
@@ -88,22 +115,16 @@ def make_qx_quants(x: np.ndarray, nmax: int, qw: np.ndarray | None = None) -> tu
             continue
         iscale = -(f32(nmax) + f32(0.1) * f32(is_)) / max_
         sumlx, suml2 = fit(iscale, is_)
-        better = (suml2 > 0) & (sumlx * sumlx > best * suml2)
+        # C: if (suml2 > 0 && sumlx*sumlx > best*suml2). The weights are >= 0, so suml2 is 0
+        # only where every w*l is 0, and then sumlx is 0 too and 0 > best*0 is False already
+        # (the product is a signed zero or NaN): the first test is implied, one pass saved.
+        better = sumlx * sumlx > best * suml2
         np.copyto(best_iscale, iscale, where=better)
         np.copyto(scale, sumlx / suml2, where=better)
         np.copyto(best, scale * sumlx, where=better)
-    np.multiply(x, best_iscale, out=l)
-    L = np.clip(np.rint(l, out=l), lo, hi, out=l) + f32(nmax)
-    L[:, zero] = 0  # C returns early: all-zero groups get L = 0 (not nmax) and scale 0
-    scale[zero] = 0
-    return scale, L.astype(np.uint8)
-
-
-def _clamped_nearest_int(v: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    """clamp(nearest_int(v), lo, hi) as float32: np.rint unless some |v| is beyond nearest_int's range."""
-    if np.max(np.abs(v)) <= _RINT_SAFE:  # False for NaN: that takes C's exact integer path
-        return np.clip(np.rint(v), f32(lo), f32(hi))
-    return np.clip(nearest_int(v), lo, hi).astype(f32)
+    scale[zero] = 0  # C returns early: all-zero groups get L = 0 (not nmax) and scale 0
+    best_iscale[zero] = 0
+    return scale, best_iscale
 
 
 @c_semantics
@@ -114,9 +135,9 @@ def make_q3_quants(x: np.ndarray, nmax: int = 4) -> tuple[np.ndarray, np.ndarray
     After the first rounding, each level is nudged in turn to the value that best fits
     the current least-squares scale, for up to five sweeps over the group.
 
-    This is the one search that ggml's C runs faster than numpy (about 2x): its up to 80
+    This is the one search that ggml's C runs faster than numpy (about 1.3-2x): its up to 80
     steps (16 levels x 5 sweeps) each depend on the one before, so numpy can only go across
-    groups, paying several array passes per step, where C spends a few scalar operations on
+    groups, paying a dozen numpy calls per step, where C spends a few scalar operations on
     a level that, 95 times in 100, stays where it is.
     """
     max_ = signed_absmax(x, axis=0)
@@ -134,12 +155,12 @@ def make_q3_quants(x: np.ndarray, nmax: int = 4) -> tuple[np.ndarray, np.ndarray
     suml2 = seqsum(Q)
     # C stops a group after a sweep that changes nothing. Such a sweep leaves the state
     # as it was, so every later sweep would change nothing too: each sweep need only
-    # visit the groups the previous sweep changed (the first visits all, in place).
-    active = None
-    for _ in range(5):
-        cols = slice(None) if active is None else active
-        xa, wa, wxa, La, Pa, Qa = x[:, cols], w[:, cols], wx[:, cols], L[:, cols], P[:, cols], Q[:, cols]
-        slx_a, sl2_a = sumlx[cols], suml2[cols]
+    # visit the groups the previous sweep changed (in real weights about 1 in 5, then 1 in
+    # 4 of those...). The first sweep works in place; each later one on compact copies.
+    lo, hi = f32(-nmax), f32(nmax - 1)
+    active = np.arange(x.shape[1])
+    xa, wa, wxa, La, Pa, Qa, slx_a, sl2_a = x, w, wx, L, P, Q, sumlx, suml2
+    for sweep in range(5):
         changed = np.zeros(xa.shape[1], dtype=bool)
         for i in range(x.shape[0]):
             slx = slx_a - Pa[i]
@@ -148,27 +169,39 @@ def make_q3_quants(x: np.ndarray, nmax: int = 4) -> tuple[np.ndarray, np.ndarray
             # A level can only move where rint(v) differs from it, in a group with slx > 0: about
             # 5 groups in 100 (NaN and v beyond nearest_int's range land here too). The rest of
             # the step runs on those groups alone, with C's exact rounding.
-            j = np.flatnonzero((np.rint(v) != La[i]) & (slx > 0))
+            # (Up to 80 steps per chunk: each uses ufuncs and array methods, not np.clip,
+            # np.max or np.flatnonzero, whose Python wrappers cost more than the work here.)
+            j = ((np.rint(v) != La[i]) & (slx > f32(0))).nonzero()[0]
             if j.size == 0:
                 continue
-            new_l = _clamped_nearest_int(v[j], -nmax, nmax - 1)
-            p = wxa[i, j] * new_l
-            q = (wa[i, j] * new_l) * new_l
+            vj = v[j]
+            if np.maximum.reduce(np.abs(vj)) <= _RINT_SAFE:  # False for NaN: that takes C's exact path
+                new_l = np.minimum(np.maximum(np.rint(vj), lo), hi)
+            else:
+                new_l = np.clip(nearest_int(vj), lo, hi).astype(f32)
+            Li, Pi, Qi = La[i], Pa[i], Qa[i]  # rows first: row[j] is ~4x cheaper than array[i, j]
+            p = wxa[i][j] * new_l
+            q = (wa[i][j] * new_l) * new_l
             slx_new = slx[j] + p
             sl2_new = sl2[j] + q
             slx_j = slx_a[j]
-            take = (new_l != La[i, j]) & (sl2_new > 0) & ((slx_new * slx_new) * sl2_a[j] > (slx_j * slx_j) * sl2_new)
+            take = (new_l != Li[j]) & (sl2_new > f32(0)) & ((slx_new * slx_new) * sl2_a[j] > (slx_j * slx_j) * sl2_new)
             j = j[take]
-            La[i, j], Pa[i, j], Qa[i, j] = new_l[take], p[take], q[take]
+            Li[j], Pi[j], Qi[j] = new_l[take], p[take], q[take]
             slx_a[j], sl2_a[j] = slx_new[take], sl2_new[take]
             changed[j] = True
-        if active is None:
-            active = np.flatnonzero(changed)
-        else:
-            L[:, active], P[:, active], Q[:, active], sumlx[active], suml2[active] = La, Pa, Qa, slx_a, sl2_a
-            active = active[changed]
-        if active.size == 0:
+        if sweep > 0:  # the copies' levels and sums go back (the first sweep worked in place)
+            L[:, active], sumlx[active], suml2[active] = La, slx_a, sl2_a
+        keep = changed.nonzero()[0]
+        if keep.size == 0:
             break
+        # The next sweep's copies, cut from this sweep's (smaller than the full arrays); the
+        # weights and terms are recomputed from x and L (same arithmetic, fewer gathers).
+        active, xa, La, slx_a, sl2_a = active[keep], xa[:, keep], La[:, keep], slx_a[keep], sl2_a[keep]
+        wa = xa * xa
+        wxa = wa * xa
+        Pa = wxa * La
+        Qa = (wa * La) * La
     scale = np.where(suml2 > 0, sumlx / suml2, f32(0))
     L += f32(nmax)
     L[:, zero] = 0
@@ -279,17 +312,21 @@ def make_qkx2_quants(
 
 
 @c_semantics
-def requantize_levels(x: np.ndarray, dq: np.ndarray, dm: np.ndarray | None, lo: int, hi: int, L: np.ndarray):
+def requantize_levels(x: np.ndarray, dq: np.ndarray, dm: np.ndarray | None, lo: int, hi: int, L: np.ndarray | None):
     """The final level of every weight against the scale (and min) the decoder will use.
 
     ``clamp(nearest_int((x + dm) / dq), lo, hi) - lo`` as uint8, as every K-quant's C code
     ends. x: (G, n), one group per ROW (the blocks' own layout, so the levels need no
     transpose back); dq, dm: (G,), dm None for the symmetric types. A group whose dq is 0
-    keeps its levels from the search, L ((n, G), already offset by -lo): C skips it.
+    keeps its levels from the search, L ((n, G), already offset by -lo): C skips it. (L may
+    be None where no dq is 0.)
     """
     skip = dq == 0
-    v = x if dm is None else x + dm[:, None]
-    v = v / np.where(skip, f32(1), dq)[:, None]  # a skipped group divides by 1: no inf or NaN below
+    # Per-group values repeated to every weight and applied to the flat array: ~25 % faster
+    # than broadcasting them along rows of 16 or 32 (numpy pays per row).
+    n = x.shape[1]
+    v = x.reshape(-1) if dm is None else x.reshape(-1) + np.repeat(dm, n)
+    v = (v / np.repeat(np.where(skip, f32(1), dq), n)).reshape(x.shape)  # a skipped group divides by 1: no inf/NaN
     if np.max(v) <= _RINT_SAFE and np.min(v) >= -_RINT_SAFE:  # np.rint is nearest_int here
         l = np.clip(np.rint(v, out=v), f32(lo), f32(hi), out=v).astype(np.int8)
     else:
