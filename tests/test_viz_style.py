@@ -118,3 +118,56 @@ def test_by_content_recomputes_when_an_array_changes_in_place_and_hands_out_read
     assert calls == [1, 1, 2]
     with pytest.raises(ValueError):
         first[0] = 1.0
+
+
+def _legend_axes():
+    """Axes with the handles the views label: line with marker, dashes, marker only, filled step outline,
+    a span, bars and vertical lines; the data fill the upper right, so "best" is elsewhere."""
+    fig, ax = plt.subplots(figsize=(5, 3.5), dpi=80)
+    x = np.linspace(0.5, 1, 20)
+    ax.plot(x, x, "o-", color="0.4", label="|stored − π|")
+    ax.plot(x, x**2, "--", color="C0", label="half a step")
+    ax.plot([0.9], [0.8], "*", color="C3", ms=14, label="winner")
+    style.stairs(ax, np.array([0.6, 0.9]), np.array([0.6, 0.8, 1.0]), fill=True, color="C3", alpha=0.8, label="hist")
+    ax.axvspan(0.7, 0.8, color="C3", alpha=0.2, label="rounds to 0")
+    style.bars(ax, [0.85, 0.95], [0.7, 0.9], width=0.05, color="C0", label="Δw per unit error")
+    ax.vlines([0.75], 0.5, 1, color="C2", label="vlines")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    return fig, ax
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"loc": "upper left"},
+        {"loc": "lower right", "fontsize": 7},
+        {"loc": "best"},
+        {"loc": "upper left", "bbox_to_anchor": (1.01, 1), "title": "data type"},
+    ],
+)
+def test_legend_is_ax_legend_in_one_artist(kwargs):
+    with matplotlib.rc_context(style.RC):
+        boxes, entries = [], []
+        for ours in (False, True):
+            fig, ax = _legend_axes()
+            before = len(ax.get_children())
+            drawn = style.legend(ax, **kwargs) if ours else ax.legend(**{"fontsize": 8, **kwargs})
+            fig.canvas.draw()
+            boxes.append(drawn.get_window_extent(fig.canvas.get_renderer()).get_points())
+            entries.append(drawn.texts if ours else [t.get_text() for t in drawn.get_texts()])
+            if ours:
+                assert len(ax.get_children()) == before + 1
+            plt.close(fig)
+    assert entries[0] == entries[1]  # the same labels in the same order
+    # The same box in the same place, to within a pixel or two of text measurement.
+    assert np.abs(boxes[0] - boxes[1]).max() <= 2.5, f"ax.legend {boxes[0].round(1)}, legend {boxes[1].round(1)}"
+
+
+def test_legend_names_a_place_it_does_not_know():
+    from kquant.errors import KQuantError
+
+    fig, ax = _legend_axes()
+    with pytest.raises(KQuantError, match="loc"):
+        style.legend(ax, loc="top")
+    plt.close(fig)
