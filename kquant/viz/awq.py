@@ -6,7 +6,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from kquant.methods.awq import round_trip, scaled_round_trip, scales
-from kquant.viz.style import EXPONENT, FIELD_COLORS, SIGN, tidy
+from kquant.viz.style import EXPONENT, FIELD_COLORS, SIGN, legend, tidy
 
 
 def channel_magnitudes_plot(curves: dict, title: str):
@@ -45,7 +45,7 @@ def alpha_view(w: np.ndarray, x: np.ndarray, qtype: str, alphas: np.ndarray, los
     left.set_xlabel("channel's mean |x| (calibration)")
     left.set_ylabel("mean|x_j| · RMS error of column j")
     left.set_title(f"{qtype}: each channel's part of the output error", fontsize=10)
-    left.legend(fontsize=8, loc="upper left")
+    legend(left, fontsize=8, loc="upper left")
     left.grid(alpha=0.3)
     rel = np.asarray(losses) / losses[0]
     right.plot(alphas, rel, "o-", color=EXPONENT, markersize=3)

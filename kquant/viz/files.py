@@ -13,7 +13,7 @@ from matplotlib.patches import Rectangle
 from kquant.gguf.summary import plan_summary
 from kquant.mixes import layer_of, plan
 from kquant.model.config import BLOCK_TENSORS
-from kquant.viz.style import SIGN, TYPE_COLORS, byte_grid, labels, tidy
+from kquant.viz.style import SIGN, TYPE_COLORS, byte_grid, labels, legend, tidy
 
 
 def _plan_grid(ax, choices, title: str):
@@ -131,7 +131,7 @@ def gguf_map_view(files: dict, name: str):
     handles = [
         Rectangle((0, 0), 1, 1, facecolor=TYPE_COLORS.get(t, "white"), label=t) for t in TYPE_COLORS if t in used
     ]
-    top.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), title="data type")
+    legend(top, handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), title="data type")
     for ax, (label, (buf, layout)) in zip(axes[1:], files.items()):
         t = layout.tensor(name)
         byte_grid(ax, np.frombuffer(buf, np.uint8, t.end - t.start, t.start), t.fields(), per_row=24, base=t.start)

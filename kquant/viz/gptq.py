@@ -8,7 +8,7 @@ import numpy as np
 from kquant.blas import one_blas_thread
 from kquant.formats import dequantize, quantize
 from kquant.methods import gptq
-from kquant.viz.style import EXPONENT, MANTISSA, SIGN, bars, by_content, tidy
+from kquant.viz.style import EXPONENT, MANTISSA, SIGN, bars, by_content, legend, tidy
 
 _SHOWN = 48  # later columns drawn to the right of the rounded one
 
@@ -58,7 +58,7 @@ def gptq_view(W: np.ndarray, H: np.ndarray, column: int, percdamp: float, qtype:
     left.set_xlabel("later input column j")
     left.set_ylabel("per unit error / correlation")
     left.set_title(f"column c = {column} rounded: where its error goes (damping {percdamp:g})", fontsize=10)
-    left.legend(fontsize=8, loc="lower right")
+    legend(left, fontsize=8, loc="lower right")
     right.bar([0, 1], [e_rtn, e_gptq], color=[MANTISSA, EXPONENT])
     right.set_xticks([0, 1], ["round to\nnearest", "GPTQ"])
     right.set_xlabel("same grid, same bytes")

@@ -16,7 +16,7 @@ from matplotlib.ticker import MaxNLocator
 
 from kquant.formats import dequantize, get_format, q4_k, quantize
 from kquant.lessons import kfamily, metrics, scale_search
-from kquant.viz.style import EXPONENT, FIELD_COLORS, SIGN, labels, tidy, weights_on_levels
+from kquant.viz.style import EXPONENT, FIELD_COLORS, SIGN, labels, legend, tidy, weights_on_levels
 
 
 def scale_search_view(x, j: int):
@@ -58,12 +58,11 @@ def scale_search_view(x, j: int):
     left.set_title(
         f"sub-block {j}: {len(trace.candidates)} candidates, {len(kept)} improved on the best so far", fontsize=10
     )
-    left.legend(fontsize=7)
+    legend(left, fontsize=7)
     left.grid(alpha=0.3)
     y = trace.scale * trace.levels.astype(np.float32) - trace.the_min
     levels = trace.scale * np.arange(16) - trace.the_min
-    weights_on_levels(right, sub, y, levels, "scale·L − m", f"weight index in sub-block {j}")
-    right.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    weights_on_levels(right, sub, y, levels, "scale·L − m", f"weight index in sub-block {j}", "upper left", (1.0, 1.0))
     right.set_title(f"winner: scale {trace.scale:.3g}, m {trace.the_min:.3g} (grey: the 16 levels)", fontsize=10)
     tidy(fig)
     plt.show()
@@ -165,7 +164,7 @@ def k_block_view(w, name: str, group: int = 0, row: int = 0):
     left.set_title(
         f"{name}: {fmt.bits_per_weight:g} bits/weight, SQNR of this block {metrics.sqnr_db(x, y):.1f} dB", fontsize=10
     )
-    left.legend(fontsize=7, loc="lower right")
+    legend(left, fontsize=7, loc="lower right")
     sl = slice(group * lay.group, (group + 1) * lay.group)
     weights_on_levels(right, x[sl], y[sl], levels[group], "decoded", f"weight index in group {group}")
     step = float(np.abs(np.diff(levels[group])).mean()) if lay.level_bits else 0.0

@@ -13,7 +13,19 @@ from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator, NullLocator
 
 from kquant.lessons import metrics, rounding, scale_zero_point
-from kquant.viz.style import EXPONENT, FIELD_COLORS, MANTISSA, SIGN, byte_grid, hist, labels, log_y, stairs, tidy
+from kquant.viz.style import (
+    EXPONENT,
+    FIELD_COLORS,
+    MANTISSA,
+    SIGN,
+    byte_grid,
+    hist,
+    labels,
+    legend,
+    log_y,
+    stairs,
+    tidy,
+)
 
 
 def levels_view(bits: int, x: float = 0.3):
@@ -47,7 +59,7 @@ def pi_grid_view(frac_bits: int, int_bits: int = 2, max_bits: int = 20):
     top.set_xlabel(f"value (grid lines: the representable numbers, one step = 2^-{frac_bits} apart)")
     code_bits = rounding.bit_string(int(fp.code), int_bits + frac_bits)
     top.set_title(f"π with {frac_bits} fractional bits ({int_bits + frac_bits} in all): code {code_bits}")
-    top.legend(loc="upper right", fontsize=8)
+    legend(top, loc="upper right", fontsize=8)
 
     bits = np.arange(0, max_bits + 1)
     err = np.array([abs(rounding.fixed_point(np.pi, int(b)).value - np.pi) for b in bits])
@@ -59,7 +71,7 @@ def pi_grid_view(frac_bits: int, int_bits: int = 2, max_bits: int = 20):
     bottom.set_xlabel("fractional bits")
     bottom.set_ylabel("rounding error (absolute)")
     bottom.set_title(f"error at {frac_bits} bits: {float(abs(fp.value - np.pi)):.3g}")
-    bottom.legend(fontsize=8)
+    legend(bottom, fontsize=8)
     tidy(fig)
     plt.show()
 
@@ -198,7 +210,7 @@ def _abs_error_histogram(ax, err, half_step: float, what: str = "half a step") -
     ax.xaxis.set_minor_locator(NullLocator())
     ax.set_xlabel("|w − ŵ|, the rounding error (log2 axis)")
     ax.set_ylabel("weights")
-    ax.legend(fontsize=8, loc="upper left")
+    legend(ax, fontsize=8, loc="upper left")
 
 
 def outlier_view(w, gain: float, gains, curve, bits: int = 4):
@@ -225,7 +237,7 @@ def outlier_view(w, gain: float, gains, curve, bits: int = 4):
     right.set_title(
         f"largest weight {np.abs(w).max():.3f}: step {step:.3f}, {zero:.0f}% of the others stored as 0", fontsize=10
     )
-    right.legend(fontsize=8, loc="upper right")
+    legend(right, fontsize=8, loc="upper right")
     tidy(fig)
     plt.show()
 
@@ -274,7 +286,7 @@ def block_view(w, block_size: int, bits: int = 4, row: int = 0, show: int = 256)
     left.set_xlabel(f"weight index in row {row} (first {show})")
     left.set_ylabel("weight value")
     left.set_title(f"one scale per {block_size} weights", fontsize=10)
-    left.legend(fontsize=8, loc="lower right")
+    legend(left, fontsize=8, loc="lower right")
     qmax = 2 ** (bits - 1) - 1  # absmax's top level: a block's step is its max|w| / qmax
     n = w.shape[1] // block_size * block_size
     steps = np.abs(w[:, :n]).reshape(-1, block_size).max(axis=1) / qmax if n else np.abs(w).max(axis=1) / qmax

@@ -302,11 +302,14 @@ def byte_grid(ax, block: np.ndarray, fields: list, per_row: int, base: int = 0):
     ax.set_yticks(-np.arange(rows) - 0.5, [str(base + r * per_row) for r in range(rows)], fontsize=7)
     ax.set_xlabel("byte offset within the row (hex values shown)")
     ax.set_ylabel("row starts at byte")
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+    legend(ax, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
 
 
-def weights_on_levels(ax, x, y, levels, decoded_label: str, xlabel: str) -> None:
-    """One group's weights (dots), what they decode to (dashes, joined by their error), and the grid (grey)."""
+def weights_on_levels(
+    ax, x, y, levels, decoded_label: str, xlabel: str, loc: str = "lower right", bbox_to_anchor=None
+) -> None:
+    """One group's weights (dots), what they decode to (dashes, joined by their error), and the grid (grey);
+    the legend at ``loc`` (of the point ``bbox_to_anchor``, as ``legend``)."""
     idx = np.arange(len(x))
     ax.hlines(levels, -0.5, len(x) - 0.5, color="0.85", lw=0.5, zorder=0)
     ax.vlines(idx, y, x, color=SIGN, lw=1)
@@ -314,7 +317,7 @@ def weights_on_levels(ax, x, y, levels, decoded_label: str, xlabel: str) -> None
     ax.plot(idx, y, "_", color=EXPONENT, ms=10, mew=2, label=decoded_label)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("weight value")
-    ax.legend(fontsize=7, loc="lower right")
+    legend(ax, fontsize=7, loc=loc, bbox_to_anchor=bbox_to_anchor)
 
 
 # Legend layout, in units of the font size: matplotlib's defaults (rcParams "legend.*"), so a legend drawn
