@@ -171,3 +171,21 @@ def test_legend_names_a_place_it_does_not_know():
     with pytest.raises(KQuantError, match="loc"):
         style.legend(ax, loc="top")
     plt.close(fig)
+
+
+@pytest.mark.parametrize("text", ["SQNR 33.1 dB, 3% of weights stored as 0", "group 0: 64 levels (grey),\nstep 0.0012"])
+@pytest.mark.parametrize("kwargs", [{"fontsize": 10}, {}, {"fontsize": 9, "loc": "left"}])
+def test_title_puts_the_glyphs_where_set_title_puts_them(text, kwargs):
+    with matplotlib.rc_context(style.RC):
+        boxes, extents = [], []
+        for ours in (False, True):
+            fig = plt.figure(figsize=(5, 2), dpi=80)
+            ax = fig.add_axes((0.05, 0.1, 0.9, 0.5))
+            ax.set_axis_off()
+            drawn = style.title(ax, text, **kwargs) if ours else ax.set_title(text, **kwargs)
+            boxes.append(_ink(fig))
+            extents.append(drawn.get_window_extent(fig.canvas.get_renderer()).get_points())
+            assert ax.get_title(loc=kwargs.get("loc", "center")) == text  # the title is still the axes' title
+            plt.close(fig)
+    assert np.abs(boxes[0] - boxes[1]).max() <= 1, f"set_title ink {boxes[0]}, title ink {boxes[1]} (pixels)"
+    assert np.abs(extents[0] - extents[1]).max() <= 1.5, f"set_title box {extents[0]}, title box {extents[1]}"

@@ -558,3 +558,74 @@ def legend(ax, handles=None, *, loc: str = "best", fontsize: float = 8, bbox_to_
     )
     ax.add_collection(collection, autolim=False)
     return collection
+
+
+class _Title(PathCollection):
+    """A title drawn as the glyph outlines of its lines, in points about its anchor (axes coordinates)."""
+
+    def __init__(self, paths, anchor, extent, **kwargs):
+        super().__init__(paths, offsets=[anchor], **kwargs)
+        self.anchor, self.extent = anchor, extent  # extent: (x0, y0, x1, y1) in points from the anchor
+
+    def get_window_extent(self, renderer=None):
+        from matplotlib.transforms import Bbox
+
+        x, y = self.get_offset_transform().transform(self.anchor)
+        scale = self.axes.figure.dpi / 72
+        x0, y0, x1, y1 = self.extent
+        return Bbox([[x + x0 * scale, y + y0 * scale], [x + x1 * scale, y + y1 * scale]])
+
+    def get_tightbbox(self, renderer=None):
+        return self.get_window_extent(renderer)
+
+
+def title(ax, text: str, *, fontsize=None, loc: str = "center"):
+    """``ax.set_title(text, fontsize=fontsize, loc=loc)``, drawn as glyph outlines in one artist.
+
+    The Text keeps the title (``ax.get_title`` and ``tidy`` read it) but is hidden; its lines are drawn
+    where it would draw them: above the axes by axes.titlepad, the last line's baseline there and the
+    others above it, spaced as Text spaces lines. A long title is a couple of ms of text layout and glyph
+    rendering on every redraw; its outline is made once per text and then only filled."""
+    text = str(text)
+    hidden = ax.set_title(text, loc=loc, **({} if fontsize is None else {"fontsize": fontsize}))  # None: "large"
+    hidden.set_visible(False)
+    fs = float(hidden.get_fontsize())
+    family = hidden.get_fontfamily()[0]
+    weight = hidden.get_fontweight()
+    lines = text.split("\n")
+    gap = 0.0
+    if len(lines) > 1:  # Text adds the font's line gap between lines, half above and half below each
+        from matplotlib.font_manager import findfont, get_font
+
+        font = get_font(findfont(FontProperties(family=family, size=fs)))
+        table = font.get_sfnt_table("OS/2")
+        gap = (table["sTypoLineGap"] if table else 0) * fs / font.get_sfnt_table("head")["unitsPerEm"]
+    extents = [_text_extent(line, fs, family) for line in lines]
+    paths, baseline, top = [], 0.0, None
+    for k in range(len(lines) - 1, -1, -1):  # from the last line up
+        w, a, d = extents[k]
+        if k < len(lines) - 1:
+            baseline += extents[k + 1][1] + gap / 2 + d + gap / 2  # this line's descent, the next one's ascent
+        paths.append(
+            _label_path(lines[k], fs, family, weight, loc, "baseline").transformed(Affine2D().translate(0, baseline))
+        )
+        top = baseline + a + (gap / 2 if len(lines) > 1 else 0.0)
+    pad = float(matplotlib.rcParams["axes.titlepad"])
+    width = max(w for w, _, _ in extents)
+    x0 = {"left": 0.0, "center": -width / 2, "right": -width}[loc]
+    bottom = -(extents[-1][2] + (gap / 2 if len(lines) > 1 else 0.0))
+    shift = Affine2D().translate(0, pad)
+    collection = _Title(
+        [p.transformed(shift) for p in paths],
+        ({"left": 0.0, "center": 0.5, "right": 1.0}[loc], 1.0),
+        (x0, bottom + pad, x0 + width, top + pad),
+        offset_transform=ax.transAxes,
+        transform=Affine2D().scale(1 / 72) + ax.figure.dpi_scale_trans,
+        facecolors=to_rgba(hidden.get_color()),
+        edgecolors="none",
+        linewidths=0,
+        zorder=3,
+        clip_on=False,
+    )
+    ax.add_collection(collection, autolim=False)
+    return collection
