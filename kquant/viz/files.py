@@ -13,6 +13,7 @@ from matplotlib.patches import Rectangle
 from kquant.gguf.summary import plan_summary
 from kquant.mixes import layer_of, plan
 from kquant.model.config import BLOCK_TENSORS
+from kquant.viz import style
 from kquant.viz.style import SIGN, TYPE_COLORS, byte_grid, labels, legend, tidy
 
 
@@ -123,7 +124,8 @@ def gguf_map_view(files: dict, name: str):
     top.set_ylabel("file")
     top.set_xlabel("position in the file (MB)")
     first = next(iter(files.values()))[1]
-    top.set_title(
+    style.title(
+        top,
         f"{name}: where its data lies (red frame)\nblack, hatched = header, metadata and tensor infos "
         f"({first.data_start:,} bytes in the {next(iter(files))} file; drawn wider than to scale)",
         fontsize=10,
@@ -138,7 +140,8 @@ def gguf_map_view(files: dict, name: str):
         ax.set_ylabel("record row starts\nat file byte", fontsize=8)
         start, end = layout.data_range(name)
         index = [u.name for u in layout.tensors].index(name)
-        ax.set_title(
+        style.title(
+            ax,
             f"{label}: tensor {index + 1} of {len(layout.tensors)} in this file's order, "
             f"data at bytes {start:,}–{end - 1:,}\n"
             f"its info record, bytes {t.start:,}–{t.end - 1:,} ({t.type.name}, ne {t.ne}, offset {t.offset:,})",

@@ -8,6 +8,7 @@ import numpy as np
 from kquant.blas import one_blas_thread
 from kquant.formats import dequantize, quantize
 from kquant.methods import gptq
+from kquant.viz import style
 from kquant.viz.style import EXPONENT, MANTISSA, SIGN, bars, by_content, legend, tidy
 
 _SHOWN = 48  # later columns drawn to the right of the rounded one
@@ -57,13 +58,13 @@ def gptq_view(W: np.ndarray, H: np.ndarray, column: int, percdamp: float, qtype:
     left.set_ylim(-top, top)
     left.set_xlabel("later input column j")
     left.set_ylabel("per unit error / correlation")
-    left.set_title(f"column c = {column} rounded: where its error goes (damping {percdamp:g})", fontsize=10)
+    style.title(left, f"column c = {column} rounded: where its error goes (damping {percdamp:g})", fontsize=10)
     legend(left, fontsize=8, loc="lower right")
     right.bar([0, 1], [e_rtn, e_gptq], color=[MANTISSA, EXPONENT])
     right.set_xticks([0, 1], ["round to\nnearest", "GPTQ"])
     right.set_xlabel("same grid, same bytes")
     right.set_ylabel("output error tr(E H Eᵀ)")
-    right.set_title(f"{qtype}, both: GPTQ at {e_gptq / e_rtn:.0%} of RTN", fontsize=10)
+    style.title(right, f"{qtype}, both: GPTQ at {e_gptq / e_rtn:.0%} of RTN", fontsize=10)
     right.grid(alpha=0.3, axis="y")
     tidy(fig, bottom=0.75, left=0.95)
     plt.show()

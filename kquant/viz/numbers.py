@@ -13,6 +13,7 @@ from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator, NullLocator
 
 from kquant.lessons import metrics, rounding, scale_zero_point
+from kquant.viz import style
 from kquant.viz.style import (
     EXPONENT,
     FIELD_COLORS,
@@ -58,7 +59,7 @@ def pi_grid_view(frac_bits: int, int_bits: int = 2, max_bits: int = 20):
     top.set_yticks([])
     top.set_xlabel(f"value (grid lines: the representable numbers, one step = 2^-{frac_bits} apart)")
     code_bits = rounding.bit_string(int(fp.code), int_bits + frac_bits)
-    top.set_title(f"π with {frac_bits} fractional bits ({int_bits + frac_bits} in all): code {code_bits}")
+    style.title(top, f"π with {frac_bits} fractional bits ({int_bits + frac_bits} in all): code {code_bits}")
     legend(top, loc="upper right", fontsize=8)
 
     bits = np.arange(0, max_bits + 1)
@@ -70,7 +71,7 @@ def pi_grid_view(frac_bits: int, int_bits: int = 2, max_bits: int = 20):
     bottom.xaxis.set_major_locator(MaxNLocator(integer=True))
     bottom.set_xlabel("fractional bits")
     bottom.set_ylabel("rounding error (absolute)")
-    bottom.set_title(f"error at {frac_bits} bits: {float(abs(fp.value - np.pi)):.3g}")
+    style.title(bottom, f"error at {frac_bits} bits: {float(abs(fp.value - np.pi)):.3g}")
     legend(bottom, fontsize=8)
     tidy(fig)
     plt.show()
@@ -163,16 +164,16 @@ def quant_error_view(w, bits: int, scheme: str = "absmax", block_size=None):
         used = np.flatnonzero(np.bincount((qz.q - lo).ravel())) + lo
         levels = (used - qz.zero[0, 0]) * qz.scale[0, 0]
         left.vlines(levels, 0.8, left.get_ylim()[1], color=EXPONENT, lw=0.6, alpha=0.7)
-        left.set_title(f"{scheme}, {bits} bits: {levels.size} levels in use, step {qz.scale[0, 0]:.2g}", fontsize=10)
+        style.title(left, f"{scheme}, {bits} bits: {levels.size} levels in use, step {qz.scale[0, 0]:.2g}", fontsize=10)
     else:
-        left.set_title(f"{scheme}, {bits} bits, one scale per {block_size} weights", fontsize=10)
+        style.title(left, f"{scheme}, {bits} bits, one scale per {block_size} weights", fontsize=10)
     left.set_xlabel("weight value (blue lines: levels used)")
     left.set_ylabel("weights (log scale)")
     _abs_error_histogram(
         right, err, qz.scale.max() / 2, "half a step" if block_size is None else "half the largest step"
     )
     zeros = np.mean(w_hat == 0) * 100
-    right.set_title(f"SQNR {metrics.sqnr_db(w, w_hat):.1f} dB, {zeros:.0f}% of weights stored as 0", fontsize=10)
+    style.title(right, f"SQNR {metrics.sqnr_db(w, w_hat):.1f} dB, {zeros:.0f}% of weights stored as 0", fontsize=10)
     tidy(fig)
     plt.show()
 
@@ -226,7 +227,7 @@ def outlier_view(w, gain: float, gains, curve, bits: int = 4):
     left.plot([gain], [metrics.sqnr_db(w[others], w_hat[others])], "o", color=SIGN, ms=9)
     left.set_xlabel("largest weight multiplied by")
     left.set_ylabel("SQNR of all other weights (dB)")
-    left.set_title(f"per-tensor absmax, {bits} bits: one weight sets everyone's step", fontsize=10)
+    style.title(left, f"per-tensor absmax, {bits} bits: one weight sets everyone's step", fontsize=10)
     left.grid(alpha=0.3)
     zero = np.mean(w_hat[others] == 0) * 100
     step = np.abs(w).max() / (2 ** (bits - 1) - 1)
@@ -234,8 +235,10 @@ def outlier_view(w, gain: float, gains, curve, bits: int = 4):
     right.axvspan(-step / 2, step / 2, color=SIGN, alpha=0.2, label="rounds to 0")
     right.set_xlabel("weight value")
     right.set_ylabel("weights (log scale)")
-    right.set_title(
-        f"largest weight {np.abs(w).max():.3f}: step {step:.3f}, {zero:.0f}% of the others stored as 0", fontsize=10
+    style.title(
+        right,
+        f"largest weight {np.abs(w).max():.3f}: step {step:.3f}, {zero:.0f}% of the others stored as 0",
+        fontsize=10,
     )
     legend(right, fontsize=8, loc="upper right")
     tidy(fig)
@@ -285,14 +288,16 @@ def block_view(w, block_size: int, bits: int = 4, row: int = 0, show: int = 256)
     stairs(left, -amax, edges, color=SIGN)
     left.set_xlabel(f"weight index in row {row} (first {show})")
     left.set_ylabel("weight value")
-    left.set_title(f"one scale per {block_size} weights", fontsize=10)
+    style.title(left, f"one scale per {block_size} weights", fontsize=10)
     legend(left, fontsize=8, loc="lower right")
     qmax = 2 ** (bits - 1) - 1  # absmax's top level: a block's step is its max|w| / qmax
     n = w.shape[1] // block_size * block_size
     steps = np.abs(w[:, :n]).reshape(-1, block_size).max(axis=1) / qmax if n else np.abs(w).max(axis=1) / qmax
     _abs_error_histogram(right, w - w_hat, float(np.median(steps)) / 2, "half the median block's step")
     bpw = scale_zero_point.bits_per_weight(bits, block_size)
-    right.set_title(f"{bits}-bit absmax: {bpw:.3f} bits/weight, SQNR {metrics.sqnr_db(w, w_hat):.1f} dB", fontsize=10)
+    style.title(
+        right, f"{bits}-bit absmax: {bpw:.3f} bits/weight, SQNR {metrics.sqnr_db(w, w_hat):.1f} dB", fontsize=10
+    )
     tidy(fig)
     plt.show()
 

@@ -156,7 +156,7 @@ def tidy(fig, wspace: float = 0.3, hspace: float = 0.75, bottom: float = 0.55, r
             renderer = renderer or fig.canvas.get_renderer()
             right = max(right, 0.3 + legend.get_window_extent(renderer).width / fig.dpi)
         for drawn in ax.collections:  # legends drawn by legend(): their size is known in points
-            if isinstance(drawn, _Legend) and drawn.anchor[0] >= 1:
+            if isinstance(drawn, _Legend) and drawn.anchor_box[0][0] >= 1:  # anchored beside the axes
                 right = max(right, 0.3 + drawn.size[0] / 72)
     fig.subplots_adjust(
         left=left / w, right=1 - right / w, bottom=bottom / h, top=1 - top / h, wspace=wspace, hspace=hspace
