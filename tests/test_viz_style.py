@@ -189,3 +189,16 @@ def test_title_puts_the_glyphs_where_set_title_puts_them(text, kwargs):
             plt.close(fig)
     assert np.abs(boxes[0] - boxes[1]).max() <= 1, f"set_title ink {boxes[0]}, title ink {boxes[1]} (pixels)"
     assert np.abs(extents[0] - extents[1]).max() <= 1.5, f"set_title box {extents[0]}, title box {extents[1]}"
+
+
+@pytest.mark.parametrize("text", ["column c = 40 rounded: where its error goes", "0x3f", "π → ŵ, Δw_j", "a b\tc"])
+def test_label_outlines_are_textpaths(text):
+    """Glyphs loaded once and joined by numpy give TextPath's own vertices and codes, text after text."""
+    from matplotlib.font_manager import FontProperties
+    from matplotlib.textpath import TextPath
+
+    for size in (8.0, 10.0):
+        prop = FontProperties(family="sans-serif", size=size)
+        ours, theirs = style._outline(text, prop, size), TextPath((0, 0), text, size=size, prop=prop)
+        np.testing.assert_allclose(ours.vertices, theirs.vertices, atol=1e-9)
+        np.testing.assert_array_equal(ours.codes, theirs.codes)

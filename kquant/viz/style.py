@@ -19,7 +19,7 @@ from matplotlib.collections import PatchCollection, PathCollection, PolyCollecti
 from matplotlib.colors import to_rgba
 from matplotlib.font_manager import FontProperties
 from matplotlib.patches import Rectangle, StepPatch
-from matplotlib.textpath import TextPath, text_to_path
+from matplotlib.textpath import text_to_path
 from matplotlib.ticker import AutoLocator, FuncFormatter, LogFormatterSciNotation, LogLocator, MaxNLocator, NullLocator
 from matplotlib.transforms import Affine2D, ScaledTranslation
 
@@ -89,6 +89,9 @@ def _read_only(value):
         value.flags.writeable = False
     elif isinstance(value, tuple):
         for v in value:
+            _read_only(v)
+    elif isinstance(value, dict):
+        for v in value.values():
             _read_only(v)
     return value
 
@@ -228,12 +231,46 @@ def _label_path(text: str, fontsize: float, family: str, weight: str, ha: str, v
     (one line of text; ``va="baseline"`` puts the baseline on the anchor)."""
     prop = FontProperties(family=family, weight=weight, size=fontsize)
     w, h, d = text_to_path.get_text_width_height_descent(text, prop, ismath=False)
-    _, lp_h, lp_d = text_to_path.get_text_width_height_descent("lp", prop, ismath=False)
+    lp_h, lp_d = _lp_extent(fontsize, family, weight)
     h, d = max(h, lp_h), max(d, lp_d)  # a line's box, as Text lays out one: same baseline for "ac" and "13"
     dx = {"left": 0.0, "center": -w / 2, "right": -w}[ha]
     dy = {"center": d - h / 2, "top": d - h, "baseline": 0.0}[va]
-    path = TextPath((0, 0), text, size=fontsize, prop=prop)
-    return path.transformed(Affine2D().translate(dx, dy))
+    return _outline(text, prop, fontsize).transformed(Affine2D().translate(dx, dy))
+
+
+_GLYPHS: dict = {}  # glyph outlines at TextToPath.FONT_SCALE, by font file and glyph: loaded once for every label
+
+
+def _outline(text: str, prop, fontsize: float):
+    """``TextPath((0, 0), text, size=fontsize, prop=prop)``: the same vertices, made faster. TextPath loads
+    every glyph's outline again for each text and joins them vertex by vertex in Python (~3 ms for a
+    title, paid again for each new slider value); here the text is laid out as TextPath lays it out
+    (matplotlib's shaping, ``_text_helpers.layout``), each glyph's outline is loaded once, and the
+    outlines are joined by numpy."""
+    from matplotlib.ft2font import LoadFlags
+    from matplotlib.path import Path
+
+    font = text_to_path._get_font(prop)  # the font at TextToPath's size, as TextPath takes it
+    vertices, codes = [], []
+    for item in font._layout(text, LoadFlags.NO_HINTING):  # what _text_helpers.layout iterates
+        key = (item.ft_object.fname, item.glyph_index)
+        glyph = _GLYPHS.get(key)
+        if glyph is None:
+            item.ft_object.load_glyph(item.glyph_index, flags=LoadFlags.NO_HINTING)
+            glyph = _GLYPHS[key] = item.ft_object.get_path()
+        vertices.append(glyph[0] + (item.x, item.y))
+        codes.append(glyph[1])
+    if not vertices:
+        return Path(np.empty((0, 2)))
+    return Path(np.concatenate(vertices) * (fontsize / text_to_path.FONT_SCALE), np.concatenate(codes))
+
+
+@functools.lru_cache(maxsize=64)
+def _lp_extent(fontsize: float, family: str, weight: str) -> tuple[float, float]:
+    """(height, descent) in points of "lp": the least box Text gives a line, the same for every label."""
+    prop = FontProperties(family=family, weight=weight, size=fontsize)
+    _, h, d = text_to_path.get_text_width_height_descent("lp", prop, ismath=False)
+    return h, d
 
 
 def labels(
