@@ -191,14 +191,19 @@ def test_title_puts_the_glyphs_where_set_title_puts_them(text, kwargs):
     assert np.abs(extents[0] - extents[1]).max() <= 1.5, f"set_title box {extents[0]}, title box {extents[1]}"
 
 
-@pytest.mark.parametrize("text", ["column c = 40 rounded: where its error goes", "0x3f", "π → ŵ, Δw_j", "a b\tc"])
-def test_label_outlines_are_textpaths(text):
-    """Glyphs loaded once and joined by numpy give TextPath's own vertices and codes, text after text."""
+@pytest.mark.parametrize(
+    "text", ["column c = 40 rounded: where its error goes", "0x3f", "π → ŵ, Δw_j", " x ", "-", "g_j"]
+)
+def test_label_outlines_are_textpaths_measured_as_matplotlib_measures_them(text):
+    """Glyphs loaded once and joined by numpy give TextPath's own vertices and codes, text after text,
+    and the width, height and descent TextToPath measures (spaces and a glyph above the baseline too)."""
     from matplotlib.font_manager import FontProperties
-    from matplotlib.textpath import TextPath
+    from matplotlib.textpath import TextPath, text_to_path
 
-    for size in (8.0, 10.0):
+    for size in (7.0, 10.0):
         prop = FontProperties(family="sans-serif", size=size)
-        ours, theirs = style._outline(text, prop, size), TextPath((0, 0), text, size=size, prop=prop)
+        (ours, measured), theirs = style._outline(text, prop, size), TextPath((0, 0), text, size=size, prop=prop)
         np.testing.assert_allclose(ours.vertices, theirs.vertices, atol=1e-9)
         np.testing.assert_array_equal(ours.codes, theirs.codes)
+        expected = text_to_path.get_text_width_height_descent(text, prop, ismath=False)
+        np.testing.assert_allclose(measured, expected, atol=0.02)  # points; FreeType rounds to 1/64 px

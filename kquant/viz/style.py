@@ -229,40 +229,55 @@ def hist(ax, values, bins, color, alpha=0.8, label=None, log=True):
 def _label_path(text: str, fontsize: float, family: str, weight: str, ha: str, va: str):
     """``text``'s outline in points, placed as ax.text(..., ha=ha, va=va) places it about its anchor
     (one line of text; ``va="baseline"`` puts the baseline on the anchor)."""
-    prop = FontProperties(family=family, weight=weight, size=fontsize)
-    w, h, d = text_to_path.get_text_width_height_descent(text, prop, ismath=False)
+    path, (w, h, d) = _measured_outline(text, fontsize, family, weight)
     lp_h, lp_d = _lp_extent(fontsize, family, weight)
     h, d = max(h, lp_h), max(d, lp_d)  # a line's box, as Text lays out one: same baseline for "ac" and "13"
     dx = {"left": 0.0, "center": -w / 2, "right": -w}[ha]
     dy = {"center": d - h / 2, "top": d - h, "baseline": 0.0}[va]
-    return _outline(text, prop, fontsize).transformed(Affine2D().translate(dx, dy))
+    return path.transformed(Affine2D().translate(dx, dy))
+
+
+@functools.lru_cache(maxsize=4096)
+def _measured_outline(text: str, fontsize: float, family: str, weight: str):
+    """``_outline`` of ``text`` in this font, once per text: labels and legends ask again on every redraw."""
+    return _outline(text, FontProperties(family=family, weight=weight, size=fontsize), fontsize)
 
 
 _GLYPHS: dict = {}  # glyph outlines at TextToPath.FONT_SCALE, by font file and glyph: loaded once for every label
 
 
 def _outline(text: str, prop, fontsize: float):
-    """``TextPath((0, 0), text, size=fontsize, prop=prop)``: the same vertices, made faster. TextPath loads
-    every glyph's outline again for each text and joins them vertex by vertex in Python (~3 ms for a
-    title, paid again for each new slider value); here the text is laid out as TextPath lays it out
-    (matplotlib's shaping, ``_text_helpers.layout``), each glyph's outline is loaded once, and the
-    outlines are joined by numpy."""
+    """``TextPath((0, 0), text, size=fontsize, prop=prop)``: the same vertices, made faster; and the
+    string's (width, height, descent) in points, as TextToPath.get_text_width_height_descent measures
+    it (FreeType's box: the glyphs' control boxes, and the pen's advance across the string).
+
+    TextPath loads every glyph's outline again for each text and joins them vertex by vertex in Python
+    (~3 ms for a title, paid again for each new slider value), and measuring lays the string out once
+    more; here the text is laid out once, as TextPath lays it out (matplotlib's shaping,
+    ``_text_helpers.layout``), each glyph is loaded once, and the outlines are joined by numpy."""
     from matplotlib.ft2font import LoadFlags
     from matplotlib.path import Path
 
     font = text_to_path._get_font(prop)  # the font at TextToPath's size, as TextPath takes it
-    vertices, codes = [], []
+    vertices, codes, pen = [], [], 0.0
     for item in font._layout(text, LoadFlags.NO_HINTING):  # what _text_helpers.layout iterates
         key = (item.ft_object.fname, item.glyph_index)
         glyph = _GLYPHS.get(key)
         if glyph is None:
-            item.ft_object.load_glyph(item.glyph_index, flags=LoadFlags.NO_HINTING)
-            glyph = _GLYPHS[key] = item.ft_object.get_path()
+            advance = item.ft_object.load_glyph(item.glyph_index, flags=LoadFlags.NO_HINTING).horiAdvance / 64
+            glyph = _GLYPHS[key] = (*item.ft_object.get_path(), advance)
         vertices.append(glyph[0] + (item.x, item.y))
         codes.append(glyph[1])
+        pen = item.x + glyph[2]
+    scale = fontsize / text_to_path.FONT_SCALE
     if not vertices:
-        return Path(np.empty((0, 2)))
-    return Path(np.concatenate(vertices) * (fontsize / text_to_path.FONT_SCALE), np.concatenate(codes))
+        return Path(np.empty((0, 2))), (pen * scale, 0.0, 0.0)
+    path = Path(np.concatenate(vertices) * scale, np.concatenate(codes))
+    ink = path.vertices[path.codes != Path.CLOSEPOLY]  # a CLOSEPOLY's vertex is a placeholder, not a point
+    if not len(ink):
+        return path, (pen * scale, 0.0, 0.0)
+    (x0, y0), y1 = ink.min(axis=0), ink[:, 1].max()
+    return path, (float(pen * scale - min(x0, 0.0)), float(y1 - y0), float(-y0))  # the advance, not the ink
 
 
 @functools.lru_cache(maxsize=64)
@@ -389,7 +404,7 @@ def _line_extent(fontsize: float, family: str) -> tuple[float, float]:
 @functools.lru_cache(maxsize=4096)
 def _text_extent(text: str, fontsize: float, family: str) -> tuple[float, float, float]:
     """(width, ascent, descent) in points of a one-line ``text``, as Text lays it out."""
-    w, h, d = text_to_path.get_text_width_height_descent(text, FontProperties(family=family, size=fontsize), False)
+    _, (w, h, d) = _measured_outline(text, fontsize, family, "normal")
     ascent, descent = _line_extent(fontsize, family)
     return w, max(h - d, ascent), max(d, descent)
 
