@@ -207,3 +207,20 @@ def test_label_outlines_are_textpaths_measured_as_matplotlib_measures_them(text)
         np.testing.assert_array_equal(ours.codes, theirs.codes)
         expected = text_to_path.get_text_width_height_descent(text, prop, ismath=False)
         np.testing.assert_allclose(measured, expected, atol=0.02)  # points; FreeType rounds to 1/64 px
+
+
+@pytest.mark.parametrize("which", ["vlines", "hlines"])
+def test_vlines_and_hlines_are_ax_lines_with_their_limits(which):
+    at, lo, hi = np.array([0.5, 2.0, -1.0]), np.array([0.0, -3.0, 1.0]), 4.0
+    fig, (a, b) = plt.subplots(1, 2)
+    ours = getattr(style, which)(a, at, lo, hi, color="C1", lw=0.5, zorder=0)
+    theirs = getattr(b, which)(at, lo, hi, color="C1", lw=0.5, zorder=0)
+    for p, q in zip(ours.get_segments(), theirs.get_segments()):
+        np.testing.assert_array_equal(p, q)
+    assert a.get_xlim() == b.get_xlim() and a.get_ylim() == b.get_ylim()
+    assert (ours.get_color().tolist(), ours.get_linewidth().tolist(), ours.get_zorder()) == (
+        theirs.get_color().tolist(),
+        theirs.get_linewidth().tolist(),
+        theirs.get_zorder(),
+    )
+    plt.close(fig)

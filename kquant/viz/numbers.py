@@ -8,7 +8,7 @@ from __future__ import annotations
 import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
-from matplotlib.collections import LineCollection, PatchCollection
+from matplotlib.collections import PatchCollection
 from matplotlib.colors import to_rgba
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator, NullLocator
@@ -28,6 +28,7 @@ from kquant.viz.style import (
     log_y,
     stairs,
     tidy,
+    vlines,
 )
 
 
@@ -165,16 +166,7 @@ def quant_error_view(w, bits: int, scheme: str = "absmax", block_size=None):
         lo = int(qz.q.min())  # the codes in use, by counting (np.unique sorts all 200k of them)
         used = np.flatnonzero(np.bincount((qz.q - lo).ravel())) + lo
         levels = (used - qz.zero[0, 0]) * qz.scale[0, 0]
-        # ax.vlines' lines, added as one LineCollection without its masked-array handling (~1-2 ms a redraw).
-        top = left.get_ylim()[1]
-        segments = np.stack(
-            [
-                np.column_stack([levels, np.full(levels.size, 0.8)]),
-                np.column_stack([levels, np.full(levels.size, top)]),
-            ],
-            axis=1,
-        )
-        left.add_collection(LineCollection(segments, colors=EXPONENT, linewidths=0.6, alpha=0.7))
+        vlines(left, levels, 0.8, left.get_ylim()[1], color=EXPONENT, lw=0.6, alpha=0.7)
         style.title(left, f"{scheme}, {bits} bits: {levels.size} levels in use, step {qz.scale[0, 0]:.2g}", fontsize=10)
     else:
         style.title(left, f"{scheme}, {bits} bits, one scale per {block_size} weights", fontsize=10)
