@@ -224,3 +224,19 @@ def test_vlines_and_hlines_are_ax_lines_with_their_limits(which):
         theirs.get_zorder(),
     )
     plt.close(fig)
+
+
+def test_the_error_histogram_draws_np_histograms_counts_and_counts_the_exact_ones_apart():
+    rng = np.random.default_rng(1)
+    err = rng.standard_normal(20000) * 10.0 ** rng.uniform(-9, 0.5, 20000)
+    err[rng.integers(0, err.size, 300)] = 0.0
+    err[:4] = [2.0**-24, 1.0, 3.0, -1e-9]  # the bottom edge, the top edge, above the top, below the bottom
+    fig, ax = plt.subplots()
+    numbers._abs_error_histogram(ax, err, 0.01)
+    a = np.abs(err)
+    kept = a >= numbers._ERR_BINS[0]
+    expected = np.histogram(np.minimum(a[kept], numbers._ERR_BINS[-1]), bins=numbers._ERR_BINS)[0]
+    drawn = next(p for p in ax.patches if isinstance(p, matplotlib.patches.StepPatch))
+    np.testing.assert_array_equal(drawn.get_data().values, expected)
+    assert drawn.get_label() == f"{np.count_nonzero(~kept):,} stored exactly: not drawn"
+    plt.close(fig)

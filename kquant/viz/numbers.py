@@ -204,9 +204,13 @@ def _abs_error_histogram(ax, err, half_step: float, what: str = "half a step") -
     a = np.abs(np.asarray(err, dtype=np.float64)).ravel()
     # Weights stored exactly (error 0, or float rounding below 2^-24) have no place on a log
     # axis: the legend counts them instead.
-    exact = a < _ERR_BINS[0]
-    counts, edges = _log2_histogram(np.minimum(a[~exact], _ERR_BINS[-1])), _ERR_BINS
-    stairs(ax, counts, edges, fill=True, color=SIGN, alpha=0.8, label=f"{exact.sum():,} stored exactly: not drawn")
+    # Binned without first copying out the others (a boolean-index copy of every weight): clipped into the
+    # bins, the exact ones land in the first and are taken out of it again; errors above the top edge
+    # land in the last bin (_log2_histogram clips its index), as np.minimum(a, top) would put them.
+    exact = int(np.count_nonzero(a < _ERR_BINS[0]))
+    counts, edges = _log2_histogram(np.maximum(a, _ERR_BINS[0])), _ERR_BINS
+    counts[0] -= exact
+    stairs(ax, counts, edges, fill=True, color=SIGN, alpha=0.8, label=f"{exact:,} stored exactly: not drawn")
     ax.axvline(half_step, color="black", ls="--", lw=1, label=f"{what} = {half_step:.2g}")
     ax.set_xscale("log", base=2)
     ax.set_xlim(_ERR_BINS[0], _ERR_BINS[-1])
