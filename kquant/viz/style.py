@@ -2,8 +2,9 @@
 
 Drawing only; each notebook group's views are in kquant.viz.numbers, .kquants, .files, .models.
 A widget redraws its whole figure on every slider move, so the views draw with one-artist
-stand-ins for matplotlib calls that make an artist per item (``labels`` for many short texts,
-``bars``, ``stairs``), and keep slider-independent work out of the redraw (``by_content``).
+stand-ins for matplotlib calls that make an artist per item or lay text out on every draw (``labels``
+for many short texts, ``legend``, ``title``, ``bars``, ``stairs``, ``vlines``/``hlines``), and keep
+slider-independent work out of the redraw (``by_content``).
 benchmarks/widgets.py times every view against an empty figure.
 """
 
