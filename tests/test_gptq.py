@@ -204,3 +204,16 @@ def test_damping_pulls_gptq_towards_round_to_nearest():
         steps.append(np.abs(np.triu(U / np.diag(U)[:, None], 1)).max())
     assert errors[0] < errors[2] < errors[3] and errors[3] > 0.95 * rtn
     assert steps == sorted(steps, reverse=True) and steps[-1] < 1e-3
+
+
+def test_a_precomputed_inverse_factor_gives_the_same_blocks():
+    """quantize(..., factor=inverse_factor(H, p)) is quantize(..., percdamp=p): the factor is not computed twice."""
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((200, 64)) * np.linspace(0.1, 3, 64)
+    H = 2 * X.T @ X / len(X)
+    W = rng.standard_normal((8, 64)).astype(np.float32)
+    for percdamp in (0.01, 1.0):
+        plain = gptq.quantize(W, H, "Q4_0", percdamp=percdamp)
+        given = gptq.quantize(W, H, "Q4_0", percdamp=percdamp, factor=gptq.inverse_factor(H, percdamp))
+        np.testing.assert_array_equal(plain.blocks, given.blocks)
+        assert not np.array_equal(plain.blocks, gptq.quantize(W, H, "Q4_0", percdamp=100 * percdamp).blocks)

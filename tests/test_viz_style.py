@@ -118,3 +118,125 @@ def test_by_content_recomputes_when_an_array_changes_in_place_and_hands_out_read
     assert calls == [1, 1, 2]
     with pytest.raises(ValueError):
         first[0] = 1.0
+
+
+def _legend_axes():
+    """Axes with the handles the views label: line with marker, dashes, marker only, filled step outline,
+    a span, bars and vertical lines; the data fill the upper right, so "best" is elsewhere."""
+    fig, ax = plt.subplots(figsize=(5, 3.5), dpi=80)
+    x = np.linspace(0.5, 1, 20)
+    ax.plot(x, x, "o-", color="0.4", label="|stored − π|")
+    ax.plot(x, x**2, "--", color="C0", label="half a step")
+    ax.plot([0.9], [0.8], "*", color="C3", ms=14, label="winner")
+    style.stairs(ax, np.array([0.6, 0.9]), np.array([0.6, 0.8, 1.0]), fill=True, color="C3", alpha=0.8, label="hist")
+    ax.axvspan(0.7, 0.8, color="C3", alpha=0.2, label="rounds to 0")
+    style.bars(ax, [0.85, 0.95], [0.7, 0.9], width=0.05, color="C0", label="Δw per unit error")
+    ax.vlines([0.75], 0.5, 1, color="C2", label="vlines")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    return fig, ax
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"loc": "upper left"},
+        {"loc": "lower right", "fontsize": 7},
+        {"loc": "best"},
+        {"loc": "upper left", "bbox_to_anchor": (1.01, 1), "title": "data type"},
+    ],
+)
+def test_legend_is_ax_legend_in_one_artist(kwargs):
+    with matplotlib.rc_context(style.RC):
+        boxes, entries = [], []
+        for ours in (False, True):
+            fig, ax = _legend_axes()
+            before = len(ax.get_children())
+            drawn = style.legend(ax, **kwargs) if ours else ax.legend(**{"fontsize": 8, **kwargs})
+            fig.canvas.draw()
+            boxes.append(drawn.get_window_extent(fig.canvas.get_renderer()).get_points())
+            entries.append(drawn.texts if ours else [t.get_text() for t in drawn.get_texts()])
+            if ours:
+                assert len(ax.get_children()) == before + 1
+            plt.close(fig)
+    assert entries[0] == entries[1]  # the same labels in the same order
+    # The same box in the same place, to within a pixel or two of text measurement.
+    assert np.abs(boxes[0] - boxes[1]).max() <= 2.5, f"ax.legend {boxes[0].round(1)}, legend {boxes[1].round(1)}"
+
+
+def test_legend_names_a_place_it_does_not_know():
+    from kquant.errors import KQuantError
+
+    fig, ax = _legend_axes()
+    with pytest.raises(KQuantError, match="loc"):
+        style.legend(ax, loc="top")
+    plt.close(fig)
+
+
+@pytest.mark.parametrize("text", ["SQNR 33.1 dB, 3% of weights stored as 0", "group 0: 64 levels (grey),\nstep 0.0012"])
+@pytest.mark.parametrize("kwargs", [{"fontsize": 10}, {}, {"fontsize": 9, "loc": "left"}])
+def test_title_puts_the_glyphs_where_set_title_puts_them(text, kwargs):
+    with matplotlib.rc_context(style.RC):
+        boxes, extents = [], []
+        for ours in (False, True):
+            fig = plt.figure(figsize=(5, 2), dpi=80)
+            ax = fig.add_axes((0.05, 0.1, 0.9, 0.5))
+            ax.set_axis_off()
+            drawn = style.title(ax, text, **kwargs) if ours else ax.set_title(text, **kwargs)
+            boxes.append(_ink(fig))
+            extents.append(drawn.get_window_extent(fig.canvas.get_renderer()).get_points())
+            assert ax.get_title(loc=kwargs.get("loc", "center")) == text  # the title is still the axes' title
+            plt.close(fig)
+    assert np.abs(boxes[0] - boxes[1]).max() <= 1, f"set_title ink {boxes[0]}, title ink {boxes[1]} (pixels)"
+    assert np.abs(extents[0] - extents[1]).max() <= 1.5, f"set_title box {extents[0]}, title box {extents[1]}"
+
+
+@pytest.mark.parametrize(
+    "text", ["column c = 40 rounded: where its error goes", "0x3f", "π → ŵ, Δw_j", " x ", "-", "g_j"]
+)
+def test_label_outlines_are_textpaths_measured_as_matplotlib_measures_them(text):
+    """Glyphs loaded once and joined by numpy give TextPath's own vertices and codes, text after text,
+    and the width, height and descent TextToPath measures (spaces and a glyph above the baseline too)."""
+    from matplotlib.font_manager import FontProperties
+    from matplotlib.textpath import TextPath, text_to_path
+
+    for size in (7.0, 10.0):
+        prop = FontProperties(family="sans-serif", size=size)
+        (ours, measured), theirs = style._outline(text, prop, size), TextPath((0, 0), text, size=size, prop=prop)
+        np.testing.assert_allclose(ours.vertices, theirs.vertices, atol=1e-9)
+        np.testing.assert_array_equal(ours.codes, theirs.codes)
+        expected = text_to_path.get_text_width_height_descent(text, prop, ismath=False)
+        np.testing.assert_allclose(measured, expected, atol=0.02)  # points; FreeType rounds to 1/64 px
+
+
+@pytest.mark.parametrize("which", ["vlines", "hlines"])
+def test_vlines_and_hlines_are_ax_lines_with_their_limits(which):
+    at, lo, hi = np.array([0.5, 2.0, -1.0]), np.array([0.0, -3.0, 1.0]), 4.0
+    fig, (a, b) = plt.subplots(1, 2)
+    ours = getattr(style, which)(a, at, lo, hi, color="C1", lw=0.5, zorder=0)
+    theirs = getattr(b, which)(at, lo, hi, color="C1", lw=0.5, zorder=0)
+    for p, q in zip(ours.get_segments(), theirs.get_segments()):
+        np.testing.assert_array_equal(p, q)
+    assert a.get_xlim() == b.get_xlim() and a.get_ylim() == b.get_ylim()
+    assert (ours.get_color().tolist(), ours.get_linewidth().tolist(), ours.get_zorder()) == (
+        theirs.get_color().tolist(),
+        theirs.get_linewidth().tolist(),
+        theirs.get_zorder(),
+    )
+    plt.close(fig)
+
+
+def test_the_error_histogram_draws_np_histograms_counts_and_counts_the_exact_ones_apart():
+    rng = np.random.default_rng(1)
+    err = rng.standard_normal(20000) * 10.0 ** rng.uniform(-9, 0.5, 20000)
+    err[rng.integers(0, err.size, 300)] = 0.0
+    err[:4] = [2.0**-24, 1.0, 3.0, -1e-9]  # the bottom edge, the top edge, above the top, below the bottom
+    fig, ax = plt.subplots()
+    numbers._abs_error_histogram(ax, err, 0.01)
+    a = np.abs(err)
+    kept = a >= numbers._ERR_BINS[0]
+    expected = np.histogram(np.minimum(a[kept], numbers._ERR_BINS[-1]), bins=numbers._ERR_BINS)[0]
+    drawn = next(p for p in ax.patches if isinstance(p, matplotlib.patches.StepPatch))
+    np.testing.assert_array_equal(drawn.get_data().values, expected)
+    assert drawn.get_label() == f"{np.count_nonzero(~kept):,} stored exactly: not drawn"
+    plt.close(fig)

@@ -172,7 +172,7 @@ def views() -> list[View]:
             slider=False,
         ),
         View("11", "gptq_view", lambda c: gptq.gptq_view(w11, hessian, c, 0.01), [0, 40, 130, 255]),
-        View("11", "gptq_view (damping)", lambda p: gptq.gptq_view(w11, hessian, 40, p), [0.001, 0.1, 1.0, 10.0]),
+        View("11", "gptq_view (damping)", lambda p: gptq.gptq_view(w11, hessian, 40, p), gptq.DAMPINGS),
         View("14", "levels_plot", lambda _: qlora.levels_plot({"uniform": qlora.UNIFORM_LEVELS}), [0], slider=False),
         View(
             "14",

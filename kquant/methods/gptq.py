@@ -191,17 +191,25 @@ def inverse_factor(H: np.ndarray, percdamp: float = PERCDAMP) -> tuple[np.ndarra
 
 
 def quantize(
-    W: np.ndarray, H: np.ndarray, qtype="Q4_0", *, percdamp: float = PERCDAMP, blocksize: int = BLOCKSIZE
+    W: np.ndarray,
+    H: np.ndarray,
+    qtype="Q4_0",
+    *,
+    percdamp: float = PERCDAMP,
+    blocksize: int = BLOCKSIZE,
+    factor: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Result:
     """GPTQ of one matrix W (rows, cols) with Hessian H (cols, cols) onto a ggml grid: ``fasterquant``.
 
     ``H = I`` (no correlation, no compensation) gives ``kquant.quantize(W, qtype)``'s bytes exactly.
+    ``factor``: ``inverse_factor(H, percdamp)`` when the caller has it already (it is most of the cost
+    for a small W), so it is not computed twice.
     """
     with one_blas_thread():
-        return _quantize(W, H, grid(qtype), percdamp, blocksize)
+        return _quantize(W, H, grid(qtype), percdamp, blocksize, factor)
 
 
-def _quantize(W, H, g, percdamp: float, blocksize: int) -> Result:
+def _quantize(W, H, g, percdamp: float, blocksize: int, factor=None) -> Result:
     W = np.array(W, dtype=np.float64)
     if W.ndim != 2 or W.shape[1] % g.group or not np.isfinite(W).all():
         raise KQuantError(
@@ -212,7 +220,7 @@ def _quantize(W, H, g, percdamp: float, blocksize: int) -> Result:
         raise KQuantError(f"H must be ({W.shape[1]}, {W.shape[1]}) for W of shape {W.shape}; got {np.shape(H)}")
     if blocksize % g.group and g.group % blocksize:
         raise KQuantError(f"blocksize {blocksize}: use a multiple or a divisor of {g.qtype.name}'s group of {g.group}")
-    Hinv, dead = inverse_factor(H, percdamp)
+    Hinv, dead = inverse_factor(H, percdamp) if factor is None else factor
     W[:, dead] = 0
     rows, cols = W.shape
     levels = np.empty((rows, cols), dtype=np.uint8)

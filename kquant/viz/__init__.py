@@ -9,8 +9,8 @@ notebook's; the tests draw each once and ``benchmarks/widgets.py`` times them.
 
 * ``numbers``: notebooks 00-03   * ``kquants``: 04-05   * ``files``: 06-07   * ``models``: 08-10, 17
 * ``gptq``: 11   * ``awq``: 12   * ``budget``: 13   * ``qlora``: 14   * ``iquants``: 15   * ``compare``: 16
-* ``style``: what they share (colours, spacing, fast histograms, byte grids, one-artist labels and bars);
-  ``setup()``, which every notebook's import cell calls, renders figures at 80 dpi without the inline
+* ``style``: what they share (colours, spacing, fast histograms, byte grids, one-artist labels, legends,
+  titles and bars); ``setup()``, which every notebook's import cell calls, renders figures at 80 dpi without the inline
   backend's "tight" crop, unhinted text and a faster PNG encoding
 """
 

@@ -6,7 +6,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from kquant.methods.awq import round_trip, scaled_round_trip, scales
-from kquant.viz.style import EXPONENT, FIELD_COLORS, SIGN, tidy
+from kquant.viz import style
+from kquant.viz.style import EXPONENT, FIELD_COLORS, SIGN, legend, tidy
 
 
 def channel_magnitudes_plot(curves: dict, title: str):
@@ -44,8 +45,8 @@ def alpha_view(w: np.ndarray, x: np.ndarray, qtype: str, alphas: np.ndarray, los
     left.set_yscale("log")
     left.set_xlabel("channel's mean |x| (calibration)")
     left.set_ylabel("mean|x_j| · RMS error of column j")
-    left.set_title(f"{qtype}: each channel's part of the output error", fontsize=10)
-    left.legend(fontsize=8, loc="upper left")
+    style.title(left, f"{qtype}: each channel's part of the output error", fontsize=10)
+    legend(left, fontsize=8, loc="upper left")
     left.grid(alpha=0.3)
     rel = np.asarray(losses) / losses[0]
     right.plot(alphas, rel, "o-", color=EXPONENT, markersize=3)
@@ -54,7 +55,7 @@ def alpha_view(w: np.ndarray, x: np.ndarray, qtype: str, alphas: np.ndarray, los
     right.axhline(1.0, color="0.6", lw=0.8)
     right.set_xlabel("α")
     right.set_ylabel("output MSE / round-to-nearest's")
-    right.set_title(f"α = {alphas[i]:.2f}: {rel[i]:.2f}× round-to-nearest's error", fontsize=10)
+    style.title(right, f"α = {alphas[i]:.2f}: {rel[i]:.2f}× round-to-nearest's error", fontsize=10)
     right.grid(alpha=0.3)
     tidy(fig)
     plt.show()

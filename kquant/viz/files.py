@@ -13,7 +13,8 @@ from matplotlib.patches import Rectangle
 from kquant.gguf.summary import plan_summary
 from kquant.mixes import layer_of, plan
 from kquant.model.config import BLOCK_TENSORS
-from kquant.viz.style import SIGN, TYPE_COLORS, byte_grid, labels, tidy
+from kquant.viz import style
+from kquant.viz.style import SIGN, TYPE_COLORS, byte_grid, labels, legend, tidy
 
 
 def _plan_grid(ax, choices, title: str):
@@ -123,7 +124,8 @@ def gguf_map_view(files: dict, name: str):
     top.set_ylabel("file")
     top.set_xlabel("position in the file (MB)")
     first = next(iter(files.values()))[1]
-    top.set_title(
+    style.title(
+        top,
         f"{name}: where its data lies (red frame)\nblack, hatched = header, metadata and tensor infos "
         f"({first.data_start:,} bytes in the {next(iter(files))} file; drawn wider than to scale)",
         fontsize=10,
@@ -131,14 +133,15 @@ def gguf_map_view(files: dict, name: str):
     handles = [
         Rectangle((0, 0), 1, 1, facecolor=TYPE_COLORS.get(t, "white"), label=t) for t in TYPE_COLORS if t in used
     ]
-    top.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), title="data type")
+    legend(top, handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), title="data type")
     for ax, (label, (buf, layout)) in zip(axes[1:], files.items()):
         t = layout.tensor(name)
         byte_grid(ax, np.frombuffer(buf, np.uint8, t.end - t.start, t.start), t.fields(), per_row=24, base=t.start)
         ax.set_ylabel("record row starts\nat file byte", fontsize=8)
         start, end = layout.data_range(name)
         index = [u.name for u in layout.tensors].index(name)
-        ax.set_title(
+        style.title(
+            ax,
             f"{label}: tensor {index + 1} of {len(layout.tensors)} in this file's order, "
             f"data at bytes {start:,}–{end - 1:,}\n"
             f"its info record, bytes {t.start:,}–{t.end - 1:,} ({t.type.name}, ne {t.ne}, offset {t.offset:,})",

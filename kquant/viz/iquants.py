@@ -8,6 +8,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 
+from kquant.viz import style
 from kquant.viz.style import EXPONENT, FIELD_COLORS, SIGN, bars, hist, tidy, weights_on_levels
 
 
@@ -49,7 +50,7 @@ def search_view(x: np.ndarray, w: np.ndarray, steps, k: int, table: np.ndarray):
     d = float(steps.d[k])
     weights_on_levels(left, x, d * steps.q[k], d * table.astype(np.float64), "decoded", "weight j of the block")
     label = "1/d = 127/max" if k == 0 else f"itry = {k - 8:+d}: 1/d = ({k - 8 - 127})/max"
-    left.set_title(f"candidate {k}: {label}, least-squares d = {d:.3g}", fontsize=10)
+    style.title(left, f"candidate {k}: {label}, least-squares d = {d:.3g}", fontsize=10)
     n = len(err)
     colors = [SIGN if i == steps.chosen else "0.7" for i in range(n)]
     edges = ["k" if i == k else "none" for i in range(n)]
@@ -58,6 +59,6 @@ def search_view(x: np.ndarray, w: np.ndarray, steps, k: int, table: np.ndarray):
     right.set_xlabel("candidate (itry)")
     right.set_ylabel("Σ w (x − d q)², / the winner's")
     right.set_ylim(0, max(1.1, float(err.max()) * 1.05))
-    right.set_title(f"weighted error; the winner (red): candidate {steps.chosen}", fontsize=10)
+    style.title(right, f"weighted error; the winner (red): candidate {steps.chosen}", fontsize=10)
     tidy(fig)
     plt.show()

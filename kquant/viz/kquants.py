@@ -16,7 +16,8 @@ from matplotlib.ticker import MaxNLocator
 
 from kquant.formats import dequantize, get_format, q4_k, quantize
 from kquant.lessons import kfamily, metrics, scale_search
-from kquant.viz.style import EXPONENT, FIELD_COLORS, SIGN, labels, tidy, weights_on_levels
+from kquant.viz import style
+from kquant.viz.style import EXPONENT, FIELD_COLORS, SIGN, labels, legend, tidy, weights_on_levels
 
 
 def scale_search_view(x, j: int):
@@ -55,16 +56,15 @@ def scale_search_view(x, j: int):
     left.xaxis.set_major_locator(MaxNLocator(5))
     left.set_xlabel(f"candidate grid step (× {sx:.0e} weight units)")
     left.set_ylabel(f"weighted squared error (× {sy:.0e})")
-    left.set_title(
-        f"sub-block {j}: {len(trace.candidates)} candidates, {len(kept)} improved on the best so far", fontsize=10
+    style.title(
+        left, f"sub-block {j}: {len(trace.candidates)} candidates, {len(kept)} improved on the best so far", fontsize=10
     )
-    left.legend(fontsize=7)
+    legend(left, fontsize=7)
     left.grid(alpha=0.3)
     y = trace.scale * trace.levels.astype(np.float32) - trace.the_min
     levels = trace.scale * np.arange(16) - trace.the_min
-    weights_on_levels(right, sub, y, levels, "scale·L − m", f"weight index in sub-block {j}")
-    right.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    right.set_title(f"winner: scale {trace.scale:.3g}, m {trace.the_min:.3g} (grey: the 16 levels)", fontsize=10)
+    weights_on_levels(right, sub, y, levels, "scale·L − m", f"weight index in sub-block {j}", "upper left", (1.0, 1.0))
+    style.title(right, f"winner: scale {trace.scale:.3g}, m {trace.the_min:.3g} (grey: the 16 levels)", fontsize=10)
     tidy(fig)
     plt.show()
 
@@ -162,13 +162,15 @@ def k_block_view(w, name: str, group: int = 0, row: int = 0):
     )
     left.set_xlabel(f"weight index in the super-block ({lay.groups} groups of {lay.group})")
     left.set_ylabel("weight value")
-    left.set_title(
-        f"{name}: {fmt.bits_per_weight:g} bits/weight, SQNR of this block {metrics.sqnr_db(x, y):.1f} dB", fontsize=10
+    style.title(
+        left,
+        f"{name}: {fmt.bits_per_weight:g} bits/weight, SQNR of this block {metrics.sqnr_db(x, y):.1f} dB",
+        fontsize=10,
     )
-    left.legend(fontsize=7, loc="lower right")
+    legend(left, fontsize=7, loc="lower right")
     sl = slice(group * lay.group, (group + 1) * lay.group)
     weights_on_levels(right, x[sl], y[sl], levels[group], "decoded", f"weight index in group {group}")
     step = float(np.abs(np.diff(levels[group])).mean()) if lay.level_bits else 0.0
-    right.set_title(f"group {group}: {2**lay.level_bits} evenly spaced levels (grey),\nstep {step:.3g}", fontsize=10)
+    style.title(right, f"group {group}: {2**lay.level_bits} evenly spaced levels (grey),\nstep {step:.3g}", fontsize=10)
     tidy(fig)
     plt.show()

@@ -5,15 +5,31 @@ Each ``*_view`` is a widget callback: it draws one complete figure and ends with
 
 from __future__ import annotations
 
+import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.collections import PatchCollection
 from matplotlib.colors import to_rgba
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator, NullLocator
+from matplotlib.transforms import ScaledTranslation
 
 from kquant.lessons import metrics, rounding, scale_zero_point
-from kquant.viz.style import EXPONENT, FIELD_COLORS, MANTISSA, SIGN, byte_grid, hist, labels, log_y, stairs, tidy
+from kquant.viz import style
+from kquant.viz.style import (
+    EXPONENT,
+    FIELD_COLORS,
+    MANTISSA,
+    SIGN,
+    byte_grid,
+    hist,
+    labels,
+    legend,
+    log_y,
+    stairs,
+    tidy,
+    vlines,
+)
 
 
 def levels_view(bits: int, x: float = 0.3):
@@ -46,8 +62,8 @@ def pi_grid_view(frac_bits: int, int_bits: int = 2, max_bits: int = 20):
     top.set_yticks([])
     top.set_xlabel(f"value (grid lines: the representable numbers, one step = 2^-{frac_bits} apart)")
     code_bits = rounding.bit_string(int(fp.code), int_bits + frac_bits)
-    top.set_title(f"π with {frac_bits} fractional bits ({int_bits + frac_bits} in all): code {code_bits}")
-    top.legend(loc="upper right", fontsize=8)
+    style.title(top, f"π with {frac_bits} fractional bits ({int_bits + frac_bits} in all): code {code_bits}")
+    legend(top, loc="upper right", fontsize=8)
 
     bits = np.arange(0, max_bits + 1)
     err = np.array([abs(rounding.fixed_point(np.pi, int(b)).value - np.pi) for b in bits])
@@ -58,8 +74,8 @@ def pi_grid_view(frac_bits: int, int_bits: int = 2, max_bits: int = 20):
     bottom.xaxis.set_major_locator(MaxNLocator(integer=True))
     bottom.set_xlabel("fractional bits")
     bottom.set_ylabel("rounding error (absolute)")
-    bottom.set_title(f"error at {frac_bits} bits: {float(abs(fp.value - np.pi)):.3g}")
-    bottom.legend(fontsize=8)
+    style.title(bottom, f"error at {frac_bits} bits: {float(abs(fp.value - np.pi)):.3g}")
+    legend(bottom, fontsize=8)
     tidy(fig)
     plt.show()
 
@@ -150,17 +166,17 @@ def quant_error_view(w, bits: int, scheme: str = "absmax", block_size=None):
         lo = int(qz.q.min())  # the codes in use, by counting (np.unique sorts all 200k of them)
         used = np.flatnonzero(np.bincount((qz.q - lo).ravel())) + lo
         levels = (used - qz.zero[0, 0]) * qz.scale[0, 0]
-        left.vlines(levels, 0.8, left.get_ylim()[1], color=EXPONENT, lw=0.6, alpha=0.7)
-        left.set_title(f"{scheme}, {bits} bits: {levels.size} levels in use, step {qz.scale[0, 0]:.2g}", fontsize=10)
+        vlines(left, levels, 0.8, left.get_ylim()[1], color=EXPONENT, lw=0.6, alpha=0.7)
+        style.title(left, f"{scheme}, {bits} bits: {levels.size} levels in use, step {qz.scale[0, 0]:.2g}", fontsize=10)
     else:
-        left.set_title(f"{scheme}, {bits} bits, one scale per {block_size} weights", fontsize=10)
+        style.title(left, f"{scheme}, {bits} bits, one scale per {block_size} weights", fontsize=10)
     left.set_xlabel("weight value (blue lines: levels used)")
     left.set_ylabel("weights (log scale)")
     _abs_error_histogram(
         right, err, qz.scale.max() / 2, "half a step" if block_size is None else "half the largest step"
     )
     zeros = np.mean(w_hat == 0) * 100
-    right.set_title(f"SQNR {metrics.sqnr_db(w, w_hat):.1f} dB, {zeros:.0f}% of weights stored as 0", fontsize=10)
+    style.title(right, f"SQNR {metrics.sqnr_db(w, w_hat):.1f} dB, {zeros:.0f}% of weights stored as 0", fontsize=10)
     tidy(fig)
     plt.show()
 
@@ -169,6 +185,7 @@ def quant_error_view(w, bits: int, scheme: str = "absmax", block_size=None):
 # so one more bit (half the step, half the error) moves the histogram one octave left.
 _ERR_OCTAVES = (-24, 0)
 _ERR_BINS = 2.0 ** np.arange(_ERR_OCTAVES[0], _ERR_OCTAVES[1] + 0.125, 0.25)
+_TICK_FONTSIZE = 10.0  # xtick.labelsize "medium": the default font size
 
 
 def _log2_histogram(a: np.ndarray) -> np.ndarray:
@@ -187,18 +204,28 @@ def _abs_error_histogram(ax, err, half_step: float, what: str = "half a step") -
     a = np.abs(np.asarray(err, dtype=np.float64)).ravel()
     # Weights stored exactly (error 0, or float rounding below 2^-24) have no place on a log
     # axis: the legend counts them instead.
-    exact = a < _ERR_BINS[0]
-    counts, edges = _log2_histogram(np.minimum(a[~exact], _ERR_BINS[-1])), _ERR_BINS
-    stairs(ax, counts, edges, fill=True, color=SIGN, alpha=0.8, label=f"{exact.sum():,} stored exactly: not drawn")
+    # Binned without first copying out the others (a boolean-index copy of every weight): clipped into the
+    # bins, the exact ones land in the first and are taken out of it again; errors above the top edge
+    # land in the last bin (_log2_histogram clips its index), as np.minimum(a, top) would put them.
+    exact = int(np.count_nonzero(a < _ERR_BINS[0]))
+    counts, edges = _log2_histogram(np.maximum(a, _ERR_BINS[0])), _ERR_BINS
+    counts[0] -= exact
+    stairs(ax, counts, edges, fill=True, color=SIGN, alpha=0.8, label=f"{exact:,} stored exactly: not drawn")
     ax.axvline(half_step, color="black", ls="--", lw=1, label=f"{what} = {half_step:.2g}")
     ax.set_xscale("log", base=2)
     ax.set_xlim(_ERR_BINS[0], _ERR_BINS[-1])
     ticks = 2.0 ** np.arange(_ERR_OCTAVES[0], _ERR_OCTAVES[1] + 1, 4)
-    ax.set_xticks(ticks, [f"2^{int(np.log2(t))}" for t in ticks])
+    # The tick marks are matplotlib's; their labels one collection of glyph outlines where the tick labels
+    # go (tick length + pad below the axis, 10 pt): a Text per tick is ~0.4 ms of layout and glyphs a redraw.
+    ax.set_xticks(ticks, [""] * len(ticks))
     ax.xaxis.set_minor_locator(NullLocator())
+    tick = float(matplotlib.rcParams["xtick.major.size"] + matplotlib.rcParams["xtick.major.pad"])
+    under = ax.get_xaxis_transform() + ScaledTranslation(0, -tick / 72, ax.figure.dpi_scale_trans)
+    labels(ax, ticks, 0, [f"2^{int(np.log2(t))}" for t in ticks], fontsize=_TICK_FONTSIZE, va="top", transform=under)
+    ax.xaxis.labelpad = matplotlib.rcParams["axes.labelpad"] + _TICK_FONTSIZE  # below them, as below tick labels
     ax.set_xlabel("|w − ŵ|, the rounding error (log2 axis)")
     ax.set_ylabel("weights")
-    ax.legend(fontsize=8, loc="upper left")
+    legend(ax, fontsize=8, loc="upper left")
 
 
 def outlier_view(w, gain: float, gains, curve, bits: int = 4):
@@ -214,7 +241,7 @@ def outlier_view(w, gain: float, gains, curve, bits: int = 4):
     left.plot([gain], [metrics.sqnr_db(w[others], w_hat[others])], "o", color=SIGN, ms=9)
     left.set_xlabel("largest weight multiplied by")
     left.set_ylabel("SQNR of all other weights (dB)")
-    left.set_title(f"per-tensor absmax, {bits} bits: one weight sets everyone's step", fontsize=10)
+    style.title(left, f"per-tensor absmax, {bits} bits: one weight sets everyone's step", fontsize=10)
     left.grid(alpha=0.3)
     zero = np.mean(w_hat[others] == 0) * 100
     step = np.abs(w).max() / (2 ** (bits - 1) - 1)
@@ -222,10 +249,12 @@ def outlier_view(w, gain: float, gains, curve, bits: int = 4):
     right.axvspan(-step / 2, step / 2, color=SIGN, alpha=0.2, label="rounds to 0")
     right.set_xlabel("weight value")
     right.set_ylabel("weights (log scale)")
-    right.set_title(
-        f"largest weight {np.abs(w).max():.3f}: step {step:.3f}, {zero:.0f}% of the others stored as 0", fontsize=10
+    style.title(
+        right,
+        f"largest weight {np.abs(w).max():.3f}: step {step:.3f}, {zero:.0f}% of the others stored as 0",
+        fontsize=10,
     )
-    right.legend(fontsize=8, loc="upper right")
+    legend(right, fontsize=8, loc="upper right")
     tidy(fig)
     plt.show()
 
@@ -273,14 +302,16 @@ def block_view(w, block_size: int, bits: int = 4, row: int = 0, show: int = 256)
     stairs(left, -amax, edges, color=SIGN)
     left.set_xlabel(f"weight index in row {row} (first {show})")
     left.set_ylabel("weight value")
-    left.set_title(f"one scale per {block_size} weights", fontsize=10)
-    left.legend(fontsize=8, loc="lower right")
+    style.title(left, f"one scale per {block_size} weights", fontsize=10)
+    legend(left, fontsize=8, loc="lower right")
     qmax = 2 ** (bits - 1) - 1  # absmax's top level: a block's step is its max|w| / qmax
     n = w.shape[1] // block_size * block_size
     steps = np.abs(w[:, :n]).reshape(-1, block_size).max(axis=1) / qmax if n else np.abs(w).max(axis=1) / qmax
     _abs_error_histogram(right, w - w_hat, float(np.median(steps)) / 2, "half the median block's step")
     bpw = scale_zero_point.bits_per_weight(bits, block_size)
-    right.set_title(f"{bits}-bit absmax: {bpw:.3f} bits/weight, SQNR {metrics.sqnr_db(w, w_hat):.1f} dB", fontsize=10)
+    style.title(
+        right, f"{bits}-bit absmax: {bpw:.3f} bits/weight, SQNR {metrics.sqnr_db(w, w_hat):.1f} dB", fontsize=10
+    )
     tidy(fig)
     plt.show()
 

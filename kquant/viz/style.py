@@ -2,8 +2,9 @@
 
 Drawing only; each notebook group's views are in kquant.viz.numbers, .kquants, .files, .models.
 A widget redraws its whole figure on every slider move, so the views draw with one-artist
-stand-ins for matplotlib calls that make an artist per item (``labels`` for many short texts,
-``bars``, ``stairs``), and keep slider-independent work out of the redraw (``by_content``).
+stand-ins for matplotlib calls that make an artist per item or lay text out on every draw (``labels``
+for many short texts, ``legend``, ``title``, ``bars``, ``stairs``, ``vlines``/``hlines``), and keep
+slider-independent work out of the redraw (``by_content``).
 benchmarks/widgets.py times every view against an empty figure.
 """
 
@@ -13,12 +14,13 @@ import collections
 import functools
 import hashlib
 
+import matplotlib
 import numpy as np
-from matplotlib.collections import PatchCollection, PathCollection, PolyCollection
+from matplotlib.collections import LineCollection, PatchCollection, PathCollection, PolyCollection
 from matplotlib.colors import to_rgba
 from matplotlib.font_manager import FontProperties
 from matplotlib.patches import Rectangle, StepPatch
-from matplotlib.textpath import TextPath, text_to_path
+from matplotlib.textpath import text_to_path
 from matplotlib.ticker import AutoLocator, FuncFormatter, LogFormatterSciNotation, LogLocator, MaxNLocator, NullLocator
 from matplotlib.transforms import Affine2D, ScaledTranslation
 
@@ -89,6 +91,9 @@ def _read_only(value):
     elif isinstance(value, tuple):
         for v in value:
             _read_only(v)
+    elif isinstance(value, dict):
+        for v in value.values():
+            _read_only(v)
     return value
 
 
@@ -154,6 +159,9 @@ def tidy(fig, wspace: float = 0.3, hspace: float = 0.75, bottom: float = 0.55, r
         if legend is not None and legend.get_bbox_to_anchor().x0 >= ax.get_window_extent().x1 - 1:
             renderer = renderer or fig.canvas.get_renderer()
             right = max(right, 0.3 + legend.get_window_extent(renderer).width / fig.dpi)
+        for drawn in ax.collections:  # legends drawn by legend(): their size is known in points
+            if isinstance(drawn, _Legend) and drawn.anchor_box[0][0] >= 1:  # anchored beside the axes
+                right = max(right, 0.3 + drawn.size[0] / 72)
     fig.subplots_adjust(
         left=left / w, right=1 - right / w, bottom=bottom / h, top=1 - top / h, wspace=wspace, hspace=hspace
     )
@@ -209,6 +217,33 @@ def bars(ax, x, height, *, width=0.8, color, label=None, **kwargs):
     return collection
 
 
+def _segments(ax, a, lo, hi, vertical: bool, kwargs) -> LineCollection:
+    a, lo, hi = np.broadcast_arrays(
+        np.asarray(a, dtype=float), np.asarray(lo, dtype=float), np.asarray(hi, dtype=float)
+    )
+    ends = [np.column_stack([a, lo]), np.column_stack([a, hi])]
+    if not vertical:
+        ends = [e[:, ::-1] for e in ends]
+    collection = LineCollection(np.stack(ends, axis=1), **kwargs)
+    ax.add_collection(collection, autolim=False)
+    if a.size:  # as ax.vlines/hlines: the corners of the lines' box into the data limits
+        points = np.concatenate(ends)
+        ax.update_datalim([np.nanmin(points, axis=0), np.nanmax(points, axis=0)])
+        ax._request_autoscale_view()
+    return collection
+
+
+def vlines(ax, x, ymin, ymax, **kwargs) -> LineCollection:
+    """``ax.vlines(x, ymin, ymax, **kwargs)`` in data coordinates: the same lines and limits, added without
+    its masked-array handling (a ms or two on every redraw)."""
+    return _segments(ax, x, ymin, ymax, True, kwargs)
+
+
+def hlines(ax, y, xmin, xmax, **kwargs) -> LineCollection:
+    """``ax.hlines(y, xmin, xmax, **kwargs)`` in data coordinates, as ``vlines``."""
+    return _segments(ax, y, xmin, xmax, False, kwargs)
+
+
 def hist(ax, values, bins, color, alpha=0.8, label=None, log=True):
     """A histogram drawn as one filled outline: many times faster to render than ax.hist's bars."""
     counts, edges = np.histogram(np.asarray(values).ravel(), bins=bins)
@@ -220,15 +255,65 @@ def hist(ax, values, bins, color, alpha=0.8, label=None, log=True):
 
 @functools.lru_cache(maxsize=4096)
 def _label_path(text: str, fontsize: float, family: str, weight: str, ha: str, va: str):
-    """``text``'s outline in points, placed as ax.text(..., ha=ha, va=va) places it about its anchor."""
-    prop = FontProperties(family=family, weight=weight, size=fontsize)
-    w, h, d = text_to_path.get_text_width_height_descent(text, prop, ismath=False)
-    _, lp_h, lp_d = text_to_path.get_text_width_height_descent("lp", prop, ismath=False)
+    """``text``'s outline in points, placed as ax.text(..., ha=ha, va=va) places it about its anchor
+    (one line of text; ``va="baseline"`` puts the baseline on the anchor)."""
+    path, (w, h, d) = _measured_outline(text, fontsize, family, weight)
+    lp_h, lp_d = _lp_extent(fontsize, family, weight)
     h, d = max(h, lp_h), max(d, lp_d)  # a line's box, as Text lays out one: same baseline for "ac" and "13"
     dx = {"left": 0.0, "center": -w / 2, "right": -w}[ha]
-    dy = {"center": d - h / 2, "top": d - h}[va]
-    path = TextPath((0, 0), text, size=fontsize, prop=prop)
+    dy = {"center": d - h / 2, "top": d - h, "baseline": 0.0}[va]
     return path.transformed(Affine2D().translate(dx, dy))
+
+
+@functools.lru_cache(maxsize=4096)
+def _measured_outline(text: str, fontsize: float, family: str, weight: str):
+    """``_outline`` of ``text`` in this font, once per text: labels and legends ask again on every redraw."""
+    return _outline(text, FontProperties(family=family, weight=weight, size=fontsize), fontsize)
+
+
+_GLYPHS: dict = {}  # glyph outlines at TextToPath.FONT_SCALE, by font file and glyph: loaded once for every label
+
+
+def _outline(text: str, prop, fontsize: float):
+    """``TextPath((0, 0), text, size=fontsize, prop=prop)``: the same vertices, made faster; and the
+    string's (width, height, descent) in points, as TextToPath.get_text_width_height_descent measures
+    it (FreeType's box: the glyphs' control boxes, and the pen's advance across the string).
+
+    TextPath loads every glyph's outline again for each text and joins them vertex by vertex in Python
+    (~3 ms for a title, paid again for each new slider value), and measuring lays the string out once
+    more; here the text is laid out once, as TextPath lays it out (matplotlib's shaping,
+    ``_text_helpers.layout``), each glyph is loaded once, and the outlines are joined by numpy."""
+    from matplotlib.ft2font import LoadFlags
+    from matplotlib.path import Path
+
+    font = text_to_path._get_font(prop)  # the font at TextToPath's size, as TextPath takes it
+    vertices, codes, pen = [], [], 0.0
+    for item in font._layout(text, LoadFlags.NO_HINTING):  # what _text_helpers.layout iterates
+        key = (item.ft_object.fname, item.glyph_index)
+        glyph = _GLYPHS.get(key)
+        if glyph is None:
+            advance = item.ft_object.load_glyph(item.glyph_index, flags=LoadFlags.NO_HINTING).horiAdvance / 64
+            glyph = _GLYPHS[key] = (*item.ft_object.get_path(), advance)
+        vertices.append(glyph[0] + (item.x, item.y))
+        codes.append(glyph[1])
+        pen = item.x + glyph[2]
+    scale = fontsize / text_to_path.FONT_SCALE
+    if not vertices:
+        return Path(np.empty((0, 2))), (pen * scale, 0.0, 0.0)
+    path = Path(np.concatenate(vertices) * scale, np.concatenate(codes))
+    ink = path.vertices[path.codes != Path.CLOSEPOLY]  # a CLOSEPOLY's vertex is a placeholder, not a point
+    if not len(ink):
+        return path, (pen * scale, 0.0, 0.0)
+    (x0, y0), y1 = ink.min(axis=0), ink[:, 1].max()
+    return path, (float(pen * scale - min(x0, 0.0)), float(y1 - y0), float(-y0))  # the advance, not the ink
+
+
+@functools.lru_cache(maxsize=64)
+def _lp_extent(fontsize: float, family: str, weight: str) -> tuple[float, float]:
+    """(height, descent) in points of "lp": the least box Text gives a line, the same for every label."""
+    prop = FontProperties(family=family, weight=weight, size=fontsize)
+    _, h, d = text_to_path.get_text_width_height_descent("lp", prop, ismath=False)
+    return h, d
 
 
 def labels(
@@ -297,16 +382,330 @@ def byte_grid(ax, block: np.ndarray, fields: list, per_row: int, base: int = 0):
     ax.set_yticks(-np.arange(rows) - 0.5, [str(base + r * per_row) for r in range(rows)], fontsize=7)
     ax.set_xlabel("byte offset within the row (hex values shown)")
     ax.set_ylabel("row starts at byte")
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+    legend(ax, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
 
 
-def weights_on_levels(ax, x, y, levels, decoded_label: str, xlabel: str) -> None:
-    """One group's weights (dots), what they decode to (dashes, joined by their error), and the grid (grey)."""
+def weights_on_levels(
+    ax, x, y, levels, decoded_label: str, xlabel: str, loc: str = "lower right", bbox_to_anchor=None
+) -> None:
+    """One group's weights (dots), what they decode to (dashes, joined by their error), and the grid (grey);
+    the legend at ``loc`` (of the point ``bbox_to_anchor``, as ``legend``)."""
     idx = np.arange(len(x))
-    ax.hlines(levels, -0.5, len(x) - 0.5, color="0.85", lw=0.5, zorder=0)
-    ax.vlines(idx, y, x, color=SIGN, lw=1)
+    hlines(ax, levels, -0.5, len(x) - 0.5, color="0.85", lw=0.5, zorder=0)
+    vlines(ax, idx, y, x, color=SIGN, lw=1)
     ax.plot(idx, x, "o", color="0.3", ms=4, label="weight")
     ax.plot(idx, y, "_", color=EXPONENT, ms=10, mew=2, label=decoded_label)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("weight value")
-    ax.legend(fontsize=7, loc="lower right")
+    legend(ax, fontsize=7, loc=loc, bbox_to_anchor=bbox_to_anchor)
+
+
+# Legend layout, in units of the font size: matplotlib's defaults (rcParams "legend.*"), so a legend drawn
+# by ``legend`` has the size and place ax.legend gives it.
+_BORDERPAD, _LABELSPACING, _HANDLELENGTH, _HANDLEHEIGHT, _HANDLETEXTPAD, _BORDERAXESPAD = 0.4, 0.5, 2.0, 0.7, 0.8, 0.5
+_LOCS = {  # loc -> (horizontal, vertical) side of the anchor box, as ax.legend's loc strings
+    "upper right": ("right", "upper"),
+    "upper left": ("left", "upper"),
+    "lower left": ("left", "lower"),
+    "lower right": ("right", "lower"),
+    "right": ("right", "center"),
+    "center left": ("left", "center"),
+    "center right": ("right", "center"),
+    "lower center": ("center", "lower"),
+    "upper center": ("center", "upper"),
+    "center": ("center", "center"),
+}
+
+
+@functools.lru_cache(maxsize=64)
+def _line_extent(fontsize: float, family: str) -> tuple[float, float]:
+    """(ascent, descent) in points of one line of text, as Text lays it out: the font's own line metrics."""
+    from matplotlib.font_manager import findfont, get_font
+
+    font = get_font(findfont(FontProperties(family=family, size=fontsize)))
+    table = font.get_sfnt_table("OS/2") or font.get_sfnt_table("hhea")
+    ascent, descent = ("sTypoAscender", "sTypoDescender") if "sTypoAscender" in table else ("ascent", "descent")
+    scale = fontsize / font.get_sfnt_table("head")["unitsPerEm"]
+    return table[ascent] * scale, -table[descent] * scale
+
+
+@functools.lru_cache(maxsize=4096)
+def _text_extent(text: str, fontsize: float, family: str) -> tuple[float, float, float]:
+    """(width, ascent, descent) in points of a one-line ``text``, as Text lays it out."""
+    _, (w, h, d) = _measured_outline(text, fontsize, family, "normal")
+    ascent, descent = _line_extent(fontsize, family)
+    return w, max(h - d, ascent), max(d, descent)
+
+
+def _handle_paths(handle, x0: float, y0: float, width: float, height: float) -> list:
+    """What ax.legend's handler draws for ``handle`` in the box (x0, y0, width, height) (points), as
+    (path, facecolor, edgecolor, linewidth, linestyle): a line with its marker, or a filled swatch."""
+    from matplotlib.collections import Collection, LineCollection
+    from matplotlib.lines import Line2D
+    from matplotlib.markers import MarkerStyle
+    from matplotlib.patches import Patch
+    from matplotlib.path import Path
+
+    none = (0.0, 0.0, 0.0, 0.0)
+    y = y0 + height / 2
+    line = Path([(x0, y), (x0 + width, y)])
+    swatch = Path.unit_rectangle().transformed(Affine2D().scale(width, height).translate(x0, y0))
+    if isinstance(handle, Line2D):
+        out = []
+        if handle.get_linestyle() not in ("None", "none", "", " "):
+            color = to_rgba(handle.get_color(), handle.get_alpha())
+            out.append((line, none, color, handle.get_linewidth(), handle.get_linestyle()))
+        marker = MarkerStyle(handle.get_marker(), handle.get_fillstyle())
+        if marker.get_marker() not in ("None", "none", "", " ", None):
+            size = handle.get_markersize()
+            where = marker.get_transform() + Affine2D().scale(size).translate(x0 + width / 2, y)
+            face = to_rgba(handle.get_markerfacecolor(), handle.get_alpha()) if marker.is_filled() else none
+            edge = to_rgba(handle.get_markeredgecolor(), handle.get_alpha())
+            out.append((marker.get_path().transformed(where), face, edge, handle.get_markeredgewidth(), "solid"))
+        return out
+    if isinstance(handle, StepPatch) and not handle.get_fill():
+        return [(line, none, handle.get_edgecolor(), handle.get_linewidth(), handle.get_linestyle())]
+    if isinstance(handle, Patch):
+        return [(swatch, handle.get_facecolor(), handle.get_edgecolor(), handle.get_linewidth(), "solid")]
+    if isinstance(handle, LineCollection):
+        color, lw, ls = handle.get_colors()[0], handle.get_linewidths()[0], handle.get_linestyles()[0]
+        return [(line, none, color, lw, ls)]
+    if isinstance(handle, Collection):
+        faces, edges = handle.get_facecolors(), handle.get_edgecolors()
+        face, edge = (faces[0] if len(faces) else none), (edges[0] if len(edges) else none)
+        return [(swatch, face, edge, handle.get_linewidths()[0], "solid")]
+    raise TypeError(f"legend: no swatch for a {type(handle).__name__}; pass a Line2D or a Patch as its handle")
+
+
+class _Legend(PathCollection):
+    """A legend drawn as one collection: frame, handles and label glyphs, laid out in points with the
+    legend's lower-left corner at 0, placed at ``loc``'s corner of its anchor box (axes coordinates)."""
+
+    def __init__(self, paths, size, texts, loc, anchor_box, fontsize, **kwargs):
+        self._shift = Affine2D()  # points: from the anchor corner to the legend's lower-left corner
+        super().__init__(paths, offsets=[(0.0, 0.0)], transform=self._shift, **kwargs)
+        self.size, self.texts, self.loc, self.anchor_box, self.fontsize = size, texts, loc, anchor_box, fontsize
+        self._place("upper right" if loc == "best" else loc)  # "best" is chosen again when drawn
+
+    def set_figure(self, fig):  # the points-to-pixels scale follows the figure's dpi
+        super().set_figure(fig)
+        self.set_transform(self._shift + Affine2D().scale(1 / 72) + fig.dpi_scale_trans)
+
+    def _place(self, loc: str):
+        """Anchor the legend at ``loc``: that corner (or side's middle) of the anchor box, borderaxespad
+        inside it, as matplotlib pads the anchor box inwards (outwards of a point's)."""
+        horizontal, vertical = _LOCS[loc]
+        (x0, y0), (x1, y1) = self.anchor_box
+        width, height = self.size
+        gap = _BORDERAXESPAD * self.fontsize
+        ax_, dx = {"left": (x0, gap), "right": (x1, -gap - width), "center": ((x0 + x1) / 2, -width / 2)}[horizontal]
+        ay_, dy = {"lower": (y0, gap), "upper": (y1, -gap - height), "center": ((y0 + y1) / 2, -height / 2)}[vertical]
+        self.anchor, self.offset = (ax_, ay_), (dx, dy)
+        self.set_offsets([self.anchor])
+        self._shift.clear().translate(dx, dy)
+
+    def _best(self) -> str:
+        """ax.legend's loc="best", at draw time: the first place, in matplotlib's order, whose box holds
+        the fewest data points and crosses the fewest lines and patches (display coordinates)."""
+        from matplotlib.transforms import Bbox
+
+        ax = self.axes
+        points, paths, boxes = [], [], []
+        for line in ax.lines:
+            if line.get_visible():
+                path = line.get_transform().transform_path(line.get_path())
+                points.append(path.vertices)
+                paths.append(path)
+        for patch in ax.patches:
+            if patch.get_visible():
+                boxes.append(patch.get_window_extent().get_points())
+        for drawn in ax.collections:
+            if drawn is not self and drawn.get_visible() and not isinstance(drawn, _Legend):
+                offsets = drawn.get_offsets()
+                if len(offsets) > 1:
+                    points.append(drawn.get_offset_transform().transform(offsets))
+                else:
+                    boxes.append(drawn.get_window_extent().get_points())
+        points = np.concatenate(points) if points else np.empty((0, 2))
+        best, fewest = "upper right", None
+        for loc in list(_LOCS)[:4] + list(_LOCS)[5:]:  # matplotlib's order; "right" is "center right"
+            self._place(loc)
+            box = self.get_window_extent()
+            (bx0, by0), (bx1, by1) = box.get_points()
+            inside = np.count_nonzero(
+                (points[:, 0] >= bx0) & (points[:, 0] <= bx1) & (points[:, 1] >= by0) & (points[:, 1] <= by1)
+            )
+            crossed = sum(p.intersects_bbox(box, filled=False) for p in paths)
+            overlaps = Bbox(np.array([[bx0, by0], [bx1, by1]])).count_overlaps([Bbox(b) for b in boxes])
+            badness = inside + crossed + overlaps
+            if fewest is None or badness < fewest:
+                best, fewest = loc, badness
+            if badness == 0:
+                break
+        return best
+
+    def draw(self, renderer):
+        if self.loc == "best":
+            self._place(self._best())
+        super().draw(renderer)
+
+    def get_window_extent(self, renderer=None):
+        """The frame in display coordinates, as Legend.get_window_extent: the layout tests see the legend."""
+        from matplotlib.transforms import Bbox
+
+        x, y = self.get_offset_transform().transform(self.anchor)
+        scale = self.axes.figure.dpi / 72
+        (dx, dy), (w, h) = self.offset, self.size
+        return Bbox.from_bounds(x + dx * scale, y + dy * scale, w * scale, h * scale)
+
+    def get_tightbbox(self, renderer=None):
+        return self.get_window_extent(renderer)
+
+
+def legend(ax, handles=None, *, loc: str = "best", fontsize: float = 8, bbox_to_anchor=None, title=None):
+    """``ax.legend(handles, loc=loc, fontsize=fontsize, bbox_to_anchor=bbox_to_anchor, title=title)`` as one artist.
+
+    The same entries (``handles``, or the axes' labelled artists, in the same order), the same swatches
+    and the same box in the same place, sized by matplotlib's legend defaults; only the labels are glyph
+    outlines, as in ``labels``. ax.legend lays out a Text, a handle artist and packing boxes per entry
+    on every draw, several ms for a few entries; this is laid out once, in points (the layout depends
+    on the font only), and drawn as one collection. ``loc``: one of ax.legend's location names, or
+    "best": as ax.legend's, the first place that covers the least data, chosen when drawn.
+    ``bbox_to_anchor``: a point (x, y) in axes coordinates whose ``loc`` corner the legend's is."""
+    from matplotlib.patches import BoxStyle
+
+    from kquant.errors import KQuantError
+
+    if loc not in _LOCS and loc != "best":
+        raise KQuantError(f"legend: loc {loc!r} is not 'best' or one of {', '.join(map(repr, _LOCS))}")
+    if handles is None:
+        handles, texts = ax.get_legend_handles_labels()
+    else:
+        texts = [h.get_label() for h in handles]
+    fs, family = float(fontsize), "sans-serif"
+    extents = [_text_extent(t, fs, family) for t in texts]
+    handle_w, handle_h = _HANDLELENGTH * fs, _HANDLEHEIGHT * fs
+    entries_w = handle_w + _HANDLETEXTPAD * fs + max((w for w, _, _ in extents), default=0.0)
+    rows = [max(a, handle_h) + d for _, a, d in extents]
+    title_fs = float(matplotlib.rcParams["font.size"])  # ax.legend's title: legend.title_fontsize None, the default
+    title_extent = _text_extent(title, title_fs, family) if title else None
+    inner_w = max(entries_w, title_extent[0] if title else 0.0)
+    inner_h = sum(rows) + _LABELSPACING * fs * (len(rows) - 1)
+    if title:
+        inner_h += title_extent[1] + title_extent[2] + _LABELSPACING * fs
+    pad = _BORDERPAD * fs
+    width, height = inner_w + 2 * pad, inner_h + 2 * pad
+    frame = BoxStyle("round", pad=0, rounding_size=0.2)(0, 0, width, height, fs)
+    face = to_rgba(ax.get_facecolor(), 0.8)  # legend.facecolor "inherit", legend.framealpha 0.8
+    items = [(frame, face, to_rgba("0.8", 0.8), 1.0, "solid")]
+    glyphs = []
+    top = height - pad  # laid out from the top inner edge down
+    if title:  # centred above the entries, as VPacker(align="center") puts it
+        tw, ta, td = title_extent
+        glyphs.append(
+            _label_path(title, title_fs, family, "normal", "left", "baseline").transformed(
+                Affine2D().translate(pad + (inner_w - tw) / 2, top - ta)
+            )
+        )
+        top -= ta + td + _LABELSPACING * fs
+    x0 = pad + (inner_w - entries_w) / 2
+    for handle, text, (_, a, _d), row in zip(handles, texts, extents, rows):
+        baseline = top - max(a, handle_h)  # handle box and text share a baseline (HPacker align="baseline")
+        items += _handle_paths(handle, x0, baseline, handle_w, handle_h)
+        glyphs.append(
+            _label_path(text, fs, family, "normal", "left", "baseline").transformed(
+                Affine2D().translate(x0 + handle_w + _HANDLETEXTPAD * fs, baseline)
+            )
+        )
+        top -= row + _LABELSPACING * fs
+    items += [(g, to_rgba("black"), (0.0, 0.0, 0.0, 0.0), 0.0, "solid") for g in glyphs]
+    paths, faces, edges, widths, styles = zip(*items)
+    anchor_box = ((0.0, 0.0), (1.0, 1.0)) if bbox_to_anchor is None else (tuple(bbox_to_anchor),) * 2
+    collection = _Legend(
+        list(paths),
+        (width, height),
+        list(texts),
+        loc,
+        anchor_box,
+        fs,
+        offset_transform=ax.transAxes,
+        facecolors=faces,
+        edgecolors=edges,
+        linewidths=widths,
+        linestyles=styles,
+        zorder=5,  # as a Legend: above the data
+        clip_on=False,
+    )
+    ax.add_collection(collection, autolim=False)
+    return collection
+
+
+class _Title(PathCollection):
+    """A title drawn as the glyph outlines of its lines, in points about its anchor (axes coordinates)."""
+
+    def __init__(self, paths, anchor, extent, **kwargs):
+        super().__init__(paths, offsets=[anchor], **kwargs)
+        self.anchor, self.extent = anchor, extent  # extent: (x0, y0, x1, y1) in points from the anchor
+
+    def get_window_extent(self, renderer=None):
+        from matplotlib.transforms import Bbox
+
+        x, y = self.get_offset_transform().transform(self.anchor)
+        scale = self.axes.figure.dpi / 72
+        x0, y0, x1, y1 = self.extent
+        return Bbox([[x + x0 * scale, y + y0 * scale], [x + x1 * scale, y + y1 * scale]])
+
+    def get_tightbbox(self, renderer=None):
+        return self.get_window_extent(renderer)
+
+
+def title(ax, text: str, *, fontsize=None, loc: str = "center"):
+    """``ax.set_title(text, fontsize=fontsize, loc=loc)``, drawn as glyph outlines in one artist.
+
+    The Text keeps the title (``ax.get_title`` and ``tidy`` read it) but is hidden; its lines are drawn
+    where it would draw them: above the axes by axes.titlepad, the last line's baseline there and the
+    others above it, spaced as Text spaces lines. A long title is a couple of ms of text layout and glyph
+    rendering on every redraw; its outline is made once per text and then only filled."""
+    text = str(text)
+    hidden = ax.set_title(text, loc=loc, **({} if fontsize is None else {"fontsize": fontsize}))  # None: "large"
+    hidden.set_visible(False)
+    fs = float(hidden.get_fontsize())
+    family = hidden.get_fontfamily()[0]
+    weight = hidden.get_fontweight()
+    lines = text.split("\n")
+    gap = 0.0
+    if len(lines) > 1:  # Text adds the font's line gap between lines, half above and half below each
+        from matplotlib.font_manager import findfont, get_font
+
+        font = get_font(findfont(FontProperties(family=family, size=fs)))
+        table = font.get_sfnt_table("OS/2")
+        gap = (table["sTypoLineGap"] if table else 0) * fs / font.get_sfnt_table("head")["unitsPerEm"]
+    extents = [_text_extent(line, fs, family) for line in lines]
+    paths, baseline, top = [], 0.0, None
+    for k in range(len(lines) - 1, -1, -1):  # from the last line up
+        w, a, d = extents[k]
+        if k < len(lines) - 1:
+            baseline += extents[k + 1][1] + gap / 2 + d + gap / 2  # this line's descent, the next one's ascent
+        paths.append(
+            _label_path(lines[k], fs, family, weight, loc, "baseline").transformed(Affine2D().translate(0, baseline))
+        )
+        top = baseline + a + (gap / 2 if len(lines) > 1 else 0.0)
+    pad = float(matplotlib.rcParams["axes.titlepad"])
+    width = max(w for w, _, _ in extents)
+    x0 = {"left": 0.0, "center": -width / 2, "right": -width}[loc]
+    bottom = -(extents[-1][2] + (gap / 2 if len(lines) > 1 else 0.0))
+    shift = Affine2D().translate(0, pad)
+    collection = _Title(
+        [p.transformed(shift) for p in paths],
+        ({"left": 0.0, "center": 0.5, "right": 1.0}[loc], 1.0),
+        (x0, bottom + pad, x0 + width, top + pad),
+        offset_transform=ax.transAxes,
+        transform=Affine2D().scale(1 / 72) + ax.figure.dpi_scale_trans,
+        facecolors=to_rgba(hidden.get_color()),
+        edgecolors="none",
+        linewidths=0,
+        zorder=3,
+        clip_on=False,
+    )
+    ax.add_collection(collection, autolim=False)
+    return collection

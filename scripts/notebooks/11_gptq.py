@@ -227,7 +227,7 @@ Raise the damping and the bars shrink while the output error climbs towards roun
 # %%
 interact(viz.gptq_view, W=fixed(W[:32]), H=fixed(H),
          column=IntSlider(value=40, min=0, max=W.shape[1] - 1, description="column c"),
-         percdamp=SelectionSlider(options=[0.001, 0.01, 0.1, 1.0, 10.0, 100.0], value=0.01, description="percdamp"),
+         percdamp=SelectionSlider(options=viz.gptq.DAMPINGS, value=0.01, description="percdamp"),
          qtype=fixed("Q4_0"));
 
 # %% [markdown]
