@@ -209,6 +209,27 @@ def test_label_outlines_are_textpaths_measured_as_matplotlib_measures_them(text)
         np.testing.assert_allclose(measured, expected, atol=0.02)  # points; FreeType rounds to 1/64 px
 
 
+def test_label_outlines_take_the_public_route_on_a_matplotlib_without_ft2font_layout(monkeypatch):
+    """style._outline uses matplotlib >= 3.10's FT2Font._layout; an older matplotlib (Colab's may be)
+    must still draw every label, legend and title, through TextPath, and measure them the same."""
+    from matplotlib.font_manager import FontProperties
+    from matplotlib.textpath import TextPath, text_to_path
+
+    assert style._FAST_OUTLINE  # this environment's matplotlib has it: the other tests check that route
+    monkeypatch.setattr(style, "_FAST_OUTLINE", False)
+    prop = FontProperties(family="sans-serif", size=9.0)
+    ours, measured = style._outline("byte 4 = 0xbf", prop, 9.0)
+    theirs = TextPath((0, 0), "byte 4 = 0xbf", size=9.0, prop=prop)
+    np.testing.assert_allclose(ours.vertices, theirs.vertices, atol=1e-9)
+    np.testing.assert_allclose(measured, text_to_path.get_text_width_height_descent("byte 4 = 0xbf", prop, False))
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], label="a line")
+    style.legend(ax, loc="upper left")
+    style.title(ax, "drawn through TextPath")
+    fig.canvas.draw()
+    plt.close(fig)
+
+
 @pytest.mark.parametrize("which", ["vlines", "hlines"])
 def test_vlines_and_hlines_are_ax_lines_with_their_limits(which):
     at, lo, hi = np.array([0.5, 2.0, -1.0]), np.array([0.0, -3.0, 1.0]), 4.0
