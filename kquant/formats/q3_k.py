@@ -72,7 +72,7 @@ class Fields(NamedTuple):
 def encode(x: np.ndarray) -> Fields:
     """quantize_row_q3_K_ref: x (n, 256) float32 -> Fields.
 
-    The slowest K-quant here relative to C (~0.75x on big tensors, ~0.5x on a small model's,
+    The slowest K-quant here relative to C (~0.8x on big tensors, ~0.45x on a small model's,
     benchmarks/codecs.py): see the module docstring.
     """
     n = x.shape[0]
