@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from kquant.formats.cops import c_float_to_int8, nearest_int, seqsum
+from kquant.formats import q4_0, q5_0
+from kquant.formats.cops import c_float_to_int8, lane_max_min, lanes, lanes_to_rows, nearest_int, seqsum, signed_absmax
 
 
 @pytest.mark.parametrize("shape", [(16, 1), (32, 1), (8, 2), (32, 3), (256, 1000)])
@@ -59,3 +60,41 @@ def test_seqsum_of_negative_zeros_has_the_sign_c_gives_it(columns):
     assert np.signbit(seqsum(a, first=True)).all()
     a[2] = 1.5
     np.testing.assert_array_equal(seqsum(a, first=True), seqsum(a))
+
+
+def test_lanes_put_weight_j_of_block_b_at_j_div_4_b_j_mod_4_and_lanes_to_rows_undoes_it():
+    x = np.arange(5 * 32, dtype=np.float32).reshape(5, 32)  # weight j of block b is 32 b + j
+    xl = lanes(x)
+    assert xl.shape == (8, 5, 4)
+    b, j = np.meshgrid(np.arange(5), np.arange(32), indexing="ij")
+    np.testing.assert_array_equal(xl[j // 4, b, j % 4], x)
+    q = (x % 251).astype(np.uint8)
+    np.testing.assert_array_equal(lanes_to_rows(lanes(q.astype(np.float32)).astype(np.uint8)), q)
+
+
+def test_lane_max_min_are_each_blocks_extremes():
+    x = np.random.default_rng(0).normal(size=(300, 32)).astype(np.float32)
+    x[7] = 0.0
+    x[8, 31] = 50.0  # an extreme in the last lane of the last row
+    hi, lo = lane_max_min(lanes(x))
+    np.testing.assert_array_equal(hi, x.max(axis=1))
+    np.testing.assert_array_equal(lo, x.min(axis=1))
+
+
+def test_signed_absmax_keeps_the_first_of_a_and_minus_a_as_c_does():
+    x = np.zeros((32, 3), np.float32)  # (elements, groups)
+    x[[2, 9], 0] = [-3.0, 3.0]  # -3 first
+    x[[2, 9], 1] = [3.0, -3.0]  # +3 first
+    x[5, 2] = -0.0  # an all-zero group keeps C's initial +0.0
+    got = signed_absmax(x)
+    np.testing.assert_array_equal(got, [-3.0, 3.0, 0.0])
+    assert not np.signbit(got[2])
+
+
+def test_nibbles_and_fifth_bits_pack_as_the_c_struct_says():
+    q = np.random.default_rng(1).integers(0, 32, (64, 32), dtype=np.uint8)
+    qs = q4_0.pack_nibbles(q)  # byte j = low nibble of q[j] | low nibble of q[j + 16] << 4
+    np.testing.assert_array_equal(qs, (q[:, :16] & 0xF) | ((q[:, 16:] & 0xF) << 4))
+    qh = q5_0.pack_qh(q).astype(np.uint32)  # bit j of the little-endian uint32 = bit 4 of q[j]
+    word = qh[:, 0] | qh[:, 1] << 8 | qh[:, 2] << 16 | qh[:, 3] << 24
+    np.testing.assert_array_equal((word[:, None] >> np.arange(32, dtype=np.uint32)) & 1, (q >> 4) & 1)
