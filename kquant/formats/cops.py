@@ -146,7 +146,7 @@ def fp16_bytes(v: np.ndarray) -> np.ndarray:
     """``GGML_FP32_TO_FP16`` as little-endian bytes, shape (..., 2).
 
     ggml rounds to nearest, ties to even; numpy's cast does the same for every
-    non-NaN float32 (encoders never see NaN: the input is checked first).
+    non-NaN float32 (no NaN is packed: quantize() refuses a NaN weight or scale first).
     """
     v = np.asarray(v)
     if v.dtype != np.float16:  # an fp16 field (an encoder's d) is already rounded: no round trip through float32
@@ -155,27 +155,23 @@ def fp16_bytes(v: np.ndarray) -> np.ndarray:
 
 
 def put_bytes(out: np.ndarray, start: int, b: np.ndarray) -> None:
-    """``out[:, start:start + k] = b`` for (n, k) bytes b, written as 16-bit words where offsets allow.
+    """``out[:, start:start + k] = b`` for (n, k) bytes b, whatever b's layout.
 
-    Writing a few bytes into every row of a block array is a strided copy that costs per
-    element, so byte pairs (one little-endian uint16 each) halve it. A field laid out column
-    by column (a transposed view, as the legacy encoders make it) is paired up before the
-    transpose, where it is still contiguous.
+    A C-contiguous field goes in as one k-byte item per row (``put_field``). A field laid out
+    column by column (a transposed view, as Q8_0's encoder makes it) would be a strided copy
+    that costs per byte: where offsets allow, it is paired into little-endian uint16 words
+    before the transpose, where it is still contiguous, halving that cost.
     """
     k = b.shape[1]
-    if start % 2 or k % 2 or out.shape[1] % 2:
+    if not b.T.flags.c_contiguous or b.flags.c_contiguous:
+        put_field(out, start, b)
+    elif start % 2 or k % 2 or out.shape[1] % 2:
         out[:, start : start + k] = b
-        return
-    words = out.view("<u2")[:, start // 2 : (start + k) // 2]
-    if b.T.flags.c_contiguous:
+    else:
         bt = b.T  # (k, n)
         pairs = bt[0::2].astype("<u2")
         pairs |= bt[1::2].astype("<u2") << 8
-        words[...] = pairs.T
-    else:
-        bw = np.ascontiguousarray(b).view("<u2")
-        for c in range(bw.shape[1]):  # column by column: 1-D copies, where copying rows of a few words pays per row
-            words[:, c] = bw[:, c]
+        out.view("<u2")[:, start // 2 : (start + k) // 2] = pairs.T
 
 
 # Every fp16 bit pattern's float32 value, by numpy's own cast: looking an fp16 array up here
@@ -219,12 +215,23 @@ def bit_planes(b: np.ndarray, bits: int, run: int) -> np.ndarray:
     """
     n, k = b.shape
     w = byte_field(b).view("<u8")
-    mask = np.uint64(int.from_bytes(bytes([(1 << bits) - 1] * 8), "little"))
+    mask = _in_every_byte((1 << bits) - 1)
     planes = np.empty((n * k // run, 8 // bits, run), dtype=np.uint8)
     items = planes.view(f"V{run}")  # (m, 8 // bits, 1): one item per plane of a run
     for p in range(8 // bits):
         items[:, p] = ((w >> np.uint64(p * bits)) & mask).view(np.uint8).reshape(-1, run).view(f"V{run}")
     return planes.reshape(n, -1)
+
+
+def _in_every_byte(byte: int) -> np.uint64:
+    """A uint64 word holding ``byte`` in each of its 8 bytes: a mask for 8 bytes at a time."""
+    return np.uint64(int.from_bytes(bytes([byte] * 8), "little"))
+
+
+def mask_bytes(a: np.ndarray, keep: int) -> np.ndarray:
+    """``a & keep`` for (n, k) uint8 with k a multiple of 8, as a new array, 8 bytes at a time (as shift_bytes)."""
+    w = np.ascontiguousarray(a, dtype=np.uint8).view("<u8") & _in_every_byte(keep)
+    return w.view(np.uint8).reshape(a.shape)
 
 
 def shift_bytes(a: np.ndarray, s: int) -> np.ndarray:
@@ -236,9 +243,8 @@ def shift_bytes(a: np.ndarray, s: int) -> np.ndarray:
     """
     w = np.ascontiguousarray(a).view("<u8")
     keep = (0xFF << s if s >= 0 else 0xFF >> -s) & 0xFF  # the bits of each byte that stay inside it
-    mask = np.uint64(int.from_bytes(bytes([keep] * 8), "little"))
     w = (w << np.uint64(s)) if s >= 0 else (w >> np.uint64(-s))
-    w &= mask
+    w &= _in_every_byte(keep)
     return w.view(np.uint8).reshape(a.shape)
 
 

@@ -22,9 +22,11 @@ from kquant.formats.cops import (
     fp16_bytes,
     fp16_field,
     fp16_value,
+    join_planes,
     lane_max_min,
     lanes,
     lanes_to_rows,
+    mask_bytes,
     per_lane,
     per_weight,
     put_bytes,
@@ -104,19 +106,10 @@ def encode_impl(rows: np.ndarray, imatrix: np.ndarray) -> Fields:
 def pack_nibbles(q: np.ndarray) -> np.ndarray:
     """(n, 32) 4-bit values -> (n, 16) bytes: j low, j + 16 high. Shared by Q4_1, Q5_0, Q5_1, IQ4_NL.
 
-    Eight levels per little-endian uint64 word: words 0-1 hold q[0..15], words 2-3 q[16..31],
-    so byte j of word c pairs with byte j of word c + 2. Bits above the nibble are dropped.
+    Bits above the nibble are dropped (Q5's fifth bits go to qh). bit_planes' inverse does the
+    pairing: per run of 16 bytes, q[0..15] at bit 0 and q[16..31] at bit 4.
     """
-    w = np.ascontiguousarray(q, dtype=np.uint8).view("<u8")  # (n, 4)
-    out = np.empty((w.shape[0], 2), dtype="<u8")
-    for c in (0, 1):  # one word column at a time: 1-D passes, where (n, 2) slices pay per row
-        np.bitwise_and(w[:, c + 2], _NIBBLES, out=out[:, c])
-        out[:, c] <<= np.uint64(4)
-        out[:, c] |= w[:, c] & _NIBBLES
-    return out.view(np.uint8)  # (n, 16)
-
-
-_NIBBLES = np.uint64(0x0F0F0F0F0F0F0F0F)  # the low nibble of each of a word's 8 bytes
+    return join_planes(mask_bytes(q, 0x0F), 4, 16)
 
 
 def unpack_nibbles(qs: np.ndarray) -> np.ndarray:

@@ -49,7 +49,8 @@ class Fields(NamedTuple):
 def encode(x: np.ndarray) -> Fields:
     """quantize_row_q4_1_ref: x (n, 32) float32 -> Fields."""
     xl = lanes(x)  # (8, n, 4): blocks side by side, as in Q4_0 (our own copy: worked on in place)
-    lo, hi = first_zeros(*lane_max_min(xl)[::-1], lambda rows: x[rows])
+    hi, lo = lane_max_min(xl)
+    lo, hi = first_zeros(lo, hi, lambda rows: x[rows])  # C's scans keep the first zero they see
     d = (hi - lo) / f32(15)
     id_ = np.where(d != 0, f32(1) / d, f32(0))
     v = np.subtract(xl, per_lane(lo), out=xl)

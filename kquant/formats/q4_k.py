@@ -24,6 +24,7 @@ from kquant.formats.cops import (
     fp16_bytes,
     fp16_field,
     fp16_value,
+    join_planes,
     nearest_int,
     per_weight,
     seqsum,
@@ -201,9 +202,8 @@ def unpack_scales(b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def pack_nibbles(q: np.ndarray) -> np.ndarray:
-    """(n, 256) 4-bit levels -> (n, 128) bytes (low nibble: first 32 of each 64)."""
-    q = q.reshape(-1, 4, 2, 32)
-    return (q[:, :, 0] | (q[:, :, 1] << 4)).reshape(-1, 128)
+    """(n, 256) 4-bit levels -> (n, 128) bytes (low nibble: first 32 of each 64): bit_planes' inverse."""
+    return join_planes(q, 4, 32)
 
 
 def unpack_nibbles(qs: np.ndarray) -> np.ndarray:

@@ -10,7 +10,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from kquant.formats.cops import bit_planes, c_semantics, columns, fp16_bytes, fp16_field, join_planes
+from kquant.formats.cops import bit_planes, c_semantics, columns, fp16_bytes, fp16_field, join_planes, mask_bytes
 from kquant.formats.q4_k import decode as _decode_q4_k
 from kquant.formats.q4_k import (
     fit_block_scales,
@@ -83,7 +83,7 @@ def pack(f: Fields) -> np.ndarray:
     out[:, 2:4] = fp16_bytes(f.dmin)
     out[:, 4:16] = pack_scales(f.sc, f.m)
     out[:, 16:48] = pack_high_bits(f.q >> 4)
-    out[:, 48:176] = pack_nibbles(f.q & 0xF)
+    out[:, 48:176] = pack_nibbles(mask_bytes(f.q, 0x0F))  # the low 4 bits; the fifth go to qh
     return out
 
 

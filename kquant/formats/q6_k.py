@@ -23,6 +23,7 @@ from kquant.formats.cops import (
     fp16_field,
     fp16_value,
     join_planes,
+    mask_bytes,
     nearest_int,
     per_weight,
     put_field,
@@ -98,7 +99,7 @@ def pack(f: Fields) -> np.ndarray:
     out = np.empty((f.q.shape[0], TYPE_SIZE), dtype=np.uint8)
     # Per half (128 weights): ql takes the low nibbles of weights 0-63, with those of 64-127
     # above them; qh the high 2 bits of the four runs of 32 weights, at bits 0, 2, 4, 6.
-    put_field(out, 0, join_planes(f.q & np.uint8(0xF), 4, 64))
+    put_field(out, 0, join_planes(mask_bytes(f.q, 0x0F), 4, 64))
     put_field(out, 128, join_planes(shift_bytes(f.q, -4), 2, 32))
     out[:, 192:208] = f.scales.view(np.uint8)
     out[:, 208:210] = fp16_bytes(f.d)
