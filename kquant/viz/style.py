@@ -380,7 +380,7 @@ def byte_grid(ax, block: np.ndarray, fields: list, per_row: int, base: int = 0):
     """Bytes as hex values in rows of ``per_row``, each field a colour; row labels count from ``base``."""
     block = np.asarray(block, dtype=np.uint8)
     rows = -(-block.size // per_row)
-    cells, faces, where = [], [], []
+    cells, faces, where, hex_values = [], [], [], []
     for k, (name, start, end) in enumerate(fields):
         color = FIELD_COLORS[k % len(FIELD_COLORS)]
         for i in range(start, end):
@@ -388,13 +388,13 @@ def byte_grid(ax, block: np.ndarray, fields: list, per_row: int, base: int = 0):
             cells.append(Rectangle((c, -r - 1), 1, 1))
             faces.append(to_rgba(color, 0.35))
             where.append((c + 0.5, -r - 0.5))
+            hex_values.append(f"{block[i]:02x}")
         ax.add_patch(Rectangle((0, 0), 0, 0, facecolor=color, alpha=0.35, label=f"{name}: bytes {start}–{end - 1}"))
     # One collection of cells and one of hex values, not a patch and a Text per byte: adding and
     # drawing hundreds of artists is most of a redraw.
     ax.add_collection(PatchCollection(cells, facecolors=faces, edgecolors="white"))
     if where:
-        index = [i for _, start, end in fields for i in range(start, end)]
-        labels(ax, *zip(*where), [f"{block[i]:02x}" for i in index], fontsize=8, family="monospace")
+        labels(ax, *zip(*where), hex_values, fontsize=8, family="monospace")
     ax.set_xlim(0, per_row)
     ax.set_ylim(-rows, 0)
     # Column numbers under the cells where tick labels would be, as one label collection: a tick and
