@@ -88,6 +88,23 @@ def test_bytes_equal_ggml_on_every_input_family(qtype, family):
     assert_same_bytes(kquant.quantize(x, qtype), reference.quantize(x, qtype), qtype)
 
 
+@pytest.mark.parametrize("scale", [1.0, 0.5, 2.0**-20, 2.0**8])
+def test_q8_0_rounds_exact_halves_away_from_zero_as_roundf_does(scale):
+    # max |x| = 127 * scale makes id = 1 / scale exactly, so x * id lands on every half-integer
+    # in -127..127 and on the floats either side of them: there C's roundf and numpy's rint differ.
+    halves = np.arange(-253, 254, 2, dtype=np.float32) / 2  # -126.5 .. 126.5
+    near = np.concatenate([np.nextafter(halves, np.float32(-np.inf)), np.nextafter(halves, np.float32(np.inf))])
+    v = np.concatenate([halves, near, np.float32([0.49999997, -0.49999997, 0.5, -0.5, 0.0, -0.0])])
+    v = np.concatenate([v, np.zeros((-v.size) % 31, np.float32)]).reshape(-1, 31)
+    x = np.concatenate([np.full((v.shape[0], 1), 127, np.float32), v], axis=1) * np.float32(scale)
+    x = np.stack([np.roll(block, i) for i, block in enumerate(x)])  # the max at a different place in each block
+    ours = kquant.quantize(x, "Q8_0")
+    assert_same_bytes(ours, reference.quantize(x, "Q8_0"), "Q8_0")
+    q = ours.reshape(-1, 34)[:, 2:].view(np.int8).astype(np.float32)  # the levels: x / scale rounded
+    want = np.floor(np.abs(x / np.float32(scale)).astype(np.float64) + 0.5) * np.sign(x)
+    np.testing.assert_array_equal(q.reshape(x.shape), want)
+
+
 @pytest.mark.parametrize("qtype", TYPES)
 @pytest.mark.parametrize("rows, n", [(1, 256), (3, 768), (17, 1024), (2, 4096), (300, 256)])
 def test_bytes_equal_ggml_for_row_shapes(qtype, rows, n):

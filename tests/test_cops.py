@@ -4,7 +4,16 @@ import numpy as np
 import pytest
 
 from kquant.formats import q4_0, q5_0
-from kquant.formats.cops import c_float_to_int8, lane_max_min, lanes, lanes_to_rows, nearest_int, seqsum, signed_absmax
+from kquant.formats.cops import (
+    c_float_to_int8,
+    lane_max_min,
+    lanes,
+    lanes_to_rows,
+    nearest_int,
+    seqsum,
+    signed_absmax,
+    widen_fp16,
+)
 
 
 @pytest.mark.parametrize("shape", [(16, 1), (32, 1), (8, 2), (32, 3), (256, 1000)])
@@ -98,3 +107,16 @@ def test_nibbles_and_fifth_bits_pack_as_the_c_struct_says():
     qh = q5_0.pack_qh(q).astype(np.uint32)  # bit j of the little-endian uint32 = bit 4 of q[j]
     word = qh[:, 0] | qh[:, 1] << 8 | qh[:, 2] << 16 | qh[:, 3] << 24
     np.testing.assert_array_equal((word[:, None] >> np.arange(32, dtype=np.uint32)) & 1, (q >> 4) & 1)
+
+
+def test_widen_fp16_gives_every_fp16_bit_pattern_the_float32_numpy_casts_it_to():
+    # All 65536 patterns: zeros of both signs, subnormals, normals, the largest finite, Inf, NaN.
+    bits = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16)
+    expected = bits.view(np.float16).astype(np.float32)
+    got = widen_fp16(bits)
+    assert got.dtype == np.float32 and got.shape == bits.shape
+    np.testing.assert_array_equal(got.view(np.uint32), expected.view(np.uint32))
+    # Inf / NaN are the slow path's; a finite-only array takes the bit route alone.
+    finite = bits[np.isfinite(expected)].view(np.float16).reshape(-1, 32)
+    np.testing.assert_array_equal(widen_fp16(finite).view(np.uint32), finite.astype(np.float32).view(np.uint32))
+    assert widen_fp16(np.zeros((0, 4), np.float16)).shape == (0, 4)

@@ -166,11 +166,17 @@ def test_a_failure_mid_write_leaves_no_partial_file_and_the_old_output_intact(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["q.gguf"]
 
 
-def test_nan_weights_are_refused_like_llama_cpp_does(tmp_path):
-    src = write_tiny_llama(tmp_path / "nan.gguf", n_layer=1)
+@pytest.mark.parametrize(
+    "dtype, bad",
+    [("F32", np.float32(np.nan)), ("F16", np.float16(np.inf)), ("F16", np.float16(-np.nan)), ("BF16", b"\x80\x7f")],
+    ids=["F32 NaN", "F16 Inf", "F16 NaN", "BF16 Inf"],
+)
+def test_nan_weights_are_refused_like_llama_cpp_does(tmp_path, dtype, bad):
+    src = write_tiny_llama(tmp_path / "nan.gguf", n_layer=1, dtype=dtype)
     data = bytearray(src.read_bytes())
     t = next(t for t in GGUFReader(src).tensors if t.name == "blk.0.ffn_up.weight")
-    data[t.data_offset : t.data_offset + 4] = np.float32(np.nan).tobytes()
+    bad = bad if isinstance(bad, bytes) else bad.tobytes()
+    data[t.data_offset + 4 : t.data_offset + 4 + len(bad)] = bad  # not the first weight: a later one too is read
     src.write_bytes(bytes(data))
     with pytest.raises(KQuantError, match="blk.0.ffn_up.weight holds 1 NaN or Inf"):
         quantize_gguf(src, tmp_path / "q.gguf", "Q4_K_M", progress=False)
@@ -380,3 +386,14 @@ def test_float_file_types_give_the_same_file_as_llama_quantize(mix, model, model
     ours = quantize_gguf(src, tmp_path / "kquant.gguf", mix, progress=False, **options)
     assert sha256(ours.path) == sha256(theirs)
     assert all(c.type.name in (mix, c.source.name) for c in plan_gguf(src, mix))  # converted, or kept as it was
+
+
+def test_a_model_read_from_f16_has_the_values_numpy_and_gguf_py_give():
+    from kquant.model import hub  # the bundled model: F16, as downloads are
+
+    path = hub.bundled()
+    theirs = {t.name: np.asarray(t.data) for t in GGUFReader(path).tensors}
+    with kquant.gguf.reader.open_gguf(path) as f:
+        for t in f.tensors:
+            if t.type.name == "F16":
+                np.testing.assert_array_equal(kquant.gguf.reader.weights(t), theirs[t.name].astype(np.float32))

@@ -186,6 +186,32 @@ def fp16_value(v: np.ndarray) -> np.ndarray:
     return np.asarray(v, dtype=f32).astype(np.float16).astype(f32)
 
 
+def widen_fp16(h: np.ndarray) -> np.ndarray:
+    """``GGML_FP16_TO_FP32`` for a large array: fp16 values (or their uint16 bits) -> float32, exact.
+
+    numpy's fp16 -> float32 cast converts one value at a time (~2 ms per million here); a model's
+    F16 tensors are read through this instead, ~4x faster, with integer steps numpy vectorises:
+
+        fp16  s eeeee mmmmmmmmmm                    (bit 15, 14-10, 9-0)
+        int16 -> int32, << 13:  sss s eeeee mmmmmmmmmm 0000000000000   (the sign copied by sign extension)
+        clear bits 30-28:       s 000 eeeee mmmmmmmmmm 0...            a float32 with exponent e - 127
+        * 2**112:               exponent e - 15, fp16's bias: the same value, exact (a power of two)
+
+    A subnormal fp16 (e = 0) lands on a subnormal float32 that the power of two scales exactly too.
+    Only Inf and NaN (e = 31) come out wrong, as finite values of magnitude >= 2**16, above fp16's
+    largest 65504: the rare array holding one has those values converted by numpy's cast.
+    """
+    x = np.asarray(h).view(np.int16).astype(np.int32)
+    x <<= 13
+    x &= np.int32(~0x7000_0000)
+    f = x.view(f32)
+    f *= f32(2.0**112)
+    if f.size and (f.max() >= 2**16 or f.min() <= -(2**16)):  # Inf or NaN in the input: two fast reductions
+        bad = np.abs(f) >= 2**16
+        f[bad] = np.asarray(h).view(np.float16)[bad].astype(f32)
+    return f
+
+
 def fp16_field(b: np.ndarray) -> np.ndarray:
     """An fp16 field read from its little-endian bytes: (n, 2) uint8 -> (n,) float16."""
     if b.strides[-1] == 1:  # the pair viewed as one fp16 per row: a 1-D copy, not one per row

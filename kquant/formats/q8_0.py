@@ -14,17 +14,23 @@ from kquant.formats.cops import (
     as_float,
     c_float_to_int8,
     c_semantics,
-    columns,
     f32,
     fp16_bytes,
     fp16_field,
     fp16_value,
+    lane_max_min,
+    lanes,
+    lanes_to_rows,
+    per_lane,
     per_weight,
     put_bytes,
 )
 
 QK = 32  # QK8_0
 TYPE_SIZE = 34
+# A NaN or inf weight makes its block's max |x|, and so d, NaN or inf: quantize() finds it in the
+# scales it checks anyway (see q4_0.py).
+NONFINITE_REACHES_SCALES = True
 
 # block_q8_0, 34 bytes:
 #
@@ -56,16 +62,24 @@ def roundf(v: np.ndarray) -> np.ndarray:
 @c_semantics
 def encode(x: np.ndarray) -> Fields:
     """quantize_row_q8_0_ref: x (n, 32) float32 -> Fields."""
-    # Blocks side by side, (32, n), as in Q4_0: the per-block max and the broadcasts run along
-    # long rows. q comes back as a transposed view of that layout.
-    xt = columns(x)  # a copy always (never the caller's array: it is scaled in place below)
-    amax = np.abs(xt).max(axis=0)
+    # Blocks side by side, (8, n, 4), as in Q4_0: the per-block max and the broadcasts run along
+    # long rows (see cops.lanes). Our own copy: it is scaled in place below.
+    xl = lanes(x)
+    hi, lo = lane_max_min(xl)
+    amax = np.abs(np.maximum(hi, -lo))  # max |x|; abs: C's amax of zeros is +0 (numpy may keep a -0)
     d = amax / f32(127)
     id_ = np.where(d != 0, f32(1) / d, f32(0))
-    v = roundf(np.multiply(xt, id_, out=xt))  # in place: every fresh temporary costs page faults
-    # With every id finite, |x * id| <= 127 (+ rounding): the plain cast is C's (int8_t) then.
-    q = v.astype(np.int8) if np.isfinite(id_).all() else c_float_to_int8(v).astype(np.int8)
-    return Fields(d.astype(np.float16), q.T)
+    if not np.isfinite(id_).all():  # a subnormal max made id inf: C's conversions wrap, reproduced slowly
+        v = roundf(np.multiply(xl, per_lane(id_), out=xl))
+        return Fields(d.astype(np.float16), lanes_to_rows(c_float_to_int8(v).astype(np.int8)).view(np.int8))
+    # roundf(x*id) without a float pass per step: j = (int)(2*x*id) truncates the doubled value
+    # (doubling is exact), then roundf = (j + 1) >> 1 for j >= 0 and j >> 1 below (halves go away
+    # from zero). x*(2*id) has the bits of 2*(x*id): scaling by 2 commutes with rounding.
+    j = np.empty(xl.shape, dtype=np.int16)  # |2*x*id| <= 254: int16
+    np.multiply(xl, per_lane(id_ + id_), out=j, casting="unsafe")  # float32 product, truncated: C's (int)
+    j += j >= 0
+    j >>= 1
+    return Fields(d.astype(np.float16), lanes_to_rows(j.astype(np.int8)).view(np.int8))
 
 
 def encode_impl(rows: np.ndarray, imatrix: np.ndarray) -> Fields:

@@ -48,6 +48,7 @@ import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFValueType
 
 from kquant.errors import KQuantError
+from kquant.formats.cops import widen_fp16
 
 V = GGUFValueType
 T = GGMLQuantizationType
@@ -696,7 +697,7 @@ def weights(t: Tensor, rows: slice | None = None) -> np.ndarray:
     if t.type == T.F32:
         x = np.array(data, dtype=np.float32)
     elif t.type == T.F16:
-        x = data.astype(np.float32)
+        x = widen_fp16(data)  # numpy's own cast is ~4x slower, a quarter of a Q8_0 file's time
     elif t.type == T.BF16:
         # bf16 is the top half of a float32: shift its 16 bits back into place.
         x = (data.astype(np.uint32) << 16).view(np.float32)
