@@ -61,7 +61,6 @@ from gguf import (
     GGUF_DEFAULT_ALIGNMENT,
     GGMLQuantizationType,
     GGUFValueType,
-    GGUFWriter,
     Keys,
 )
 from gguf.quants import quant_shape_to_byte_shape
@@ -71,7 +70,7 @@ from kquant.formats import FORMATS, dequantize, quantize
 from kquant.gguf.llama_keys import check_llama
 from kquant.gguf.reader import GGUFFile, StringArray, open_gguf, shape_of, weights
 from kquant.gguf.summary import FileSummary, TensorRow
-from kquant.gguf.writer import atomic_output, check_destination
+from kquant.gguf.writer import GGUFWriter, atomic_output, check_destination
 from kquant.imatrix import Imatrix, as_importance, quantize_keys
 from kquant.mixes import Choice, ModelParams, TensorSpec, get_mix, plan, requires_imatrix
 from kquant.progress import progress_bar
@@ -164,7 +163,7 @@ def _first(value, default: int) -> int:
 
 
 def metadata(f: GGUFFile) -> list[tuple[str, object, GGUFValueType, GGUFValueType | None]]:
-    """Every metadata pair as llama-quantize copies it: (key, value, type, array item type), for GGUFWriter.
+    """Every metadata pair as llama-quantize copies it: (key, value, type, array item type), for kquant.gguf.writer.GGUFWriter.
 
     llama.cpp copies each pair with gguf_set_kv, which reads keys and strings as C strings: they end
     at the first NUL byte, and a key that becomes equal to an earlier one replaces it and moves to
@@ -180,6 +179,8 @@ def metadata(f: GGUFFile) -> list[tuple[str, object, GGUFValueType, GGUFValueTyp
             raise KQuantError(f"metadata key {key} is an empty array, which gguf-py's GGUFWriter cannot write")
         if isinstance(v, StringArray):
             v = [b.split(b"\0", 1)[0] for b in v]
+        elif isinstance(v, np.ndarray) and v.ndim:
+            v = v.copy()  # an array is written as its bytes (kquant.gguf.writer.GGUFWriter); a copy outlives the map
         elif isinstance(v, np.ndarray):
             v = v.tolist()
         elif isinstance(v, bytes):

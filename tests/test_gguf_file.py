@@ -260,10 +260,11 @@ def test_strings_with_a_nul_byte_are_copied_as_llama_cpp_copies_them(small_model
     from gguf import GGUFValueType
 
     from kquant.gguf.reader import open_gguf
+    from kquant.gguf.writer import GGUFWriter as Writer  # metadata() gives arrays as numpy arrays, for it
     from kquant.quantize_file import metadata
 
     src = tmp_path / "nul.gguf"
-    w = GGUFWriter(src, "llama")
+    w = Writer(src, "llama")
     del w.kv_data[0]["general.architecture"]  # copied from the source below, in its place
     with open_gguf(small_model) as f:
         for key, value, vtype, sub in metadata(f):
@@ -397,3 +398,31 @@ def test_a_model_read_from_f16_has_the_values_numpy_and_gguf_py_give():
         for t in f.tensors:
             if t.type.name == "F16":
                 np.testing.assert_array_equal(kquant.gguf.reader.weights(t), theirs[t.name].astype(np.float32))
+
+
+def test_kquants_writer_packs_every_array_as_gguf_py_does(tmp_path):
+    from gguf import GGUFValueType as V
+
+    from kquant.gguf.writer import _ITEM_DTYPES
+    from kquant.gguf.writer import GGUFWriter as Writer
+
+    rng = np.random.default_rng(0)
+    arrays = [(f"n.{t.name}", rng.integers(0, 100, 7).astype(dt), t) for t, dt in _ITEM_DTYPES.items()]
+    arrays += [
+        ("f.scores", np.float32([-1.5, np.inf, 3e-45, -0.0]), V.FLOAT32),
+        ("s.bytes", [b"a", b"", "\u00e9".encode(), b"x\xff"], V.STRING),  # raw bytes, not valid UTF-8 too
+        ("s.str", ["hello", "w\u00f6rld", ""], V.STRING),
+        ("l.ints", [1, 2, 3], V.INT32),  # a list: gguf-py's own path
+    ]
+    files = []
+    for cls in (GGUFWriter, Writer):
+        path = tmp_path / f"{cls.__module__}.gguf"
+        w = cls(path, "llama")
+        for key, value, item in arrays:
+            as_list = value.tolist() if isinstance(value, np.ndarray) and cls is GGUFWriter else value
+            w.add_key_value(key, as_list, V.ARRAY, sub_type=item)
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.close()
+        files.append(path.read_bytes())
+    assert files[0] == files[1]
