@@ -442,15 +442,21 @@ _LOCS = {  # loc -> (horizontal, vertical) side of the anchor box, as ax.legend'
 
 
 @functools.lru_cache(maxsize=64)
-def _line_extent(fontsize: float, family: str) -> tuple[float, float]:
-    """(ascent, descent) in points of one line of text, as Text lays it out: the font's own line metrics."""
+def _line_metrics(fontsize: float, family: str) -> tuple[float, float, float]:
+    """(ascent, descent, line gap) in points of one line of text, as Text lays it out: the font's own metrics."""
     from matplotlib.font_manager import findfont, get_font
 
     font = get_font(findfont(FontProperties(family=family, size=fontsize)))
-    table = font.get_sfnt_table("OS/2") or font.get_sfnt_table("hhea")
+    os2 = font.get_sfnt_table("OS/2")
+    table = os2 or font.get_sfnt_table("hhea")
     ascent, descent = ("sTypoAscender", "sTypoDescender") if "sTypoAscender" in table else ("ascent", "descent")
     scale = fontsize / font.get_sfnt_table("head")["unitsPerEm"]
-    return table[ascent] * scale, -table[descent] * scale
+    return table[ascent] * scale, -table[descent] * scale, (os2["sTypoLineGap"] if os2 else 0) * scale
+
+
+def _line_extent(fontsize: float, family: str) -> tuple[float, float]:
+    """(ascent, descent) in points of one line of text (``_line_metrics`` without the gap)."""
+    return _line_metrics(fontsize, family)[:2]
 
 
 @functools.lru_cache(maxsize=4096)
@@ -697,13 +703,8 @@ def title(ax, text: str, *, fontsize=None, loc: str = "center"):
     family = hidden.get_fontfamily()[0]
     weight = hidden.get_fontweight()
     lines = text.split("\n")
-    gap = 0.0
-    if len(lines) > 1:  # Text adds the font's line gap between lines, half above and half below each
-        from matplotlib.font_manager import findfont, get_font
-
-        font = get_font(findfont(FontProperties(family=family, size=fs)))
-        table = font.get_sfnt_table("OS/2")
-        gap = (table["sTypoLineGap"] if table else 0) * fs / font.get_sfnt_table("head")["unitsPerEm"]
+    # Text adds the font's line gap between lines, half above and half below each
+    gap = _line_metrics(fs, family)[2] if len(lines) > 1 else 0.0
     extents = [_text_extent(line, fs, family) for line in lines]
     paths, baseline, top = [], 0.0, None
     for k in range(len(lines) - 1, -1, -1):  # from the last line up
