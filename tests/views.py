@@ -27,7 +27,7 @@ from kquant.methods import awq as awq_method
 from kquant.methods import budget
 from kquant.methods import gptq as gptq_method
 from kquant.mixes import Choice, plan
-from kquant.model import calibrate, evaluate, forward, hub, runner, scores
+from kquant.model import cache, calibrate, evaluate, forward, hub, runner, scores
 from kquant.quantize_file import read_model
 from kquant.viz import awq, compare, files, gptq, iquants, kquants, models, numbers, qlora
 from kquant.viz import budget as budget_views
@@ -59,7 +59,11 @@ def views() -> list[View]:
     model = read_model(hub.bundled())
     q4_k_m: list[Choice] = plan(model.tensors, model.params, "Q4_K_M")
     bundled = hub.bundled().read_bytes()
-    gguf_files = {"bundled": (bundled, anatomy.read_layout(bundled))}  # read once, as notebook 07 does
+    q_bytes = cache.quantized(hub.bundled(), "Q4_K_M").read_bytes()  # notebook 07's second file, from the cache
+    gguf_files = {  # read once, as notebook 07 does, and the same two files it draws
+        "F16 (bundled)": (bundled, anatomy.read_layout(bundled)),
+        "Q4_K_M": (q_bytes, anatomy.read_layout(q_bytes)),
+    }
     # Notebook 08 compares F16 with quantized files; copies of the model stand in for them (the view reads logits).
     loaded = {m: runner.load(hub.bundled(), n_ctx=256) for m in ("F16", "Q8_0", "Q4_0")}
     bpw = {m: published.LLAMA31_8B_SIZES[m]["bpw"] for m in ["F16", "Q8_0", "Q4_K_M", "Q2_K"]}

@@ -147,5 +147,5 @@ def gguf_map_view(files: dict, name: str):
             f"its info record, bytes {t.start:,}–{t.end - 1:,} ({t.type.name}, ne {t.ne}, offset {t.offset:,})",
             fontsize=9,
         )
-    tidy(fig, hspace=1.25)
+    tidy(fig, hspace=1.25, left=0.5 + max(style.text_width(label, 8) for label in files))  # the files' names
     plt.show()

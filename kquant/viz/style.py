@@ -459,6 +459,11 @@ def _line_extent(fontsize: float, family: str) -> tuple[float, float]:
     return _line_metrics(fontsize, family)[:2]
 
 
+def text_width(text: str, fontsize: float) -> float:
+    """The width in inches of a one-line ``text`` in the default font: room to leave for labels a caller names."""
+    return _text_extent(str(text), float(fontsize), matplotlib.rcParams["font.family"][0])[0] / 72
+
+
 @functools.lru_cache(maxsize=4096)
 def _text_extent(text: str, fontsize: float, family: str) -> tuple[float, float, float]:
     """(width, ascent, descent) in points of a one-line ``text``, as Text lays it out."""
