@@ -163,7 +163,7 @@ def _first(value, default: int) -> int:
 
 
 def metadata(f: GGUFFile) -> list[tuple[str, object, GGUFValueType, GGUFValueType | None]]:
-    """Every metadata pair as llama-quantize copies it: (key, value, type, array item type), for kquant.gguf.writer.GGUFWriter.
+    """Every metadata pair as llama-quantize copies it: (key, value, type, item type), for kquant's GGUFWriter.
 
     llama.cpp copies each pair with gguf_set_kv, which reads keys and strings as C strings: they end
     at the first NUL byte, and a key that becomes equal to an earlier one replaces it and moves to
