@@ -125,7 +125,7 @@ def lanes_to_rows(q: np.ndarray) -> np.ndarray:
 
 def per_lane(v: np.ndarray) -> np.ndarray:
     """(n,) per-block values -> (n, 4), each repeated for its block's 4 lanes: broadcasts over a lanes() array."""
-    return np.repeat(v, LANES).reshape(-1, LANES)
+    return v.repeat(LANES).reshape(-1, LANES)  # the method: np.repeat's Python wrapper costs ~25 % on small n
 
 
 def lane_max_min(xl: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -134,12 +134,13 @@ def lane_max_min(xl: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     Exact, except for the sign of a zero (numpy may return either): callers look zeros up.
     NaN propagates, so a block holding one shows it in both.
     """
-    hi, lo = np.max(xl, axis=0), np.min(xl, axis=0)  # (n, 4): down the long rows
-    top, bottom = np.maximum(hi[:, 0], hi[:, 1]), np.minimum(lo[:, 0], lo[:, 1])
-    for lane in range(2, LANES):  # then across the lanes, one strided column at a time
-        np.maximum(top, hi[:, lane], out=top)
-        np.minimum(bottom, lo[:, lane], out=bottom)
-    return top, bottom
+    hi = np.maximum.reduce(xl, axis=0).reshape(-1)  # (n * 4,): down the long rows, block b at 4b .. 4b+3
+    lo = np.minimum.reduce(xl, axis=0).reshape(-1)
+    # Then across the lanes: lane l against lane l + 2 as two shifted views of the flat array (one
+    # contiguous pass; its items 4b+2, 4b+3 mix neighbouring blocks and are never read), then the
+    # two halves. ~1.4x faster than one strided column per lane, which pays per item.
+    top, bottom = np.maximum(hi[:-2], hi[2:]), np.minimum(lo[:-2], lo[2:])
+    return np.maximum(top[0::LANES], top[1::LANES]), np.minimum(bottom[0::LANES], bottom[1::LANES])
 
 
 def fp16_bytes(v: np.ndarray) -> np.ndarray:
@@ -152,6 +153,17 @@ def fp16_bytes(v: np.ndarray) -> np.ndarray:
     if v.dtype != np.float16:  # an fp16 field (an encoder's d) is already rounded: no round trip through float32
         v = v.astype(f32).astype("<f2")
     return np.ascontiguousarray(v, dtype="<f2").view(np.uint8).reshape(*v.shape, 2)
+
+
+def put_fp16(out: np.ndarray, start: int, v: np.ndarray) -> None:
+    """``out[:, start:start + 2] = fp16_bytes(v)``: stored through a little-endian fp16 view of the two bytes.
+
+    One strided store of n items, without fp16_bytes' intermediate (n, 2) array and its copy (~2x faster).
+    """
+    v = np.asarray(v)
+    if v.dtype != np.float16:  # rounded as fp16_bytes does: through float32, as C converts a float
+        v = v.astype(f32).astype(np.float16)
+    out[:, start : start + 2].view("<f2")[:, 0] = v
 
 
 def put_bytes(out: np.ndarray, start: int, b: np.ndarray) -> None:
@@ -384,6 +396,8 @@ def first_zeros(lo: np.ndarray, hi: np.ndarray, groups) -> tuple[np.ndarray, np.
     ``groups(idx)`` returns those groups' values in order, shape (len(idx), k). Works in place.
     """
     for v in (lo, hi):
+        if v.all():  # no zero extreme (NaN counts as true): one reduction, the common case
+            continue
         zero = v == 0  # numpy may return either zero: look up the first one, as C's scan keeps it
         if zero.any():
             cols = np.flatnonzero(zero)

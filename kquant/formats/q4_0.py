@@ -19,7 +19,6 @@ from kquant.formats.cops import (
     c_to_uint8,
     columns,
     f32,
-    fp16_bytes,
     fp16_field,
     fp16_value,
     join_planes,
@@ -30,6 +29,7 @@ from kquant.formats.cops import (
     per_lane,
     per_weight,
     put_bytes,
+    put_fp16,
     split_nibbles,
 )
 from kquant.formats.search import blocks_and_importance, importance_weights, make_qx_quants, row_mean_square
@@ -68,16 +68,19 @@ def encode(x: np.ndarray) -> Fields:
     return Fields(d.astype(np.float16), lanes_to_rows(q))
 
 
-def truncate_levels(v: np.ndarray, offset: float, top: int, finite: bool) -> np.ndarray:
+def truncate_levels(v: np.ndarray, offset: float, top: int, finite: bool, below_top: bool = False) -> np.ndarray:
     """C's ``MIN(top, (int8_t)(v + offset))`` stored into uint8, for v = x*id. Shared with Q4_1, Q5_0.
 
     With every id finite, |v| <= offset - 1/2, so 0 <= v + offset < top + 2 and a plain cast
     truncates exactly; otherwise C's wrapping conversions are reproduced. v is overwritten.
+    ``below_top``: the caller knows v + offset < top + 1 when every id is finite (Q4_1), so MIN
+    never acts there and its two byte passes are skipped.
     """
     if finite:
         q = np.empty(v.shape, dtype=np.uint8)
         np.add(v, f32(offset), out=q, casting="unsafe")  # float32 sum, truncated into bytes: one pass
-        q -= q >> top.bit_length()  # MIN(top, q) for q <= top + 1 = 2**k, in two byte passes
+        if not below_top:
+            q -= q >> top.bit_length()  # MIN(top, q) for q <= top + 1 = 2**k, in two byte passes
         return q
     v += f32(offset)
     return c_to_uint8(np.minimum(top, c_float_to_int8(v))).astype(np.uint8)
@@ -119,7 +122,7 @@ def unpack_nibbles(qs: np.ndarray) -> np.ndarray:
 
 def pack(f: Fields) -> np.ndarray:
     out = np.empty((f.q.shape[0], TYPE_SIZE), dtype=np.uint8)
-    put_bytes(out, 0, fp16_bytes(f.d))
+    put_fp16(out, 0, f.d)
     put_bytes(out, 2, pack_nibbles(f.q))
     return out
 

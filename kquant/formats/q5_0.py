@@ -16,7 +16,6 @@ from kquant.formats.cops import (
     byte_field,
     c_semantics,
     f32,
-    fp16_bytes,
     fp16_field,
     fp16_value,
     lane_max_min,
@@ -25,6 +24,7 @@ from kquant.formats.cops import (
     per_lane,
     per_weight,
     put_bytes,
+    put_fp16,
 )
 from kquant.formats.q4_0 import pack_nibbles, row_importance, truncate_levels, unpack_nibbles
 from kquant.formats.search import make_qx_quants
@@ -87,7 +87,7 @@ def encode_impl(rows: np.ndarray, imatrix: np.ndarray) -> Fields:
 
 def pack(f: Fields) -> np.ndarray:
     out = np.empty((f.q.shape[0], TYPE_SIZE), dtype=np.uint8)
-    put_bytes(out, 0, fp16_bytes(f.d))
+    put_fp16(out, 0, f.d)
     put_bytes(out, 2, pack_qh(f.q))
     put_bytes(out, 6, pack_nibbles(f.q))
     return out

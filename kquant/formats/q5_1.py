@@ -14,13 +14,13 @@ from kquant.formats.cops import (
     c_semantics,
     f32,
     first_zeros,
-    fp16_bytes,
     fp16_field,
     lane_max_min,
     lanes,
     lanes_to_rows,
     per_lane,
     put_bytes,
+    put_fp16,
 )
 from kquant.formats.q4_0 import pack_nibbles, row_importance, unpack_nibbles
 from kquant.formats.q4_1 import decode as _decode_q4_1
@@ -73,8 +73,8 @@ def encode_impl(rows: np.ndarray, imatrix: np.ndarray) -> Fields:
 
 def pack(f: Fields) -> np.ndarray:
     out = np.empty((f.q.shape[0], TYPE_SIZE), dtype=np.uint8)
-    put_bytes(out, 0, fp16_bytes(f.d))
-    put_bytes(out, 2, fp16_bytes(f.m))
+    put_fp16(out, 0, f.d)
+    put_fp16(out, 2, f.m)
     put_bytes(out, 4, pack_qh(f.q))
     put_bytes(out, 8, pack_nibbles(f.q))
     return out
