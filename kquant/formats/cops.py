@@ -123,6 +123,19 @@ def lanes_to_rows(q: np.ndarray) -> np.ndarray:
     return q.view(np.uint32).reshape(m, n).T.copy().view(np.uint8)
 
 
+def inverse_or_zero(d: np.ndarray) -> tuple[np.ndarray, bool]:
+    """C's ``id = d ? 1.0f/d : 0.0f`` for float32 d, and whether every id is finite.
+
+    1/d is inf or NaN wherever d is 0 (and where C's id is not finite either), so when every 1/d
+    is finite no d was 0 and the select is skipped: three numpy calls, not five, in the usual case.
+    """
+    id_ = f32(1) / d
+    if np.isfinite(id_).all():
+        return id_, True
+    id_ = np.where(d != 0, id_, f32(0))
+    return id_, bool(np.isfinite(id_).all())
+
+
 def per_lane(v: np.ndarray) -> np.ndarray:
     """(n,) per-block values -> (n, 4), each repeated for its block's 4 lanes: broadcasts over a lanes() array."""
     return v.repeat(LANES).reshape(-1, LANES)  # the method: np.repeat's Python wrapper costs ~25 % on small n
@@ -297,6 +310,13 @@ def join_planes(fields: np.ndarray, bits: int, run: int) -> np.ndarray:
     """
     n, m = fields.shape
     per = 8 // bits
+    if per == 2:  # nibbles: every word joined with the word one run later, in two contiguous passes
+        w = np.ascontiguousarray(fields).view("<u8").reshape(-1)
+        r = run // 8  # words per run
+        t = np.left_shift(w[r:], np.uint64(bits))
+        t |= w[:-r]  # right where word i opens a pair of runs: those runs are kept, one item each
+        # one gather of the kept runs, not one per plane: ~10-20 % faster than the general path below
+        return np.ascontiguousarray(t.view(f"V{run}")[0::2]).view(np.uint8).reshape(n, m // 2)
     items = np.ascontiguousarray(fields).reshape(-1, per, run).view(f"V{run}")  # (m', per, 1)
     words = np.ascontiguousarray(items[:, 0]).view("<u8")
     for p in range(1, per):

@@ -21,6 +21,7 @@ from kquant.formats.cops import (
     f32,
     fp16_field,
     fp16_value,
+    inverse_or_zero,
     join_planes,
     lane_max_min,
     lanes,
@@ -61,10 +62,10 @@ def encode(x: np.ndarray) -> Fields:
     xl = lanes(x)
     hi, lo = lane_max_min(xl)
     d = absmax_of(hi, lo, lambda rows: x[rows]) / f32(-8)  # the weight of largest |x|, with its sign
-    id_ = np.where(d != 0, f32(1) / d, f32(0))  # the unrounded d, not fp16(d)
+    id_, finite = inverse_or_zero(d)  # the unrounded d, not fp16(d)
     # (int8_t)(x*id + 8.5f): truncation of a non-negative sum = round half up
     v = np.multiply(xl, per_lane(id_), out=xl)
-    q = truncate_levels(v, 8.5, 15, finite=np.isfinite(id_).all())
+    q = truncate_levels(v, 8.5, 15, finite)
     return Fields(d.astype(np.float16), lanes_to_rows(q))
 
 

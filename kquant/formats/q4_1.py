@@ -17,6 +17,7 @@ from kquant.formats.cops import (
     first_zeros,
     fp16_field,
     fp16_value,
+    inverse_or_zero,
     lane_max_min,
     lanes,
     lanes_to_rows,
@@ -52,12 +53,12 @@ def encode(x: np.ndarray) -> Fields:
     hi, lo = lane_max_min(xl)
     lo, hi = first_zeros(lo, hi, lambda rows: x[rows])  # C's scans keep the first zero they see
     d = (hi - lo) / f32(15)
-    id_ = np.where(d != 0, f32(1) / d, f32(0))
+    id_, finite = inverse_or_zero(d)
     v = np.subtract(xl, per_lane(lo), out=xl)
     v *= per_lane(id_)
     # 0 <= v <= (max - min) * id = 15 to a few ulps (an id that is finite has d >= 2**-128, rounded
     # to within 2**-21), so v + 0.5 < 16: C's MIN(15, ...) cannot act and its pass is skipped.
-    q = truncate_levels(v, 0.5, 15, np.isfinite(id_).all(), below_top=True)
+    q = truncate_levels(v, 0.5, 15, finite, below_top=True)
     return Fields(d.astype(np.float16), lo.astype(np.float16), lanes_to_rows(q))
 
 

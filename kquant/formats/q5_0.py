@@ -18,6 +18,7 @@ from kquant.formats.cops import (
     f32,
     fp16_field,
     fp16_value,
+    inverse_or_zero,
     lane_max_min,
     lanes,
     lanes_to_rows,
@@ -71,9 +72,9 @@ def encode(x: np.ndarray) -> Fields:
     xl = lanes(x)  # (8, n, 4): blocks side by side, as in Q4_0 (our own copy: scaled in place)
     hi, lo = lane_max_min(xl)
     d = absmax_of(hi, lo, lambda rows: x[rows]) / f32(-16)
-    id_ = np.where(d != 0, f32(1) / d, f32(0))
+    id_, finite = inverse_or_zero(d)
     v = np.multiply(xl, per_lane(id_), out=xl)
-    q = truncate_levels(v, 16.5, 31, finite=np.isfinite(id_).all())
+    q = truncate_levels(v, 16.5, 31, finite)
     return Fields(d.astype(np.float16), lanes_to_rows(q))
 
 

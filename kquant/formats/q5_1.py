@@ -15,6 +15,7 @@ from kquant.formats.cops import (
     f32,
     first_zeros,
     fp16_field,
+    inverse_or_zero,
     lane_max_min,
     lanes,
     lanes_to_rows,
@@ -51,11 +52,11 @@ def encode(x: np.ndarray) -> Fields:
     hi, lo = lane_max_min(xl)
     lo, hi = first_zeros(lo, hi, lambda rows: x[rows])
     d = (hi - lo) / f32(31)
-    id_ = np.where(d != 0, f32(1) / d, f32(0))
+    id_, finite = inverse_or_zero(d)
     v = np.subtract(xl, per_lane(lo), out=xl)
     v *= per_lane(id_)
     # (uint8_t)(x + 0.5f): no MIN here in C; with every id finite the value cannot pass 31.5
-    if np.isfinite(id_).all():
+    if finite:
         q = np.empty(v.shape, dtype=np.uint8)
         np.add(v, f32(0.5), out=q, casting="unsafe")  # float32 sum, truncated into bytes: one pass
     else:
