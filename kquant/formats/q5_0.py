@@ -51,13 +51,15 @@ def pack_qh(q: np.ndarray) -> np.ndarray:
     """(n, 32) 5-bit levels -> (n, 4) bytes: bit j of the little-endian uint32 is bit 4 of q[j].
 
     Byte k of qh holds the fifth bits of q[8k .. 8k+7], the 8 bytes of one little-endian uint64
-    word w. ``(w >> 4) & 0x0101...01`` leaves the bit of q[8k+i] at bit 8i; multiplying by
-    0x0102040810204080 (the sum of 2**(56 - 7i)) adds a copy of it at bit 56 + i. No two copies
+    word w. ``w & 0x1010...10`` leaves the bit of q[8k+i] at bit 8i + 4; multiplying by
+    0x0010204081020408 (the sum of 2**(52 - 7i)) adds a copy of it at bit 56 + i. No two copies
     land on one bit, so nothing carries: the top byte is the 8 bits in order.
     """
     w = np.ascontiguousarray(q, dtype=np.uint8).view("<u8")  # (n, 4)
-    bits = (w >> np.uint64(4)) & np.uint64(0x0101010101010101)
-    return ((bits * np.uint64(0x0102040810204080)) >> np.uint64(56)).astype(np.uint8)
+    bits = w & np.uint64(0x1010101010101010)
+    bits *= np.uint64(0x0010204081020408)  # in place: fresh temporaries cost page faults on large inputs
+    bits >>= np.uint64(56)
+    return bits.astype(np.uint8)
 
 
 def unpack_qh(qh: np.ndarray) -> np.ndarray:
