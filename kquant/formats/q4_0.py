@@ -70,12 +70,13 @@ def encode(x: np.ndarray) -> Fields:
 
 
 def truncate_levels(v: np.ndarray, offset: float, top: int, finite: bool, below_top: bool = False) -> np.ndarray:
-    """C's ``MIN(top, (int8_t)(v + offset))`` stored into uint8, for v = x*id. Shared with Q4_1, Q5_0.
+    """C's ``MIN(top, (int8_t)(v + offset))`` stored into uint8, for v = x*id (Q4_1: (x - min)*id).
 
-    With every id finite, |v| <= offset - 1/2, so 0 <= v + offset < top + 2 and a plain cast
-    truncates exactly; otherwise C's wrapping conversions are reproduced. v is overwritten.
-    ``below_top``: the caller knows v + offset < top + 1 when every id is finite (Q4_1), so MIN
-    never acts there and its two byte passes are skipped.
+    Shared with Q4_1 and Q5_0. With every id finite, 0 <= v + offset < top + 2 (Q4_0, Q5_0:
+    |v| <= offset - 1/2; Q4_1: 0 <= v <= 15 to a few ulps), so a plain cast truncates exactly;
+    otherwise C's wrapping conversions are reproduced. v is overwritten. ``below_top``: the caller
+    knows v + offset < top + 1 when every id is finite (Q4_1), so MIN never acts there and its two
+    byte passes are skipped.
     """
     if finite:
         q = np.empty(v.shape, dtype=np.uint8)
