@@ -139,6 +139,22 @@ def test_bytes_equal_ggml_on_generated_arrays(qtype):
     check()
 
 
+def test_q4_1_levels_stay_below_16_where_d_is_near_the_smallest_with_a_finite_inverse():
+    # Q4_1 skips C's MIN(15, ...) when every 1/d is finite: such a d is >= 2**-128, rounded to
+    # within 2**-21, so (max - min) * id stays below 15.5. Each block is a ramp from its min to
+    # its max, max - min putting d just above 2**-128 (1/d finite) or at and below it (inf).
+    spans = 15 * np.float32(2.0**-128) * (1 + np.arange(-24, 25, dtype=np.float32) * np.float32(2.0**-12))
+    x = (spans[:, None] * (np.arange(32, dtype=np.float32) / np.float32(31))).astype(np.float32)
+    x[:, -1] = spans  # the max exactly, whatever the ramp's last rounding
+    x -= spans[:, None] / np.float32(3)
+    with np.errstate(all="ignore"):
+        d = (x.max(axis=1) - x.min(axis=1)) / np.float32(15)
+        finite = np.isfinite(np.float32(1) / d)
+    assert finite.sum() >= 20 and (~finite).sum() >= 20
+    for blocks in (x[finite], x):  # every id finite (MIN skipped), then some inf (C's conversions)
+        assert_same_bytes(kquant.quantize(blocks, "Q4_1"), reference.quantize(blocks, "Q4_1"), "Q4_1")
+
+
 @pytest.mark.parametrize("family", ["gaussian", "outliers", "zero_groups", "subnormal", "ties"])
 @pytest.mark.parametrize("qtype", TYPES)
 def test_dequantize_equals_ggml_and_gguf_py(qtype, family):

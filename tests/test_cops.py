@@ -6,10 +6,13 @@ import pytest
 from kquant.formats import q4_0, q5_0
 from kquant.formats.cops import (
     c_float_to_int8,
+    fp16_bytes,
+    inverse_or_zero,
     lane_max_min,
     lanes,
     lanes_to_rows,
     nearest_int,
+    put_fp16,
     seqsum,
     signed_absmax,
     widen_fp16,
@@ -88,6 +91,42 @@ def test_lane_max_min_are_each_blocks_extremes():
     hi, lo = lane_max_min(lanes(x))
     np.testing.assert_array_equal(hi, x.max(axis=1))
     np.testing.assert_array_equal(lo, x.min(axis=1))
+
+
+def test_lane_max_min_of_one_block_and_of_a_block_holding_nan():
+    x = np.arange(64, dtype=np.float32).reshape(2, 32)[::-1].copy()  # the extremes at the two ends
+    x[1, 13] = np.nan
+    hi, lo = lane_max_min(lanes(x))
+    np.testing.assert_array_equal(hi, [63.0, np.nan])
+    np.testing.assert_array_equal(lo, [32.0, np.nan])
+    hi, lo = lane_max_min(lanes(x[:1]))
+    np.testing.assert_array_equal(hi, [63.0])
+    np.testing.assert_array_equal(lo, [32.0])
+
+
+def test_inverse_or_zero_is_cs_d_if_nonzero_else_zero_and_says_whether_all_are_finite():
+    # 1/1e-39 overflows to inf (C's id is inf too); 0 and -0 give 0; NaN stays NaN.
+    d = np.array([2.0, -0.5, 0.0, -0.0, 1e-39, np.nan, 3e38], np.float32)
+    with np.errstate(all="ignore"):
+        expected = np.where(d != 0, np.float32(1) / d, np.float32(0))
+        got, finite = inverse_or_zero(d)
+        assert not finite
+        np.testing.assert_array_equal(got.view(np.uint32), expected.view(np.uint32))
+        got, finite = inverse_or_zero(d[[0, 1, 6]])
+    assert finite
+    np.testing.assert_array_equal(got.view(np.uint32), expected[[0, 1, 6]].view(np.uint32))
+
+
+@pytest.mark.parametrize("start", [0, 3])
+def test_put_fp16_writes_what_fp16_bytes_gives(start):
+    v = np.random.default_rng(2).normal(size=50).astype(np.float32) * np.float32(1e3)
+    out = np.random.default_rng(3).integers(0, 256, (50, 9), dtype=np.uint8)
+    expected = out.copy()
+    expected[:, start : start + 2] = fp16_bytes(v)
+    put_fp16(out, start, v)  # float32 in: rounded to fp16 as fp16_bytes rounds it
+    np.testing.assert_array_equal(out, expected)
+    put_fp16(out, start, v.astype(np.float16))
+    np.testing.assert_array_equal(out, expected)
 
 
 def test_signed_absmax_keeps_the_first_of_a_and_minus_a_as_c_does():

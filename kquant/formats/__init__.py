@@ -152,13 +152,19 @@ def quantize(x, qtype, imatrix=None) -> np.ndarray:
             return fmt.module.encode_impl(rows, imatrix)
 
     per_item = fmt.type_size * (blocks.shape[1] // fmt.block_size)
-    out = np.empty((blocks.shape[0], per_item), dtype=np.uint8)
-    for i in range(0, blocks.shape[0], step):
+    chunks = range(0, blocks.shape[0], step)
+    # One chunk (every tensor of a small model): pack's own array is the output, not copied into another.
+    out = np.empty((blocks.shape[0], per_item), dtype=np.uint8) if len(chunks) > 1 else None
+    for i in chunks:
         if look_for_nonfinite and not np.isfinite(blocks[i : i + step]).all():
             check_weights(x, fmt)  # raises, naming the first bad weight of the whole input
         fields = encode(blocks[i : i + step])
         _check_scales(fields, fmt, first_block=i * per_item // fmt.type_size, weights=(x, fmt))
-        out[i : i + step] = fmt.module.pack(fields).reshape(-1, per_item)
+        packed = fmt.module.pack(fields).reshape(-1, per_item)
+        if out is None:
+            out = packed
+        else:
+            out[i : i + step] = packed
     return out.reshape(*x.shape[:-1], fmt.row_bytes(n_per_row))
 
 
@@ -187,9 +193,10 @@ def _check_scales(fields, fmt: Format, first_block: int, weights=None) -> None:
     a bad weight is named as such rather than as an overflow.
     """
     for name, value in fields._asdict().items():
-        # inf and NaN are the fp16 values with all exponent bits set (an integer test: numpy's
-        # float16 arithmetic is not vectorised)
-        if value.dtype == np.float16 and ((value.view(np.uint16) & 0x7C00) == 0x7C00).any():
+        # inf and NaN are the fp16 values with all exponent bits set, the only ones whose bits
+        # without the sign reach 0x7C00 (an integer test: numpy's float16 arithmetic is not
+        # vectorised; a max, not a compare and any, saves a pass)
+        if value.dtype == np.float16 and np.maximum.reduce(value.view(np.uint16) & 0x7FFF, axis=None) >= 0x7C00:
             if weights is not None:
                 check_weights(*weights)  # raises if a weight is NaN or inf
             block = first_block + int(np.flatnonzero(~np.isfinite(value))[0])
@@ -258,8 +265,9 @@ def check_weights(x, fmt: Format, finite: bool = True) -> np.ndarray:
             f"last axis has {x.shape[-1]} weights, not a multiple of {fmt.name}'s block size {fmt.block_size}:"
             f" pad or reshape the rows (llama.cpp would fall back to another type for such a tensor)"
         )
-    with np.errstate(over="ignore"):  # a float64 beyond float32's range becomes inf, refused below
-        x = np.ascontiguousarray(x, dtype=np.float32)  # float16/64 -> float32 exactly as a cast in C would
+    if x.dtype != np.float32 or not x.flags.c_contiguous:  # (already so: no errstate to enter, ~1 us a call)
+        with np.errstate(over="ignore"):  # a float64 beyond float32's range becomes inf, refused below
+            x = np.ascontiguousarray(x, dtype=np.float32)  # float16/64 -> float32 exactly as a cast in C would
     if finite and not np.isfinite(x).all():
         bad = np.flatnonzero(~np.isfinite(x))
         raise KQuantError(

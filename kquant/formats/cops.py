@@ -123,9 +123,22 @@ def lanes_to_rows(q: np.ndarray) -> np.ndarray:
     return q.view(np.uint32).reshape(m, n).T.copy().view(np.uint8)
 
 
+def inverse_or_zero(d: np.ndarray) -> tuple[np.ndarray, bool]:
+    """C's ``id = d ? 1.0f/d : 0.0f`` for float32 d, and whether every id is finite.
+
+    1/d is inf or NaN wherever d is 0 (and where C's id is not finite either), so when every 1/d
+    is finite no d was 0 and the select is skipped: three numpy calls, not five, in the usual case.
+    """
+    id_ = f32(1) / d
+    if np.isfinite(id_).all():
+        return id_, True
+    id_ = np.where(d != 0, id_, f32(0))
+    return id_, bool(np.isfinite(id_).all())
+
+
 def per_lane(v: np.ndarray) -> np.ndarray:
     """(n,) per-block values -> (n, 4), each repeated for its block's 4 lanes: broadcasts over a lanes() array."""
-    return np.repeat(v, LANES).reshape(-1, LANES)
+    return v.repeat(LANES).reshape(-1, LANES)  # the method: np.repeat's Python wrapper costs ~25 % on small n
 
 
 def lane_max_min(xl: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -134,12 +147,13 @@ def lane_max_min(xl: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     Exact, except for the sign of a zero (numpy may return either): callers look zeros up.
     NaN propagates, so a block holding one shows it in both.
     """
-    hi, lo = np.max(xl, axis=0), np.min(xl, axis=0)  # (n, 4): down the long rows
-    top, bottom = np.maximum(hi[:, 0], hi[:, 1]), np.minimum(lo[:, 0], lo[:, 1])
-    for lane in range(2, LANES):  # then across the lanes, one strided column at a time
-        np.maximum(top, hi[:, lane], out=top)
-        np.minimum(bottom, lo[:, lane], out=bottom)
-    return top, bottom
+    hi = np.maximum.reduce(xl, axis=0).reshape(-1)  # (n * 4,): down the long rows, block b at 4b .. 4b+3
+    lo = np.minimum.reduce(xl, axis=0).reshape(-1)
+    # Then across the lanes: lane l against lane l + 2 as two shifted views of the flat array (one
+    # contiguous pass; its items 4b+2, 4b+3 mix neighbouring blocks and are never read), then the
+    # two halves. ~1.4x faster than one strided column per lane, which pays per item.
+    top, bottom = np.maximum(hi[:-2], hi[2:]), np.minimum(lo[:-2], lo[2:])
+    return np.maximum(top[0::LANES], top[1::LANES]), np.minimum(bottom[0::LANES], bottom[1::LANES])
 
 
 def fp16_bytes(v: np.ndarray) -> np.ndarray:
@@ -152,6 +166,17 @@ def fp16_bytes(v: np.ndarray) -> np.ndarray:
     if v.dtype != np.float16:  # an fp16 field (an encoder's d) is already rounded: no round trip through float32
         v = v.astype(f32).astype("<f2")
     return np.ascontiguousarray(v, dtype="<f2").view(np.uint8).reshape(*v.shape, 2)
+
+
+def put_fp16(out: np.ndarray, start: int, v: np.ndarray) -> None:
+    """``out[:, start:start + 2] = fp16_bytes(v)``: stored through a little-endian fp16 view of the two bytes.
+
+    One strided store of n items, without fp16_bytes' intermediate (n, 2) array and its copy (~2x faster).
+    """
+    v = np.asarray(v)
+    if v.dtype != np.float16:  # rounded as fp16_bytes does: through float32, as C converts a float
+        v = v.astype(f32).astype(np.float16)
+    out[:, start : start + 2].view("<f2")[:, 0] = v
 
 
 def put_bytes(out: np.ndarray, start: int, b: np.ndarray) -> None:
@@ -285,6 +310,13 @@ def join_planes(fields: np.ndarray, bits: int, run: int) -> np.ndarray:
     """
     n, m = fields.shape
     per = 8 // bits
+    if per == 2:  # nibbles: every word joined with the word one run later, in two contiguous passes
+        w = np.ascontiguousarray(fields).view("<u8").reshape(-1)
+        r = run // 8  # words per run
+        t = np.left_shift(w[r:], np.uint64(bits))
+        t |= w[:-r]  # right where word i opens a pair of runs: those runs are kept, one item each
+        # one gather of the kept runs, not one per plane: ~10-20 % faster than the general path below
+        return np.ascontiguousarray(t.view(f"V{run}")[0::2]).view(np.uint8).reshape(n, m // 2)
     items = np.ascontiguousarray(fields).reshape(-1, per, run).view(f"V{run}")  # (m', per, 1)
     words = np.ascontiguousarray(items[:, 0]).view("<u8")
     for p in range(1, per):
@@ -384,6 +416,8 @@ def first_zeros(lo: np.ndarray, hi: np.ndarray, groups) -> tuple[np.ndarray, np.
     ``groups(idx)`` returns those groups' values in order, shape (len(idx), k). Works in place.
     """
     for v in (lo, hi):
+        if v.all():  # no zero extreme (NaN counts as true): one reduction, the common case
+            continue
         zero = v == 0  # numpy may return either zero: look up the first one, as C's scan keeps it
         if zero.any():
             cols = np.flatnonzero(zero)

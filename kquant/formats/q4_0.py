@@ -19,9 +19,9 @@ from kquant.formats.cops import (
     c_to_uint8,
     columns,
     f32,
-    fp16_bytes,
     fp16_field,
     fp16_value,
+    inverse_or_zero,
     join_planes,
     lane_max_min,
     lanes,
@@ -30,6 +30,7 @@ from kquant.formats.cops import (
     per_lane,
     per_weight,
     put_bytes,
+    put_fp16,
     split_nibbles,
 )
 from kquant.formats.search import blocks_and_importance, importance_weights, make_qx_quants, row_mean_square
@@ -61,23 +62,27 @@ def encode(x: np.ndarray) -> Fields:
     xl = lanes(x)
     hi, lo = lane_max_min(xl)
     d = absmax_of(hi, lo, lambda rows: x[rows]) / f32(-8)  # the weight of largest |x|, with its sign
-    id_ = np.where(d != 0, f32(1) / d, f32(0))  # the unrounded d, not fp16(d)
+    id_, finite = inverse_or_zero(d)  # the unrounded d, not fp16(d)
     # (int8_t)(x*id + 8.5f): truncation of a non-negative sum = round half up
     v = np.multiply(xl, per_lane(id_), out=xl)
-    q = truncate_levels(v, 8.5, 15, finite=np.isfinite(id_).all())
+    q = truncate_levels(v, 8.5, 15, finite)
     return Fields(d.astype(np.float16), lanes_to_rows(q))
 
 
-def truncate_levels(v: np.ndarray, offset: float, top: int, finite: bool) -> np.ndarray:
-    """C's ``MIN(top, (int8_t)(v + offset))`` stored into uint8, for v = x*id. Shared with Q4_1, Q5_0.
+def truncate_levels(v: np.ndarray, offset: float, top: int, finite: bool, below_top: bool = False) -> np.ndarray:
+    """C's ``MIN(top, (int8_t)(v + offset))`` stored into uint8, for v = x*id (Q4_1: (x - min)*id).
 
-    With every id finite, |v| <= offset - 1/2, so 0 <= v + offset < top + 2 and a plain cast
-    truncates exactly; otherwise C's wrapping conversions are reproduced. v is overwritten.
+    Shared with Q4_1 and Q5_0. With every id finite, 0 <= v + offset < top + 2 (Q4_0, Q5_0:
+    |v| <= offset - 1/2; Q4_1: 0 <= v <= 15 to a few ulps), so a plain cast truncates exactly;
+    otherwise C's wrapping conversions are reproduced. v is overwritten. ``below_top``: the caller
+    knows v + offset < top + 1 when every id is finite (Q4_1), so MIN never acts there and its two
+    byte passes are skipped.
     """
     if finite:
         q = np.empty(v.shape, dtype=np.uint8)
         np.add(v, f32(offset), out=q, casting="unsafe")  # float32 sum, truncated into bytes: one pass
-        q -= q >> top.bit_length()  # MIN(top, q) for q <= top + 1 = 2**k, in two byte passes
+        if not below_top:
+            q -= q >> top.bit_length()  # MIN(top, q) for q <= top + 1 = 2**k, in two byte passes
         return q
     v += f32(offset)
     return c_to_uint8(np.minimum(top, c_float_to_int8(v))).astype(np.uint8)
@@ -119,7 +124,7 @@ def unpack_nibbles(qs: np.ndarray) -> np.ndarray:
 
 def pack(f: Fields) -> np.ndarray:
     out = np.empty((f.q.shape[0], TYPE_SIZE), dtype=np.uint8)
-    put_bytes(out, 0, fp16_bytes(f.d))
+    put_fp16(out, 0, f.d)
     put_bytes(out, 2, pack_nibbles(f.q))
     return out
 

@@ -15,15 +15,16 @@ from kquant.formats.cops import (
     c_semantics,
     f32,
     first_zeros,
-    fp16_bytes,
     fp16_field,
     fp16_value,
+    inverse_or_zero,
     lane_max_min,
     lanes,
     lanes_to_rows,
     per_lane,
     per_weight,
     put_bytes,
+    put_fp16,
 )
 from kquant.formats.q4_0 import pack_nibbles, row_importance, truncate_levels, unpack_nibbles
 from kquant.formats.search import make_qkx3_quants
@@ -52,10 +53,12 @@ def encode(x: np.ndarray) -> Fields:
     hi, lo = lane_max_min(xl)
     lo, hi = first_zeros(lo, hi, lambda rows: x[rows])  # C's scans keep the first zero they see
     d = (hi - lo) / f32(15)
-    id_ = np.where(d != 0, f32(1) / d, f32(0))
+    id_, finite = inverse_or_zero(d)
     v = np.subtract(xl, per_lane(lo), out=xl)
     v *= per_lane(id_)
-    q = truncate_levels(v, 0.5, 15, np.isfinite(id_).all())
+    # 0 <= v <= (max - min) * id = 15 to a few ulps (an id that is finite has d >= 2**-128, rounded
+    # to within 2**-21), so v + 0.5 < 16: C's MIN(15, ...) cannot act and its pass is skipped.
+    q = truncate_levels(v, 0.5, 15, finite, below_top=True)
     return Fields(d.astype(np.float16), lo.astype(np.float16), lanes_to_rows(q))
 
 
@@ -69,8 +72,8 @@ def encode_impl(rows: np.ndarray, imatrix: np.ndarray) -> Fields:
 
 def pack(f: Fields) -> np.ndarray:
     out = np.empty((f.q.shape[0], TYPE_SIZE), dtype=np.uint8)
-    put_bytes(out, 0, fp16_bytes(f.d))
-    put_bytes(out, 2, fp16_bytes(f.m))
+    put_fp16(out, 0, f.d)
+    put_fp16(out, 2, f.m)
     put_bytes(out, 4, pack_nibbles(f.q))
     return out
 

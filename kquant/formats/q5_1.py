@@ -14,13 +14,14 @@ from kquant.formats.cops import (
     c_semantics,
     f32,
     first_zeros,
-    fp16_bytes,
     fp16_field,
+    inverse_or_zero,
     lane_max_min,
     lanes,
     lanes_to_rows,
     per_lane,
     put_bytes,
+    put_fp16,
 )
 from kquant.formats.q4_0 import pack_nibbles, row_importance, unpack_nibbles
 from kquant.formats.q4_1 import decode as _decode_q4_1
@@ -51,11 +52,11 @@ def encode(x: np.ndarray) -> Fields:
     hi, lo = lane_max_min(xl)
     lo, hi = first_zeros(lo, hi, lambda rows: x[rows])
     d = (hi - lo) / f32(31)
-    id_ = np.where(d != 0, f32(1) / d, f32(0))
+    id_, finite = inverse_or_zero(d)
     v = np.subtract(xl, per_lane(lo), out=xl)
     v *= per_lane(id_)
     # (uint8_t)(x + 0.5f): no MIN here in C; with every id finite the value cannot pass 31.5
-    if np.isfinite(id_).all():
+    if finite:
         q = np.empty(v.shape, dtype=np.uint8)
         np.add(v, f32(0.5), out=q, casting="unsafe")  # float32 sum, truncated into bytes: one pass
     else:
@@ -73,8 +74,8 @@ def encode_impl(rows: np.ndarray, imatrix: np.ndarray) -> Fields:
 
 def pack(f: Fields) -> np.ndarray:
     out = np.empty((f.q.shape[0], TYPE_SIZE), dtype=np.uint8)
-    put_bytes(out, 0, fp16_bytes(f.d))
-    put_bytes(out, 2, fp16_bytes(f.m))
+    put_fp16(out, 0, f.d)
+    put_fp16(out, 2, f.m)
     put_bytes(out, 4, pack_qh(f.q))
     put_bytes(out, 8, pack_nibbles(f.q))
     return out
