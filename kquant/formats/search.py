@@ -39,6 +39,11 @@ def _rint_levels(v: np.ndarray, bound: np.ndarray, lo: float, hi: float) -> np.n
     return v
 
 
+# make_qx_quants' candidates in C's order: is = 0 (its first guess, -nmax/max), then -9..9 without 0.
+_QX_STEPS = np.array([0, *range(-9, 0), *range(1, 10)], dtype=f32)
+_QX_ROWS = np.arange(len(_QX_STEPS), dtype=np.uint8)[:, None]
+
+
 @c_semantics
 def make_qx_quants(x: np.ndarray, nmax: int, qw: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Symmetric levels L in [0, 2*nmax) with x ≈ scale * (L - nmax), rmse_type 1 (Q6_K, Q3_K imatrix).
@@ -77,6 +82,9 @@ def make_qx_scale(x: np.ndarray, nmax: int, qw: np.ndarray | None = None) -> tup
     # nmax + 1 and np.rint is exactly nearest_int: no inf or NaN to guard against.
     max_[zero] = 1
     lo, hi = f32(-nmax), f32(nmax - 1)
+    # All 19 candidate iscales in one division, in C's order (-nmax/max first, then is = -9..9
+    # without 0): fl(-(nmax + 0.1f*is) / max), each factor rounded in float32 as in C.
+    iscales = np.divide(-(f32(nmax) + f32(0.1) * _QX_STEPS)[:, None], max_)  # (19, G)
     # Buffers reused by all 19 candidates; wx and w stacked so one multiply serves both sums.
     l = np.empty_like(x)
     W = np.empty((2, *x.shape), dtype=f32)
@@ -88,9 +96,14 @@ def make_qx_scale(x: np.ndarray, nmax: int, qw: np.ndarray | None = None) -> tup
     T = np.empty_like(W)
     S = np.empty((2, x.shape[1]), dtype=f32)  # [sumlx, suml2], reduced into (no fresh array per candidate)
     top = np.full_like(x, hi)  # np.minimum with an array runs ~3x faster than with a scalar
+    # Every candidate's scale, and whether C keeps it (the winner is the last one kept): written
+    # row by row, so the loop needs no masked copies of scale and iscale, only of best.
+    scales = np.empty(iscales.shape, dtype=f32)
+    kept = np.empty(iscales.shape, dtype=bool)
+    prod, square, best = np.empty((3, x.shape[1]), dtype=f32)
 
-    def fit(iscale, is_=0):
-        np.multiply(x, iscale, out=l)
+    for k, is_ in enumerate(_QX_STEPS.astype(int)):
+        np.multiply(x, iscales[k], out=l)
         np.rint(l, out=l)
         # |x * iscale| <= nmax + 0.1 * is_ (+ float rounding, far below 0.1). Rounding can
         # reach -nmax - 1 only for is_ >= 5, and nmax or more only for is_ >= -5: the clamps
@@ -103,25 +116,28 @@ def make_qx_scale(x: np.ndarray, nmax: int, qw: np.ndarray | None = None) -> tup
         np.multiply(T[1], l, out=T[1])  # (w*l)*l
         # Both sums in C order, down the n axis, from 0 (seqsum's rule; a single group takes seqsum).
         if x.shape[1] == 1:
-            return seqsum(T, axis=1)
-        return np.add.reduce(T, axis=1, initial=0.0, out=S)
-
-    best_iscale = f32(-nmax) / max_
-    sumlx, suml2 = fit(best_iscale)
-    scale = np.where(suml2 != 0, sumlx / suml2, f32(0))
-    best = scale * sumlx
-    for is_ in range(-9, 10):
-        if is_ == 0:
+            S[...] = seqsum(T, axis=1)
+        else:
+            np.add.reduce(T, axis=1, initial=0.0, out=S)
+        sumlx, suml2 = S
+        np.divide(sumlx, suml2, out=scales[k])
+        if k == 0:  # C's first guess: scale = suml2 ? sumlx/suml2 : 0; best = scale*sumlx
+            scales[0][suml2 == 0] = 0
+            np.multiply(scales[0], sumlx, out=best)
+            kept[0] = True
             continue
-        iscale = -(f32(nmax) + f32(0.1) * f32(is_)) / max_
-        sumlx, suml2 = fit(iscale, is_)
-        # C: if (suml2 > 0 && sumlx*sumlx > best*suml2). The weights are >= 0, so suml2 is 0
-        # only where every w*l is 0, and then sumlx is 0 too and 0 > best*0 is False already
-        # (the product is a signed zero or NaN): the first test is implied, one pass saved.
-        better = sumlx * sumlx > best * suml2
-        np.copyto(best_iscale, iscale, where=better)
-        np.copyto(scale, sumlx / suml2, where=better)
-        np.copyto(best, scale * sumlx, where=better)
+        # C: if (suml2 > 0 && sumlx*sumlx > best*suml2) {scale = sumlx/suml2; best = scale*sumlx;}
+        # The weights are >= 0, so suml2 is 0 only where every w*l is 0, and then sumlx is 0 too
+        # and 0 > best*0 is False already (the product is a signed zero or NaN): the first test
+        # is implied, one pass saved.
+        np.multiply(sumlx, sumlx, out=square)
+        np.multiply(best, suml2, out=prod)
+        np.greater(square, prod, out=kept[k])
+        np.multiply(scales[k], sumlx, out=prod)
+        np.copyto(best, prod, where=kept[k])
+    # The winner is the last candidate kept: its row is the largest k * kept[k] (bytes: a cheap pass).
+    win = np.maximum.reduce(kept * _QX_ROWS, axis=0) * np.intp(x.shape[1]) + np.arange(x.shape[1])
+    scale, best_iscale = scales.reshape(-1)[win], iscales.reshape(-1)[win]
     scale[zero] = 0  # C returns early: all-zero groups get L = 0 (not nmax) and scale 0
     best_iscale[zero] = 0
     return scale, best_iscale
