@@ -262,63 +262,91 @@ def make_qkx2_quants(
     max_ = np.where(flat, min_ + f32(1), max_)
 
     # Buffers reused by every candidate. l shares an array with x, so that one multiply by
-    # w*l gives both (w*l)*l and (w*l)*x; the three sums then come from one reduction.
-    LX = np.empty((2, *x.shape), dtype=f32)
-    LX[1] = x
-    l = LX[0]
-    S = np.empty((3, *x.shape), dtype=f32)  # [w*l, (w*l)*l, (w*l)*x]
+    # w*l gives both (w*l)*x and (w*l)*l; the three sums then come from one reduction.
+    G = x.shape[1]
+    XL = np.empty((2, *x.shape), dtype=f32)
+    XL[0] = x
+    l = XL[1]
+    S = np.empty((3, *x.shape), dtype=f32)  # [w*l, (w*l)*x, (w*l)*l]
     t = np.empty_like(x)
+    # Per-group rows, written with out= (no fresh array per candidate). Z holds sum_x beside the
+    # three sums, ordered so that both least-squares numerators come from one (2, G) product each.
+    Z = np.empty((4, G), dtype=f32)  # [sum_x, sum_l, sum_xl, sum_l2]
+    Z[0] = sum_x
+    s_l, s_xl, s_l2 = Z[1], Z[2], Z[3]
+    w_x = np.stack([sum_w, sum_x])  # times [sum_xl, sum_l2]
+    A, B = np.empty((2, 2, G), dtype=f32)
+    D, g = np.empty((2, G), dtype=f32)
+    solved, better, clamp = np.empty((3, G), dtype=bool)
+
+    def total(a, out, axis=0):  # seqsum(a, axis) written into out (a single group takes seqsum's own path)
+        if G == 1:
+            out[...] = seqsum(a, axis=axis)
+        else:
+            np.add.reduce(a, axis=axis, initial=0.0, out=out)
+        return out
 
     def levels(iscale, m):
         np.subtract(x, m, out=l)
         np.multiply(l, iscale, out=l)
         # The bound for the fast rounding: |iscale * (x - m)| <= max(|iscale * (max - m)|,
         # |iscale * (data_min - m)|), and every iscale here is c / (max - m) with c < nmax + 2,
-        # so only the second term can be large.
-        if np.max(np.abs(iscale * (data_min - m))) < _RINT_SAFE:  # False for NaN: that takes the exact path
+        # so only the second term can be large. (Ufuncs with out=, and the reduction called
+        # directly: np.max's wrapper costs more than the work on a few thousand groups.)
+        np.subtract(data_min, m, out=g)
+        np.multiply(g, iscale, out=g)
+        if np.maximum.reduce(np.abs(g, out=g)) < _RINT_SAFE:  # False for NaN: that takes the exact path
             np.rint(l, out=l)
             return np.clip(l, f32(0), f32(nmax), out=l)
         l[...] = np.clip(nearest_int(l), 0, nmax)
         return l
 
-    def error(scale, m):
+    def error(scale, m, out):
         np.multiply(l, scale, out=t)  # C: scale * L + min - x, rounded after each step
         np.add(t, m, out=t)
         np.subtract(t, x, out=t)
         np.abs(t, out=t) if use_mad else np.multiply(t, t, out=t)
-        return seqsum(np.multiply(t, w, out=t))
+        return total(np.multiply(t, w, out=t), out)
 
     iscale = f32(nmax) / (max_ - min_)
     levels(iscale, min_)
-    # The search's state, one row each, so that one masked copy updates it all per candidate.
-    state = np.stack([error(f32(1) / iscale, min_), iscale, min_, f32(1) / iscale, min_])
+    # The search's state, one row each, so that one masked copy updates it all per candidate;
+    # cand holds the same rows for the candidate being tried.
+    state = np.stack([error(f32(1) / iscale, min_, g), iscale, min_, f32(1) / iscale, min_])
     best, best_iscale, best_min_used, scale, min_ = state
+    cand = np.empty_like(state)
+    cur, iscale, min_used, this_scale, this_min = cand
     if trace is not None:
-        trace(iscale=iscale, scale=scale, min=min_, error=best, kept=np.ones_like(flat))
+        trace(iscale=best_iscale, scale=scale, min=min_, error=best, kept=np.ones_like(flat))
     for is_ in range(nstep + 1):
-        iscale = ((f32(rmin) + f32(rdelta) * f32(is_)) + f32(nmax)) / (max_ - min_)
+        np.divide((f32(rmin) + f32(rdelta) * f32(is_)) + f32(nmax), np.subtract(max_, min_, out=g), out=iscale)
         levels(iscale, min_)
         np.multiply(w, l, out=S[0])  # w*l
-        np.multiply(S[0], LX, out=S[1:])  # (w*l)*l, (w*l)*x
-        s_l, s_l2, s_xl = seqsum(S, axis=1)
-        D = sum_w * s_l2 - s_l * s_l
-        this_scale = (sum_w * s_xl - sum_x * s_l) / D
-        this_min = (s_l2 * sum_x - s_l * s_xl) / D
-        clamp = this_min > 0
-        this_min = np.where(clamp, f32(0), this_min)
-        this_scale = np.where(clamp, s_xl / s_l2, this_scale)
-        cur = error(this_scale, this_min)
-        better = (D > 0) & (cur < best)
+        np.multiply(S[0], XL, out=S[1:])  # (w*l)*x, (w*l)*l
+        total(S, Z[1:], axis=1)  # sum_l, sum_xl, sum_l2
+        np.multiply(sum_w, s_l2, out=D)  # D = sum_w * sum_l2 - sum_l * sum_l
+        np.subtract(D, np.multiply(s_l, s_l, out=g), out=D)
+        # this_scale = (sum_w * sum_xl - sum_x * sum_l) / D; this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D
+        np.multiply(w_x, Z[2:4], out=A)  # [sum_w * sum_xl, sum_x * sum_l2]
+        np.multiply(Z[0:3:2], s_l, out=B)  # [sum_x * sum_l, sum_xl * sum_l]
+        np.divide(np.subtract(A, B, out=A), D, out=cand[3:])
+        # if (this_min > 0) {this_min = 0; this_scale = sum_xl / sum_l2;}
+        np.greater(this_min, 0, out=clamp)
+        np.divide(s_xl, s_l2, out=this_scale, where=clamp)
+        np.copyto(this_min, f32(0), where=clamp)
+        error(this_scale, this_min, cur)
+        np.copyto(min_used, min_)
+        np.greater(D, 0, out=solved)
+        np.logical_and(solved, np.less(cur, best, out=better), out=better)
         if trace is not None:
-            solved = D > 0
             trace(
-                iscale=iscale,
+                iscale=iscale.copy(),
                 scale=np.where(solved, this_scale, np.nan),
                 min=np.where(solved, this_min, np.nan),
                 error=np.where(solved, cur, np.nan),
-                kept=better,
+                kept=better.copy(),
             )
-        np.copyto(state, np.stack([cur, iscale, min_, this_scale, this_min]), where=better)
+        np.copyto(state, cand, where=better)
     # The winning levels, recomputed once from the iscale and min that produced them.
     L = levels(best_iscale, best_min_used)
     L[:, flat] = 0
