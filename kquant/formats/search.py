@@ -23,6 +23,7 @@ from kquant.formats.cops import c_semantics, c_to_uint8, f32, nearest_int, seqsu
 GROUP_MAX_EPS = f32(1e-15)  # a group whose largest |x| is below this is treated as all zeros
 
 _RINT_SAFE = f32(4.0e6)  # below ggml's nearest_int limit of 4194303, with room for rounding
+_MAGIC = f32(12582912.0)  # 1.5 * 2**23: nearest_int's constant (cops.nearest_int), used in place below
 
 
 def _rint_levels(v: np.ndarray, bound: np.ndarray, lo: float, hi: float) -> np.ndarray:
@@ -370,12 +371,15 @@ def requantize_levels(x: np.ndarray, dq: np.ndarray, dm: np.ndarray | None, lo: 
     # than broadcasting them along rows of 16 or 32 (numpy pays per row).
     n = x.shape[1]
     v = x.reshape(-1) if dm is None else x.reshape(-1) + np.repeat(dm, n)
-    v = (v / np.repeat(np.where(skip, f32(1), dq), n)).reshape(x.shape)  # a skipped group divides by 1: no inf/NaN
-    if np.max(v) <= _RINT_SAFE and np.min(v) >= -_RINT_SAFE:  # np.rint is nearest_int here
-        l = np.clip(np.rint(v, out=v), f32(lo), f32(hi), out=v).astype(np.int8)
-    else:
-        l = np.clip(nearest_int(v), lo, hi).astype(np.int8)
-    q = l.view(np.uint8) + np.uint8(-lo)  # l - lo, wrapping in 8 bits: one cheap byte pass
+    v = np.divide(v, np.repeat(np.where(skip, f32(1), dq), n), out=None if dm is None else v)  # skipped: / 1
+    # nearest_int as C computes it, in place: the float's mantissa bits after adding 1.5 * 2**23 hold
+    # level + 2**22 (exact for every v, inf and NaN included: no range check, one path). Clamped
+    # there, the low byte is the level itself (2**22 is a multiple of 256), and + (-lo) wraps to l - lo.
+    bits = np.add(v, _MAGIC, out=v).view(np.int32)
+    np.bitwise_and(bits, 0x7FFFFF, out=bits)
+    np.clip(bits, 0x400000 + lo, 0x400000 + hi, out=bits)
+    q = bits.astype(np.uint8).reshape(x.shape)
+    q += np.uint8(-lo)
     if skip.any():
         q[skip] = L[:, skip].T
     return q
