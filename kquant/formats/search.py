@@ -135,7 +135,7 @@ def make_qx_scale(x: np.ndarray, nmax: int, qw: np.ndarray | None = None) -> tup
         np.multiply(best, suml2, out=prod)
         np.greater(square, prod, out=kept[k])
         np.multiply(scales[k], sumlx, out=prod)
-        np.copyto(best, prod, where=kept[k])
+        np.putmask(best, kept[k], prod)  # ~2x faster than np.copyto(where=) for a mask half True
     # The winner is the last candidate kept: its row is the largest k * kept[k] (bytes: a cheap pass).
     win = np.maximum.reduce(kept * _QX_ROWS, axis=0) * np.intp(x.shape[1]) + np.arange(x.shape[1])
     scale, best_iscale = scales.reshape(-1)[win], iscales.reshape(-1)[win]
