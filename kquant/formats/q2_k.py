@@ -65,16 +65,17 @@ def encode(x: np.ndarray) -> Fields:
     n = x.shape[0]
     xt = columns(x.reshape(n * 16, 16))  # (16, G)
     scale, the_min, L = make_qkx2_quants(xt, np.abs(xt), 3, -0.5, 0.1, 15, use_mad=True)
-    scale, the_min = scale.reshape(n, 16), the_min.reshape(n, 16)
-    max_scale = np.maximum(scale.max(axis=1), f32(0))
-    max_min = np.maximum(the_min.max(axis=1), f32(0))
-    ls = nearest_int((f32(15) / max_scale)[:, None] * scale)
-    lm = nearest_int((f32(15) / max_min)[:, None] * the_min)
-    # y.scales[j] = l (a uint8 store), then |= lm << 4; each half only when its max is > 0.
-    sc = np.where(max_scale[:, None] > 0, c_to_uint8(ls), 0)
-    sc = np.where(max_min[:, None] > 0, c_to_uint8(sc | (lm << 4)), sc).astype(np.uint8)
-    d = np.where(max_scale > 0, max_scale / f32(15), f32(0)).astype(np.float16)
-    dmin = np.where(max_min > 0, max_min / f32(15), f32(0)).astype(np.float16)
+    # The 16 scales and the 16 mins of every block side by side, (16, 2, n): each block's largest
+    # is then a reduction down axis 0 (numpy reduces a row of 16 ~4x slower), and both are
+    # quantized by one broadcast multiply.
+    sm = np.ascontiguousarray(np.stack([scale, the_min]).reshape(2, n, 16).transpose(2, 0, 1))
+    max_sm = np.maximum(np.maximum.reduce(sm, axis=0), f32(0))  # [max_scale, max_min], each from 0 as in C
+    l = nearest_int((f32(15) / max_sm) * sm)  # (16, 2, n): [ls, lm]
+    # y.scales[j] = ls (a uint8 store: its low byte), then |= lm << 4 (low byte again); each half
+    # only when its max is > 0.
+    l = np.where(max_sm > 0, l, 0).astype(np.uint8)
+    sc = np.ascontiguousarray((l[:, 0] | (l[:, 1] << 4)).T)  # (n, 16)
+    d, dmin = np.where(max_sm > 0, max_sm / f32(15), f32(0)).astype(np.float16)
     return _requantize(x, L, d, dmin, sc)
 
 
