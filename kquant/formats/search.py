@@ -78,10 +78,12 @@ def make_qx_scale(x: np.ndarray, nmax: int, qw: np.ndarray | None = None) -> tup
     """
     max_ = signed_absmax(x, axis=0)
     zero = np.abs(max_) < GROUP_MAX_EPS
+    any_zero = zero.any()  # rare in real weights: the masked writes for them are skipped otherwise
     # C returns early for an all-zero group; here it goes through the search with max 1
     # (its result is overwritten below), so that every candidate maps |x| to at most
     # nmax + 1 and np.rint is exactly nearest_int: no inf or NaN to guard against.
-    max_[zero] = 1
+    if any_zero:
+        max_[zero] = 1
     lo, hi = f32(-nmax), f32(nmax - 1)
     # All 19 candidate iscales in one division, in C's order (-nmax/max first, then is = -9..9
     # without 0): fl(-(nmax + 0.1f*is) / max), each factor rounded in float32 as in C.
@@ -138,9 +140,10 @@ def make_qx_scale(x: np.ndarray, nmax: int, qw: np.ndarray | None = None) -> tup
         np.putmask(best, kept[k], prod)  # ~2x faster than np.copyto(where=) for a mask half True
     # The winner is the last candidate kept: its row is the largest k * kept[k] (bytes: a cheap pass).
     win = np.maximum.reduce(kept * _QX_ROWS, axis=0) * np.intp(x.shape[1]) + np.arange(x.shape[1])
-    scale, best_iscale = scales.reshape(-1)[win], iscales.reshape(-1)[win]
-    scale[zero] = 0  # C returns early: all-zero groups get L = 0 (not nmax) and scale 0
-    best_iscale[zero] = 0
+    scale, best_iscale = scales.reshape(-1).take(win), iscales.reshape(-1).take(win)
+    if any_zero:
+        scale[zero] = 0  # C returns early: all-zero groups get L = 0 (not nmax) and scale 0
+        best_iscale[zero] = 0
     return scale, best_iscale
 
 
