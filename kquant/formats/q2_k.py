@@ -20,12 +20,12 @@ from kquant.formats.cops import (
     c_to_uint8,
     columns,
     f32,
-    fp16_bytes,
     fp16_field,
     fp16_value,
     join_planes,
     nearest_int,
     per_weight,
+    put_fp16,
     seqsum,
 )
 from kquant.formats.search import (
@@ -128,8 +128,8 @@ def pack(f: Fields) -> np.ndarray:
     out = np.empty((f.q.shape[0], TYPE_SIZE), dtype=np.uint8)
     out[:, 0:16] = f.scales
     out[:, 16:80] = pack_crumbs(f.q)
-    out[:, 80:82] = fp16_bytes(f.d)
-    out[:, 82:84] = fp16_bytes(f.dmin)
+    put_fp16(out, 80, f.d)
+    put_fp16(out, 82, f.dmin)
     return out
 
 

@@ -18,7 +18,6 @@ from kquant.formats.cops import (
     c_semantics,
     columns,
     f32,
-    fp16_bytes,
     fp16_field,
     fp16_value,
     join_planes,
@@ -26,6 +25,7 @@ from kquant.formats.cops import (
     nearest_int,
     per_weight,
     put_field,
+    put_fp16,
     shift_bytes,
     signed_absmax,
     split_nibbles,
@@ -120,7 +120,7 @@ def pack(f: Fields) -> np.ndarray:
     put_field(out, 0, join_planes(mask_bytes(f.q, 0x0F), 4, 64))
     put_field(out, 128, join_planes(shift_bytes(f.q, -4), 2, 32))
     out[:, 192:208] = f.scales.view(np.uint8)
-    out[:, 208:210] = fp16_bytes(f.d)
+    put_fp16(out, 208, f.d)
     return out
 
 
