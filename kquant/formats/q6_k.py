@@ -99,7 +99,7 @@ def _quantize_scales_and_requantize(x: np.ndarray, xt: np.ndarray, scale: np.nda
 def _fp16(v: np.ndarray) -> np.ndarray:
     """GGML_FP32_TO_FP16 of float32 v: numpy's cast, except for values in fp16's subnormal range.
 
-    A Q6_K d is d = max_scale / 128, which for real weights is nearly always below 2**-14,
+    A Q6_K d is -max_scale / 128, which for real weights is nearly always below 2**-14,
     where numpy converts each value ~10x slower. There fp16 holds k * 2**-24 (k < 1024), so the
     bits are k = rint(|v| * 2**24) (exact scaling, ties to even as the cast), with the sign on
     top; k = 1024 is the smallest normal, 0x0400, as it should be.
