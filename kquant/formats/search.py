@@ -381,6 +381,8 @@ def requantize_levels(x: np.ndarray, dq: np.ndarray, dm: np.ndarray | None, lo: 
     # nearest_int as C computes it, in place: the float's mantissa bits after adding 1.5 * 2**23 hold
     # level + 2**22 (exact for every v, inf and NaN included: no range check, one path). Clamped
     # there, the low byte is the level itself (2**22 is a multiple of 256), and + (-lo) wraps to l - lo.
+    if v.dtype != f32:  # the bit trick reads float32 bits (a float64 here would be a silent garbage bug)
+        raise TypeError(f"requantize_levels needs float32 weights and scales, got {v.dtype}")
     bits = np.add(v, _MAGIC, out=v).view(np.int32)
     np.bitwise_and(bits, 0x7FFFFF, out=bits)
     np.clip(bits, 0x400000 + lo, 0x400000 + hi, out=bits)
