@@ -163,7 +163,7 @@ def _first(value, default: int) -> int:
 
 
 def metadata(f: GGUFFile) -> list[tuple[str, object, GGUFValueType, GGUFValueType | None]]:
-    """Every metadata pair as llama-quantize copies it: (key, value, type, item type), for kquant's GGUFWriter.
+    """Every metadata pair as llama-quantize copies it: (key, value, type, array item type), for GGUFWriter.
 
     llama.cpp copies each pair with gguf_set_kv, which reads keys and strings as C strings: they end
     at the first NUL byte, and a key that becomes equal to an earlier one replaces it and moves to
@@ -179,10 +179,8 @@ def metadata(f: GGUFFile) -> list[tuple[str, object, GGUFValueType, GGUFValueTyp
             raise KQuantError(f"metadata key {key} is an empty array, which gguf-py's GGUFWriter cannot write")
         if isinstance(v, StringArray):
             v = [b.split(b"\0", 1)[0] for b in v]
-        elif isinstance(v, np.ndarray) and v.ndim:
-            v = v.copy()  # an array is written as its bytes (kquant.gguf.writer.GGUFWriter); a copy outlives the map
         elif isinstance(v, np.ndarray):
-            v = v.tolist()
+            v = v.tolist()  # plain Python values: any GGUFWriter takes them (kquant's packs a list in one piece)
         elif isinstance(v, bytes):
             v = v.split(b"\0", 1)[0]
         pairs.pop(key, None)  # gguf_set_*: remove the key, then append it

@@ -8,6 +8,7 @@ and are not multiples of 256 and 32, eight experts, and an 80-layer "70B".
 from __future__ import annotations
 
 import pathlib
+import struct
 
 import numpy as np
 import pytest
@@ -260,11 +261,10 @@ def test_strings_with_a_nul_byte_are_copied_as_llama_cpp_copies_them(small_model
     from gguf import GGUFValueType
 
     from kquant.gguf.reader import open_gguf
-    from kquant.gguf.writer import GGUFWriter as Writer  # metadata() gives arrays as numpy arrays, for it
     from kquant.quantize_file import metadata
 
     src = tmp_path / "nul.gguf"
-    w = Writer(src, "llama")
+    w = GGUFWriter(src, "llama")
     del w.kv_data[0]["general.architecture"]  # copied from the source below, in its place
     with open_gguf(small_model) as f:
         for key, value, vtype, sub in metadata(f):
@@ -407,22 +407,47 @@ def test_kquants_writer_packs_every_array_as_gguf_py_does(tmp_path):
     from kquant.gguf.writer import GGUFWriter as Writer
 
     rng = np.random.default_rng(0)
-    arrays = [(f"n.{t.name}", rng.integers(0, 100, 7).astype(dt), t) for t, dt in _ITEM_DTYPES.items()]
+    arrays = [(f"n.{t.name}", rng.integers(0, 100, 7).astype(dt).tolist(), t) for t, dt in _ITEM_DTYPES.items()]
     arrays += [
-        ("f.scores", np.float32([-1.5, np.inf, 3e-45, -0.0]), V.FLOAT32),
+        ("f.scores", np.float32([-1.5, np.inf, 3e-45, -0.0]).tolist(), V.FLOAT32),
+        ("f.ints", [1, -2, 3], V.FLOAT32),  # Python ints for a float item
+        ("b.ints", [0, 2, 1], V.BOOL),  # truthiness
+        ("u.big", [2**64 - 1, 0], V.UINT64),
         ("s.bytes", [b"a", b"", "\u00e9".encode(), b"x\xff"], V.STRING),  # raw bytes, not valid UTF-8 too
         ("s.str", ["hello", "w\u00f6rld", ""], V.STRING),
-        ("l.ints", [1, 2, 3], V.INT32),  # a list: gguf-py's own path
+        ("t.tuple", (5, 6), V.INT16),
     ]
     files = []
     for cls in (GGUFWriter, Writer):
         path = tmp_path / f"{cls.__module__}.gguf"
         w = cls(path, "llama")
         for key, value, item in arrays:
-            as_list = value.tolist() if isinstance(value, np.ndarray) and cls is GGUFWriter else value
-            w.add_key_value(key, as_list, V.ARRAY, sub_type=item)
+            w.add_key_value(key, value, V.ARRAY, sub_type=item)
         w.write_header_to_file()
         w.write_kv_data_to_file()
         w.close()
         files.append(path.read_bytes())
     assert files[0] == files[1]
+
+
+@pytest.mark.parametrize(
+    "value, item",
+    [([300], "UINT8"), ([-1], "UINT32"), ([1.5], "INT32"), ([1e39], "FLOAT32"), ([2**63], "INT64")],
+    ids=["uint8 overflow", "negative unsigned", "float for int", "beyond float32", "int64 overflow"],
+)
+def test_kquants_writer_refuses_what_gguf_py_refuses(tmp_path, value, item):
+    # numpy's casts would wrap, truncate or give inf; struct.pack refuses, and so does kquant's writer
+    from gguf import GGUFValueType as V
+
+    from kquant.gguf.writer import GGUFWriter as Writer
+
+    errors = []
+    for cls in (GGUFWriter, Writer):
+        w = cls(tmp_path / f"{cls.__module__}.gguf", "llama")
+        w.add_key_value("k", value, V.ARRAY, sub_type=V[item])
+        w.write_header_to_file()
+        with pytest.raises((struct.error, OverflowError)) as e:
+            w.write_kv_data_to_file()
+        errors.append(type(e.value))
+        w.close()
+    assert errors[0] is errors[1]

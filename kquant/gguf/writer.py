@@ -268,20 +268,44 @@ _U64 = struct.Struct("<Q")
 class GGUFWriter(gguf.GGUFWriter):
     """gguf-py's GGUFWriter, packing a metadata array at once: the same bytes, without a call per item.
 
-    A numeric array given as a numpy array of its item type goes out as its bytes (a copied
-    vocabulary's scores keep every bit, NaN payloads included); an array of strings as one join
-    of (uint64 length, bytes) pairs. Anything else takes gguf-py's own path.
+    An array of numbers (a list, or a numpy array) goes out as one numpy array's bytes; an array
+    of strings as one join of (uint64 length, bytes) pairs. What numpy would store differently
+    from gguf-py's struct.pack (a float beyond float32's range, which struct refuses) takes
+    gguf-py's own path, and so does anything else.
     """
 
     def _pack_val(self, val, vtype, add_vtype, sub_type=None) -> bytes:
         if vtype != GGUFValueType.ARRAY or self.endianess != GGUFEndian.LITTLE or not len(val):
             return super()._pack_val(val, vtype, add_vtype, sub_type)
         head = struct.pack("<I", vtype) if add_vtype else b""
-        if isinstance(val, np.ndarray) and sub_type in _ITEM_DTYPES and val.ndim == 1:
-            items = val.astype(_ITEM_DTYPES[sub_type], copy=False).tobytes()  # the values as they were read
-        elif sub_type == GGUFValueType.STRING and isinstance(val, list | tuple):
+        if sub_type == GGUFValueType.STRING and isinstance(val, list | tuple):
             encoded = [v.encode("utf-8") if isinstance(v, str) else bytes(v) for v in val]
             items = b"".join(_U64.pack(len(b)) + b for b in encoded)
+        elif sub_type in _ITEM_DTYPES and isinstance(val, list | tuple | np.ndarray):
+            items = _as_item_bytes(np.asarray(val), np.dtype(_ITEM_DTYPES[sub_type]))
+            if items is None:  # gguf-py packs it, or says what is wrong with it
+                return super()._pack_val(val, vtype, add_vtype, sub_type)
         else:
             return super()._pack_val(val, vtype, add_vtype, sub_type)
         return head + struct.pack("<IQ", sub_type, len(val)) + items
+
+
+def _as_item_bytes(a: np.ndarray, dt: np.dtype) -> bytes | None:
+    """The bytes struct.pack would give ``a``'s values as items of ``dt``, or None where they might differ.
+
+    struct.pack refuses an integer out of the item's range, a float for an integer item and a float
+    beyond float32's range; numpy's casts would wrap, truncate or give inf instead: those go to gguf-py.
+    """
+    if a.ndim != 1 or a.dtype.kind not in "biuf":
+        return None
+    if dt.kind in "iu":
+        info = np.iinfo(dt)
+        if a.dtype.kind not in "biu" or a.min() < info.min or a.max() > info.max:
+            return None
+    if dt.kind == "f":
+        try:
+            with np.errstate(over="raise"):
+                return a.astype(dt).tobytes()
+        except FloatingPointError:
+            return None
+    return a.astype(dt).tobytes()
