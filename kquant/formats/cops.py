@@ -37,7 +37,7 @@ def c_semantics(fn):
 
 
 # nearest_int() adds 1.5 * 2**23: the float's mantissa then holds round-half-even(v) + 2**22.
-_MAGIC = f32(12582912.0)
+NEAREST_INT_MAGIC = f32(12582912.0)
 
 
 def nearest_int(v: np.ndarray) -> np.ndarray:
@@ -48,7 +48,7 @@ def nearest_int(v: np.ndarray) -> np.ndarray:
     """
     if v.dtype != f32:  # int32 * float32 promotes to float64 in numpy: a silent exactness bug
         raise TypeError(f"nearest_int needs float32, got {v.dtype}")
-    bits = (v + _MAGIC).view(np.int32)
+    bits = (v + NEAREST_INT_MAGIC).view(np.int32)
     return (bits & 0x007FFFFF) - 0x00400000
 
 
@@ -156,47 +156,18 @@ def lane_max_min(xl: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.maximum(top[0::LANES], top[1::LANES]), np.minimum(bottom[0::LANES], bottom[1::LANES])
 
 
-def fp16_bytes(v: np.ndarray) -> np.ndarray:
-    """``GGML_FP32_TO_FP16`` as little-endian bytes, shape (..., 2).
-
-    ggml rounds to nearest, ties to even; numpy's cast does the same for every
-    non-NaN float32 (no NaN is packed: quantize() refuses a NaN weight or scale first).
-    """
-    v = np.asarray(v)
-    if v.dtype != np.float16:  # an fp16 field (an encoder's d) is already rounded: no round trip through float32
-        v = v.astype(f32).astype("<f2")
-    return np.ascontiguousarray(v, dtype="<f2").view(np.uint8).reshape(*v.shape, 2)
-
-
 def put_fp16(out: np.ndarray, start: int, v: np.ndarray) -> None:
-    """``out[:, start:start + 2] = fp16_bytes(v)``: stored through a little-endian fp16 view of the two bytes.
+    """``GGML_FP32_TO_FP16(v)`` stored as little-endian bytes into ``out[:, start:start + 2]``.
 
-    One strided store of n items, without fp16_bytes' intermediate (n, 2) array and its copy (~2x faster).
+    Stored through a little-endian fp16 view of the two bytes: one strided store of n items, without
+    an intermediate (n, 2) byte array and its copy (~2x faster). ggml rounds to nearest, ties to even;
+    numpy's cast does the same for every non-NaN float32 (no NaN is packed: quantize() refuses a NaN
+    weight or scale first). An fp16 field (an encoder's d) is already rounded and goes in as it is.
     """
     v = np.asarray(v)
-    if v.dtype != np.float16:  # rounded as fp16_bytes does: through float32, as C converts a float
+    if v.dtype != np.float16:  # through float32, as C converts a float
         v = v.astype(f32).astype(np.float16)
     out[:, start : start + 2].view("<f2")[:, 0] = v
-
-
-def put_bytes(out: np.ndarray, start: int, b: np.ndarray) -> None:
-    """``out[:, start:start + k] = b`` for (n, k) bytes b, whatever b's layout.
-
-    A C-contiguous field goes in as one k-byte item per row (``put_field``). A field laid out
-    column by column (a transposed view, as Q8_0's encoder makes it) would be a strided copy
-    that costs per byte: where offsets allow, it is paired into little-endian uint16 words
-    before the transpose, where it is still contiguous, halving that cost.
-    """
-    k = b.shape[1]
-    if not b.T.flags.c_contiguous or b.flags.c_contiguous:
-        put_field(out, start, b)
-    elif start % 2 or k % 2 or out.shape[1] % 2:
-        out[:, start : start + k] = b
-    else:
-        bt = b.T  # (k, n)
-        pairs = bt[0::2].astype("<u2")
-        pairs |= bt[1::2].astype("<u2") << 8
-        out.view("<u2")[:, start // 2 : (start + k) // 2] = pairs.T
 
 
 # Every fp16 bit pattern's float32 value, by numpy's own cast: looking an fp16 array up here

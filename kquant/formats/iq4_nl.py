@@ -35,11 +35,11 @@ from kquant.formats.cops import (
     c_semantics,
     columns,
     f32,
-    fp16_bytes,
     fp16_field,
     fp16_value,
     per_weight,
-    put_bytes,
+    put_field,
+    put_fp16,
     seqsum,
     signed_absmax,
 )
@@ -223,8 +223,8 @@ def encode_impl(rows: np.ndarray, imatrix: np.ndarray) -> Fields:
 
 def pack(f: Fields) -> np.ndarray:
     out = np.empty((f.q.shape[0], TYPE_SIZE), dtype=np.uint8)
-    put_bytes(out, 0, fp16_bytes(f.d))
-    put_bytes(out, 2, pack_nibbles(f.q))  # q4[j] = L[j] | L[j + 16] << 4
+    put_fp16(out, 0, f.d)
+    put_field(out, 2, pack_nibbles(f.q))  # q4[j] = L[j] | L[j + 16] << 4
     return out
 
 

@@ -24,12 +24,12 @@ from kquant.formats.cops import (
     c_to_int8,
     columns,
     f32,
-    fp16_bytes,
     fp16_field,
     fp16_value,
     nearest_int,
     per_weight,
     put_field,
+    put_fp16,
     seqsum,
     shift_bytes,
     signed_absmax,
@@ -143,7 +143,7 @@ def pack(f: Fields) -> np.ndarray:
     put_field(out, 0, pack_high_bits(shift_bytes(f.q, -2)))  # bit set when the level is >= 0 (q >= 4)
     put_field(out, 32, pack_crumbs(f.q & 3))  # put_field: one item copy per block, not a row copy
     out[:, 96:108] = pack_scales(f.scales)
-    out[:, 108:110] = fp16_bytes(f.d)
+    put_fp16(out, 108, f.d)
     return out
 
 

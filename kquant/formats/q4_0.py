@@ -29,7 +29,7 @@ from kquant.formats.cops import (
     mask_bytes,
     per_lane,
     per_weight,
-    put_bytes,
+    put_field,
     put_fp16,
     split_nibbles,
 )
@@ -125,7 +125,7 @@ def unpack_nibbles(qs: np.ndarray) -> np.ndarray:
 def pack(f: Fields) -> np.ndarray:
     out = np.empty((f.q.shape[0], TYPE_SIZE), dtype=np.uint8)
     put_fp16(out, 0, f.d)
-    put_bytes(out, 2, pack_nibbles(f.q))
+    put_field(out, 2, pack_nibbles(f.q))
     return out
 
 

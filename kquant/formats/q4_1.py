@@ -23,7 +23,7 @@ from kquant.formats.cops import (
     lanes_to_rows,
     per_lane,
     per_weight,
-    put_bytes,
+    put_field,
     put_fp16,
 )
 from kquant.formats.q4_0 import pack_nibbles, row_importance, truncate_levels, unpack_nibbles
@@ -74,7 +74,7 @@ def pack(f: Fields) -> np.ndarray:
     out = np.empty((f.q.shape[0], TYPE_SIZE), dtype=np.uint8)
     put_fp16(out, 0, f.d)
     put_fp16(out, 2, f.m)
-    put_bytes(out, 4, pack_nibbles(f.q))
+    put_field(out, 4, pack_nibbles(f.q))
     return out
 
 

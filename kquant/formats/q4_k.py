@@ -21,12 +21,12 @@ from kquant.formats.cops import (
     c_to_uint8,
     columns,
     f32,
-    fp16_bytes,
     fp16_field,
     fp16_value,
     join_planes,
     nearest_int,
     per_weight,
+    put_fp16,
     seqsum,
     split_nibbles,
 )
@@ -213,8 +213,8 @@ def unpack_nibbles(qs: np.ndarray) -> np.ndarray:
 
 def pack(f: Fields) -> np.ndarray:
     out = np.empty((f.q.shape[0], TYPE_SIZE), dtype=np.uint8)
-    out[:, 0:2] = fp16_bytes(f.d)
-    out[:, 2:4] = fp16_bytes(f.dmin)
+    put_fp16(out, 0, f.d)
+    put_fp16(out, 2, f.dmin)
     out[:, 4:16] = pack_scales(f.sc, f.m)
     out[:, 16:144] = pack_nibbles(f.q)
     return out

@@ -24,7 +24,7 @@ from kquant.formats.cops import (
     lanes_to_rows,
     per_lane,
     per_weight,
-    put_bytes,
+    put_field,
     put_fp16,
 )
 from kquant.formats.q4_0 import pack_nibbles, row_importance, truncate_levels, unpack_nibbles
@@ -91,8 +91,8 @@ def encode_impl(rows: np.ndarray, imatrix: np.ndarray) -> Fields:
 def pack(f: Fields) -> np.ndarray:
     out = np.empty((f.q.shape[0], TYPE_SIZE), dtype=np.uint8)
     put_fp16(out, 0, f.d)
-    put_bytes(out, 2, pack_qh(f.q))
-    put_bytes(out, 6, pack_nibbles(f.q))
+    put_field(out, 2, pack_qh(f.q))
+    put_field(out, 6, pack_nibbles(f.q))
     return out
 
 

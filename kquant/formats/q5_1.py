@@ -20,7 +20,7 @@ from kquant.formats.cops import (
     lanes,
     lanes_to_rows,
     per_lane,
-    put_bytes,
+    put_field,
     put_fp16,
 )
 from kquant.formats.q4_0 import pack_nibbles, row_importance, unpack_nibbles
@@ -76,8 +76,8 @@ def pack(f: Fields) -> np.ndarray:
     out = np.empty((f.q.shape[0], TYPE_SIZE), dtype=np.uint8)
     put_fp16(out, 0, f.d)
     put_fp16(out, 2, f.m)
-    put_bytes(out, 4, pack_qh(f.q))
-    put_bytes(out, 8, pack_nibbles(f.q))
+    put_field(out, 4, pack_qh(f.q))
+    put_field(out, 8, pack_nibbles(f.q))
     return out
 
 

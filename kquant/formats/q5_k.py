@@ -10,7 +10,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from kquant.formats.cops import bit_planes, c_semantics, columns, fp16_bytes, fp16_field, join_planes, mask_bytes
+from kquant.formats.cops import bit_planes, c_semantics, columns, fp16_field, join_planes, mask_bytes, put_fp16
 from kquant.formats.q4_k import decode as _decode_q4_k
 from kquant.formats.q4_k import (
     fit_block_scales,
@@ -79,8 +79,8 @@ def unpack_high_bits(qh: np.ndarray) -> np.ndarray:
 
 def pack(f: Fields) -> np.ndarray:
     out = np.empty((f.q.shape[0], TYPE_SIZE), dtype=np.uint8)
-    out[:, 0:2] = fp16_bytes(f.d)
-    out[:, 2:4] = fp16_bytes(f.dmin)
+    put_fp16(out, 0, f.d)
+    put_fp16(out, 2, f.dmin)
     out[:, 4:16] = pack_scales(f.sc, f.m)
     out[:, 16:48] = pack_high_bits(f.q >> 4)
     out[:, 48:176] = pack_nibbles(mask_bytes(f.q, 0x0F))  # the low 4 bits; the fifth go to qh

@@ -15,15 +15,16 @@ from kquant.formats.cops import (
     c_float_to_int8,
     c_semantics,
     f32,
-    fp16_bytes,
     fp16_field,
     fp16_value,
+    inverse_or_zero,
     lane_max_min,
     lanes,
     lanes_to_rows,
     per_lane,
     per_weight,
-    put_bytes,
+    put_field,
+    put_fp16,
 )
 
 QK = 32  # QK8_0
@@ -68,8 +69,8 @@ def encode(x: np.ndarray) -> Fields:
     hi, lo = lane_max_min(xl)
     amax = np.abs(np.maximum(hi, -lo))  # max |x|; abs: C's amax of zeros is +0 (numpy may keep a -0)
     d = amax / f32(127)
-    id_ = np.where(d != 0, f32(1) / d, f32(0))
-    if not np.isfinite(id_).all():  # a subnormal max made id inf: C's conversions wrap, reproduced slowly
+    id_, finite = inverse_or_zero(d)
+    if not finite:  # a subnormal max made id inf: C's conversions wrap, reproduced slowly
         v = roundf(np.multiply(xl, per_lane(id_), out=xl))
         return Fields(d.astype(np.float16), lanes_to_rows(c_float_to_int8(v).astype(np.int8)).view(np.int8))
     # roundf(x*id) without a float pass per step: j = (int)(2*x*id) truncates the doubled value
@@ -89,8 +90,8 @@ def encode_impl(rows: np.ndarray, imatrix: np.ndarray) -> Fields:
 
 def pack(f: Fields) -> np.ndarray:
     out = np.empty((f.q.shape[0], TYPE_SIZE), dtype=np.uint8)
-    put_bytes(out, 0, fp16_bytes(f.d))
-    put_bytes(out, 2, f.q.view(np.uint8))
+    put_fp16(out, 0, f.d)
+    put_field(out, 2, f.q.view(np.uint8))
     return out
 
 

@@ -18,12 +18,11 @@ Notebook 04 draws make_qkx2_quants candidate by candidate (through kquant.lesson
 
 import numpy as np
 
-from kquant.formats.cops import c_semantics, c_to_uint8, f32, nearest_int, seqsum, signed_absmax
+from kquant.formats.cops import NEAREST_INT_MAGIC, c_semantics, c_to_uint8, f32, nearest_int, seqsum, signed_absmax
 
 GROUP_MAX_EPS = f32(1e-15)  # a group whose largest |x| is below this is treated as all zeros
 
 _RINT_SAFE = f32(4.0e6)  # below ggml's nearest_int limit of 4194303, with room for rounding
-_MAGIC = f32(12582912.0)  # 1.5 * 2**23: nearest_int's constant (cops.nearest_int), used in place below
 
 
 def _rint_levels(v: np.ndarray, bound: np.ndarray, lo: float, hi: float) -> np.ndarray:
@@ -383,7 +382,7 @@ def requantize_levels(x: np.ndarray, dq: np.ndarray, dm: np.ndarray | None, lo: 
     # there, the low byte is the level itself (2**22 is a multiple of 256), and + (-lo) wraps to l - lo.
     if v.dtype != f32:  # the bit trick reads float32 bits (a float64 here would be a silent garbage bug)
         raise TypeError(f"requantize_levels needs float32 weights and scales, got {v.dtype}")
-    bits = np.add(v, _MAGIC, out=v).view(np.int32)
+    bits = np.add(v, NEAREST_INT_MAGIC, out=v).view(np.int32)
     np.bitwise_and(bits, 0x7FFFFF, out=bits)
     np.clip(bits, 0x400000 + lo, 0x400000 + hi, out=bits)
     q = bits.astype(np.uint8).reshape(x.shape)
