@@ -9,7 +9,6 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.collections import PatchCollection
 from matplotlib.patches import Rectangle
-from matplotlib.transforms import ScaledTranslation
 
 from kquant.gguf.summary import plan_summary
 from kquant.mixes import layer_of, plan
@@ -121,11 +120,8 @@ def gguf_map_view(files: dict, name: str):
         used |= {t.type.name for t in layout.tensors}
     top.set_xlim(0, width * 1.015)
     top.set_ylim(-n + 0.4, 0.9)
-    # The files' names left of their bars as one label collection (ticks with labels redraw slower).
-    top.set_yticks([])
-    left = top.get_yaxis_transform() + ScaledTranslation(-3.5 / 72, 0, fig.dpi_scale_trans)
-    style.labels(top, 0, -np.arange(n), list(files), fontsize=8, ha="right", transform=left)
-    top.set_ylabel("file", labelpad=3.5 + max(style.text_width(label, 8) for label in files) * 72 + 4)
+    names_width = style.y_labels(top, -np.arange(n), list(files), fontsize=8)  # inches
+    top.set_ylabel("file")
     top.set_xlabel("position in the file (MB)")
     first = next(iter(files.values()))[1]
     style.title(
@@ -151,5 +147,5 @@ def gguf_map_view(files: dict, name: str):
             f"its info record, bytes {t.start:,}–{t.end - 1:,} ({t.type.name}, ne {t.ne}, offset {t.offset:,})",
             fontsize=9,
         )
-    tidy(fig, hspace=1.25, left=0.5 + max(style.text_width(label, 8) for label in files))  # the files' names
+    tidy(fig, hspace=1.25, left=0.5 + names_width)  # room for the files' names
     plt.show()

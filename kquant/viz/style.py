@@ -376,6 +376,21 @@ def labels(
     return collection
 
 
+def y_labels(ax, y, texts, *, fontsize: float) -> float:
+    """Tick labels at data heights ``y`` left of the axes, as one label collection; returns their width in inches.
+
+    A tick and its label per row cost as much to redraw as the rest of a small panel. The axis
+    label keeps its place left of these labels, as it would of tick labels.
+    """
+    texts = [str(t) for t in texts]
+    ax.set_yticks([])
+    left = ax.get_yaxis_transform() + ScaledTranslation(-3.5 / 72, 0, ax.figure.dpi_scale_trans)  # the tick pad
+    labels(ax, 0, y, texts, fontsize=fontsize, ha="right", transform=left)
+    widest = max(text_width(t, fontsize) for t in texts)
+    ax.yaxis.labelpad = 3.5 + widest * 72 + 4  # points
+    return widest
+
+
 def byte_grid(ax, block: np.ndarray, fields: list, per_row: int, base: int = 0):
     """Bytes as hex values in rows of ``per_row``, each field a colour; row labels count from ``base``."""
     block = np.asarray(block, dtype=np.uint8)
@@ -403,13 +418,8 @@ def byte_grid(ax, block: np.ndarray, fields: list, per_row: int, base: int = 0):
     under = ax.get_xaxis_transform() + ScaledTranslation(0, -3.5 / 72, ax.figure.dpi_scale_trans)
     labels(ax, np.arange(per_row) + 0.5, 0, range(per_row), fontsize=7, va="top", transform=under)
     ax.xaxis.labelpad = 16  # points: the axis label goes below those numbers, as below tick labels
-    # Row starts left of the rows, as one label collection too (a tick and its label per row cost as much).
-    ax.set_yticks([])
-    left = ax.get_yaxis_transform() + ScaledTranslation(-3.5 / 72, 0, ax.figure.dpi_scale_trans)
-    row_starts = [str(base + r * per_row) for r in range(rows)]
-    labels(ax, 0, -np.arange(rows) - 0.5, row_starts, fontsize=7, ha="right", transform=left)
-    widest = max(text_width(t, 7) for t in row_starts) * 72
-    ax.yaxis.labelpad = 3.5 + widest + 4  # points: the axis label goes left of those numbers, as of tick labels
+    # Row starts left of the rows, one label collection too (a tick and its label per row cost as much).
+    y_labels(ax, -np.arange(rows) - 0.5, [str(base + r * per_row) for r in range(rows)], fontsize=7)
     ax.set_xlabel("byte offset within the row (hex values shown)")
     ax.set_ylabel("row starts at byte")
     legend(ax, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
