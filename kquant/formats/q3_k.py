@@ -77,7 +77,7 @@ def encode(x: np.ndarray) -> Fields:
     """
     n = x.shape[0]
     xt = columns(x.reshape(n * 16, 16))  # (16, G)
-    scale, L = make_q3_quants(xt)
+    scale, _ = make_q3_quants(xt, levels=False)  # the levels only where _requantize needs them
     scale = scale.reshape(n, 16)
     max_scale = signed_absmax(scale, axis=1)
     iscale = f32(-32) / max_scale
@@ -86,7 +86,7 @@ def encode(x: np.ndarray) -> Fields:
     nonzero = max_scale != 0
     s = np.where(nonzero[:, None], s, 0).astype(np.uint8)
     d = np.where(nonzero, f32(1) / iscale, f32(0)).astype(np.float16)
-    return _requantize(x, L, d, s)
+    return _requantize(x, lambda groups: make_q3_quants(xt[:, groups])[1], d, s)
 
 
 @c_semantics
@@ -106,16 +106,22 @@ def encode_impl(rows: np.ndarray, imatrix: np.ndarray) -> Fields:
     sw = np.ascontiguousarray(seqsum(w).reshape(n, 16).T)  # (16, n)
     scale, L = make_qx_quants(xt, 4, qw=w)
     d_block, Ls = make_qx_quants(np.ascontiguousarray(scale.reshape(n, 16).T), 32, qw=sw)
-    return _requantize(x, L, d_block.astype(np.float16), np.ascontiguousarray(Ls.T))
+    return _requantize(x, lambda groups: L[:, groups], d_block.astype(np.float16), np.ascontiguousarray(Ls.T))
 
 
-def _requantize(x: np.ndarray, L: np.ndarray, d: np.ndarray, s: np.ndarray) -> Fields:
+def _requantize(x: np.ndarray, levels_of, d: np.ndarray, s: np.ndarray) -> Fields:
     """Round every weight again against d * (s - 32); a group whose scale is 0 keeps its levels.
 
-    x: (n, 256) blocks; L: (16, G) levels (+4) from the search.
+    x: (n, 256) blocks; levels_of(groups): the search's levels (+4), (16, len(groups)), of those
+    groups (C skips a group whose scale is 0: rare, so the levels are asked for only then).
     """
     n = d.shape[0]
     dq = (fp16_value(d)[:, None] * (s.astype(np.int8) - np.int8(32))).reshape(-1)  # (G,)
+    L = None
+    if not dq.all():
+        groups = (dq == 0).nonzero()[0]
+        L = np.zeros((16, dq.size), dtype=np.uint8)
+        L[:, groups] = levels_of(groups)
     q = requantize_levels(x.reshape(-1, 16), dq, None, -4, 3, L)
     return Fields(d, s, q.reshape(n, 256))
 

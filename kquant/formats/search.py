@@ -147,85 +147,122 @@ def make_qx_scale(x: np.ndarray, nmax: int, qw: np.ndarray | None = None) -> tup
 
 
 @c_semantics
-def make_q3_quants(x: np.ndarray, nmax: int = 4) -> tuple[np.ndarray, np.ndarray]:
+def make_q3_quants(x: np.ndarray, nmax: int = 4, levels: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
     """Q3_K's symmetric fit with weights x**2, refined by coordinate descent (do_rmse = true).
 
-    x: (16, G). Returns (scale (G,), L (16, G) uint8 in [0, 2*nmax)).
+    x: (16, G). Returns (scale (G,), L (16, G) uint8 in [0, 2*nmax)); L is None if not ``levels``
+    (Q3_K's encoder needs the search's levels only for the few groups whose 6-bit scale rounds
+    to 0, and asks for those groups again).
     After the first rounding, each level is nudged in turn to the value that best fits
     the current least-squares scale, for up to five sweeps over the group.
 
-    This is the one search that ggml's C runs faster than numpy (about 1.2-2.4x): its up to 80
-    steps (16 levels x 5 sweeps) each depend on the one before, so numpy can only go across
-    groups, paying a dozen numpy calls per step, where C spends a few scalar operations on
-    a level that, 95 times in 100, stays where it is.
+    This is the one search that ggml's C runs faster than numpy: its up to 80 steps (16 levels
+    x 5 sweeps) each depend on the one before, so numpy can only go across groups, paying a few
+    passes over every group and a few dozen calls on the candidates per step, where C spends a
+    few scalar operations on a level that, 97 times in 100, stays where it is.
     """
+    n, G = x.shape
     max_ = signed_absmax(x, axis=0)
     zero = np.abs(max_) < GROUP_MAX_EPS
-    w = x * x
-    wx = w * x
+    # The levels L, each level's terms of sumlx and suml2 (P = w*x*L and Q = w*L*L, w = x*x) and
+    # the sums. A step subtracts a stored term (one pass) instead of recomputing it (three), and
+    # updates it where a level moves. Each has a spare column, G: a step sends its rejected
+    # updates there, which is cheaper than cutting them out of its arrays.
+    L, P, Q = np.empty((3, n, G + 1), dtype=f32)
+    sumlx, suml2 = np.empty((2, G + 1), dtype=f32)
     iscale = f32(-nmax) / max_
     # |iscale * x| <= nmax (+ rounding): the fast rounding is exact except for all-zero groups.
-    L = _rint_levels(iscale * x, np.where(zero, np.inf, f32(nmax + 1)), -nmax, nmax - 1)
-    # Each level's terms of sumlx and suml2, kept up to date: a step then subtracts a stored
-    # term (one pass) instead of recomputing it (three).
-    P = wx * L
-    Q = (w * L) * L
-    sumlx = seqsum(P)
-    suml2 = seqsum(Q)
+    _rint_levels(np.multiply(iscale, x, out=L[:, :G]), np.where(zero, np.inf, f32(nmax + 1)), -nmax, nmax - 1)
+    _q3_terms(x, L[:, :G], P[:, :G], Q[:, :G])
+    sumlx[:G] = seqsum(P[:, :G])
+    suml2[:G] = seqsum(Q[:, :G])
     # C stops a group after a sweep that changes nothing. Such a sweep leaves the state
     # as it was, so every later sweep would change nothing too: each sweep need only
     # visit the groups the previous sweep changed (in real weights about 1 in 5, then 1 in
     # 4 of those...). The first sweep works in place; each later one on compact copies.
     lo, hi = f32(-nmax), f32(nmax - 1)
-    active = np.arange(x.shape[1])
-    xa, wa, wxa, La, Pa, Qa, slx_a, sl2_a = x, w, wx, L, P, Q, sumlx, suml2
-    for sweep in range(5):
-        changed = np.zeros(xa.shape[1], dtype=bool)
-        for i in range(x.shape[0]):
-            slx = slx_a - Pa[i]
-            sl2 = sl2_a - Qa[i]
-            v = (xa[i] * sl2) / slx
-            # A level can only move where rint(v) differs from it, in a group with slx > 0: about
-            # 5 groups in 100 (NaN and v beyond nearest_int's range land here too). The rest of
-            # the step runs on those groups alone, with C's exact rounding.
+    # One set of step buffers for all steps: a fresh 128 KiB array per step would be an mmap
+    # whose pages fault on first touch.
+    buf = np.empty((4, G), dtype=f32)
+    active = None  # the groups a later sweep works on (indices into all G)
+    xa, La, Pa, Qa, slx_a, sl2_a = x, L, P, Q, sumlx, suml2
+    for _sweep in range(5):  # C's itry
+        m = xa.shape[1]
+        slx, sl2, v, r = buf[:, :m]
+        changed = np.zeros(m + 1, dtype=bool)
+        slx_m, sl2_m = slx_a[:m], sl2_a[:m]  # without the spare column, for the passes over every group
+        for i in range(n):
+            xi, Li, Pi, Qi = xa[i], La[i], Pa[i], Qa[i]  # rows first: row[j] is ~4x cheaper than array[i, j]
+            np.subtract(slx_m, Pi[:m], out=slx)
+            np.subtract(sl2_m, Qi[:m], out=sl2)
+            np.multiply(xi, sl2, out=v)
+            np.divide(v, slx, out=v)
+            # A level can only move where rint(v) differs from it: about 3 groups in 100 (NaN, v
+            # beyond nearest_int's range, and groups with slx <= 0, which C skips, land here too:
+            # testing slx > 0 on these few is cheaper than on every group). The rest of the step
+            # runs on those groups alone, with C's exact rounding.
             # (Up to 80 steps per chunk: each uses ufuncs and array methods, not np.clip,
             # np.max or np.flatnonzero, whose Python wrappers cost more than the work here.)
-            j = ((np.rint(v) != La[i]) & (slx > f32(0))).nonzero()[0]
+            j = (np.rint(v, out=r) != Li[:m]).nonzero()[0]
             if j.size == 0:
                 continue
-            vj = v[j]
-            if np.maximum.reduce(np.abs(vj)) <= _RINT_SAFE:  # False for NaN: that takes C's exact path
-                new_l = np.minimum(np.maximum(np.rint(vj), lo), hi)
+            rj = r[j]
+            if np.maximum.reduce(np.abs(rj)) <= _RINT_SAFE:  # False for NaN: that takes C's exact path
+                new_l = np.minimum(np.maximum(rj, lo), hi)
             else:
-                new_l = np.clip(nearest_int(vj), lo, hi).astype(f32)
-            Li, Pi, Qi = La[i], Pa[i], Qa[i]  # rows first: row[j] is ~4x cheaper than array[i, j]
-            p = wxa[i][j] * new_l
-            q = (wa[i][j] * new_l) * new_l
-            slx_new = slx[j] + p
+                new_l = np.clip(nearest_int(v[j]), lo, hi).astype(f32)
+            # w and w*x again from x, as C computes them: x's row is in cache from this step's
+            # pass, stored w's would not be.
+            xj = xi[j]
+            wj = xj * xj
+            p = (wj * xj) * new_l
+            q = (wj * new_l) * new_l
+            slx_j = slx[j]
+            slx_new = slx_j + p
             sl2_new = sl2[j] + q
-            slx_j = slx_a[j]
-            take = (new_l != Li[j]) & (sl2_new > f32(0)) & ((slx_new * slx_new) * sl2_a[j] > (slx_j * slx_j) * sl2_new)
-            j = j[take]
-            Li[j], Pi[j], Qi[j] = new_l[take], p[take], q[take]
-            slx_a[j], sl2_a[j] = slx_new[take], sl2_new[take]
+            sumlx_j = slx_a[j]
+            # C: if (slx > 0) {... if (new_l != L[i]) {...; if (sl2 > 0 && slx*slx*suml2 > sumlx*sumlx*sl2)
+            # (np.minimum keeps a NaN, which fails the test, as in C)
+            take = (new_l != Li[j]) & (np.minimum(slx_j, sl2_new) > f32(0))
+            take &= (slx_new * slx_new) * sl2_a[j] > (sumlx_j * sumlx_j) * sl2_new
+            j = np.where(take, j, m)  # a rejected update lands in the spare column
+            Li[j], Pi[j], Qi[j] = new_l, p, q
+            slx_a[j], sl2_a[j] = slx_new, sl2_new
             changed[j] = True
-        if sweep > 0:  # the copies' levels and sums go back (the first sweep worked in place)
-            L[:, active], sumlx[active], suml2[active] = La, slx_a, sl2_a
-        keep = changed.nonzero()[0]
+        if active is not None:  # the copies' sums (and levels) go back (the first sweep worked in place)
+            sumlx[active], suml2[active] = slx_m, sl2_m
+            if levels:
+                for k in range(n):  # row by row: ~2x faster than numpy's 2-D fancy assignment
+                    L[k][active] = La[k, :m]
+        keep = changed[:m].nonzero()[0]
         if keep.size == 0:
             break
         # The next sweep's copies, cut from this sweep's (smaller than the full arrays); the
-        # weights and terms are recomputed from x and L (same arithmetic, fewer gathers).
-        active, xa, La, slx_a, sl2_a = active[keep], xa[:, keep], La[:, keep], slx_a[keep], sl2_a[keep]
-        wa = xa * xa
-        wxa = wa * xa
-        Pa = wxa * La
-        Qa = (wa * La) * La
+        # terms are recomputed from x and L (same arithmetic, fewer gathers).
+        k = keep.size
+        active = keep if active is None else active[keep]
+        xa, La_m = np.take(xa, keep, axis=1), La  # take: ~2x faster than xa[:, keep]
+        La, Pa, Qa = np.empty((3, n, k + 1), dtype=f32)
+        # (from the whole array: take is ~2.5x slower from a strided view; "clip": no buffered copy)
+        np.take(La_m, keep, axis=1, out=La[:, :k], mode="clip")
+        _q3_terms(xa, La[:, :k], Pa[:, :k], Qa[:, :k])
+        slx_a, sl2_a = np.empty((2, k + 1), dtype=f32)
+        slx_a[:k], sl2_a[:k] = slx_m[keep], sl2_m[keep]
+    sumlx, suml2 = sumlx[:G], suml2[:G]
     scale = np.where(suml2 > 0, sumlx / suml2, f32(0))
-    L += f32(nmax)
-    L[:, zero] = 0
     scale[zero] = 0
+    if not levels:
+        return scale, None
+    L = L[:, :G] + f32(nmax)
+    L[:, zero] = 0
     return scale, L.astype(np.uint8)
+
+
+def _q3_terms(x: np.ndarray, L: np.ndarray, P: np.ndarray, Q: np.ndarray) -> None:
+    """make_q3_quants' terms of sumlx and suml2, into P and Q: (w*x)*L and (w*L)*L with w = x*x, C's order."""
+    w = x * x
+    np.multiply(np.multiply(w, x), L, out=P)
+    np.multiply(np.multiply(w, L, out=w), L, out=Q)
 
 
 @c_semantics
