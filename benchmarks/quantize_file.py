@@ -5,8 +5,9 @@
     python benchmarks/quantize_file.py model-f16.gguf --mix Q4_K_M Q8_0 --repeat 3 --threads 1
 
 Both get the same number of threads (--threads, default every CPU, as llama-quantize):
-llama.cpp's threads, kquant's worker processes. Prints wall time (best of --repeat), the
-ratio kquant / llama.cpp (target: at most 1.0), and whether the two files have the same sha256.
+llama.cpp's threads, kquant's worker processes. Prints wall time (best of --repeat, the two
+sides taking turns run after run), the ratio kquant / llama.cpp (target: at most 1.0), and
+whether the two files have the same sha256.
 """
 
 from __future__ import annotations
@@ -29,13 +30,16 @@ from kquant.quantize_file import quantize_gguf  # noqa: E402
 from kquant.reference import model_quantize as llama_quantize  # noqa: E402
 
 
-def best_time(fn, repeat: int) -> float:
-    times = []
+def best_times(fns, repeat: int) -> list[float]:
+    """Each function's best wall time of ``repeat`` runs, the functions taking turns run after run
+    (a, b, a, b, ...), so that a slow spell of a shared machine hits both sides."""
+    best = [float("inf")] * len(fns)
     for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+        for i, fn in enumerate(fns):
+            start = time.perf_counter()
+            fn()
+            best[i] = min(best[i], time.perf_counter() - start)
+    return best
 
 
 def main(argv=None) -> int:
@@ -74,17 +78,17 @@ def main(argv=None) -> int:
         print(f"{'mix':<8} {'kquant s':>9} {'llama s':>9} {'ratio':>7}  same sha256")
         for mix in mixes:
             ours, theirs = tmp / f"{mix}.kquant.gguf", tmp / f"{mix}.llama.gguf"
-            t_k = best_time(
-                lambda ours=ours, mix=mix: quantize_gguf(
-                    src, ours, mix, overwrite=True, progress=False, threads=args.threads
-                ),
+            t_k, t_l = best_times(
+                [
+                    lambda ours=ours, mix=mix: quantize_gguf(
+                        src, ours, mix, overwrite=True, progress=False, threads=args.threads
+                    ),
+                    lambda theirs=theirs, mix=mix: llama_quantize(src, theirs, mix, nthread=args.threads),
+                ],
                 args.repeat,
             )
-            t_l = best_time(
-                lambda theirs=theirs, mix=mix: llama_quantize(src, theirs, mix, nthread=args.threads), args.repeat
-            )
             same = sha256(ours) == sha256(theirs)
-            print(f"{mix:<8} {t_k:>9.3f} {t_l:>9.3f} {t_k / t_l:>6.1f}x  {'yes' if same else 'NO'}")
+            print(f"{mix:<8} {t_k:>9.3f} {t_l:>9.3f} {t_k / t_l:>6.2f}x  {'yes' if same else 'NO'}")
     return 0
 
 

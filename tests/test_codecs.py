@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import kquant
-from kquant import reference
+from kquant import formats, reference
 from kquant.formats import FORMATS
 
 TYPES = [f.name for f in FORMATS.values()]
@@ -114,8 +114,11 @@ def test_bytes_equal_ggml_for_row_shapes(qtype, rows, n):
 
 @pytest.mark.parametrize("qtype", TYPES)
 def test_bytes_equal_ggml_across_chunk_boundaries(qtype):
-    # More than one of quantize()'s internal chunks, with a ragged last chunk.
-    x = _weights("gaussian", rows=70, n=2048 + 256, seed=7)
+    # Two and a bit of quantize()'s internal chunks (the format's own size), the last one ragged.
+    n = 2048 + 256
+    chunk = getattr(FORMATS[gguf.GGMLQuantizationType[qtype]].module, "ENCODE_CHUNK", formats._ENCODE_CHUNK)
+    x = _weights("gaussian", rows=2 * chunk // n + 3, n=n, seed=7)
+    assert x.size > 2 * chunk and x.size % chunk
     assert_same_bytes(kquant.quantize(x, qtype), reference.quantize(x, qtype), qtype)
 
 

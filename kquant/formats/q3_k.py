@@ -47,8 +47,8 @@ from kquant.formats.search import (
 QK = 256  # QK_K
 TYPE_SIZE = 110
 # Weights per encode call: the coordinate descent pays numpy's per-call cost 80 times per
-# chunk, whatever its size, so it wants chunks 4x the other formats' (see quantize()).
-ENCODE_CHUNK = 1 << 19
+# chunk, whatever its size, so it wants chunks 4x the other formats (see quantize()): 2^20, a whole-file unit.
+ENCODE_CHUNK = 1 << 20
 
 # block_q3_K, 110 bytes:
 #
