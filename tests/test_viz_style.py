@@ -87,6 +87,38 @@ def test_bars_are_ax_bars_rectangles_with_its_limits():
         plt.close(fig)
 
 
+def _png(fig) -> np.ndarray:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return np.asarray(Image.open(buf))
+
+
+@pytest.mark.parametrize("autolim", [True, False])
+def test_rects_are_a_patch_collection_of_rectangles_drawn_the_same(autolim):
+    from matplotlib.collections import PatchCollection
+    from matplotlib.patches import Rectangle
+
+    x, y = np.array([0.0, 1.5, 3.0, -1.0]), np.array([0.0, -1.0, 2.0, 0.5])
+    w, h = np.array([1.0, 0.25, 2.0, 0.5]), 0.75  # one height for all, broadcast as the file map passes it
+    colors = ["C0", "C1", "C2", "C3"]
+    pictures, limits = [], []
+    for ours in (True, False):
+        fig, ax = plt.subplots(figsize=(3, 2), dpi=80)
+        if ours:
+            drawn = style.rects(ax, x, y, w, h, facecolors=colors, edgecolors="white", linewidths=0.3, autolim=autolim)
+        else:
+            cells = [Rectangle((a, b), c, h) for a, b, c in zip(x, y, w)]
+            drawn = PatchCollection(cells, facecolors=colors, edgecolors="white", linewidths=0.3)
+            ax.add_collection(drawn, autolim=autolim)
+        limits.append((ax.get_xlim(), ax.get_ylim()))
+        pictures.append([p.vertices[:4] for p in drawn.get_paths()])
+        pictures.append(_png(fig))
+    np.testing.assert_array_equal(pictures[0], pictures[2])  # the same corners, in the same order
+    np.testing.assert_array_equal(pictures[1], pictures[3])  # the same pixels
+    assert limits[0] == limits[1]
+
+
 def test_the_log2_error_histogram_counts_as_np_histogram_does_on_and_beside_every_edge():
     edges = numbers._ERR_BINS
     rng = np.random.default_rng(0)

@@ -3,7 +3,7 @@
 Drawing only; each notebook group's views are in kquant.viz.numbers, .kquants, .files, .models.
 A widget redraws its whole figure on every slider move, so the views draw with one-artist
 stand-ins for matplotlib calls that make an artist per item or lay text out on every draw (``labels``
-for many short texts, ``legend``, ``title``, ``bars``, ``stairs``, ``vlines``/``hlines``), and keep
+for many short texts, ``legend``, ``title``, ``bars``, ``rects``, ``stairs``, ``vlines``/``hlines``), and keep
 slider-independent work out of the redraw (``by_content``).
 benchmarks/widgets.py times every view against an empty figure.
 """
@@ -16,7 +16,7 @@ import hashlib
 
 import matplotlib
 import numpy as np
-from matplotlib.collections import LineCollection, PatchCollection, PathCollection, PolyCollection
+from matplotlib.collections import LineCollection, PathCollection, PolyCollection
 from matplotlib.colors import to_rgba
 from matplotlib.font_manager import FontProperties
 from matplotlib.patches import Rectangle, StepPatch
@@ -217,6 +217,23 @@ def bars(ax, x, height, *, width=0.8, color, label=None, **kwargs):
     return collection
 
 
+def rects(ax, x, y, width, height, *, autolim: bool = True, **kwargs) -> PolyCollection:
+    """``PatchCollection([Rectangle((x, y), width, height), ...], **kwargs)`` added to ``ax``: the same
+    rectangles (corners (x, y) and (x + width, y + height), data coordinates) as one collection, without
+    a Rectangle per cell.
+
+    A PatchCollection asks each Rectangle for its transformed path one by one in Python, a ms per
+    hundred cells on every redraw (a file map has a cell per tensor); these corners are computed at
+    once. ``autolim``: as ax.add_collection's (False where the caller sets the limits anyway)."""
+    x, y, width, height = np.broadcast_arrays(*(np.asarray(v, dtype=float) for v in (x, y, width, height)))
+    x0, y0 = x.ravel(), y.ravel()
+    x1, y1 = x0 + width.ravel(), y0 + height.ravel()  # as a Rectangle's corner: the same floats
+    verts = np.stack([np.column_stack(c) for c in [(x0, y0), (x1, y0), (x1, y1), (x0, y1)]], axis=1)
+    collection = PolyCollection(verts, **kwargs)
+    ax.add_collection(collection, autolim=autolim)
+    return collection
+
+
 def _segments(ax, a, lo, hi, vertical: bool, kwargs) -> LineCollection:
     a, lo, hi = np.broadcast_arrays(
         np.asarray(a, dtype=float), np.asarray(lo, dtype=float), np.asarray(hi, dtype=float)
@@ -395,21 +412,21 @@ def byte_grid(ax, block: np.ndarray, fields: list, per_row: int, base: int = 0):
     """Bytes as hex values in rows of ``per_row``, each field a colour; row labels count from ``base``."""
     block = np.asarray(block, dtype=np.uint8)
     rows = -(-block.size // per_row)
-    cells, faces, where, hex_values = [], [], [], []
+    index, faces, handles = [], [], []
     for k, (name, start, end) in enumerate(fields):
         color = FIELD_COLORS[k % len(FIELD_COLORS)]
-        for i in range(start, end):
-            r, c = divmod(i, per_row)
-            cells.append(Rectangle((c, -r - 1), 1, 1))
-            faces.append(to_rgba(color, 0.35))
-            where.append((c + 0.5, -r - 0.5))
-            hex_values.append(f"{block[i]:02x}")
-        ax.add_patch(Rectangle((0, 0), 0, 0, facecolor=color, alpha=0.35, label=f"{name}: bytes {start}–{end - 1}"))
+        index.append(np.arange(start, end))
+        faces += [to_rgba(color, 0.35)] * (end - start)
+        # The legend's swatch only: handed to legend(), not added to the axes, where it would be one more
+        # (empty) patch to draw on every redraw.
+        handles.append(Rectangle((0, 0), 0, 0, facecolor=color, alpha=0.35, label=f"{name}: bytes {start}–{end - 1}"))
+    index = np.concatenate(index) if index else np.zeros(0, dtype=int)
+    r, c = np.divmod(index, per_row)
     # One collection of cells and one of hex values, not a patch and a Text per byte: adding and
     # drawing hundreds of artists is most of a redraw.
-    ax.add_collection(PatchCollection(cells, facecolors=faces, edgecolors="white"))
-    if where:
-        labels(ax, *zip(*where), hex_values, fontsize=8, family="monospace")
+    rects(ax, c, -r - 1, 1, 1, facecolors=faces, edgecolors="white", autolim=False)
+    if index.size:
+        labels(ax, c + 0.5, -r - 0.5, [f"{v:02x}" for v in block[index]], fontsize=8, family="monospace")
     ax.set_xlim(0, per_row)
     ax.set_ylim(-rows, 0)
     # Column numbers under the cells where tick labels would be, as one label collection: a tick and
@@ -422,7 +439,7 @@ def byte_grid(ax, block: np.ndarray, fields: list, per_row: int, base: int = 0):
     y_labels(ax, -np.arange(rows) - 0.5, [str(base + r * per_row) for r in range(rows)], fontsize=7)
     ax.set_xlabel("byte offset within the row (hex values shown)")
     ax.set_ylabel("row starts at byte")
-    legend(ax, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+    legend(ax, handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
 
 
 def weights_on_levels(
