@@ -119,6 +119,68 @@ def test_rects_are_a_patch_collection_of_rectangles_drawn_the_same(autolim):
     assert limits[0] == limits[1]
 
 
+def _label_ink(xlabel: str, ylabel: str, fontsize: float, ticks: bool, ours: bool) -> np.ndarray:
+    """Ink boxes (rows, columns) of an axes' x and y labels: the pixels that differ from the same axes unlabelled."""
+    with matplotlib.rc_context(style.RC):
+        images = []
+        for xl, yl in ((xlabel, ylabel), ("", "")):
+            fig, ax = plt.subplots(figsize=(4, 3))
+            if not ticks:
+                ax.set_xticks([])
+                ax.set_yticks([])
+            ax.set_xlabel(xl)
+            ax.set_ylabel(yl, fontsize=fontsize)
+            if ours:
+                style.axis_labels(ax)
+            images.append(_png(fig).astype(int))
+        ink = np.abs(images[0] - images[1]).max(axis=-1) > 0
+        boxes = []
+        for part in (ink[-60:, :], ink[:, :60]):  # the x label below the axes, the y label left of them
+            rows, cols = np.nonzero(part)
+            boxes.append([rows.min(), rows.max(), cols.min(), cols.max()])
+        return np.array(boxes)
+
+
+@pytest.mark.parametrize(
+    "xlabel, ylabel, fontsize, ticks",
+    [
+        ("byte offset within the row (hex values shown)", "record row starts\nat file byte", 8, False),
+        ("position in the file (MB)", "file", 10, True),
+        ("x", "row starts at byte", 7, False),
+        ("two\nlines below", "a much longer first line\nshort", 9, True),
+    ],
+)
+def test_axis_labels_put_the_glyphs_where_the_axes_put_their_labels(xlabel, ylabel, fontsize, ticks):
+    theirs = _label_ink(xlabel, ylabel, fontsize, ticks, ours=False)
+    ours = _label_ink(xlabel, ylabel, fontsize, ticks, ours=True)
+    assert np.abs(theirs - ours).max() <= 1, f"axes' labels at {theirs.tolist()}, axis_labels' at {ours.tolist()}"
+
+
+def test_axis_labels_follow_a_label_set_afterwards_and_keep_it_readable():
+    fig, ax = plt.subplots()
+    ax.set_xlabel("before")
+    style.axis_labels(ax)
+    style.axis_labels(ax)  # twice: still one outline per label
+    ax.set_ylabel("after", fontsize=7)
+    fig.canvas.draw()
+    drawn = [c for c in ax.collections if c.get_paths()]
+    assert len(drawn) == 2 and ax.get_xlabel() == "before" and ax.get_ylabel() == "after"
+    heights = sorted(c.get_window_extent().height for c in drawn)  # the turned y label: its width on screen
+    assert heights[0] < heights[1]  # "before" lies flat; "after" stands, longer than a line is high
+    plt.close(fig)
+
+
+def test_axis_labels_refuse_a_label_turned_without_anchor():
+    from kquant.errors import KQuantError
+
+    fig, ax = plt.subplots()
+    ax.set_xlabel("slanted", rotation=30)
+    style.axis_labels(ax)
+    with pytest.raises(KQuantError, match="rotation_mode"):
+        fig.canvas.draw()
+    plt.close(fig)
+
+
 def test_the_log2_error_histogram_counts_as_np_histogram_does_on_and_beside_every_edge():
     edges = numbers._ERR_BINS
     rng = np.random.default_rng(0)

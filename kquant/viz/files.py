@@ -132,6 +132,7 @@ def gguf_map_view(files: dict, name: str):
     names_width = style.y_labels(top, -np.arange(n), list(files), fontsize=8)  # inches
     top.set_ylabel("file")
     top.set_xlabel("position in the file (MB)")
+    style.axis_labels(top)  # as outlines, as the grids' below (byte_grid): each Text label costs a redraw ms or two
     first = next(iter(files.values()))[1]
     style.title(
         top,
