@@ -305,7 +305,7 @@ def test_label_outlines_are_textpaths_measured_as_matplotlib_measures_them(text)
 
 def test_label_outlines_take_the_public_route_on_a_matplotlib_without_ft2font_layout(monkeypatch):
     """style._outline uses matplotlib >= 3.10's FT2Font._layout; an older matplotlib (Colab's may be)
-    must still draw every label, legend and title, through TextPath, and measure them the same."""
+    must still draw every label, legend, title and axis label, through TextPath, and measure them the same."""
     from matplotlib.font_manager import FontProperties
     from matplotlib.textpath import TextPath, text_to_path
 
@@ -320,6 +320,8 @@ def test_label_outlines_take_the_public_route_on_a_matplotlib_without_ft2font_la
     ax.plot([0, 1], label="a line")
     style.legend(ax, loc="upper left")
     style.title(ax, "drawn through TextPath")
+    ax.set_ylabel("axis label\nthrough TextPath")
+    style.axis_labels(ax)
     fig.canvas.draw()
     plt.close(fig)
 
