@@ -87,6 +87,100 @@ def test_bars_are_ax_bars_rectangles_with_its_limits():
         plt.close(fig)
 
 
+def _png(fig) -> np.ndarray:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return np.asarray(Image.open(buf))
+
+
+@pytest.mark.parametrize("autolim", [True, False])
+def test_rects_are_a_patch_collection_of_rectangles_drawn_the_same(autolim):
+    from matplotlib.collections import PatchCollection
+    from matplotlib.patches import Rectangle
+
+    x, y = np.array([0.0, 1.5, 3.0, -1.0]), np.array([0.0, -1.0, 2.0, 0.5])
+    w, h = np.array([1.0, 0.25, 2.0, 0.5]), 0.75  # one height for all, broadcast as the file map passes it
+    colors = ["C0", "C1", "C2", "C3"]
+    pictures, limits = [], []
+    for ours in (True, False):
+        fig, ax = plt.subplots(figsize=(3, 2), dpi=80)
+        if ours:
+            drawn = style.rects(ax, x, y, w, h, facecolors=colors, edgecolors="white", linewidths=0.3, autolim=autolim)
+        else:
+            cells = [Rectangle((a, b), c, h) for a, b, c in zip(x, y, w)]
+            drawn = PatchCollection(cells, facecolors=colors, edgecolors="white", linewidths=0.3)
+            ax.add_collection(drawn, autolim=autolim)
+        limits.append((ax.get_xlim(), ax.get_ylim()))
+        pictures.append([p.vertices[:4] for p in drawn.get_paths()])
+        pictures.append(_png(fig))
+    np.testing.assert_array_equal(pictures[0], pictures[2])  # the same corners, in the same order
+    np.testing.assert_array_equal(pictures[1], pictures[3])  # the same pixels
+    assert limits[0] == limits[1]
+
+
+def _label_ink(xlabel: str, ylabel: str, fontsize: float, ticks: bool, ours: bool) -> np.ndarray:
+    """Ink boxes (rows, columns) of an axes' x and y labels: the pixels that differ from the same axes unlabelled."""
+    with matplotlib.rc_context(style.RC):
+        images = []
+        for xl, yl in ((xlabel, ylabel), ("", "")):
+            fig, ax = plt.subplots(figsize=(4, 3))
+            if not ticks:
+                ax.set_xticks([])
+                ax.set_yticks([])
+            ax.set_xlabel(xl)
+            ax.set_ylabel(yl, fontsize=fontsize)
+            if ours:
+                style.axis_labels(ax)
+            images.append(_png(fig).astype(int))
+        ink = np.abs(images[0] - images[1]).max(axis=-1) > 0
+        boxes = []
+        for part in (ink[-60:, :], ink[:, :60]):  # the x label below the axes, the y label left of them
+            rows, cols = np.nonzero(part)
+            boxes.append([rows.min(), rows.max(), cols.min(), cols.max()])
+        return np.array(boxes)
+
+
+@pytest.mark.parametrize(
+    "xlabel, ylabel, fontsize, ticks",
+    [
+        ("byte offset within the row (hex values shown)", "record row starts\nat file byte", 8, False),
+        ("position in the file (MB)", "file", 10, True),
+        ("x", "row starts at byte", 7, False),
+        ("two\nlines below", "a much longer first line\nshort", 9, True),
+    ],
+)
+def test_axis_labels_put_the_glyphs_where_the_axes_put_their_labels(xlabel, ylabel, fontsize, ticks):
+    theirs = _label_ink(xlabel, ylabel, fontsize, ticks, ours=False)
+    ours = _label_ink(xlabel, ylabel, fontsize, ticks, ours=True)
+    assert np.abs(theirs - ours).max() <= 1, f"axes' labels at {theirs.tolist()}, axis_labels' at {ours.tolist()}"
+
+
+def test_axis_labels_follow_a_label_set_afterwards_and_keep_it_readable():
+    fig, ax = plt.subplots()
+    ax.set_xlabel("before")
+    style.axis_labels(ax)
+    style.axis_labels(ax)  # twice: still one outline per label
+    ax.set_ylabel("after", fontsize=7)
+    fig.canvas.draw()
+    drawn = [c for c in ax.collections if c.get_paths()]
+    assert len(drawn) == 2 and ax.get_xlabel() == "before" and ax.get_ylabel() == "after"
+    heights = sorted(c.get_window_extent().height for c in drawn)  # the turned y label: its width on screen
+    assert heights[0] < heights[1]  # "before" lies flat; "after" stands, longer than a line is high
+    plt.close(fig)
+
+
+def test_axis_labels_refuse_a_label_turned_without_anchor():
+    from kquant.errors import KQuantError
+
+    fig, ax = plt.subplots()
+    ax.set_xlabel("slanted", rotation=30)
+    style.axis_labels(ax)
+    with pytest.raises(KQuantError, match="rotation_mode"):
+        fig.canvas.draw()
+    plt.close(fig)
+
+
 def test_the_log2_error_histogram_counts_as_np_histogram_does_on_and_beside_every_edge():
     edges = numbers._ERR_BINS
     rng = np.random.default_rng(0)
@@ -211,7 +305,7 @@ def test_label_outlines_are_textpaths_measured_as_matplotlib_measures_them(text)
 
 def test_label_outlines_take_the_public_route_on_a_matplotlib_without_ft2font_layout(monkeypatch):
     """style._outline uses matplotlib >= 3.10's FT2Font._layout; an older matplotlib (Colab's may be)
-    must still draw every label, legend and title, through TextPath, and measure them the same."""
+    must still draw every label, legend, title and axis label, through TextPath, and measure them the same."""
     from matplotlib.font_manager import FontProperties
     from matplotlib.textpath import TextPath, text_to_path
 
@@ -226,6 +320,8 @@ def test_label_outlines_take_the_public_route_on_a_matplotlib_without_ft2font_la
     ax.plot([0, 1], label="a line")
     style.legend(ax, loc="upper left")
     style.title(ax, "drawn through TextPath")
+    ax.set_ylabel("axis label\nthrough TextPath")
+    style.axis_labels(ax)
     fig.canvas.draw()
     plt.close(fig)
 

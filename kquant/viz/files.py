@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import numpy as np
-from matplotlib.collections import PatchCollection
 from matplotlib.patches import Rectangle
 
 from kquant.gguf.summary import plan_summary
 from kquant.mixes import layer_of, plan
 from kquant.model.config import BLOCK_TENSORS
 from kquant.viz import style
-from kquant.viz.style import SIGN, TYPE_COLORS, byte_grid, labels, legend, tidy
+from kquant.viz.style import SIGN, TYPE_COLORS, byte_grid, labels, legend, rects, tidy
 
 
 def _plan_grid(ax, choices, title: str):
@@ -38,10 +37,11 @@ def _plan_grid(ax, choices, title: str):
         if i < 0:
             continue
         col = kinds.index(c.name.split(".")[2])
-        cells.append(Rectangle((col, -i - 1), 1, 1))
+        cells.append((col, -i - 1))
         faces.append(TYPE_COLORS.get(c.type.name, "white"))
         names.append((col + 0.5, -i - 0.5, c.type.name))
-    ax.add_collection(PatchCollection(cells, facecolors=faces, edgecolors="white", linewidths=1))
+    if cells:  # one collection of the cells, without a Rectangle each (limits set below)
+        rects(ax, *zip(*cells), 1, 1, facecolors=faces, edgecolors="white", linewidths=1, autolim=False)
     if names:  # one artist for every cell's type name, not a Text each
         labels(ax, *zip(*names), fontsize=7)
     ax.set_xlim(0, len(kinds))
@@ -87,12 +87,21 @@ def _file_map(ax, y: float, layout, name: str, min_mb: float):
     """
     head = max(layout.data_start / 1e6, min_mb)
     shift = head - layout.data_start / 1e6
-    cells, faces = [], []
-    for t in layout.tensors:
-        start = layout.data_start + t.offset
-        cells.append(Rectangle((start / 1e6 + shift, y - 0.3), t.nbytes / 1e6, 0.6))
-        faces.append(TYPE_COLORS.get(t.type.name, "white"))
-    ax.add_collection(PatchCollection(cells, facecolors=faces, edgecolors="white", linewidths=0.3))
+    starts = np.array([layout.data_start + t.offset for t in layout.tensors], dtype=float)
+    sizes = np.array([t.nbytes for t in layout.tensors], dtype=float)
+    faces = [TYPE_COLORS.get(t.type.name, "white") for t in layout.tensors]
+    # One collection of a cell per tensor, without a Rectangle each: a file has dozens of tensors.
+    rects(
+        ax,
+        starts / 1e6 + shift,
+        y - 0.3,
+        sizes / 1e6,
+        0.6,
+        facecolors=faces,
+        edgecolors="white",
+        linewidths=0.3,
+        autolim=False,
+    )
     ax.add_patch(Rectangle((0, y - 0.3), head, 0.6, facecolor="black", edgecolor="white", hatch="///", linewidth=0.3))
     start, end = layout.data_range(name)
     ax.add_patch(
@@ -123,6 +132,7 @@ def gguf_map_view(files: dict, name: str):
     names_width = style.y_labels(top, -np.arange(n), list(files), fontsize=8)  # inches
     top.set_ylabel("file")
     top.set_xlabel("position in the file (MB)")
+    style.axis_labels(top)  # as outlines, as the grids' below (byte_grid): each Text label costs a redraw ms or two
     first = next(iter(files.values()))[1]
     style.title(
         top,

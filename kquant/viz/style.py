@@ -3,8 +3,8 @@
 Drawing only; each notebook group's views are in kquant.viz.numbers, .kquants, .files, .models.
 A widget redraws its whole figure on every slider move, so the views draw with one-artist
 stand-ins for matplotlib calls that make an artist per item or lay text out on every draw (``labels``
-for many short texts, ``legend``, ``title``, ``bars``, ``stairs``, ``vlines``/``hlines``), and keep
-slider-independent work out of the redraw (``by_content``).
+for many short texts, ``legend``, ``title``, ``axis_labels``, ``bars``, ``rects``, ``stairs``,
+``vlines``/``hlines``), and keep slider-independent work out of the redraw (``by_content``).
 benchmarks/widgets.py times every view against an empty figure.
 """
 
@@ -16,13 +16,13 @@ import hashlib
 
 import matplotlib
 import numpy as np
-from matplotlib.collections import LineCollection, PatchCollection, PathCollection, PolyCollection
+from matplotlib.collections import LineCollection, PathCollection, PolyCollection
 from matplotlib.colors import to_rgba
 from matplotlib.font_manager import FontProperties
 from matplotlib.patches import Rectangle, StepPatch
 from matplotlib.textpath import text_to_path
 from matplotlib.ticker import AutoLocator, FuncFormatter, LogFormatterSciNotation, LogLocator, MaxNLocator, NullLocator
-from matplotlib.transforms import Affine2D, ScaledTranslation
+from matplotlib.transforms import Affine2D, IdentityTransform, ScaledTranslation
 
 SIGN, EXPONENT, MANTISSA = "#d62728", "#1f77b4", "#2ca02c"
 
@@ -217,6 +217,23 @@ def bars(ax, x, height, *, width=0.8, color, label=None, **kwargs):
     return collection
 
 
+def rects(ax, x, y, width, height, *, autolim: bool = True, **kwargs) -> PolyCollection:
+    """``PatchCollection([Rectangle((x, y), width, height), ...], **kwargs)`` added to ``ax``: the same
+    rectangles (corners (x, y) and (x + width, y + height), data coordinates) as one collection, without
+    a Rectangle per cell.
+
+    A PatchCollection asks each Rectangle for its transformed path one by one in Python, a ms per
+    hundred cells on every redraw (a file map has a cell per tensor); these corners are computed at
+    once. ``autolim``: as ax.add_collection's (False where the caller sets the limits anyway)."""
+    x, y, width, height = np.broadcast_arrays(*(np.asarray(v, dtype=float) for v in (x, y, width, height)))
+    x0, y0 = x.ravel(), y.ravel()
+    x1, y1 = x0 + width.ravel(), y0 + height.ravel()  # as a Rectangle's corner: the same floats
+    verts = np.stack([np.column_stack(c) for c in [(x0, y0), (x1, y0), (x1, y1), (x0, y1)]], axis=1)
+    collection = PolyCollection(verts, **kwargs)
+    ax.add_collection(collection, autolim=autolim)
+    return collection
+
+
 def _segments(ax, a, lo, hi, vertical: bool, kwargs) -> LineCollection:
     a, lo, hi = np.broadcast_arrays(
         np.asarray(a, dtype=float), np.asarray(lo, dtype=float), np.asarray(hi, dtype=float)
@@ -395,21 +412,21 @@ def byte_grid(ax, block: np.ndarray, fields: list, per_row: int, base: int = 0):
     """Bytes as hex values in rows of ``per_row``, each field a colour; row labels count from ``base``."""
     block = np.asarray(block, dtype=np.uint8)
     rows = -(-block.size // per_row)
-    cells, faces, where, hex_values = [], [], [], []
+    index, faces, handles = [], [], []
     for k, (name, start, end) in enumerate(fields):
         color = FIELD_COLORS[k % len(FIELD_COLORS)]
-        for i in range(start, end):
-            r, c = divmod(i, per_row)
-            cells.append(Rectangle((c, -r - 1), 1, 1))
-            faces.append(to_rgba(color, 0.35))
-            where.append((c + 0.5, -r - 0.5))
-            hex_values.append(f"{block[i]:02x}")
-        ax.add_patch(Rectangle((0, 0), 0, 0, facecolor=color, alpha=0.35, label=f"{name}: bytes {start}–{end - 1}"))
+        index.append(np.arange(start, end))
+        faces += [to_rgba(color, 0.35)] * (end - start)
+        # The legend's swatch only: handed to legend(), not added to the axes, where it would be one more
+        # (empty) patch to draw on every redraw.
+        handles.append(Rectangle((0, 0), 0, 0, facecolor=color, alpha=0.35, label=f"{name}: bytes {start}–{end - 1}"))
+    index = np.concatenate(index) if index else np.zeros(0, dtype=int)
+    r, c = np.divmod(index, per_row)
     # One collection of cells and one of hex values, not a patch and a Text per byte: adding and
     # drawing hundreds of artists is most of a redraw.
-    ax.add_collection(PatchCollection(cells, facecolors=faces, edgecolors="white"))
-    if where:
-        labels(ax, *zip(*where), hex_values, fontsize=8, family="monospace")
+    rects(ax, c, -r - 1, 1, 1, facecolors=faces, edgecolors="white", autolim=False)
+    if index.size:
+        labels(ax, c + 0.5, -r - 0.5, [f"{v:02x}" for v in block[index]], fontsize=8, family="monospace")
     ax.set_xlim(0, per_row)
     ax.set_ylim(-rows, 0)
     # Column numbers under the cells where tick labels would be, as one label collection: a tick and
@@ -422,7 +439,8 @@ def byte_grid(ax, block: np.ndarray, fields: list, per_row: int, base: int = 0):
     y_labels(ax, -np.arange(rows) - 0.5, [str(base + r * per_row) for r in range(rows)], fontsize=7)
     ax.set_xlabel("byte offset within the row (hex values shown)")
     ax.set_ylabel("row starts at byte")
-    legend(ax, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+    axis_labels(ax)  # a caller's own set_ylabel later is drawn too: the outlines follow the label's text
+    legend(ax, handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
 
 
 def weights_on_levels(
@@ -755,3 +773,108 @@ def title(ax, text: str, *, fontsize=None, loc: str = "center"):
     )
     ax.add_collection(collection, autolim=False)
     return collection
+
+
+@functools.lru_cache(maxsize=256)
+def _text_block(text: str, fontsize: float, family: str, weight: str, ha: str, va: str, rotation: float):
+    """``text``'s lines as one outline in points about its anchor, laid out as Text._get_layout lays them out
+    (rotation_mode "anchor": aligned unrotated, then turned about the anchor), and its box's corners.
+
+    Each line's ascent and descent are at least the font's, plus half the font's line gap when there are
+    several lines; the lines are centred, left- or right-aligned in the box as ``ha`` (Text's multialignment)."""
+    from matplotlib.path import Path
+
+    ascent, descent, gap = _line_metrics(fontsize, family)
+    lines = text.split("\n")
+    gap = gap if len(lines) > 1 else 0.0
+    outlines, layout, y = [], [], 0.0
+    for line in lines:
+        path, (w, h, d) = _measured_outline(line, fontsize, family, weight) if line else (None, (0.0, 0.0, 0.0))
+        a, d = max(h - d, ascent) + gap / 2, max(d, descent) + gap / 2
+        y -= a
+        outlines.append(path)
+        layout.append((w, y))  # width and baseline, from the box's top (0) down
+        y -= d
+    width, bottom, last_baseline = max(w for w, _ in layout), y, layout[-1][1]
+    dx = {"left": 0.0, "center": width / 2, "right": width}[ha]
+    dy = {"bottom": bottom, "top": 0.0, "center": bottom / 2, "baseline": last_baseline}[va]
+    turn = Affine2D().rotate_deg(rotation)
+    indent = {"left": 0.0, "center": 0.5, "right": 1.0}[ha]  # of the room a line leaves in the box
+    pieces = [
+        p.transformed(Affine2D().translate(indent * (width - w) - dx, y - dy))
+        for p, (w, y) in zip(outlines, layout)
+        if p is not None and len(p.vertices)
+    ]
+    path = Path.make_compound_path(*pieces).transformed(turn) if pieces else Path(np.empty((0, 2)))
+    corners = turn.transform([(-dx, bottom - dy), (width - dx, bottom - dy), (width - dx, -dy), (-dx, -dy)])
+    return path, (*corners.min(axis=0), *corners.max(axis=0))
+
+
+class _AxisLabel(PathCollection):
+    """An axis's (hidden) label drawn as glyph outlines: its text, font, colour and alignment are read from the
+    label when drawn, and the outline put where the axis has just placed the label (axes draw their axes first)."""
+
+    def __init__(self, label, **kwargs):
+        super().__init__([], offsets=[(0.0, 0.0)], offset_transform=IdentityTransform(), **kwargs)
+        self.label = label
+
+    def _layout(self):
+        label = self.label
+        rotation = label.get_rotation()
+        if rotation and label.get_rotation_mode() != "anchor":
+            from kquant.errors import KQuantError
+
+            raise KQuantError("axis_labels: a label turned without rotation_mode='anchor'; leave it to matplotlib")
+        return _text_block(
+            label.get_text(),
+            float(label.get_fontsize()),
+            label.get_fontfamily()[0],
+            label.get_fontweight(),
+            label.get_horizontalalignment(),
+            label.get_verticalalignment(),
+            float(rotation),
+        )
+
+    def _anchor(self):
+        return self.label.get_transform().transform(self.label.get_position())
+
+    def draw(self, renderer):
+        path, _ = self._layout()
+        self.set_paths([path])
+        self.set_facecolor(to_rgba(self.label.get_color(), self.label.get_alpha()))
+        self.set_offsets([self._anchor()])
+        super().draw(renderer)
+
+    def get_window_extent(self, renderer=None):
+        from matplotlib.transforms import Bbox
+
+        (x, y), scale = self._anchor(), self.axes.figure.dpi / 72
+        x0, y0, x1, y1 = self._layout()[1]
+        return Bbox([[x + x0 * scale, y + y0 * scale], [x + x1 * scale, y + y1 * scale]])
+
+    def get_tightbbox(self, renderer=None):
+        return self.get_window_extent(renderer)
+
+
+def axis_labels(ax) -> None:
+    """``ax``'s x and y axis labels drawn as glyph outlines, one artist each, where the axes draws them.
+
+    The axes keep their labels (``ax.get_xlabel``, ``set_xlabel`` and ``tidy`` work as before) and place them
+    as always, from the tick labels and ``labelpad``; only the Text is hidden and its glyphs filled instead.
+    An axis label is a couple of ms of text layout and glyph rendering on every redraw (a turned or
+    two-line one more); its outline is made once per text. Plain text only, as ``labels``: no mathtext."""
+    for axis in (ax.xaxis, ax.yaxis):
+        if any(isinstance(c, _AxisLabel) and c.label is axis.label for c in ax.collections):
+            continue  # already drawn as outlines
+        axis.label.set_visible(False)
+        ax.add_collection(
+            _AxisLabel(
+                axis.label,
+                transform=Affine2D().scale(1 / 72) + ax.figure.dpi_scale_trans,  # points, at the figure's dpi
+                edgecolors="none",
+                linewidths=0,
+                zorder=3,  # after the axes' axis artists, which place the label
+                clip_on=False,
+            ),
+            autolim=False,
+        )
