@@ -364,9 +364,28 @@ def _work(u: _Unit) -> tuple[int, int, float]:
         written = 0
         while written < len(view):  # pwrite may write less than asked
             written += os.pwrite(fd, view[written:], u.offset + written)
+        if _sync_file_range is not None:
+            # Start writing these bytes to disk now, while the other units are encoded: the
+            # fsync that makes the file durable before its rename then has little left to wait for.
+            _sync_file_range(fd, u.offset, len(view), _SYNC_FILE_RANGE_WRITE)
     finally:
         os.close(fd)
     return u.index, (u.row1 - u.row0) * _JOB.choices[u.index].shape[-1], time.perf_counter() - t0
+
+
+_SYNC_FILE_RANGE_WRITE = 2  # <fcntl.h>: start writeback of the range, do not wait for it
+_sync_file_range = None  # Linux's sync_file_range, in a worker (see _worker_init)
+
+
+def _find_sync_file_range():
+    """glibc's sync_file_range(fd, offset, nbytes, flags), or None where there is none."""
+    try:
+        f = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    f.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    f.restype = ctypes.c_int
+    return f
 
 
 def _worker_init() -> None:
@@ -378,6 +397,8 @@ def _worker_init() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which stops the pool
     _keep_freed_memory()
+    global _sync_file_range
+    _sync_file_range = _find_sync_file_range()
 
 
 def _keep_freed_memory() -> None:
