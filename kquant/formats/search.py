@@ -242,8 +242,8 @@ def make_q3_quants(x: np.ndarray, nmax: int = 4, levels: bool = True) -> tuple[n
         if active is not None:  # the copies' sums (and levels) go back (the first sweep worked in place)
             sumlx[active], suml2[active] = slx_m, sl2_m
             if levels:
-                for k in range(n):  # row by row: ~2x faster than numpy's 2-D fancy assignment
-                    L[k][active] = La[k, :m]
+                for row in range(n):  # row by row: ~2x faster than numpy's 2-D fancy assignment
+                    L[row][active] = La[row, :m]
         keep = changed[:m].nonzero()[0]
         if keep.size == 0:
             break
