@@ -392,3 +392,28 @@ def test_q6_k_rounds_its_d_to_fp16_as_numpy_casts_it_also_in_fp16s_subnormal_ran
     v = np.concatenate([ties, below, ordinary, [np.float32(2.0**-14), np.float32(6e4)]])
     v = np.concatenate([v, -v])
     assert np.array_equal(_fp16(v).view(np.uint16), v.astype(np.float16).view(np.uint16))
+
+
+def test_a_search_result_is_its_own_array_not_the_workspace_the_next_call_reuses():
+    # make_qx_scale keeps its temporaries from call to call; what it returns must not be among them.
+    from kquant.formats.search import make_qx_scale
+
+    x1, x2 = (_weights("gaussian", rows=16, n=4096, seed=s).reshape(16, -1) for s in (1, 2))
+    first = [a.copy() for a in make_qx_scale(x1, 32)]
+    make_qx_scale(x2, 32)
+    returned = make_qx_scale(x1, 32)
+    make_qx_scale(x2, 32)
+    for a, b in zip(first, returned):
+        assert np.array_equal(a, b)
+
+
+def test_threads_quantizing_at_once_write_the_bytes_one_thread_writes():
+    # Each thread has its own workspace: two Q6_K encodes running together must not share one.
+    from concurrent.futures import ThreadPoolExecutor
+
+    xs = [_weights("heavy_tailed", rows=64, n=4096, seed=s) for s in range(4)]
+    alone = [kquant.quantize(x, "Q6_K") for x in xs]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(lambda x: kquant.quantize(x, "Q6_K"), xs))
+    for a, b in zip(alone, together):
+        assert np.array_equal(a, b)

@@ -16,6 +16,9 @@ different rounding order changes which candidate wins and so the bytes.
 Notebook 04 draws make_qkx2_quants candidate by candidate (through kquant.lessons.scale_search).
 """
 
+import math
+import threading
+
 import numpy as np
 
 from kquant.formats.cops import NEAREST_INT_MAGIC, c_semantics, c_to_uint8, f32, nearest_int, seqsum, signed_absmax
@@ -37,6 +40,21 @@ def _rint_levels(v: np.ndarray, bound: np.ndarray, lo: float, hi: float) -> np.n
         return np.clip(v, f32(lo), f32(hi), out=v)
     v[...] = np.clip(nearest_int(v), lo, hi)
     return v
+
+
+_scratch = threading.local()
+
+
+def _workspace(*specs: tuple) -> list[np.ndarray]:
+    """Uninitialised arrays, one per (shape, dtype), from this thread's workspace, which the next
+    call gets again (grown when too small). For a search's temporaries only: never returned,
+    and not for two callers at once (make_qx_scale is its one user)."""
+    sizes = [math.prod(shape) * np.dtype(dtype).itemsize for shape, dtype in specs]
+    starts = np.cumsum([0] + [-(-n // 64) * 64 for n in sizes])  # each array on a cache line
+    buf = getattr(_scratch, "buf", None)
+    if buf is None or buf.size < starts[-1]:
+        buf = _scratch.buf = np.empty(starts[-1], dtype=np.uint8)
+    return [buf[a : a + n].view(dtype).reshape(shape) for a, n, (shape, dtype) in zip(starts, sizes, specs)]
 
 
 # make_qx_quants' candidates in C's order: is = 0 (its first guess, -nmax/max), then -9..9 without 0.
@@ -84,25 +102,28 @@ def make_qx_scale(x: np.ndarray, nmax: int, qw: np.ndarray | None = None) -> tup
     if any_zero:
         max_[zero] = 1
     lo, hi = f32(-nmax), f32(nmax - 1)
+    # The search's arrays come from this thread's workspace, kept from call to call: fresh
+    # arrays this large are mmaps whose pages fault on first touch, which cost a third of Q6_K's
+    # time on a small model's tensors (glibc hands the freed pages back between calls).
+    # Every candidate's scale, and whether C keeps it (the winner is the last one kept), are
+    # written row by row, so the loop needs no masked copies of scale and iscale, only of best.
+    G = x.shape[1]
+    ws, iscales, scales, kept, rows = _workspace(
+        ((6, *x.shape), f32), ((19, G), f32), ((19, G), f32), ((19, G), bool), ((19, G), np.uint8)
+    )
     # All 19 candidate iscales in one division, in C's order (-nmax/max first, then is = -9..9
     # without 0): fl(-(nmax + 0.1f*is) / max), each factor rounded in float32 as in C.
-    iscales = np.divide(-(f32(nmax) + f32(0.1) * _QX_STEPS)[:, None], max_)  # (19, G)
+    np.divide(-(f32(nmax) + f32(0.1) * _QX_STEPS)[:, None], max_, out=iscales)  # (19, G)
     # Buffers reused by all 19 candidates; wx and w stacked so one multiply serves both sums.
-    l = np.empty_like(x)
-    W = np.empty((2, *x.shape), dtype=f32)
+    l, top, W, T = ws[0], ws[1], ws[2:4], ws[4:6]
     if qw is None:
         np.multiply(x, x, out=W[1])  # w = x*x, written in place (a fresh array costs one more pass)
     else:
         W[1] = qw
     np.multiply(W[1], x, out=W[0])
-    T = np.empty_like(W)
-    S = np.empty((2, x.shape[1]), dtype=f32)  # [sumlx, suml2], reduced into (no fresh array per candidate)
-    top = np.full_like(x, hi)  # np.minimum with an array runs ~3x faster than with a scalar
-    # Every candidate's scale, and whether C keeps it (the winner is the last one kept): written
-    # row by row, so the loop needs no masked copies of scale and iscale, only of best.
-    scales = np.empty(iscales.shape, dtype=f32)
-    kept = np.empty(iscales.shape, dtype=bool)
-    prod, square, best = np.empty((3, x.shape[1]), dtype=f32)
+    S = np.empty((2, G), dtype=f32)  # [sumlx, suml2], reduced into (no fresh array per candidate)
+    top[...] = hi  # np.minimum with an array runs ~3x faster than with a scalar
+    prod, square, best = np.empty((3, G), dtype=f32)
 
     for k, is_ in enumerate(_QX_STEPS.astype(int)):
         np.multiply(x, iscales[k], out=l)
@@ -138,7 +159,7 @@ def make_qx_scale(x: np.ndarray, nmax: int, qw: np.ndarray | None = None) -> tup
         np.multiply(scales[k], sumlx, out=prod)
         np.putmask(best, kept[k], prod)  # ~2x faster than np.copyto(where=) for a mask half True
     # The winner is the last candidate kept: its row is the largest k * kept[k] (bytes: a cheap pass).
-    win = np.maximum.reduce(kept * _QX_ROWS, axis=0) * np.intp(x.shape[1]) + np.arange(x.shape[1])
+    win = np.maximum.reduce(np.multiply(kept, _QX_ROWS, out=rows), axis=0) * np.intp(G) + np.arange(G)
     scale, best_iscale = scales.reshape(-1).take(win), iscales.reshape(-1).take(win)
     if any_zero:
         scale[zero] = 0  # C returns early: all-zero groups get L = 0 (not nmax) and scale 0
