@@ -57,7 +57,7 @@ def alpha_view(w: np.ndarray, x: np.ndarray, qtype: str, alphas: np.ndarray, los
     right.set_ylabel("output MSE / round-to-nearest's")
     style.title(right, f"α = {alphas[i]:.2f}: {rel[i]:.2f}× round-to-nearest's error", fontsize=10)
     right.grid(alpha=0.3)
-    tidy(fig)
+    tidy(fig, outline_labels=True)
     plt.show()
 
 

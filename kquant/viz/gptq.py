@@ -72,5 +72,5 @@ def gptq_view(W: np.ndarray, H: np.ndarray, column: int, percdamp: float, qtype:
     right.set_ylabel("output error tr(E H Eᵀ)")
     style.title(right, f"{qtype}, both: GPTQ at {e_gptq / e_rtn:.0%} of RTN", fontsize=10)
     right.grid(alpha=0.3, axis="y")
-    tidy(fig, bottom=0.75, left=0.95)
+    tidy(fig, bottom=0.75, left=0.95, outline_labels=True)
     plt.show()

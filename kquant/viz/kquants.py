@@ -65,7 +65,7 @@ def scale_search_view(x, j: int):
     levels = trace.scale * np.arange(16) - trace.the_min
     weights_on_levels(right, sub, y, levels, "scale·L − m", f"weight index in sub-block {j}", "upper left", (1.0, 1.0))
     style.title(right, f"winner: scale {trace.scale:.3g}, m {trace.the_min:.3g} (grey: the 16 levels)", fontsize=10)
-    tidy(fig)
+    tidy(fig, outline_labels=True)
     plt.show()
 
 
@@ -172,5 +172,5 @@ def k_block_view(w, name: str, group: int = 0, row: int = 0):
     weights_on_levels(right, x[sl], y[sl], levels[group], "decoded", f"weight index in group {group}")
     step = float(np.abs(np.diff(levels[group])).mean()) if lay.level_bits else 0.0
     style.title(right, f"group {group}: {2**lay.level_bits} evenly spaced levels (grey),\nstep {step:.3g}", fontsize=10)
-    tidy(fig)
+    tidy(fig, outline_labels=True)
     plt.show()

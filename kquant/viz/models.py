@@ -185,7 +185,7 @@ def importance_view(vectors: dict, name: str, top: int = 5):
     i10 = max(1, len(imp) // 10)
     right.set_title(f"the loudest 10 % hold {100 * share[i10 - 1]:.0f} %", fontsize=10)
     right.grid(alpha=0.3)
-    tidy(fig)
+    tidy(fig, outline_labels=True)
     plt.show()
 
 

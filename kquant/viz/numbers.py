@@ -76,7 +76,7 @@ def pi_grid_view(frac_bits: int, int_bits: int = 2, max_bits: int = 20):
     bottom.set_ylabel("rounding error (absolute)")
     style.title(bottom, f"error at {frac_bits} bits: {float(abs(fp.value - np.pi)):.3g}")
     legend(bottom, fontsize=8)
-    tidy(fig)
+    tidy(fig, outline_labels=True)
     plt.show()
 
 
@@ -177,7 +177,7 @@ def quant_error_view(w, bits: int, scheme: str = "absmax", block_size=None):
     )
     zeros = np.mean(w_hat == 0) * 100
     style.title(right, f"SQNR {metrics.sqnr_db(w, w_hat):.1f} dB, {zeros:.0f}% of weights stored as 0", fontsize=10)
-    tidy(fig)
+    tidy(fig, outline_labels=True)
     plt.show()
 
 
@@ -255,7 +255,7 @@ def outlier_view(w, gain: float, gains, curve, bits: int = 4):
         fontsize=10,
     )
     legend(right, fontsize=8, loc="upper right")
-    tidy(fig)
+    tidy(fig, outline_labels=True)
     plt.show()
 
 
@@ -312,7 +312,7 @@ def block_view(w, block_size: int, bits: int = 4, row: int = 0, show: int = 256)
     style.title(
         right, f"{bits}-bit absmax: {bpw:.3f} bits/weight, SQNR {metrics.sqnr_db(w, w_hat):.1f} dB", fontsize=10
     )
-    tidy(fig)
+    tidy(fig, outline_labels=True)
     plt.show()
 
 

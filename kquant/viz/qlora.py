@@ -54,7 +54,7 @@ def nf4_view(w: np.ndarray, name: str, blocksize: int = 64, grid: str = "NF4"):
         fontsize=10,
     )
     ax.legend(loc="upper left", fontsize=8)
-    tidy(fig)
+    tidy(fig, outline_labels=True)
     plt.show()
 
 

@@ -126,14 +126,24 @@ def _lines(text: str) -> int:
     return text.count("\n") + 1 if text else 0
 
 
-def tidy(fig, wspace: float = 0.3, hspace: float = 0.75, bottom: float = 0.55, right: float = 0.0, left: float = 0.0):
+def tidy(
+    fig,
+    wspace: float = 0.3,
+    hspace: float = 0.75,
+    bottom: float = 0.55,
+    right: float = 0.0,
+    left: float = 0.0,
+    outline_labels: bool = False,
+):
     """Space the panels apart and leave margins, in inches, for the labels, titles and outside legends.
 
     Fixed margins instead of tight_layout or a "tight" crop: either would cost each redraw an extra
     layout pass. The sizes follow what the figure holds (title lines, a suptitle, a legend beside the
     axes); tests/test_viz.py checks that nothing falls outside the figure. ``bottom``: inches below the
     axes (more for rotated tick labels); ``right``: inches kept free on the right (text or a figure
-    legend beside the axes); ``left``: at least this many inches on the left (long tick labels).
+    legend beside the axes); ``left``: at least this many inches on the left (long tick labels);
+    ``outline_labels``: every axis label drawn as glyph outlines (``axis_labels``), for a slider's
+    view, whose every redraw pays a ms or two per Text label (plain-text labels only).
     Default tick locators become cheaper ones: about 5 ticks on linear axes; on log axes no minor
     ticks and plain labels (each tick is several artists, each mathtext label a parse, every redraw)."""
     w, h = fig.get_size_inches()
@@ -165,6 +175,10 @@ def tidy(fig, wspace: float = 0.3, hspace: float = 0.75, bottom: float = 0.55, r
     fig.subplots_adjust(
         left=left / w, right=1 - right / w, bottom=bottom / h, top=1 - top / h, wspace=wspace, hspace=hspace
     )
+    if outline_labels:
+        for ax in fig.axes:
+            if ax.get_xlabel() or ax.get_ylabel():
+                axis_labels(ax)
 
 
 def _plain_log() -> FuncFormatter:
