@@ -63,7 +63,7 @@ def timed_views() -> list[View]:
     return [v for v in views() if v.slider]
 
 
-def cpu_ms(fn) -> tuple[float, float]:
+def timed_ms(fn) -> tuple[float, float]:
     """(wall ms, CPU ms) of one call."""
     t0, c0 = time.perf_counter(), time.process_time()
     fn()
@@ -88,9 +88,9 @@ def main(argv=None) -> int:
             for i in range(args.repeat):
                 # The floor is redrawn between the view's redraws, so that a slow spell of a shared
                 # machine weighs on both sides of the ratio.
-                floor.append(cpu_ms(lambda: empty_figure(0))[1])
+                floor.append(timed_ms(lambda: empty_figure(0))[1])
                 value = values[i % len(values)]
-                w, c = cpu_ms(lambda draw=view, value=value: draw(value))
+                w, c = timed_ms(lambda draw=view, value=value: draw(value))
                 wall.append(w)
                 cpu.append(c)
             ms, c_ms, f_ms = statistics.median(wall), statistics.median(cpu), statistics.median(floor)

@@ -377,11 +377,18 @@ _SYNC_FILE_RANGE_WRITE = 2  # <fcntl.h>: start writeback of the range, do not wa
 _sync_file_range = None  # Linux's sync_file_range, in a worker (see _worker_init)
 
 
+def _libc(name: str):
+    """A function of the C library this process runs on (glibc's, on Linux), or None where it has none."""
+    try:
+        return getattr(ctypes.CDLL(None), name)
+    except (OSError, AttributeError):
+        return None
+
+
 def _find_sync_file_range():
     """glibc's sync_file_range(fd, offset, nbytes, flags), or None where there is none."""
-    try:
-        f = ctypes.CDLL(None, use_errno=True).sync_file_range
-    except (OSError, AttributeError):
+    f = _libc("sync_file_range")
+    if f is None:
         return None
     f.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
     f.restype = ctypes.c_int
@@ -411,9 +418,8 @@ def _keep_freed_memory() -> None:
     unit; a worker's memory stays what one unit needs at once, and is all returned when it exits.
     Elsewhere (macOS, musl) there is no such knob, and nothing is changed.
     """
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
+    mallopt = _libc("mallopt")
+    if mallopt is None:
         return
     M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's <malloc.h>
     mallopt(M_MMAP_THRESHOLD, 32 << 20)
