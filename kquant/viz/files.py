@@ -132,7 +132,6 @@ def gguf_map_view(files: dict, name: str):
     names_width = style.y_labels(top, -np.arange(n), list(files), fontsize=8)  # inches
     top.set_ylabel("file")
     top.set_xlabel("position in the file (MB)")
-    style.axis_labels(top)  # as outlines, as the grids' below (byte_grid): each Text label costs a redraw ms or two
     first = next(iter(files.values()))[1]
     style.title(
         top,
@@ -157,5 +156,5 @@ def gguf_map_view(files: dict, name: str):
             f"its info record, bytes {t.start:,}–{t.end - 1:,} ({t.type.name}, ne {t.ne}, offset {t.offset:,})",
             fontsize=9,
         )
-    tidy(fig, hspace=1.25, left=0.5 + names_width)  # room for the files' names
+    tidy(fig, hspace=1.25, left=0.5 + names_width, outline_labels=True)  # room for the files' names
     plt.show()
