@@ -60,6 +60,7 @@ def _workspace(*specs: tuple) -> list[np.ndarray]:
 # make_qx_quants' candidates in C's order: is = 0 (its first guess, -nmax/max), then -9..9 without 0.
 _QX_STEPS = np.array([0, *range(-9, 0), *range(1, 10)], dtype=f32)
 _QX_ROWS = np.arange(len(_QX_STEPS), dtype=np.uint8)[:, None]
+_QX_STEPS_INT = tuple(int(s) for s in _QX_STEPS)
 
 
 @c_semantics
@@ -105,11 +106,9 @@ def make_qx_scale(x: np.ndarray, nmax: int, qw: np.ndarray | None = None) -> tup
     # The search's arrays come from this thread's workspace, kept from call to call: fresh
     # arrays this large are mmaps whose pages fault on first touch, which cost a third of Q6_K's
     # time on a small model's tensors (glibc hands the freed pages back between calls).
-    # Every candidate's scale, and whether C keeps it (the winner is the last one kept), are
-    # written row by row, so the loop needs no masked copies of scale and iscale, only of best.
     G = x.shape[1]
-    ws, iscales, scales, kept, rows = _workspace(
-        ((6, *x.shape), f32), ((19, G), f32), ((19, G), f32), ((19, G), bool), ((19, G), np.uint8)
+    ws, iscales, sums, per_candidate, kept, rows = _workspace(
+        ((6, *x.shape), f32), ((19, G), f32), ((19, 2, G), f32), ((3, 19, G), f32), ((19, G), bool), ((19, G), np.uint8)
     )
     # All 19 candidate iscales in one division, in C's order (-nmax/max first, then is = -9..9
     # without 0): fl(-(nmax + 0.1f*is) / max), each factor rounded in float32 as in C.
@@ -121,11 +120,12 @@ def make_qx_scale(x: np.ndarray, nmax: int, qw: np.ndarray | None = None) -> tup
     else:
         W[1] = qw
     np.multiply(W[1], x, out=W[0])
-    S = np.empty((2, G), dtype=f32)  # [sumlx, suml2], reduced into (no fresh array per candidate)
     top[...] = hi  # np.minimum with an array runs ~3x faster than with a scalar
-    prod, square, best = np.empty((3, G), dtype=f32)
 
-    for k, is_ in enumerate(_QX_STEPS.astype(int)):
+    # Each candidate's [sumlx, suml2] over the whole tensor first; C's running comparison after,
+    # on (G,) rows: the per-candidate loop then makes 6 numpy calls, not 12 (their fixed cost is
+    # a quarter of the search on a small model's tensors).
+    for k, is_ in enumerate(_QX_STEPS_INT):
         np.multiply(x, iscales[k], out=l)
         np.rint(l, out=l)
         # |x * iscale| <= nmax + 0.1 * is_ (+ float rounding, far below 0.1). Rounding can
@@ -138,26 +138,26 @@ def make_qx_scale(x: np.ndarray, nmax: int, qw: np.ndarray | None = None) -> tup
         np.multiply(W, l, out=T)  # [w*x*l, w*l]
         np.multiply(T[1], l, out=T[1])  # (w*l)*l
         # Both sums in C order, down the n axis, from 0 (seqsum's rule; a single group takes seqsum).
-        if x.shape[1] == 1:
-            S[...] = seqsum(T, axis=1)
+        if G == 1:
+            sums[k] = seqsum(T, axis=1)
         else:
-            np.add.reduce(T, axis=1, initial=0.0, out=S)
-        sumlx, suml2 = S
-        np.divide(sumlx, suml2, out=scales[k])
-        if k == 0:  # C's first guess: scale = suml2 ? sumlx/suml2 : 0; best = scale*sumlx
-            scales[0][suml2 == 0] = 0
-            np.multiply(scales[0], sumlx, out=best)
-            kept[0] = True
-            continue
+            np.add.reduce(T, axis=1, initial=0.0, out=sums[k])
+    sumlx, suml2 = sums[:, 0], sums[:, 1]  # (19, G) each
+    scales, gains, square = per_candidate
+    np.divide(sumlx, suml2, out=scales)
+    scales[0][suml2[0] == 0] = 0  # C's first guess: scale = suml2 ? sumlx/suml2 : 0
+    np.multiply(scales, sumlx, out=gains)  # best = scale*sumlx, where a candidate is kept
+    np.multiply(sumlx, sumlx, out=square)
+    best, prod = gains[0].copy(), np.empty(G, dtype=f32)
+    kept[0] = True
+    for k in range(1, 19):
         # C: if (suml2 > 0 && sumlx*sumlx > best*suml2) {scale = sumlx/suml2; best = scale*sumlx;}
         # The weights are >= 0, so suml2 is 0 only where every w*l is 0, and then sumlx is 0 too
         # and 0 > best*0 is False already (the product is a signed zero or NaN): the first test
         # is implied, one pass saved.
-        np.multiply(sumlx, sumlx, out=square)
-        np.multiply(best, suml2, out=prod)
-        np.greater(square, prod, out=kept[k])
-        np.multiply(scales[k], sumlx, out=prod)
-        np.putmask(best, kept[k], prod)  # ~2x faster than np.copyto(where=) for a mask half True
+        np.multiply(best, suml2[k], out=prod)
+        np.greater(square[k], prod, out=kept[k])
+        np.putmask(best, kept[k], gains[k])  # ~2x faster than np.copyto(where=) for a mask half True
     # The winner is the last candidate kept: its row is the largest k * kept[k] (bytes: a cheap pass).
     win = np.maximum.reduce(np.multiply(kept, _QX_ROWS, out=rows), axis=0) * np.intp(G) + np.arange(G)
     scale, best_iscale = scales.reshape(-1).take(win), iscales.reshape(-1).take(win)
