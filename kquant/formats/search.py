@@ -49,12 +49,20 @@ def _workspace(*specs: tuple) -> list[np.ndarray]:
     """Uninitialised arrays, one per (shape, dtype), from this thread's workspace, which the next
     call gets again (grown when too small). For a search's temporaries only: never returned,
     and not for two callers at once (make_qx_scale is its one user)."""
+    views = getattr(_scratch, "views", {})
+    if specs in views:  # a tensor's chunks (and a model's tensors) repeat their shapes
+        return views[specs]
     sizes = [math.prod(shape) * np.dtype(dtype).itemsize for shape, dtype in specs]
     starts = np.cumsum([0] + [-(-n // 64) * 64 for n in sizes])  # each array on a cache line
     buf = getattr(_scratch, "buf", None)
     if buf is None or buf.size < starts[-1]:
         buf = _scratch.buf = np.empty(starts[-1], dtype=np.uint8)
-    return [buf[a : a + n].view(dtype).reshape(shape) for a, n, (shape, dtype) in zip(starts, sizes, specs)]
+        views = {}  # views of the old buffer would keep it alive
+    if len(views) > 64:
+        views = {}
+    views[specs] = [buf[a : a + n].view(dtype).reshape(shape) for a, n, (shape, dtype) in zip(starts, sizes, specs)]
+    _scratch.views = views
+    return views[specs]
 
 
 # make_qx_quants' candidates in C's order: is = 0 (its first guess, -nmax/max), then -9..9 without 0.
