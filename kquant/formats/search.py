@@ -202,6 +202,7 @@ def make_q3_quants(x: np.ndarray, nmax: int = 4, levels: bool = True) -> tuple[n
     L, P, Q = np.empty((3, n, G + 1), dtype=f32)
     sumlx, suml2 = np.empty((2, G + 1), dtype=f32)
     zero = np.empty(G, dtype=bool)
+    lo, hi = f32(-nmax), f32(nmax - 1)
     # The first rounding a tile of groups at a time: a tile's arrays stay in cache from one pass
     # to the next (over 2^16 groups, the same passes take ~1.5x as long per group).
     for c0 in range(0, G, _Q3_TILE):
@@ -210,8 +211,13 @@ def make_q3_quants(x: np.ndarray, nmax: int = 4, levels: bool = True) -> tuple[n
         max_ = signed_absmax(xc, axis=0)
         zero[c] = z = np.abs(max_) < GROUP_MAX_EPS
         iscale = f32(-nmax) / max_
-        # |iscale * x| <= nmax (+ rounding): the fast rounding is exact except for all-zero groups.
-        _rint_levels(np.multiply(iscale, xc, out=L[:, c]), np.where(z, np.inf, f32(nmax + 1)), -nmax, nmax - 1)
+        Lc = np.multiply(iscale, xc, out=L[:, c])
+        if z.any():  # an all-zero group's iscale is inf: C's exact rounding
+            _rint_levels(Lc, np.where(z, np.inf, f32(nmax + 1)), -nmax, nmax - 1)
+        else:
+            # |iscale * x| <= nmax (+ a rounding, far below 0.5), and the group's max lands on
+            # -nmax: np.rint is nearest_int here, and only the clamp at nmax - 1 can bite.
+            np.minimum(np.rint(Lc, out=Lc), hi, out=Lc)
         _q3_terms(xc, L[:, c], P[:, c], Q[:, c])
         sumlx[c] = seqsum(P[:, c])
         suml2[c] = seqsum(Q[:, c])
@@ -219,7 +225,6 @@ def make_q3_quants(x: np.ndarray, nmax: int = 4, levels: bool = True) -> tuple[n
     # as it was, so every later sweep would change nothing too: each sweep need only
     # visit the groups the previous sweep changed (in real weights about 1 in 5, then 1 in
     # 4 of those...). The first sweep works in place; each later one on compact copies.
-    lo, hi = f32(-nmax), f32(nmax - 1)
     # One set of step buffers for all steps: a fresh 128 KiB array per step would be an mmap
     # whose pages fault on first touch.
     buf = np.empty((4, G), dtype=f32)
@@ -299,9 +304,9 @@ def make_q3_quants(x: np.ndarray, nmax: int = 4, levels: bool = True) -> tuple[n
 
 def _q3_terms(x: np.ndarray, L: np.ndarray, P: np.ndarray, Q: np.ndarray) -> None:
     """make_q3_quants' terms of sumlx and suml2, into P and Q: (w*x)*L and (w*L)*L with w = x*x, C's order."""
-    w = x * x
-    np.multiply(np.multiply(w, x), L, out=P)
-    np.multiply(np.multiply(w, L, out=w), L, out=Q)
+    w = np.multiply(x, x, out=Q)  # computed in P and Q themselves: no temporaries
+    np.multiply(np.multiply(w, x, out=P), L, out=P)
+    np.multiply(np.multiply(w, L, out=Q), L, out=Q)
 
 
 @c_semantics
