@@ -203,6 +203,7 @@ def make_q3_quants(x: np.ndarray, nmax: int = 4, levels: bool = True) -> tuple[n
     sumlx, suml2 = np.empty((2, G + 1), dtype=f32)
     zero = np.empty(G, dtype=bool)
     lo, hi = f32(-nmax), f32(nmax - 1)
+    top = np.full(min(G, _Q3_TILE), hi)  # np.minimum with a row runs ~3.5x faster than with a scalar
     # The first rounding a tile of groups at a time: a tile's arrays stay in cache from one pass
     # to the next (over 2^16 groups, the same passes take ~1.5x as long per group).
     for c0 in range(0, G, _Q3_TILE):
@@ -217,7 +218,7 @@ def make_q3_quants(x: np.ndarray, nmax: int = 4, levels: bool = True) -> tuple[n
         else:
             # |iscale * x| <= nmax (+ a rounding, far below 0.5), and the group's max lands on
             # -nmax: np.rint is nearest_int here, and only the clamp at nmax - 1 can bite.
-            np.minimum(np.rint(Lc, out=Lc), hi, out=Lc)
+            np.minimum(np.rint(Lc, out=Lc), top[: Lc.shape[1]], out=Lc)
         _q3_terms(xc, L[:, c], P[:, c], Q[:, c])
         sumlx[c] = seqsum(P[:, c])
         suml2[c] = seqsum(Q[:, c])
