@@ -7,8 +7,8 @@ A super-block of QK_K = 256 weights has 16 groups of 16. Weight e of group j dec
 Symmetric (no min). The low 2 bits of each level are packed like Q2_K's, the third
 bit goes to ``hmask``. 3.4375 bits per weight.
 
-ggml's C encodes Q3_K faster than this numpy code (unlike the other K-quants): about 1.1x on
-large tensors and 1.8-1.9x on a small model's (benchmarks/codecs.py). Its scale search ends
+ggml's C encodes Q3_K faster than this numpy code (unlike the other K-quants): about 1.05-1.25x
+on large tensors and about 2x on a small model's (benchmarks/codecs.py). Its scale search ends
 in a coordinate descent of up to 80 steps per group that each depend on the one before: a
 few scalar operations in C, but a few dozen numpy calls here, whose fixed cost, paid per
 step over ever fewer groups, a small tensor cannot spread over many weights.
@@ -73,7 +73,7 @@ class Fields(NamedTuple):
 def encode(x: np.ndarray) -> Fields:
     """quantize_row_q3_K_ref: x (n, 256) float32 -> Fields.
 
-    The slowest K-quant here relative to C (~0.9x on big tensors, ~0.55x on a small model's,
+    The slowest K-quant here relative to C (0.8-0.95x on big tensors, ~0.5x on a small model's,
     benchmarks/codecs.py): see the module docstring.
     """
     n = x.shape[0]
