@@ -114,7 +114,14 @@ def lanes(x: np.ndarray) -> np.ndarray:
     """
     n, k = x.shape
     items = np.ascontiguousarray(x).view(np.complex128)  # (n, k // 4): only a view of the floats
-    return items.T.copy().view(f32).reshape(k // LANES, n, LANES)
+    out = np.empty((k // LANES, n), dtype=np.complex128)
+    # 256 KB of blocks at a time: numpy's transposing copy writes one output row at a time, reading
+    # the input k // 4 times over; a slice this size stays in the 1 MB L2 across those reads (a whole
+    # 2**18-weight chunk did not: the legacy encoders ran 6-19 % slower, measured on a 2 M-weight matrix).
+    step = max(1, (256 << 10) // (4 * k))
+    for a in range(0, n, step):
+        np.copyto(out[:, a : a + step], items[a : a + step].T)
+    return out.view(f32).reshape(k // LANES, n, LANES)
 
 
 def lanes_to_rows(q: np.ndarray) -> np.ndarray:
