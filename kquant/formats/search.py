@@ -131,8 +131,8 @@ def make_qx_scale(x: np.ndarray, nmax: int, qw: np.ndarray | None = None) -> tup
     top[...] = hi  # np.minimum with an array runs ~3x faster than with a scalar
 
     # Each candidate's [sumlx, suml2] over the whole tensor first; C's running comparison after,
-    # on (G,) rows: the per-candidate loop then makes 6 numpy calls, not 12 (their fixed cost is
-    # a quarter of the search on a small model's tensors).
+    # on (G,) rows: the per-candidate loop then makes 6 numpy calls, not 12, whose fixed cost
+    # shows on small tensors (measured: 0.87x the time at 64 groups, 0.97x at 2048).
     for k, is_ in enumerate(_QX_STEPS_INT):
         np.multiply(x, iscales[k], out=l)
         np.rint(l, out=l)
