@@ -28,20 +28,6 @@ GROUP_MAX_EPS = f32(1e-15)  # a group whose largest |x| is below this is treated
 _RINT_SAFE = f32(4.0e6)  # below ggml's nearest_int limit of 4194303, with room for rounding
 
 
-def _rint_levels(v: np.ndarray, bound: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    """clamp(nearest_int(v), lo, hi) as float32, in place on ``v``.
-
-    ``bound`` (per group) is an upper bound on |v|. Inside ggml's valid range
-    nearest_int *is* round-half-to-even, which ``np.rint`` does in one fast pass;
-    a degenerate group (bound inf or NaN) takes C's exact integer path instead.
-    """
-    if np.all(bound < _RINT_SAFE):  # False for NaN: that takes the exact path
-        np.rint(v, out=v)
-        return np.clip(v, f32(lo), f32(hi), out=v)
-    v[...] = np.clip(nearest_int(v), lo, hi)
-    return v
-
-
 _scratch = threading.local()
 
 
@@ -213,8 +199,8 @@ def make_q3_quants(x: np.ndarray, nmax: int = 4, levels: bool = True) -> tuple[n
         zero[c] = z = np.abs(max_) < GROUP_MAX_EPS
         iscale = f32(-nmax) / max_
         Lc = np.multiply(iscale, xc, out=L[:, c])
-        if z.any():  # an all-zero group's iscale is inf: C's exact rounding
-            _rint_levels(Lc, np.where(z, np.inf, f32(nmax + 1)), -nmax, nmax - 1)
+        if z.any():  # an all-zero group's iscale is inf (its x * iscale NaN): C's exact rounding
+            Lc[...] = np.clip(nearest_int(Lc), -nmax, nmax - 1)
         else:
             # |iscale * x| <= nmax (+ a rounding, far below 0.5), and the group's max lands on
             # -nmax: np.rint is nearest_int here, and only the clamp at nmax - 1 can bite.
