@@ -68,6 +68,7 @@ from gguf.quants import quant_shape_to_byte_shape
 
 from kquant.errors import KQuantError
 from kquant.formats import FORMATS, dequantize, quantize
+from kquant.formats.alloc import keep_freed_memory, libc_function
 from kquant.gguf.llama_keys import check_llama
 from kquant.gguf.reader import GGUFFile, StringArray, open_gguf, shape_of, weights
 from kquant.gguf.summary import FileSummary, TensorRow
@@ -377,17 +378,9 @@ _SYNC_FILE_RANGE_WRITE = 2  # <fcntl.h>: start writeback of the range, do not wa
 _sync_file_range = None  # Linux's sync_file_range, in a worker (see _worker_init)
 
 
-def _libc(name: str):
-    """A function of the C library this process runs on (glibc's, on Linux), or None where it has none."""
-    try:
-        return getattr(ctypes.CDLL(None), name)
-    except (OSError, AttributeError):
-        return None
-
-
 def _find_sync_file_range():
     """glibc's sync_file_range(fd, offset, nbytes, flags), or None where there is none."""
-    f = _libc("sync_file_range")
+    f = libc_function("sync_file_range")
     if f is None:
         return None
     f.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
@@ -403,27 +396,12 @@ def _worker_init() -> None:
     """
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which stops the pool
-    _keep_freed_memory()
+    # glibc: numpy's temporaries from the heap, and up to 1 GiB of freed memory kept (a worker's
+    # memory stays what one unit needs at once, and all goes back when it exits). By default a
+    # 300 M-weight file cost the workers ~300 000 page faults, a third of their CPU time.
+    keep_freed_memory(1 << 30)
     global _sync_file_range
     _sync_file_range = _find_sync_file_range()
-
-
-def _keep_freed_memory() -> None:
-    """glibc: serve numpy's temporaries from the heap and keep freed memory, as llama-quantize reuses its buffers.
-
-    By default an array above a threshold (128 KiB, rising only to the largest chunk freed so far) is
-    a fresh mmap whose every 4 KiB page faults on first touch, and the heap goes back to the system
-    whenever its free top exceeds another: a 300 M-weight file cost the workers ~300 000 page faults,
-    a third of their CPU time. 32 MiB (glibc's ceiling for the first) covers every temporary of a
-    unit; a worker's memory stays what one unit needs at once, and is all returned when it exits.
-    Elsewhere (macOS, musl) there is no such knob, and nothing is changed.
-    """
-    mallopt = _libc("mallopt")
-    if mallopt is None:
-        return
-    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's <malloc.h>
-    mallopt(M_MMAP_THRESHOLD, 32 << 20)
-    mallopt(M_TRIM_THRESHOLD, 1 << 30)
 
 
 def _run(job: _Job, units: list[_Unit], threads: int, label: str, progress: bool) -> list[float]:

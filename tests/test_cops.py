@@ -6,7 +6,6 @@ import pytest
 from kquant.formats import q4_0, q5_0
 from kquant.formats.cops import (
     c_float_to_int8,
-    empty_aligned,
     inverse_or_zero,
     lane_max_min,
     lanes,
@@ -159,22 +158,3 @@ def test_widen_fp16_gives_every_fp16_bit_pattern_the_float32_numpy_casts_it_to()
     finite = bits[np.isfinite(expected)].view(np.float16).reshape(-1, 32)
     np.testing.assert_array_equal(widen_fp16(finite).view(np.uint32), finite.astype(np.float32).view(np.uint32))
     assert widen_fp16(np.zeros((0, 4), np.float16)).shape == (0, 4)
-
-
-@pytest.mark.parametrize("shape", [(1,), (3, 5), (16, 2048), (6, 16, 4096)])
-def test_empty_aligned_starts_on_a_cache_line_with_the_shape_and_dtype_asked(shape):
-    # A large np.empty starts 16 bytes past a cache line (glibc's chunk header): the searches'
-    # arrays come from here so that numpy's SIMD loads do not split lines.
-    for dtype in (np.float32, np.uint8, bool):
-        a = empty_aligned(shape, dtype)
-        assert a.ctypes.data % 64 == 0
-        assert a.shape == shape and a.dtype == dtype and a.flags.c_contiguous
-        a[...] = 1  # the whole array is writable memory of its own
-        assert a.sum() == np.prod(shape)
-
-
-def test_the_searchs_workspace_arrays_each_start_on_a_cache_line():
-    from kquant.formats.search import _workspace
-
-    arrays = _workspace(((6, 16, 2048), np.float32), ((19, 2048), bool), ((3, 7), np.uint8), ((5,), np.float32))
-    assert [a.ctypes.data % 64 for a in arrays] == [0, 0, 0, 0]

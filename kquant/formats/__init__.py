@@ -28,6 +28,7 @@ import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
 from kquant.errors import KQuantError
+from kquant.formats.alloc import keep_freed_memory
 
 # name -> module, in the order the workbook teaches them.
 _MODULES = {
@@ -131,6 +132,7 @@ def quantize(x, qtype, imatrix=None) -> np.ndarray:
     ``quantize_row_*_impl``); Q8_0 ignores it, as ggml does.
     """
     fmt = get_format(qtype)
+    keep_freed_memory()  # the chunks' temporaries reuse memory from call to call (see formats/alloc.py)
     # NaN/Inf are looked for chunk by chunk below, where the chunk is about to be read anyway
     # (a separate pass over the whole input reads it cold from memory: ~10 % of a Q4_0 encode).
     x = check_weights(x, fmt, finite=False)
@@ -213,6 +215,7 @@ def dequantize(q, qtype) -> np.ndarray:
     Returns float32 of shape ``(*q.shape[:-1], n_per_row)``.
     """
     fmt = get_format(qtype)
+    keep_freed_memory()
     q = check_bytes(q, fmt)
     blocks = q.reshape(-1, fmt.type_size)
     out = np.empty((blocks.shape[0], fmt.block_size), dtype=np.float32)

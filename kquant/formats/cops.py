@@ -87,18 +87,6 @@ def c_to_uint8(i: np.ndarray) -> np.ndarray:
     return (np.asarray(i, dtype=np.int64) & 0xFF).astype(np.uint8)
 
 
-def empty_aligned(shape, dtype=f32) -> np.ndarray:
-    """``np.empty`` starting on a 64-byte cache line.
-
-    A large np.empty starts 16 bytes past one (glibc's chunk header), so half of numpy's 32-byte
-    SIMD loads split two cache lines; the searches' hot arrays come from here instead.
-    """
-    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
-    raw = np.empty(nbytes + 64, dtype=np.uint8)
-    start = -raw.ctypes.data % 64
-    return raw[start : start + nbytes].view(dtype).reshape(shape)
-
-
 def columns(x: np.ndarray) -> np.ndarray:
     """``x.T`` as a new C-contiguous array: (n, k) blocks -> (k, n), the blocks side by side.
 

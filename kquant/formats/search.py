@@ -21,11 +21,11 @@ import threading
 
 import numpy as np
 
+from kquant.formats.alloc import empty_aligned
 from kquant.formats.cops import (
     NEAREST_INT_MAGIC,
     c_semantics,
     c_to_uint8,
-    empty_aligned,
     f32,
     nearest_int,
     seqsum,
@@ -108,9 +108,10 @@ def make_qx_scale(x: np.ndarray, nmax: int, qw: np.ndarray | None = None) -> tup
     if any_zero:
         max_[zero] = 1
     lo, hi = f32(-nmax), f32(nmax - 1)
-    # The search's arrays come from this thread's workspace, kept from call to call: fresh
-    # arrays this large are mmaps whose pages fault on first touch, which cost a third of Q6_K's
-    # time on a small model's tensors (glibc hands the freed pages back between calls).
+    # The search's arrays come from this thread's workspace, kept from call to call and on cache
+    # lines: under glibc's defaults fresh arrays this large are mmaps whose pages fault on first
+    # touch, which cost a third of Q6_K's time on a small model's tensors (alloc.py keeps freed
+    # memory too, but only once quantize() has set it up; the lessons call the search directly).
     G = x.shape[1]
     ws, iscales, sums, per_candidate, kept, rows = _workspace(
         ((6, *x.shape), f32), ((19, G), f32), ((19, 2, G), f32), ((3, 19, G), f32), ((19, G), bool), ((19, G), np.uint8)
