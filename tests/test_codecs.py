@@ -379,21 +379,6 @@ def test_registry_matches_ggml_geometry_and_bits_per_weight():
         assert (f.block_size, f.type_size) == gguf.GGML_QUANT_SIZES[f.qtype]
 
 
-def test_q6_k_rounds_its_d_to_fp16_as_numpy_casts_it_also_in_fp16s_subnormal_range():
-    # Q6_K's d (below fp16's smallest normal, 2**-14, for nearly every block of real weights) is
-    # converted without numpy's cast, which is ~10x slower there: every halfway point k + 1/2 (in
-    # units of 2**-24) and its float32 neighbours, a dense sample of the range, and ordinary values.
-    from kquant.formats.q6_k import _fp16
-
-    halfway = (np.arange(0, 1025) + 0.5).astype(np.float32) * np.float32(2.0**-24)
-    ties = np.concatenate([halfway, np.nextafter(halfway, 0), np.nextafter(halfway, 1)])
-    below = np.arange(0, np.float32(2.0**-14).view(np.uint32) + 2, 331, dtype=np.uint32).view(np.float32)
-    ordinary = np.random.default_rng(0).normal(0, 1e-3, 10_000).astype(np.float32)
-    v = np.concatenate([ties, below, ordinary, [np.float32(2.0**-14), np.float32(6e4)]])
-    v = np.concatenate([v, -v])
-    assert np.array_equal(_fp16(v).view(np.uint16), v.astype(np.float16).view(np.uint16))
-
-
 def test_a_search_result_is_its_own_array_not_the_workspace_the_next_call_reuses():
     # make_qx_scale keeps its temporaries from call to call; what it returns must not be among them.
     from kquant.formats.search import make_qx_scale

@@ -14,6 +14,7 @@ from kquant.formats.cops import (
     put_fp16,
     seqsum,
     signed_absmax,
+    to_fp16,
     widen_fp16,
 )
 
@@ -158,3 +159,34 @@ def test_widen_fp16_gives_every_fp16_bit_pattern_the_float32_numpy_casts_it_to()
     finite = bits[np.isfinite(expected)].view(np.float16).reshape(-1, 32)
     np.testing.assert_array_equal(widen_fp16(finite).view(np.uint32), finite.astype(np.float32).view(np.uint32))
     assert widen_fp16(np.zeros((0, 4), np.float16)).shape == (0, 4)
+
+
+def test_to_fp16_rounds_every_float32_as_numpys_cast_ties_carries_subnormals_and_edges_included():
+    # Every scale an encoder stores goes through to_fp16 (integer steps, not numpy's per-value cast).
+    # Checked once over all 2**32 float32 bit patterns; here, the cases each step exists for.
+    rng = np.random.default_rng(0)
+    exponents = np.arange(256, dtype=np.uint32) << 23
+    mantissas = np.concatenate(
+        [
+            rng.integers(0, 1 << 23, 64, dtype=np.uint32),
+            # the 13 dropped bits at a tie, just below and above it, with the kept bit even and odd
+            np.array([0x1000, 0x0FFF, 0x1001, 0x3000, 0x2FFF, 0x3001, 0x7FF000, 0x7FEFFF, 0x7FFFFF, 0], np.uint32),
+        ]
+    )
+    bits = (exponents[:, None] | mantissas[None, :]).reshape(-1)  # every exponent
+    # (an array holding a value that rounds to inf takes numpy's cast whole: the finite ones apart)
+    finite = bits[bits < 0x477FF000]
+    halfway = (np.arange(0, 1025) + 0.5).astype(np.float32) * np.float32(2.0**-24)  # subnormal fp16 ties
+    edges = np.array([2.0**-14, 65504, 65519.99, 65520, np.inf, np.nan, 0.0], np.float32)
+    for v in (
+        finite.view(np.float32),
+        bits.view(np.float32),
+        np.concatenate([halfway, np.nextafter(halfway, 0), np.nextafter(halfway, 1)]),
+        edges[:3],  # finite, below where rounding reaches inf: the integer path
+        edges,
+        rng.normal(0, 1e-3, 10_000).astype(np.float32),
+    ):
+        v = np.concatenate([v, -v])
+        with np.errstate(all="ignore"):
+            assert np.array_equal(to_fp16(v).view(np.uint16), v.astype(np.float16).view(np.uint16))
+    assert to_fp16(np.zeros((2, 3), np.float32)).shape == (2, 3)

@@ -163,6 +163,40 @@ def lane_max_min(xl: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.maximum(top[0::LANES], top[1::LANES]), np.minimum(bottom[0::LANES], bottom[1::LANES])
 
 
+def to_fp16(v) -> np.ndarray:
+    """``GGML_FP32_TO_FP16`` of an array: numpy's float32 -> float16 cast, bit for bit, ~2.5x faster.
+
+    numpy converts one value at a time (~2.5 ns each here, a few % of a legacy encoder, which
+    converts one or two scales per 32 weights). The same rounding (to nearest, ties to even) in
+    integer steps numpy vectorises, on the float32 bits s eeeeeeee mmm...m (1, 8, 23):
+
+        2**-14 <= |v| < 65520 (a normal fp16): add 0xFFF plus the lowest mantissa bit kept, so the
+            13 bits dropped round to nearest even, then rebias the exponent (127 -> 15) and shift
+            right 13: fp16's e eeee mmmmmmmmmm, a carry out of the mantissa stepping the exponent;
+        |v| < 2**-14 (an fp16 subnormal, or zero): fp16 holds k * 2**-24, and k = rint(|v| * 2**24)
+            (an exact scaling; rint ties to even as the cast does);
+
+    and the sign on top. Values that round to inf, inf and NaN take numpy's own cast.
+    """
+    v = np.asarray(v, dtype=f32)
+    b = np.ascontiguousarray(v).reshape(-1).view(np.uint32)
+    a = b & 0x7FFFFFFF  # |v|'s bits
+    if a.size == 0 or a.max() >= 0x477FF000:  # 65520 and above round to inf
+        return v.astype(np.float16)
+    h = a >> 13
+    h &= 1  # the lowest mantissa bit kept: a tie rounds to the even neighbour
+    h += a
+    h += (0xFFF - (112 << 23)) % 2**32  # round, and rebias the exponent by 127 - 15 = 112
+    h >>= 13
+    small = a < 0x38800000  # below 2**-14
+    if small.any():
+        h[small] = np.rint(np.abs(b[small].view(f32)) * f32(2.0**24))
+    sign = b >> 16
+    sign &= 0x8000
+    h |= sign
+    return h.astype(np.uint16).view(np.float16).reshape(v.shape)
+
+
 def put_fp16(out: np.ndarray, start: int, v: np.ndarray) -> None:
     """``GGML_FP32_TO_FP16(v)`` stored as little-endian bytes into ``out[:, start:start + 2]``.
 
@@ -173,7 +207,7 @@ def put_fp16(out: np.ndarray, start: int, v: np.ndarray) -> None:
     """
     v = np.asarray(v)
     if v.dtype != np.float16:  # through float32, as C converts a float
-        v = v.astype(f32).astype(np.float16)
+        v = to_fp16(v)
     out[:, start : start + 2].view("<f2")[:, 0] = v
 
 
@@ -186,7 +220,7 @@ def fp16_value(v: np.ndarray) -> np.ndarray:
     """The float32 a value becomes after a round trip through fp16 (what the decoder will see)."""
     if isinstance(v, np.ndarray) and v.dtype == np.float16 and v.ndim:  # already fp16 (a decoded field)
         return _FP16_TO_F32.take(v.view(np.uint16))
-    return np.asarray(v, dtype=f32).astype(np.float16).astype(f32)
+    return _FP16_TO_F32.take(to_fp16(v).view(np.uint16))
 
 
 def widen_fp16(h: np.ndarray) -> np.ndarray:

@@ -42,6 +42,7 @@ from kquant.formats.cops import (
     put_fp16,
     seqsum,
     signed_absmax,
+    to_fp16,
 )
 from kquant.formats.q4_0 import pack_nibbles, unpack_nibbles
 from kquant.formats.search import GROUP_MAX_EPS, blocks_and_importance, importance_weights
@@ -205,7 +206,7 @@ def block_importance(xt: np.ndarray, qwt: np.ndarray) -> np.ndarray:
 
 def _encode_columns(xt: np.ndarray, w: np.ndarray) -> Fields:
     d = search(xt, w)
-    return Fields(d.astype(np.float16), np.ascontiguousarray(levels(xt, d).T))
+    return Fields(to_fp16(d), np.ascontiguousarray(levels(xt, d).T))
 
 
 def encode(x: np.ndarray) -> Fields:

@@ -27,6 +27,7 @@ from kquant.formats.cops import (
     per_weight,
     put_fp16,
     seqsum,
+    to_fp16,
 )
 from kquant.formats.search import (
     blocks_and_importance,
@@ -75,7 +76,7 @@ def encode(x: np.ndarray) -> Fields:
     # only when its max is > 0.
     l = np.where(max_sm > 0, l, 0).astype(np.uint8)
     sc = np.ascontiguousarray((l[:, 0] | (l[:, 1] << 4)).T)  # (n, 16)
-    d, dmin = np.where(max_sm > 0, max_sm / f32(15), f32(0)).astype(np.float16)
+    d, dmin = to_fp16(np.where(max_sm > 0, max_sm / f32(15), f32(0)))
     return _requantize(x, L, d, dmin, sc)
 
 
@@ -97,7 +98,7 @@ def encode_impl(rows: np.ndarray, imatrix: np.ndarray) -> Fields:
     dm, Ls = make_qp_quants(np.ascontiguousarray(scale.reshape(n, 16).T), 15, sw)
     mm, Lm = make_qp_quants(np.ascontiguousarray(the_min.reshape(n, 16).T), 15, sw)
     sc = c_to_uint8(Ls.T | (Lm.T.astype(np.int32) << 4))
-    return _requantize(x, L, dm.astype(np.float16), mm.astype(np.float16), sc)
+    return _requantize(x, L, to_fp16(dm), to_fp16(mm), sc)
 
 
 def _requantize(x: np.ndarray, L: np.ndarray, d: np.ndarray, dmin: np.ndarray, sc: np.ndarray) -> Fields:

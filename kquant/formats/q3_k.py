@@ -34,6 +34,7 @@ from kquant.formats.cops import (
     seqsum,
     shift_bytes,
     signed_absmax,
+    to_fp16,
 )
 from kquant.formats.q2_k import pack_crumbs, unpack_crumbs
 from kquant.formats.q5_k import pack_high_bits, unpack_high_bits
@@ -86,7 +87,7 @@ def encode(x: np.ndarray) -> Fields:
     s = np.clip(c_to_int8(nearest_int(iscale[:, None] * scale)), -32, 31) + 32
     nonzero = max_scale != 0
     s = np.where(nonzero[:, None], s, 0).astype(np.uint8)
-    d = np.where(nonzero, f32(1) / iscale, f32(0)).astype(np.float16)
+    d = to_fp16(np.where(nonzero, f32(1) / iscale, f32(0)))
     return _requantize(x, lambda groups: make_q3_quants(xt[:, groups])[1], d, s)
 
 
@@ -107,7 +108,7 @@ def encode_impl(rows: np.ndarray, imatrix: np.ndarray) -> Fields:
     sw = np.ascontiguousarray(seqsum(w).reshape(n, 16).T)  # (16, n)
     scale, L = make_qx_quants(xt, 4, qw=w)
     d_block, Ls = make_qx_quants(np.ascontiguousarray(scale.reshape(n, 16).T), 32, qw=sw)
-    return _requantize(x, lambda groups: L[:, groups], d_block.astype(np.float16), np.ascontiguousarray(Ls.T))
+    return _requantize(x, lambda groups: L[:, groups], to_fp16(d_block), np.ascontiguousarray(Ls.T))
 
 
 def _requantize(x: np.ndarray, levels_of, d: np.ndarray, s: np.ndarray) -> Fields:

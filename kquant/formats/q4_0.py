@@ -32,6 +32,7 @@ from kquant.formats.cops import (
     put_field,
     put_fp16,
     split_nibbles,
+    to_fp16,
 )
 from kquant.formats.search import blocks_and_importance, importance_weights, make_qx_quants, row_mean_square
 
@@ -66,7 +67,7 @@ def encode(x: np.ndarray) -> Fields:
     # (int8_t)(x*id + 8.5f): truncation of a non-negative sum = round half up
     v = np.multiply(xl, per_lane(id_), out=xl)
     q = truncate_levels(v, 8.5, 15, finite)
-    return Fields(d.astype(np.float16), lanes_to_rows(q))
+    return Fields(to_fp16(d), lanes_to_rows(q))
 
 
 def truncate_levels(v: np.ndarray, offset: float, top: int, finite: bool, below_top: bool = False) -> np.ndarray:
@@ -105,7 +106,7 @@ def encode_impl(rows: np.ndarray, imatrix: np.ndarray) -> Fields:
     """quantize_row_q4_0_impl: the symmetric search of Q6_K (make_qx_quants), importance-weighted."""
     xt, w = row_importance(rows, imatrix)
     d, L = make_qx_quants(xt, 8, qw=w)  # L = level + 8, in 0..15
-    return Fields(d.astype(np.float16), np.ascontiguousarray(L.T))
+    return Fields(to_fp16(d), np.ascontiguousarray(L.T))
 
 
 def pack_nibbles(q: np.ndarray) -> np.ndarray:

@@ -25,6 +25,7 @@ from kquant.formats.cops import (
     per_weight,
     put_field,
     put_fp16,
+    to_fp16,
 )
 from kquant.formats.q4_0 import pack_nibbles, row_importance, truncate_levels, unpack_nibbles
 from kquant.formats.search import make_qkx3_quants
@@ -59,7 +60,7 @@ def encode(x: np.ndarray) -> Fields:
     # 0 <= v <= (max - min) * id = 15 to a few ulps (an id that is finite has d >= 2**-128, rounded
     # to within 2**-21), so v + 0.5 < 16: C's MIN(15, ...) cannot act and its pass is skipped.
     q = truncate_levels(v, 0.5, 15, finite, below_top=True)
-    return Fields(d.astype(np.float16), lo.astype(np.float16), lanes_to_rows(q))
+    return Fields(to_fp16(d), to_fp16(lo), lanes_to_rows(q))
 
 
 @c_semantics
@@ -67,7 +68,7 @@ def encode_impl(rows: np.ndarray, imatrix: np.ndarray) -> Fields:
     """quantize_row_q4_1_impl: the K-quants' asymmetric search (make_qkx3_quants), importance-weighted."""
     xt, w = row_importance(rows, imatrix)
     scale, the_min, L = make_qkx3_quants(xt, w, 15)
-    return Fields(scale.astype(np.float16), (-the_min).astype(np.float16), np.ascontiguousarray(L.T))
+    return Fields(to_fp16(scale), to_fp16(-the_min), np.ascontiguousarray(L.T))
 
 
 def pack(f: Fields) -> np.ndarray:

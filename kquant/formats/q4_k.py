@@ -29,6 +29,7 @@ from kquant.formats.cops import (
     put_fp16,
     seqsum,
     split_nibbles,
+    to_fp16,
 )
 from kquant.formats.search import (
     blocks_and_importance,
@@ -96,8 +97,8 @@ def quantize_scales(scales: np.ndarray, mins: np.ndarray):
     # uint8_t ls = nearest_int(...): the store wraps modulo 256 *before* MIN(63, ls).
     sc = np.minimum(63, c_to_uint8(nearest_int(inv_scale[:, None] * scales)))
     m = np.minimum(63, c_to_uint8(nearest_int(inv_min[:, None] * mins)))
-    d = (max_scale / f32(63)).astype(np.float16)
-    dmin = (max_min / f32(63)).astype(np.float16)
+    d = to_fp16(max_scale / f32(63))
+    dmin = to_fp16(max_min / f32(63))
     return d, dmin, sc.astype(np.uint8), m.astype(np.uint8)
 
 
@@ -159,8 +160,8 @@ def fit_block_scales(scales: np.ndarray, mins: np.ndarray, sw: np.ndarray):
     d_block, Ls = make_qp_quants(np.ascontiguousarray(scales.T), 63, swt)
     m_block, Lm = make_qp_quants(np.ascontiguousarray(mins.T), 63, swt)
     return (
-        d_block.astype(np.float16),
-        m_block.astype(np.float16),
+        to_fp16(d_block),
+        to_fp16(m_block),
         np.ascontiguousarray(Ls.T),
         np.ascontiguousarray(Lm.T),
     )

@@ -27,6 +27,7 @@ from kquant.formats.cops import (
     put_field,
     put_fp16,
     shift_bytes,
+    to_fp16,
 )
 from kquant.formats.q4_0 import pack_nibbles, row_importance, truncate_levels, unpack_nibbles
 from kquant.formats.search import make_qx_quants
@@ -78,7 +79,7 @@ def encode(x: np.ndarray) -> Fields:
     id_, finite = inverse_or_zero(d)
     v = np.multiply(xl, per_lane(id_), out=xl)
     q = truncate_levels(v, 16.5, 31, finite)
-    return Fields(d.astype(np.float16), lanes_to_rows(q))
+    return Fields(to_fp16(d), lanes_to_rows(q))
 
 
 @c_semantics
@@ -86,7 +87,7 @@ def encode_impl(rows: np.ndarray, imatrix: np.ndarray) -> Fields:
     """quantize_row_q5_0_impl: make_qx_quants with nmax 16, importance-weighted."""
     xt, w = row_importance(rows, imatrix)
     d, L = make_qx_quants(xt, 16, qw=w)  # L = level + 16, in 0..31
-    return Fields(d.astype(np.float16), np.ascontiguousarray(L.T))
+    return Fields(to_fp16(d), np.ascontiguousarray(L.T))
 
 
 def pack(f: Fields) -> np.ndarray:

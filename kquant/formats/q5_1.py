@@ -22,6 +22,7 @@ from kquant.formats.cops import (
     per_lane,
     put_field,
     put_fp16,
+    to_fp16,
 )
 from kquant.formats.q4_0 import pack_nibbles, row_importance, unpack_nibbles
 from kquant.formats.q4_1 import decode as _decode_q4_1
@@ -61,7 +62,7 @@ def encode(x: np.ndarray) -> Fields:
         np.add(v, f32(0.5), out=q, casting="unsafe")  # float32 sum, truncated into bytes: one pass
     else:
         q = c_float_to_uint8(v + f32(0.5)).astype(np.uint8)
-    return Fields(d.astype(np.float16), lo.astype(np.float16), lanes_to_rows(q))
+    return Fields(to_fp16(d), to_fp16(lo), lanes_to_rows(q))
 
 
 @c_semantics
@@ -69,7 +70,7 @@ def encode_impl(rows: np.ndarray, imatrix: np.ndarray) -> Fields:
     """quantize_row_q5_1_impl: the K-quants' asymmetric search (make_qkx3_quants), importance-weighted."""
     xt, w = row_importance(rows, imatrix)
     scale, the_min, L = make_qkx3_quants(xt, w, 31)
-    return Fields(scale.astype(np.float16), (-the_min).astype(np.float16), np.ascontiguousarray(L.T))
+    return Fields(to_fp16(scale), to_fp16(-the_min), np.ascontiguousarray(L.T))
 
 
 def pack(f: Fields) -> np.ndarray:

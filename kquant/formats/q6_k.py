@@ -29,6 +29,7 @@ from kquant.formats.cops import (
     shift_bytes,
     signed_absmax,
     split_nibbles,
+    to_fp16,
 )
 from kquant.formats.search import GROUP_MAX_EPS, blocks_and_importance, make_qx_scale, qx_levels, requantize_levels
 
@@ -82,7 +83,7 @@ def _quantize_scales_and_requantize(x: np.ndarray, xt: np.ndarray, scale: np.nda
     max_scale = signed_absmax(scale, axis=1)
     empty = np.abs(max_scale) < GROUP_MAX_EPS  # C writes an all-zero block
     iscale_block = f32(-128) / max_scale
-    d = _fp16(np.where(empty, f32(0), f32(1) / iscale_block))
+    d = to_fp16(np.where(empty, f32(0), f32(1) / iscale_block))  # for real weights, nearly always an fp16 subnormal
     # C: y.scales[j] = MIN(127, nearest_int(iscale * scale[j])), an int stored in int8_t: its low
     # byte, which numpy's int32 -> int8 cast keeps too.
     scales = np.minimum(nearest_int(iscale_block[:, None] * scale), 127).astype(np.int8)
@@ -94,23 +95,6 @@ def _quantize_scales_and_requantize(x: np.ndarray, xt: np.ndarray, scale: np.nda
     q = requantize_levels(x.reshape(-1, 16), dq, None, -32, 31, L).reshape(n, 256)
     q[empty] = 0
     return Fields(d, scales, q)
-
-
-def _fp16(v: np.ndarray) -> np.ndarray:
-    """GGML_FP32_TO_FP16 of float32 v: numpy's cast, except for values in fp16's subnormal range.
-
-    A Q6_K d is -max_scale / 128, which for real weights is nearly always below 2**-14,
-    where numpy converts each value ~10x slower. There fp16 holds k * 2**-24 (k < 1024), so the
-    bits are k = rint(|v| * 2**24) (exact scaling, ties to even as the cast), with the sign on
-    top; k = 1024 is the smallest normal, 0x0400, as it should be.
-    """
-    tiny = np.abs(v) < f32(2.0**-14)
-    h = np.where(tiny, f32(0), v).astype(np.float16)
-    if tiny.any():
-        t = v[tiny]
-        k = np.rint(np.abs(t) * f32(2.0**24)).astype(np.uint16)
-        h.view(np.uint16)[tiny] = k | (np.signbit(t).astype(np.uint16) << 15)
-    return h
 
 
 def pack(f: Fields) -> np.ndarray:

@@ -25,6 +25,7 @@ from kquant.formats.cops import (
     per_weight,
     put_field,
     put_fp16,
+    to_fp16,
 )
 
 QK = 32  # QK8_0
@@ -72,7 +73,7 @@ def encode(x: np.ndarray) -> Fields:
     id_, finite = inverse_or_zero(d)
     if not finite:  # a subnormal max made id inf: C's conversions wrap, reproduced slowly
         v = roundf(np.multiply(xl, per_lane(id_), out=xl))
-        return Fields(d.astype(np.float16), lanes_to_rows(c_float_to_int8(v).astype(np.int8)).view(np.int8))
+        return Fields(to_fp16(d), lanes_to_rows(c_float_to_int8(v).astype(np.int8)).view(np.int8))
     # roundf(x*id) without a float pass per step: j = (int)(2*x*id) truncates the doubled value
     # (doubling is exact), then roundf = (j + 1) >> 1 for j >= 0 and j >> 1 below (halves go away
     # from zero). x*(2*id) has the bits of 2*(x*id): scaling by 2 commutes with rounding.
@@ -80,7 +81,7 @@ def encode(x: np.ndarray) -> Fields:
     np.multiply(xl, per_lane(id_ + id_), out=j, casting="unsafe")  # float32 product, truncated: C's (int)
     j += j >= 0
     j >>= 1
-    return Fields(d.astype(np.float16), lanes_to_rows(j.astype(np.int8)).view(np.int8))
+    return Fields(to_fp16(d), lanes_to_rows(j.astype(np.int8)).view(np.int8))
 
 
 def encode_impl(rows: np.ndarray, imatrix: np.ndarray) -> Fields:
