@@ -11,8 +11,9 @@ numpy takes every array from the C library's malloc. Two of glibc's defaults cos
 
 glibc raises both thresholds by itself once it frees a large mmapped array (up to 32 MiB and
 64 MiB), but only then. A process that quantizes a small model's tensors, and nothing else,
-never gets there: measured on the bundled model, Q6_K's encoder ran at 0.84x ggml's C and its
-decoder at 3.3x gguf-py's numpy; with the thresholds raised, 1.08x and 5.9x.
+never gets there: measured on the bundled model (benchmarks/codecs.py, in a process timing only
+Q6_K, Q3_K and Q4_1), Q6_K's encoder ran at 0.84x ggml's C and its decoder at 3.3x gguf-py's
+numpy; with ``keep_freed_memory()``, 1.04x and 6.2x.
 
 Used by ``kquant.formats.quantize`` / ``dequantize`` (``keep_freed_memory``), by the scale searches
 (``empty_aligned``) and by the whole-file workers of ``kquant.quantize_file``.
@@ -39,8 +40,8 @@ def keep_freed_memory(nbytes: int = 64 << 20) -> None:
     """glibc: serve arrays below 32 MiB from the heap, and keep up to ``nbytes`` of it free for reuse.
 
     The default, 64 MiB, is the state glibc's own dynamic thresholds reach after it frees one 32 MiB
-    array, set from the start; a process's memory then stays within 64 MiB of what it holds. Only
-    ever raised (a worker that keeps 1 GiB is not lowered by a later call). Elsewhere (macOS, musl)
+    array, set from the start: the heap hands back its free top only beyond 64 MiB. Only ever
+    raised (a worker that keeps 1 GiB is not lowered by a later call). Elsewhere (macOS, musl)
     there is no such knob, and nothing is changed.
     """
     global _kept

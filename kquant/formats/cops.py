@@ -176,7 +176,8 @@ def to_fp16(v) -> np.ndarray:
         |v| < 2**-14 (an fp16 subnormal, or zero): fp16 holds k * 2**-24, and k = rint(|v| * 2**24)
             (an exact scaling; rint ties to even as the cast does);
 
-    and the sign on top. Values that round to inf, inf and NaN take numpy's own cast.
+    and the sign on top. An array holding a value that rounds to inf (or inf, or NaN: quantize()
+    refuses those before) takes numpy's own cast.
     """
     v = np.asarray(v, dtype=f32)
     b = np.ascontiguousarray(v).reshape(-1).view(np.uint32)
@@ -220,7 +221,8 @@ def fp16_value(v: np.ndarray) -> np.ndarray:
     """The float32 a value becomes after a round trip through fp16 (what the decoder will see)."""
     if isinstance(v, np.ndarray) and v.dtype == np.float16 and v.ndim:  # already fp16 (a decoded field)
         return _FP16_TO_F32.take(v.view(np.uint16))
-    return _FP16_TO_F32.take(to_fp16(v).view(np.uint16))
+    h = to_fp16(v)
+    return _FP16_TO_F32.take(h.view(np.uint16)) if h.ndim else h.astype(f32)  # (take would give a scalar)
 
 
 def widen_fp16(h: np.ndarray) -> np.ndarray:
