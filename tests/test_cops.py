@@ -6,6 +6,7 @@ import pytest
 from kquant.formats import q4_0, q5_0
 from kquant.formats.cops import (
     c_float_to_int8,
+    fp16_nonfinite,
     inverse_or_zero,
     lane_max_min,
     lanes,
@@ -190,3 +191,12 @@ def test_to_fp16_rounds_every_float32_as_numpys_cast_ties_carries_subnormals_and
         with np.errstate(all="ignore"):
             assert np.array_equal(to_fp16(v).view(np.uint16), v.astype(np.float16).view(np.uint16))
     assert to_fp16(np.zeros((2, 3), np.float32)).shape == (2, 3)
+
+
+def test_fp16_nonfinite_says_whether_any_fp16_value_is_inf_or_nan():
+    every = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16)
+    flags = np.array([fp16_nonfinite(every[i : i + 1]) for i in range(0, 1 << 16, 7)] + [fp16_nonfinite(every[-1:])])
+    want = ~np.isfinite(every.view(np.float16)[list(range(0, 1 << 16, 7)) + [(1 << 16) - 1]])
+    np.testing.assert_array_equal(flags, want)
+    finite = every.view(np.float16)[np.isfinite(every.view(np.float16))]
+    assert not fp16_nonfinite(finite) and fp16_nonfinite(every) and not fp16_nonfinite(finite[:0])
