@@ -7,8 +7,9 @@ A super-block of QK_K = 256 weights has 16 groups of 16. Weight e of group j dec
 Symmetric (no min). The low 2 bits of each level are packed like Q2_K's, the third
 bit goes to ``hmask``. 3.4375 bits per weight.
 
-ggml's C encodes Q3_K faster than this numpy code (unlike the other K-quants): about 1.05-1.25x
-on large tensors and about 2x on a small model's (benchmarks/codecs.py). Its scale search ends
+ggml's C encodes Q3_K faster than this numpy code (unlike the other K-quants): numpy takes
+0.94-1.2x C's time on a 2 M-weight matrix and about 2x on a small model's tensors (measured
+with benchmarks/codecs.py: 0.84-1.06x and 0.51-0.57x as speed ratios). Its scale search ends
 in a coordinate descent of up to 80 steps per group that each depend on the one before: a
 few scalar operations in C, but a few dozen numpy calls here, whose fixed cost, paid per
 step over ever fewer groups, a small tensor cannot spread over many weights.
@@ -74,8 +75,8 @@ class Fields(NamedTuple):
 def encode(x: np.ndarray) -> Fields:
     """quantize_row_q3_K_ref: x (n, 256) float32 -> Fields.
 
-    The slowest K-quant here relative to C (0.8-0.95x on big tensors, ~0.5x on a small model's,
-    benchmarks/codecs.py): see the module docstring.
+    The slowest K-quant here relative to C (0.84-1.06x C's speed on a 2 M-weight matrix, 0.51-0.57x
+    on a small model's tensors, benchmarks/codecs.py): see the module docstring.
     """
     n = x.shape[0]
     xt = columns(x.reshape(n * 16, 16))  # (16, G)
