@@ -22,15 +22,7 @@ import threading
 import numpy as np
 
 from kquant.formats.alloc import empty_aligned
-from kquant.formats.cops import (
-    NEAREST_INT_MAGIC,
-    c_semantics,
-    c_to_uint8,
-    f32,
-    nearest_int,
-    seqsum,
-    signed_absmax,
-)
+from kquant.formats.cops import NEAREST_INT_MAGIC, c_semantics, c_to_uint8, f32, nearest_int, seqsum, signed_absmax
 
 GROUP_MAX_EPS = f32(1e-15)  # a group whose largest |x| is below this is treated as all zeros
 
