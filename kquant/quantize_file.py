@@ -69,6 +69,7 @@ from gguf.quants import quant_shape_to_byte_shape
 from kquant.errors import KQuantError
 from kquant.formats import FORMATS, dequantize, quantize
 from kquant.formats.alloc import keep_freed_memory, libc_function
+from kquant.formats.cops import to_fp16
 from kquant.gguf.llama_keys import check_llama
 from kquant.gguf.reader import GGUFFile, StringArray, open_gguf, shape_of, weights
 from kquant.gguf.summary import FileSummary, TensorRow
@@ -511,7 +512,7 @@ def _encode(t, c: Choice, importance: dict, replaced=None, rows: slice | None = 
     if c.type == T.BF16:
         return _to_bf16(np.ascontiguousarray(x)).reshape(-1).view(np.uint8)
     if c.type == T.F16:
-        h = x.astype(np.float16)  # round to nearest even, as ggml_fp32_to_fp16_row
+        h = to_fp16(x)  # round to nearest even, as ggml_fp32_to_fp16_row (numpy's cast, ~2.5x faster)
         if not np.isfinite(h).all():
             raise KQuantError(f"{c.name} has weights beyond F16's range (±65504); llama.cpp fails on them too")
         return h.reshape(-1).view(np.uint8)

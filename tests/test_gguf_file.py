@@ -199,6 +199,19 @@ def test_weights_too_large_for_fp16_scales_are_refused_like_llama_cpp_does(tmp_p
         llama_quantize(src, tmp_path / "llama.gguf", "Q4_0")
 
 
+def test_weights_beyond_fp16s_range_are_refused_for_an_f16_target_like_llama_cpp_does(tmp_path):
+    src = write_tiny_llama(tmp_path / "huge.gguf", n_layer=1)  # F32 weights
+    data = bytearray(src.read_bytes())
+    t = next(t for t in GGUFReader(src).tensors if t.name == "blk.0.ffn_up.weight")
+    data[t.data_offset + 4 : t.data_offset + 8] = np.float32(65520).tobytes()  # the first value that rounds to inf
+    src.write_bytes(bytes(data))
+    with pytest.raises(KQuantError, match=r"blk.0.ffn_up.weight has weights beyond F16's range"):
+        quantize_gguf(src, tmp_path / "q.gguf", "F16", progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["huge.gguf"]
+    with pytest.raises(KQuantError):
+        llama_quantize(src, tmp_path / "llama.gguf", "F16")
+
+
 # --- bad input: one clear error -------------------------------------------------------------
 
 

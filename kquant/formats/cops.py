@@ -183,7 +183,8 @@ def to_fp16(v) -> np.ndarray:
     b = np.ascontiguousarray(v).reshape(-1).view(np.uint32)
     a = b & 0x7FFFFFFF  # |v|'s bits
     if a.size == 0 or a.max() >= 0x477FF000:  # 65520 and above round to inf
-        return v.astype(np.float16)
+        with np.errstate(over="ignore"):  # as C's conversion: inf, silently (callers refuse it)
+            return v.astype(np.float16)
     h = a >> 13
     h &= 1  # the lowest mantissa bit kept: a tie rounds to the even neighbour
     h += a
