@@ -209,6 +209,20 @@ def test_fp32_to_fp16_matches_numpy():
 
 
 @needs_lib
+def test_kquants_to_fp16_matches_ggmls_own_conversion_on_its_integer_path():
+    # to_fp16 (every stored kquant scale) against ggml_fp32_to_fp16_row itself: random bit patterns
+    # below 65520 (larger ones send the whole array to numpy's cast), ties, subnormals and zeros.
+    from kquant.formats.cops import to_fp16
+
+    rng = np.random.default_rng(6)
+    bits = rng.integers(0, 0x477FF000, 1 << 16, dtype=np.uint64).astype(np.uint32)
+    ties = (np.arange(0, 1 << 13, dtype=np.uint32) << 13) | 0x1000  # every kept mantissa, dropped bits at half
+    x = np.concatenate([bits, ties | (112 << 23), ties | (130 << 23)]).view(np.float32)  # 2**-15, 2**3
+    x = np.concatenate([x, -x, np.float32([0.0, -0.0, 65504.0, 65519.996, 2.0**-24, 2.0**-25, 1e-45])])
+    assert np.array_equal(to_fp16(x).view(np.uint16), reference.fp32_to_fp16(x).view(np.uint16))
+
+
+@needs_lib
 def test_fp16_to_fp32_matches_numpy_for_every_code():
     codes = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16)
     codes = codes[~np.isnan(codes.view(np.float16))]
