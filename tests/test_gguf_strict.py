@@ -319,7 +319,12 @@ _CHILD = textwrap.dedent(
     with atomic_output(sys.argv[1]) as tmp:
         tmp.write_bytes(b"half a model")
         print("writing", flush=True)
-        time.sleep(60)
+        # A long write, back in Python every 0.1 s as a real one is between its pieces. One
+        # time.sleep(60) would race the signal: Python runs a handler only between bytecodes, and a
+        # signal caught just after the last check before the sleep's system call began is acted on
+        # when the sleep ends, after this test's 30 s wait (seen once, on a loaded machine).
+        for _ in range(600):
+            time.sleep(0.1)
     """
 )
 
