@@ -84,16 +84,23 @@ recorded.model_quantize(hub.bundled(), "kquant-Q4_K_M.gguf", "Q4_K_M")
 STAND_IN = "(llama.cpp is not installed: "
 
 
-def _clean_env() -> dict:
-    """The environment of a user's shell: no PYTHONPATH into this checkout, no venv of ours."""
+def _clean_env(home: Path) -> dict:
+    """The environment of a user's shell: no PYTHONPATH into this checkout, no venv of ours, and the
+    user's new venv (``home``/venv, once made) activated. Without that, a runner whose PATH starts
+    with another environment (make test started from an activated .venv, which has llama.cpp) lent
+    Jupyter that environment's python3 kernel: notebook 07 then ran with llama.cpp."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
     env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
+    venv = home / "venv"
+    if (venv / "bin").is_dir():  # as `source venv/bin/activate` does
+        env["VIRTUAL_ENV"] = str(venv)
+        env["PATH"] = os.pathsep.join([str(venv / "bin"), env.get("PATH", "")])
     return env
 
 
 def _run(args, cwd: Path, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
     proc = subprocess.run(
-        [str(a) for a in args], cwd=cwd, env=_clean_env(), capture_output=True, text=True, timeout=timeout
+        [str(a) for a in args], cwd=cwd, env=_clean_env(Path(cwd)), capture_output=True, text=True, timeout=timeout
     )
     if check and proc.returncode != 0:
         pytest.fail(
