@@ -158,7 +158,8 @@ llama.cpp's reasons:
 """
 
 # %%
-out = tempfile.mkdtemp(prefix="kquant-17-")
+workdir = tempfile.TemporaryDirectory(prefix="kquant-17-")  # ~800 MB of files, removed when the kernel stops
+out = workdir.name
 f32 = dequantize_gguf(path, os.path.join(out, "smollm2-f32.gguf"))
 plan = kquant.plan_gguf(f32, "Q4_K_M")
 fallbacks = [c for c in plan if "falls back" in c.reason]
