@@ -73,9 +73,13 @@ ENCODE_TARGET = {"Q2_K": 1.0, "Q4_K": 1.0, "Q5_K": 1.0, "Q6_K": 1.0, "Q3_K": 0.4
 ENCODE_TARGET_OTHERS = 0.5
 IMATRIX_TARGET = 0.5
 DECODE_TARGET = 2.0  # over gguf-py's numpy decoder, for every type
+_BY_TARGET = {
+    t: [n for n, v in ENCODE_TARGET.items() if v == t] for t in sorted(set(ENCODE_TARGET.values()), reverse=True)
+}
 TARGETS = (
-    "encode >= 1.0x ggml (Q2_K, Q4_K, Q5_K, Q6_K), >= 0.4x (Q3_K), >= 0.5x (the others); "
-    f"imatrix >= {IMATRIX_TARGET}x; decode >= {DECODE_TARGET}x gguf-py"
+    "encode "
+    + ", ".join(f">= {t}x ggml ({', '.join(names)})" for t, names in _BY_TARGET.items())
+    + f", >= {ENCODE_TARGET_OTHERS}x (the others); imatrix >= {IMATRIX_TARGET}x; decode >= {DECODE_TARGET}x gguf-py"
 )
 
 
